@@ -1,0 +1,240 @@
+"""The blocking job client both plugins share.
+
+One job = connect, handshake, submit, follow progress and previews, honour
+cancel, receive the result — and turn every failure into one `InpaintError`
+whose message tells a painter what to do. Runs in a worker thread in Krita
+and directly in GIMP's plug-in process; needs only the protocol package,
+msgpack and websockets (pure-Python copies are fine).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.sync.client import ClientConnection, connect
+
+from .. import protocol as p
+
+DEFAULT_SERVER = f"ws://127.0.0.1:{p.DEFAULT_PORT}"
+CLIENT_VERSION = "0.1.0"
+START_HINT = (
+    "Start the daemon with `differential-inpaint serve` (or `make serve` in the "
+    "Differential Inpaint folder) and try again."
+)
+# Loopback websocket throughput is best with messages sent as 1-4 MiB fragments.
+_FRAGMENT = 2 * 1024 * 1024
+_POLL = 0.1  # seconds between checks of the cancel event while waiting
+
+
+class InpaintError(Exception):
+    """A job failed; `message` is for the painter, `code` for code (ErrorCode values,
+    or 'daemon_unavailable', 'connection_lost', 'timeout', 'cancelled', 'protocol')."""
+
+    def __init__(self, message: str, code: str = "job_failed") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class DaemonUnavailable(InpaintError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "daemon_unavailable")
+
+
+class JobCancelled(InpaintError):
+    def __init__(self) -> None:
+        super().__init__("The job was cancelled; nothing was changed.", "cancelled")
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _fragments(data: bytes) -> Iterator[memoryview]:
+    view = memoryview(data)
+    for start in range(0, len(view), _FRAGMENT):
+        yield view[start : start + _FRAGMENT]
+
+
+class DaemonConnection:
+    """One handshaken connection to the daemon. Use as a context manager."""
+
+    def __init__(
+        self,
+        server: str = DEFAULT_SERVER,
+        *,
+        token: str | None = None,
+        client: str = "differential-inpaint-client",
+        client_version: str = CLIENT_VERSION,
+        open_timeout: float = 10.0,
+    ) -> None:
+        self.server = server
+        try:
+            self._ws: ClientConnection = connect(
+                server,
+                open_timeout=open_timeout,
+                compression=None,  # pixels do not compress; deflate would cost ~20 MiB/s
+                max_size=p.DEFAULT_LIMITS.max_message_bytes,
+                close_timeout=2,
+            )
+        except InvalidURI:
+            raise InpaintError(
+                f"'{server}' is not a daemon address; use the form {DEFAULT_SERVER}", "protocol"
+            ) from None
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            raise DaemonUnavailable(
+                f"The daemon at {server} refused the connection (HTTP {status}). "
+                "If it runs on another machine, connect with its token; otherwise check "
+                "that nothing else uses that port."
+            ) from None
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            raise DaemonUnavailable(
+                f"Could not reach the Differential Inpaint daemon at {server} ({exc.__class__.__name__}). "
+                + START_HINT
+            ) from None
+        try:
+            self.send(p.Hello(client=client, client_version=client_version, token=token))
+            reply = self.receive(timeout=open_timeout)
+        except BaseException:
+            self.close()
+            raise
+        if isinstance(reply, p.Error):
+            self.close()
+            raise InpaintError(_explain(reply), reply.code.value)
+        if not isinstance(reply, p.Welcome):
+            self.close()
+            raise InpaintError(f"The daemon answered the handshake with '{reply.TYPE}'.", "protocol")
+        self.welcome: p.Welcome = reply
+
+    def send(self, message: Any) -> None:
+        data = p.encode(message)
+        try:
+            if len(data) > _FRAGMENT:
+                self._ws.send(_fragments(data))
+            else:
+                self._ws.send(data)
+        except ConnectionClosed:
+            raise _lost(self.server) from None
+
+    def receive(self, timeout: float | None = None) -> Any:
+        """The next server message; TimeoutError when none came within `timeout`."""
+        try:
+            data = self._ws.recv(timeout=timeout)
+        except ConnectionClosed:
+            raise _lost(self.server) from None
+        try:
+            return p.decode(data, p.DEFAULT_LIMITS, p.SERVER_MESSAGES)
+        except p.ProtocolError as exc:
+            raise InpaintError(f"The daemon sent a message this plugin cannot read: {exc.message}", "protocol") from None
+
+    def close(self) -> None:
+        self._ws.close()
+
+    def __enter__(self) -> DaemonConnection:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _lost(server: str) -> InpaintError:
+    return InpaintError(
+        f"The connection to the daemon at {server} was lost; nothing was changed. "
+        "Check the daemon's terminal for what happened, restart it if it stopped, and try again.",
+        "connection_lost",
+    )
+
+
+def _explain(error: p.Error) -> str:
+    code = error.code
+    if code is p.ErrorCode.UNSUPPORTED_VERSION:
+        return (
+            f"The daemon does not speak this plugin's protocol version {p.PROTOCOL_VERSION}: "
+            f"{error.message}. Update the plugin and the daemon to the same release."
+        )
+    if code is p.ErrorCode.UNAUTHORIZED:
+        return f"The daemon refused this plugin: {error.message}. Enter the token the daemon printed."
+    if code is p.ErrorCode.UNKNOWN_MODEL:
+        return f"{error.message}. Pick one of the models the daemon lists."
+    if code is p.ErrorCode.OUT_OF_MEMORY:
+        return f"{error.message}. Try a smaller selection, fewer other GPU programs, or a smaller model."
+    return error.message
+
+
+def server_info(server: str = DEFAULT_SERVER, *, token: str | None = None, timeout: float = 5.0) -> p.Welcome:
+    """The daemon's `welcome`: its models, limits and schedulers."""
+    with DaemonConnection(server, token=token, open_timeout=timeout) as conn:
+        return conn.welcome
+
+
+def run_job(
+    submit: p.Submit,
+    *,
+    server: str = DEFAULT_SERVER,
+    token: str | None = None,
+    on_progress: Callable[[p.Progress], None] | None = None,
+    on_preview: Callable[[p.Preview], None] | None = None,
+    cancel: threading.Event | None = None,
+    timeout: float | None = None,
+    client: str = "differential-inpaint-client",
+) -> p.Result:
+    """Run one job to its end and return the `result`; raise `InpaintError` otherwise.
+
+    `cancel` may be set from another thread: the job is cancelled on the daemon
+    and `JobCancelled` raised. `timeout` bounds the whole job, in seconds.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with DaemonConnection(server, token=token, client=client) as conn:
+        _check_fits(submit, conn.welcome.limits)
+        conn.send(submit)
+        cancel_sent = False
+        while True:
+            if cancel is not None and cancel.is_set() and not cancel_sent:
+                conn.send(p.Cancel(submit.job_id))
+                cancel_sent = True
+                # The daemon confirms within one sampling step; do not wait forever.
+                deadline = time.monotonic() + 30.0
+            if deadline is not None and time.monotonic() > deadline:
+                if not cancel_sent:
+                    conn.send(p.Cancel(submit.job_id))
+                    raise InpaintError(
+                        f"The job took longer than {timeout:g} s and was cancelled; nothing was changed.",
+                        "timeout",
+                    )
+                raise JobCancelled()
+            try:
+                message = conn.receive(timeout=_POLL)
+            except TimeoutError:
+                continue
+            if getattr(message, "job_id", submit.job_id) != submit.job_id:
+                continue  # not ours (a protocol-level error names no job and is ours)
+            if isinstance(message, p.Result):
+                return message
+            if isinstance(message, p.Progress):
+                if on_progress is not None:
+                    on_progress(message)
+            elif isinstance(message, p.Preview):
+                if on_preview is not None:
+                    on_preview(message)
+            elif isinstance(message, p.Cancelled):
+                raise JobCancelled()
+            elif isinstance(message, p.Error):
+                raise InpaintError(_explain(message), message.code.value)
+
+
+def _check_fits(submit: p.Submit, limits: p.Limits) -> None:
+    """Refuse locally what the daemon would refuse, before sending megabytes."""
+    image = submit.image
+    if image.width * image.height > limits.max_pixels or max(image.width, image.height) > limits.max_side:
+        raise InpaintError(
+            f"The region is {image.width}x{image.height} pixels; the daemon takes at most "
+            f"{limits.max_pixels} pixels and {limits.max_side} on a side. Select a smaller area "
+            "or lower the context padding.",
+            p.ErrorCode.TOO_LARGE.value,
+        )

@@ -1,0 +1,135 @@
+"""Typed field readers for decoded msgpack maps: each names the field it rejects."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import ErrorCode, ProtocolError
+
+_MISSING = object()
+
+
+def _invalid(where: str, key: str, why: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.INVALID_FIELD, f"{where}: field '{key}' {why}")
+
+
+def _get(d: Mapping[str, Any], where: str, key: str, default: Any) -> Any:
+    value = d.get(key, _MISSING)
+    if value is _MISSING:
+        if default is _MISSING:
+            raise _invalid(where, key, "is missing")
+        return default
+    return value
+
+
+def read_str(
+    d: Mapping[str, Any],
+    where: str,
+    key: str,
+    default: Any = _MISSING,
+    *,
+    max_len: int = 256,
+    min_len: int = 0,
+    optional: bool = False,
+) -> Any:
+    value = _get(d, where, key, default)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise _invalid(where, key, f"must be a string, not {type(value).__name__}")
+    if len(value) > max_len:
+        raise ProtocolError(
+            ErrorCode.TOO_LARGE, f"{where}: field '{key}' is {len(value)} characters, over {max_len}"
+        )
+    if len(value) < min_len:
+        raise _invalid(where, key, "must not be empty" if min_len == 1 else f"is shorter than {min_len}")
+    return value
+
+
+def read_int(
+    d: Mapping[str, Any],
+    where: str,
+    key: str,
+    default: Any = _MISSING,
+    *,
+    lo: int | None = None,
+    hi: int | None = None,
+    optional: bool = False,
+) -> Any:
+    value = _get(d, where, key, default)
+    if value is None and optional:
+        return None
+    # bool is an int in Python; on the wire it is a different type.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _invalid(where, key, f"must be an integer, not {type(value).__name__}")
+    if lo is not None and value < lo:
+        raise _invalid(where, key, f"is {value}, below the minimum {lo}")
+    if hi is not None and value > hi:
+        raise _invalid(where, key, f"is {value}, above the maximum {hi}")
+    return value
+
+
+def read_float(
+    d: Mapping[str, Any],
+    where: str,
+    key: str,
+    default: Any = _MISSING,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+) -> float:
+    value = _get(d, where, key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _invalid(where, key, f"must be a number, not {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise _invalid(where, key, f"must be a finite number, not {value}")
+    if lo is not None and (value <= lo if lo_open else value < lo):
+        bound = f"above {lo}" if lo_open else f"at least {lo}"
+        raise _invalid(where, key, f"is {value}, must be {bound}")
+    if hi is not None and value > hi:
+        raise _invalid(where, key, f"is {value}, must be at most {hi}")
+    return value
+
+
+def read_bool(d: Mapping[str, Any], where: str, key: str, default: Any = _MISSING) -> bool:
+    value = _get(d, where, key, default)
+    if not isinstance(value, bool):
+        raise _invalid(where, key, f"must be true or false, not {type(value).__name__}")
+    return value
+
+
+def read_bytes(d: Mapping[str, Any], where: str, key: str) -> bytes:
+    value = _get(d, where, key, _MISSING)
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise _invalid(where, key, f"must be binary data, not {type(value).__name__}")
+    return value if isinstance(value, bytes) else bytes(value)
+
+
+def read_map(d: Mapping[str, Any], where: str, key: str, default: Any = _MISSING) -> Mapping[str, Any]:
+    value = _get(d, where, key, default)
+    if not isinstance(value, Mapping):
+        raise _invalid(where, key, f"must be a map, not {type(value).__name__}")
+    for k in value:
+        if not isinstance(k, str):
+            raise _invalid(where, key, "has a key that is not a string")
+    return value
+
+
+def read_list(d: Mapping[str, Any], where: str, key: str, default: Any = _MISSING) -> list[Any]:
+    value = _get(d, where, key, default)
+    if not isinstance(value, (list, tuple)):
+        raise _invalid(where, key, f"must be a list, not {type(value).__name__}")
+    return list(value)
+
+
+def read_enum(d: Mapping[str, Any], where: str, key: str, enum: type, default: Any = _MISSING) -> Any:
+    value = read_str(d, where, key, default)
+    try:
+        return enum(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in enum)
+        raise _invalid(where, key, f"is '{value}', not one of: {allowed}") from None

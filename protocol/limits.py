@@ -1,0 +1,27 @@
+"""Limits the daemon announces in `welcome` and enforces before allocating anything."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    # One 4096x4096 region: far above what a model works on, since plugins
+    # send only the region around the selection.
+    max_pixels: int = 4096 * 4096
+    max_side: int = 8192
+    # Room for the largest region in the deepest format (RGBA float32) plus its mask.
+    max_message_bytes: int = 4096 * 4096 * 17 + 1 * MiB
+    max_steps: int = 200
+    max_prompt_chars: int = 4000
+    max_queued_jobs: int = 16
+
+    def to_wire(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+DEFAULT_LIMITS = Limits()
