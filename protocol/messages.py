@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import msgpack
 
@@ -54,7 +54,7 @@ def _job_id(d: Mapping[str, Any], where: str) -> str:
     if not _JOB_ID.fullmatch(job_id):
         raise ProtocolError(
             ErrorCode.INVALID_FIELD,
-            f"{where}: field 'job_id' must be 1-64 characters of letters, digits, '_', '.', ':', '-'",
+            f"{where}: field 'job_id' must be 1-64 letters, digits, '_', '.', ':' or '-'",
         )
     return job_id
 
@@ -168,7 +168,9 @@ class JobParams:
             "scheduler": self.scheduler,
             "grow": float(self.grow),
             "feather": float(self.feather),
-            "output_format": None if self.output_format is None else PixelFormat(self.output_format).value,
+            "output_format": None
+            if self.output_format is None
+            else PixelFormat(self.output_format).value,
             "preview": self.preview,
         }
 
@@ -177,7 +179,9 @@ class JobParams:
         output_format = d.get("output_format")
         return cls(
             prompt=read_str(d, where, "prompt", "", max_len=limits.max_prompt_chars),
-            negative_prompt=read_str(d, where, "negative_prompt", "", max_len=limits.max_prompt_chars),
+            negative_prompt=read_str(
+                d, where, "negative_prompt", "", max_len=limits.max_prompt_chars
+            ),
             strength=read_float(d, where, "strength", 1.0, lo=0.0, hi=1.0, lo_open=True),
             steps=read_int(d, where, "steps", 20, lo=1, hi=limits.max_steps),
             guidance=read_float(d, where, "guidance", 7.0, lo=0.0, hi=100.0),
@@ -205,7 +209,9 @@ class ModelInfo:
     def from_wire(cls, d: Any, where: str) -> ModelInfo:
         if not isinstance(d, Mapping):
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"{where}: each model must be a map")
-        return cls(read_str(d, where, "name", max_len=512), read_str(d, where, "family", max_len=64))
+        return cls(
+            read_str(d, where, "name", max_len=512), read_str(d, where, "family", max_len=64)
+        )
 
 
 def _models_from_wire(d: Mapping[str, Any], where: str) -> list[ModelInfo]:
@@ -244,7 +250,11 @@ class Hello(_Message):
     token: str | None = field(default=None, repr=False)
 
     def to_wire(self) -> dict[str, Any]:
-        wire = {"protocol": self.protocol, "client": self.client, "client_version": self.client_version}
+        wire = {
+            "protocol": self.protocol,
+            "client": self.client,
+            "client_version": self.client_version,
+        }
         if self.token is not None:
             wire["token"] = self.token
         return wire
@@ -293,7 +303,11 @@ class Welcome(_Message):
     def from_wire(cls, d: Mapping[str, Any], limits: Limits) -> Welcome:
         w = "welcome"
         raw_limits = read_map(d, w, "limits")
-        known = {k: read_int(raw_limits, w, k, lo=0) for k in Limits.__dataclass_fields__ if k in raw_limits}
+        known = {
+            k: read_int(raw_limits, w, k, lo=0)
+            for k in Limits.__dataclass_fields__
+            if k in raw_limits
+        }
         return cls(
             protocol=read_int(d, w, "protocol", lo=0),
             server=read_str(d, w, "server"),
@@ -346,7 +360,9 @@ class Submit(_Message):
                 job_id=job_id,
                 image=image,
                 mask=mask,
-                params=JobParams.from_wire(read_map(d, "submit", "params", {}), "submit.params", limits),
+                params=JobParams.from_wire(
+                    read_map(d, "submit", "params", {}), "submit.params", limits
+                ),
                 x=read_int(d, "submit", "x", 0, lo=-_MAX_COORD, hi=_MAX_COORD),
                 y=read_int(d, "submit", "y", 0, lo=-_MAX_COORD, hi=_MAX_COORD),
             )
@@ -586,13 +602,16 @@ class Error(_Message):
         return cls(exc.code, exc.message, exc.job_id)
 
 
-ClientMessage = Union[Hello, Submit, Cancel, ListModels, GetStatus]
-ServerMessage = Union[Welcome, Accepted, Progress, Preview, Result, Cancelled, Error, Models, Status]
-Message = Union[ClientMessage, ServerMessage]
+ClientMessage = Hello | Submit | Cancel | ListModels | GetStatus
+ServerMessage = Welcome | Accepted | Progress | Preview | Result | Cancelled | Error | Models | Status
+Message = ClientMessage | ServerMessage
 
-CLIENT_MESSAGES: dict[str, type] = {m.TYPE: m for m in (Hello, Submit, Cancel, ListModels, GetStatus)}
+CLIENT_MESSAGES: dict[str, type] = {
+    m.TYPE: m for m in (Hello, Submit, Cancel, ListModels, GetStatus)
+}
 SERVER_MESSAGES: dict[str, type] = {
-    m.TYPE: m for m in (Welcome, Accepted, Progress, Preview, Result, Cancelled, Error, Models, Status)
+    m.TYPE: m
+    for m in (Welcome, Accepted, Progress, Preview, Result, Cancelled, Error, Models, Status)
 }
 ALL_MESSAGES: dict[str, type] = {**CLIENT_MESSAGES, **SERVER_MESSAGES}
 
@@ -618,7 +637,9 @@ def decode(
     CLIENT_MESSAGES, the plugins SERVER_MESSAGES.
     """
     if isinstance(data, str):
-        raise ProtocolError(ErrorCode.MALFORMED, "expected a binary message holding msgpack, got text")
+        raise ProtocolError(
+            ErrorCode.MALFORMED, "expected a binary message holding msgpack, got text"
+        )
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ProtocolError(ErrorCode.MALFORMED, f"expected bytes, got {type(data).__name__}")
     if len(data) > limits.max_message_bytes:
@@ -640,9 +661,13 @@ def decode(
             max_ext_len=0,
         )
     except Exception as exc:  # any failure of the untrusted bytes, C or pure-Python unpacker
-        raise ProtocolError(ErrorCode.MALFORMED, f"not a msgpack message ({exc.__class__.__name__})") from None
+        raise ProtocolError(
+            ErrorCode.MALFORMED, f"not a msgpack message ({exc.__class__.__name__})"
+        ) from None
     if not isinstance(obj, dict):
-        raise ProtocolError(ErrorCode.MALFORMED, f"expected a msgpack map, got {type(obj).__name__}")
+        raise ProtocolError(
+            ErrorCode.MALFORMED, f"expected a msgpack map, got {type(obj).__name__}"
+        )
     if not all(isinstance(k, str) for k in obj):
         raise ProtocolError(ErrorCode.MALFORMED, "every key of a message must be a string")
     kind = obj.get("type")

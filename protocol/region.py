@@ -57,7 +57,9 @@ class Rect:
         return Rect(self.x + dx, self.y + dy, self.width, self.height)
 
     def padded(self, padding: int) -> Rect:
-        return Rect(self.x - padding, self.y - padding, self.width + 2 * padding, self.height + 2 * padding)
+        return Rect(
+            self.x - padding, self.y - padding, self.width + 2 * padding, self.height + 2 * padding
+        )
 
 
 def mask_bounds(data: bytes, width: int, height: int) -> Rect | None:
@@ -78,19 +80,18 @@ def mask_bounds(data: bytes, width: int, height: int) -> Rect | None:
     return Rect.from_edges(left, top, right, bottom)
 
 
-def _grow_to_multiple(start: int, length: int, lo: int, hi: int, multiple: int) -> tuple[int, int]:
-    """Widen [start, start+length) to a multiple of `multiple`, centred, inside [lo, hi).
-
-    When the space is too small the result is clamped to the space instead.
-    """
-    target = -(-length // multiple) * multiple
-    if target > hi - lo:
-        target = (hi - lo) // multiple * multiple or (hi - lo)
-        target = max(target, min(length, hi - lo))
-    extra = target - length
-    new_start = start - extra // 2
-    new_start = max(lo, min(new_start, hi - target))
-    return new_start, target
+def _fit_span(
+    start: int, length: int, lo: int, hi: int, min_length: int, multiple: int
+) -> tuple[int, int]:
+    """Widen [start, start+length), which lies inside [lo, hi), to at least `min_length`
+    and a multiple of `multiple`, around its centre, shifted to stay inside [lo, hi).
+    Where [lo, hi) is too small for that, it takes as much of it as it can."""
+    room = hi - lo
+    target = -(-max(length, min_length) // multiple) * multiple
+    if target > room:
+        target = max(room // multiple * multiple, min(max(length, min_length), room))
+    new_start = start - (target - length) // 2
+    return max(lo, min(new_start, hi - target)), target
 
 
 def context_region(
@@ -112,14 +113,9 @@ def context_region(
     core = selection.intersect(canvas)
     if core.is_empty:
         raise ValueError("the selection does not overlap the canvas")
-    want = core.padded(padding)
-    # Grow small selections around their centre so the model sees enough context.
-    grow_w = max(0, min_size - want.width)
-    grow_h = max(0, min_size - want.height)
-    want = Rect(want.x - grow_w // 2, want.y - grow_h // 2, want.width + grow_w, want.height + grow_h)
-    clamped = want.intersect(canvas)
-    x, width = _grow_to_multiple(clamped.x, clamped.width, canvas.x, canvas.right, multiple)
-    y, height = _grow_to_multiple(clamped.y, clamped.height, canvas.y, canvas.bottom, multiple)
+    want = core.padded(padding).intersect(canvas)
+    x, width = _fit_span(want.x, want.width, canvas.x, canvas.right, min_size, multiple)
+    y, height = _fit_span(want.y, want.height, canvas.y, canvas.bottom, min_size, multiple)
     return Rect(x, y, width, height)
 
 
@@ -139,10 +135,15 @@ def crop(data: bytes, width: int, height: int, bytes_per_pixel: int, rect: Rect)
         raise ValueError("buffer size does not match width x height x bytes_per_pixel")
     if not Rect(0, 0, width, height).contains(rect):
         raise ValueError(f"{rect} is not inside the {width}x{height} buffer")
-    stride, row_len, offset = width * bytes_per_pixel, rect.width * bytes_per_pixel, rect.x * bytes_per_pixel
+    stride, row_len, offset = (
+        width * bytes_per_pixel,
+        rect.width * bytes_per_pixel,
+        rect.x * bytes_per_pixel,
+    )
     if rect.x == 0 and rect.width == width:
         return bytes(data[rect.y * stride : rect.bottom * stride])
     mv = memoryview(data)
     return b"".join(
-        mv[row * stride + offset : row * stride + offset + row_len] for row in range(rect.y, rect.bottom)
+        mv[row * stride + offset : row * stride + offset + row_len]
+        for row in range(rect.y, rect.bottom)
     )

@@ -95,8 +95,8 @@ class DaemonConnection:
             ) from None
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise DaemonUnavailable(
-                f"Could not reach the Differential Inpaint daemon at {server} ({exc.__class__.__name__}). "
-                + START_HINT
+                f"Could not reach the Differential Inpaint daemon at {server} "
+                f"({exc.__class__.__name__}). {START_HINT}"
             ) from None
         try:
             self.send(p.Hello(client=client, client_version=client_version, token=token))
@@ -109,7 +109,9 @@ class DaemonConnection:
             raise InpaintError(_explain(reply), reply.code.value)
         if not isinstance(reply, p.Welcome):
             self.close()
-            raise InpaintError(f"The daemon answered the handshake with '{reply.TYPE}'.", "protocol")
+            raise InpaintError(
+                f"The daemon answered the handshake with '{reply.TYPE}'.", "protocol"
+            )
         self.welcome: p.Welcome = reply
 
     def send(self, message: Any) -> None:
@@ -131,7 +133,9 @@ class DaemonConnection:
         try:
             return p.decode(data, p.DEFAULT_LIMITS, p.SERVER_MESSAGES)
         except p.ProtocolError as exc:
-            raise InpaintError(f"The daemon sent a message this plugin cannot read: {exc.message}", "protocol") from None
+            raise InpaintError(
+                f"The daemon sent a message this plugin cannot read: {exc.message}", "protocol"
+            ) from None
 
     def close(self) -> None:
         self._ws.close()
@@ -159,7 +163,9 @@ def _explain(error: p.Error) -> str:
             f"{error.message}. Update the plugin and the daemon to the same release."
         )
     if code is p.ErrorCode.UNAUTHORIZED:
-        return f"The daemon refused this plugin: {error.message}. Enter the token the daemon printed."
+        return (
+            f"The daemon refused this plugin: {error.message}. Enter the token the daemon printed."
+        )
     if code is p.ErrorCode.UNKNOWN_MODEL:
         return f"{error.message}. Pick one of the models the daemon lists."
     if code is p.ErrorCode.OUT_OF_MEMORY:
@@ -167,7 +173,9 @@ def _explain(error: p.Error) -> str:
     return error.message
 
 
-def server_info(server: str = DEFAULT_SERVER, *, token: str | None = None, timeout: float = 5.0) -> p.Welcome:
+def server_info(
+    server: str = DEFAULT_SERVER, *, token: str | None = None, timeout: float = 5.0
+) -> p.Welcome:
     """The daemon's `welcome`: its models, limits and schedulers."""
     with DaemonConnection(server, token=token, open_timeout=timeout) as conn:
         return conn.welcome
@@ -231,7 +239,10 @@ def run_job(
 def _check_fits(submit: p.Submit, limits: p.Limits) -> None:
     """Refuse locally what the daemon would refuse, before sending megabytes."""
     image = submit.image
-    if image.width * image.height > limits.max_pixels or max(image.width, image.height) > limits.max_side:
+    if (
+        image.width * image.height > limits.max_pixels
+        or max(image.width, image.height) > limits.max_side
+    ):
         raise InpaintError(
             f"The region is {image.width}x{image.height} pixels; the daemon takes at most "
             f"{limits.max_pixels} pixels and {limits.max_side} on a side. Select a smaller area "
