@@ -14,9 +14,18 @@ from . import __version__
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("differential_inpaint.backend.daemon.cli", "start the local daemon the plugins talk to"),
-    "run": ("differential_inpaint.backend.engine.cli_run", "inpaint one image offline, without the daemon"),
-    "models": ("differential_inpaint.backend.engine.cli_models", "list the models found on this machine"),
+    "serve": (
+        "differential_inpaint.backend.daemon.cli",
+        "start the local daemon the plugins talk to",
+    ),
+    "run": (
+        "differential_inpaint.backend.engine.cli_run",
+        "inpaint one image offline, without the daemon",
+    ),
+    "models": (
+        "differential_inpaint.backend.engine.cli_models",
+        "list the models found on this machine",
+    ),
     "install-plugin": (
         "differential_inpaint.backend.plugin_install",
         "install the Krita or GIMP plugin for this user",
