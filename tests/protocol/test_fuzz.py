@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import msgpack
-from differential_inpaint import protocol as p
 from hypothesis import given
 from hypothesis import strategies as st
+
+from differential_inpaint import protocol as p
 
 from .test_messages import EVERY_MESSAGE
 

@@ -6,6 +6,7 @@ import math
 
 import msgpack
 import pytest
+
 from differential_inpaint import protocol as p
 from differential_inpaint.protocol import ErrorCode, ProtocolError
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from differential_inpaint.protocol import (
     Rect,
     context_region,
@@ -11,8 +14,6 @@ from differential_inpaint.protocol import (
     to_document,
     to_region,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 
 def _mask(width: int, height: int, points: list[tuple[int, int, int]]) -> bytes:
