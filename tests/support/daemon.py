@@ -80,8 +80,9 @@ class DaemonProcess:
 
     def wait_listening(self, timeout: float) -> str:
         if not self._listening.wait(timeout) or not self.url:
+            exited = self.process.poll() is not None
             self.stop()
-            state = "exited" if self.process.poll() is not None else f"still silent after {timeout:g} s"
+            state = "it exited" if exited else f"still silent after {timeout:g} s"
             raise RuntimeError(
                 f"the daemon never said where it listens ({state}); command: "
                 f"{' '.join(self.args)}\n--- its output ---\n{self.output}"

@@ -1,0 +1,212 @@
+"""`differential-inpaint serve`: start the daemon the Krita and GIMP plugins talk to.
+
+Prints `Differential Inpaint daemon listening on ws://HOST:PORT` (flushed; test
+harnesses and scripts read the port from it, see tests/support/daemon.py)
+after the model list. SIGINT/SIGTERM stop it cleanly: the running job is
+cancelled, its client told, connections closed, exit status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from pathlib import Path
+
+from ..protocol import DEFAULT_PORT
+
+LISTENING_PREFIX = "Differential Inpaint daemon listening on ws://"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1, this machine only; any other "
+        "address requires the token)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one and prints it)",
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="a model to offer: a name from `differential-inpaint models`, a checkpoint file or "
+        "a diffusers folder; repeat for more; the first is the default",
+    )
+    parser.add_argument(
+        "--model-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        type=Path,
+        help="a folder of checkpoints to offer (repeatable), e.g. ComfyUI's models/checkpoints",
+    )
+    parser.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best found)")
+    parser.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow connections from this browser origin, e.g. http://localhost:3000 "
+        "(repeatable; by default every browser origin is refused)",
+    )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        help="where the token is kept (created if missing); giving it requires the token even "
+        "on loopback (default: <config dir>/differential-inpaint/token, used off loopback)",
+    )
+    parser.add_argument(
+        "--preview-interval",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="at most one preview per job this often (default 0.5; 0 = every step the client keeps up with)",
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="log debug details")
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if not args.verbose:
+        # websockets logs every refused handshake and bad frame at INFO with tracebacks.
+        logging.getLogger("websockets").setLevel(logging.WARNING)
+    if not 0 <= args.port <= 65535:
+        _say(f"error: --port must be 0-65535, not {args.port}")
+        return 2
+    if args.preview_interval < 0:
+        _say("error: --preview-interval must be 0 or more")
+        return 2
+
+    from .security import TokenError, default_token_path, is_loopback_address, load_or_create_token
+
+    token, created = None, False
+    token_path = args.token_file or default_token_path()
+    if args.token_file is not None or not is_loopback_address(args.host):
+        try:
+            token, created = load_or_create_token(token_path)
+        except TokenError as exc:
+            _say(f"error: {exc}")
+            return 2
+    import asyncio
+
+    try:
+        return asyncio.run(_main(args, token, token_path if token else None, created))
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping
+        return 130
+
+
+def _load_engine(args: argparse.Namespace):  # noqa: ANN202 - the engine's own types
+    from ..engine import Engine
+
+    return Engine(
+        device=args.device, model_dirs=tuple(args.model_dir), default_model=(args.model or [None])[0]
+    )
+
+
+def _print_models(catalog) -> None:  # noqa: ANN001
+    _say("Models offered:")
+    for model in catalog.models:
+        mark = "  (default)" if model.name == catalog.default else ""
+        _say(f"  {model.name}  [{model.family}]{mark}")
+    if catalog.only_builtin:
+        _say(
+            "No checkpoint was found, so only the built-in tiny test models are offered: they have "
+            "random weights and paint noise, for testing only. To paint for real, add a Stable "
+            "Diffusion 1.5 or SDXL checkpoint: --model /path/to/model.safetensors, or "
+            "--model-dir /path/to/ComfyUI/models/checkpoints (repeatable)."
+        )
+
+
+async def _main(args: argparse.Namespace, token: str | None, token_path: Path | None, created: bool) -> int:
+    import asyncio
+    import signal
+
+    from ..engine.errors import EngineError
+    from .models import build_catalog
+    from .server import DaemonServer, ServerConfig, serve_until
+
+    log = logging.getLogger("differential_inpaint.daemon")
+    try:
+        engine = await asyncio.to_thread(_load_engine, args)
+        catalog = await asyncio.to_thread(build_catalog, engine, args.model)
+    except EngineError as exc:
+        _say(f"error: {exc}")
+        return 2
+    if not catalog.models:
+        _say("error: no model to offer; give one with --model or --model-dir")
+        return 2
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        allowed_origins=tuple(args.allow_origin),
+        token=token,
+        preview_interval=args.preview_interval,
+    )
+    server = DaemonServer(engine, catalog, config)
+    try:
+        port = await server.start()
+    except OSError as exc:
+        _say(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+        if args.port:
+            _say("Is another daemon already running? Stop it, or pick another port with --port.")
+        return 1
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    stop_count = 0
+
+    def request_stop(signum: int) -> None:
+        nonlocal stop_count
+        stop_count += 1
+        if stop_count > 1:
+            log.warning("second %s: exiting now", signal.Signals(signum).name)
+            import os
+
+            os._exit(1)
+        log.info("%s received: stopping (again to force)", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # Windows has no add_signal_handler: Ctrl-C raises KeyboardInterrupt there.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, request_stop, signum)
+
+    _print_models(catalog)
+    if args.allow_origin:
+        _say(f"Browser origins allowed: {', '.join(args.allow_origin)}")
+    if token is not None:
+        _say(
+            f"A token is required{' (newly generated)' if created else ''}. "
+            f"It is stored in {token_path} (readable by you only). "
+            f"Paste it into the plugin's Token field; show it with: cat {token_path}"
+        )
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    if host in ("0.0.0.0", "[::]"):
+        _say("Listening on every network interface; other machines connect with this one's address.")
+    log.info("device %s; %d model(s); default %s", server.device or "?", len(catalog.models), catalog.default)
+    _say(f"{LISTENING_PREFIX}{host}:{port}")
+    await serve_until(server, stop)
+    return 0
+
+
+if __name__ == "__main__":  # python -m differential_inpaint.backend.daemon.cli
+    parser = argparse.ArgumentParser(prog="differential-inpaint serve")
+    add_arguments(parser)
+    sys.exit(run(parser.parse_args()))

@@ -1,0 +1,479 @@
+"""One job queue for every client, one sampling job at a time, off the event loop.
+
+The queue lives on the asyncio loop; the engine runs in one worker thread, so
+the loop keeps answering pings, new connections, cancels and status queries
+while a job samples. The worker talks back only through
+`loop.call_soon_threadsafe`, handing over bytes already encoded (encoding a
+64 MiB result is work, and the worker is where work belongs).
+
+A job's owner is the connection that submitted it (`server.Session`): results,
+progress and previews go to it alone. Cancel of a queued job is immediate; of
+the running job it sets a flag the engine polls every sampling step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import gc
+import itertools
+import logging
+import queue
+import re
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..engine import errors as engine_errors
+from ..protocol import (
+    Accepted,
+    Cancelled,
+    Error,
+    ErrorCode,
+    JobParams,
+    Preview,
+    Progress,
+    Result,
+    Stage,
+    Submit,
+    encode,
+)
+from . import pixels
+
+log = logging.getLogger("differential_inpaint.daemon")
+
+QUEUED, RUNNING, DONE = "queued", "running", "done"
+SHUTDOWN_TEXT = (
+    "The daemon was stopped while this job {when}; nothing was changed. Start the daemon again and resubmit."
+)
+
+
+class JobOwner(Protocol):
+    """What the queue needs from a connection (see `server.Session`). Loop thread only,
+    except `preview_busy`, which the worker reads as a hint."""
+
+    name: str
+
+    def send_bytes(self, data: bytes) -> None: ...
+
+    def offer_preview(self, job: Job, data: bytes) -> None: ...
+
+    def preview_busy(self) -> bool: ...
+
+    def forget(self, job: Job) -> None: ...
+
+
+_serials = itertools.count(1)
+
+
+@dataclass(eq=False)
+class Job:
+    job_id: str  # the client's id, unique per connection only
+    owner: JobOwner
+    submit: Submit
+    model: str  # a name from the daemon's catalog, never a client-given path
+    serial: int = field(default_factory=lambda: next(_serials))  # daemon-wide, for logs
+    state: str = QUEUED
+    position: int = -1  # last queue position announced to the client
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    stopping: bool = False  # cancelled because the daemon shuts down
+    queued_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def params(self) -> JobParams:
+        return self.submit.params
+
+    def describe(self) -> str:
+        image = self.submit.image
+        return f"job {self.job_id} ({self.owner.name}): {image.width}x{image.height} region"
+
+
+class QueueFull(Exception):
+    pass
+
+
+@dataclass
+class Outcome:
+    """What the worker hands back: the message for the client, and the log line."""
+
+    message: bytes | None
+    kind: str  # "done", "cancelled", "failed"
+
+
+class _WorkerThread:
+    """A single daemon thread running submitted calls in order.
+
+    Not a ThreadPoolExecutor: its threads are joined at interpreter exit, so a
+    model stuck in a long load would keep a stopped daemon alive.
+    """
+
+    def __init__(self, name: str = "inpaint-worker") -> None:
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future]] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], Any]) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._calls.put((fn, future))
+        return future
+
+    def _loop(self) -> None:
+        while True:
+            fn, future = self._calls.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed to the awaiting coroutine
+                future.set_exception(exc)
+
+
+def default_params_factory(params: JobParams) -> Any:
+    """Protocol parameters -> the engine's `InpaintParams`."""
+    from ..engine import InpaintParams
+
+    return InpaintParams(
+        prompt=params.prompt,
+        negative_prompt=params.negative_prompt,
+        strength=params.strength,
+        steps=params.steps,
+        guidance=params.guidance,
+        seed=params.seed,
+        scheduler=params.scheduler,
+        grow=params.grow,
+        feather=params.feather,
+    )
+
+
+# Paths in engine messages are for the daemon's log, not for the wire.
+_PATH = re.compile(r"""(?:(?<=[\s'"(=])|^)(?:[A-Za-z]:[\\/]|/|~/)[^\s'"),]+""")
+
+
+def public_text(text: str, limit: int = 2000) -> str:
+    text = _PATH.sub("<path>", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, (MemoryError, engine_errors.OutOfMemory)):
+        return True
+    torch = sys.modules.get("torch")
+    oom = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    # MPS and older CUDA builds raise a plain RuntimeError.
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def free_memory() -> None:
+    """Give back what a failed or cancelled job held, so the next job starts clean."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    with contextlib.suppress(Exception):
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    with contextlib.suppress(Exception):
+        if torch.backends.mps.is_available():
+            torch.mps.empty_cache()
+
+
+class JobRunner:
+    """Runs one job on the engine in the worker thread and encodes its outcome."""
+
+    def __init__(
+        self,
+        engine: Any,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        preview_interval: float = 0.5,
+        params_factory: Callable[[JobParams], Any] = default_params_factory,
+    ) -> None:
+        self.engine = engine
+        self.loop = loop
+        self.preview_interval = preview_interval
+        self.params_factory = params_factory
+        self.loaded_model: str | None = None
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def execute(self, job: Job) -> Outcome:
+        """Worker thread. Never raises: every failure becomes this job's `error`."""
+        start = time.monotonic()
+        waited = start - job.queued_at
+        params = job.params
+        log.info(
+            "%s, model %s, %d steps, started after %.1f s in the queue",
+            job.describe(),
+            job.model,
+            params.steps,
+            waited,
+        )
+        sampling: list[tuple[float, int]] = []  # (time, step) of the first and latest steps
+        last_preview = [start]  # the first preview comes one interval into the job
+
+        def on_progress(stage: str, step: int, steps: int) -> None:
+            if stage not in Stage.ALL:
+                return  # the wire knows only these stages
+            if stage == Stage.SAMPLING:
+                now = time.monotonic()
+                if len(sampling) < 2:
+                    sampling.append((now, step))
+                else:
+                    sampling[1] = (now, step)
+            message = Progress(job.job_id, stage, max(0, int(step)), max(0, int(steps)))
+            self._post(job.owner.send_bytes, encode(message))
+
+        def on_preview(step: int, make_preview: Callable[[], Any]) -> None:
+            if not params.preview or job.cancel_event.is_set():
+                return
+            now = time.monotonic()
+            if now - last_preview[0] < self.preview_interval:
+                return
+            if job.owner.preview_busy():
+                return  # the client has not taken the last one yet: skip the work
+            last_preview[0] = now
+            try:
+                image = pixels.encode_preview(make_preview())
+            except Exception:
+                log.debug("%s: preview failed", job.describe(), exc_info=True)
+                return
+            data = encode(Preview(job.job_id, max(0, int(step)), image))
+            self._post(job.owner.offer_preview, job, data)
+
+        try:
+            if job.cancel_event.is_set():
+                raise engine_errors.JobCancelled("cancelled before it started")
+            image = pixels.decode_image(job.submit.image)
+            mask = pixels.decode_mask(job.submit.mask)
+            result = self.engine.inpaint(
+                image,
+                mask,
+                self.params_factory(params),
+                model=job.model,
+                on_progress=on_progress,
+                on_preview=on_preview,
+                should_cancel=job.cancel_event.is_set,
+            )
+            del image
+            self.loaded_model = job.model
+            if job.cancel_event.is_set():
+                raise engine_errors.JobCancelled("cancelled at the last step")
+            wire = pixels.encode_result(result.image, job.submit.image, mask, params.output_format)
+            timings = {k: float(v) for k, v in dict(result.timings).items()}
+            timings["queued"] = waited
+            timings["total"] = time.monotonic() - start
+            message = Result(
+                job.job_id,
+                wire,
+                job.submit.x,
+                job.submit.y,
+                int(result.seed),
+                job.model,
+                timings,
+            )
+            data = encode(message)
+        except Exception as exc:
+            outcome = self._failure(job, exc, time.monotonic() - start)
+            free_memory()
+            return outcome
+        seconds = time.monotonic() - start
+        log.info(
+            "%s: done in %.1f s (%s), seed %d",
+            job.describe(),
+            seconds,
+            _per_step(sampling, timings, params.steps),
+            message.seed,
+        )
+        return Outcome(data, "done")
+
+    def _failure(self, job: Job, exc: Exception, seconds: float) -> Outcome:
+        """The error (or `cancelled`) for a job that did not finish; logs why."""
+        if isinstance(exc, engine_errors.JobCancelled) or (
+            job.cancel_event.is_set() and not is_out_of_memory(exc)
+        ):
+            if job.stopping:
+                log.info("%s: stopped with the daemon after %.1f s", job.describe(), seconds)
+                text = SHUTDOWN_TEXT.format(when="was running")
+                return Outcome(encode(Error(ErrorCode.JOB_FAILED, text, job.job_id)), "failed")
+            log.info("%s: cancelled after %.1f s", job.describe(), seconds)
+            return Outcome(encode(Cancelled(job.job_id)), "cancelled")
+        if is_out_of_memory(exc):
+            code, text = (
+                ErrorCode.OUT_OF_MEMORY,
+                (
+                    f"The {getattr(self.engine, 'device', None) or 'device'} ran out of memory for "
+                    f"this {job.submit.image.width}x{job.submit.image.height} job"
+                ),
+            )
+            log.warning("%s: out of memory after %.1f s (%s)", job.describe(), seconds, exc)
+        elif isinstance(exc, engine_errors.UnknownModel):
+            code, text = ErrorCode.UNKNOWN_MODEL, public_text(str(exc))
+            log.warning("%s: unknown model: %s", job.describe(), exc)
+        elif isinstance(exc, engine_errors.InvalidRequest):
+            message = str(exc)
+            code = ErrorCode.UNKNOWN_SCHEDULER if "scheduler" in message.lower() else ErrorCode.INVALID_FIELD
+            text = public_text(message)
+            log.warning("%s: refused by the engine: %s", job.describe(), exc)
+        elif isinstance(exc, engine_errors.EngineError):
+            code, text = ErrorCode.JOB_FAILED, public_text(str(exc))
+            log.error("%s: failed after %.1f s: %s", job.describe(), seconds, exc)
+        else:
+            code = ErrorCode.JOB_FAILED
+            text = (
+                f"The job failed inside the daemon ({type(exc).__name__}); the daemon's log "
+                "has the details. Other jobs are not affected."
+            )
+            log.error("%s: failed after %.1f s", job.describe(), seconds, exc_info=exc)
+        return Outcome(encode(Error(code, text or code.value, job.job_id)), "failed")
+
+
+def _per_step(sampling: list[tuple[float, int]], timings: dict[str, float], steps: int) -> str:
+    if len(sampling) == 2 and sampling[1][1] > sampling[0][1]:
+        (t0, s0), (t1, s1) = sampling
+        return f"{(t1 - t0) / (s1 - s0):.3f} s/step"
+    if timings.get("sampling") and steps:
+        return f"{timings['sampling'] / steps:.3f} s/step"
+    return "s/step unknown"
+
+
+class JobQueue:
+    """The daemon-wide queue (loop thread only) and the task feeding the worker."""
+
+    def __init__(self, runner: JobRunner, max_queued: int) -> None:
+        self.runner = runner
+        self.max_queued = max_queued
+        self._pending: deque[Job] = deque()
+        self._running: Job | None = None
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._worker = _WorkerThread()
+        self._task: asyncio.Task | None = None
+
+    # --- queries ---
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    @property
+    def running(self) -> Job | None:
+        return self._running
+
+    def is_full(self) -> bool:
+        return len(self._pending) >= self.max_queued
+
+    # --- commands from connections ---
+
+    def accept(self, job: Job) -> None:
+        """Queue `job`, telling its client `accepted` (always first) and its position."""
+        if self._closing:
+            raise QueueFull("The daemon is shutting down and takes no new jobs.")
+        if self.is_full():
+            raise QueueFull(
+                f"{len(self._pending)} jobs are already waiting, the most this daemon queues; "
+                "wait for one to finish and try again."
+            )
+        job.position = len(self._pending)
+        job.owner.send_bytes(encode(Accepted(job.job_id, job.position)))
+        job.owner.send_bytes(encode(Progress(job.job_id, Stage.QUEUED, position=job.position)))
+        self._pending.append(job)
+        self._wake.set()
+
+    def cancel(self, job: Job) -> None:
+        """A client's cancel: immediate when queued, within one step when running."""
+        if job.state == QUEUED:
+            self._pending.remove(job)
+            log.info("%s: cancelled while queued", job.describe())
+            self._finish(job, Outcome(encode(Cancelled(job.job_id)), "cancelled"))
+            self._announce_positions()
+        elif job.state == RUNNING:
+            job.cancel_event.set()
+
+    def drop_owner(self, owner: JobOwner, jobs: list[Job]) -> None:
+        """The owner disconnected: its jobs are cancelled; nobody is left to tell."""
+        for job in jobs:
+            if job.state == QUEUED:
+                self._pending.remove(job)
+                job.state = DONE
+                log.info("%s: dropped, its client disconnected", job.describe())
+            elif job.state == RUNNING:
+                log.info("%s: cancelling, its client disconnected", job.describe())
+                job.cancel_event.set()
+        self._announce_positions()
+
+    # --- the feeding task ---
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="job-queue")
+
+    async def _run(self) -> None:
+        while not self._closing:
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            job = self._pending.popleft()
+            job.state = RUNNING
+            self._running = job
+            self._announce_positions()
+            try:
+                outcome = await asyncio.wrap_future(self._worker.submit(lambda j=job: self.runner.execute(j)))
+            except Exception as exc:  # execute() catches everything; this is a daemon bug
+                log.exception("%s: internal error", job.describe())
+                text = f"Internal error in the daemon ({type(exc).__name__}); other jobs go on."
+                outcome = Outcome(encode(Error(ErrorCode.INTERNAL, text, job.job_id)), "failed")
+            finally:
+                self._running = None
+            self._finish(job, outcome)
+
+    def _finish(self, job: Job, outcome: Outcome) -> None:
+        if job.state == DONE:
+            return  # already answered (shutdown timeout) or its client is gone
+        job.state = DONE
+        if outcome.message is not None:
+            job.owner.send_bytes(outcome.message)
+        job.owner.forget(job)
+
+    def _announce_positions(self) -> None:
+        for position, job in enumerate(self._pending):
+            if job.position != position:
+                job.position = position
+                message = Progress(job.job_id, Stage.QUEUED, position=position)
+                job.owner.send_bytes(encode(message))
+
+    # --- shutdown ---
+
+    async def shutdown(self, grace: float = 30.0) -> None:
+        """Refuse new jobs, fail the queued ones, cancel the running one and tell its client."""
+        self._closing = True
+        self._wake.set()
+        while self._pending:
+            job = self._pending.popleft()
+            text = SHUTDOWN_TEXT.format(when="was waiting")
+            self._finish(job, Outcome(encode(Error(ErrorCode.JOB_FAILED, text, job.job_id)), "failed"))
+        running = self._running
+        if running is not None:
+            running.stopping = True
+            running.cancel_event.set()
+        if self._task is not None:
+            done, _ = await asyncio.wait({self._task}, timeout=grace)
+            if not done:
+                self._task.cancel()
+        if running is not None and running.state != DONE:
+            # The engine did not return within the grace time (a long model load):
+            # answer for it; the worker thread dies with the process.
+            log.warning("%s: still running after %.0f s; stopping anyway", running.describe(), grace)
+            text = SHUTDOWN_TEXT.format(when="was running")
+            error = Error(ErrorCode.JOB_FAILED, text, running.job_id)
+            self._finish(running, Outcome(encode(error), "failed"))

@@ -1,0 +1,61 @@
+"""The models the daemon offers, by name only.
+
+Clients pick a model by a name from this list, never by a path: a message
+naming a file would let any client make the daemon load whatever it points
+at. Paths are for the command line (`--model PATH`), which the user types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..protocol import ModelInfo
+
+BUILTIN_PREFIX = "builtin:"
+
+
+@dataclass(frozen=True)
+class ModelCatalog:
+    models: tuple[ModelInfo, ...]
+    default: str | None
+    only_builtin: bool = False  # no real checkpoint found: the tiny test models paint noise
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.models]
+
+    def lookup(self, requested: str | None) -> str | None:
+        """The model a job runs: the default for None, else the offered name; None if unknown."""
+        if requested is None:
+            return self.default
+        return requested if requested in self.names else None
+
+
+def build_catalog(engine: Any, requested: Sequence[str] = ()) -> ModelCatalog:
+    """Ask the engine what it has; `requested` are `--model` specs (names or paths), first = default.
+
+    Raises the engine's UnknownModel for a `--model` it cannot find.
+    """
+    chosen = [engine.resolve_model(spec) for spec in requested]
+    found = {m.name: m for m in engine.list_models()}  # after resolving: may list more now
+    real = [m for m in found.values() if not m.name.startswith(BUILTIN_PREFIX)]
+    offered: dict[str, ModelInfo] = {}
+    for m in real or list(found.values()):  # builtins only when nothing real exists
+        offered[m.name] = ModelInfo(m.name, m.family)
+    for name in chosen:
+        if name not in offered:
+            family = found[name].family if name in found else "unknown"
+            offered[name] = ModelInfo(name, family)
+    if chosen:
+        default = chosen[0]
+    else:
+        try:
+            default = engine.resolve_model(None)
+        except Exception:  # no default configured: the first offered one
+            default = None
+        if default not in offered:
+            default = next(iter(offered), None)
+    only_builtin = all(name.startswith(BUILTIN_PREFIX) for name in offered)
+    return ModelCatalog(tuple(offered.values()), default, only_builtin)

@@ -1,0 +1,170 @@
+"""Wire pixels <-> the engine's arrays.
+
+The engine works on float32 HxWx4 RGBA, sRGB-encoded, straight alpha, values
+in [0, 1]. Clients send whatever their host holds natively (see
+`protocol.PixelFormat`): 8/16-bit integers in RGBA or Krita's BGRA order,
+half or single floats that may be linear light. Everything here is whole-array
+numpy; nothing loops over pixels in Python.
+
+Round trips are exact: u8 -> float32 -> u8, u16 -> float32 -> u16,
+f16 -> float32 -> f16 and f32 -> f32 give the same bits back. Linear
+conversion and clipping of out-of-range floats are not exact, so
+`encode_result` copies the client's own bytes back wherever the mask is 0:
+pixels the user asked to keep come back bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..protocol import ColorEncoding, Image, Mask, PixelFormat
+
+PREVIEW_MAX_SIDE = 256
+
+# Little-endian on the wire whatever this machine is.
+_DTYPES: dict[PixelFormat, np.dtype] = {
+    PixelFormat.RGBA8: np.dtype("u1"),
+    PixelFormat.BGRA8: np.dtype("u1"),
+    PixelFormat.RGBA16: np.dtype("<u2"),
+    PixelFormat.BGRA16: np.dtype("<u2"),
+    PixelFormat.RGBAF16: np.dtype("<f2"),
+    PixelFormat.RGBAF32: np.dtype("<f4"),
+}
+_INT_SCALE = {
+    PixelFormat.RGBA8: 255.0,
+    PixelFormat.BGRA8: 255.0,
+    PixelFormat.RGBA16: 65535.0,
+    PixelFormat.BGRA16: 65535.0,
+}
+_BGRA = (PixelFormat.BGRA8, PixelFormat.BGRA16)
+_SWAP_RB = [2, 1, 0, 3]  # RGBA <-> BGRA; its own inverse
+
+
+def wire_array(image: Image) -> np.ndarray:
+    """The image's bytes as an HxWx4 array in its own dtype and channel order (no copy)."""
+    fmt = PixelFormat(image.format)
+    return np.frombuffer(image.data, dtype=_DTYPES[fmt]).reshape(image.height, image.width, 4)
+
+
+def srgb_to_linear(x: np.ndarray) -> np.ndarray:
+    """The sRGB transfer function's inverse (IEC 61966-2-1), float32 in, float32 out."""
+    x = np.asarray(x, dtype=np.float32)
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def linear_to_srgb(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    # Clamp before the power: negative light has no sRGB code value.
+    positive = np.maximum(x, 0.0)
+    return np.where(x <= 0.0031308, x * 12.92, 1.055 * positive ** (1 / 2.4) - 0.055).astype(np.float32)
+
+
+def decode_image(image: Image) -> np.ndarray:
+    """Wire image -> float32 HxWx4 RGBA, sRGB, straight alpha, clipped to [0, 1].
+
+    Float images may hold HDR values, NaN or infinities (a client's bug or a
+    scene-referred document): the model sees them clipped, and pixels under
+    mask 0 still come back untouched (see `encode_result`).
+    """
+    fmt = PixelFormat(image.format)
+    wire = wire_array(image)
+    if fmt in _BGRA:
+        wire = wire[..., _SWAP_RB]
+    if fmt.is_float:
+        rgba = wire.astype(np.float32)  # always a fresh, writable copy
+        np.nan_to_num(rgba, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+        if ColorEncoding(image.color) is ColorEncoding.LINEAR:
+            rgba[..., :3] = linear_to_srgb(rgba[..., :3])
+        np.clip(rgba, 0.0, 1.0, out=rgba)
+        return rgba
+    rgba = wire.astype(np.float32)
+    rgba *= np.float32(1.0 / _INT_SCALE[fmt])
+    return rgba
+
+
+def decode_mask(mask: Mask) -> np.ndarray:
+    """Wire mask -> uint8 HxW (0 keep, 255 change fully), a writable copy the engine may keep."""
+    return np.frombuffer(mask.data, dtype=np.uint8).reshape(mask.height, mask.width).copy()
+
+
+def encode_image(rgba: np.ndarray, fmt: PixelFormat, color: ColorEncoding = ColorEncoding.SRGB) -> Image:
+    """float32 HxWx4 RGBA sRGB in [0, 1] -> wire image in `fmt`.
+
+    `color` LINEAR applies to float formats only (integer formats are always
+    sRGB-encoded on the wire).
+    """
+    fmt = PixelFormat(fmt)
+    if rgba.ndim != 3 or rgba.shape[2] != 4:
+        raise ValueError(f"expected an HxWx4 RGBA array, got shape {rgba.shape}")
+    height, width = rgba.shape[:2]
+    if fmt.is_float:
+        color = ColorEncoding(color)
+        out = np.array(rgba, dtype=np.float32, copy=True)
+        if color is ColorEncoding.LINEAR:
+            out[..., :3] = srgb_to_linear(out[..., :3])
+        wire = out.astype(_DTYPES[fmt], copy=False)
+    else:
+        color = ColorEncoding.SRGB
+        scale = _INT_SCALE[fmt]
+        scaled = np.clip(np.asarray(rgba, dtype=np.float32), 0.0, 1.0) * np.float32(scale)
+        wire = np.rint(scaled).astype(_DTYPES[fmt])
+    if fmt in _BGRA:
+        wire = wire[..., _SWAP_RB]
+    return Image(width, height, fmt, np.ascontiguousarray(wire).tobytes(), color)
+
+
+def encode_result(
+    rgba: np.ndarray,
+    source: Image,
+    mask: np.ndarray,
+    output_format: PixelFormat | None = None,
+) -> Image:
+    """The engine's result -> wire image, in `output_format` or the source's format.
+
+    The color encoding follows the source (a linear float document gets linear
+    floats back; integer formats are sRGB). Where `mask` is 0 and the output
+    format is the source's, the RGB channels are the client's own bytes, so
+    kept pixels survive any conversion bit for bit; alpha is always the
+    engine's composite alpha.
+    """
+    fmt = PixelFormat(output_format or source.format)
+    color = ColorEncoding(source.color) if fmt.is_float else ColorEncoding.SRGB
+    if rgba.shape[:2] != (source.height, source.width):
+        raise ValueError(
+            f"the engine returned {rgba.shape[1]}x{rgba.shape[0]} for a {source.width}x{source.height} region"
+        )
+    image = encode_image(rgba, fmt, color)
+    if fmt is not PixelFormat(source.format) or color is not ColorEncoding(source.color):
+        return image
+    keep = mask == 0
+    if not keep.any():
+        return image
+    out = np.frombuffer(image.data, dtype=_DTYPES[fmt]).reshape(source.height, source.width, 4)
+    out = out.copy()
+    original = wire_array(source)
+    # Channels 0-2 are the colour in either order (RGBA or BGRA); 3 is alpha.
+    out[keep, :3] = original[keep, :3]
+    return Image(source.width, source.height, fmt, out.tobytes(), color)
+
+
+def encode_preview(rgba8: np.ndarray, max_side: int = PREVIEW_MAX_SIDE) -> Image:
+    """The engine's preview (uint8 HxWx4 RGBA, or float in [0, 1]) -> small rgba8 wire image."""
+    array = np.asarray(rgba8)
+    if array.ndim == 3 and array.shape[2] == 3:
+        alpha = np.full(array.shape[:2] + (1,), 255 if array.dtype == np.uint8 else 1.0, array.dtype)
+        array = np.concatenate([array, alpha], axis=2)
+    if array.ndim != 3 or array.shape[2] != 4:
+        raise ValueError(f"a preview must be HxWx3 or HxWx4, got shape {array.shape}")
+    if array.dtype != np.uint8:
+        array = np.rint(np.clip(array.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+    height, width = array.shape[:2]
+    if max(height, width) > max_side:
+        from PIL import Image as PILImage  # only when the engine's preview is too big
+
+        scale = max_side / max(height, width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        array = np.asarray(
+            PILImage.fromarray(np.ascontiguousarray(array), "RGBA").resize(size, PILImage.Resampling.BILINEAR)
+        )
+        height, width = array.shape[:2]
+    return Image(width, height, PixelFormat.RGBA8, np.ascontiguousarray(array).tobytes())

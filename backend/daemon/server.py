@@ -1,0 +1,408 @@
+"""The websocket side of the daemon: connections, handshake, security, dispatch.
+
+Each connection is a `Session` with two tasks: the handler reading client
+messages and a sender draining the session's outbox. Messages that matter
+(accepted, progress, result, cancelled, error) go out in order; previews go
+through a one-slot "latest" box the sender empties only when nothing else
+waits, so a slow client gets fewer, fresher previews and never a backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from .. import __version__
+from ..protocol import (
+    CLIENT_MESSAGES,
+    PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
+    Cancel,
+    Error,
+    ErrorCode,
+    GetStatus,
+    Hello,
+    Limits,
+    ListModels,
+    Models,
+    ProtocolError,
+    Status,
+    Submit,
+    Welcome,
+    decode,
+    encode,
+)
+from . import jobs as jobs_module
+from .jobs import Job, JobQueue, JobRunner, QueueFull
+from .models import ModelCatalog
+from .security import AccessPolicy, token_matches
+
+log = logging.getLogger("differential_inpaint.daemon")
+
+SERVER_NAME = "differential-inpaint"
+CAPABILITIES = ["preview", "cancel", "status", "list_models", "linear_color"]
+HANDSHAKE_TIMEOUT = 30.0  # seconds a connection may sit without saying hello
+_FRAGMENT = 2 * 1024 * 1024  # loopback is fastest with 1-4 MiB fragments
+_DECODE_OFF_LOOP = 8 * 1024 * 1024  # decode bigger messages in a thread
+
+
+def _fragments(data: bytes) -> bytes | Iterable[memoryview]:
+    if len(data) <= _FRAGMENT:
+        return data
+    view = memoryview(data)
+    return [view[i : i + _FRAGMENT] for i in range(0, len(view), _FRAGMENT)]
+
+
+class Session:
+    """One client connection: its jobs and its outbox."""
+
+    def __init__(self, ws: ServerConnection, serial: int) -> None:
+        self.ws = ws
+        self.serial = serial
+        remote = ws.remote_address
+        self.address = f"{remote[0]}:{remote[1]}" if remote else "?"
+        self.name = f"client #{serial} {self.address}"
+        self.jobs: dict[str, Job] = {}
+        self.closed = False
+        self._outbox: deque[bytes] = deque()
+        self._preview: tuple[Job, bytes] | None = None
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # --- called by the handler and the job queue (loop thread) ---
+
+    def send(self, message: Any) -> None:
+        self.send_bytes(encode(message))
+
+    def send_bytes(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self._outbox.append(data)
+        self._idle.clear()
+        self._wake.set()
+
+    def offer_preview(self, job: Job, data: bytes) -> None:
+        if self.closed or job.state != jobs_module.RUNNING:
+            return
+        self._preview = (job, data)  # latest wins: an unsent older one is dropped
+        self._idle.clear()
+        self._wake.set()
+
+    def preview_busy(self) -> bool:
+        # Read from the worker thread as a hint: one attribute read is atomic.
+        return self._preview is not None
+
+    def forget(self, job: Job) -> None:
+        if self.jobs.get(job.job_id) is job:
+            del self.jobs[job.job_id]
+        if self._preview is not None and self._preview[0] is job:
+            self._preview = None  # never a preview after the job's last word
+
+    # --- the sender task ---
+
+    async def run_sender(self) -> None:
+        try:
+            while True:
+                if self._outbox:
+                    data = self._outbox.popleft()
+                elif self._preview is not None:
+                    job, data = self._preview
+                    self._preview = None
+                    if job.state != jobs_module.RUNNING:
+                        continue
+                else:
+                    self._idle.set()
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                # Returns once the data is in the socket buffer below the high-water
+                # mark; meanwhile new previews replace each other in the slot.
+                await self.ws.send(_fragments(data))
+        except ConnectionClosed:
+            pass
+        finally:
+            self.closed = True
+            self._idle.set()
+
+    async def flush(self, timeout: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    limits: Limits = field(default_factory=Limits)
+    allowed_origins: Sequence[str] = ()
+    token: str | None = None  # required in hello when set
+    preview_interval: float = 0.5
+    handshake_timeout: float = HANDSHAKE_TIMEOUT
+    shutdown_grace: float = 30.0
+
+
+class DaemonServer:
+    """The daemon: start(), then wait; shutdown() cancels jobs, tells clients, closes."""
+
+    def __init__(
+        self, engine: Any, catalog: ModelCatalog, config: ServerConfig, **runner_options: Any
+    ) -> None:
+        self.engine = engine
+        self.catalog = catalog
+        self.config = config
+        self.policy = AccessPolicy.create(config.host, config.allowed_origins)
+        self.schedulers: list[str] = list(getattr(engine, "schedulers", None) or _engine_schedulers())
+        self.device = str(getattr(engine, "device", "") or "")
+        self._runner_options = runner_options
+        self._sessions: set[Session] = set()
+        self._serial = 0
+        self._server: Server | None = None
+        self.jobs: JobQueue | None = None
+        self.port = 0
+
+    # --- lifecycle ---
+
+    async def start(self) -> int:
+        """Bind and start serving; returns the real port (useful with port 0)."""
+        loop = asyncio.get_running_loop()
+        runner = JobRunner(
+            self.engine, loop, preview_interval=self.config.preview_interval, **self._runner_options
+        )
+        self.jobs = JobQueue(runner, self.config.limits.max_queued_jobs)
+        self.jobs.start()
+        self._server = await serve(
+            self._handle,
+            self.config.host,
+            self.config.port,
+            process_request=self._check_request,
+            compression=None,  # pixels do not compress; deflate would cost ~20 MiB/s
+            # Refused before buffering: the frame header announces the size.
+            max_size=self.config.limits.max_message_bytes,
+            max_queue=4,  # bounded read-ahead of big messages per connection
+            server_header=f"{SERVER_NAME}/{__version__}",
+        )
+        self.port = next(iter(self._server.sockets)).getsockname()[1]
+        return self.port
+
+    async def shutdown(self) -> None:
+        if self._server is None:
+            return
+        log.info("shutting down")
+        self._server.close(close_connections=False)  # stop accepting first
+        if self.jobs is not None:
+            await self.jobs.shutdown(self.config.shutdown_grace)
+        # Let the last words (the stopped job's error) reach their clients.
+        await asyncio.gather(*(s.flush(5.0) for s in list(self._sessions)))
+        for session in list(self._sessions):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(session.ws.close(1001, "daemon shutting down"), 5.0)
+        await self._server.wait_closed()
+        self._server = None
+
+    # --- HTTP-level checks ---
+
+    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        headers: Headers = request.headers
+        reason = self.policy.check(headers.get_all("Origin"), headers.get_all("Host"))
+        if reason is None:
+            return None
+        log.warning(
+            "refused a connection from %s: %s",
+            _address(connection),
+            reason.strip(),
+        )
+        return connection.respond(http.HTTPStatus.FORBIDDEN, reason)
+
+    # --- connections ---
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        self._serial += 1
+        session = Session(ws, self._serial)
+        self._sessions.add(session)
+        sender = asyncio.create_task(session.run_sender(), name=f"sender-{session.serial}")
+        try:
+            if await self._handshake(session):
+                async for data in ws:
+                    await self._dispatch(session, data)
+        except ConnectionClosed:
+            pass
+        except Exception:  # a bug must cost one connection, never the daemon
+            log.exception("%s: internal error; closing this connection", session.name)
+            with contextlib.suppress(Exception):
+                await ws.close(1011, "internal error")
+        finally:
+            session.closed = True
+            if session.jobs and self.jobs is not None:
+                self.jobs.drop_owner(session, list(session.jobs.values()))
+            sender.cancel()
+            self._sessions.discard(session)
+            log.debug("%s: disconnected (%s)", session.name, ws.close_code)
+
+    async def _refuse(self, session: Session, error: Error, reason: str) -> bool:
+        """A failed handshake: the error, then a clean close (1008 policy violation)."""
+        log.info("%s: handshake refused: %s", session.name, error.message)
+        session.send(error)
+        await session.flush(5.0)
+        await session.ws.close(1008, reason)
+        return False
+
+    async def _handshake(self, session: Session) -> bool:
+        try:
+            data = await asyncio.wait_for(session.ws.recv(), self.config.handshake_timeout)
+        except asyncio.TimeoutError:
+            error = Error(ErrorCode.HANDSHAKE_REQUIRED, "no hello within the handshake time")
+            return await self._refuse(session, error, "no hello")
+        try:
+            hello = decode(data, self.config.limits, CLIENT_MESSAGES)
+        except ProtocolError as exc:
+            text = f"the first message must be a valid 'hello': {exc.message}"
+            return await self._refuse(session, Error(exc.code, text), "bad hello")
+        if not isinstance(hello, Hello):
+            text = f"the first message must be 'hello', not '{hello.TYPE}'"
+            return await self._refuse(session, Error(ErrorCode.HANDSHAKE_REQUIRED, text), "no hello")
+        if hello.protocol not in SUPPORTED_VERSIONS:
+            text = (
+                f"this daemon speaks protocol version "
+                f"{', '.join(map(str, SUPPORTED_VERSIONS))}, the client speaks {hello.protocol}"
+            )
+            return await self._refuse(session, Error(ErrorCode.UNSUPPORTED_VERSION, text), "version")
+        if self.config.token is not None and not token_matches(self.config.token, hello.token):
+            text = (
+                "this daemon requires its token"
+                if hello.token is None
+                else "the token does not match this daemon's token"
+            )
+            return await self._refuse(session, Error(ErrorCode.UNAUTHORIZED, text), "unauthorized")
+        session.name = f"client #{session.serial} {hello.client[:64]} {hello.client_version[:32]}".rstrip()
+        session.name += f" ({session.address})"
+        log.info("%s: connected", session.name)
+        session.send(
+            Welcome(
+                server=SERVER_NAME,
+                server_version=__version__,
+                models=list(self.catalog.models),
+                default_model=self.catalog.default,
+                limits=self.config.limits,
+                schedulers=self.schedulers,
+                capabilities=CAPABILITIES,
+                device=self.device,
+                protocol=PROTOCOL_VERSION,
+            )
+        )
+        return True
+
+    async def _dispatch(self, session: Session, data: bytes | str) -> None:
+        try:
+            if len(data) > _DECODE_OFF_LOOP and isinstance(data, bytes):
+                message = await asyncio.to_thread(decode, data, self.config.limits, CLIENT_MESSAGES)
+            else:
+                message = decode(data, self.config.limits, CLIENT_MESSAGES)
+        except ProtocolError as exc:
+            log.info("%s: bad message: %s", session.name, exc.message)
+            session.send(Error.from_exception(exc))
+            return
+        if isinstance(message, Submit):
+            self._submit(session, message)
+        elif isinstance(message, Cancel):
+            job = session.jobs.get(message.job_id)
+            if job is None:
+                text = f"no job '{message.job_id}' is queued or running on this connection"
+                session.send(Error(ErrorCode.UNKNOWN_JOB, text, message.job_id))
+            else:
+                assert self.jobs is not None
+                self.jobs.cancel(job)
+        elif isinstance(message, ListModels):
+            session.send(Models(list(self.catalog.models), self.catalog.default))
+        elif isinstance(message, GetStatus):
+            assert self.jobs is not None
+            session.send(
+                Status(
+                    queued=self.jobs.queued,
+                    running=self.jobs.running is not None,
+                    loaded_model=self.jobs.runner.loaded_model,
+                    device=self.device,
+                )
+            )
+        elif isinstance(message, Hello):
+            text = "'hello' was already received on this connection"
+            session.send(Error(ErrorCode.INVALID_FIELD, text))
+
+    def _submit(self, session: Session, submit: Submit) -> None:
+        assert self.jobs is not None
+        job_id = submit.job_id
+        if job_id in session.jobs:
+            text = f"job '{job_id}' is already queued or running on this connection; use a new id"
+            session.send(Error(ErrorCode.DUPLICATE_JOB, text, job_id))
+            return
+        model = self.catalog.lookup(submit.params.model)
+        if model is None:
+            if submit.params.model is None:
+                text = "this daemon has no model to run; start it with --model"
+            else:
+                shown = submit.params.model[:100]
+                text = f"unknown model '{shown}'; this daemon offers: {', '.join(self.catalog.names)}"
+            session.send(Error(ErrorCode.UNKNOWN_MODEL, text, job_id))
+            return
+        scheduler_error = self._scheduler_error(submit.params.scheduler)
+        if scheduler_error is not None:
+            session.send(Error(ErrorCode.UNKNOWN_SCHEDULER, scheduler_error, job_id))
+            return
+        job = Job(job_id, session, submit, model)
+        try:
+            self.jobs.accept(job)
+        except QueueFull as exc:
+            session.send(Error(ErrorCode.QUEUE_FULL, str(exc), job_id))
+            return
+        session.jobs[job_id] = job
+        log.debug("%s: queued at position %d", job.describe(), job.position)
+
+    def _scheduler_error(self, name: str) -> str | None:
+        """Why the engine would refuse this scheduler, told before the job waits in the queue."""
+        try:
+            from ..engine.errors import InvalidRequest
+            from ..engine.schedulers import check_scheduler_name
+        except ImportError:  # an engine without the checker: the names it offers, exactly
+            if not self.schedulers or name in self.schedulers:
+                return None
+            return f"unknown scheduler '{name[:64]}'; this daemon offers: {', '.join(self.schedulers)}"
+        try:
+            check_scheduler_name(name)
+        except InvalidRequest as exc:
+            return str(exc)
+        return None
+
+
+def _address(connection: ServerConnection) -> str:
+    remote = connection.remote_address
+    return f"{remote[0]}:{remote[1]}" if remote else "?"
+
+
+def _engine_schedulers() -> tuple[str, ...]:
+    try:
+        from ..engine import SCHEDULERS
+    except ImportError:
+        return ()
+    return tuple(SCHEDULERS)
+
+
+async def serve_until(server: DaemonServer, stop: asyncio.Event) -> None:
+    """Run `server` (already started) until `stop` is set, then shut it down."""
+    try:
+        await stop.wait()
+    finally:
+        started = time.monotonic()
+        await server.shutdown()
+        log.info("stopped in %.1f s", time.monotonic() - started)
