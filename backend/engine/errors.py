@@ -1,0 +1,23 @@
+"""Errors the engine raises; every message is meant to be shown to a painter as is."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base class: something the user can read and act on."""
+
+
+class InvalidRequest(EngineError):
+    """The job's parameters or pixels cannot be used (size mismatch, NaN strength, ...)."""
+
+
+class UnknownModel(EngineError):
+    """The model spec names nothing that can be found or loaded."""
+
+
+class JobCancelled(EngineError):
+    """The job was cancelled by the caller; raised within one sampling step."""
+
+
+class OutOfMemory(EngineError):
+    """The device ran out of memory; the engine has freed what the job held."""

@@ -1,0 +1,341 @@
+"""Differential Diffusion on the components of a diffusers Stable Diffusion pipeline.
+
+Levin & Fried, "Differential Diffusion: Giving Each Pixel Its Strength": a grayscale
+map gives every pixel its own denoising strength e in [0, 1], in one sampling run.
+With N steps and timesteps t_0 > ... > t_{N-1}:
+
+1. the strength map is downsampled to latent resolution;
+2. sampling starts where the strongest pixel starts, like img2img with strength max(e);
+3. z0 = VAE latents of the image, one noise tensor eps for the whole run;
+4. before step i, pixel p is *free* when e_p >= 1 - i / N; every other latent pixel is
+   reset to add_noise(z0, eps, t_i); then the model step runs;
+5. after the last step, pixels that were never free are set to z0 exactly;
+6. decode (the caller composites in pixel space).
+
+Randomness is drawn in img2img's order (VAE latent sample, then the noise, then the
+generator handed to scheduler.step), so a uniform map equals diffusers' img2img.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers.utils.torch_utils import randn_tensor
+
+from .errors import JobCancelled
+
+# Added to N * e before rounding down: resampling a uniform map in float64 can return
+# 0.7 - 4e-16 where 0.7 was painted, which must not lose a whole step.
+_THRESHOLD_TOLERANCE = 1e-9
+
+
+def start_step(max_strength: float, num_steps: int) -> int:
+    """Index of the first step that runs: img2img's `N - int(N * strength)`, in double precision.
+
+    In float32, strength 0.7 with 10 steps gives int(6.9999998) = 6 steps where img2img runs 7.
+    """
+    return num_steps - min(int(num_steps * float(max_strength)), num_steps)
+
+
+def first_free_step(strength: torch.Tensor, num_steps: int, max_strength: float) -> torch.Tensor:
+    """Per pixel, the first step index i at which it is free (num_steps: never).
+
+    e >= 1 - i/N  <=>  i >= N - N*e  <=>  i >= N - floor(N*e) for whole i. The integer
+    form avoids float ties, and makes the free sets nested by construction: free at
+    step i implies free at every later step.
+    """
+    free_steps = torch.floor(strength.double() * num_steps + _THRESHOLD_TOLERANCE).long()
+    # A resampled map cannot be stronger than the pixel mask it came from.
+    free_steps = free_steps.clamp(0, num_steps - start_step(max_strength, num_steps))
+    return num_steps - free_steps
+
+
+@dataclass
+class StepState:
+    """What a step callback sees, after the model step ran."""
+
+    step: int  # steps done, 1..num_steps_run
+    num_steps_run: int
+    step_index: int  # index in the full schedule of N steps
+    timestep: torch.Tensor
+    latents: torch.Tensor
+    free: torch.Tensor  # bool (B, 1, h, w): pixels the sampler was allowed to change
+    noised_original: torch.Tensor  # add_noise(z0, eps, t_i) used for the reset
+    original_latents: torch.Tensor  # z0
+    pred_original: torch.Tensor | None  # the scheduler's x0 estimate, where it gives one
+
+
+class DifferentialDiffusionPipeline:
+    """The differential sampler over a loaded StableDiffusion(XL)Pipeline's components.
+
+    `pipe` provides the UNet, VAE, text encoder(s), tokenizer(s) and encode_prompt();
+    this class only owns the sampling loop. Inpainting checkpoints (9-channel UNet) get
+    the per-step free mask and the masked-image latents in their extra channels.
+    """
+
+    def __init__(
+        self,
+        pipe: Any,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        cpu_offload: bool = False,
+    ) -> None:
+        self.pipe = pipe
+        self.unet = pipe.unet
+        self.vae = pipe.vae
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.cpu_offload = cpu_offload
+        self.is_sdxl = getattr(pipe, "text_encoder_2", None) is not None
+        self.is_inpaint = self.unet.config.in_channels == 9
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        # SDXL's VAE overflows in fp16 unless it is a fixed one; decode it in fp32.
+        self.vae_dtype = dtype
+        if dtype == torch.float16 and self.is_sdxl and getattr(self.vae.config, "force_upcast", False):
+            self.vae_dtype = torch.float32
+
+    # -- component placement -------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _on_device(self, *modules: torch.nn.Module | None) -> Iterator[None]:
+        """Hold `modules` on the device for a block; with CPU offload, park them after."""
+        present = [m for m in modules if m is not None]
+        if self.cpu_offload:
+            for m in present:
+                m.to(self.device)
+        try:
+            yield
+        finally:
+            if self.cpu_offload:
+                for m in present:
+                    m.to("cpu")
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+
+    # -- the pieces ----------------------------------------------------------------
+
+    def encode_prompt(
+        self, prompt: str, negative_prompt: str, batch_size: int, do_cfg: bool
+    ) -> dict[str, torch.Tensor]:
+        """Text conditioning, with the unconditional half first when guidance is on."""
+        pipe = self.pipe
+        if self.is_sdxl:
+            with self._on_device(pipe.text_encoder, pipe.text_encoder_2):
+                embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
+                    prompt=prompt,
+                    device=self.device,
+                    num_images_per_prompt=batch_size,
+                    do_classifier_free_guidance=do_cfg,
+                    # SDXL conditions "no negative prompt" on zeros (force_zeros_for_empty_prompt).
+                    negative_prompt=negative_prompt or None,
+                )
+            if do_cfg:
+                embeds = torch.cat([negative, embeds])
+                pooled = torch.cat([negative_pooled, pooled])
+            return {"prompt_embeds": embeds.to(self.dtype), "pooled": pooled.to(self.dtype)}
+        with self._on_device(pipe.text_encoder):
+            embeds, negative = pipe.encode_prompt(
+                prompt,
+                self.device,
+                batch_size,
+                do_cfg,
+                negative_prompt=negative_prompt,
+            )
+        if do_cfg:
+            embeds = torch.cat([negative, embeds])
+        return {"prompt_embeds": embeds.to(self.dtype)}
+
+    def sdxl_time_ids(self, height: int, width: int, rows: int) -> torch.Tensor:
+        """(original size, crop top-left, target size): the whole working image, uncropped."""
+        time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=self.dtype, device=self.device)
+        return time_ids.repeat(rows, 1)
+
+    def encode_image(
+        self, image: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z0 sampled with the generator, as img2img does; the latent mean), both scaled."""
+        with self._on_device(self.vae):
+            pixels = (2.0 * image - 1.0).to(device=self.device, dtype=self.vae_dtype)
+            distribution = self.vae.encode(pixels).latent_dist
+            sample, mean = distribution.sample(generator), distribution.mode()
+        return self._scale_latents(sample), self._scale_latents(mean)
+
+    def encode_blank(self, image: torch.Tensor) -> torch.Tensor:
+        """Latents of an all-gray image: what an inpainting UNet sees where pixels are masked."""
+        with self._on_device(self.vae):
+            pixels = torch.zeros_like(image).to(device=self.device, dtype=self.vae_dtype)
+            return self._scale_latents(self.vae.encode(pixels).latent_dist.mode())
+
+    def _scale_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        config = self.vae.config
+        latents = latents.to(self.dtype)
+        mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+        if mean is not None and std is not None:
+            mean = torch.tensor(mean, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
+            std = torch.tensor(std, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
+            return (latents - mean) * config.scaling_factor / std
+        return latents * config.scaling_factor
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> float32 (B, 3, H, W) RGB in [0, 1]."""
+        config = self.vae.config
+        mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+        if mean is not None and std is not None:
+            mean = torch.tensor(mean, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
+            std = torch.tensor(std, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
+            latents = latents * std / config.scaling_factor + mean
+        else:
+            latents = latents / config.scaling_factor
+        with self._on_device(self.vae):
+            image = self.vae.decode(latents.to(self.vae_dtype), return_dict=False)[0]
+        return (image.float() / 2.0 + 0.5).clamp(0.0, 1.0)
+
+    # -- the sampler ---------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: torch.Tensor,
+        strength: torch.Tensor,
+        *,
+        prompt: str,
+        negative_prompt: str = "",
+        num_inference_steps: int = 20,
+        guidance_scale: float = 7.0,
+        scheduler: Any,
+        generator: torch.Generator | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        callback: Callable[[StepState], None] | None = None,
+        on_stage: Callable[[str], None] | None = None,
+        output_type: str = "image",
+    ) -> torch.Tensor:
+        """Run Differential Diffusion.
+
+        image: (B, 3, H, W) RGB in [0, 1], H and W multiples of the model's size multiple.
+        strength: (B, 1, H, W) float64 per-pixel strength e = mask * global strength.
+        Returns decoded RGB (B, 3, H, W) in [0, 1], or the final latents for "latent".
+        """
+        batch_size = image.shape[0]
+        num_steps = num_inference_steps
+        do_cfg = guidance_scale > 1.0 and self.unet.config.time_cond_proj_dim is None
+        stage = on_stage or (lambda _name: None)
+
+        # 1. Text conditioning.
+        stage("encoding")
+        cond = self.encode_prompt(prompt, negative_prompt, batch_size, do_cfg)
+        added_cond_kwargs = None
+        if self.is_sdxl:
+            rows = cond["prompt_embeds"].shape[0]
+            added_cond_kwargs = {
+                "text_embeds": cond["pooled"],
+                "time_ids": self.sdxl_time_ids(image.shape[-2], image.shape[-1], rows),
+            }
+
+        # 2. Timesteps: start where the strongest pixel starts (img2img with strength max(e)).
+        max_strength = float(strength.max())
+        scheduler.set_timesteps(num_steps, device=self.device)
+        t_start = start_step(max_strength, num_steps)
+        timesteps = scheduler.timesteps[t_start * scheduler.order :]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(t_start * scheduler.order)
+
+        # 3. z0 and one noise tensor for the whole run, drawn in img2img's order.
+        original_latents, original_mean = self.encode_image(image, generator)
+        noise = randn_tensor(original_latents.shape, generator=generator, device=self.device, dtype=self.dtype)
+
+        # Per latent pixel: the first step at which it is free (bilinear, as the references).
+        latent_size = original_latents.shape[-2:]
+        latent_strength = F.interpolate(strength.double().cpu(), size=latent_size, mode="bilinear", align_corners=False)
+        first_free = first_free_step(latent_strength, num_steps, max_strength).to(self.device)
+        never_free = first_free >= num_steps
+
+        if self.is_inpaint:
+            blank_latents = self.encode_blank(image)
+
+        extra_step_kwargs = self._extra_step_kwargs(scheduler, generator)
+        # img2img's start: everything noised to the first step's level.
+        latents = original_latents
+        if len(timesteps) > 0:
+            latents = scheduler.add_noise(original_latents, noise, timesteps[:1].repeat(batch_size))
+
+        # 4. The differential loop.
+        stage("sampling")
+        with self._on_device(self.unet):
+            for i, t in enumerate(timesteps):
+                if should_cancel is not None and should_cancel():
+                    raise JobCancelled("The job was cancelled.")
+                step_index = t_start + i
+
+                # Kept pixels go back to the original, noised to this step's level. One timestep
+                # at a time: with a begin index set, a vectorised add_noise would use one sigma
+                # (the current step's) for every timestep it is given.
+                free = first_free <= step_index
+                noised_original = scheduler.add_noise(original_latents, noise, t.reshape(1).repeat(batch_size))
+                latents = torch.where(free, latents, noised_original)
+
+                model_input = torch.cat([latents] * 2) if do_cfg else latents
+                model_input = scheduler.scale_model_input(model_input, t)
+                if self.is_inpaint:
+                    # The model inpaints what is free now and sees the rest of the image.
+                    mask_channel = free.to(self.dtype)
+                    masked_image_latents = torch.where(free, blank_latents, original_mean)
+                    if do_cfg:
+                        mask_channel = torch.cat([mask_channel] * 2)
+                        masked_image_latents = torch.cat([masked_image_latents] * 2)
+                    model_input = torch.cat([model_input, mask_channel, masked_image_latents], dim=1)
+
+                noise_pred = self.unet(
+                    model_input,
+                    t,
+                    encoder_hidden_states=cond["prompt_embeds"],
+                    added_cond_kwargs=added_cond_kwargs,
+                    return_dict=False,
+                )[0]
+                if do_cfg:
+                    noise_uncond, noise_text = noise_pred.chunk(2)
+                    noise_pred = noise_uncond + guidance_scale * (noise_text - noise_uncond)
+
+                output = scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=True)
+                latents = output.prev_sample
+
+                if callback is not None:
+                    callback(
+                        StepState(
+                            step=i + 1,
+                            num_steps_run=len(timesteps),
+                            step_index=step_index,
+                            timestep=t,
+                            latents=latents,
+                            free=free,
+                            noised_original=noised_original,
+                            original_latents=original_latents,
+                            pred_original=getattr(output, "pred_original_sample", None),
+                        )
+                    )
+
+        # 5. "Keep" means keep: pixels never free are the original latents exactly.
+        latents = torch.where(never_free, original_latents, latents)
+        if output_type == "latent":
+            return latents
+
+        # 6. Decode; the caller composites in pixel space.
+        stage("decoding")
+        return self.decode(latents)
+
+    @staticmethod
+    def _extra_step_kwargs(scheduler: Any, generator: torch.Generator | None) -> dict[str, Any]:
+        """eta for DDIM (0, deterministic) and the generator for ancestral schedulers."""
+        parameters = set(inspect.signature(scheduler.step).parameters)
+        kwargs: dict[str, Any] = {}
+        if "eta" in parameters:
+            kwargs["eta"] = 0.0
+        if "generator" in parameters:
+            kwargs["generator"] = generator
+        return kwargs
