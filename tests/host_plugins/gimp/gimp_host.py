@@ -1,0 +1,77 @@
+"""Drive real GIMP 3 in the trixie chroot from pytest: install the plug-in with
+the real installer, run scenarios through gimp-console, read back verdicts."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from differential_inpaint.backend.gimp_plugin import install
+
+from . import chroot
+
+HERE = Path(__file__).parent
+GIMP_TIMEOUT = 300.0  # one gimp-console run, all scenarios together
+
+
+def chroot_ready() -> tuple[bool, str]:
+    """Whether real-GIMP tests can run here, and why not."""
+    if os.geteuid() != 0:
+        return False, "the GIMP chroot needs root"
+    if not chroot.is_complete():
+        return False, (
+            f"no complete GIMP 3 chroot at {chroot.root()}; build it with "
+            "`python3 tests/host_plugins/gimp/chroot.py ensure` (about a minute)"
+        )
+    return True, ""
+
+
+def install_plugin() -> Path:
+    """Install the plug-in into the chroot's GIMP profile with the real installer."""
+    return install(chroot.root() / "root/.config/GIMP/3.0/plug-ins")
+
+
+class GimpRun:
+    """One gimp-console run over a list of scenarios (see in_gimp.py for the spec)."""
+
+    def __init__(self, scenarios: list[dict[str, Any]]) -> None:
+        self.scenarios = scenarios
+        self.verdicts: dict[str, dict[str, Any]] = {}
+        self.seconds = 0.0
+        self.output = ""
+
+    def run(self) -> GimpRun:
+        inside = Path("/root/di-tests") / uuid.uuid4().hex
+        work = chroot.root() / inside.relative_to("/")
+        work.mkdir(parents=True)
+        try:
+            shutil.copyfile(HERE / "in_gimp.py", work / "in_gimp.py")
+            spec = {"out": str(inside / "verdict.json"), "scenarios": self.scenarios}
+            (work / "spec.json").write_text(json.dumps(spec))
+            code = f'SPEC = "{inside}/spec.json"; exec(open("{inside}/in_gimp.py").read())'
+            started = time.monotonic()
+            done = chroot.run(
+                ["gimp-console-3.0", "-i", "--batch-interpreter=python-fu-eval", "-b", code,
+                 "--quit"],
+                timeout=GIMP_TIMEOUT,
+            )
+            self.seconds = time.monotonic() - started
+            self.output = done.stdout
+            verdict = work / "verdict.json"
+            if verdict.is_file():
+                self.verdicts = json.loads(verdict.read_text())
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return self
+
+    def verdict(self, name: str) -> dict[str, Any]:
+        """One scenario's verdict; fails with GIMP's output when it has none or crashed."""
+        verdict = self.verdicts.get(name)
+        assert verdict is not None, f"GIMP wrote no verdict for '{name}'; its output:\n{self.output}"
+        assert "crashed" not in verdict, f"scenario '{name}' raised in GIMP:\n{verdict['crashed']}"
+        return verdict

@@ -1,0 +1,174 @@
+"""Runs inside real GIMP 3 (gimp-console's python-fu-eval), not under pytest.
+
+Reads a JSON spec (path in the global SPEC set by the -b code), builds each
+scenario's image, drives `python-fu-differential-inpaint` NONINTERACTIVE and
+writes a JSON verdict per scenario for the host-side test to judge. Nothing
+here asserts: the host decides, so one broken scenario cannot hide the rest.
+"""
+
+import hashlib
+import json
+import time
+import traceback
+from array import array
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp  # noqa: E402
+
+PROCEDURE = "python-fu-differential-inpaint"
+PRECISIONS = {
+    "u8": (Gimp.Precision.U8_NON_LINEAR, "R'G'B'A u8"),
+    "u16": (Gimp.Precision.U16_NON_LINEAR, "R'G'B'A u16"),
+    "half": (Gimp.Precision.HALF_NON_LINEAR, "R'G'B'A half"),
+    "float": (Gimp.Precision.FLOAT_NON_LINEAR, "R'G'B'A float"),
+}
+
+
+def read(drawable, x, y, width, height, babl):
+    rect = Gegl.Rectangle.new(x, y, width, height)
+    return bytes(drawable.get_buffer().get(rect, 1.0, babl, Gegl.AbyssPolicy.NONE))
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def fill(layer, alpha):
+    """A pattern with detail below 8 bits, so lost precision shows in the hashes."""
+    width, height = layer.get_width(), layer.get_height()
+    data = array("H")
+    for y in range(height):
+        row = array("H", [0, 0, 0, 0]) * width
+        row[0::4] = array("H", ((x * 521 + y * 37) % 65536 for x in range(width)))
+        row[1::4] = array("H", ((x * 13 + y * 1031) % 65536 for x in range(width)))
+        row[2::4] = array("H", ((x * y * 7 + 12345) % 65536 for x in range(width)))
+        if alpha:
+            row[3::4] = array("H", (65535 - (x * y) % 20000 for x in range(width)))
+        else:
+            row[3::4] = array("H", [65535]) * width
+        data.extend(row)
+    buffer = layer.get_buffer()
+    buffer.set(Gegl.Rectangle.new(0, 0, width, height), "R'G'B'A u16", data.tobytes())
+    buffer.flush()
+
+
+def describe(layer):
+    _, x, y = layer.get_offsets()
+    return {"name": layer.get_name(), "x": x, "y": y,
+            "width": layer.get_width(), "height": layer.get_height()}
+
+
+def alpha_stats(layer, selection_mask):
+    """Alpha of the new layer against the selection over the same pixels."""
+    alpha = array("f", read(layer, 0, 0, layer.get_width(), layer.get_height(), "R'G'B'A float"))[3::4]
+    stats = {"outside": 0, "outside_nonzero": 0, "inside": 0, "inside_max": 0.0,
+             "full": 0, "full_zero": 0}
+    for a, m in zip(alpha, selection_mask, strict=True):
+        if m == 0:
+            stats["outside"] += 1
+            stats["outside_nonzero"] += a != 0.0
+        else:
+            stats["inside"] += 1
+            stats["inside_max"] = max(stats["inside_max"], a)
+            if m == 255:
+                stats["full"] += 1
+                stats["full_zero"] += a == 0.0
+    return stats
+
+
+def scenario(spec):
+    precision, babl = PRECISIONS[spec["precision"]]
+    width, height = spec["image"]
+    image = Gimp.Image.new_with_precision(width, height, Gimp.ImageBaseType.RGB, precision)
+    src = spec["layer"]
+    kind = Gimp.ImageType.RGBA_IMAGE if src["alpha"] else Gimp.ImageType.RGB_IMAGE
+    layer = Gimp.Layer.new(image, "source", src["width"], src["height"], kind, 100.0,
+                           Gimp.LayerMode.NORMAL)
+    image.insert_layer(layer, None, 0)
+    layer.set_offsets(src["x"], src["y"])
+    fill(layer, src["alpha"])
+    if spec.get("layer_above"):
+        top = Gimp.Layer.new(image, "above", 16, 16, Gimp.ImageType.RGBA_IMAGE, 100.0,
+                             Gimp.LayerMode.NORMAL)
+        image.insert_layer(top, None, 0)
+    sel = spec.get("selection")
+    if sel:
+        x, y, w, h = sel["rect"]
+        if sel["shape"] == "ellipse":
+            image.select_ellipse(Gimp.ChannelOps.REPLACE, x, y, w, h)
+        else:
+            image.select_rectangle(Gimp.ChannelOps.REPLACE, x, y, w, h)
+        if sel.get("feather"):
+            Gimp.Selection.feather(image, sel["feather"])
+    ids_before = {item.get_id() for item in image.get_layers()}
+    verdict = {
+        "precision_read": image.get_precision().value_nick,
+        "layers_before": [describe(item) for item in image.get_layers()],
+        "drawable_sha_before": sha(read(layer, 0, 0, src["width"], src["height"], babl)),
+        "selection_bounds": None,
+    }
+    if not Gimp.Selection.is_empty(image):
+        _, _, x1, y1, x2, y2 = Gimp.Selection.bounds(image)
+        verdict["selection_bounds"] = [x1, y1, x2, y2]
+        mask = read(image.get_selection(), 0, 0, width, height, "Y u8")
+        verdict["selection_levels"] = len(set(mask))
+
+    proc = Gimp.get_pdb().lookup_procedure(PROCEDURE)
+    config = proc.create_config()
+    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    config.set_property("image", image)
+    config.set_core_object_array("drawables", [layer])
+    for name, value in spec["args"].items():
+        config.set_property(name, value)
+    started = time.monotonic()
+    result = proc.run(config)
+    verdict["seconds"] = round(time.monotonic() - started, 3)
+    verdict["status"] = result.index(0).value_nick
+    verdict["message"] = result.index(1) if result.length() > 1 else None
+
+    layers = image.get_layers()
+    verdict["layers_after"] = [describe(item) for item in layers]
+    verdict["drawable_sha_after"] = sha(read(layer, 0, 0, src["width"], src["height"], babl))
+    new = [item for item in layers if item.get_id() not in ids_before]
+    verdict["new_layer"] = None
+    if new:
+        created = new[0]
+        info = describe(created)
+        dx, dy = src["x"], src["y"]
+        region = (info["x"] - dx, info["y"] - dy, info["width"], info["height"])
+        if Gimp.Selection.is_empty(image):
+            mask = b"\xff" * (info["width"] * info["height"])
+        else:
+            mask = read(image.get_selection(), info["x"], info["y"], info["width"], info["height"],
+                        "Y u8")
+        info.update(
+            index=image.get_item_position(created),
+            source_index=image.get_item_position(layer),
+            has_alpha=created.has_alpha(),
+            sha=sha(read(created, 0, 0, info["width"], info["height"], babl)),
+            source_region_sha=sha(read(layer, *region, babl)),
+            mask_sha=sha(mask),
+            alpha=alpha_stats(created, mask),
+        )
+        verdict["new_layer"] = info
+    return verdict
+
+
+def main(spec_path):
+    with open(spec_path) as f:
+        spec = json.load(f)
+    verdicts = {}
+    for item in spec["scenarios"]:
+        try:
+            verdicts[item["name"]] = scenario(item)
+        except Exception:
+            verdicts[item["name"]] = {"crashed": traceback.format_exc()}
+        # Written after each scenario, so a crash of GIMP itself still leaves the rest.
+        with open(spec["out"], "w") as f:
+            json.dump(verdicts, f, indent=1)
+
+
+main(SPEC)  # noqa: F821 - SPEC is defined by the -b code before this file is exec'd

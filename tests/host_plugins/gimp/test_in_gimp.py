@@ -1,0 +1,217 @@
+"""The plug-in inside real GIMP 3.0 (Debian trixie chroot), against a stand-in
+daemon whose answers are known to the byte: what GIMP sends (region, mask,
+precision) and what lands in the new layer are checked exactly.
+
+All scenarios run in one gimp-console start (a start costs seconds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from differential_inpaint import protocol as p
+from tests.support.hosts import require_host
+
+from . import gimp_host
+from .fake_daemon import FAIL_MESSAGE, FakeDaemon, expected_result, fake_daemon
+
+pytestmark = [pytest.mark.gimp, pytest.mark.slow]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def scenarios(url: str, dead_url: str) -> list[dict[str, Any]]:
+    def args(prompt: str, **more: Any) -> dict[str, Any]:
+        return {"prompt": prompt, "server-url": url, "steps": 3, **more}
+
+    rect = {"shape": "rect", "rect": [60, 50, 80, 60]}
+    small = {"image": [300, 200], "precision": "u8",
+             "layer": {"x": 0, "y": 0, "width": 300, "height": 200, "alpha": False}}
+    return [
+        {"name": "feathered", "image": [1200, 900], "precision": "u8",
+         "layer": {"x": 100, "y": 50, "width": 1000, "height": 800, "alpha": True},
+         "layer_above": True,
+         "selection": {"shape": "ellipse", "rect": [400, 300, 160, 120], "feather": 24},
+         "args": args("a red barn", **{"negative-prompt": "blurry", "strength": 0.8,
+                                       "guidance": 5.5, "seed": 42, "grow": 2.0,
+                                       "feather": 3.0})},
+        {"name": "deep16", "image": [640, 480], "precision": "u16",
+         "layer": {"x": 0, "y": 0, "width": 640, "height": 480, "alpha": False},
+         "selection": {"shape": "ellipse", "rect": [200, 150, 100, 80], "feather": 10},
+         "args": args("sixteen bits")},
+        {"name": "float32", "image": [320, 240], "precision": "float",
+         "layer": {"x": -10, "y": 20, "width": 300, "height": 200, "alpha": True},
+         "selection": {"shape": "ellipse", "rect": [50, 60, 80, 70], "feather": 8},
+         "args": args("thirty-two bit float")},
+        {"name": "half", "image": [200, 160], "precision": "half",
+         "layer": {"x": 0, "y": 0, "width": 200, "height": 160, "alpha": True},
+         "selection": rect, "args": args("half floats")},
+        {"name": "no-selection", "image": [300, 200], "precision": "u8",
+         "layer": {"x": 30, "y": 20, "width": 240, "height": 160, "alpha": True},
+         "selection": None, "args": args("everything   repainted\nat once")},
+        {"name": "daemon-down", **small, "selection": rect,
+         "args": {"prompt": "nobody home", "server-url": dead_url}},
+        {"name": "job-error", **small, "selection": rect, "args": args("fail: on purpose")},
+        {"name": "connection-lost", **small, "selection": rect, "args": args("drop: mid-job")},
+        {"name": "selection-misses-layer", "image": [400, 300], "precision": "u8",
+         "layer": {"x": 0, "y": 0, "width": 100, "height": 100, "alpha": True},
+         "selection": {"shape": "rect", "rect": [200, 150, 50, 40]},
+         "args": args("not on the layer")},
+    ]
+
+
+@pytest.fixture(scope="module")
+def gimp_run() -> Iterator[tuple[gimp_host.GimpRun, FakeDaemon]]:
+    require_host(*gimp_host.chroot_ready())
+    gimp_host.install_plugin()
+    with fake_daemon() as daemon:
+        run = gimp_host.GimpRun(scenarios(daemon.url, f"ws://127.0.0.1:{free_port()}")).run()
+        print(f"\nGIMP ran {len(run.scenarios)} scenarios in {run.seconds:.1f} s")
+        yield run, daemon
+
+
+def expected_region(core: ModuleType, verdict: dict[str, Any], layer: dict[str, Any]) -> p.Rect:
+    """Where the new layer must be, in image coordinates, by the plug-in's own region maths."""
+    bounds = verdict["selection_bounds"]
+    dx, dy = layer["x"], layer["y"]
+    selection = None
+    if bounds is not None:
+        x1, y1, x2, y2 = bounds
+        selection = core.Rect.from_edges(x1 - dx, y1 - dy, x2 - dx, y2 - dy)
+    region = core.plan_region(selection, (layer["width"], layer["height"]))
+    return p.Rect(region.x + dx, region.y + dy, region.width, region.height)
+
+
+def check_success(run: gimp_host.GimpRun, daemon: FakeDaemon, core: ModuleType, name: str,
+                  wire: p.PixelFormat) -> tuple[dict[str, Any], p.Submit]:
+    spec = next(s for s in run.scenarios if s["name"] == name)
+    verdict = run.verdict(name)
+    assert verdict["status"] == "success", verdict["message"]
+    submit = daemon.submits[spec["args"]["prompt"]]
+    new = verdict["new_layer"]
+    assert new is not None, verdict
+
+    # Where: the region around the selection, at the region's offset in the image.
+    region = expected_region(core, verdict, spec["layer"])
+    assert (new["x"], new["y"], new["width"], new["height"]) == (
+        region.x, region.y, region.width, region.height)
+    assert (submit.x, submit.y, submit.image.width, submit.image.height) == (
+        region.x, region.y, region.width, region.height)
+    # What was sent: the drawable's own bytes in the image's precision, and the selection.
+    assert submit.image.format == wire
+    assert submit.image.color == p.ColorEncoding.SRGB
+    assert sha(submit.image.data) == new["source_region_sha"]
+    assert sha(submit.mask.data) == new["mask_sha"]
+    # What landed: exactly the daemon's result, alpha included (never re-multiplied by the mask).
+    assert new["sha"] == sha(expected_result(submit.image, submit.mask.data))
+    assert new["has_alpha"]
+    assert new["alpha"]["outside_nonzero"] == 0
+    assert new["alpha"]["inside"] > 0 and new["alpha"]["inside_max"] > 0
+    assert new["alpha"]["full_zero"] == 0
+    # A new layer just above the drawable; the original untouched.
+    assert new["index"] == new["source_index"] - 1
+    assert len(verdict["layers_after"]) == len(verdict["layers_before"]) + 1
+    assert verdict["drawable_sha_after"] == verdict["drawable_sha_before"]
+    return verdict, submit
+
+
+def check_failure(run: gimp_host.GimpRun, name: str) -> str:
+    verdict = run.verdict(name)
+    assert verdict["status"] == "execution-error", verdict
+    assert verdict["new_layer"] is None
+    assert verdict["layers_after"] == verdict["layers_before"]
+    assert verdict["drawable_sha_after"] == verdict["drawable_sha_before"]
+    return verdict["message"]
+
+
+def test_feathered_selection(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
+                             plugin_core: ModuleType) -> None:
+    run, daemon = gimp_run
+    verdict, submit = check_success(run, daemon, plugin_core, "feathered", p.PixelFormat.RGBA8)
+    assert verdict["selection_levels"] > 100  # really a gradient, not a hard edge
+    assert len(set(submit.mask.data)) > 100
+    new = verdict["new_layer"]
+    assert new["name"] == "a red barn"
+    assert new["alpha"]["outside"] > 0  # the region holds context outside the selection
+    # Only the region around the selection travels, not the 1000x800 layer.
+    assert submit.image.width * submit.image.height < 1000 * 800 / 2
+    # The layer that was above the drawable stays above the new one.
+    assert [layer["name"] for layer in verdict["layers_after"]] == ["above", "a red barn", "source"]
+    params = submit.params
+    assert (params.negative_prompt, params.strength, params.steps, params.guidance, params.seed) == (
+        "blurry", 0.8, 3, 5.5, 42)
+    assert (params.grow, params.feather, params.model) == (2.0, 3.0, None)
+    assert params.output_format == p.PixelFormat.RGBA8
+
+
+def test_16_bit_image_keeps_its_precision(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
+                                          plugin_core: ModuleType) -> None:
+    run, daemon = gimp_run
+    verdict, submit = check_success(run, daemon, plugin_core, "deep16", p.PixelFormat.RGBA16)
+    assert verdict["precision_read"] == "u16-non-linear"
+    assert submit.params.output_format == p.PixelFormat.RGBA16
+    # Detail below 8 bits really travelled (an 8-bit round trip would make all low bytes k*257).
+    words = memoryview(submit.image.data).cast("H")
+    assert any(w % 257 for w in words[0::4])
+
+
+def test_float_image_with_negative_offset(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
+                                          plugin_core: ModuleType) -> None:
+    run, daemon = gimp_run
+    verdict, submit = check_success(run, daemon, plugin_core, "float32", p.PixelFormat.RGBAF32)
+    assert submit.params.output_format == p.PixelFormat.RGBAF32
+
+
+def test_half_float_image(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
+                          plugin_core: ModuleType) -> None:
+    run, daemon = gimp_run
+    check_success(run, daemon, plugin_core, "half", p.PixelFormat.RGBAF16)
+
+
+def test_no_selection_repaints_the_whole_layer(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
+                                               plugin_core: ModuleType) -> None:
+    run, daemon = gimp_run
+    verdict, submit = check_success(run, daemon, plugin_core, "no-selection", p.PixelFormat.RGBA8)
+    new = verdict["new_layer"]
+    assert (new["x"], new["y"], new["width"], new["height"]) == (30, 20, 240, 160)
+    assert submit.mask.data == b"\xff" * (240 * 160)
+    assert new["name"] == "everything repainted at once"
+
+
+def test_daemon_not_running(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    message = check_failure(gimp_run[0], "daemon-down")
+    assert "Could not reach the Differential Inpaint daemon" in message
+    assert "differential-inpaint serve" in message  # says what to do
+
+
+def test_job_error_shows_the_daemons_message(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    assert FAIL_MESSAGE in check_failure(gimp_run[0], "job-error")
+
+
+def test_connection_lost(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    message = check_failure(gimp_run[0], "connection-lost")
+    assert "connection to the daemon" in message and "lost" in message
+
+
+def test_selection_that_misses_the_layer(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    message = check_failure(gimp_run[0], "selection-misses-layer")
+    assert "does not touch the active layer" in message
+    assert "selection-misses-layer" not in gimp_run[1].submits  # nothing was sent
+
+
+def test_gimp_part_is_quick(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    assert gimp_run[0].seconds < 120, gimp_run[0].output
