@@ -202,13 +202,18 @@ def ensure(*, quiet: bool = False) -> Path:
             subprocess.run(["rm", "-rf", "--one-file-system", str(partial)], check=True)
         mirror = debian_mirror()
         started = time.monotonic()
-        out = subprocess.DEVNULL if quiet else None
         _log(f"debootstrap {SUITE} from {mirror} into {partial}")
-        subprocess.run(
+        # quiet: debootstrap's output is kept and shown only if it fails.
+        boot = subprocess.run(
             ["debootstrap", "--variant=minbase", SUITE, str(partial), mirror],
-            check=True, stdout=out,
+            stdout=subprocess.PIPE if quiet else None,
+            stderr=subprocess.STDOUT if quiet else None,
+            text=True,
         )
-        shutil.copyfile("/etc/resolv.conf", partial / "etc/resolv.conf")
+        if boot.returncode != 0:
+            raise ChrootError(f"debootstrap failed (exit {boot.returncode}):\n{boot.stdout or ''}")
+        if Path("/etc/resolv.conf").is_file():  # apt inside needs DNS
+            shutil.copyfile("/etc/resolv.conf", partial / "etc/resolv.conf")
         # No daemons may start inside the chroot while packages install.
         policy = partial / "usr/sbin/policy-rc.d"
         policy.write_text("#!/bin/sh\nexit 101\n")
@@ -239,13 +244,14 @@ def ensure(*, quiet: bool = False) -> Path:
 def main(args: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("ensure", help="build the chroot unless a complete one exists")
+    ensure_parser = sub.add_parser("ensure", help="build the chroot unless a complete one exists")
+    ensure_parser.add_argument("--quiet", action="store_true", help="only errors and a summary")
     sub.add_parser("cleanup", help="unmount anything left mounted inside the chroot")
     run_parser = sub.add_parser("run", help="run a command inside (binds mounted meanwhile)")
     run_parser.add_argument("argv", nargs=argparse.REMAINDER)
     opts = parser.parse_args(args)
     if opts.command == "ensure":
-        print(ensure())
+        print(ensure(quiet=opts.quiet))
     elif opts.command == "cleanup":
         unmount_all(root())
         unmount_all(root().with_name(root().name + ".partial"))
