@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ..protocol import DEFAULT_PORT
+from ...protocol import DEFAULT_PORT
 
 LISTENING_PREFIX = "Differential Inpaint daemon listening on ws://"
 
@@ -74,6 +74,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", "-v", action="store_true", help="log debug details")
 
 
+def needs_token(host: str, token_file: Path | None) -> bool:
+    """Off loopback anyone on the network can connect; an explicit token file opts in anywhere."""
+    from .security import is_loopback_address
+
+    return token_file is not None or not is_loopback_address(host)
+
+
 def _say(text: str = "") -> None:
     print(text, flush=True)
 
@@ -94,11 +101,11 @@ def run(args: argparse.Namespace) -> int:
         _say("error: --preview-interval must be 0 or more")
         return 2
 
-    from .security import TokenError, default_token_path, is_loopback_address, load_or_create_token
+    from .security import TokenError, default_token_path, load_or_create_token
 
     token, created = None, False
     token_path = args.token_file or default_token_path()
-    if args.token_file is not None or not is_loopback_address(args.host):
+    if needs_token(args.host, args.token_file):
         try:
             token, created = load_or_create_token(token_path)
         except TokenError as exc:

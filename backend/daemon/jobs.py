@@ -29,8 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..engine import errors as engine_errors
-from ..protocol import (
+from ...protocol import (
     Accepted,
     Cancelled,
     Error,
@@ -43,6 +42,7 @@ from ..protocol import (
     Submit,
     encode,
 )
+from ..engine import errors as engine_errors
 from . import pixels
 
 log = logging.getLogger("differential_inpaint.daemon")

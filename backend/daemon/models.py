@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..protocol import ModelInfo
+from ...protocol import ModelInfo
 
 BUILTIN_PREFIX = "builtin:"
 

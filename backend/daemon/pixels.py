@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..protocol import ColorEncoding, Image, Mask, PixelFormat
+from ...protocol import ColorEncoding, Image, Mask, PixelFormat
 
 PREVIEW_MAX_SIDE = 256
 

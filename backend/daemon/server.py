@@ -24,8 +24,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from .. import __version__
-from ..protocol import (
+from ...protocol import (
     CLIENT_MESSAGES,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
@@ -44,6 +43,7 @@ from ..protocol import (
     decode,
     encode,
 )
+from .. import __version__
 from . import jobs as jobs_module
 from .jobs import Job, JobQueue, JobRunner, QueueFull
 from .models import ModelCatalog

@@ -1,0 +1,357 @@
+"""The queue and the worker: order, isolation between clients, cancel, disconnect, failures,
+previews. Against the real server with the scripted FakeEngine, so timing is controlled
+by events (`engine.hold`) rather than sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from differential_inpaint import protocol as p
+from differential_inpaint.backend.daemon import jobs as jobs_module
+from differential_inpaint.backend.daemon.server import Session
+from differential_inpaint.backend.engine.errors import InvalidRequest, OutOfMemory, UnknownModel
+from differential_inpaint.client import InpaintError, JobCancelled, run_job
+
+from .conftest import TIMEOUT, FakeEngine, RawClient, assert_good_job, make_submit
+
+
+def _pixels(result: p.Result) -> np.ndarray:
+    return np.frombuffer(result.image.data, np.uint8).reshape(result.image.height, result.image.width, 4)
+
+
+def test_a_full_job_reports_every_stage_and_returns_the_region(daemon: Any) -> None:
+    submit = make_submit("full", 40, 30, seed=3, steps=4)
+    with RawClient(daemon.url) as client:
+        result = client.run(submit)
+        assert isinstance(result, p.Result)
+        kinds = [type(m).__name__ for m in client.seen[1:]]
+        assert kinds[0] == "Accepted" and kinds[-1] == "Result"
+        stages = [m.stage for m in client.seen if isinstance(m, p.Progress)]
+        assert stages == ["queued", "loading", "encoding"] + ["sampling"] * 4 + ["decoding"]
+        steps = [
+            (m.step, m.steps) for m in client.seen if isinstance(m, p.Progress) and m.stage == "sampling"
+        ]
+        assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert (result.x, result.y) == (10, 20)  # the offset comes back untouched
+    assert result.model == "builtin:tiny-sd15" and result.seed == 42
+    assert {"queued", "total", "sampling"} <= set(result.timings)
+    original = np.frombuffer(submit.image.data, np.uint8).reshape(30, 40, 4)
+    mask = np.frombuffer(submit.mask.data, np.uint8).reshape(30, 40)
+    out = _pixels(result)
+    keep = mask == 0
+    assert np.array_equal(out[keep, :3], original[keep, :3]) and (out[keep, 3] == 0).all()
+    assert np.array_equal(out[~keep, :3], 255 - original[~keep, :3]) and (out[~keep, 3] == 255).all()
+
+
+def test_output_format_and_seed_are_honoured(daemon: Any, engine: FakeEngine) -> None:
+    base = make_submit("fmt", 16, 16, seed=1)
+    submit = p.Submit(
+        base.job_id,
+        base.image,
+        base.mask,
+        p.JobParams(steps=2, seed=1234, output_format=p.PixelFormat.RGBAF32),
+    )
+    result = run_job(submit, server=daemon.url, timeout=TIMEOUT)
+    assert result.image.format is p.PixelFormat.RGBAF32 and result.seed == 1234
+    assert len(result.image.data) == 16 * 16 * 16
+    assert engine.calls[-1].params.seed == 1234
+
+
+def test_two_clients_at_once_each_get_only_their_own_results(daemon: Any, engine: FakeEngine) -> None:
+    engine.hold = threading.Event()  # both jobs queue up before either runs
+    with RawClient(daemon.url) as alice, RawClient(daemon.url) as bob:
+        alice_job = make_submit("job-1", 24, 24, seed=1)  # the same id on both connections
+        bob_job = make_submit("job-1", 24, 24, seed=2)
+        alice.send(alice_job)
+        assert alice.until_type(p.Accepted).position == 0
+        engine.running.wait(TIMEOUT)
+        bob.send(bob_job)
+        assert bob.until_type(p.Accepted).position == 0  # next to run once alice's job is done
+        engine.hold.set()
+        results = {"alice": alice.final("job-1"), "bob": bob.final("job-1")}
+        time.sleep(0.05)  # anything misrouted would have arrived by now
+        alice.ws.send(p.encode(p.GetStatus()))
+        bob.ws.send(p.encode(p.GetStatus()))
+        alice.until_type(p.Status)
+        bob.until_type(p.Status)
+    for name, submit in (("alice", alice_job), ("bob", bob_job)):
+        original = np.frombuffer(submit.image.data, np.uint8).reshape(24, 24, 4)
+        out = _pixels(results[name])
+        assert np.array_equal(out[0, 0, :3], original[0, 0, :3]), name  # its own pixels
+    # Each connection saw exactly one accepted and one result: nothing of the other's.
+    for client in (alice, bob):
+        assert sum(isinstance(m, p.Accepted) for m in client.seen) == 1
+        assert sum(isinstance(m, p.Result) for m in client.seen) == 1
+        assert sum(isinstance(m, p.Progress) and m.stage == "decoding" for m in client.seen) == 1
+
+
+def test_two_plugin_clients_in_threads(daemon: Any) -> None:
+    outcomes: dict[int, Any] = {}
+
+    def work(n: int) -> None:
+        outcomes[n] = run_job(make_submit("same-id", 20, 20, seed=n), server=daemon.url, timeout=TIMEOUT)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    for n in range(3):
+        original = np.frombuffer(make_submit("same-id", 20, 20, seed=n).image.data, np.uint8).reshape(
+            20, 20, 4
+        )
+        assert np.array_equal(_pixels(outcomes[n])[0, 0, :3], original[0, 0, :3])
+
+
+def test_queue_positions_are_announced_and_status_answers_while_a_job_runs(
+    daemon: Any, engine: FakeEngine
+) -> None:
+    engine.hold = threading.Event()
+    with RawClient(daemon.url) as client:
+        client.send(make_submit("q0"))
+        assert client.until_type(p.Accepted, "q0").position == 0
+        engine.running.wait(TIMEOUT)  # q0 runs; q1 and q2 wait behind it
+        client.send(make_submit("q1"))
+        client.send(make_submit("q2"))
+        assert [client.until_type(p.Accepted, f"q{n}").position for n in (1, 2)] == [0, 1]
+        started = time.monotonic()
+        client.send(p.GetStatus())
+        status = client.until_type(p.Status)
+        assert time.monotonic() - started < 2.0  # the loop answers while the engine is busy
+        assert status.running and status.queued == 2
+        engine.hold.set()
+        for n in range(3):
+            assert isinstance(client.final(f"q{n}"), p.Result)
+        positions = [m.position for m in client.seen if isinstance(m, p.Progress) and m.job_id == "q2"]
+        assert positions[:2] == [1, 0]  # moved up when q1 started
+
+
+def test_cancel_while_queued_is_immediate(daemon: Any, engine: FakeEngine) -> None:
+    engine.hold = threading.Event()
+    with RawClient(daemon.url) as client:
+        client.send(make_submit("running"))
+        client.send(make_submit("waiting"))
+        client.send(make_submit("last"))
+        client.until_type(p.Accepted, "last")
+        engine.running.wait(TIMEOUT)
+        client.send(p.Cancel("waiting"))
+        # Answered while the engine is still held on the first job: nothing waited for it.
+        assert isinstance(client.final("waiting"), p.Cancelled)
+        moved = client.until(lambda m: isinstance(m, p.Progress) and m.job_id == "last")
+        assert moved.stage == "queued" and moved.position == 0
+        engine.hold.set()
+        assert isinstance(client.final("running"), p.Result)
+        assert isinstance(client.final("last"), p.Result)
+        assert len(engine.calls) == 2  # the cancelled job never reached the engine
+        client.send(p.Cancel("waiting"))  # gone now
+        assert client.until_type(p.Error, "waiting").code is p.ErrorCode.UNKNOWN_JOB
+
+
+def test_cancel_while_running_takes_effect_within_one_step(daemon: Any, engine: FakeEngine) -> None:
+    engine.hold = threading.Event()
+    with RawClient(daemon.url) as client:
+        client.send(make_submit("long", steps=50))
+        engine.running.wait(TIMEOUT)
+        client.send(p.Cancel("long"))
+        assert isinstance(client.final("long"), p.Cancelled)
+        assert engine.calls[0].cancelled_at == 1  # seen at the step where it was sent
+        sampling = [m for m in client.seen if isinstance(m, p.Progress) and m.stage == "sampling"]
+        assert sampling == []  # the held step never completed
+        engine.hold = None
+        assert isinstance(client.run(make_submit("next")), p.Result)
+
+
+def test_plugin_client_cancel(daemon: Any, engine: FakeEngine) -> None:
+    engine.hold = threading.Event()
+    cancel = threading.Event()
+    threading.Thread(target=lambda: (engine.running.wait(TIMEOUT), cancel.set()), daemon=True).start()
+    with pytest.raises(JobCancelled):
+        run_job(make_submit("plugin"), server=daemon.url, cancel=cancel, timeout=TIMEOUT)
+
+
+def test_disconnect_mid_job_cancels_it_then_a_good_job_runs(daemon: Any, engine: FakeEngine) -> None:
+    engine.hold = threading.Event()
+    client = RawClient(daemon.url)
+    client.send(make_submit("abandoned", steps=50))
+    client.send(make_submit("abandoned-queued"))
+    client.until_type(p.Accepted, "abandoned-queued")
+    engine.running.wait(TIMEOUT)
+    client.close()
+    assert engine.calls[0].finished.wait(TIMEOUT)
+    assert engine.calls[0].cancelled_at == 1
+    engine.hold = None
+    assert_good_job(daemon.url)
+    assert len(engine.calls) == 2  # the queued job of the gone client never ran
+
+
+def test_queue_full(engine: FakeEngine, make_daemon: Any) -> None:
+    daemon = make_daemon(engine, limits=p.Limits(max_queued_jobs=2))
+    engine.hold = threading.Event()
+    with RawClient(daemon.url) as client:
+        client.send(make_submit("a"))
+        client.until_type(p.Accepted, "a")
+        engine.running.wait(TIMEOUT)
+        client.send(make_submit("b"))
+        client.send(make_submit("c"))
+        client.send(make_submit("d"))
+        error = client.until_type(p.Error, "d")
+        assert error.code is p.ErrorCode.QUEUE_FULL and "2 jobs" in error.message
+        engine.hold.set()
+        for job in "abc":
+            assert isinstance(client.final(job), p.Result)
+
+
+@pytest.mark.parametrize(
+    ("exception", "code", "text"),
+    [
+        (
+            torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+            p.ErrorCode.OUT_OF_MEMORY,
+            "memory",
+        ),
+        (OutOfMemory("the GPU ran out of memory"), p.ErrorCode.OUT_OF_MEMORY, "memory"),
+        (MemoryError(), p.ErrorCode.OUT_OF_MEMORY, "memory"),
+        (
+            InvalidRequest("Unknown scheduler 'x'. Choose one of: euler."),
+            p.ErrorCode.UNKNOWN_SCHEDULER,
+            "scheduler",
+        ),
+        (InvalidRequest("Strength must be in (0, 1]"), p.ErrorCode.INVALID_FIELD, "Strength"),
+        (UnknownModel("no such model"), p.ErrorCode.UNKNOWN_MODEL, "no such model"),
+        (
+            RuntimeError("failed to open /home/painter/secret/model.safetensors"),
+            p.ErrorCode.JOB_FAILED,
+            "RuntimeError",
+        ),
+    ],
+    ids=["cuda-oom", "engine-oom", "host-oom", "scheduler", "invalid", "model", "crash"],
+)
+def test_an_exception_in_a_job_fails_that_job_only(
+    daemon: Any,
+    engine: FakeEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    exception: BaseException,
+    code: p.ErrorCode,
+    text: str,
+) -> None:
+    freed = threading.Event()
+    real_free = jobs_module.free_memory
+    monkeypatch.setattr(jobs_module, "free_memory", lambda: (real_free(), freed.set()))
+    engine.fail_with = exception
+    with RawClient(daemon.url) as client:
+        error = client.run(make_submit("doomed"))
+        assert isinstance(error, p.Error) and error.code is code and error.job_id == "doomed"
+        assert text in error.message
+        assert "/home/painter" not in error.message  # no paths on the wire
+        assert freed.is_set()  # what the job held was given back
+        assert isinstance(client.run(make_submit("fine")), p.Result)  # same connection goes on
+    assert_good_job(daemon.url)
+
+
+def test_oom_through_the_plugin_client_explains_what_to_do(daemon: Any, engine: FakeEngine) -> None:
+    engine.fail_with = torch.cuda.OutOfMemoryError("CUDA out of memory")
+    with pytest.raises(InpaintError) as failed:
+        run_job(make_submit("big"), server=daemon.url, timeout=TIMEOUT)
+    assert failed.value.code == "out_of_memory" and "smaller selection" in failed.value.message
+    assert isinstance(run_job(make_submit("small"), server=daemon.url, timeout=TIMEOUT), p.Result)
+
+
+def test_previews_are_throttled_small_and_never_after_the_result(
+    engine: FakeEngine, make_daemon: Any
+) -> None:
+    engine.step_seconds = 0.02
+    interval = 0.15
+    daemon = make_daemon(engine, preview_interval=interval)
+    with RawClient(daemon.url) as client:
+        started = time.monotonic()
+        assert isinstance(client.run(make_submit("pv", steps=40)), p.Result)
+        elapsed = time.monotonic() - started
+        previews = [m for m in client.seen if isinstance(m, p.Preview)]
+    made = engine.calls[0].preview_times
+    assert 1 <= len(made) <= elapsed / interval + 1
+    gaps = np.diff(made)
+    assert (gaps >= interval * 0.99).all(), gaps  # never two within the interval
+    assert 1 <= len(previews) <= len(made)
+    for preview in previews:
+        assert max(preview.image.width, preview.image.height) <= 256
+        assert preview.image.format is p.PixelFormat.RGBA8
+    last = max(i for i, m in enumerate(client.seen) if isinstance(m, p.Preview))
+    assert last < next(i for i, m in enumerate(client.seen) if isinstance(m, p.Result))
+    steps = [m.step for m in previews]
+    assert steps == sorted(steps) and steps[0] > 1  # the first waits one interval too
+
+
+def test_no_previews_when_the_client_asks_for_none(daemon: Any, engine: FakeEngine) -> None:
+    with RawClient(daemon.url) as client:
+        client.run(make_submit("quiet", steps=5, preview=False))
+        assert not any(isinstance(m, p.Preview) for m in client.seen)
+    assert engine.calls[0].preview_times == []  # not even computed
+
+
+# --- the outbox, without a network -------------------------------------------------------
+
+
+class _SlowSocket:
+    """Stands in for a connection whose client reads slowly: each send waits for a go."""
+
+    remote_address = ("127.0.0.1", 1)
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.go = asyncio.Event()
+        self.sending = asyncio.Event()
+
+    async def send(self, data: Any) -> None:
+        self.sending.set()
+        await self.go.wait()
+        self.go.clear()
+        self.sent.append(data if isinstance(data, bytes) else b"".join(bytes(c) for c in data))
+
+
+def test_previews_for_a_slow_client_are_dropped_latest_wins() -> None:
+    async def scenario() -> None:
+        ws = _SlowSocket()
+        session = Session(ws, 1)  # type: ignore[arg-type]
+        sender = asyncio.create_task(session.run_sender())
+        job = jobs_module.Job("j", session, make_submit("j"), "m", state=jobs_module.RUNNING)
+        session.send_bytes(b"progress-1")
+        await ws.sending.wait()  # the sender is stuck on the slow client
+        assert not session.preview_busy()
+        for n in range(5):
+            session.offer_preview(job, f"preview-{n}".encode())
+            assert session.preview_busy()  # the worker would skip making another
+        session.send_bytes(b"progress-2")
+        for _ in range(3):
+            ws.go.set()
+            await asyncio.sleep(0.01)
+        await session.flush(1.0)
+        assert ws.sent == [b"progress-1", b"progress-2", b"preview-4"]  # in order, one fresh preview
+        assert not session.preview_busy()
+        # A preview is never sent after its job's last word.
+        session.offer_preview(job, b"stale")
+        job.state = jobs_module.DONE
+        session.forget(job)
+        session.send_bytes(b"result")
+        ws.go.set()
+        await session.flush(1.0)
+        assert ws.sent[-1] == b"result" and b"stale" not in ws.sent
+        sender.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_large_messages_are_sent_as_fragments() -> None:
+    from differential_inpaint.backend.daemon.server import _fragments
+
+    assert _fragments(b"small") == b"small"
+    big = bytes(5 * 1024 * 1024 + 3)
+    parts = _fragments(big)
+    assert [len(x) for x in parts] == [2 * 1024 * 1024, 2 * 1024 * 1024, 1024 * 1024 + 3]
+    assert b"".join(bytes(x) for x in parts) == big

@@ -1,0 +1,148 @@
+"""Wire pixel formats <-> the engine's float32 RGBA: layouts, exact round trips, linear light."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from differential_inpaint.backend.daemon import pixels
+from differential_inpaint.protocol import ColorEncoding, Image, Mask, PixelFormat
+
+H, W = 5, 7
+
+
+def _wire(fmt: PixelFormat, array: np.ndarray, color: ColorEncoding = ColorEncoding.SRGB) -> Image:
+    return Image(W, H, fmt, np.ascontiguousarray(array).tobytes(), color)
+
+
+def _random_wire(fmt: PixelFormat, rng: np.random.Generator) -> np.ndarray:
+    if fmt in (PixelFormat.RGBA8, PixelFormat.BGRA8):
+        return rng.integers(0, 256, (H, W, 4), dtype=np.uint8)
+    if fmt in (PixelFormat.RGBA16, PixelFormat.BGRA16):
+        return rng.integers(0, 65536, (H, W, 4), dtype=np.uint16).astype("<u2")
+    dtype = "<f2" if fmt is PixelFormat.RGBAF16 else "<f4"
+    return rng.random((H, W, 4), dtype=np.float32).astype(dtype)
+
+
+def test_rgba8_and_bgra8_decode_to_the_same_rgba() -> None:
+    rgba = np.zeros((H, W, 4), np.uint8)
+    rgba[..., 0], rgba[..., 1], rgba[..., 2], rgba[..., 3] = 255, 128, 0, 64
+    bgra = rgba[..., [2, 1, 0, 3]]
+    a = pixels.decode_image(_wire(PixelFormat.RGBA8, rgba))
+    b = pixels.decode_image(_wire(PixelFormat.BGRA8, bgra))
+    assert a.dtype == np.float32 and a.shape == (H, W, 4)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(a[0, 0], [1.0, 128 / 255, 0.0, 64 / 255], rtol=1e-6)
+
+
+def test_sixteen_bit_is_little_endian_and_bgra16_swizzles() -> None:
+    rgba = np.zeros((H, W, 4), "<u2")
+    rgba[..., 0] = 65535
+    rgba[..., 1] = 0x0100  # bytes 00 01 little-endian: wrong byte order would read 1
+    out = pixels.decode_image(_wire(PixelFormat.RGBA16, rgba))
+    np.testing.assert_allclose(out[0, 0, :2], [1.0, 256 / 65535], rtol=1e-6)
+    bgra = rgba[..., [2, 1, 0, 3]]
+    np.testing.assert_array_equal(pixels.decode_image(_wire(PixelFormat.BGRA16, bgra)), out)
+
+
+@pytest.mark.parametrize("fmt", list(PixelFormat))
+def test_every_format_round_trips_bit_for_bit(fmt: PixelFormat) -> None:
+    wire = _random_wire(fmt, np.random.default_rng(1))
+    image = _wire(fmt, wire)
+    back = pixels.encode_image(pixels.decode_image(image), fmt)
+    assert back.format is fmt and (back.width, back.height) == (W, H)
+    assert back.data == image.data
+
+
+def test_every_8_and_16_bit_value_round_trips() -> None:
+    for fmt, top in ((PixelFormat.RGBA8, 256), (PixelFormat.RGBA16, 65536)):
+        values = np.arange(top, dtype=np.uint16 if top > 256 else np.uint8)
+        array = np.repeat(values, 4).reshape(1, top, 4).astype(pixels._DTYPES[fmt])
+        image = Image(top, 1, fmt, array.tobytes())
+        assert pixels.encode_image(pixels.decode_image(image), fmt).data == image.data
+
+
+def test_linear_floats_are_converted_to_srgb_for_the_engine_and_back() -> None:
+    linear = np.zeros((H, W, 4), "<f4")
+    linear[..., 0] = 0.2140  # sRGB 0.5
+    linear[..., 1] = 0.001  # below the linear segment's knee: x * 12.92
+    linear[..., 3] = 0.25  # alpha is never converted
+    out = pixels.decode_image(_wire(PixelFormat.RGBAF32, linear, ColorEncoding.LINEAR))
+    np.testing.assert_allclose(out[0, 0], [0.5, 0.01292, 0.0, 0.25], atol=2e-4)
+    back = pixels.encode_image(out, PixelFormat.RGBAF32, ColorEncoding.LINEAR)
+    assert back.color is ColorEncoding.LINEAR
+    restored = np.frombuffer(back.data, "<f4").reshape(H, W, 4)
+    np.testing.assert_allclose(restored, linear, rtol=1e-5, atol=1e-7)
+
+
+def test_float_nan_inf_and_hdr_are_clipped_for_the_engine() -> None:
+    wire = np.full((H, W, 4), 0.5, "<f4")
+    wire[0, 0] = [np.nan, np.inf, -np.inf, 7.0]
+    out = pixels.decode_image(_wire(PixelFormat.RGBAF32, wire))
+    np.testing.assert_array_equal(out[0, 0], [0.0, 1.0, 0.0, 1.0])
+    assert np.isfinite(out).all() and out.min() >= 0.0 and out.max() <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("fmt", "color"),
+    [
+        (PixelFormat.BGRA8, ColorEncoding.SRGB),
+        (PixelFormat.RGBA16, ColorEncoding.SRGB),
+        (PixelFormat.RGBAF16, ColorEncoding.LINEAR),
+        (PixelFormat.RGBAF32, ColorEncoding.LINEAR),
+    ],
+)
+def test_result_keeps_mask_zero_pixels_bit_for_bit(fmt: PixelFormat, color: ColorEncoding) -> None:
+    rng = np.random.default_rng(2)
+    wire = _random_wire(fmt, rng)
+    if fmt.is_float:
+        wire[0, 0, 0] = 3.5  # HDR: clipped for the engine, yet kept pixels come back as sent
+        wire[0, 1, 1] = np.nan
+    source = _wire(fmt, wire, color)
+    mask = np.zeros((H, W), np.uint8)
+    mask[2:, 3:] = 200
+    engine_out = pixels.decode_image(source)
+    engine_out[mask > 0, :3] = 0.25  # the engine painted inside the mask
+    engine_out[..., 3] = (mask > 0).astype(np.float32)  # composite alpha
+    result = pixels.encode_result(engine_out, source, mask)
+    assert result.format is fmt and result.color is color
+    out = np.frombuffer(result.data, pixels._DTYPES[fmt]).reshape(H, W, 4)
+    keep = mask == 0
+    assert out[keep, :3].tobytes() == wire[keep, :3].tobytes()  # NaN-safe byte comparison
+    assert (out[keep, 3] == 0).all()
+    assert (out[~keep, 3] == out[~keep, 3].max()).all() and out[~keep, 3].max() > 0
+    expected_paint = pixels.encode_image(engine_out, fmt, color)
+    painted = np.frombuffer(expected_paint.data, pixels._DTYPES[fmt]).reshape(H, W, 4)
+    np.testing.assert_array_equal(out[~keep], painted[~keep])
+
+
+def test_result_in_another_output_format_and_integer_output_is_srgb() -> None:
+    linear_of_128 = pixels.srgb_to_linear(np.float32(128 / 255))  # ~0.2159
+    source = _wire(PixelFormat.RGBAF32, np.full((H, W, 4), linear_of_128, "<f4"), ColorEncoding.LINEAR)
+    mask = np.zeros((H, W), np.uint8)
+    engine_out = pixels.decode_image(source)
+    result = pixels.encode_result(engine_out, source, mask, PixelFormat.RGBA8)
+    assert result.format is PixelFormat.RGBA8 and result.color is ColorEncoding.SRGB
+    assert np.frombuffer(result.data, np.uint8)[0] == 128  # sRGB-encoded, not 55 (linear 0.2159 x 255)
+
+
+def test_result_of_the_wrong_size_is_refused() -> None:
+    source = _wire(PixelFormat.RGBA8, np.zeros((H, W, 4), np.uint8))
+    with pytest.raises(ValueError, match="returned"):
+        pixels.encode_result(np.zeros((H + 1, W, 4), np.float32), source, np.zeros((H, W), np.uint8))
+
+
+def test_mask_decodes_to_a_writable_uint8_copy() -> None:
+    data = bytes(range(H * W))
+    mask = pixels.decode_mask(Mask(W, H, data))
+    assert mask.dtype == np.uint8 and mask.shape == (H, W) and mask.flags.writeable
+    assert mask[1, 0] == W
+
+
+def test_preview_is_shrunk_to_256_and_rgba8() -> None:
+    big = np.zeros((1000, 500, 4), np.uint8)
+    preview = pixels.encode_preview(big)
+    assert (preview.width, preview.height) == (128, 256)
+    assert preview.format is PixelFormat.RGBA8 and len(preview.data) == preview.expected_bytes
+    small = pixels.encode_preview(np.ones((10, 20, 3), np.float32))
+    assert (small.width, small.height) == (20, 10) and small.data[:4] == b"\xff\xff\xff\xff"
