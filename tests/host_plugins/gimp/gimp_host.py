@@ -9,8 +9,10 @@ import shutil
 import time
 import uuid
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+from differential_inpaint import protocol as p
 from differential_inpaint.backend.gimp_plugin import install
 
 from . import chroot
@@ -75,3 +77,15 @@ class GimpRun:
         assert verdict is not None, f"GIMP wrote no verdict for '{name}'; its output:\n{self.output}"
         assert "crashed" not in verdict, f"scenario '{name}' raised in GIMP:\n{verdict['crashed']}"
         return verdict
+
+
+def expected_region(core: ModuleType, verdict: dict[str, Any], layer: dict[str, Any]) -> p.Rect:
+    """Where the new layer must be, in image coordinates, by the plug-in's own region maths."""
+    bounds = verdict["selection_bounds"]
+    dx, dy = layer["x"], layer["y"]
+    selection = None
+    if bounds is not None:
+        x1, y1, x2, y2 = bounds
+        selection = core.Rect.from_edges(x1 - dx, y1 - dy, x2 - dx, y2 - dy)
+    region = core.plan_region(selection, (layer["width"], layer["height"]))
+    return p.Rect(region.x + dx, region.y + dy, region.width, region.height)

@@ -84,18 +84,6 @@ def gimp_run() -> Iterator[tuple[gimp_host.GimpRun, FakeDaemon]]:
         yield run, daemon
 
 
-def expected_region(core: ModuleType, verdict: dict[str, Any], layer: dict[str, Any]) -> p.Rect:
-    """Where the new layer must be, in image coordinates, by the plug-in's own region maths."""
-    bounds = verdict["selection_bounds"]
-    dx, dy = layer["x"], layer["y"]
-    selection = None
-    if bounds is not None:
-        x1, y1, x2, y2 = bounds
-        selection = core.Rect.from_edges(x1 - dx, y1 - dy, x2 - dx, y2 - dy)
-    region = core.plan_region(selection, (layer["width"], layer["height"]))
-    return p.Rect(region.x + dx, region.y + dy, region.width, region.height)
-
-
 def check_success(run: gimp_host.GimpRun, daemon: FakeDaemon, core: ModuleType, name: str,
                   wire: p.PixelFormat) -> tuple[dict[str, Any], p.Submit]:
     spec = next(s for s in run.scenarios if s["name"] == name)
@@ -106,7 +94,7 @@ def check_success(run: gimp_host.GimpRun, daemon: FakeDaemon, core: ModuleType, 
     assert new is not None, verdict
 
     # Where: the region around the selection, at the region's offset in the image.
-    region = expected_region(core, verdict, spec["layer"])
+    region = gimp_host.expected_region(core, verdict, spec["layer"])
     assert (new["x"], new["y"], new["width"], new["height"]) == (
         region.x, region.y, region.width, region.height)
     assert (submit.x, submit.y, submit.image.width, submit.image.height) == (
