@@ -1,0 +1,440 @@
+"""The plugin's core against the stand-in `krita` module: what is read, what is
+sent, what is inserted, and what happens on every failure. No Qt, no Krita."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import struct
+import threading
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from . import fake_krita
+from .fake_daemon import FAIL_MESSAGE, FakeDaemon, alpha_from_mask
+
+SEL_X, SEL_Y, SEL_W, SEL_H = 100, 60, 40, 30
+
+
+def pattern(w: int, h: int, bpp: int, salt: int = 0) -> bytes:
+    """Distinct bytes per position, so a wrong offset or order shows."""
+    return bytes((i * 7 + salt) % 251 for i in range(w * h * bpp))
+
+
+def new_document(
+    krita: fake_krita.Krita, w: int = 256, h: int = 192, depth: str = "U8", model: str = "RGBA"
+) -> tuple[fake_krita.Document, fake_krita.Node]:
+    doc = krita.createDocument(w, h, "test", model, depth, "", 72.0)
+    layer = doc.topLevelNodes()[0]
+    layer.paint(pattern(w, h, layer.bpp), 0, 0, w, h)
+    doc.setActiveNode(layer)
+    return doc, layer
+
+
+def feathered_selection(doc: fake_krita.Document, x: int, y: int, w: int, h: int) -> fake_krita.Selection:
+    """A box whose edge ramps 0 -> 255 over 8 px, as Krita's feather gives."""
+    data = bytearray(doc.w * doc.h)
+    for row in range(y, y + h):
+        for col in range(x, x + w):
+            edge = min(row - y, y + h - 1 - row, col - x, x + w - 1 - col)
+            data[row * doc.w + col] = min(255, 32 * (edge + 1))
+    selection = fake_krita.Selection(doc.w, doc.h, bytes(data))
+    doc.setSelection(selection)
+    return selection
+
+
+def settings(plugin: ModuleType, **changes: object) -> object:
+    values = {"prompt": "a red door", "steps": 3, **changes}
+    return plugin.InpaintSettings(**values)
+
+
+# --- reading and planning ------------------------------------------------------------
+
+
+def test_feathered_selection_sends_only_the_region_with_a_soft_mask(plugin, krita):
+    doc, layer = new_document(krita)
+    selection = feathered_selection(doc, SEL_X, SEL_Y, SEL_W, SEL_H)
+    job = plugin.core.prepare_job(doc, None, settings(plugin, padding=16))
+    p = plugin.protocol
+    expected = p.context_region(p.Rect(SEL_X, SEL_Y, SEL_W, SEL_H), p.Rect(0, 0, 256, 192), padding=16)
+    assert job.region == expected
+    region = (expected.x, expected.y, expected.width, expected.height)
+    # Only the region's bytes are read, of the layer and of the selection.
+    assert [(e.kind, e.rect) for e in doc.events] == [("read", region)]
+    assert selection.reads == [region]
+    submit = job.submit
+    assert (submit.x, submit.y) == (expected.x, expected.y)
+    assert submit.image.format is p.PixelFormat.BGRA8
+    assert submit.image.color is p.ColorEncoding.SRGB
+    assert submit.image.data == layer.pixelData(*region)
+    assert submit.mask.data == selection.pixelData(*region)
+    assert len(set(submit.mask.data)) > 3  # soft stays soft
+    assert submit.params.output_format is p.PixelFormat.BGRA8
+    assert submit.params.prompt == "a red door"
+    assert submit.params.steps == 3
+
+
+def test_no_selection_means_the_whole_layer_at_full_mask(plugin, krita):
+    doc, layer = new_document(krita, 200, 120)
+    layer.paint(pattern(50, 40, 4), 30, 20, 50, 40)  # painted area only
+    job = plugin.core.prepare_job(doc, layer, settings(plugin, strength=0.4))
+    region = job.region
+    assert region.contains(plugin.protocol.Rect(30, 20, 50, 40))
+    assert region.width % 8 == 0 and region.height % 8 == 0
+    mask = job.submit.mask.data
+    for row in range(region.height):
+        for col in range(region.width):
+            inside = 30 <= region.x + col < 80 and 20 <= region.y + row < 60
+            assert mask[row * region.width + col] == (255 if inside else 0)
+    assert job.submit.params.strength == pytest.approx(0.4)
+    assert not job.has_selection
+
+
+def test_a_moved_layer_is_read_where_it_now_lies(plugin, krita):
+    doc, layer = new_document(krita, 200, 120)
+    layer.paint(pattern(40, 40, 4, salt=3), 0, 0, 40, 40)
+    layer.move(120, 64)  # as Node.move: the pixels now start at 120,64
+    job = plugin.core.prepare_job(doc, layer, settings(plugin))
+    assert job.region.contains(plugin.protocol.Rect(120, 64, 40, 40))
+    r = job.region
+    assert job.submit.image.data == layer.pixelData(r.x, r.y, r.width, r.height)
+    # The layer's top-left pixel sits at its offset inside the region.
+    at = ((64 - r.y) * r.width + (120 - r.x)) * 4
+    assert job.submit.image.data[at : at + 4] == pattern(40, 40, 4, salt=3)[:4]
+
+
+@pytest.mark.parametrize(
+    ("depth", "fmt", "color"),
+    [
+        ("U8", "bgra8", "srgb"),
+        ("U16", "bgra16", "linear"),
+        ("F16", "rgbaf16", "linear"),
+        ("F32", "rgbaf32", "linear"),
+    ],
+)
+def test_each_depth_is_sent_natively_and_asked_back_in_kind(plugin, krita, depth, fmt, color):
+    doc, layer = new_document(krita, 64, 64, depth=depth)
+    feathered_selection(doc, 8, 8, 20, 20)
+    job = plugin.core.prepare_job(doc, None, settings(plugin, padding=8))
+    image = job.submit.image
+    assert image.format.value == fmt
+    assert image.color.value == color  # Krita's default deep profiles are linear (…-g10)
+    assert len(image.data) == image.width * image.height * image.format.bytes_per_pixel
+    assert job.submit.params.output_format.value == fmt
+
+
+def test_srgb_profile_on_a_deep_document_is_sent_as_srgb(plugin, krita):
+    doc = fake_krita.Document(32, 32, depth="U16", profile="sRGB-elle-V2-srgbtrc.icc")
+    krita.docs.append(doc)
+    layer = doc.add_layer("L")
+    layer.paint(pattern(32, 32, 8), 0, 0, 32, 32)
+    job = plugin.core.prepare_job(doc, layer, settings(plugin))
+    assert job.submit.image.color is plugin.protocol.ColorEncoding.SRGB
+
+
+def test_a_group_sends_its_projection(plugin, krita):
+    doc, _ = new_document(krita, 64, 64)
+    group = doc.add_layer("group", "grouplayer")
+    group.projection = pattern(64, 64, 4, salt=9)
+    job = plugin.core.prepare_job(doc, group, settings(plugin))
+    assert [e.kind for e in doc.events] == ["projection"]
+    assert job.submit.image.data == pattern(64, 64, 4, salt=9)
+
+
+@pytest.mark.parametrize("model", ["GRAYA", "CMYKA", "LABA"])
+def test_other_colour_models_are_refused_clearly(plugin, krita, model):
+    doc, layer = new_document(krita, 32, 32, model=model)
+    with pytest.raises(plugin.KritaInpaintError) as caught:
+        plugin.core.prepare_job(doc, layer, settings(plugin))
+    assert caught.value.code == "unsupported_color_model"
+    assert model in caught.value.message and "RGB/Alpha" in caught.value.message
+    assert doc.events == []
+
+
+def test_a_layer_in_another_colour_space_than_the_image_is_refused(plugin, krita):
+    doc, layer = new_document(krita, 32, 32)
+    layer.depth = "U16"
+    with pytest.raises(plugin.KritaInpaintError, match="Convert Layer Color Space"):
+        plugin.core.prepare_job(doc, layer, settings(plugin))
+
+
+def test_an_empty_or_off_canvas_selection_is_refused(plugin, krita):
+    doc, layer = new_document(krita, 64, 64)
+    doc.setSelection(fake_krita.Selection(64, 64))  # exists, selects nothing
+    job = plugin.core.prepare_job(doc, layer, settings(plugin))  # = no selection: whole layer
+    assert not job.has_selection
+
+    class OffCanvas(fake_krita.Selection):
+        def x(self) -> int:
+            return 500
+
+        def y(self) -> int:
+            return 500
+
+        def width(self) -> int:
+            return 10
+
+        def height(self) -> int:
+            return 10
+
+    doc.setSelection(OffCanvas(64, 64))
+    with pytest.raises(plugin.KritaInpaintError, match="outside the canvas"):
+        plugin.core.prepare_job(doc, layer, settings(plugin))
+
+
+def test_no_layer_or_a_mask_is_refused(plugin, krita):
+    doc, _ = new_document(krita, 32, 32)
+    doc.setActiveNode(None)
+    with pytest.raises(plugin.KritaInpaintError, match="Select the layer"):
+        plugin.core.prepare_job(doc, None, settings(plugin))
+    mask = doc.add_layer("sel", "transparencymask")
+    with pytest.raises(plugin.KritaInpaintError, match="is a mask"):
+        plugin.core.prepare_job(doc, mask, settings(plugin))
+    with pytest.raises(plugin.KritaInpaintError, match="Open an image"):
+        plugin.core.prepare_job(None, None, settings(plugin))
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"strength": 0.0}, "strength"),
+        ({"strength": 1.5}, "strength"),
+        ({"steps": 0}, "steps"),
+        ({"guidance": -1.0}, "guidance"),
+        ({"seed": -3}, "seed"),
+        ({"feather": -1.0}, "feather"),
+        ({"padding": -8}, "padding"),
+    ],
+)
+def test_bad_settings_are_refused_before_reading(plugin, krita, change, words):
+    doc, layer = new_document(krita, 32, 32)
+    with pytest.raises(plugin.KritaInpaintError, match=words):
+        plugin.core.prepare_job(doc, layer, settings(plugin, **change))
+    assert doc.events == []
+
+
+def test_full_mask_matches_a_plain_construction(plugin):
+    Rect = plugin.protocol.Rect
+    region = Rect(10, 20, 16, 8)
+    for extent in (Rect(12, 22, 5, 3), Rect(0, 0, 100, 100), Rect(10, 20, 16, 8), Rect(40, 40, 5, 5)):
+        mask = plugin.core.full_mask(region, extent)
+        expected = bytes(
+            255 if extent.x <= region.x + c < extent.right and extent.y <= region.y + r < extent.bottom else 0
+            for r in range(region.height)
+            for c in range(region.width)
+        )
+        assert mask == expected
+
+
+def test_layer_names_follow_the_prompt(plugin):
+    name = plugin.core.layer_name
+    assert name("a red door") == "a red door"
+    assert name("  two\nlines  ") == "two lines"
+    assert name("") == "Differential Inpaint"
+    long = name("word " * 40)
+    assert len(long) <= 60 and long.endswith("\u2026")
+
+
+# --- inserting ---------------------------------------------------------------------
+
+
+def fake_result(plugin: ModuleType, job: object, **changes: object) -> object:
+    p = plugin.protocol
+    image = job.submit.image
+    data = alpha_from_mask(image, job.submit.mask.data)
+    fields = {
+        "image": p.Image(image.width, image.height, image.format, data),
+        "x": job.region.x,
+        "y": job.region.y,
+        **changes,
+    }
+    return p.Result(job.submit.job_id, seed=7, **fields)
+
+
+def test_the_result_becomes_one_new_layer_above_in_one_undo_step(plugin, krita):
+    doc, layer = new_document(krita)
+    top = doc.add_layer("top")
+    feathered_selection(doc, SEL_X, SEL_Y, SEL_W, SEL_H)
+    before = layer.data
+    job = plugin.core.prepare_job(doc, layer, settings(plugin))
+    doc.events.clear()
+    result = fake_result(plugin, job)
+    new = plugin.core.insert_result(job, result)
+    assert new.name() == "a red door"
+    assert [n.name() for n in doc.topLevelNodes()] == ["Background", "a red door", "top"]
+    # Pixels were set while the layer was outside the image, then one undoable add.
+    assert [(e.kind, e.node, e.attached) for e in doc.events] == [
+        ("setPixelData", "a red door", False),
+        ("addChildNode", "a red door", True),
+    ]
+    assert len(doc.undo_steps) == 1 and doc.writes_to_image == []
+    r = job.region
+    assert (new.px, new.py, new.pw, new.ph) == (r.x, r.y, r.width, r.height)
+    assert new.data == result.image.data  # as it came: never multiplied by the mask again
+    assert layer.data == before and top.data == b""
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"x": 3},
+        {"image": None},  # replaced below by a smaller image
+        {"format": "rgba8"},
+    ],
+)
+def test_a_result_that_does_not_fit_is_refused_and_nothing_inserted(plugin, krita, change):
+    p = plugin.protocol
+    doc, layer = new_document(krita, 64, 64)
+    feathered_selection(doc, 8, 8, 16, 16)
+    job = plugin.core.prepare_job(doc, layer, settings(plugin))
+    image = job.submit.image
+    if "image" in change:
+        change = {"image": p.Image(8, 8, image.format, bytes(8 * 8 * 4))}
+    elif "format" in change:
+        change = {"image": p.Image(image.width, image.height, p.PixelFormat.RGBA8, image.data)}
+    doc.events.clear()
+    with pytest.raises(plugin.InpaintError) as caught:
+        plugin.core.insert_result(job, fake_result(plugin, job, **change))
+    assert caught.value.code == "protocol"
+    assert doc.events == [] and len(doc.topLevelNodes()) == 1
+
+
+def test_a_result_for_a_closed_image_is_dropped(plugin, krita):
+    doc, layer = new_document(krita, 64, 64)
+    job = plugin.core.prepare_job(doc, layer, settings(plugin))
+    krita.docs.remove(doc)
+    doc.events.clear()
+    with pytest.raises(plugin.InpaintError, match="closed"):
+        plugin.core.insert_result(job, fake_result(plugin, job))
+    assert doc.events == []
+
+
+# --- the blocking entry point, end to end over a real websocket ----------------------
+
+
+def test_inpaint_layer_end_to_end(plugin, krita, daemon: FakeDaemon):
+    doc, layer = new_document(krita, 128, 96, depth="U16")
+    feathered_selection(doc, 30, 20, 40, 30)
+    before = layer.data
+    new = plugin.inpaint_layer(doc, prompt="moss", steps=4, seed=11, model="fake-xl", server=daemon.url)
+    submit = daemon.submits[-1]
+    assert submit.params.seed == 11 and submit.params.model == "fake-xl" and submit.params.steps == 4
+    assert submit.params.output_format.value == "bgra16"
+    assert new.name() == "moss"
+    assert (new.px, new.py, new.pw, new.ph) == (submit.x, submit.y, submit.image.width, submit.image.height)
+    alpha = struct.unpack(f"<{len(new.data) // 2}H", new.data)[3::4]
+    assert all(a == 0 for a, m in zip(alpha, submit.mask.data, strict=True) if m == 0)
+    assert layer.data == before
+    assert len(doc.undo_steps) == 1 and doc.writes_to_image == []
+
+
+def test_daemon_not_running_gives_the_start_hint_and_changes_nothing(plugin, krita, dead_server):
+    doc, layer = new_document(krita, 64, 64)
+    feathered_selection(doc, 8, 8, 16, 16)
+    nodes_before = doc.topLevelNodes()
+    with pytest.raises(plugin.DaemonUnavailable) as caught:
+        plugin.inpaint_layer(doc, prompt="x", server=dead_server)
+    assert "differential-inpaint serve" in caught.value.message
+    assert doc.topLevelNodes() == nodes_before
+    assert [e.kind for e in doc.events] == ["read"]  # read the region, wrote nothing
+
+
+@pytest.mark.parametrize(
+    ("prompt", "code", "words"),
+    [
+        ("fail: on purpose", "job_failed", FAIL_MESSAGE),
+        ("drop: mid-job", "connection_lost", "lost"),
+        ("shift: broken daemon", "protocol", "does not fit"),
+    ],
+)
+def test_job_failures_are_clear_and_change_nothing(plugin, krita, daemon, prompt, code, words):
+    doc, layer = new_document(krita, 64, 64)
+    feathered_selection(doc, 8, 8, 16, 16)
+    with pytest.raises(plugin.InpaintError) as caught:
+        plugin.inpaint_layer(doc, prompt=prompt, server=daemon.url)
+    assert caught.value.code == code
+    assert words in caught.value.message
+    assert len(doc.topLevelNodes()) == 1 and doc.undo_steps == []
+
+
+def test_a_bad_address_is_explained(plugin, krita):
+    doc, _ = new_document(krita, 32, 32)
+    with pytest.raises(plugin.InpaintError, match="not a daemon address"):
+        plugin.inpaint_layer(doc, prompt="x", server="http://example")
+
+
+def test_the_job_thread_cancels(plugin, krita, daemon):
+    doc, layer = new_document(krita, 64, 64)
+    job = plugin.core.prepare_job(doc, layer, settings(plugin, prompt="slow: until cancelled"))
+    outcome: dict[str, object] = {}
+    progressed = threading.Event()
+    done = threading.Event()
+
+    def finish(key: str, value: object) -> None:
+        outcome[key] = value
+        done.set()
+
+    worker = plugin.jobs.JobThread(
+        job.submit,
+        server=daemon.url,
+        on_result=lambda r: finish("result", r),
+        on_error=lambda e: finish("error", e),
+        on_progress=lambda _: progressed.set(),
+    )
+    worker.start()
+    assert progressed.wait(10)
+    worker.cancel()
+    assert done.wait(10)
+    assert isinstance(outcome.get("error"), plugin.JobCancelled)
+
+
+def test_unexpected_errors_still_arrive_as_inpaint_errors(plugin):
+    error = plugin.jobs.as_inpaint_error(MemoryError("boom"))
+    assert isinstance(error, plugin.InpaintError) and error.code == "plugin_bug"
+    assert "MemoryError" in error.message
+
+
+# --- settings -------------------------------------------------------------------------
+
+
+def test_settings_round_trip_and_survive_bad_values(plugin, krita):
+    s = importlib.import_module(plugin.__name__ + ".settings")
+    values = s.FormValues(
+        prompt="p", strength=0.3, random_seed=False, seed=2**40, model="fake-xl", padding=12
+    )
+    s.save(values)
+    assert s.load() == values
+    krita.writeSetting(s.GROUP, "steps", "many")
+    krita.writeSetting(s.GROUP, "random_seed", "perhaps")
+    loaded = s.load()
+    assert loaded.steps == s.FormValues().steps  # unreadable: the default
+    assert loaded.random_seed is s.FormValues().random_seed
+    assert loaded.prompt == "p"  # the rest still loads
+    job_settings = s.to_settings(values)
+    assert job_settings.seed == 2**40 and job_settings.model == "fake-xl" and job_settings.padding == 12
+    assert s.to_settings(s.FormValues(random_seed=True, seed=5)).seed is None
+
+
+# --- what ships -------------------------------------------------------------------------
+
+
+def test_every_shipped_module_parses_as_python_3_10(installed_pykrita: Path):
+    """Krita 5.2 bundles Python 3.10: no newer syntax anywhere in the plugin or its payload."""
+    files = sorted((installed_pykrita / "differential_inpaint").rglob("*.py"))
+    assert len(files) > 20
+    for path in files:
+        ast.parse(path.read_text(encoding="utf-8"), str(path), feature_version=(3, 10))
+
+
+def test_the_core_needs_no_qt(installed_pykrita: Path):
+    """The core, the jobs and the blocking API stay importable without Qt (and testable here)."""
+    package = installed_pykrita / "differential_inpaint"
+    for name in ("core.py", "jobs.py", "api.py", "settings.py"):
+        tree = ast.parse((package / name).read_text(encoding="utf-8"))
+        top_level = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        for node in top_level:
+            module = getattr(node, "module", None) or ""
+            names = [a.name for a in node.names]
+            assert "qt" not in module and "PyQt" not in module and "qt" not in names, (name, module)
