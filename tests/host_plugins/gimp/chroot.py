@@ -71,18 +71,18 @@ def can_build() -> tuple[bool, str]:
     return True, ""
 
 
-def debian_mirror() -> str:
+def debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
     """The Debian mirror this machine's own apt uses (no hard-coded host)."""
     if os.environ.get("DI_DEBIAN_MIRROR"):
         return os.environ["DI_DEBIAN_MIRROR"]
-    sources = sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))
+    sources = sorted((apt_dir / "sources.list.d").glob("*.sources"))
     for path in sources:
         for stanza in path.read_text().split("\n\n"):
             uris = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
             suites = re.search(r"^Suites:\s*(.+)$", stanza, re.M)
             if uris and suites and "security" not in suites.group(1):
                 return uris.group(1)
-    lists = [Path("/etc/apt/sources.list"), *Path("/etc/apt/sources.list.d").glob("*.list")]
+    lists = [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*.list"))]
     for path in lists:
         if not path.is_file():
             continue
