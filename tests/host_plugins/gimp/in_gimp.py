@@ -157,10 +157,30 @@ def scenario(spec):
     return verdict
 
 
+def procedure_info():
+    """How GIMP registered the procedure (a wrong registration fails silently in GIMP)."""
+    proc = Gimp.get_pdb().lookup_procedure(PROCEDURE)
+    if proc is None:
+        return {"registered": False}
+    return {
+        "registered": True,
+        "menu_label": proc.get_menu_label(),
+        "menu_paths": list(proc.get_menu_paths()),
+        "image_types": proc.get_image_types(),
+        "arguments": [arg.name for arg in proc.get_arguments()],
+        "defaults": {name: value for name, value in
+                     ((arg.name, arg.get_default_value()) for arg in proc.get_arguments())
+                     if isinstance(value, (str, int, float))},
+    }
+
+
 def main(spec_path):
     with open(spec_path) as f:
         spec = json.load(f)
-    verdicts = {}
+    try:
+        verdicts = {"procedure": procedure_info()}
+    except Exception:
+        verdicts = {"procedure": {"crashed": traceback.format_exc()}}
     for item in spec["scenarios"]:
         try:
             verdicts[item["name"]] = scenario(item)

@@ -126,6 +126,21 @@ def check_failure(run: gimp_host.GimpRun, name: str) -> str:
     return verdict["message"]
 
 
+def test_procedure_registration(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    info = gimp_run[0].verdict("procedure")
+    assert info["registered"], gimp_run[0].output
+    assert info["menu_label"] == "Differential Inpaint…"
+    assert info["menu_paths"] == ["<Image>/Filters/Generic"]
+    assert info["image_types"] == "RGB*"
+    # (The sensitivity mask does not travel through the PDB, so it cannot be read back here.)
+    assert info["arguments"] == [
+        "run-mode", "image", "drawables", "prompt", "negative-prompt", "strength", "steps",
+        "guidance", "seed", "model", "grow", "feather", "server-url"]
+    defaults = info["defaults"]
+    assert (defaults["seed"], defaults["steps"], defaults["strength"]) == (-1, 20, 1.0)
+    assert defaults["server-url"] == "ws://127.0.0.1:7865"
+
+
 def test_feathered_selection(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
                              plugin_core: ModuleType) -> None:
     run, daemon = gimp_run
