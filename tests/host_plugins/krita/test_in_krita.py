@@ -1,0 +1,161 @@
+"""The plugin inside real Krita (kritarunner, offscreen), installed as it ships.
+
+Two kritarunner launches, each running a batch of scenarios from
+krita_scenarios.py (Krita's startup is paid once per batch):
+  - byte-exact: against a stand-in daemon whose answers are known to the byte
+    (all depths, offsets, groups, failures, the dialog/menu path, the zip);
+  - end to end: against the real daemon (`serve --model builtin:tiny-sd15` on an
+    ephemeral port).
+Without Krita these skip on a developer machine and fail in CI (tests/support/hosts.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from differential_inpaint.backend import krita_plugin
+from tests.support.daemon import running_daemon
+from tests.support.hosts import require_host
+
+from . import krita_scenarios
+from .conftest import unused_port
+from .fake_daemon import fake_daemon
+
+pytestmark = [pytest.mark.krita, pytest.mark.slow]
+
+HERE = Path(__file__).resolve().parent
+EXACT = [name for name in krita_scenarios.SCENARIOS if not name.startswith("real_")]
+REAL = [name for name in krita_scenarios.SCENARIOS if name.startswith("real_")]
+LAUNCH_TIMEOUT = 900
+
+
+def kritarunner() -> str | None:
+    return shutil.which("kritarunner")
+
+
+def run_in_krita(
+    workdir: Path, pykrita: Path, scenarios: list[str], servers: dict[str, str], extra: dict[str, Any]
+) -> dict[str, Any]:
+    """One kritarunner launch; returns the verdict (with the launch's output on failure)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_home = workdir / "config"
+    config_home.mkdir(exist_ok=True)
+    # Without OpenGL, an offscreen Krita can open a main window and views (needed
+    # for its undo actions and our menu action).
+    (config_home / "kritadisplayrc").write_text("[General]\nOpenGLRenderer=none\n", encoding="utf-8")
+    verdict_path = workdir / "verdict.json"
+    config = {"verdict": str(verdict_path), "scenarios": scenarios, **servers, **extra}
+    config_path = workdir / "config.json"
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    env = dict(os.environ)
+    env.update(
+        QT_QPA_PLATFORM="offscreen",
+        PYTHONPATH=os.pathsep.join([str(HERE), str(pykrita)]),
+        XDG_CONFIG_HOME=str(config_home),  # Krita's settings (and ours) stay in the temp folder
+        XDG_RUNTIME_DIR=str(workdir),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    started = time.monotonic()
+    proc = subprocess.run(
+        [kritarunner() or "kritarunner", "-s", "krita_scenarios", "-f", "main", str(config_path)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        timeout=LAUNCH_TIMEOUT,
+    )
+    verdict: dict[str, Any] = {"scenarios": {}, "done": False}
+    if verdict_path.is_file():
+        verdict = json.loads(verdict_path.read_text(encoding="utf-8"))
+    verdict["launch_seconds"] = round(time.monotonic() - started, 1)
+    verdict["output"] = proc.stdout[-6000:]
+    verdict["returncode"] = proc.returncode
+    return verdict
+
+
+@pytest.fixture(scope="module")
+def krita_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    require_host(kritarunner() is not None, "kritarunner is not installed (apt-get install krita)")
+    base = tmp_path_factory.mktemp("in-krita")
+    resources = base / "resources"
+    krita_plugin.install(resources / "pykrita")
+    listing = sorted(str(p.relative_to(resources)) for p in resources.rglob("*") if p.is_file())
+    zip_path = krita_plugin.package(base / "differential_inpaint.zip")
+    return {
+        "base": base,
+        "pykrita": resources / "pykrita",
+        "extra": {
+            "zip": str(zip_path),
+            "zip_resources": str(base / "zip-resources"),
+            "installed_listing": listing,
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def exact_verdict(krita_env: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    with fake_daemon() as fake:
+        servers = {"fake_daemon": fake.url, "dead_server": f"ws://127.0.0.1:{unused_port()}"}
+        yield run_in_krita(
+            krita_env["base"] / "exact", krita_env["pykrita"], EXACT, servers, krita_env["extra"]
+        )
+
+
+@pytest.fixture(scope="module")
+def real_verdict(krita_env: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    with running_daemon() as daemon:
+        servers = {"real_daemon": daemon.url}
+        verdict = run_in_krita(
+            krita_env["base"] / "real", krita_env["pykrita"], REAL, servers, krita_env["extra"]
+        )
+        verdict["daemon_output"] = daemon.output[-4000:]
+        yield verdict
+
+
+def assert_scenario(verdict: dict[str, Any], name: str) -> None:
+    if "setup_error" in verdict:
+        pytest.fail(f"the scenarios could not start in Krita:\n{verdict['setup_error']}")
+    result = verdict["scenarios"].get(name)
+    if result is None:
+        pytest.fail(
+            f"Krita never reported scenario {name!r} (exit {verdict['returncode']}, "
+            f"{verdict['launch_seconds']} s)\n--- kritarunner output ---\n{verdict['output']}"
+            + (f"\n--- daemon output ---\n{verdict['daemon_output']}" if "daemon_output" in verdict else "")
+        )
+    failed = {check: detail for check, (ok, detail) in result["checks"].items() if not ok}
+    message = f"{name} failed in Krita {verdict.get('krita')}:"
+    if result["error"]:
+        message += f"\n{result['error']}"
+    if failed:
+        message += "\n" + "\n".join(f"  - {check}: {detail}" for check, detail in failed.items())
+    if not result["checks"] and not result["error"]:
+        message += " it made no checks"
+    assert result["ok"], message
+
+
+def test_the_installed_plugin_and_its_vendored_libraries_were_used(exact_verdict: dict[str, Any]) -> None:
+    if "setup_error" in exact_verdict:
+        pytest.fail(exact_verdict["setup_error"])
+    assert "/pykrita/differential_inpaint/" in exact_verdict["plugin"]
+    assert all("/differential_inpaint/_vendor/" in path for path in exact_verdict["vendored"])
+
+
+@pytest.mark.parametrize("name", EXACT)
+def test_in_krita_exact(exact_verdict: dict[str, Any], name: str) -> None:
+    assert_scenario(exact_verdict, name)
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_in_krita_with_the_real_daemon(real_verdict: dict[str, Any], name: str) -> None:
+    assert_scenario(real_verdict, name)
