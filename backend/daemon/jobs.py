@@ -271,8 +271,8 @@ class JobRunner:
                 raise engine_errors.JobCancelled("cancelled at the last step")
             wire = pixels.encode_result(result.image, job.submit.image, mask, params.output_format)
             timings = {k: float(v) for k, v in dict(result.timings).items()}
-            timings["queued"] = waited
-            timings["total"] = time.monotonic() - start
+            timings["queued"] = waited  # in the daemon's queue, before the engine
+            timings["daemon"] = time.monotonic() - start  # engine + pixel conversion
             message = Result(
                 job.job_id,
                 wire,
@@ -308,7 +308,10 @@ class JobRunner:
                 return Outcome(encode(Error(ErrorCode.JOB_FAILED, text, job.job_id)), "failed")
             log.info("%s: cancelled after %.1f s", job.describe(), seconds)
             return Outcome(encode(Cancelled(job.job_id)), "cancelled")
-        if is_out_of_memory(exc):
+        if isinstance(exc, engine_errors.OutOfMemory):
+            code, text = ErrorCode.OUT_OF_MEMORY, public_text(str(exc))
+            log.warning("%s: out of memory after %.1f s (%s)", job.describe(), seconds, exc)
+        elif is_out_of_memory(exc):
             code, text = (
                 ErrorCode.OUT_OF_MEMORY,
                 (
@@ -342,8 +345,9 @@ def _per_step(sampling: list[tuple[float, int]], timings: dict[str, float], step
     if len(sampling) == 2 and sampling[1][1] > sampling[0][1]:
         (t0, s0), (t1, s1) = sampling
         return f"{(t1 - t0) / (s1 - s0):.3f} s/step"
-    if timings.get("sampling") and steps:
-        return f"{timings['sampling'] / steps:.3f} s/step"
+    sample = timings.get("sample") or timings.get("sampling")
+    if sample and steps:
+        return f"{sample / steps:.3f} s/step"
     return "s/step unknown"
 
 

@@ -41,7 +41,7 @@ def test_a_full_job_reports_every_stage_and_returns_the_region(daemon: Any) -> N
         assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert (result.x, result.y) == (10, 20)  # the offset comes back untouched
     assert result.model == "builtin:tiny-sd15" and result.seed == 42
-    assert {"queued", "total", "sampling"} <= set(result.timings)
+    assert {"queued", "daemon", "sampling"} <= set(result.timings)
     original = np.frombuffer(submit.image.data, np.uint8).reshape(30, 40, 4)
     mask = np.frombuffer(submit.mask.data, np.uint8).reshape(30, 40)
     out = _pixels(result)
