@@ -214,12 +214,15 @@ class DifferentialDiffusionPipeline:
         should_cancel: Callable[[], bool] | None = None,
         callback: Callable[[StepState], None] | None = None,
         on_stage: Callable[[str], None] | None = None,
+        max_strength: float | None = None,
         output_type: str = "image",
     ) -> torch.Tensor:
         """Run Differential Diffusion.
 
         image: (B, 3, H, W) RGB in [0, 1], H and W multiples of the model's size multiple.
         strength: (B, 1, H, W) float64 per-pixel strength e = mask * global strength.
+        max_strength: max(e) over the full-resolution pixel mask, when `strength` is a
+            resampled copy of it (resampling must not change where sampling starts).
         Returns decoded RGB (B, 3, H, W) in [0, 1], or the final latents for "latent".
         """
         batch_size = image.shape[0]
@@ -239,7 +242,7 @@ class DifferentialDiffusionPipeline:
             }
 
         # 2. Timesteps: start where the strongest pixel starts (img2img with strength max(e)).
-        max_strength = float(strength.max())
+        max_strength = float(strength.max()) if max_strength is None else float(max_strength)
         scheduler.set_timesteps(num_steps, device=self.device)
         t_start = start_step(max_strength, num_steps)
         timesteps = scheduler.timesteps[t_start * scheduler.order :]

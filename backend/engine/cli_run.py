@@ -1,0 +1,226 @@
+"""`differential-inpaint run`: inpaint one image offline, without the daemon.
+
+The output has the input's size and mode: RGB stays RGB, RGBA stays RGBA, grayscale
+stays grayscale, 16-bit grayscale PNGs stay 16-bit. Palette and other modes are written
+as RGB (RGBA when they had transparency). Pixels where the processed mask is 0 are
+copied from the input file unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_BAD_INPUT = 2
+EXIT_UNKNOWN_MODEL = 3
+EXIT_FAILED = 1
+EXIT_CANCELLED = 130
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .params import DEFAULT_SNAP
+    from .schedulers import SCHEDULERS
+
+    parser.add_argument("--model", help="model spec: builtin:NAME, hf:ORG/NAME, a found name, or a path")
+    parser.add_argument("--image", required=True, type=Path, help="the image to change (PNG, JPEG, ...)")
+    parser.add_argument("--mask", required=True, type=Path, help="white = change fully, black = keep, gray between")
+    parser.add_argument("--out", required=True, type=Path, help="where to write the result")
+    parser.add_argument("--prompt", default="", help="what to paint")
+    parser.add_argument("--negative-prompt", default="", help="what to avoid")
+    parser.add_argument("--strength", type=float, default=1.0, help="global strength in (0, 1] (default 1)")
+    parser.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
+    parser.add_argument("--guidance", type=float, default=7.0, help="classifier-free guidance (default 7)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
+    parser.add_argument(
+        "--scheduler", default="euler", help=f"one of {', '.join(SCHEDULERS)} (default euler)"
+    )
+    parser.add_argument("--grow", type=float, default=0.0, help="dilate the mask by this many px")
+    parser.add_argument("--feather", type=float, default=0.0, help="soften the mask edge over this many px")
+    parser.add_argument(
+        "--snap",
+        type=float,
+        default=DEFAULT_SNAP,
+        help=f"snap mask values this close to 0 or 1 (default {DEFAULT_SNAP}; 0 disables)",
+    )
+    parser.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: best available)")
+    parser.add_argument(
+        "--model-dir", action="append", default=[], type=Path, help="also search this folder (repeatable)"
+    )
+    parser.add_argument("--vae-tiling", action="store_true", help="run the VAE in tiles (less GPU memory)")
+    parser.add_argument("--cpu-offload", action="store_true", help="keep models in CPU memory (small GPUs)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _error(message: str, code: int) -> int:
+    print(f"differential-inpaint run: error: {message}", file=sys.stderr)
+    return code
+
+
+def read_image(path: Path) -> tuple[Any, Any, str]:
+    """(float32 HxWx4 RGBA in [0, 1], the pixel array as read, output mode)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as opened:
+        opened.load()
+        image = opened
+        mode = image.mode
+        if mode in ("I;16", "I;16L", "I;16B", "I"):
+            raw = np.asarray(image).astype(np.uint16 if mode != "I" else np.int64)
+            gray = raw.astype(np.float32) / 65535.0
+            rgba = np.stack([gray, gray, gray, np.ones_like(gray)], axis=-1)
+            return rgba.astype(np.float32), raw, "I;16"
+        if mode not in ("RGB", "RGBA", "L", "LA"):
+            has_alpha = "transparency" in image.info or mode in ("PA", "RGBa", "La")
+            image = image.convert("RGBA" if has_alpha else "RGB")
+            mode = image.mode
+        raw = np.asarray(image)
+    values = raw.astype(np.float32) / 255.0
+    if mode == "L":
+        values = np.stack([values] * 3 + [np.ones_like(values)], axis=-1)
+    elif mode == "LA":
+        values = np.stack([values[..., 0]] * 3 + [values[..., 1]], axis=-1)
+    elif mode == "RGB":
+        values = np.concatenate([values, np.ones_like(values[..., :1])], axis=-1)
+    return np.ascontiguousarray(values, dtype=np.float32), raw, mode
+
+
+def read_mask(path: Path) -> Any:
+    """uint8 HxW: grayscale as is, colour as its luminance, 16-bit scaled to 8-bit."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        if image.mode in ("I;16", "I;16L", "I;16B", "I"):
+            raw = np.asarray(image).astype(np.float64)
+            return np.clip(np.round(raw / 257.0), 0, 255).astype(np.uint8)
+        if image.mode == "LA":
+            return np.asarray(image)[..., 0].copy()
+        return np.asarray(image.convert("L")).copy()
+
+
+def to_output(composite: Any, raw: Any, mode: str, keep: Any) -> Any:
+    """Quantise the float RGBA composite to the input's mode; `keep` pixels are `raw` exactly."""
+    import numpy as np
+
+    rgb, alpha = composite[..., :3], composite[..., 3]
+    if mode in ("L", "LA", "I;16"):
+        gray = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        scale, dtype = (65535.0, np.uint16) if mode == "I;16" else (255.0, np.uint8)
+        channels = [gray] if mode != "LA" else [gray, alpha]
+    else:
+        scale, dtype = 255.0, np.uint8
+        channels = [rgb[..., 0], rgb[..., 1], rgb[..., 2]] + ([alpha] if mode == "RGBA" else [])
+    out = np.stack(channels, axis=-1) if len(channels) > 1 else channels[0]
+    out = np.clip(np.round(out * scale), 0, scale).astype(dtype)
+    where = keep if out.ndim == 2 else keep[..., None]
+    return np.where(where, raw.astype(dtype), out)
+
+
+def quiet_libraries() -> None:
+    """Keep diffusers' and transformers' advice (safety checker, torchvision) off the terminal."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network
+    quiet_libraries()
+    from PIL import Image, UnidentifiedImageError
+
+    from . import EngineError, InpaintParams, InvalidRequest, JobCancelled, UnknownModel
+    from .engine import Engine
+    from .regions import composite_over
+
+    try:
+        image, raw, mode = read_image(args.image)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        return _error(f"cannot read the image '{args.image}': {exc}", EXIT_BAD_INPUT)
+    try:
+        mask = read_mask(args.mask)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        return _error(f"cannot read the mask '{args.mask}': {exc}", EXIT_BAD_INPUT)
+    if mask.shape != image.shape[:2]:
+        return _error(
+            f"the mask is {mask.shape[1]}x{mask.shape[0]} pixels but the image is "
+            f"{image.shape[1]}x{image.shape[0]}; they must be the same size",
+            EXIT_BAD_INPUT,
+        )
+    params = InpaintParams(
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        strength=args.strength,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+        scheduler=args.scheduler,
+        grow=args.grow,
+        feather=args.feather,
+        snap=args.snap,
+    )
+    progress = _ProgressBar(enabled=not args.quiet)
+    try:
+        params = params.validated()
+        engine = Engine(
+            device=args.device,
+            model_dirs=args.model_dir,
+            vae_tiling=args.vae_tiling,
+            cpu_offload=args.cpu_offload,
+        )
+        result = engine.inpaint(image, mask, params, model=args.model, on_progress=progress.update)
+    except InvalidRequest as exc:
+        return _error(str(exc), EXIT_BAD_INPUT)
+    except UnknownModel as exc:
+        return _error(str(exc), EXIT_UNKNOWN_MODEL)
+    except JobCancelled as exc:
+        return _error(str(exc), EXIT_CANCELLED)
+    except EngineError as exc:
+        return _error(str(exc), EXIT_FAILED)
+    except KeyboardInterrupt:
+        return _error("interrupted", EXIT_CANCELLED)
+    finally:
+        progress.close()
+
+    composite = composite_over(image, result.image)
+    pixels = to_output(composite, raw, mode, keep=result.image[..., 3] == 0)
+    try:
+        Image.fromarray(pixels).save(args.out)
+    except (OSError, ValueError, KeyError) as exc:
+        return _error(f"cannot write '{args.out}': {exc}", EXIT_FAILED)
+    print(f"seed: {result.seed}")
+    print(f"wrote {args.out} ({image.shape[1]}x{image.shape[0]}, {mode}) in {result.timings['total']:.1f} s")
+    return 0
+
+
+class _ProgressBar:
+    """One tqdm bar on stderr per stage (loading, encoding, sampling, decoding)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+        self.stage = ""
+
+    def update(self, stage: str, step: int, steps: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if stage != self.stage or self.bar is None:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=steps, desc=stage, file=sys.stderr, leave=stage == "sampling", unit="step")
+        self.bar.total = steps
+        self.bar.n = step
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
