@@ -35,22 +35,22 @@ def _add_arguments(procedure: Gimp.Procedure) -> None:
         "negative-prompt", "_Negative prompt", "What to keep out of it", "", _RW
     )
     procedure.add_double_argument(
-        "strength", "_Strength",
+        "strength", "S_trength",
         "How much may change where the selection is fully white (gray changes partly)",
         0.0, 1.0, 1.0, _RW,
     )
-    procedure.add_int_argument("steps", "S_teps", "Sampling steps", 1, 200, 20, _RW)
+    procedure.add_int_argument("steps", "St_eps", "Sampling steps", 1, 200, 20, _RW)
     procedure.add_double_argument(
         "guidance", "_Guidance", "How closely to follow the prompt (CFG scale)", 0.0, 30.0, 7.0, _RW
     )
     procedure.add_int_argument(
-        "seed", "S_eed", "Random seed; -1 picks a new one each time", -1, 2**31 - 1, -1, _RW
+        "seed", "See_d", "Random seed; -1 picks a new one each time", -1, 2**31 - 1, -1, _RW
     )
     procedure.add_string_argument(
         "model", "_Model", "Model name as the daemon lists it; empty for its default", "", _RW
     )
     procedure.add_double_argument(
-        "grow", "G_row", "Pixels to grow the selection by before painting", 0.0, 256.0, 0.0, _RW
+        "grow", "Gro_w", "Pixels to grow the selection by before painting", 0.0, 256.0, 0.0, _RW
     )
     procedure.add_double_argument(
         "feather", "_Feather", "Pixels of extra softness on the selection edge", 0.0, 256.0, 0.0, _RW
@@ -91,7 +91,7 @@ def _show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig) -> boo
     from gi.repository import GimpUi
 
     GimpUi.init(PROCEDURE)
-    dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config)
+    dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config, title="Differential Inpaint")
     dialog.fill(None)
     try:
         return bool(dialog.run())

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -37,8 +38,10 @@ from pathlib import Path
 
 DEFAULT_ROOT = Path("/var/cache/differential-inpaint/gimp-trixie")
 SUITE = "trixie"
-PACKAGES = ["gimp"]
-# Written inside the root once GIMP is installed and starts.
+# xvfb: the plug-in's GimpUi dialog needs an X display (GIMP itself does not).
+PACKAGES = ["gimp", "xvfb", "xauth"]
+# Written inside the root once the packages are installed and GIMP starts:
+# JSON {"packages": [...], "gimp": "<version line>"}.
 MARKER = ".differential-inpaint-complete"
 # Order matters: parents before children when mounting, reverse to unmount.
 BINDS = ["proc", "sys", "dev", "dev/pts", "dev/shm"]
@@ -60,6 +63,18 @@ def root() -> Path:
 
 def is_complete(path: Path | None = None) -> bool:
     return ((path or root()) / MARKER).is_file()
+
+
+def installed_packages(path: Path) -> set[str]:
+    try:
+        return set(json.loads((path / MARKER).read_text())["packages"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"gimp"}  # a marker from before the list was recorded
+
+
+def _write_marker(path: Path, packages: Sequence[str], gimp_version: str) -> None:
+    marker = {"packages": sorted(packages), "gimp": gimp_version.strip()}
+    (path / MARKER).write_text(json.dumps(marker) + "\n")
 
 
 def can_build() -> tuple[bool, str]:
@@ -186,12 +201,39 @@ def _log(message: str) -> None:
     print(f"[gimp-chroot] {message}", file=sys.stderr, flush=True)
 
 
+def _install(path: Path, packages: Sequence[str], quiet: bool) -> str:
+    """apt-get install `packages` inside `path`; returns GIMP's version line."""
+    if Path("/etc/resolv.conf").is_file():  # apt inside needs DNS
+        shutil.copyfile("/etc/resolv.conf", path / "etc/resolv.conf")
+    with _mounted(path):
+        quiet_apt = ["-qq"] if quiet else ["-q"]
+        for argv in (
+            ["apt-get", *quiet_apt, "update"],
+            ["apt-get", *quiet_apt, "install", "-y", "--no-install-recommends", *packages],
+            ["apt-get", "clean"],
+        ):
+            result = _chroot(path, argv, capture=quiet)
+            if result.returncode != 0:
+                raise ChrootError(f"{' '.join(argv)} failed:\n{result.stdout}")
+        # The package lists are 100+ MB and only needed while installing.
+        subprocess.run(["find", str(path / "var/lib/apt/lists"), "-type", "f", "-delete"])
+        check = _chroot(path, ["gimp-console-3.0", "--version"], capture=True, timeout=120)
+    if check.returncode != 0 or "3." not in check.stdout:
+        raise ChrootError(f"gimp-console-3.0 does not start:\n{check.stdout}")
+    return check.stdout
+
+
 def ensure(*, quiet: bool = False) -> Path:
     """Return a complete chroot, building it first if there is none."""
     path = root()
     with _locked(path):
         if is_complete(path):
             unmount_all(path)
+            missing = sorted(set(PACKAGES) - installed_packages(path))
+            if missing:  # a root built before PACKAGES grew: add, do not rebuild
+                _log(f"adding {' '.join(missing)} to {path}")
+                version = _install(path, missing, quiet)
+                _write_marker(path, PACKAGES, version)
             return path
         if shutil.which("debootstrap") is None:
             raise ChrootError("debootstrap is not installed: apt-get install -y debootstrap")
@@ -212,32 +254,18 @@ def ensure(*, quiet: bool = False) -> Path:
         )
         if boot.returncode != 0:
             raise ChrootError(f"debootstrap failed (exit {boot.returncode}):\n{boot.stdout or ''}")
-        if Path("/etc/resolv.conf").is_file():  # apt inside needs DNS
-            shutil.copyfile("/etc/resolv.conf", partial / "etc/resolv.conf")
         # No daemons may start inside the chroot while packages install.
         policy = partial / "usr/sbin/policy-rc.d"
         policy.write_text("#!/bin/sh\nexit 101\n")
         policy.chmod(0o755)
         _log(f"installing {' '.join(PACKAGES)} ({time.monotonic() - started:.0f} s so far)")
-        with _mounted(partial):
-            quiet_apt = ["-qq"] if quiet else ["-q"]
-            for argv in (
-                ["apt-get", *quiet_apt, "update"],
-                ["apt-get", *quiet_apt, "install", "-y", "--no-install-recommends", *PACKAGES],
-                ["apt-get", "clean"],
-            ):
-                result = _chroot(partial, argv, capture=quiet)
-                if result.returncode != 0:
-                    raise ChrootError(f"{' '.join(argv)} failed:\n{result.stdout}")
-            check = _chroot(partial, ["gimp-console-3.0", "--version"], capture=True, timeout=120)
-            if check.returncode != 0 or "3." not in check.stdout:
-                raise ChrootError(f"gimp-console-3.0 does not start:\n{check.stdout}")
-        (partial / MARKER).write_text(check.stdout)
+        version = _install(partial, PACKAGES, quiet)
+        _write_marker(partial, PACKAGES, version)
         if path.exists():  # an incomplete root of an older layout
             unmount_all(path)
             subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=True)
         partial.rename(path)
-        _log(f"ready in {time.monotonic() - started:.0f} s: {check.stdout.strip()}")
+        _log(f"ready in {time.monotonic() - started:.0f} s: {version.strip()}")
         return path
 
 

@@ -33,9 +33,19 @@ def chroot_ready() -> tuple[bool, str]:
     return True, ""
 
 
+PROBE = "di-dialog-probe"
+
+
 def install_plugin() -> Path:
-    """Install the plug-in into the chroot's GIMP profile with the real installer."""
-    return install(chroot.root() / "root/.config/GIMP/3.0/plug-ins")
+    """Install the plug-in into the chroot's GIMP profile with the real installer,
+    plus the test-only dialog probe beside it (see dialog_probe/)."""
+    plug_ins = chroot.root() / "root/.config/GIMP/3.0/plug-ins"
+    folder = install(plug_ins)
+    probe = plug_ins / PROBE / f"{PROBE}.py"
+    probe.parent.mkdir(exist_ok=True)
+    shutil.copyfile(HERE / "dialog_probe" / f"{PROBE}.py", probe)
+    probe.chmod(0o755)
+    return folder
 
 
 class GimpRun:
@@ -57,9 +67,10 @@ class GimpRun:
             (work / "spec.json").write_text(json.dumps(spec))
             code = f'SPEC = "{inside}/spec.json"; exec(open("{inside}/in_gimp.py").read())'
             started = time.monotonic()
+            # xvfb-run: GIMP needs no display, but the plug-in's dialog (probe scenarios) does.
             done = chroot.run(
-                ["gimp-console-3.0", "-i", "--batch-interpreter=python-fu-eval", "-b", code,
-                 "--quit"],
+                ["xvfb-run", "-a", "gimp-console-3.0", "-i", "--batch-interpreter=python-fu-eval",
+                 "-b", code, "--quit"],
                 timeout=GIMP_TIMEOUT,
             )
             self.seconds = time.monotonic() - started

@@ -19,6 +19,8 @@ gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp  # noqa: E402
 
 PROCEDURE = "python-fu-differential-inpaint"
+PROBE = "python-fu-di-dialog-probe"
+spec_dir = SPEC.rsplit("/", 1)[0]  # noqa: F821 - SPEC is set by the -b code
 PRECISIONS = {
     "u8": (Gimp.Precision.U8_NON_LINEAR, "R'G'B'A u8"),
     "u16": (Gimp.Precision.U16_NON_LINEAR, "R'G'B'A u16"),
@@ -116,19 +118,25 @@ def scenario(spec):
         mask = read(image.get_selection(), 0, 0, width, height, "Y u8")
         verdict["selection_levels"] = len(set(mask))
 
-    proc = Gimp.get_pdb().lookup_procedure(PROCEDURE)
+    probe = spec.get("probe")  # answer the real dialog through the test-only probe plug-in
+    proc = Gimp.get_pdb().lookup_procedure(PROBE if probe else PROCEDURE)
     config = proc.create_config()
     config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
     config.set_property("image", image)
     config.set_core_object_array("drawables", [layer])
-    for name, value in spec["args"].items():
+    for name, value in {**spec["args"], **(probe or {})}.items():
         config.set_property(name, value)
+    if probe:
+        config.set_property("verdict", spec_dir + "/dialog-" + spec["name"] + ".json")
     started = time.monotonic()
     result = proc.run(config)
     verdict["seconds"] = round(time.monotonic() - started, 3)
     verdict["status"] = result.index(0).value_nick
     verdict["message"] = result.index(1) if result.length() > 1 else None
 
+    if probe:
+        with open(spec_dir + "/dialog-" + spec["name"] + ".json") as f:
+            verdict["dialog"] = json.load(f)
     layers = image.get_layers()
     verdict["layers_after"] = [describe(item) for item in layers]
     verdict["drawable_sha_after"] = sha(read(layer, 0, 0, src["width"], src["height"], babl))

@@ -63,6 +63,11 @@ def scenarios(url: str, dead_url: str) -> list[dict[str, Any]]:
         {"name": "no-selection", "image": [300, 200], "precision": "u8",
          "layer": {"x": 30, "y": 20, "width": 240, "height": 160, "alpha": True},
          "selection": None, "args": args("everything   repainted\nat once")},
+        {"name": "dialog-ok", **small, "selection": rect,
+         "args": args("set before the dialog"),
+         "probe": {"answer": "ok", "typed-prompt": "typed in the dialog"}},
+        {"name": "dialog-cancel", **small, "selection": rect, "args": args("cancelled"),
+         "probe": {"answer": "cancel", "typed-prompt": "never sent"}},
         {"name": "daemon-down", **small, "selection": rect,
          "args": {"prompt": "nobody home", "server-url": dead_url}},
         {"name": "job-error", **small, "selection": rect, "args": args("fail: on purpose")},
@@ -85,11 +90,12 @@ def gimp_run() -> Iterator[tuple[gimp_host.GimpRun, FakeDaemon]]:
 
 
 def check_success(run: gimp_host.GimpRun, daemon: FakeDaemon, core: ModuleType, name: str,
-                  wire: p.PixelFormat) -> tuple[dict[str, Any], p.Submit]:
+                  wire: p.PixelFormat, prompt: str | None = None,
+                  ) -> tuple[dict[str, Any], p.Submit]:
     spec = next(s for s in run.scenarios if s["name"] == name)
     verdict = run.verdict(name)
     assert verdict["status"] == "success", verdict["message"]
-    submit = daemon.submits[spec["args"]["prompt"]]
+    submit = daemon.submits[prompt or spec["args"]["prompt"]]
     new = verdict["new_layer"]
     assert new is not None, verdict
 
@@ -193,6 +199,28 @@ def test_no_selection_repaints_the_whole_layer(gimp_run: tuple[gimp_host.GimpRun
     assert (new["x"], new["y"], new["width"], new["height"]) == (30, 20, 240, 160)
     assert submit.mask.data == b"\xff" * (240 * 160)
     assert new["name"] == "everything repainted at once"
+
+
+def test_interactive_dialog_ok(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
+                               plugin_core: ModuleType) -> None:
+    """INTERACTIVE: the real GimpUi.ProcedureDialog opens, what is typed there is sent."""
+    run, daemon = gimp_run
+    dialog = run.verdict("dialog-ok")["dialog"]
+    assert dialog["dialogs"] == 1 and dialog["title"] == "Differential Inpaint"
+    for label in ("Prompt", "Negative prompt", "Strength", "Steps", "Guidance", "Seed", "Model",
+                  "Grow", "Feather", "Daemon address", "OK", "Cancel"):
+        assert label in dialog["labels"]
+    assert "set before the dialog" not in daemon.submits
+    verdict, _ = check_success(run, daemon, plugin_core, "dialog-ok", p.PixelFormat.RGBA8,
+                               prompt="typed in the dialog")
+    assert verdict["new_layer"]["name"] == "typed in the dialog"
+
+
+def test_interactive_dialog_cancel(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    verdict = gimp_run[0].verdict("dialog-cancel")
+    assert verdict["status"] == "cancel" and verdict["dialog"]["dialogs"] == 1
+    assert verdict["layers_after"] == verdict["layers_before"]
+    assert "never sent" not in gimp_run[1].submits and "cancelled" not in gimp_run[1].submits
 
 
 def test_daemon_not_running(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Test-only GIMP plug-in: runs the real plug-in's `run` in INTERACTIVE mode
+and answers its GimpUi.ProcedureDialog like a user would (installed into the
+test chroot only, beside the real plug-in, whose package it imports).
+
+Procedure `python-fu-di-dialog-probe`: the real plug-in's arguments plus
+`answer` ("ok" or "cancel"), `typed-prompt` (entered while the dialog is
+open) and `verdict` (a JSON file for what the dialog showed).
+"""
+
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PLUGIN = os.path.join(os.path.dirname(HERE), "differential-inpaint")
+sys.path[:0] = [os.path.join(PLUGIN, "differential_inpaint_gimp", "_vendor"), PLUGIN]
+
+import gi  # noqa: E402
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gtk", "3.0")
+from differential_inpaint_gimp import plugin  # noqa: E402
+from gi.repository import Gimp, GLib, GObject, Gtk  # noqa: E402
+
+NAME = "python-fu-di-dialog-probe"
+
+
+def _texts(widget, found):
+    if isinstance(widget, Gtk.Label) and widget.get_text():
+        found.append(widget.get_text())
+    if isinstance(widget, Gtk.Container):
+        for child in widget.get_children():
+            _texts(child, found)
+    return found
+
+
+def probe(procedure, run_mode, image, drawables, config, data):
+    seen = {"dialogs": 0}
+
+    def answer():
+        dialogs = [w for w in Gtk.Window.list_toplevels()
+                   if isinstance(w, Gtk.Dialog) and w.get_visible()]
+        if not dialogs:
+            return True  # not shown yet: look again
+        dialog = dialogs[0]
+        seen["dialogs"] = len(dialogs)
+        seen["title"] = dialog.get_title()
+        seen["labels"] = _texts(dialog, [])
+        config.set_property("prompt", config.get_property("typed-prompt"))  # the widgets follow
+        ok = config.get_property("answer") == "ok"
+        dialog.response(Gtk.ResponseType.OK if ok else Gtk.ResponseType.CANCEL)
+        return False
+
+    GLib.timeout_add(100, answer)
+    result = plugin.run(procedure, Gimp.RunMode.INTERACTIVE, image, drawables, config, data)
+    seen["status"] = result.index(0).value_nick
+    seen["message"] = result.index(1) if result.length() > 1 else None
+    with open(config.get_property("verdict"), "w") as f:
+        json.dump(seen, f)
+    return result
+
+
+class Probe(Gimp.PlugIn):
+    def do_query_procedures(self):
+        return [NAME]
+
+    def do_set_i18n(self, name):
+        return False
+
+    def do_create_procedure(self, name):
+        procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, probe, None)
+        procedure.set_image_types("RGB*")
+        plugin._add_arguments(procedure)
+        rw = GObject.ParamFlags.READWRITE
+        procedure.add_string_argument("answer", "Answer", "ok or cancel", "ok", rw)
+        procedure.add_string_argument("typed-prompt", "Typed", "prompt typed", "", rw)
+        procedure.add_string_argument("verdict", "Verdict", "JSON file to write", "", rw)
+        return procedure
+
+
+Gimp.main(Probe.__gtype__, sys.argv)
