@@ -508,6 +508,22 @@ def menu_and_dialog(c: Checks, w: World) -> None:
     c("the menu's job added one layer named after the prompt", added == ["from the menu"], w.names(doc))
     c("the chosen model is remembered", settings.load().model == "fake-xl", settings.load())
 
+    # The docker: same form, its own Inpaint button, the same job path.
+    from differential_inpaint.extension import DifferentialInpaintDocker
+
+    docker = next((d for d in w.krita.dockers() if isinstance(d, DifferentialInpaintDocker)), None)
+    if not c("the docker is ours", docker is not None, dockers):
+        return
+    values = docker.form.values()
+    values.prompt, values.server, values.steps = "from the docker", w.server("fake_daemon"), 2
+    docker.form.set_values(values)
+    docker.run_button.click()
+    c("the docker's job finished", w.wait_until(lambda: not ui.JobController._running, 60))
+    w.pump(0.2)
+    added = [n for n in w.names(doc) if n not in names]
+    c("the docker's job added its layer", "from the docker" in added, w.names(doc))
+    c("the docker shows the seed used", "Last seed" in docker.form.status.text(), docker.form.status.text())
+
 
 def zip_import(c: Checks, w: World) -> None:
     """Krita's own Import Python Plugin from File unpacks our zip to the installed layout."""
