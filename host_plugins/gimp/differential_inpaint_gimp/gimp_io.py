@@ -79,18 +79,22 @@ def insert_layer(
 ) -> Gimp.Layer:
     """A new layer just above `above` at image position (x, y) holding `pixels`,
     as one undo step. The pixels' alpha is used as-is (the daemon's composite mask)."""
+    layer = Gimp.Layer.new(
+        image, name, width, height, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL
+    )
     image.undo_group_start()
     try:
-        layer = Gimp.Layer.new(
-            image, name, width, height, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL
-        )
         # Same parent and position as `above`: inserting there pushes it one down.
         image.insert_layer(layer, above.get_parent(), image.get_item_position(above))
-        layer.set_offsets(x, y)
-        buffer = layer.get_buffer()
-        buffer.set(Gegl.Rectangle.new(0, 0, width, height), babl, pixels)
-        buffer.flush()
-        layer.update(0, 0, width, height)
+        try:
+            layer.set_offsets(x, y)
+            buffer = layer.get_buffer()
+            buffer.set(Gegl.Rectangle.new(0, 0, width, height), babl, pixels)
+            buffer.flush()
+            layer.update(0, 0, width, height)
+        except BaseException:
+            image.remove_layer(layer)  # failure means no layer, not a half-written one
+            raise
     finally:
         image.undo_group_end()
     return layer

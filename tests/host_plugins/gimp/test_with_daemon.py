@@ -1,0 +1,113 @@
+"""End to end: real GIMP 3 (chroot) → the plug-in → a real `differential-inpaint
+serve` on the host running builtin:tiny-sd15 → a new layer back in GIMP.
+
+GIMP in the chroot shares the host's network namespace, so it reaches the
+daemon on 127.0.0.1. The fake-daemon tests (test_in_gimp.py) check bytes;
+these check that the real pieces fit: offsets, sizes, alpha = composite mask.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tests.support.daemon import running_daemon
+from tests.support.hosts import require_host
+
+from . import gimp_host
+
+pytestmark = [pytest.mark.gimp, pytest.mark.slow]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scenarios(url: str, dead_url: str) -> list[dict[str, Any]]:
+    # Small regions and few steps: the tiny model runs on CPU here.
+    def args(prompt: str, **more: Any) -> dict[str, Any]:
+        return {"prompt": prompt, "server-url": url, "steps": 3, "seed": 7, **more}
+
+    return [
+        {"name": "feathered", "image": [900, 700], "precision": "u8",
+         "layer": {"x": 60, "y": 40, "width": 800, "height": 600, "alpha": True},
+         "layer_above": True,
+         "selection": {"shape": "ellipse", "rect": [300, 250, 120, 90], "feather": 20},
+         "args": args("a small red house")},
+        {"name": "deep16", "image": [320, 240], "precision": "u16",
+         "layer": {"x": 0, "y": 0, "width": 320, "height": 240, "alpha": False},
+         "selection": {"shape": "ellipse", "rect": [100, 80, 90, 70], "feather": 10},
+         "args": args("sixteen bit sky")},
+        {"name": "no-selection", "image": [200, 160], "precision": "u8",
+         "layer": {"x": 20, "y": 10, "width": 160, "height": 128, "alpha": True},
+         "selection": None, "args": args("everything")},
+        {"name": "daemon-down", "image": [200, 160], "precision": "u8",
+         "layer": {"x": 0, "y": 0, "width": 200, "height": 160, "alpha": False},
+         "selection": {"shape": "rect", "rect": [40, 40, 60, 50]},
+         "args": {"prompt": "nobody home", "server-url": dead_url}},
+    ]
+
+
+@pytest.fixture(scope="module")
+def gimp_run() -> Iterator[gimp_host.GimpRun]:
+    require_host(*gimp_host.chroot_ready())
+    gimp_host.install_plugin()
+    with running_daemon() as daemon:
+        run = gimp_host.GimpRun(scenarios(daemon.url, f"ws://127.0.0.1:{free_port()}")).run()
+        print(f"\nGIMP + daemon ran {len(run.scenarios)} scenarios in {run.seconds:.1f} s")
+        statuses = [run.verdicts.get(s["name"], {}).get("status") for s in run.scenarios]
+        if statuses[:-1] != ["success"] * (len(statuses) - 1):  # the last one fails on purpose
+            print(f"--- daemon output ---\n{daemon.output}")
+        yield run
+
+
+def check_success(run: gimp_host.GimpRun, name: str, region: tuple[int, int, int, int]) -> dict:
+    verdict = run.verdict(name)
+    assert verdict["status"] == "success", verdict["message"]
+    new = verdict["new_layer"]
+    assert (new["x"], new["y"], new["width"], new["height"]) == region
+    assert new["index"] == new["source_index"] - 1
+    assert len(verdict["layers_after"]) == len(verdict["layers_before"]) + 1
+    assert verdict["drawable_sha_after"] == verdict["drawable_sha_before"]
+    alpha = new["alpha"]
+    assert alpha["outside_nonzero"] == 0  # alpha is the composite mask: 0 where unselected
+    assert alpha["inside_max"] > 0.5
+    assert alpha["full_zero"] == 0  # fully selected pixels all came back
+    return verdict
+
+
+def test_feathered_selection(gimp_run: gimp_host.GimpRun, plugin_core: ModuleType) -> None:
+    spec = next(s for s in gimp_run.scenarios if s["name"] == "feathered")
+    region = gimp_host.expected_region(plugin_core, gimp_run.verdict("feathered"), spec["layer"])
+    assert (region.width, region.height) == (512, 512)  # context around it, not the whole layer
+    verdict = check_success(gimp_run, "feathered", (region.x, region.y, 512, 512))
+    new = verdict["new_layer"]
+    assert new["name"] == "a small red house"
+    assert new["alpha"]["outside"] > 0
+    assert [layer["name"] for layer in verdict["layers_after"]] == [
+        "above", "a small red house", "source"]
+
+
+def test_16_bit_image(gimp_run: gimp_host.GimpRun) -> None:
+    verdict = check_success(gimp_run, "deep16", (0, 0, 320, 240))
+    assert verdict["precision_read"] == "u16-non-linear"
+
+
+def test_no_selection(gimp_run: gimp_host.GimpRun) -> None:
+    verdict = check_success(gimp_run, "no-selection", (20, 10, 160, 128))
+    assert verdict["new_layer"]["alpha"]["outside"] == 0
+
+
+def test_daemon_not_running(gimp_run: gimp_host.GimpRun) -> None:
+    verdict = gimp_run.verdict("daemon-down")
+    assert verdict["status"] == "execution-error"
+    assert "differential-inpaint serve" in verdict["message"]
+    assert verdict["new_layer"] is None
+    assert verdict["layers_after"] == verdict["layers_before"]
+    assert verdict["drawable_sha_after"] == verdict["drawable_sha_before"]
