@@ -1,0 +1,124 @@
+"""The widgets and the GUI job path under whichever PyQt this Python has.
+
+Krita 6 embeds PyQt6; Krita 5 PyQt5 (covered inside real Krita by
+test_in_krita.py). Run with PyQt6 on the path, this is the Krita-6-readiness
+check of the Qt code: the compat module's choice, fully qualified enums,
+dialog exec, signals across threads. Skips where no PyQt is importable (the
+project's venv has none); it needs no Krita, so the skip is not a hidden
+real-host test.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from types import ModuleType
+
+import pytest
+
+from .test_core import feathered_selection, new_document
+
+
+def _qt_available() -> bool:
+    for name in ("PyQt6.QtWidgets", "PyQt5.QtWidgets"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
+        return True
+    return False
+
+
+pytestmark = pytest.mark.skipif(not _qt_available(), reason="neither PyQt6 nor PyQt5 is importable here")
+
+
+@pytest.fixture(scope="module")
+def qt(plugin: ModuleType) -> ModuleType:
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    module = importlib.import_module(plugin.__name__ + ".qt")
+    if module.QtWidgets.QApplication.instance() is None:
+        module._app = module.QtWidgets.QApplication([])  # kept alive for the module
+    return module
+
+
+@pytest.fixture(scope="module")
+def ui(plugin: ModuleType, qt: ModuleType) -> ModuleType:
+    return importlib.import_module(plugin.__name__ + ".ui")
+
+
+def test_the_form_round_trips_its_values(plugin, qt, ui):
+    settings = importlib.import_module(plugin.__name__ + ".settings")
+    form = ui.SettingsForm()
+    values = settings.FormValues(
+        prompt="moss", negative_prompt="blur", strength=0.35, steps=12, guidance=5.5, random_seed=False,
+        seed=2**62, model="fake-xl", grow=3.0, feather=7.5, padding=32, server="ws://127.0.0.1:9",
+    )  # fmt: skip
+    form.set_values(values)
+    assert form.values() == values
+    assert form.seed.isEnabled()  # a fixed seed is editable
+    form.random_seed.setChecked(True)
+    assert not form.seed.isEnabled() and form.values().random_seed
+
+
+def test_the_dialogs_build(plugin, qt, ui):
+    p = plugin.protocol
+    dialog = ui.InpaintDialog()
+    assert dialog.form is not None
+    progress = ui.ProgressDialog(None, "moss")
+    progress.show_progress(p.Progress("j", p.Stage.SAMPLING, 3, 20))
+    assert progress.label.text() == "Sampling: step 3 of 20" and progress.bar.value() == 3
+    progress.show_preview(p.Preview("j", 3, p.Image(4, 4, p.PixelFormat.RGBA8, bytes(range(64)))))
+    assert not progress.preview.pixmap().isNull()
+    cancelled = []
+    progress.cancel_requested.connect(lambda: cancelled.append(True))
+    progress.cancel_button.click()
+    assert cancelled == [True] and progress.label.text() == "Cancelling..."
+
+
+def wait(qt: ModuleType, condition, timeout: float = 20.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not condition():
+        qt.QtCore.QCoreApplication.processEvents(qt.QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 20)
+        time.sleep(0.005)
+    return condition()
+
+
+def test_the_models_are_fetched_off_the_gui_thread(plugin, qt, ui, daemon):
+    form = ui.SettingsForm()
+    form.server.setText(daemon.url)
+    form.refresh_models()
+    assert wait(qt, lambda: form.model.count() == 3)
+    assert [form.model.itemData(i) for i in range(3)] == ["", "fake", "fake-xl"]
+    assert "fake" in form.model.itemText(0)  # "Daemon's default (fake)"
+
+
+def test_a_job_through_the_controller(plugin, qt, ui, krita, daemon):
+    doc, layer = new_document(krita, 96, 96)
+    feathered_selection(doc, 20, 20, 40, 40)
+    errors: list[str] = []
+    controller = ui.JobController(None, report_error=lambda _parent, message: errors.append(message))
+    seen: list[object] = []
+    controller.progressed.connect(seen.append)
+    finished: list[object] = []
+    controller.finished.connect(finished.append)
+    assert controller.start(doc, layer, plugin.InpaintSettings(prompt="moss", steps=3, server=daemon.url))
+    assert wait(qt, lambda: bool(finished))
+    assert errors == [] and finished[0] is not None and finished[0].name() == "moss"
+    assert len(seen) == 3 and len(doc.undo_steps) == 1
+
+
+def test_failures_reach_the_painter_once_and_cancel_stays_quiet(plugin, qt, ui, krita, daemon, dead_server):
+    doc, layer = new_document(krita, 64, 64)
+    errors: list[str] = []
+    for server, prompt in ((dead_server, "x"), (daemon.url, "slow: cancel me")):
+        controller = ui.JobController(None, report_error=lambda _parent, message: errors.append(message))
+        finished: list[object] = []
+        controller.finished.connect(finished.append)
+        controller.start(doc, layer, plugin.InpaintSettings(prompt=prompt, server=server))
+        if prompt.startswith("slow:"):
+            controller.cancel()
+        assert wait(qt, lambda finished=finished: bool(finished))
+        assert finished == [None]
+    assert len(errors) == 1 and "differential-inpaint serve" in errors[0]
+    assert len(doc.topLevelNodes()) == 1
