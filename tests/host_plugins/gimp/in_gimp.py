@@ -6,11 +6,14 @@ writes a JSON verdict per scenario for the host-side test to judge. Nothing
 here asserts: the host decides, so one broken scenario cannot hide the rest.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 import time
 import traceback
 from array import array
+from typing import Any
 
 import gi
 
@@ -29,16 +32,16 @@ PRECISIONS = {
 }
 
 
-def read(drawable, x, y, width, height, babl):
+def read(drawable: Gimp.Drawable, x: int, y: int, width: int, height: int, babl: str) -> bytes:
     rect = Gegl.Rectangle.new(x, y, width, height)
     return bytes(drawable.get_buffer().get(rect, 1.0, babl, Gegl.AbyssPolicy.NONE))
 
 
-def sha(data):
+def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def fill(layer, alpha):
+def fill(layer: Gimp.Layer, alpha: bool) -> None:
     """A pattern with detail below 8 bits, so lost precision shows in the hashes."""
     width, height = layer.get_width(), layer.get_height()
     data = array("H")
@@ -57,13 +60,13 @@ def fill(layer, alpha):
     buffer.flush()
 
 
-def describe(layer):
+def describe(layer: Gimp.Layer) -> dict[str, Any]:
     _, x, y = layer.get_offsets()
     return {"name": layer.get_name(), "x": x, "y": y,
             "width": layer.get_width(), "height": layer.get_height()}
 
 
-def alpha_stats(layer, selection_mask):
+def alpha_stats(layer: Gimp.Layer, selection_mask: bytes) -> dict[str, Any]:
     """Alpha of the new layer against the selection over the same pixels."""
     alpha = array("f", read(layer, 0, 0, layer.get_width(), layer.get_height(), "R'G'B'A float"))[3::4]
     stats = {"outside": 0, "outside_nonzero": 0, "inside": 0, "inside_max": 0.0,
@@ -81,7 +84,7 @@ def alpha_stats(layer, selection_mask):
     return stats
 
 
-def scenario(spec):
+def scenario(spec: dict[str, Any]) -> dict[str, Any]:
     precision, babl = PRECISIONS[spec["precision"]]
     width, height = spec["image"]
     image = Gimp.Image.new_with_precision(width, height, Gimp.ImageBaseType.RGB, precision)
@@ -165,7 +168,7 @@ def scenario(spec):
     return verdict
 
 
-def procedure_info():
+def procedure_info() -> dict[str, Any]:
     """How GIMP registered the procedure (a wrong registration fails silently in GIMP)."""
     proc = Gimp.get_pdb().lookup_procedure(PROCEDURE)
     if proc is None:
@@ -182,7 +185,7 @@ def procedure_info():
     }
 
 
-def main(spec_path):
+def main(spec_path: str) -> None:
     with open(spec_path) as f:
         spec = json.load(f)
     try:

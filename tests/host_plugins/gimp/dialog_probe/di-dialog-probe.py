@@ -8,9 +8,12 @@ Procedure `python-fu-di-dialog-probe`: the real plug-in's arguments plus
 open) and `verdict` (a JSON file for what the dialog showed).
 """
 
+from __future__ import annotations
+
 import json
 import os
 import sys
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PLUGIN = os.path.join(os.path.dirname(HERE), "differential-inpaint")
@@ -26,7 +29,7 @@ from gi.repository import Gimp, GLib, GObject, Gtk  # noqa: E402
 NAME = "python-fu-di-dialog-probe"
 
 
-def _texts(widget, found):
+def _texts(widget: Gtk.Widget, found: list[str]) -> list[str]:
     if isinstance(widget, Gtk.Label) and widget.get_text():
         found.append(widget.get_text())
     if isinstance(widget, Gtk.Container):
@@ -35,10 +38,12 @@ def _texts(widget, found):
     return found
 
 
-def probe(procedure, run_mode, image, drawables, config, data):
+def probe(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image,
+          drawables: list[Gimp.Drawable], config: Gimp.ProcedureConfig, data: Any,
+          ) -> Gimp.ValueArray:
     seen = {"dialogs": 0}
 
-    def answer():
+    def answer() -> bool:
         dialogs = [w for w in Gtk.Window.list_toplevels()
                    if isinstance(w, Gtk.Dialog) and w.get_visible()]
         if not dialogs:
@@ -62,13 +67,13 @@ def probe(procedure, run_mode, image, drawables, config, data):
 
 
 class Probe(Gimp.PlugIn):
-    def do_query_procedures(self):
+    def do_query_procedures(self) -> list[str]:
         return [NAME]
 
-    def do_set_i18n(self, name):
+    def do_set_i18n(self, name: str) -> bool:
         return False
 
-    def do_create_procedure(self, name):
+    def do_create_procedure(self, name: str) -> Gimp.Procedure:
         procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, probe, None)
         procedure.set_image_types("RGB*")
         plugin._add_arguments(procedure)
