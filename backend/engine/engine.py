@@ -7,6 +7,7 @@ import gc
 import secrets
 import threading
 import time
+import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -295,17 +296,17 @@ class Engine:
                     entry, image, processed, alpha, max_strength, params, seed, start,
                     on_progress, on_preview, should_cancel,
                 )
-            except EngineError:
-                raise
-            except Exception as exc:
-                if _is_out_of_memory(exc):
+            except BaseException as exc:
+                # Whatever the job held (latents, activations) goes before the next job; the
+                # finished frames in the traceback would otherwise keep their tensors alive.
+                traceback.clear_frames(exc.__traceback__)
+                self._free_memory()
+                if isinstance(exc, Exception) and not isinstance(exc, EngineError) and _is_out_of_memory(exc):
                     raise OutOfMemory(
                         f"The {self.device.type.upper()} device ran out of memory. Try a smaller "
                         "region, fewer loaded models, VAE tiling or CPU offload."
                     ) from exc
                 raise
-            finally:
-                self._free_memory()
 
     def _run(
         self,

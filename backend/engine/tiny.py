@@ -25,7 +25,7 @@ BUILTINS: dict[str, str] = {
     "tiny-sd15-inpaint": "sd15-inpaint",
     "tiny-sdxl-inpaint": "sdxl-inpaint",
 }
-TINY_WORKING_AREA = 256 * 256
+TINY_WORKING_AREA = 128 * 128  # pixels of area: small, so that tests stay fast on two cores
 SEED = 20240229
 
 
