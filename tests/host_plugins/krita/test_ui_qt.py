@@ -30,7 +30,11 @@ def _qt_available() -> bool:
     return False
 
 
-pytestmark = pytest.mark.skipif(not _qt_available(), reason="neither PyQt6 nor PyQt5 is importable here")
+pytestmark = pytest.mark.skipif(
+    not _qt_available(),
+    reason="no PyQt in this Python (PyQt5 is covered inside Krita by test_in_krita.py; "
+    "put PyQt6 on the path to check Krita 6)",
+)
 
 
 @pytest.fixture(scope="module")
