@@ -23,7 +23,7 @@ from .. import protocol as p
 DEFAULT_SERVER = f"ws://127.0.0.1:{p.DEFAULT_PORT}"
 CLIENT_VERSION = "0.1.0"
 START_HINT = (
-    "Start the daemon with `differential-inpaint serve` (or `make serve` in the "
+    "Start the daemon with `differential-inpaint serve` (or `./dev serve` in the "
     "Differential Inpaint folder) and try again."
 )
 # Loopback websocket throughput is best with messages sent as 1-4 MiB fragments.
