@@ -78,7 +78,11 @@ def default_app_folders() -> list[SearchFolder]:
 
 
 def _app_checkpoint_folders(folder: Path) -> list[SearchFolder]:
-    return [SearchFolder(folder / sub, source) for sub, source in _CHECKPOINT_SUBFOLDERS if (folder / sub).is_dir()]
+    return [
+        SearchFolder(folder / sub, source)
+        for sub, source in _CHECKPOINT_SUBFOLDERS
+        if (folder / sub).is_dir()
+    ]
 
 
 def search_folders(model_dirs: Sequence[Path], scan_default_locations: bool) -> list[SearchFolder]:
@@ -191,7 +195,10 @@ def discover(folders: Sequence[SearchFolder]) -> list[CatalogEntry]:
             for repo_id, snapshot in _hf_cache_models(folder.path):
                 family = classify(snapshot)
                 if family is not None:
-                    entries.setdefault(HF_PREFIX + repo_id, CatalogEntry(HF_PREFIX + repo_id, family, folder.source, snapshot))
+                    entries.setdefault(
+                        HF_PREFIX + repo_id,
+                        CatalogEntry(HF_PREFIX + repo_id, family, folder.source, snapshot),
+                    )
             continue
         for path in _walk(folder.path):
             family = classify(path)

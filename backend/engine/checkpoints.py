@@ -71,7 +71,7 @@ def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
-            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118 - not a dict
     state = _torch_load(path, mmap=True)
     return {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
 
@@ -92,13 +92,15 @@ def _has_prefix(shapes: Shapes, prefix: str) -> bool:
 
 
 def detect_family(shapes: Shapes) -> str:
-    """"sd15", "sdxl", "sd15-inpaint" or "sdxl-inpaint"; UnsupportedCheckpoint otherwise."""
+    """ "sd15", "sdxl", "sd15-inpaint" or "sdxl-inpaint"; UnsupportedCheckpoint otherwise."""
     conv_in = shapes.get(UNET + "input_blocks.0.0.weight")
     if conv_in is None:
         raise UnsupportedCheckpoint("no Stable Diffusion UNet in it (a LoRA, VAE or embedding?)")
     in_channels = conv_in[1]
     if in_channels not in (4, 9):
-        raise UnsupportedCheckpoint(f"its UNet takes {in_channels} input channels (only 4 and 9 are supported)")
+        raise UnsupportedCheckpoint(
+            f"its UNet takes {in_channels} input channels (only 4 and 9 are supported)"
+        )
     suffix = "-inpaint" if in_channels == 9 else ""
     if _has_prefix(shapes, SDXL_OPENCLIP) and _has_prefix(shapes, SDXL_CLIP):
         return "sdxl" + suffix
@@ -147,8 +149,12 @@ def derive_unet_config(shapes: Shapes, family: str) -> dict[str, Any]:
     if mid_depth != depths[-1]:
         raise UnsupportedCheckpoint("its UNet's middle block does not follow the Stable Diffusion layout")
 
-    attn_k = next(shape for key, shape in shapes.items() if key.startswith(UNET) and key.endswith("attn2.to_k.weight"))
-    proj_in = next(shape for key, shape in shapes.items() if key.startswith(UNET) and key.endswith("proj_in.weight"))
+    attn_k = next(
+        shape for key, shape in shapes.items() if key.startswith(UNET) and key.endswith("attn2.to_k.weight")
+    )
+    proj_in = next(
+        shape for key, shape in shapes.items() if key.startswith(UNET) and key.endswith("proj_in.weight")
+    )
     is_sdxl = base_family(family) == "sdxl"
     config: dict[str, Any] = {
         "sample_size": 128 if is_sdxl else 64,
@@ -186,7 +192,9 @@ def derive_vae_config(shapes: Shapes, family: str) -> dict[str, Any]:
         "out_channels": shapes[VAE + "decoder.conv_out.weight"][0],
         "down_block_types": ["DownEncoderBlock2D"] * num_levels,
         "up_block_types": ["UpDecoderBlock2D"] * num_levels,
-        "block_out_channels": [shapes[f"{VAE}encoder.down.{i}.block.0.conv2.weight"][0] for i in range(num_levels)],
+        "block_out_channels": [
+            shapes[f"{VAE}encoder.down.{i}.block.0.conv2.weight"][0] for i in range(num_levels)
+        ],
         "layers_per_block": _count(shapes, re.escape(VAE) + r"encoder\.down\.0\.block\.(\d+)\."),
         "latent_channels": shapes[VAE + "post_quant_conv.weight"][0],
         "sample_size": 1024 if base_family(family) == "sdxl" else 512,
@@ -260,7 +268,9 @@ def _text_state_dict(model: torch.nn.Module, converted: dict[str, torch.Tensor])
     return converted
 
 
-def pipeline_from_state_dict(state_dict: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32) -> tuple[Any, str]:
+def pipeline_from_state_dict(
+    state_dict: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32
+) -> tuple[Any, str]:
     """(diffusers StableDiffusion(XL)Pipeline, family) from an LDM-layout state dict, offline."""
     from diffusers import (
         AutoencoderKL,
@@ -297,10 +307,18 @@ def pipeline_from_state_dict(state_dict: dict[str, torch.Tensor], dtype: torch.d
 
     if base_family(family) == "sdxl":
         tokenizer = tokenizer_for_vocab_size(shapes[SDXL_CLIP + "embeddings.token_embedding.weight"][0])
-        tokenizer_2 = tokenizer_for_vocab_size(shapes[SDXL_OPENCLIP + "token_embedding.weight"][0], pad_token="!")
+        tokenizer_2 = tokenizer_for_vocab_size(
+            shapes[SDXL_OPENCLIP + "token_embedding.weight"][0], pad_token="!"
+        )
         text_encoder = build(CLIPTextModel, derive_text_config(shapes, SDXL_CLIP, tokenizer))
-        _load_strict(text_encoder, _text_state_dict(text_encoder, convert_ldm_clip_checkpoint(state_dict)), "text encoder")
-        text_encoder_2 = build(CLIPTextModelWithProjection, derive_text_config(shapes, SDXL_OPENCLIP, tokenizer_2))
+        _load_strict(
+            text_encoder,
+            _text_state_dict(text_encoder, convert_ldm_clip_checkpoint(state_dict)),
+            "text encoder",
+        )
+        text_encoder_2 = build(
+            CLIPTextModelWithProjection, derive_text_config(shapes, SDXL_OPENCLIP, tokenizer_2)
+        )
         converted = convert_open_clip_checkpoint(text_encoder_2, state_dict, prefix=SDXL_OPENCLIP)
         _load_strict(text_encoder_2, _text_state_dict(text_encoder_2, converted), "second text encoder")
         pipe = StableDiffusionXLPipeline(
@@ -315,7 +333,11 @@ def pipeline_from_state_dict(state_dict: dict[str, torch.Tensor], dtype: torch.d
     else:
         tokenizer = tokenizer_for_vocab_size(shapes[SD15_CLIP + "embeddings.token_embedding.weight"][0])
         text_encoder = build(CLIPTextModel, derive_text_config(shapes, SD15_CLIP, tokenizer))
-        _load_strict(text_encoder, _text_state_dict(text_encoder, convert_ldm_clip_checkpoint(state_dict)), "text encoder")
+        _load_strict(
+            text_encoder,
+            _text_state_dict(text_encoder, convert_ldm_clip_checkpoint(state_dict)),
+            "text encoder",
+        )
         pipe = StableDiffusionPipeline(
             vae=vae,
             text_encoder=text_encoder,
@@ -356,7 +378,9 @@ def folder_family(folder: Path) -> str:
         raise UnsupportedCheckpoint("it has no text encoder (an SDXL refiner?)")
     in_channels = unet.get("in_channels", 4)
     if in_channels not in (4, 9):
-        raise UnsupportedCheckpoint(f"its UNet takes {in_channels} input channels (only 4 and 9 are supported)")
+        raise UnsupportedCheckpoint(
+            f"its UNet takes {in_channels} input channels (only 4 and 9 are supported)"
+        )
     suffix = "-inpaint" if in_channels == 9 else ""
     if unet.get("addition_embed_type") == "text_time" and index.get("text_encoder_2"):
         return "sdxl" + suffix

@@ -26,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--model", help="model spec: builtin:NAME, hf:ORG/NAME, a found name, or a path")
     parser.add_argument("--image", required=True, type=Path, help="the image to change (PNG, JPEG, ...)")
-    parser.add_argument("--mask", required=True, type=Path, help="white = change fully, black = keep, gray between")
+    parser.add_argument(
+        "--mask", required=True, type=Path, help="white = change fully, black = keep, gray between"
+    )
     parser.add_argument("--out", required=True, type=Path, help="where to write the result")
     parser.add_argument("--prompt", default="", help="what to paint")
     parser.add_argument("--negative-prompt", default="", help="what to avoid")

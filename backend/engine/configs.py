@@ -51,7 +51,7 @@ VAE_SCALING_FACTOR = {"sd15": 0.18215, "sdxl": 0.13025}
 
 
 def base_family(family: str) -> str:
-    """"sd15" or "sdxl" for any family name."""
+    """ "sd15" or "sdxl" for any family name."""
     return family.removesuffix("-inpaint")
 
 

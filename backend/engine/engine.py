@@ -293,8 +293,17 @@ class Engine:
         with self._job_lock:
             try:
                 return self._run(
-                    entry, image, processed, alpha, max_strength, params, seed, start,
-                    on_progress, on_preview, should_cancel,
+                    entry,
+                    image,
+                    processed,
+                    alpha,
+                    max_strength,
+                    params,
+                    seed,
+                    start,
+                    on_progress,
+                    on_preview,
+                    should_cancel,
                 )
             except BaseException as exc:
                 # Whatever the job held (latents, activations) goes before the next job; the
@@ -419,7 +428,9 @@ def check_pixels(image: Any, mask: Any) -> tuple[np.ndarray, np.ndarray]:
     if height == 0 or width == 0:
         raise InvalidRequest("The region is empty.")
     if height * width > MAX_REGION_PIXELS:
-        raise InvalidRequest(f"The region is {width}x{height} pixels; at most {MAX_REGION_PIXELS} pixels are accepted.")
+        raise InvalidRequest(
+            f"The region is {width}x{height} pixels; at most {MAX_REGION_PIXELS} pixels are accepted."
+        )
     if not np.isfinite(image).all():
         raise InvalidRequest("The image contains NaN or infinite values.")
     return image, mask

@@ -18,7 +18,9 @@ import torch.nn.functional as F
 COMPOSITE_RAMP = 0.05
 
 
-def process_mask(mask: np.ndarray, *, grow: float = 0.0, feather: float = 0.0, snap: float = 0.0) -> np.ndarray:
+def process_mask(
+    mask: np.ndarray, *, grow: float = 0.0, feather: float = 0.0, snap: float = 0.0
+) -> np.ndarray:
     """uint8 HxW (0 keep, 255 change) -> float64 HxW in [0, 1]: grown, feathered, snapped."""
     m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float64) / 255.0)[None, None]
     radius = round(grow)

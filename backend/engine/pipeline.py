@@ -251,11 +251,15 @@ class DifferentialDiffusionPipeline:
 
         # 3. z0 and one noise tensor for the whole run, drawn in img2img's order.
         original_latents, original_mean = self.encode_image(image, generator)
-        noise = randn_tensor(original_latents.shape, generator=generator, device=self.device, dtype=self.dtype)
+        noise = randn_tensor(
+            original_latents.shape, generator=generator, device=self.device, dtype=self.dtype
+        )
 
         # Per latent pixel: the first step at which it is free (bilinear, as the references).
         latent_size = original_latents.shape[-2:]
-        latent_strength = F.interpolate(strength.double().cpu(), size=latent_size, mode="bilinear", align_corners=False)
+        latent_strength = F.interpolate(
+            strength.double().cpu(), size=latent_size, mode="bilinear", align_corners=False
+        )
         first_free = first_free_step(latent_strength, num_steps, max_strength).to(self.device)
         never_free = first_free >= num_steps
 
@@ -280,7 +284,9 @@ class DifferentialDiffusionPipeline:
                 # at a time: with a begin index set, a vectorised add_noise would use one sigma
                 # (the current step's) for every timestep it is given.
                 free = first_free <= step_index
-                noised_original = scheduler.add_noise(original_latents, noise, t.reshape(1).repeat(batch_size))
+                noised_original = scheduler.add_noise(
+                    original_latents, noise, t.reshape(1).repeat(batch_size)
+                )
                 latents = torch.where(free, latents, noised_original)
 
                 model_input = torch.cat([latents] * 2) if do_cfg else latents

@@ -98,9 +98,14 @@ def tiny_text_config(hidden_act: str, pad_token_id: int, projection_dim: int = 3
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _build(name: str) -> Any:
-    from diffusers import AutoencoderKL, StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
     from diffusers.schedulers import EulerDiscreteScheduler, PNDMScheduler
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 

@@ -71,7 +71,9 @@ def build_tokenizer(kind: str, pad_token: str = EOS) -> Any:
     merges = {"clip": clip_merges, "tiny": tiny_merges}[kind]()
     with tempfile.TemporaryDirectory(prefix="differential-inpaint-tokenizer-") as folder:
         (Path(folder) / "vocab.json").write_text(json.dumps(_vocabulary(merges)), encoding="utf-8")
-        (Path(folder) / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+        (Path(folder) / "merges.txt").write_text(
+            "#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8"
+        )
         return CLIPTokenizer.from_pretrained(
             folder,
             model_max_length=MAX_LENGTH,

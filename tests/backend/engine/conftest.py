@@ -12,7 +12,9 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 
 @pytest.fixture(autouse=True)
-def _isolated_model_folders(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+def _isolated_model_folders(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """No test sees the real home folder, HF cache or model folders of this machine."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))

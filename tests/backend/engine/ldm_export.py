@@ -91,7 +91,13 @@ def vae_to_ldm(vae: Any) -> dict[str, torch.Tensor]:
         prefixes.append((f"encoder.down_blocks.{i}.downsamplers.0.", f"encoder.down.{i}.downsample."))
         prefixes.append((f"decoder.up_blocks.{i}.resnets.", f"decoder.up.{levels - 1 - i}.block."))
         prefixes.append((f"decoder.up_blocks.{i}.upsamplers.0.", f"decoder.up.{levels - 1 - i}.upsample."))
-    attention_renames = [("group_norm.", "norm."), ("to_q.", "q."), ("to_k.", "k."), ("to_v.", "v."), ("to_out.0.", "proj_out.")]
+    attention_renames = [
+        ("group_norm.", "norm."),
+        ("to_q.", "q."),
+        ("to_k.", "k."),
+        ("to_v.", "v."),
+        ("to_out.0.", "proj_out."),
+    ]
 
     out = {}
     for key, value in vae.state_dict().items():

@@ -63,14 +63,19 @@ def test_gray_bands_change_monotonically_more(engine: Engine) -> None:
         mask[:, band * 64 : (band + 1) * 64] = level
     result = engine.inpaint(image, mask, _params(steps=8, snap=0.0), model=TINY)
     change = [
-        np.abs(result.image[:, b * 64 + 12 : (b + 1) * 64 - 12, :3] - image[:, b * 64 + 12 : (b + 1) * 64 - 12, :3]).mean()
+        np.abs(
+            result.image[:, b * 64 + 12 : (b + 1) * 64 - 12, :3]
+            - image[:, b * 64 + 12 : (b + 1) * 64 - 12, :3]
+        ).mean()
         for b in range(4)
     ]
     assert change[0] == 0.0
     assert change[0] < change[1] < change[2] < change[3], change
 
 
-def test_regions_are_sampled_at_the_working_resolution(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_regions_are_sampled_at_the_working_resolution(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sizes: list[tuple[int, int]] = []
     original = DifferentialDiffusionPipeline.__call__
 
@@ -142,7 +147,9 @@ def test_every_offered_scheduler_runs(engine: Engine, scheduler: str) -> None:
 @pytest.mark.parametrize("name", ["heun", "kdpm2", "pndm", "lms", "dpmpp_sde", "no-such-scheduler"])
 def test_other_schedulers_are_refused_with_a_clear_error(engine: Engine, name: str) -> None:
     with pytest.raises(InvalidRequest, match="(?i)scheduler") as refused:
-        engine.inpaint(random_region(8, 8), np.full((8, 8), 255, np.uint8), _params(scheduler=name), model=TINY)
+        engine.inpaint(
+            random_region(8, 8), np.full((8, 8), 255, np.uint8), _params(scheduler=name), model=TINY
+        )
     assert "euler" in str(refused.value)  # says what to choose instead
 
 
@@ -205,11 +212,15 @@ def test_cancel_stops_within_one_step_and_the_engine_goes_on(engine: Engine) -> 
             should_cancel=should_cancel,
         )
     assert steps == [1, 2]
-    result = engine.inpaint(random_region(16, 16), np.full((16, 16), 255, np.uint8), _params(steps=2), model=TINY)
+    result = engine.inpaint(
+        random_region(16, 16), np.full((16, 16), 255, np.uint8), _params(steps=2), model=TINY
+    )
     assert result.image.shape == (16, 16, 4)
 
 
-def test_out_of_memory_fails_one_job_and_frees_memory(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_out_of_memory_fails_one_job_and_frees_memory(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     original = DifferentialDiffusionPipeline.__call__
     calls: list[int] = []
     freed: list[int] = []
@@ -260,4 +271,4 @@ def test_grow_and_feather_reach_the_result(engine: Engine) -> None:
     assert (grown.image[..., 3] > 0).sum() > (plain.image[..., 3] > 0).sum()
     assert grown.image[24, 12, 3] == 1.0 and plain.image[24, 12, 3] == 0.0
     alpha = feathered.image[24, :, 3]
-    assert 0 < (alpha > 0).sum() and (alpha[alpha > 0] < 1).any()  # a soft edge
+    assert (alpha > 0).sum() > 0 and (alpha[alpha > 0] < 1).any()  # a soft edge

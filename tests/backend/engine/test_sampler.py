@@ -101,7 +101,10 @@ def test_free_sets_are_nested_and_follow_the_bands() -> None:
     for before, after in zip(free_columns, free_columns[1:], strict=False):
         assert all(a or not b for b, a in zip(before, after, strict=True))
     # e = 1 free from step 0, 0.6 from step 4, 0.3 from step 7, 0 never (bilinear edges aside).
-    first_free = [next((s.step_index for s, f in zip(states, free_columns, strict=True) if f[c]), None) for c in range(8)]
+    first_free = [
+        next((s.step_index for s, f in zip(states, free_columns, strict=True) if f[c]), None)
+        for c in range(8)
+    ]
     assert first_free[0] is None and first_free[3] == 7 and first_free[5] == 4 and first_free[7] == 0
     # Never-free latents are the original latents, exactly.
     assert torch.equal(latents[..., :, :1], states[-1].original_latents[..., :, :1])

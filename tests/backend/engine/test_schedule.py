@@ -25,7 +25,9 @@ def test_start_step_is_img2img_in_double_precision() -> None:
     st.integers(1, 50),
     st.sampled_from([1.0, 0.9, 0.75, 0.7, 0.5, 0.3]),
 )
-def test_free_sets_follow_the_rule_exactly_and_are_nested(values: list[int], steps: int, strength: float) -> None:
+def test_free_sets_follow_the_rule_exactly_and_are_nested(
+    values: list[int], steps: int, strength: float
+) -> None:
     mask = np.array(values, dtype=np.float64) / 255.0
     e = torch.from_numpy(mask * strength)
     max_e = float(e.max())

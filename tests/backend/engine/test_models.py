@@ -1,0 +1,222 @@
+"""Models: single files and diffusers folders loaded offline, discovery, the spec grammar."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from differential_inpaint.backend.engine import Engine, InpaintParams, UnknownModel
+from differential_inpaint.backend.engine.checkpoints import (
+    UnsupportedCheckpoint,
+    detect_family,
+    load_folder,
+    load_single_file,
+    read_shapes,
+)
+from differential_inpaint.backend.engine.pipeline import DifferentialDiffusionPipeline
+from differential_inpaint.backend.engine.schedulers import make_scheduler
+from differential_inpaint.backend.engine.tiny import build_tiny_pipeline
+from differential_inpaint.backend.engine.tokenizers import build_tokenizer
+
+from .conftest import random_region
+from .ldm_export import pipeline_to_ldm, save_single_file
+
+COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+
+
+def _assert_same_weights(a: Any, b: Any) -> None:
+    for name in COMPONENTS:
+        left, right = getattr(a, name, None), getattr(b, name, None)
+        assert (left is None) == (right is None), name
+        if left is None:
+            continue
+        left_state, right_state = left.state_dict(), right.state_dict()
+        assert set(left_state) == set(right_state), name
+        for key, value in left_state.items():
+            assert torch.equal(value, right_state[key]), f"{name}.{key}"
+
+
+def _latents(pipe: Any) -> torch.Tensor:
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    strength = torch.linspace(0, 1, 64, dtype=torch.float64).expand(1, 1, 64, 64)
+    return DifferentialDiffusionPipeline(pipe)(
+        image,
+        strength,
+        prompt="a red door",
+        num_inference_steps=4,
+        scheduler=make_scheduler("euler", pipe.scheduler.config),
+        generator=torch.Generator().manual_seed(1),
+        output_type="latent",
+    )
+
+
+@pytest.mark.parametrize(
+    ("builtin", "suffix"),
+    [("tiny-sd15", ".safetensors"), ("tiny-sdxl", ".safetensors"), ("tiny-sd15-inpaint", ".ckpt")],
+)
+def test_single_file_checkpoints_load_offline_as_the_same_model(
+    tmp_path: Path, builtin: str, suffix: str
+) -> None:
+    original = build_tiny_pipeline(builtin)
+    path = save_single_file(original, tmp_path / f"model{suffix}")
+    assert detect_family(read_shapes(path)) == {"tiny-sd15": "sd15", "tiny-sdxl": "sdxl"}.get(
+        builtin, "sd15-inpaint"
+    )
+    loaded, family = load_single_file(path)  # HF_HUB_OFFLINE=1: nothing may be fetched
+    assert family == detect_family(read_shapes(path))
+    _assert_same_weights(original, loaded)
+    assert loaded.tokenizer("a red door").input_ids == original.tokenizer("a red door").input_ids
+    torch.testing.assert_close(_latents(loaded), _latents(original), rtol=0, atol=0)
+
+
+def test_a_diffusers_folder_loads_offline(tmp_path: Path) -> None:
+    original = build_tiny_pipeline("tiny-sdxl")
+    original.save_pretrained(tmp_path / "tiny-sdxl")
+    loaded, family = load_folder(tmp_path / "tiny-sdxl")
+    assert family == "sdxl"
+    _assert_same_weights(original, loaded)
+
+
+def test_files_that_are_not_checkpoints_are_recognised(tmp_path: Path) -> None:
+    lora = tmp_path / "lora.safetensors"
+    save_file({"lora_unet_down_blocks_0.alpha": torch.ones(1)}, str(lora))
+    with pytest.raises(UnsupportedCheckpoint, match="LoRA"):
+        detect_family(read_shapes(lora))
+    state = pipeline_to_ldm(build_tiny_pipeline("tiny-sd15"))
+    sd2 = {
+        k.replace("cond_stage_model.transformer.text_model.", "cond_stage_model.model."): v
+        for k, v in state.items()
+    }
+    with pytest.raises(UnsupportedCheckpoint, match="2.x"):
+        detect_family({k: tuple(v.shape) for k, v in sd2.items()})
+
+
+def test_the_clip_tokenizer_is_built_offline_from_the_shipped_merges() -> None:
+    tokenizer = build_tokenizer("clip")
+    assert len(tokenizer) == 49408
+    ids = tokenizer("a photograph of an astronaut riding a horse").input_ids
+    assert ids == [49406, 320, 8853, 539, 550, 18376, 6765, 320, 4558, 49407]
+    assert build_tokenizer("clip", pad_token="!").pad_token_id == 0  # SDXL's second tokenizer
+
+
+def _write_hf_cache_model(hf_home: Path, repo_id: str, builtin: str) -> Path:
+    repo = hf_home / "hub" / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / "0123abcd"
+    build_tiny_pipeline(builtin).save_pretrained(snapshot)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123abcd")
+    return snapshot
+
+
+def test_discovery_finds_models_where_painters_keep_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_checkpoint: Path
+) -> None:
+    home = tmp_path / "home"
+    comfy = home / "ComfyUI" / "models" / "checkpoints"
+    a1111 = home / "stable-diffusion-webui" / "models" / "Stable-diffusion"
+    extra, env_dir = tmp_path / "extra", tmp_path / "env"
+    for folder, name in [
+        (comfy / "sd15", "comfy_model"),
+        (a1111, "a1111_model"),
+        (extra, "extra_model"),
+        (env_dir, "env_model"),
+    ]:
+        folder.mkdir(parents=True)
+        (folder / f"{name}.safetensors").symlink_to(tiny_checkpoint)
+    save_file({"lora.alpha": torch.ones(1)}, str(comfy / "not_a_model.safetensors"))
+    (comfy / "notes.txt").write_text("ignored")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("HF_HOME", str(home / ".cache" / "huggingface"))
+    monkeypatch.setenv("DIFFERENTIAL_INPAINT_MODEL_DIRS", str(env_dir))
+    _write_hf_cache_model(home / ".cache" / "huggingface", "someone/tiny-xl", "tiny-sdxl")
+
+    engine = Engine(device="cpu", model_dirs=[extra])
+    models = {m.name: (m.family, m.source) for m in engine.list_models()}
+    assert models["sd15/comfy_model.safetensors"] == ("sd15", "comfyui")
+    assert models["a1111_model.safetensors"] == ("sd15", "automatic1111")
+    assert models["extra_model.safetensors"] == ("sd15", "folder")
+    assert models["env_model.safetensors"] == ("sd15", "folder")
+    assert models["hf:someone/tiny-xl"] == ("sdxl", "huggingface-cache")
+    assert models["builtin:tiny-sdxl-inpaint"] == ("sdxl-inpaint", "builtin")
+    assert "not_a_model.safetensors" not in models
+    assert not any(str(tmp_path) in name for name in models)  # names never expose paths
+    searched = [f.path for f in engine.search_folders()]
+    assert searched.index(extra) < searched.index(env_dir) < searched.index(comfy)
+
+    assert engine.resolve_model("comfy_model") == "sd15/comfy_model.safetensors"  # by stem
+    assert engine.resolve_model(None) == "a1111_model.safetensors"  # the first found
+    assert (
+        Engine(device="cpu", default_model="hf:someone/tiny-xl").resolve_model(None) == "hf:someone/tiny-xl"
+    )
+    with pytest.raises(UnknownModel, match="Hugging Face cache"):
+        engine.resolve_model("hf:someone/never-downloaded")
+    with pytest.raises(UnknownModel, match=str(extra)):  # says where it looked
+        engine.resolve_model("missing_model")
+
+
+def test_a_path_spec_is_listed_under_its_file_name(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    engine = Engine(device="cpu", scan_default_locations=False)
+    assert engine.resolve_model(str(tiny_checkpoint)) == tiny_checkpoint.name
+    assert tiny_checkpoint.name in {m.name for m in engine.list_models()}
+    assert engine.resolve_model(tiny_checkpoint.name) == tiny_checkpoint.name
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(UnknownModel, match="junk.ckpt"):
+        engine.resolve_model(str(junk))
+    with pytest.raises(UnknownModel):
+        Engine(device="cpu", scan_default_locations=False, allow_paths=False).resolve_model(
+            str(tiny_checkpoint)
+        )
+
+
+def test_an_inpainting_single_file_runs_through_the_engine_and_keeps_mask_zero(tmp_path: Path) -> None:
+    path = save_single_file(build_tiny_pipeline("tiny-sd15-inpaint"), tmp_path / "inpaint.safetensors")
+    engine = Engine(device="cpu", model_dirs=[tmp_path], scan_default_locations=False)
+    assert {m.name: m.family for m in engine.list_models()}["inpaint.safetensors"] == "sd15-inpaint"
+    image = random_region(40, 40)
+    mask = np.zeros((40, 40), np.uint8)
+    mask[8:32, 8:32] = 255
+    result = engine.inpaint(image, mask, InpaintParams(prompt="a window", steps=2, seed=1), model=path.name)
+    assert result.image[mask == 0, :3].tobytes() == image[mask == 0, :3].tobytes()
+    assert (result.image[mask == 255, 3] == 1).all()
+
+
+def test_loaded_models_are_cached_least_recently_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = Engine(device="cpu", scan_default_locations=False, max_loaded=1)
+    loads: list[str] = []
+    original = Engine._load_uncached
+
+    def counting(self: Engine, entry: Any) -> Any:
+        loads.append(entry.name)
+        return original(self, entry)
+
+    monkeypatch.setattr(Engine, "_load_uncached", counting)
+    image, mask = random_region(16, 16), np.full((16, 16), 255, np.uint8)
+    for model in ["builtin:tiny-sd15", "builtin:tiny-sd15", "builtin:tiny-sdxl", "builtin:tiny-sd15"]:
+        engine.inpaint(image, mask, InpaintParams(steps=1, seed=1), model=model)
+    assert loads == ["builtin:tiny-sd15", "builtin:tiny-sdxl", "builtin:tiny-sd15"]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("checkpoint")
+    return save_single_file(build_tiny_pipeline("tiny-sd15"), folder / "tiny_sd15.safetensors")
+
+
+def test_model_index_of_a_refiner_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "refiner"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "model_index.json").write_text(
+        json.dumps({"_class_name": "StableDiffusionXLImg2ImgPipeline", "text_encoder": [None, None]})
+    )
+    (folder / "unet" / "config.json").write_text(
+        json.dumps({"in_channels": 4, "addition_embed_type": "text_time"})
+    )
+    with pytest.raises(UnsupportedCheckpoint, match="refiner"):
+        load_folder(folder)
