@@ -157,8 +157,11 @@ _PATH = re.compile(r"""(?:(?<=[\s'"(=])|^)(?:[A-Za-z]:[\\/]|/|~/)[^\s'"),]+""")
 
 
 def public_text(text: str, limit: int = 2000) -> str:
-    text = _PATH.sub("<path>", text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """An engine message made fit for the wire: no paths, bounded, and without a final period,
+    like every daemon message (clients append their own advice after it)."""
+    text = _PATH.sub("<path>", text).strip()
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return text[:-1] if text.endswith(".") and not text.endswith("...") else text
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

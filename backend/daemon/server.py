@@ -286,8 +286,8 @@ class DaemonServer:
                 else "the token does not match this daemon's token"
             )
             return await self._refuse(session, Error(ErrorCode.UNAUTHORIZED, text), "unauthorized")
-        session.name = f"client #{session.serial} {hello.client[:64]} {hello.client_version[:32]}".rstrip()
-        session.name += f" ({session.address})"
+        client = f"{_printable(hello.client, 64)} {_printable(hello.client_version, 32)}".strip()
+        session.name = f"client #{session.serial} {client} ({session.address})"
         log.info("%s: connected", session.name)
         session.send(
             Welcome(
@@ -383,6 +383,11 @@ class DaemonServer:
         except InvalidRequest as exc:
             return str(exc)
         return None
+
+
+def _printable(text: str, limit: int) -> str:
+    """A client-chosen name made safe for one log line (no newlines or control characters)."""
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])
 
 
 def _address(connection: ServerConnection) -> str:

@@ -355,3 +355,40 @@ def test_large_messages_are_sent_as_fragments() -> None:
     parts = _fragments(big)
     assert [len(x) for x in parts] == [2 * 1024 * 1024, 2 * 1024 * 1024, 1024 * 1024 + 3]
     assert b"".join(bytes(x) for x in parts) == big
+
+
+def test_shutdown_tells_running_and_queued_jobs_and_closes_connections(
+    engine: FakeEngine, make_daemon: Any
+) -> None:
+    from websockets.exceptions import ConnectionClosed
+
+    daemon = make_daemon(engine)
+    engine.hold = threading.Event()
+    with RawClient(daemon.url) as running, RawClient(daemon.url) as waiting:
+        running.send(make_submit("r", steps=50))
+        engine.running.wait(TIMEOUT)
+        waiting.send(make_submit("w"))
+        waiting.until_type(p.Accepted, "w")
+        daemon.call(daemon.server.shutdown())
+        for client, job_id, when in ((running, "r", "was running"), (waiting, "w", "was waiting")):
+            error = client.final(job_id)
+            assert isinstance(error, p.Error) and error.code is p.ErrorCode.JOB_FAILED
+            assert when in error.message and "nothing was changed" in error.message
+            with pytest.raises(ConnectionClosed) as closed:
+                client.recv(TIMEOUT)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    assert engine.calls[0].cancelled_at == 1 and len(engine.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Cannot read model '/home/me/models/x.safetensors': denied.", "Cannot read model '<path>': denied"),
+        ("failed at C:\\Users\\me\\x.ckpt now", "failed at <path> now"),
+        ("Strength must be in (0, 1], got 2.", "Strength must be in (0, 1], got 2"),
+        ("wait...", "wait..."),
+        ("x" * 3000, "x" * 1997 + "..."),
+    ],
+)
+def test_engine_messages_lose_paths_before_the_wire(text: str, expected: str) -> None:
+    assert jobs_module.public_text(text) == expected

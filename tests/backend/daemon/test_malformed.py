@@ -240,3 +240,26 @@ def test_queries_are_answered(daemon: Any) -> None:
         client.send(p.GetStatus())
         status = client.recv()
         assert status == p.Status(queued=0, running=False, loaded_model=None, device="cpu")
+
+
+def test_a_silent_connection_is_closed_after_the_handshake_time(engine: Any, make_daemon: Any) -> None:
+    daemon = make_daemon(engine, handshake_timeout=0.3)
+    client = RawClient(daemon.url, hello=None)
+    try:
+        error = client.recv()
+        assert error.code is p.ErrorCode.HANDSHAKE_REQUIRED and "hello" in error.message
+        with pytest.raises(ConnectionClosed):
+            client.ws.recv(timeout=10)
+    finally:
+        client.close()
+    assert_good_job(daemon.url)
+
+
+def test_client_names_cannot_forge_log_lines(daemon: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="differential_inpaint.daemon")
+    hello = p.Hello(client="krita\n12:00:00 INFO job x: done", client_version="1\r\n")
+    with RawClient(daemon.url, hello=hello) as client:
+        client.run(make_submit("named"))
+    lines = [r.getMessage() for r in caplog.records if "connected" in r.getMessage()]
+    assert lines and all("\n" not in line and "\r" not in line for line in lines)
+    assert "krita?12:00:00 INFO job x: done 1??" in lines[-1]
