@@ -91,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--steps", type=int, default=8, help="sampling steps per job (default 8)")
+    parser.add_argument(
+        "--steps", type=int, default=20, help="sampling steps per job (default 20, as inpaint_layer)"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per document size (default 5)")
     parser.add_argument("--server", help="a running daemon's address (default: start one)")
     parser.add_argument("--model", default="builtin:tiny-sd15", help="the model a started daemon serves")
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for size in args.sizes:
         runs = figures["runs"][str(size)]
-        m = {key: statistics.median(r[key] for r in runs) for key in ("total", "daemon", "read")}
+        m = {key: statistics.median(r[key] for r in runs) for key in ("total", "daemon", "read", "add_layer")}
         medians[size] = m
         spread = f"{min(r['total'] for r in runs):.2f}-{max(r['total'] for r in runs):.2f}"
         overhead = statistics.median(r["total"] - r["daemon"] for r in runs)
@@ -115,9 +117,12 @@ def main(argv: list[str] | None = None) -> int:
             f"+ plugin and Krita {overhead:.3f} s; region {runs[0]['region']}, "
             f"read in {m['read'] * 1000:.1f} ms"
         )
+        print(f"{'':14}Krita's own add-layer step on this document: {m['add_layer']:.3f} s")
     ratio = medians[8192]["total"] / medians[512]["total"]
     verdict = "meets" if ratio <= GOAL else "misses"
-    print(f"  ratio 8192/512 of the totals: {ratio:.3f} ({verdict} the goal <= {GOAL})")
+    best = {size: min(r["total"] for r in figures["runs"][str(size)]) for size in args.sizes}
+    print(f"  ratio 8192/512 of the median totals: {ratio:.3f} ({verdict} the goal <= {GOAL})")
+    print(f"  ratio 8192/512 of the best runs:     {best[8192] / best[512]:.3f} (less load-sensitive)")
     return 0
 
 

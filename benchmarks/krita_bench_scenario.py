@@ -73,11 +73,21 @@ def one_run(plugin: Any, doc: Any, layer: Any, config: dict[str, Any]) -> dict[s
     t1 = time.perf_counter()
     job = plugin.core.prepare_job(doc, layer, plugin.InpaintSettings(prompt="benchmark"))
     read = time.perf_counter() - t1
+    # Krita's own cost of adding a layer (the same undoable command, which
+    # refreshes the whole image), for comparison: the floor any result pays.
+    t2 = time.perf_counter()
+    empty = doc.createNode("empty", "paintlayer")
+    layer.parentNode().addChildNode(empty, layer)
+    doc.waitForDone()
+    add_layer = time.perf_counter() - t2
+    empty.remove()
+    doc.waitForDone()
     timings = results[0].timings
     return {
         "total": total,
         "daemon": float(timings.get("daemon", timings.get("total", 0.0))),
         "read": read,
+        "add_layer": add_layer,
         "region": f"{job.region.width}x{job.region.height}",
     }
 
