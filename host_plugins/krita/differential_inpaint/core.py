@@ -16,7 +16,7 @@ the layer gives transparent black. `Selection.pixelData` is one byte a pixel.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import protocol as p
@@ -348,7 +348,3 @@ def insert_result(job: PreparedJob, result: p.Result) -> Any:
     if not parent.addChildNode(layer, above):
         raise InpaintError("Krita refused to add the new layer; nothing was changed.", "insert_failed")
     return layer
-
-
-def with_seed(settings: InpaintSettings, seed: int | None) -> InpaintSettings:
-    return replace(settings, seed=seed)
