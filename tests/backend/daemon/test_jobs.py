@@ -76,7 +76,7 @@ def test_two_clients_at_once_each_get_only_their_own_results(daemon: Any, engine
         assert bob.until_type(p.Accepted).position == 0  # next to run once alice's job is done
         engine.hold.set()
         results = {"alice": alice.final("job-1"), "bob": bob.final("job-1")}
-        time.sleep(0.05)  # anything misrouted would have arrived by now
+        # A status round trip on each connection: anything misrouted was sent before it.
         alice.ws.send(p.encode(p.GetStatus()))
         bob.ws.send(p.encode(p.GetStatus()))
         alice.until_type(p.Status)

@@ -17,6 +17,8 @@ from tests.support.daemon import DaemonProcess, daemon_command, running_daemon
 
 from .conftest import RawClient, make_submit
 
+pytestmark = pytest.mark.slow  # real model: seconds each (deselect with -m "not slow")
+
 JOB_TIMEOUT = 180.0
 
 

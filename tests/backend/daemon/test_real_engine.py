@@ -20,6 +20,8 @@ from differential_inpaint.client import InpaintError, run_job
 
 from .conftest import InProcessDaemon, RawClient
 
+pytestmark = pytest.mark.slow  # real model: seconds each (deselect with -m "not slow")
+
 JOB_TIMEOUT = 180.0  # a loaded 2-core machine runs the tiny model at ~1-3 s a step
 SIZE = 64
 
