@@ -23,6 +23,7 @@ class ErrorCode(str, Enum):
     QUEUE_FULL = "queue_full"
     OUT_OF_MEMORY = "out_of_memory"  # the device ran out of memory for this job
     JOB_FAILED = "job_failed"  # the engine failed this job; the daemon goes on
+    SHUTTING_DOWN = "shutting_down"  # the daemon was stopped before the job finished
     INTERNAL = "internal"  # a bug in the daemon; the daemon goes on
 
 

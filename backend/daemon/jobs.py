@@ -308,7 +308,7 @@ class JobRunner:
             if job.stopping:
                 log.info("%s: stopped with the daemon after %.1f s", job.describe(), seconds)
                 text = SHUTDOWN_TEXT.format(when="was running")
-                return Outcome(encode(Error(ErrorCode.JOB_FAILED, text, job.job_id)), "failed")
+                return Outcome(encode(Error(ErrorCode.SHUTTING_DOWN, text, job.job_id)), "failed")
             log.info("%s: cancelled after %.1f s", job.describe(), seconds)
             return Outcome(encode(Cancelled(job.job_id)), "cancelled")
         if isinstance(exc, engine_errors.OutOfMemory):
@@ -468,7 +468,7 @@ class JobQueue:
         while self._pending:
             job = self._pending.popleft()
             text = SHUTDOWN_TEXT.format(when="was waiting")
-            self._finish(job, Outcome(encode(Error(ErrorCode.JOB_FAILED, text, job.job_id)), "failed"))
+            self._finish(job, Outcome(encode(Error(ErrorCode.SHUTTING_DOWN, text, job.job_id)), "failed"))
         running = self._running
         if running is not None:
             running.stopping = True
@@ -482,5 +482,5 @@ class JobQueue:
             # answer for it; the worker thread dies with the process.
             log.warning("%s: still running after %.0f s; stopping anyway", running.describe(), grace)
             text = SHUTDOWN_TEXT.format(when="was running")
-            error = Error(ErrorCode.JOB_FAILED, text, running.job_id)
+            error = Error(ErrorCode.SHUTTING_DOWN, text, running.job_id)
             self._finish(running, Outcome(encode(error), "failed"))

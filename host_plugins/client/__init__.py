@@ -220,8 +220,9 @@ def run_job(
                 message = conn.receive(timeout=_POLL)
             except TimeoutError:
                 continue
-            if getattr(message, "job_id", submit.job_id) != submit.job_id:
-                continue  # not ours (a protocol-level error names no job and is ours)
+            job_id = getattr(message, "job_id", None)
+            if job_id is not None and job_id != submit.job_id:
+                continue  # another job's (an error that names no job is ours)
             if isinstance(message, p.Result):
                 return message
             if isinstance(message, p.Progress):

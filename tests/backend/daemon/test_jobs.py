@@ -372,7 +372,7 @@ def test_shutdown_tells_running_and_queued_jobs_and_closes_connections(
         daemon.call(daemon.server.shutdown())
         for client, job_id, when in ((running, "r", "was running"), (waiting, "w", "was waiting")):
             error = client.final(job_id)
-            assert isinstance(error, p.Error) and error.code is p.ErrorCode.JOB_FAILED
+            assert isinstance(error, p.Error) and error.code is p.ErrorCode.SHUTTING_DOWN
             assert when in error.message and "nothing was changed" in error.message
             with pytest.raises(ConnectionClosed) as closed:
                 client.recv(TIMEOUT)

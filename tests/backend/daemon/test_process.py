@@ -42,7 +42,7 @@ def test_serve_prints_where_it_listens_runs_a_job_and_stops_cleanly_on_sigterm(t
             client.until(lambda m: isinstance(m, p.Progress) and m.stage == "sampling", JOB_TIMEOUT)
             daemon.signal(signal.SIGTERM)
             error = client.final("long", JOB_TIMEOUT)
-            assert isinstance(error, p.Error) and error.code is p.ErrorCode.JOB_FAILED
+            assert isinstance(error, p.Error) and error.code is p.ErrorCode.SHUTTING_DOWN
             assert "stopped" in error.message and "nothing was changed" in error.message
             with pytest.raises(ConnectionClosed) as closed:
                 client.recv(JOB_TIMEOUT)

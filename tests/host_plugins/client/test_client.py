@@ -213,3 +213,16 @@ def test_garbage_from_the_server_is_a_clear_error() -> None:
     with scripted_server(script) as url, pytest.raises(c.InpaintError) as err:
         c.server_info(url)
     assert err.value.code == "protocol"
+
+
+def test_an_error_naming_no_job_fails_the_job_at_once() -> None:
+    def script(ws: ServerConnection) -> None:
+        receive(ws)
+        ws.send(welcome())
+        receive(ws)
+        ws.send(p.encode(p.Error(p.ErrorCode.MALFORMED, "the daemon could not read that")))
+        ws.recv()  # keep the connection open: only the error may end the job
+
+    with scripted_server(script) as url, pytest.raises(c.InpaintError) as err:
+        c.run_job(submit(), server=url, timeout=30)
+    assert err.value.code == "malformed"
