@@ -34,4 +34,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: could not install the {args.host} plugin: {exc}", file=sys.stderr)
         return 1
     print(f"Installed the {args.host} plugin in {installed}")
+    hint = getattr(module, "ENABLE_HINT", None)
+    if hint:
+        print(hint)
     return 0

@@ -39,9 +39,9 @@ _BYTES_PER_PIXEL = {
 
 
 class ColorEncoding(str, Enum):
-    """How the channel values encode light. Integer formats are always sRGB-encoded;
-    float documents are often linear (Krita's default float profile is), and the
-    daemon converts, since models see sRGB."""
+    """How the channel values encode light: sRGB-encoded, or linear light (Krita's
+    default float profiles, and some of its 16-bit ones, are linear). The daemon
+    converts to sRGB for the model and back, so a layer keeps its encoding."""
 
     SRGB = "srgb"
     LINEAR = "linear"
