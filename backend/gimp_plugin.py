@@ -26,6 +26,7 @@ ENTRY = f"{PLUGIN_NAME}.py"
 PACKAGE = "differential_inpaint_gimp"
 ADAPTER_MODULES = ("__init__.py", "core.py", "gimp_io.py", "job.py", "plugin.py")
 GIMP_VERSION_DIR = "3.0"  # GIMP 3.x keeps its profile in a "3.0" folder
+ENABLE_HINT = "Restart GIMP; then Filters > Generic > Differential Inpaint..."
 
 
 def default_dest() -> Path:
