@@ -142,3 +142,35 @@ def test_inpainting_unet_gets_the_free_mask_and_masked_image_latents(name: str) 
         expected = torch.where(state.free, blank_latents, image_latents)  # hidden where free
         torch.testing.assert_close(cond[:, 5:], expected)
     assert torch.equal(latents[..., :1], states[-1].original_latents[..., :1])
+
+
+def test_cpu_offload_moves_components_per_stage_and_changes_nothing() -> None:
+    pipe = build_tiny_pipeline("tiny-sd15")
+    placed: list[str] = []
+    sampler = DifferentialDiffusionPipeline(pipe, cpu_offload=True)
+    original_to = torch.nn.Module.to
+
+    def recording_to(module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        for name in ("unet", "vae", "text_encoder"):
+            if module is getattr(pipe, name):
+                placed.append(f"{name}->{args[0] if args else kwargs}")
+        return original_to(module, *args, **kwargs)
+
+    torch.nn.Module.to = recording_to  # type: ignore[method-assign]
+    try:
+        offloaded = sampler(
+            _image(),
+            _bands(),
+            prompt="a red door",
+            num_inference_steps=3,
+            scheduler=make_scheduler("euler", pipe.scheduler.config),
+            generator=torch.Generator().manual_seed(3),
+            output_type="latent",
+        )
+    finally:
+        torch.nn.Module.to = original_to  # type: ignore[method-assign]
+    assert placed[:2] == ["text_encoder->cpu", "text_encoder->cpu"]  # to the device, then parked
+    assert {"unet->cpu", "vae->cpu"} <= set(placed)
+    resident = _run("tiny-sd15", _bands(), "euler", num_inference_steps=3, negative_prompt="",
+                    generator=torch.Generator().manual_seed(3))  # fmt: skip
+    assert torch.equal(offloaded, resident)
