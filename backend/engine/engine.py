@@ -94,7 +94,7 @@ class Engine:
         *,
         vae_tiling: bool = False,
         cpu_offload: bool = False,
-        max_loaded: int = 2,
+        max_loaded: int = 1,
         scan_default_locations: bool = True,
         allow_paths: bool = True,
     ) -> None:

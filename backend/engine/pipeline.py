@@ -100,6 +100,7 @@ class DifferentialDiffusionPipeline:
         self.vae_dtype = dtype
         if dtype == torch.float16 and self.is_sdxl and getattr(self.vae.config, "force_upcast", False):
             self.vae_dtype = torch.float32
+            self.vae.to(dtype=torch.float32)
 
     # -- component placement -------------------------------------------------------
 
@@ -242,6 +243,8 @@ class DifferentialDiffusionPipeline:
             }
 
         # 2. Timesteps: start where the strongest pixel starts (img2img with strength max(e)).
+        if scheduler.order != 1:
+            raise ValueError("Differential sampling needs a scheduler with one model call per step.")
         max_strength = float(strength.max()) if max_strength is None else float(max_strength)
         scheduler.set_timesteps(num_steps, device=self.device)
         t_start = start_step(max_strength, num_steps)
