@@ -25,6 +25,7 @@ CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 UNET = "model.diffusion_model."
 VAE = "first_stage_model."
 SD15_CLIP = "cond_stage_model.transformer.text_model."
+SD15_CLIP_LEGACY = "cond_stage_model.transformer."  # saved by old transformers, no text_model.
 SD2_OPENCLIP = "cond_stage_model.model."
 SDXL_CLIP = "conditioner.embedders.0.transformer.text_model."
 SDXL_OPENCLIP = "conditioner.embedders.1.model."
@@ -108,7 +109,7 @@ def detect_family(shapes: Shapes) -> str:
         raise UnsupportedCheckpoint("it is an SDXL refiner, which cannot inpaint on its own")
     if _has_prefix(shapes, SD2_OPENCLIP):
         raise UnsupportedCheckpoint("it is a Stable Diffusion 2.x checkpoint (not supported)")
-    if _has_prefix(shapes, SD15_CLIP):
+    if _has_prefix(shapes, SD15_CLIP_LEGACY):
         return "sd15" + suffix
     raise UnsupportedCheckpoint("its text encoder is not the one of SD1.x or SDXL")
 
@@ -263,8 +264,11 @@ def _load_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], wh
 def _text_state_dict(model: torch.nn.Module, converted: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Match converted CLIP keys to this transformers version's module layout."""
     converted = {k: v for k, v in converted.items() if not k.endswith("position_ids")}
-    if not hasattr(model, "text_model"):  # CLIPTextModel is flattened in newer transformers
-        converted = {k.removeprefix("text_model."): v for k, v in converted.items()}
+    converted = {k.removeprefix("text_model."): v for k, v in converted.items()}
+    if hasattr(model, "text_model"):  # CLIPTextModel is flattened in newer transformers only
+        converted = {
+            k if k == "text_projection.weight" else "text_model." + k: v for k, v in converted.items()
+        }
     return converted
 
 
@@ -331,8 +335,9 @@ def pipeline_from_state_dict(
             scheduler=EulerDiscreteScheduler.from_config(SDXL_SCHEDULER_CONFIG),
         )
     else:
-        tokenizer = tokenizer_for_vocab_size(shapes[SD15_CLIP + "embeddings.token_embedding.weight"][0])
-        text_encoder = build(CLIPTextModel, derive_text_config(shapes, SD15_CLIP, tokenizer))
+        prefix = SD15_CLIP if _has_prefix(shapes, SD15_CLIP) else SD15_CLIP_LEGACY
+        tokenizer = tokenizer_for_vocab_size(shapes[prefix + "embeddings.token_embedding.weight"][0])
+        text_encoder = build(CLIPTextModel, derive_text_config(shapes, prefix, tokenizer))
         _load_strict(
             text_encoder,
             _text_state_dict(text_encoder, convert_ldm_clip_checkpoint(state_dict)),

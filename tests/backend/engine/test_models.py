@@ -17,6 +17,7 @@ from differential_inpaint.backend.engine.checkpoints import (
     detect_family,
     load_folder,
     load_single_file,
+    pipeline_from_state_dict,
     read_shapes,
 )
 from differential_inpaint.backend.engine.pipeline import DifferentialDiffusionPipeline
@@ -220,3 +221,104 @@ def test_model_index_of_a_refiner_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(UnsupportedCheckpoint, match="refiner"):
         load_folder(folder)
+
+
+# The configs of the reference diffusers repositories (architecture fields only).
+SD15_UNET = {
+    "block_out_channels": [320, 640, 1280, 1280],
+    "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+    "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+    "layers_per_block": 2,
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
+    "use_linear_projection": False,
+}
+SDXL_UNET = {
+    "block_out_channels": [320, 640, 1280],
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "layers_per_block": 2,
+    "cross_attention_dim": 2048,
+    "attention_head_dim": [5, 10, 20],
+    "transformer_layers_per_block": [1, 2, 10],
+    "use_linear_projection": True,
+    "addition_embed_type": "text_time",
+    "addition_time_embed_dim": 256,
+    "projection_class_embeddings_input_dim": 2816,
+}
+VAE = {"block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "latent_channels": 4}
+CLIP_L = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12}
+CLIP_BIG_G = {
+    "hidden_size": 1280,
+    "intermediate_size": 5120,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 20,
+}
+
+
+def _reference_pipeline(family: str) -> Any:
+    """The real SD1.5 / SDXL architecture with no weights (meta tensors): shapes only."""
+    from diffusers import (
+        AutoencoderKL,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    xl = family.startswith("sdxl")
+    unet_config = dict(SDXL_UNET if xl else SD15_UNET, in_channels=9 if family.endswith("inpaint") else 4)
+    vae_config = dict(
+        VAE, down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4
+    )
+    clip = {"vocab_size": 49408, "max_position_embeddings": 77, "eos_token_id": 49407}
+    with torch.device("meta"):
+        parts: dict[str, Any] = {
+            "unet": UNet2DConditionModel.from_config(unet_config),
+            "vae": AutoencoderKL.from_config(vae_config),
+            "text_encoder": CLIPTextModel(CLIPTextConfig(hidden_act="quick_gelu", **clip, **CLIP_L)),
+        }
+        if xl:
+            parts["text_encoder_2"] = CLIPTextModelWithProjection(
+                CLIPTextConfig(hidden_act="gelu", projection_dim=1280, **clip, **CLIP_BIG_G)
+            )
+    if xl:
+        return StableDiffusionXLPipeline(tokenizer=None, tokenizer_2=None, scheduler=None, **parts)
+    return StableDiffusionPipeline(
+        tokenizer=None, scheduler=None, safety_checker=None, feature_extractor=None, **parts
+    )
+
+
+@pytest.mark.parametrize("family", ["sd15", "sd15-inpaint", "sdxl"])
+def test_real_checkpoint_layouts_derive_the_reference_architectures(family: str) -> None:
+    """Real checkpoints cannot be downloaded here; their key layout and shapes can be made."""
+    reference = _reference_pipeline(family)
+    state = pipeline_to_ldm(reference)  # meta tensors: names and shapes of a real single file
+    loaded, detected = pipeline_from_state_dict(state)  # strict: every weight finds its place
+    assert detected == family
+    expected = SDXL_UNET if family.startswith("sdxl") else SD15_UNET
+    for key, value in expected.items():
+        derived = loaded.unet.config[key]
+        assert (list(derived) if isinstance(derived, (list, tuple)) else derived) == value, key
+    for key, value in VAE.items():
+        derived = loaded.vae.config[key]
+        assert (list(derived) if isinstance(derived, (list, tuple)) else derived) == value, key
+    assert loaded.vae.config.scaling_factor == (0.13025 if family.startswith("sdxl") else 0.18215)
+    assert {k: getattr(loaded.text_encoder.config, k) for k in CLIP_L} == CLIP_L
+    assert loaded.text_encoder.config.hidden_act == "quick_gelu"
+    assert len(loaded.tokenizer) == 49408
+    if family.startswith("sdxl"):
+        assert {k: getattr(loaded.text_encoder_2.config, k) for k in CLIP_BIG_G} == CLIP_BIG_G
+        assert loaded.text_encoder_2.config.hidden_act == "gelu" and loaded.tokenizer_2.pad_token == "!"
+
+
+def test_old_clip_layouts_without_text_model_load_too() -> None:
+    original = build_tiny_pipeline("tiny-sd15")
+    state = {
+        k.replace("cond_stage_model.transformer.text_model.", "cond_stage_model.transformer."): v
+        for k, v in pipeline_to_ldm(original).items()
+    }
+    state["cond_stage_model.transformer.embeddings.position_ids"] = torch.arange(77)[None]
+    loaded, family = pipeline_from_state_dict(state)
+    assert family == "sd15"
+    _assert_same_weights(original, loaded)
