@@ -26,7 +26,7 @@ def process_mask(
     radius = round(grow)
     if radius > 0:
         m = dilate(m, radius)
-    if feather > 0:
+    if feather >= 0.01:  # a blur below 1/100 px changes nothing (and sigma could underflow)
         m = gaussian_blur(m, sigma=feather / 2.0)
     if snap > 0:
         m = snap_values(m, snap)
