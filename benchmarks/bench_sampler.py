@@ -55,10 +55,10 @@ def import_engine() -> types.ModuleType:
 
 def build_pipeline(full_size: bool, device: torch.device, dtype: torch.dtype) -> Any:
     """A StableDiffusionPipeline with random weights, built directly on `device`."""
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from differential_inpaint.backend.engine.configs import SD15_SCHEDULER_CONFIG
+    from differential_inpaint.backend.engine.checkpoints import assemble_pipeline
     from differential_inpaint.backend.engine.tokenizers import build_tokenizer
 
     tokenizer = build_tokenizer("clip")
@@ -121,16 +121,7 @@ def build_pipeline(full_size: bool, device: torch.device, dtype: torch.dtype) ->
                 **text,
             )
         )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = assemble_pipeline("sd15", vae, unet, text_encoder, tokenizer)
     pipe.to(device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe

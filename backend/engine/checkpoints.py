@@ -241,6 +241,50 @@ def derive_text_config(shapes: Shapes, prefix: str, tokenizer: Any) -> Any:
 # -- building --------------------------------------------------------------------------
 
 
+def assemble_pipeline(
+    family: str,
+    vae: Any,
+    unet: Any,
+    text_encoder: Any,
+    tokenizer: Any,
+    text_encoder_2: Any = None,
+    tokenizer_2: Any = None,
+) -> Any:
+    """A StableDiffusion(XL)Pipeline of these components with the family's reference scheduler.
+
+    SD1.x: PNDM, no safety checker. SDXL (which needs the second text encoder and
+    tokenizer): Euler. The single-file loader, the built-in tiny models and the benchmark
+    all assemble their pipelines here.
+    """
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers.schedulers import EulerDiscreteScheduler, PNDMScheduler
+
+    if base_family(family) == "sdxl":
+        if text_encoder_2 is None or tokenizer_2 is None:
+            raise ValueError("an SDXL pipeline needs its second text encoder and tokenizer")
+        return StableDiffusionXLPipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            text_encoder_2=text_encoder_2,
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer_2,
+            unet=unet,
+            scheduler=EulerDiscreteScheduler.from_config(SDXL_SCHEDULER_CONFIG),
+        )
+    if text_encoder_2 is not None or tokenizer_2 is not None:
+        raise ValueError(f"a {family} pipeline has one text encoder and tokenizer")
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
 def _load_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
     """Load every parameter, or fail naming what is missing or left over."""
     expected = set(model.state_dict())
@@ -276,14 +320,7 @@ def pipeline_from_state_dict(
     state_dict: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32
 ) -> tuple[Any, str]:
     """(diffusers StableDiffusion(XL)Pipeline, family) from an LDM-layout state dict, offline."""
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
-        PNDMScheduler,
-        StableDiffusionPipeline,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import (
         convert_ldm_clip_checkpoint,
         convert_ldm_unet_checkpoint,
@@ -325,15 +362,7 @@ def pipeline_from_state_dict(
         )
         converted = convert_open_clip_checkpoint(text_encoder_2, state_dict, prefix=SDXL_OPENCLIP)
         _load_strict(text_encoder_2, _text_state_dict(text_encoder_2, converted), "second text encoder")
-        pipe = StableDiffusionXLPipeline(
-            vae=vae,
-            text_encoder=text_encoder,
-            text_encoder_2=text_encoder_2,
-            tokenizer=tokenizer,
-            tokenizer_2=tokenizer_2,
-            unet=unet,
-            scheduler=EulerDiscreteScheduler.from_config(SDXL_SCHEDULER_CONFIG),
-        )
+        pipe = assemble_pipeline(family, vae, unet, text_encoder, tokenizer, text_encoder_2, tokenizer_2)
     else:
         prefix = SD15_CLIP if _has_prefix(shapes, SD15_CLIP) else SD15_CLIP_LEGACY
         tokenizer = tokenizer_for_vocab_size(shapes[prefix + "embeddings.token_embedding.weight"][0])
@@ -343,16 +372,7 @@ def pipeline_from_state_dict(
             _text_state_dict(text_encoder, convert_ldm_clip_checkpoint(state_dict)),
             "text encoder",
         )
-        pipe = StableDiffusionPipeline(
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
-            unet=unet,
-            scheduler=PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG),
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
+        pipe = assemble_pipeline(family, vae, unet, text_encoder, tokenizer)
     _finish(pipe, dtype)
     return pipe, family
 

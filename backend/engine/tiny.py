@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from .configs import SD15_SCHEDULER_CONFIG, SDXL_SCHEDULER_CONFIG, VAE_SCALING_FACTOR
+from .checkpoints import assemble_pipeline
+from .configs import VAE_SCALING_FACTOR
 from .tokenizers import MAX_LENGTH, TINY_VOCAB_SIZE, build_tokenizer
 
 BUILTIN_PREFIX = "builtin:"
@@ -100,13 +101,7 @@ def tiny_text_config(hidden_act: str, pad_token_id: int, projection_dim: int = 3
 
 @functools.cache
 def _build(name: str) -> Any:
-    from diffusers import (
-        AutoencoderKL,
-        StableDiffusionPipeline,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
-    from diffusers.schedulers import EulerDiscreteScheduler, PNDMScheduler
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     family = BUILTINS[name]
@@ -117,29 +112,11 @@ def _build(name: str) -> Any:
         vae = AutoencoderKL.from_config(tiny_vae_config(family))
         tokenizer = build_tokenizer("tiny")
         text_encoder = CLIPTextModel(tiny_text_config("quick_gelu", tokenizer.pad_token_id))
+        text_encoder_2 = tokenizer_2 = None
         if family.startswith("sdxl"):
             tokenizer_2 = build_tokenizer("tiny", pad_token="!")
             text_encoder_2 = CLIPTextModelWithProjection(tiny_text_config("gelu", tokenizer_2.pad_token_id))
-            pipe = StableDiffusionXLPipeline(
-                vae=vae,
-                text_encoder=text_encoder,
-                text_encoder_2=text_encoder_2,
-                tokenizer=tokenizer,
-                tokenizer_2=tokenizer_2,
-                unet=unet,
-                scheduler=EulerDiscreteScheduler.from_config(SDXL_SCHEDULER_CONFIG),
-            )
-        else:
-            pipe = StableDiffusionPipeline(
-                vae=vae,
-                text_encoder=text_encoder,
-                tokenizer=tokenizer,
-                unet=unet,
-                scheduler=PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG),
-                safety_checker=None,
-                feature_extractor=None,
-                requires_safety_checker=False,
-            )
+    pipe = assemble_pipeline(family, vae, unet, text_encoder, tokenizer, text_encoder_2, tokenizer_2)
     for module in pipe.components.values():
         if isinstance(module, torch.nn.Module):
             module.eval().requires_grad_(False)
