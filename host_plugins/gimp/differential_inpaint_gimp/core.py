@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .protocol import (
+    DEFAULT_LIMITS,
     ColorEncoding,
     Image,
     JobParams,
@@ -70,13 +71,32 @@ def plan_region(selection: Rect | None, drawable_size: tuple[int, int]) -> Rect:
     """
     canvas = Rect(0, 0, *drawable_size)
     if selection is None:
-        return canvas
-    if selection.intersect(canvas).is_empty:
+        region = canvas
+    elif selection.intersect(canvas).is_empty:
         raise ValueError(
             "The selection does not touch the active layer. Select an area on the layer "
             "(or select nothing to repaint the whole layer) and try again."
         )
-    return context_region(selection, canvas, padding=PADDING, multiple=MULTIPLE, min_size=MIN_REGION)
+    else:
+        region = context_region(
+            selection, canvas, padding=PADDING, multiple=MULTIPLE, min_size=MIN_REGION
+        )
+    check_size(region, whole_layer=selection is None)
+    return region
+
+
+def check_size(region: Rect, *, whole_layer: bool) -> None:
+    """Refuse a region the daemon would refuse before reading it: reading a huge
+    layer costs GIMP seconds and gigabytes, only for the daemon to say no."""
+    limits = DEFAULT_LIMITS
+    if region.area <= limits.max_pixels and max(region.width, region.height) <= limits.max_side:
+        return
+    what = "The whole layer" if whole_layer else "The area around the selection"
+    raise ValueError(
+        f"{what} is {region.width}x{region.height} pixels; the daemon works on at most "
+        f"{limits.max_pixels:,} pixels ({limits.max_side} on a side). Select a smaller area "
+        "and try again."
+    )
 
 
 @dataclass(frozen=True)
@@ -93,6 +113,7 @@ class Settings:
     grow: float = 0.0
     feather: float = 0.0
     server_url: str = ""
+    token: str = ""  # the daemon's token; needed only when it asks for one (off loopback)
 
     def params(self, output_format: PixelFormat) -> JobParams:
         return JobParams(

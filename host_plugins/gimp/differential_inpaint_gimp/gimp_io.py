@@ -78,14 +78,19 @@ def insert_layer(
     pixels: bytes,
 ) -> Gimp.Layer:
     """A new layer just above `above` at image position (x, y) holding `pixels`,
-    as one undo step. The pixels' alpha is used as-is (the daemon's composite mask)."""
+    as one undo step. The pixels' alpha is used as-is (the daemon's composite mask).
+    If `above` was deleted while the job ran, the layer goes on top of the image."""
     layer = Gimp.Layer.new(
         image, name, width, height, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL
     )
+    if above.is_valid():
+        # Same parent and position as `above`: inserting there pushes it one down.
+        parent, position = above.get_parent(), image.get_item_position(above)
+    else:
+        parent, position = None, 0
     image.undo_group_start()
     try:
-        # Same parent and position as `above`: inserting there pushes it one down.
-        image.insert_layer(layer, above.get_parent(), image.get_item_position(above))
+        image.insert_layer(layer, parent, position)
         try:
             layer.set_offsets(x, y)
             buffer = layer.get_buffer()

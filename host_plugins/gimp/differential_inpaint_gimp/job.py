@@ -53,6 +53,7 @@ def inpaint(image: Gimp.Image, drawable: Gimp.Layer, settings: core.Settings) ->
         result = run_job(
             submit,
             server=settings.server_url,
+            token=settings.token or None,
             on_progress=_show_progress,
             timeout=core.JOB_TIMEOUT,
             client=CLIENT_NAME,
@@ -65,6 +66,9 @@ def inpaint(image: Gimp.Image, drawable: Gimp.Layer, settings: core.Settings) ->
         babl = core.check_result(result.image, result.x, result.y, submit)
     except ValueError as exc:
         raise JobFailed(str(exc)) from None
+    # GIMP stays usable while the job runs: the image may have been closed meanwhile.
+    if not image.is_valid():
+        raise JobFailed("The image was closed while the job ran; nothing was inserted.")
     layer = gimp_io.insert_layer(
         image,
         drawable,

@@ -37,7 +37,7 @@ def _add_arguments(procedure: Gimp.Procedure) -> None:
     procedure.add_double_argument(
         "strength", "S_trength",
         "How much may change where the selection is fully white (gray changes partly)",
-        0.0, 1.0, 1.0, _RW,
+        0.01, 1.0, 1.0, _RW,  # 0 would change nothing, and the daemon refuses it
     )
     procedure.add_int_argument("steps", "St_eps", "Sampling steps", 1, 200, 20, _RW)
     procedure.add_double_argument(
@@ -59,6 +59,11 @@ def _add_arguments(procedure: Gimp.Procedure) -> None:
         "server-url", "Daemon _address", "Where `differential-inpaint serve` listens",
         _DEFAULT_SERVER, _RW,
     )
+    procedure.add_string_argument(
+        "token", "_Token",
+        "The token the daemon printed, when it asks for one (a daemon on another machine)",
+        "", _RW,
+    )
 
 
 def settings_from_config(config: Gimp.ProcedureConfig) -> Any:
@@ -78,6 +83,7 @@ def settings_from_config(config: Gimp.ProcedureConfig) -> Any:
         grow=float(get("grow")),
         feather=float(get("feather")),
         server_url=(get("server-url") or "").strip() or _DEFAULT_SERVER,
+        token=(get("token") or "").strip(),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 import traceback
 from array import array
@@ -62,8 +63,59 @@ def fill(layer: Gimp.Layer, alpha: bool) -> None:
 
 def describe(layer: Gimp.Layer) -> dict[str, Any]:
     _, x, y = layer.get_offsets()
+    parent = layer.get_parent()
     return {"name": layer.get_name(), "x": x, "y": y,
-            "width": layer.get_width(), "height": layer.get_height()}
+            "width": layer.get_width(), "height": layer.get_height(),
+            "parent": parent.get_name() if parent is not None else None}
+
+
+def all_layers(image: Gimp.Image) -> list[Gimp.Layer]:
+    """Every layer, top to bottom, a group's children right after the group."""
+    found: list[Gimp.Layer] = []
+
+    def walk(layers: list[Gimp.Layer]) -> None:
+        for layer in layers:
+            found.append(layer)
+            if layer.is_group():
+                walk(layer.get_children())
+
+    walk(image.get_layers())
+    return found
+
+
+def run_directly(spec: dict[str, Any], image: Gimp.Image, layer: Gimp.Layer) -> tuple[str, Any]:
+    """The plug-in's job code called in this process (with the installed package), so a
+    scenario can act in the middle of a job as a painter would: at the first progress
+    message, on this same thread, remove the source layer or close the image."""
+    plugin_dir = "/root/.config/GIMP/3.0/plug-ins/differential-inpaint"
+    for path in (plugin_dir + "/differential_inpaint_gimp/_vendor", plugin_dir):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    from differential_inpaint_gimp import core, job
+
+    args = spec["args"]
+    settings = core.Settings(prompt=args["prompt"], steps=args.get("steps", 20),
+                             server_url=args["server-url"])
+    show_progress = job._show_progress
+    acted: list[str] = []
+
+    def act(progress: Any) -> None:
+        if not acted:
+            acted.append(spec["mid_job"])
+            if spec["mid_job"] == "remove-layer":
+                image.remove_layer(layer)
+            else:
+                image.delete()
+        show_progress(progress)
+
+    job._show_progress = act
+    try:
+        job.inpaint(image, layer, settings)
+    except job.JobFailed as exc:
+        return "execution-error", str(exc)
+    finally:
+        job._show_progress = show_progress
+    return "success", None
 
 
 def alpha_stats(layer: Gimp.Layer, selection_mask: bytes) -> dict[str, Any]:
@@ -92,7 +144,14 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
     kind = Gimp.ImageType.RGBA_IMAGE if src["alpha"] else Gimp.ImageType.RGB_IMAGE
     layer = Gimp.Layer.new(image, "source", src["width"], src["height"], kind, 100.0,
                            Gimp.LayerMode.NORMAL)
-    image.insert_layer(layer, None, 0)
+    parent = None
+    if spec.get("group"):  # the source inside a group, below a sibling
+        parent = Gimp.GroupLayer.new(image, "group")
+        image.insert_layer(parent, None, 0)
+        sibling = Gimp.Layer.new(image, "sibling", 8, 8, Gimp.ImageType.RGBA_IMAGE, 100.0,
+                                 Gimp.LayerMode.NORMAL)
+        image.insert_layer(sibling, parent, 0)
+    image.insert_layer(layer, parent, 1 if parent is not None else 0)
     layer.set_offsets(src["x"], src["y"])
     fill(layer, src["alpha"])
     if spec.get("layer_above"):
@@ -108,10 +167,10 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
             image.select_rectangle(Gimp.ChannelOps.REPLACE, x, y, w, h)
         if sel.get("feather"):
             Gimp.Selection.feather(image, sel["feather"])
-    ids_before = {item.get_id() for item in image.get_layers()}
+    ids_before = {item.get_id() for item in all_layers(image)}
     verdict = {
         "precision_read": image.get_precision().value_nick,
-        "layers_before": [describe(item) for item in image.get_layers()],
+        "layers_before": [describe(item) for item in all_layers(image)],
         "drawable_sha_before": sha(read(layer, 0, 0, src["width"], src["height"], babl)),
         "selection_bounds": None,
     }
@@ -121,26 +180,41 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
         mask = read(image.get_selection(), 0, 0, width, height, "Y u8")
         verdict["selection_levels"] = len(set(mask))
 
-    probe = spec.get("probe")  # answer the real dialog through the test-only probe plug-in
-    proc = Gimp.get_pdb().lookup_procedure(PROBE if probe else PROCEDURE)
-    config = proc.create_config()
-    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
-    config.set_property("image", image)
-    config.set_core_object_array("drawables", [layer])
-    for name, value in {**spec["args"], **(probe or {})}.items():
-        config.set_property(name, value)
-    if probe:
-        config.set_property("verdict", spec_dir + "/dialog-" + spec["name"] + ".json")
-    started = time.monotonic()
-    result = proc.run(config)
-    verdict["seconds"] = round(time.monotonic() - started, 3)
-    verdict["status"] = result.index(0).value_nick
-    verdict["message"] = result.index(1) if result.length() > 1 else None
+    if spec.get("mid_job"):
+        started = time.monotonic()
+        verdict["status"], verdict["message"] = run_directly(spec, image, layer)
+        verdict["seconds"] = round(time.monotonic() - started, 3)
+        verdict["image_valid"] = image.is_valid()
+        verdict["source_valid"] = layer.is_valid()
+        if not image.is_valid():
+            return verdict
+        if not layer.is_valid():
+            layers = all_layers(image)
+            verdict["layers_after"] = [describe(item) for item in layers]
+            new = [item for item in layers if item.get_id() not in ids_before]
+            verdict["new_layer"] = describe(new[0]) if new else None
+            return verdict
+    else:
+        probe = spec.get("probe")  # answer the real dialog through the test-only probe plug-in
+        proc = Gimp.get_pdb().lookup_procedure(PROBE if probe else PROCEDURE)
+        config = proc.create_config()
+        config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+        config.set_property("image", image)
+        config.set_core_object_array("drawables", [layer])
+        for name, value in {**spec["args"], **(probe or {})}.items():
+            config.set_property(name, value)
+        if probe:
+            config.set_property("verdict", spec_dir + "/dialog-" + spec["name"] + ".json")
+        started = time.monotonic()
+        result = proc.run(config)
+        verdict["seconds"] = round(time.monotonic() - started, 3)
+        verdict["status"] = result.index(0).value_nick
+        verdict["message"] = result.index(1) if result.length() > 1 else None
 
-    if probe:
-        with open(spec_dir + "/dialog-" + spec["name"] + ".json") as f:
-            verdict["dialog"] = json.load(f)
-    layers = image.get_layers()
+        if probe:
+            with open(spec_dir + "/dialog-" + spec["name"] + ".json") as f:
+                verdict["dialog"] = json.load(f)
+    layers = all_layers(image)
     verdict["layers_after"] = [describe(item) for item in layers]
     verdict["drawable_sha_after"] = sha(read(layer, 0, 0, src["width"], src["height"], babl))
     new = [item for item in layers if item.get_id() not in ids_before]

@@ -94,3 +94,16 @@ def test_layer_name(plugin_core: ModuleType) -> None:
     assert name("") == "Differential Inpaint"
     long = name("word " * 40)
     assert len(long) == plugin_core.LAYER_NAME_CHARS and long.endswith("…")
+
+
+def test_a_region_too_big_for_the_daemon_is_refused_before_reading(plugin_core: ModuleType) -> None:
+    """A huge layer with no selection would be read whole (gigabytes) only to be refused."""
+    Rect, limits = plugin_core.Rect, plugin_core.DEFAULT_LIMITS
+    with pytest.raises(ValueError, match="The whole layer is 5000x4000 pixels.*smaller area"):
+        plugin_core.plan_region(None, (5000, 4000))
+    with pytest.raises(ValueError, match="around the selection is 9000x568"):
+        plugin_core.plan_region(Rect(0, 0, 9000, 500), (9000, 1000))  # wider than max_side
+    assert limits.max_pixels < 5000 * 4000 and limits.max_side < 9000
+    # Within the limits, a big layer is fine, and a small selection on it too.
+    assert plugin_core.plan_region(None, (4096, 4096)) == Rect(0, 0, 4096, 4096)
+    assert plugin_core.plan_region(Rect(5000, 5000, 10, 10), (20000, 20000)).width == 512

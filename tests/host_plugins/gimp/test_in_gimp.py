@@ -19,7 +19,7 @@ from differential_inpaint import protocol as p
 from tests.support.hosts import require_host
 
 from . import gimp_host
-from .fake_daemon import FAIL_MESSAGE, FakeDaemon, expected_result, fake_daemon
+from .fake_daemon import FAIL_MESSAGE, WRONG_TOKEN, FakeDaemon, expected_result, fake_daemon
 
 pytestmark = [pytest.mark.gimp, pytest.mark.slow]
 
@@ -76,6 +76,24 @@ def scenarios(url: str, dead_url: str) -> list[dict[str, Any]]:
          "layer": {"x": 0, "y": 0, "width": 100, "height": 100, "alpha": True},
          "selection": {"shape": "rect", "rect": [200, 150, 50, 40]},
          "args": args("not on the layer")},
+        # A layer inside a group, moved to negative offsets; the selection runs off the
+        # layer's right and bottom edges and off the image's.
+        {"name": "in-group", "image": [400, 300], "precision": "u8", "group": True,
+         "layer": {"x": -30, "y": -20, "width": 300, "height": 250, "alpha": True},
+         "selection": {"shape": "ellipse", "rect": [220, 180, 200, 160], "feather": 10},
+         "args": args("inside a group")},
+        {"name": "tiny-non-ascii", **small,
+         "selection": {"shape": "rect", "rect": [150, 100, 3, 2]},
+         "args": args("Zürich 東京 🌸 straße")},
+        {"name": "token", **small, "selection": rect,
+         "args": args("with a token", token=" s3cret ")},
+        {"name": "wrong-token", **small, "selection": rect,
+         "args": args("refused", token=WRONG_TOKEN)},
+        {"name": "killed-mid-job", **small, "selection": rect, "args": args("kill: cancelled")},
+        {"name": "layer-removed-mid-job", **small, "selection": rect, "mid_job": "remove-layer",
+         "args": args("the source went away")},
+        {"name": "image-closed-mid-job", **small, "selection": rect, "mid_job": "delete-image",
+         "args": args("the image went away")},
     ]
 
 
@@ -141,7 +159,7 @@ def test_procedure_registration(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) 
     # (The sensitivity mask does not travel through the PDB, so it cannot be read back here.)
     assert info["arguments"] == [
         "run-mode", "image", "drawables", "prompt", "negative-prompt", "strength", "steps",
-        "guidance", "seed", "model", "grow", "feather", "server-url"]
+        "guidance", "seed", "model", "grow", "feather", "server-url", "token"]
     defaults = info["defaults"]
     assert (defaults["seed"], defaults["steps"], defaults["strength"]) == (-1, 20, 1.0)
     assert defaults["server-url"] == "ws://127.0.0.1:7865"
@@ -242,6 +260,72 @@ def test_selection_that_misses_the_layer(gimp_run: tuple[gimp_host.GimpRun, Fake
     message = check_failure(gimp_run[0], "selection-misses-layer")
     assert "does not touch the active layer" in message
     assert "selection-misses-layer" not in gimp_run[1].submits  # nothing was sent
+
+
+def test_layer_in_a_group_at_negative_offsets(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
+                                              plugin_core: ModuleType) -> None:
+    run, daemon = gimp_run
+    verdict, submit = check_success(run, daemon, plugin_core, "in-group", p.PixelFormat.RGBA8)
+    new = verdict["new_layer"]
+    assert new["parent"] == "group"  # beside the source, inside its group
+    assert [(item["name"], item["parent"]) for item in verdict["layers_after"]] == [
+        ("group", None), ("sibling", "group"), ("inside a group", "group"), ("source", "group")]
+    # The region stays on the layer (which ends at x=270, y=230) though the selection
+    # runs past it and past the image.
+    assert new["x"] + new["width"] <= 270 and new["y"] + new["height"] <= 230
+    assert new["x"] >= -30 and new["y"] >= -20
+
+
+def test_tiny_selection_and_a_non_ascii_prompt(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
+                                               plugin_core: ModuleType) -> None:
+    run, daemon = gimp_run
+    verdict, submit = check_success(run, daemon, plugin_core, "tiny-non-ascii", p.PixelFormat.RGBA8)
+    assert verdict["new_layer"]["name"] == "Zürich 東京 🌸 straße"
+    assert submit.params.prompt == "Zürich 東京 🌸 straße"
+    assert submit.mask.data.count(255) == 3 * 2  # the 6 selected pixels, in a region with context
+    assert submit.image.width >= 64 and submit.image.height >= 64
+
+
+def test_the_token_reaches_the_daemon(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
+                                      plugin_core: ModuleType) -> None:
+    run, daemon = gimp_run
+    check_success(run, daemon, plugin_core, "token", p.PixelFormat.RGBA8)
+    assert daemon.tokens["with a token"] == "s3cret"
+    assert daemon.tokens["a red barn"] is None  # no token unless one is given
+
+
+def test_a_wrong_token_says_what_to_enter(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    message = check_failure(gimp_run[0], "wrong-token")
+    assert "refused" in message and "token" in message
+
+
+def test_gimps_cancel_kills_the_plugin_and_the_job_ends(
+    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
+) -> None:
+    """GIMP's Cancel on a plug-in's progress SIGKILLs the plug-in (libgimp tells the
+    plug-in nothing): the daemon sees the connection go, the image stays as it was."""
+    run, daemon = gimp_run
+    verdict = run.verdict("killed-mid-job")
+    assert daemon.endings.get("kill: cancelled") == "client gone", daemon.endings
+    assert verdict["status"] != "success", verdict
+    assert verdict["new_layer"] is None
+    assert verdict["layers_after"] == verdict["layers_before"]
+    assert verdict["drawable_sha_after"] == verdict["drawable_sha_before"]
+
+
+def test_the_source_layer_removed_mid_job(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    verdict = gimp_run[0].verdict("layer-removed-mid-job")
+    assert verdict["status"] == "success", verdict["message"]
+    assert not verdict["source_valid"]
+    assert verdict["new_layer"]["name"] == "the source went away"
+    assert [item["name"] for item in verdict["layers_after"]] == ["the source went away"]
+
+
+def test_the_image_closed_mid_job(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    verdict = gimp_run[0].verdict("image-closed-mid-job")
+    assert not verdict["image_valid"]
+    assert verdict["status"] == "execution-error"
+    assert "image was closed" in verdict["message"]
 
 
 def test_gimp_part_is_quick(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
