@@ -3,17 +3,20 @@
 Two ways over the same kind of websocket connection (binary/text messages in 2 MiB
 fragments, no compression, a fresh server process on 127.0.0.1, handshake untimed):
 
-- ours: the project's own client sends a protocol `submit` (msgpack, raw pixel bytes)
-  to the real daemon (`differential-inpaint serve`), which decodes and validates it and
-  answers `accepted`;
+- ours: the project's own client (`DaemonConnection.send`) sends a protocol `submit`
+  (msgpack, raw pixel bytes, the pixels sliced into fragments without a copy, see
+  `protocol.encode_parts`) to the real daemon (`differential-inpaint serve`), which
+  decodes and validates it and answers `accepted`;
 - A1111-style: the image and the mask as base64 PNGs in a JSON body (what Automatic1111
   plugins send) to a small comparison server that decodes them the way such a server
   must before it can queue anything: JSON -> base64 -> PNG -> numpy, then answers.
 
 Timed from the moment the client starts turning the pixels it holds into a message
 (msgpack, or PNG + base64 + JSON) to the moment `accepted` arrives. The transfer and
-server side alone (message prepared beforehand) is printed too. After each daemon
-run the job is cancelled (untimed) so nothing runs in the background.
+server side alone (message prepared beforehand) is printed too, and so is the way the
+client sent before zero-copy encoding (`protocol.encode` into one bytes object, then
+fragments of it). After each daemon run the job is cancelled (untimed) so nothing
+runs in the background.
 
     .venv/bin/python benchmarks/bench_transport.py [--runs 3] [--size 4096]
 
@@ -102,14 +105,19 @@ def fragments(data: bytes | str) -> list:
 # --- ours ------------------------------------------------------------------------------
 
 
-def ours_once(url: str, submit: p.Submit, prepared: bytes | None = None) -> float:
-    """One submit to `accepted`; with `prepared` (the encoded submit) the encoding is untimed."""
+def ours_once(url: str, submit: p.Submit, how: str = "client", prepared: list | None = None) -> float:
+    """One submit to `accepted`, sent `how`: "client" is `DaemonConnection.send` (zero-copy
+    parts in 2 MiB fragments); "copy" encodes into one bytes object first, then fragments
+    it (the client before zero-copy); "prepared" sends fragments made beforehand (untimed)."""
     with DaemonConnection(url, client="bench-transport") as conn:
         start = time.perf_counter()
-        data = prepared if prepared is not None else p.encode(submit)
-        # What DaemonConnection.send does (encode, then 2 MiB fragments), split so that
-        # the encoding can be left out of the transport-only figure.
-        conn._ws.send(fragments(data))
+        if how == "client":
+            conn.send(submit)
+        elif how == "copy":
+            conn._ws.send(fragments(p.encode(submit)))
+        else:
+            assert prepared is not None
+            conn._ws.send(prepared)
         while True:
             message = conn.receive(timeout=120)
             if isinstance(message, p.Accepted):
@@ -195,9 +203,11 @@ def main() -> int:
         p.JobParams(steps=1),
     )
     encoded = p.encode(submit)
+    prepared = fragments(encoded)
     with running_daemon() as daemon:
         ours_total = median(lambda: ours_once(daemon.url, submit), args.runs)
-        ours_wire = median(lambda: ours_once(daemon.url, submit, encoded), args.runs)
+        ours_wire = median(lambda: ours_once(daemon.url, submit, "prepared", prepared), args.runs)
+        ours_copy = median(lambda: ours_once(daemon.url, submit, "copy"), args.runs)
     messages = {"ours": len(encoded) / MiB}
 
     proc, url = start_a1111_server()
@@ -215,14 +225,18 @@ def main() -> int:
 
     print()
     print(f"{'':44} {'encode+send+decode':>18} {'send+decode':>12} {'message':>10}")
-    rows = [("ours: msgpack, raw bytes", ours_total, ours_wire, messages["ours"])]
+    rows = [
+        ("ours: msgpack, raw bytes, zero-copy parts", ours_total, ours_wire, messages["ours"]),
+        ("ours, encode() copy first (old client)", ours_copy, ours_wire, messages["ours"]),
+    ]
     rows += [(f"A1111 JSON+base64, {label}", t, w, messages[label]) for label, (t, w) in results.items()]
     for name, total, wire, mib in rows:
         print(f"{name:44} {total * 1000:15.0f} ms {wire * 1000:9.0f} ms {mib:6.1f} MiB")
     print()
     print(
         f"ours: {raw_mib / ours_total:.0f} MiB/s of pixels end to end, "
-        f"{raw_mib / ours_wire:.0f} MiB/s send+decode"
+        f"{raw_mib / ours_wire:.0f} MiB/s send+decode; zero-copy parts save "
+        f"{(ours_copy - ours_total) * 1000:.0f} ms ({1 - ours_total / ours_copy:.0%}) over encode() first"
     )
     for label, (total, wire) in results.items():
         print(

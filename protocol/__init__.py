@@ -10,6 +10,7 @@ from .limits import DEFAULT_LIMITS, Limits
 from .messages import (
     ALL_MESSAGES,
     CLIENT_MESSAGES,
+    FRAGMENT_BYTES,
     PROTOCOL_VERSION,
     SERVER_MESSAGES,
     SUPPORTED_VERSIONS,
@@ -34,6 +35,8 @@ from .messages import (
     Welcome,
     decode,
     encode,
+    encode_parts,
+    fragments,
 )
 from .pixels import ColorEncoding, PixelFormat
 from .region import Rect, context_region, crop, mask_bounds, to_document, to_region
@@ -45,6 +48,7 @@ __all__ = [
     "CLIENT_MESSAGES",
     "DEFAULT_LIMITS",
     "DEFAULT_PORT",
+    "FRAGMENT_BYTES",
     "PROTOCOL_VERSION",
     "SERVER_MESSAGES",
     "SUPPORTED_VERSIONS",
@@ -77,6 +81,8 @@ __all__ = [
     "crop",
     "decode",
     "encode",
+    "encode_parts",
+    "fragments",
     "mask_bounds",
     "to_document",
     "to_region",

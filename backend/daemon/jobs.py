@@ -3,8 +3,9 @@
 The queue lives on the asyncio loop; the engine runs in one worker thread, so
 the loop keeps answering pings, new connections, cancels and status queries
 while a job samples. The worker talks back only through
-`loop.call_soon_threadsafe`, handing over bytes already encoded (encoding a
-64 MiB result is work, and the worker is where work belongs).
+`loop.call_soon_threadsafe`, handing over messages already encoded (the
+fragments of one websocket message; a 64 MiB result's pixels are sliced, not
+copied, see `protocol.encode_parts`).
 
 A job's owner is the connection that submitted it (`server.Session`): results,
 progress and previews go to it alone. Cancel of a queued job is immediate; of
@@ -40,7 +41,8 @@ from ...protocol import (
     Result,
     Stage,
     Submit,
-    encode,
+    encode_parts,
+    fragments,
 )
 from ..engine import errors as engine_errors
 from . import pixels
@@ -53,15 +55,24 @@ SHUTDOWN_TEXT = (
 )
 
 
+# One message, encoded: the fragments of one websocket message. Pixel payloads are
+# views of the message's own bytes (protocol.encode_parts), never copied to encode.
+Frames = list[bytes | memoryview]
+
+
+def wire_frames(message: Any) -> Frames:
+    return fragments(encode_parts(message))
+
+
 class JobOwner(Protocol):
     """What the queue needs from a connection (see `server.Session`). Loop thread only,
     except `preview_busy`, which the worker reads as a hint."""
 
     name: str
 
-    def send_bytes(self, data: bytes) -> None: ...
+    def send_frames(self, frames: Frames) -> None: ...
 
-    def offer_preview(self, job: Job, data: bytes) -> None: ...
+    def offer_preview(self, job: Job, frames: Frames) -> None: ...
 
     def preview_busy(self) -> bool: ...
 
@@ -101,7 +112,7 @@ class QueueFull(Exception):
 class Outcome:
     """What the worker hands back: the message for the client, and the log line."""
 
-    message: bytes | None
+    message: Frames | None
     kind: str  # "done", "cancelled", "failed"
 
 
@@ -235,7 +246,7 @@ class JobRunner:
                 else:
                     sampling[1] = (now, step)
             message = Progress(job.job_id, stage, max(0, int(step)), max(0, int(steps)))
-            self._post(job.owner.send_bytes, encode(message))
+            self._post(job.owner.send_frames, wire_frames(message))
 
         def on_preview(step: int, make_preview: Callable[[], Any]) -> None:
             if not params.preview or job.cancel_event.is_set():
@@ -251,7 +262,7 @@ class JobRunner:
             except Exception:
                 log.debug("%s: preview failed", job.describe(), exc_info=True)
                 return
-            data = encode(Preview(job.job_id, max(0, int(step)), image))
+            data = wire_frames(Preview(job.job_id, max(0, int(step)), image))
             self._post(job.owner.offer_preview, job, data)
 
         try:
@@ -285,7 +296,7 @@ class JobRunner:
                 job.model,
                 timings,
             )
-            data = encode(message)
+            data = wire_frames(message)
         except Exception as exc:
             outcome = self._failure(job, exc, time.monotonic() - start)
             free_memory()
@@ -308,9 +319,9 @@ class JobRunner:
             if job.stopping:
                 log.info("%s: stopped with the daemon after %.1f s", job.describe(), seconds)
                 text = SHUTDOWN_TEXT.format(when="was running")
-                return Outcome(encode(Error(ErrorCode.SHUTTING_DOWN, text, job.job_id)), "failed")
+                return Outcome(wire_frames(Error(ErrorCode.SHUTTING_DOWN, text, job.job_id)), "failed")
             log.info("%s: cancelled after %.1f s", job.describe(), seconds)
-            return Outcome(encode(Cancelled(job.job_id)), "cancelled")
+            return Outcome(wire_frames(Cancelled(job.job_id)), "cancelled")
         if isinstance(exc, engine_errors.OutOfMemory):
             code, text = ErrorCode.OUT_OF_MEMORY, public_text(str(exc))
             log.warning("%s: out of memory after %.1f s (%s)", job.describe(), seconds, exc)
@@ -341,7 +352,7 @@ class JobRunner:
                 "has the details. Other jobs are not affected."
             )
             log.error("%s: failed after %.1f s", job.describe(), seconds, exc_info=exc)
-        return Outcome(encode(Error(code, text or code.value, job.job_id)), "failed")
+        return Outcome(wire_frames(Error(code, text or code.value, job.job_id)), "failed")
 
 
 def _per_step(sampling: list[tuple[float, int]], timings: dict[str, float], steps: int) -> str:
@@ -392,8 +403,8 @@ class JobQueue:
                 "wait for one to finish and try again."
             )
         job.position = len(self._pending)
-        job.owner.send_bytes(encode(Accepted(job.job_id, job.position)))
-        job.owner.send_bytes(encode(Progress(job.job_id, Stage.QUEUED, position=job.position)))
+        job.owner.send_frames(wire_frames(Accepted(job.job_id, job.position)))
+        job.owner.send_frames(wire_frames(Progress(job.job_id, Stage.QUEUED, position=job.position)))
         self._pending.append(job)
         self._wake.set()
 
@@ -402,7 +413,7 @@ class JobQueue:
         if job.state == QUEUED:
             self._pending.remove(job)
             log.info("%s: cancelled while queued", job.describe())
-            self._finish(job, Outcome(encode(Cancelled(job.job_id)), "cancelled"))
+            self._finish(job, Outcome(wire_frames(Cancelled(job.job_id)), "cancelled"))
             self._announce_positions()
         elif job.state == RUNNING:
             job.cancel_event.set()
@@ -439,7 +450,7 @@ class JobQueue:
             except Exception as exc:  # execute() catches everything; this is a daemon bug
                 log.exception("%s: internal error", job.describe())
                 text = f"Internal error in the daemon ({type(exc).__name__}); other jobs go on."
-                outcome = Outcome(encode(Error(ErrorCode.INTERNAL, text, job.job_id)), "failed")
+                outcome = Outcome(wire_frames(Error(ErrorCode.INTERNAL, text, job.job_id)), "failed")
             finally:
                 self._running = None
             self._finish(job, outcome)
@@ -449,7 +460,7 @@ class JobQueue:
             return  # already answered (shutdown timeout) or its client is gone
         job.state = DONE
         if outcome.message is not None:
-            job.owner.send_bytes(outcome.message)
+            job.owner.send_frames(outcome.message)
         job.owner.forget(job)
 
     def _announce_positions(self) -> None:
@@ -457,7 +468,7 @@ class JobQueue:
             if job.position != position:
                 job.position = position
                 message = Progress(job.job_id, Stage.QUEUED, position=position)
-                job.owner.send_bytes(encode(message))
+                job.owner.send_frames(wire_frames(message))
 
     # --- shutdown ---
 
@@ -467,8 +478,8 @@ class JobQueue:
         self._wake.set()
         while self._pending:
             job = self._pending.popleft()
-            text = SHUTDOWN_TEXT.format(when="was waiting")
-            self._finish(job, Outcome(encode(Error(ErrorCode.SHUTTING_DOWN, text, job.job_id)), "failed"))
+            error = Error(ErrorCode.SHUTTING_DOWN, SHUTDOWN_TEXT.format(when="was waiting"), job.job_id)
+            self._finish(job, Outcome(wire_frames(error), "failed"))
         running = self._running
         if running is not None:
             running.stopping = True
@@ -483,4 +494,4 @@ class JobQueue:
             log.warning("%s: still running after %.0f s; stopping anyway", running.describe(), grace)
             text = SHUTDOWN_TEXT.format(when="was running")
             error = Error(ErrorCode.SHUTTING_DOWN, text, running.job_id)
-            self._finish(running, Outcome(encode(error), "failed"))
+            self._finish(running, Outcome(wire_frames(error), "failed"))

@@ -15,7 +15,7 @@ import http
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,11 +41,10 @@ from ...protocol import (
     Submit,
     Welcome,
     decode,
-    encode,
 )
 from .. import __version__
 from . import jobs as jobs_module
-from .jobs import Job, JobQueue, JobRunner, QueueFull
+from .jobs import Frames, Job, JobQueue, JobRunner, QueueFull, wire_frames
 from .models import ModelCatalog
 from .security import AccessPolicy, token_matches
 
@@ -54,15 +53,7 @@ log = logging.getLogger("differential_inpaint.daemon")
 SERVER_NAME = "differential-inpaint"
 CAPABILITIES = ["preview", "cancel", "status", "list_models", "linear_color"]
 HANDSHAKE_TIMEOUT = 30.0  # seconds a connection may sit without saying hello
-_FRAGMENT = 2 * 1024 * 1024  # loopback is fastest with 1-4 MiB fragments
 _DECODE_OFF_LOOP = 8 * 1024 * 1024  # decode bigger messages in a thread
-
-
-def _fragments(data: bytes) -> bytes | Iterable[memoryview]:
-    if len(data) <= _FRAGMENT:
-        return data
-    view = memoryview(data)
-    return [view[i : i + _FRAGMENT] for i in range(0, len(view), _FRAGMENT)]
 
 
 class Session:
@@ -76,8 +67,8 @@ class Session:
         self.name = f"client #{serial} {self.address}"
         self.jobs: dict[str, Job] = {}
         self.closed = False
-        self._outbox: deque[bytes] = deque()
-        self._preview: tuple[Job, bytes] | None = None
+        self._outbox: deque[Frames] = deque()
+        self._preview: tuple[Job, Frames] | None = None
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -85,19 +76,19 @@ class Session:
     # --- called by the handler and the job queue (loop thread) ---
 
     def send(self, message: Any) -> None:
-        self.send_bytes(encode(message))
+        self.send_frames(wire_frames(message))
 
-    def send_bytes(self, data: bytes) -> None:
+    def send_frames(self, frames: Frames) -> None:
         if self.closed:
             return
-        self._outbox.append(data)
+        self._outbox.append(frames)
         self._idle.clear()
         self._wake.set()
 
-    def offer_preview(self, job: Job, data: bytes) -> None:
+    def offer_preview(self, job: Job, frames: Frames) -> None:
         if self.closed or job.state != jobs_module.RUNNING:
             return
-        self._preview = (job, data)  # latest wins: an unsent older one is dropped
+        self._preview = (job, frames)  # latest wins: an unsent older one is dropped
         self._idle.clear()
         self._wake.set()
 
@@ -117,9 +108,9 @@ class Session:
         try:
             while True:
                 if self._outbox:
-                    data = self._outbox.popleft()
+                    frames = self._outbox.popleft()
                 elif self._preview is not None:
-                    job, data = self._preview
+                    job, frames = self._preview
                     self._preview = None
                     if job.state != jobs_module.RUNNING:
                         continue
@@ -130,7 +121,7 @@ class Session:
                     continue
                 # Returns once the data is in the socket buffer below the high-water
                 # mark; meanwhile new previews replace each other in the slot.
-                await self.ws.send(_fragments(data))
+                await self.ws.send(frames[0] if len(frames) == 1 else frames)
         except ConnectionClosed:
             pass
         finally:

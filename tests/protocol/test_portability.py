@@ -30,6 +30,13 @@ assert msgpack.Unpacker is msgpack.fallback.Unpacker, "the C extension was used"
 m = p.Submit("j", p.Image(2, 2, "bgra8", bytes(range(16))), p.Mask(2, 2, b"\x00\x40\x80\xff"),
              p.JobParams(prompt="fox", seed=7), x=3, y=-4)
 assert p.decode(p.encode(m)) == m
+assert msgpack.Packer is msgpack.fallback.Packer
+# Zero-copy sending: the parts are exactly encode()'s bytes, the pixels views.
+big = p.Submit("b", p.Image(128, 128, "rgba8", bytes(range(256)) * 256), p.Mask(128, 128, bytes(16384)))
+parts = p.encode_parts(big)
+assert b"".join(parts) == p.encode(big) and any(isinstance(x, memoryview) for x in parts)
+assert b"".join(p.fragments(parts, 1000)) == p.encode(big)
+assert p.decode(b"".join(parts)) == big
 try:
     p.decode(b"\xc1")
 except p.ProtocolError as e:

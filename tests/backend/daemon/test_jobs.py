@@ -321,13 +321,13 @@ def test_previews_for_a_slow_client_are_dropped_latest_wins() -> None:
         session = Session(ws, 1)  # type: ignore[arg-type]
         sender = asyncio.create_task(session.run_sender())
         job = jobs_module.Job("j", session, make_submit("j"), "m", state=jobs_module.RUNNING)
-        session.send_bytes(b"progress-1")
+        session.send_frames([b"progress-1"])
         await ws.sending.wait()  # the sender is stuck on the slow client
         assert not session.preview_busy()
         for n in range(5):
-            session.offer_preview(job, f"preview-{n}".encode())
+            session.offer_preview(job, [f"preview-{n}".encode()])
             assert session.preview_busy()  # the worker would skip making another
-        session.send_bytes(b"progress-2")
+        session.send_frames([b"progress-2"])
         for _ in range(3):
             ws.go.set()
             await asyncio.sleep(0.01)
@@ -335,10 +335,10 @@ def test_previews_for_a_slow_client_are_dropped_latest_wins() -> None:
         assert ws.sent == [b"progress-1", b"progress-2", b"preview-4"]  # in order, one fresh preview
         assert not session.preview_busy()
         # A preview is never sent after its job's last word.
-        session.offer_preview(job, b"stale")
+        session.offer_preview(job, [b"stale"])
         job.state = jobs_module.DONE
         session.forget(job)
-        session.send_bytes(b"result")
+        session.send_frames([b"result"])
         ws.go.set()
         await session.flush(1.0)
         assert ws.sent[-1] == b"result" and b"stale" not in ws.sent
@@ -348,13 +348,15 @@ def test_previews_for_a_slow_client_are_dropped_latest_wins() -> None:
 
 
 def test_large_messages_are_sent_as_fragments() -> None:
-    from differential_inpaint.backend.daemon.server import _fragments
-
-    assert _fragments(b"small") == b"small"
-    big = bytes(5 * 1024 * 1024 + 3)
-    parts = _fragments(big)
-    assert [len(x) for x in parts] == [2 * 1024 * 1024, 2 * 1024 * 1024, 1024 * 1024 + 3]
-    assert b"".join(bytes(x) for x in parts) == big
+    assert jobs_module.wire_frames(p.Accepted("j", 0)) == [p.encode(p.Accepted("j", 0))]
+    size = 1152  # 1152x1152 RGBA8: 5 MiB + 64 KiB of pixels
+    image = p.Image(size, size, p.PixelFormat.RGBA8, bytes(size * size * 4))
+    result = p.Result("j", image, 0, 0, seed=1)
+    frames = jobs_module.wire_frames(result)
+    assert all(len(x) <= 2 * 1024 * 1024 for x in frames) and len(frames) == 4
+    assert b"".join(bytes(x) for x in frames) == p.encode(result)
+    # The pixels are sliced out of the result's own bytes, never copied to encode it.
+    assert sum(1 for x in frames if isinstance(x, memoryview) and x.obj is image.data) >= 2
 
 
 def test_shutdown_tells_running_and_queued_jobs_and_closes_connections(

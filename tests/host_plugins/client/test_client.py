@@ -115,6 +115,26 @@ def test_big_submits_arrive_whole_in_fragments() -> None:
     assert got == [1024 * 1024 * 4]
 
 
+def test_big_submits_go_out_as_one_message_of_bounded_fragments() -> None:
+    frames: list[int] = []
+    whole: list[bytes] = []
+
+    def script(ws: ServerConnection) -> None:
+        receive(ws)
+        ws.send(welcome())
+        chunks = list(ws.recv_streaming())  # one message, fragment by fragment
+        frames.extend(len(chunk) for chunk in chunks)
+        whole.append(b"".join(chunks))
+        job = p.decode(whole[0], accept=p.CLIENT_MESSAGES)
+        ws.send(p.encode(p.Error(p.ErrorCode.JOB_FAILED, "stop here", job.job_id)))
+
+    job = submit(1024, 1024)  # 4 MiB of pixels + 1 MiB of mask
+    with scripted_server(script) as url, pytest.raises(c.InpaintError):
+        c.run_job(job, server=url)
+    assert whole == [p.encode(job)]
+    assert len(frames) > 2 and max(frames) <= p.FRAGMENT_BYTES
+
+
 def test_version_mismatch_is_explained() -> None:
     def script(ws: ServerConnection) -> None:
         receive(ws)
