@@ -53,10 +53,13 @@ def inpaint_layer(
         feather=feather,
         padding=padding,
         server=server or "",
+        token=token or "",
     )
     try:
         job = core.prepare_job(document, node, settings)
-        result = jobs.run_blocking(job.submit, server=settings.server, token=token, timeout=timeout)
+        result = jobs.run_blocking(
+            job.submit, server=settings.server, token=settings.token or None, timeout=timeout
+        )
         layer = core.insert_result(job, result)
     except InpaintError:
         raise

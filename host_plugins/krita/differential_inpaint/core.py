@@ -53,6 +53,7 @@ class InpaintSettings:
     feather: float = 0.0
     padding: int = 64  # px of context around the selection
     server: str = ""  # "" = the client's default address
+    token: str = ""  # the daemon's token; needed only when it asks for one (off loopback)
 
     def check(self) -> None:
         """Refuse values the daemon would refuse, with a sentence a painter can act on."""
@@ -224,6 +225,21 @@ def plan_region(document: Any, node: Any, padding: int) -> tuple[p.Rect, p.Rect,
     return p.context_region(target, canvas, padding=0), target, None
 
 
+def check_size(region: p.Rect, has_selection: bool) -> None:
+    """Refuse a region the daemon would refuse before reading it: reading a huge layer
+    costs Krita's GUI thread seconds and gigabytes, only for the daemon to say no."""
+    limits = p.DEFAULT_LIMITS
+    if region.area <= limits.max_pixels and max(region.width, region.height) <= limits.max_side:
+        return
+    what = "The area around the selection" if has_selection else "With no selection, the whole layer"
+    raise KritaInpaintError(
+        f"{what} is {region.width}x{region.height} pixels; the daemon works on at most "
+        f"{limits.max_pixels:,} pixels ({limits.max_side} on a side). Select a smaller area "
+        "(or lower the context padding) and try again.",
+        p.ErrorCode.TOO_LARGE.value,
+    )
+
+
 def layer_name(prompt: str) -> str:
     """The new layer is named after the prompt (one line, shortened)."""
     name = " ".join(prompt.split())
@@ -254,6 +270,7 @@ def prepare_job(
     node = resolve_node(document, node)
     fmt = layer_format(document, node)
     region, target, selection = plan_region(document, node, settings.padding)
+    check_size(region, selection is not None)
     if selection is not None:
         mask = bytes(selection.pixelData(region.x, region.y, region.width, region.height))
         if len(mask) != region.area:

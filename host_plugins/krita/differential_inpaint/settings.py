@@ -31,6 +31,7 @@ class FormValues:
     feather: float = 0.0
     padding: int = 64
     server: str = ""  # "" = ws://127.0.0.1:7865
+    token: str = ""  # "" = none (a daemon on loopback asks for none)
 
 
 def _krita() -> Any:
@@ -81,4 +82,5 @@ def to_settings(values: FormValues) -> InpaintSettings:
         feather=values.feather,
         padding=values.padding,
         server=values.server.strip(),
+        token=values.token.strip(),
     )

@@ -38,14 +38,14 @@ class ModelFetcher(QtCore.QObject):
     loaded = Signal(object, object)  # list of model names, default model name or None
     failed = Signal(str)
 
-    def fetch(self, server: str) -> None:
+    def fetch(self, server: str, token: str = "") -> None:
         threading.Thread(
-            target=self._work, args=(server,), name="differential-inpaint-models", daemon=True
+            target=self._work, args=(server, token), name="differential-inpaint-models", daemon=True
         ).start()
 
-    def _work(self, server: str) -> None:
+    def _work(self, server: str, token: str) -> None:
         try:
-            welcome = server_info(server or DEFAULT_SERVER)
+            welcome = server_info(server or DEFAULT_SERVER, token=token or None)
         except InpaintError as exc:
             outcome: tuple[Any, ...] = ("failed", exc.message)
         except Exception as exc:  # e.g. a malformed address
@@ -93,6 +93,10 @@ class SettingsForm(QtWidgets.QWidget):
         self.padding.setToolTip("Context around the selection that the model sees")
         self.server = QtWidgets.QLineEdit()
         self.server.setPlaceholderText(DEFAULT_SERVER)
+        self.token = QtWidgets.QLineEdit()
+        self.token.setEchoMode(QtWidgets.QLineEdit.EchoMode.Password)
+        self.token.setPlaceholderText("Only if the daemon asks for one")
+        self.token.setToolTip("The token a daemon on another machine prints when it starts")
         self.status = QtWidgets.QLabel()
         self.status.setWordWrap(True)
 
@@ -114,6 +118,7 @@ class SettingsForm(QtWidgets.QWidget):
         form.addRow("Mask feather", self.feather)
         form.addRow("Context padding", self.padding)
         form.addRow("Daemon address", self.server)
+        form.addRow("Token", self.token)
         form.addRow(self.status)
 
         self._fetcher = ModelFetcher(self)
@@ -138,6 +143,7 @@ class SettingsForm(QtWidgets.QWidget):
         self.feather.setValue(values.feather)
         self.padding.setValue(values.padding)
         self.server.setText(values.server)
+        self.token.setText(values.token)
 
     def values(self) -> settings.FormValues:
         seed_text = self.seed.text().strip()
@@ -154,6 +160,7 @@ class SettingsForm(QtWidgets.QWidget):
             feather=self.feather.value(),
             padding=self.padding.value(),
             server=self.server.text().strip(),
+            token=self.token.text().strip(),
         )
 
     def show_used_seed(self, seed: int) -> None:
@@ -179,7 +186,7 @@ class SettingsForm(QtWidgets.QWidget):
     def refresh_models(self) -> None:
         self.refresh.setEnabled(False)
         self.status.setText("Asking the daemon for its models...")
-        self._fetcher.fetch(self.server.text().strip())
+        self._fetcher.fetch(self.server.text().strip(), self.token.text().strip())
 
     def _models_loaded(self, names: list[str], default: str | None) -> None:
         self.refresh.setEnabled(True)
@@ -323,6 +330,7 @@ class JobController(QtCore.QObject):
         self.worker = jobs.JobThread(
             self.job.submit,
             server=job_settings.server,
+            token=job_settings.token or None,
             timeout=timeout,
             on_result=self.succeeded.emit,
             on_error=self.failed.emit,

@@ -8,6 +8,8 @@ exactly in every depth. The prompt's prefix picks a failure instead:
     "drop:"   one progress message, then the connection closes mid-job
     "slow:"   progress every 50 ms until the client cancels, then `cancelled`
     "shift:"  a result placed 8 px off the submitted region (a broken daemon)
+A `hello` whose token is WRONG_TOKEN is refused as unauthorized; the tokens of
+the jobs' hellos are kept in `tokens`, beside `submits`.
 Run it as a script to serve on a given port: `python fake_daemon.py PORT`.
 """
 
@@ -27,6 +29,7 @@ from websockets.sync.server import ServerConnection, serve
 from differential_inpaint import protocol as p
 
 FAIL_MESSAGE = "The fake daemon failed this job on purpose"
+WRONG_TOKEN = "wrong-token"
 
 
 def alpha_from_mask(image: p.Image, mask: bytes) -> bytes:
@@ -50,6 +53,7 @@ def alpha_from_mask(image: p.Image, mask: bytes) -> bytes:
 class FakeDaemon:
     def __init__(self) -> None:
         self.submits: list[p.Submit] = []
+        self.tokens: list[str | None] = []  # hello.token of each submit's connection
         self.url = ""
         self._lock = threading.Lock()
 
@@ -60,6 +64,9 @@ class FakeDaemon:
     def _serve(self, ws: ServerConnection) -> None:
         hello = p.decode(ws.recv(), accept=p.CLIENT_MESSAGES)
         assert isinstance(hello, p.Hello)
+        if hello.token == WRONG_TOKEN:
+            ws.send(p.encode(p.Error(p.ErrorCode.UNAUTHORIZED, "wrong token")))
+            return
         welcome = p.Welcome(
             server="fake",
             server_version="0",
@@ -75,6 +82,7 @@ class FakeDaemon:
         assert isinstance(submit, p.Submit)
         with self._lock:
             self.submits.append(submit)
+            self.tokens.append(hello.token)
         job, prompt, steps = submit.job_id, submit.params.prompt, submit.params.steps
         if prompt.startswith("fail:"):
             ws.send(p.encode(p.Error(p.ErrorCode.JOB_FAILED, FAIL_MESSAGE, job)))

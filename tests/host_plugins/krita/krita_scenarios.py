@@ -319,6 +319,97 @@ def offset_layer(c: Checks, w: World, server: str, exact: bool) -> None:
     c("original layer still where it was moved", rect_of(layer) == (130, 90, 80, 80), rect_of(layer))
 
 
+def nested_layer(c: Checks, w: World, server: str, exact: bool) -> None:
+    """A hidden, locked paint layer inside a group, moved to negative offsets, under a
+    sibling; the selection runs off the layer's edge: the result goes into the group,
+    right above the layer, and only the layer's own pixels travel."""
+    doc, _ = w.document(200, 160)
+    group = doc.createGroupLayer("Group")
+    doc.rootNode().addChildNode(group, None)
+    child = doc.createNode("Child", "paintlayer")
+    group.addChildNode(child, None)
+    sibling = doc.createNode("Sibling", "paintlayer")
+    group.addChildNode(sibling, child)
+    child.setPixelData(pattern(120, 100, "U8"), 0, 0, 120, 100)
+    child.move(-40, -30)  # now covers -40..80 x -30..70
+    child.setVisible(False)
+    child.setLocked(True)
+    doc.waitForDone()
+    c("the layer moved off the canvas", rect_of(child) == (-40, -30, 120, 100), rect_of(child))
+    w.select_feathered(doc, (50, 40, 60, 50), 8)
+    region = w.region_for(doc)
+    mask = bytes(doc.selection().pixelData(region.x, region.y, region.width, region.height))
+    sent = bytes(child.pixelData(region.x, region.y, region.width, region.height))
+    whole_before = bytes(child.pixelData(-40, -30, 120, 100))
+    root_before = w.names(doc)
+    prompt = "nested"
+    new = w.plugin.inpaint_layer(doc, child, prompt=prompt, steps=3, seed=2, server=server)
+    names = [n.name() for n in group.childNodes()]
+    c("inserted into the layer's group", new.parentNode() is not None and new.parentNode().name() == "Group")
+    c("right above the layer, below the sibling", names == ["Child", prompt, "Sibling"], names)
+    c("the root is unchanged", w.names(doc) == root_before, (root_before, w.names(doc)))
+    c("the new layer is visible", new.visible())
+    bounds = w.p.Rect(*rect_of(new))
+    c("inside the region", region.contains(bounds), (bounds, region))
+    data = bytes(new.pixelData(region.x, region.y, region.width, region.height))
+    alpha = alpha_values(data, "U8")
+    leaks = sum(1 for a, m in zip(alpha, mask, strict=True) if m == 0 and a != 0)
+    c("zero alpha where the selection was 0", leaks == 0, f"{leaks} pixels")
+    if exact:
+        c("exactly the layer's pixels with alpha = mask", data == alpha_from_mask(sent, mask, "U8"))
+    c("original layer unchanged", bytes(child.pixelData(-40, -30, 120, 100)) == whole_before)
+    c("still hidden and locked", not child.visible() and child.locked())
+
+
+def tiny_selection_unicode(c: Checks, w: World, server: str) -> None:
+    """A 3x2 px hard selection and a prompt that is not ASCII."""
+    from krita import Selection
+
+    doc, layer = w.document(160, 120)
+    layer.setPixelData(pattern(160, 120, "U8"), 0, 0, 160, 120)
+    selection = Selection()
+    selection.select(70, 50, 3, 2, 255)
+    doc.setSelection(selection)
+    doc.waitForDone()
+    prompt = "Zürich 東京 🌸 straße"
+    region = w.region_for(doc)
+    mask = bytes(doc.selection().pixelData(region.x, region.y, region.width, region.height))
+    c("six pixels selected", mask.count(255) == 6 and mask.count(0) == len(mask) - 6, len(set(mask)))
+    new = w.plugin.inpaint_layer(doc, layer, prompt=prompt, steps=2, server=server)
+    check_new_layer(c, w, doc, layer, new, region, mask, "U8", prompt)
+    c("context around the few pixels", region.width >= 64 and region.height >= 64, region)
+
+
+def too_large_without_selection(c: Checks, w: World) -> None:
+    """No selection on a layer larger than the daemon takes: refused at once, nothing read."""
+    doc, layer = w.document(4200, 4100)  # an empty layer: its extent is the whole canvas
+    names = w.names(doc)
+    started = time.monotonic()
+    try:
+        w.plugin.inpaint_layer(doc, layer, prompt="too big", server=w.server("dead_server"))
+    except w.plugin.KritaInpaintError as exc:
+        c("refused as too large", exc.code == "too_large", f"{exc.code}: {exc.message}")
+        c("says what to do", "Select a smaller area" in exc.message, exc.message)
+    else:
+        c("refused as too large", False, "no exception")
+    c("at once", time.monotonic() - started < 1.0, time.monotonic() - started)
+    c("no layer added", w.names(doc) == names)
+
+
+def settings_unicode(c: Checks, w: World) -> None:
+    """The dialog's remembered values survive kritarc with any text in them."""
+    from differential_inpaint import settings
+
+    values = settings.FormValues(
+        prompt="Zürich 東京 🌸\nsecond line = \"quoted\"; [group]",
+        negative_prompt="ß, é, ø",
+        server="ws://127.0.0.1:7865/",
+        token="s3cret",
+    )
+    settings.save(values)
+    c("round trip through kritarc", settings.load() == values, settings.load())
+
+
 def group_projection(c: Checks, w: World, server: str) -> None:
     doc, _ = w.document(128, 128)
     group = doc.createGroupLayer("Group")
@@ -560,6 +651,10 @@ SCENARIOS: dict[str, Callable[[Checks, World], None]] = {
     "exact_no_selection": lambda c, w: no_selection(c, w, w.server("fake_daemon"), True),
     "exact_offset_layer": lambda c, w: offset_layer(c, w, w.server("fake_daemon"), True),
     "group_projection": lambda c, w: group_projection(c, w, w.server("fake_daemon")),
+    "exact_nested_layer": lambda c, w: nested_layer(c, w, w.server("fake_daemon"), True),
+    "tiny_selection_unicode": lambda c, w: tiny_selection_unicode(c, w, w.server("fake_daemon")),
+    "too_large_without_selection": too_large_without_selection,
+    "settings_unicode": settings_unicode,
     "daemon_not_running": daemon_not_running,
     "refuses_other_models": refuses_other_models,
     "job_errors": job_errors,
@@ -576,6 +671,7 @@ SCENARIOS: dict[str, Callable[[Checks, World], None]] = {
     "real_F32": lambda c, w: depth_scenario(c, w, "F32", w.server("real_daemon"), False),
     "real_no_selection": lambda c, w: no_selection(c, w, w.server("real_daemon"), False),
     "real_offset_layer": lambda c, w: offset_layer(c, w, w.server("real_daemon"), False),
+    "real_nested_layer": lambda c, w: nested_layer(c, w, w.server("real_daemon"), False),
     "real_controller": lambda c, w: controller_run(c, w, w.server("real_daemon"), "gui real"),
 }
 

@@ -13,7 +13,7 @@ from types import ModuleType
 import pytest
 
 from . import fake_krita
-from .fake_daemon import FAIL_MESSAGE, FakeDaemon, alpha_from_mask
+from .fake_daemon import FAIL_MESSAGE, WRONG_TOKEN, FakeDaemon, alpha_from_mask
 
 SEL_X, SEL_Y, SEL_W, SEL_H = 100, 60, 40, 30
 
@@ -357,6 +357,35 @@ def test_job_failures_are_clear_and_change_nothing(plugin, krita, daemon, prompt
     assert caught.value.code == code
     assert words in caught.value.message
     assert len(doc.topLevelNodes()) == 1 and doc.undo_steps == []
+
+
+def test_the_token_reaches_the_daemon_and_a_wrong_one_is_explained(plugin, krita, daemon):
+    doc, _ = new_document(krita, 64, 64)
+    feathered_selection(doc, 8, 8, 16, 16)
+    plugin.inpaint_layer(doc, prompt="with a token", server=daemon.url, token="s3cret")
+    assert daemon.submits[-1].params.prompt == "with a token" and daemon.tokens[-1] == "s3cret"
+    plugin.inpaint_layer(doc, prompt="without", server=daemon.url)
+    assert daemon.tokens[-1] is None
+    with pytest.raises(plugin.InpaintError) as caught:
+        plugin.inpaint_layer(doc, prompt="x", server=daemon.url, token=WRONG_TOKEN)
+    assert caught.value.code == "unauthorized" and "token" in caught.value.message
+
+
+def test_a_layer_too_big_for_the_daemon_is_refused_before_reading(plugin, krita):
+    """No selection on a huge layer: refused up front, not after reading gigabytes."""
+    doc = krita.createDocument(4200, 4100, "huge", "RGBA", "U8", "", 72.0)
+    layer = doc.topLevelNodes()[0]  # empty: its extent is the whole canvas
+    doc.setActiveNode(layer)
+    with pytest.raises(plugin.KritaInpaintError) as caught:
+        plugin.core.prepare_job(doc, layer, settings(plugin))
+    assert caught.value.code == "too_large"
+    assert "whole layer is 4200x4100" in caught.value.message
+    assert "Select a smaller area" in caught.value.message
+    assert doc.events == []  # nothing was read
+    # A small selection on the same layer is fine: only its region is read.
+    feathered_selection(doc, 2000, 2000, 30, 30)
+    job = plugin.core.prepare_job(doc, layer, settings(plugin))
+    assert job.region.width < 200 and [e.kind for e in doc.events] == ["read"]
 
 
 def test_a_bad_address_is_explained(plugin, krita):

@@ -53,6 +53,7 @@ def test_the_form_round_trips_its_values(plugin, qt, ui):
     values = settings.FormValues(
         prompt="moss", negative_prompt="blur", strength=0.35, steps=12, guidance=5.5, random_seed=False,
         seed=2**62, model="fake-xl", grow=3.0, feather=7.5, padding=32, server="ws://127.0.0.1:9",
+        token="s3cret",
     )  # fmt: skip
     form.set_values(values)
     assert form.values() == values
@@ -102,9 +103,11 @@ def test_a_job_through_the_controller(plugin, qt, ui, krita, daemon):
     controller.progressed.connect(seen.append)
     finished: list[object] = []
     controller.finished.connect(finished.append)
-    assert controller.start(doc, layer, plugin.InpaintSettings(prompt="moss", steps=3, server=daemon.url))
+    job_settings = plugin.InpaintSettings(prompt="moss", steps=3, server=daemon.url, token="s3cret")
+    assert controller.start(doc, layer, job_settings)
     assert wait(qt, lambda: bool(finished))
     assert errors == [] and finished[0] is not None and finished[0].name() == "moss"
+    assert daemon.tokens[-1] == "s3cret"
     assert len(seen) == 3 and len(doc.undo_steps) == 1
 
 
