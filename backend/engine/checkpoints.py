@@ -53,35 +53,51 @@ def _torch_load(path: Path, mmap: bool) -> dict[str, Any]:
     try:
         # weights_only: a .ckpt is a pickle; never run code from one.
         return _unwrap(torch.load(path, map_location="cpu", weights_only=True, mmap=mmap))
+    except (UnsupportedCheckpoint, OSError):
+        raise
     except RuntimeError as exc:
         if mmap and "mmap" in str(exc):  # legacy (pre-zip) format cannot be memory-mapped
             return _torch_load(path, mmap=False)
-        raise
-    except Exception as exc:
-        if "weights_only" in str(exc) or "Unsupported" in str(exc):
+        raise _unreadable(".ckpt") from exc
+    except Exception as exc:  # the unpickler's errors: damaged files, or code in the pickle
+        if "Unsupported global" in str(exc):
             raise UnsupportedCheckpoint(
                 "the .ckpt contains Python objects besides tensors and cannot be loaded safely; "
                 "convert it to .safetensors"
             ) from exc
-        raise
+        raise _unreadable(".ckpt") from exc
+
+
+def _unreadable(kind: str, exc: Exception | None = None) -> UnsupportedCheckpoint:
+    """A truncated download or a damaged file: say so (with the reader's first line, if short)."""
+    lines = str(exc).strip().splitlines() if exc is not None else []
+    detail = f": {lines[0]}" if lines and len(lines[0]) <= 100 else ""
+    return UnsupportedCheckpoint(f"it is not a readable {kind} file (damaged or incomplete?){detail}")
 
 
 def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Key -> shape without reading the weights (safetensors header; .ckpt memory-mapped)."""
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118 - not a dict
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118 - not a dict
+        except SafetensorError as exc:
+            raise _unreadable(".safetensors", exc) from exc
     state = _torch_load(path, mmap=True)
     return {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path), device="cpu")
+        try:
+            return load_file(str(path), device="cpu")
+        except SafetensorError as exc:
+            raise _unreadable(".safetensors", exc) from exc
     return {k: v for k, v in _torch_load(path, mmap=True).items() if isinstance(v, torch.Tensor)}
 
 
@@ -384,7 +400,8 @@ def load_single_file(path: Path, dtype: torch.dtype = torch.float32) -> tuple[An
 def _finish(pipe: Any, dtype: torch.dtype) -> None:
     for module in pipe.components.values():
         if isinstance(module, torch.nn.Module):
-            if next(module.parameters()).dtype != dtype:
+            # Checkpoints may mix precisions (an fp32 VAE, fp32 norms in an fp16 UNet).
+            if any(p.dtype != dtype for p in module.parameters() if p.is_floating_point()):
                 module.to(dtype=dtype)
             module.eval().requires_grad_(False)
 
@@ -428,8 +445,14 @@ def load_folder(folder: Path, dtype: torch.dtype = torch.float32) -> tuple[Any, 
         kwargs.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     try:
         pipe = cls.from_pretrained(str(folder), **kwargs)
-    except (OSError, ValueError):
+    except (OSError, ValueError) as exc:
         # Some folders ship only the half-precision variant of their weights.
-        pipe = cls.from_pretrained(str(folder), variant="fp16", **kwargs)
+        try:
+            pipe = cls.from_pretrained(str(folder), variant="fp16", **kwargs)
+        except (OSError, ValueError):
+            # The first error says what is wrong with the folder; the retry's only that
+            # there is no fp16 variant either.
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UnsupportedCheckpoint(f"its weights could not be loaded ({first_line})") from exc
     _finish(pipe, dtype)
     return pipe, family

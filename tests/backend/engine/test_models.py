@@ -322,3 +322,44 @@ def test_old_clip_layouts_without_text_model_load_too() -> None:
     loaded, family = pipeline_from_state_dict(state)
     assert family == "sd15"
     _assert_same_weights(original, loaded)
+
+
+def test_damaged_files_are_left_out_of_listings_and_refused_clearly(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "good.safetensors").symlink_to(tiny_checkpoint)
+    data = tiny_checkpoint.read_bytes()
+    (folder / "partial.safetensors").write_bytes(data[: len(data) // 2])  # an interrupted download
+    (folder / "empty.safetensors").write_bytes(b"")
+    (folder / "garbage.ckpt").write_bytes(b"not a pickle")
+    engine = Engine(device="cpu", model_dirs=[folder], scan_default_locations=False)
+    names = {m.name for m in engine.list_models()}
+    assert "good.safetensors" in names
+    assert not names & {"partial.safetensors", "empty.safetensors", "garbage.ckpt"}
+    for name in ["partial.safetensors", "empty.safetensors", "garbage.ckpt"]:
+        with pytest.raises(UnknownModel, match=f"{name}.*damaged or incomplete"):
+            engine.resolve_model(str(folder / name))
+
+
+def test_a_diffusers_folder_with_damaged_weights_is_a_clear_error(tmp_path: Path) -> None:
+    build_tiny_pipeline("tiny-sd15").save_pretrained(tmp_path / "broken")
+    for weights in (tmp_path / "broken" / "unet").glob("*.safetensors"):
+        weights.write_bytes(b"truncated")
+    engine = Engine(device="cpu", model_dirs=[tmp_path], scan_default_locations=False)
+    assert "broken" in {m.name for m in engine.list_models()}  # only its JSON is read to list it
+    with pytest.raises(UnknownModel, match="Cannot use 'broken' as a model: its weights could not be loaded"):
+        engine.inpaint(
+            random_region(8, 8), np.full((8, 8), 255, np.uint8), InpaintParams(steps=1), model="broken"
+        )
+
+
+def test_checkpoints_mixing_precisions_load_in_one() -> None:
+    state = pipeline_to_ldm(build_tiny_pipeline("tiny-sd15"))
+    # fp16 weights except the first UNet parameter (conv_in), as some merge tools leave them.
+    state = {k: v if "input_blocks.0.0." in k else v.half() for k, v in state.items()}
+    loaded, _ = pipeline_from_state_dict(state, torch.float32)
+    for name in ("unet", "vae", "text_encoder"):
+        dtypes = {p.dtype for p in getattr(loaded, name).parameters()}
+        assert dtypes == {torch.float32}, name
