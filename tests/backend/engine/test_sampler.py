@@ -8,6 +8,8 @@ import pytest
 import torch
 from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
 
+from differential_inpaint.backend.engine.errors import JobCancelled
+from differential_inpaint.backend.engine.params import MAX_STEPS
 from differential_inpaint.backend.engine.pipeline import DifferentialDiffusionPipeline, StepState
 from differential_inpaint.backend.engine.schedulers import SCHEDULERS, make_scheduler
 from differential_inpaint.backend.engine.tiny import build_tiny_pipeline
@@ -61,7 +63,7 @@ def test_uniform_mask_equals_diffusers_img2img_sd15(scheduler: str) -> None:
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("scheduler", ["euler", "euler_a", "dpmpp_2m_karras"])
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
 def test_uniform_mask_equals_diffusers_img2img_sdxl(scheduler: str) -> None:
     uniform = torch.full((1, 1, SIZE, SIZE), 0.7, dtype=torch.float64)
     # An empty negative prompt is SDXL's "no negative prompt": zero embeddings.
@@ -174,3 +176,25 @@ def test_cpu_offload_moves_components_per_stage_and_changes_nothing() -> None:
     resident = _run("tiny-sd15", _bands(), "euler", num_inference_steps=3, negative_prompt="",
                     generator=torch.Generator().manual_seed(3))  # fmt: skip
     assert torch.equal(offloaded, resident)
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_every_scheduler_starts_at_the_most_steps_allowed(scheduler: str) -> None:
+    """The first step of the longest schedule a job may ask for (DDIM broke at 1000)."""
+    states: list[StepState] = []
+    with pytest.raises(JobCancelled):
+        _run(
+            "tiny-sd15",
+            torch.ones(1, 1, SIZE, SIZE, dtype=torch.float64),
+            scheduler,
+            num_inference_steps=MAX_STEPS,
+            callback=states.append,
+            should_cancel=lambda: len(states) >= 1,
+        )
+    assert len(states) == 1 and states[0].step_index == 0
+    assert torch.isfinite(states[0].latents).all()
+
+
+def test_images_the_vae_cannot_halve_three_times_are_refused() -> None:
+    with pytest.raises(ValueError, match="multiples of 8"):
+        _run("tiny-sd15", torch.ones(1, 1, 60, 64, dtype=torch.float64), image=torch.rand(1, 3, 60, 64))
