@@ -231,7 +231,13 @@ class DifferentialDiffusionPipeline:
         do_cfg = guidance_scale > 1.0 and self.unet.config.time_cond_proj_dim is None
         stage = on_stage or (lambda _name: None)
 
-        # 1. Text conditioning.
+        height, width = image.shape[-2:]
+        if height % self.vae_scale_factor or width % self.vae_scale_factor:
+            raise ValueError(f"The image's sides must be multiples of {self.vae_scale_factor}.")
+        if scheduler.order != 1:
+            raise ValueError("Differential sampling needs a scheduler with one model call per step.")
+
+        # Text conditioning, the unconditional half first when guidance is on.
         stage("encoding")
         cond = self.encode_prompt(prompt, negative_prompt, batch_size, do_cfg)
         added_cond_kwargs = None
@@ -239,43 +245,40 @@ class DifferentialDiffusionPipeline:
             rows = cond["prompt_embeds"].shape[0]
             added_cond_kwargs = {
                 "text_embeds": cond["pooled"],
-                "time_ids": self.sdxl_time_ids(image.shape[-2], image.shape[-1], rows),
+                "time_ids": self.sdxl_time_ids(height, width, rows),
             }
 
-        # 2. Timesteps: start where the strongest pixel starts (img2img with strength max(e)).
-        if scheduler.order != 1:
-            raise ValueError("Differential sampling needs a scheduler with one model call per step.")
+        # 1. The strength map at latent resolution (bilinear, no antialias, as the references),
+        #    as each latent pixel's first free step. On the CPU: float64 is not for every device.
         max_strength = float(strength.max()) if max_strength is None else float(max_strength)
-        scheduler.set_timesteps(num_steps, device=self.device)
-        t_start = start_step(max_strength, num_steps)
-        timesteps = scheduler.timesteps[t_start * scheduler.order :]
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(t_start * scheduler.order)
-
-        # 3. z0 and one noise tensor for the whole run, drawn in img2img's order.
-        original_latents, original_mean = self.encode_image(image, generator)
-        noise = randn_tensor(
-            original_latents.shape, generator=generator, device=self.device, dtype=self.dtype
-        )
-
-        # Per latent pixel: the first step at which it is free (bilinear, as the references).
-        latent_size = original_latents.shape[-2:]
+        latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
         latent_strength = F.interpolate(
-            strength.double().cpu(), size=latent_size, mode="bilinear", align_corners=False
+            strength.cpu().double(), size=latent_size, mode="bilinear", align_corners=False
         )
         first_free = first_free_step(latent_strength, num_steps, max_strength).to(self.device)
         never_free = first_free >= num_steps
 
-        if self.is_inpaint:
-            blank_latents = self.encode_blank(image)
+        # 2. Start where the strongest pixel starts: img2img with strength max(e).
+        scheduler.set_timesteps(num_steps, device=self.device)
+        t_start = start_step(max_strength, num_steps)
+        timesteps = scheduler.timesteps[t_start:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(t_start)
 
-        extra_step_kwargs = self._extra_step_kwargs(scheduler, generator)
-        # img2img's start: everything noised to the first step's level.
+        # 3. z0 and one noise tensor eps for the whole run, drawn in img2img's order; like
+        #    img2img, start from z0 noised to the first step's level.
+        original_latents, original_mean = self.encode_image(image, generator)
+        noise = randn_tensor(
+            original_latents.shape, generator=generator, device=self.device, dtype=self.dtype
+        )
         latents = original_latents
         if len(timesteps) > 0:
             latents = scheduler.add_noise(original_latents, noise, timesteps[:1].repeat(batch_size))
+        if self.is_inpaint:
+            blank_latents = self.encode_blank(image)
+        extra_step_kwargs = self._extra_step_kwargs(scheduler, generator)
 
-        # 4. The differential loop.
+        # 4. The differential loop (i = step_index, in the full schedule of N steps).
         stage("sampling")
         with self._on_device(self.unet):
             for i, t in enumerate(timesteps):
@@ -283,9 +286,9 @@ class DifferentialDiffusionPipeline:
                     raise JobCancelled("The job was cancelled.")
                 step_index = t_start + i
 
-                # Kept pixels go back to the original, noised to this step's level. One timestep
-                # at a time: with a begin index set, a vectorised add_noise would use one sigma
-                # (the current step's) for every timestep it is given.
+                # Free: e >= 1 - i/N. Every other pixel goes back to the original, noised to
+                # this step's level. One timestep at a time: with a begin index set, a
+                # vectorised add_noise would use one sigma (this step's) for every timestep.
                 free = first_free <= step_index
                 noised_original = scheduler.add_noise(
                     original_latents, noise, t.reshape(1).repeat(batch_size)
