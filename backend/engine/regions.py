@@ -18,6 +18,13 @@ def working_size(height: int, width: int, area: int, multiple: int) -> tuple[int
     scale = math.sqrt(area / float(height * width))
     h = max(multiple, round(height * scale / multiple) * multiple)
     w = max(multiple, round(width * scale / multiple) * multiple)
+    # A strip thinner than `multiple` at this scale has its short side rounded up; shorten
+    # its long side so that the area (the cost) stays about `area`. Its aspect cannot be kept.
+    longest = max(multiple, round(area / multiple / multiple) * multiple)
+    if h == multiple:
+        w = min(w, longest)
+    if w == multiple:
+        h = min(h, longest)
     return int(h), int(w)
 
 

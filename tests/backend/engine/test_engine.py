@@ -20,6 +20,7 @@ from differential_inpaint.backend.engine import (
 )
 from differential_inpaint.backend.engine import engine as engine_module
 from differential_inpaint.backend.engine.pipeline import DifferentialDiffusionPipeline
+from differential_inpaint.backend.engine.regions import working_size
 from differential_inpaint.backend.engine.tiny import TINY_WORKING_AREA
 
 from .conftest import random_region
@@ -95,6 +96,19 @@ def test_regions_are_sampled_at_the_working_resolution(
         assert abs(w / h - width / height) / (width / height) < 0.2  # aspect kept
 
 
+def test_thin_strips_cost_the_working_area_too(engine: Engine) -> None:
+    for height, width, area, multiple in [(4, 4000, 128 * 128, 16), (1, 8192 * 8192, 1024 * 1024, 64)]:
+        for h, w in [
+            working_size(height, width, area, multiple),
+            working_size(width, height, area, multiple),
+        ]:
+            assert h % multiple == 0 and w % multiple == 0
+            assert h * w <= 1.05 * area  # not the strip's length times the multiple
+    image = random_region(3, 2000)
+    result = engine.inpaint(image, np.full((3, 2000), 255, np.uint8), _params(steps=1), model=TINY)
+    assert result.image.shape == (3, 2000, 4)
+
+
 def test_same_seed_same_pixels_and_random_seeds_are_reported(engine: Engine) -> None:
     image = random_region(32, 32, seed=3)
     mask = np.full((32, 32), 200, np.uint8)
@@ -160,6 +174,7 @@ def test_other_schedulers_are_refused_with_a_clear_error(engine: Engine, name: s
         ({"strength": 0.0}, "Strength"),
         ({"strength": 1.5}, "Strength"),
         ({"steps": 0}, "Steps"),
+        ({"steps": 501}, "Steps"),
         ({"guidance": float("inf")}, "finite"),
         ({"grow": -1.0}, "Grow"),
         ({"snap": 0.5}, "Snap"),
