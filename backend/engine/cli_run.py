@@ -71,7 +71,8 @@ def read_image(path: Path) -> tuple[Any, Any, str]:
         image = opened
         mode = image.mode
         if mode in ("I;16", "I;16L", "I;16B", "I"):
-            raw = np.asarray(image).astype(np.uint16 if mode != "I" else np.int64)
+            # "I" is 32-bit: 16-bit PNGs in older Pillow, or a TIFF beyond 16 bits (clipped).
+            raw = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
             gray = raw.astype(np.float32) / 65535.0
             rgba = np.stack([gray, gray, gray, np.ones_like(gray)], axis=-1)
             return rgba.astype(np.float32), raw, "I;16"
@@ -130,6 +131,9 @@ def quiet_libraries() -> None:
 
     diffusers.utils.logging.set_verbosity_error()
     transformers.utils.logging.set_verbosity_error()
+    # Loading a diffusers folder would draw diffusers' own bars under ours.
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -141,13 +145,14 @@ def run(args: argparse.Namespace) -> int:
     from .engine import Engine
     from .regions import composite_over
 
+    unreadable = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError)
     try:
         image, raw, mode = read_image(args.image)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+    except unreadable as exc:
         return _error(f"cannot read the image '{args.image}': {exc}", EXIT_BAD_INPUT)
     try:
         mask = read_mask(args.mask)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+    except unreadable as exc:
         return _error(f"cannot read the mask '{args.mask}': {exc}", EXIT_BAD_INPUT)
     if mask.shape != image.shape[:2]:
         return _error(

@@ -80,8 +80,10 @@ def test_run_reports_the_random_seed_it_used(tmp_path: Path, capsys: pytest.Capt
         ("unreadable", "cannot read the image", 2),
         ("missing_mask", "cannot read the mask", 2),
         ("strength", "Strength must be in (0, 1]", 2),
+        ("nan_strength", "Strength must be a finite number", 2),
         ("steps", "Steps must be between 1", 2),
         ("scheduler", "Unknown scheduler 'fast'", 2),
+        ("heun", "Scheduler 'heun' is not supported by differential sampling", 2),
         ("model", "Unknown model 'no-such-model'", 3),
     ],
 )
@@ -99,6 +101,10 @@ def test_run_errors_are_one_clear_line_and_a_non_zero_exit(
         mask_path.unlink()
     elif change == "strength":
         argv += ["--strength", "1.5"]
+    elif change == "nan_strength":
+        argv += ["--strength", "nan"]
+    elif change == "heun":
+        argv += ["--scheduler", "heun"]
     elif change == "steps":
         argv += ["--steps", "0"]
     elif change == "scheduler":
