@@ -10,6 +10,7 @@ text encoders), so a tiny model written as a single file loads back identically.
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Any
 
 import torch
@@ -99,6 +100,11 @@ def tiny_text_config(hidden_act: str, pad_token_id: int, projection_dim: int = 3
     )
 
 
+# Building seeds torch's global RNG: two builds at once would interleave their draws and
+# give weights that depend on the timing.
+_build_lock = threading.Lock()
+
+
 @functools.cache
 def _build(name: str) -> Any:
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -130,4 +136,5 @@ def build_tiny_pipeline(name: str) -> Any:
     """
     if name not in BUILTINS:
         raise KeyError(name)
-    return _build(name)
+    with _build_lock:
+        return _build(name)
