@@ -275,7 +275,8 @@ def prepare_job(
         mask = bytes(selection.pixelData(region.x, region.y, region.width, region.height))
         if len(mask) != region.area:
             raise KritaInpaintError(
-                f"Krita gave {len(mask)} selection bytes for a region of {region.area} pixels.",
+                f"Krita gave {len(mask)} selection bytes for a region of {region.area} pixels; "
+                "nothing was sent. Select the area again and retry; please report this if it persists.",
                 "unreadable_selection",
             )
     else:
@@ -353,7 +354,11 @@ def insert_result(job: PreparedJob, result: p.Result) -> Any:
     image = result.image
     layer = document.createNode(job.layer_name, "paintlayer")
     if layer is None:
-        raise InpaintError("Krita could not create a new paint layer.", "insert_failed")
+        raise InpaintError(
+            "Krita could not create a new paint layer; nothing was changed. Try again, or save "
+            "the image and restart Krita.",
+            "insert_failed",
+        )
     # Pixels first: setPixelData on a layer that is not in the image yet is not an
     # undo step of its own, so adding the finished layer is the one and only step.
     layer.setPixelData(image.data, result.x, result.y, image.width, image.height)
@@ -363,5 +368,9 @@ def insert_result(job: PreparedJob, result: p.Result) -> Any:
     else:
         above = job.node
     if not parent.addChildNode(layer, above):
-        raise InpaintError("Krita refused to add the new layer; nothing was changed.", "insert_failed")
+        raise InpaintError(
+            "Krita refused to add the new layer; nothing was changed. Try again, or save the "
+            "image and restart Krita.",
+            "insert_failed",
+        )
     return layer

@@ -526,6 +526,40 @@ def controller_run(c: Checks, w: World, server: str, prompt: str, cancel: bool =
     c("one layer more", len(w.names(doc)) == len(names) + 1, w.names(doc))
 
 
+def changed_mid_job(c: Checks, w: World) -> None:
+    """The painter keeps working while a job runs: the layer deleted meanwhile puts the
+    result on top of the image; the image closed meanwhile gets nothing, with a message."""
+    from differential_inpaint import core, ui
+
+    for change in ("remove the layer", "close the document"):
+        doc, layer = w.document(96, 96)
+        layer.setPixelData(pattern(96, 96, "U8"), 0, 0, 96, 96)
+        w.select_feathered(doc, (20, 20, 40, 40), 8)
+        errors: list[str] = []
+        finished: list[Any] = []
+        controller = ui.JobController(
+            None, report_error=lambda _parent, message, errors=errors: errors.append(message)
+        )
+        controller.finished.connect(finished.append)
+        prompt = f"after: {change}"
+        settings = core.InpaintSettings(prompt=prompt, steps=2, server=w.server("fake_daemon"))
+        c(f"{change}: started", controller.start(doc, layer, settings))
+        # The result reaches the GUI thread only through the event loop, so this comes first.
+        if change == "remove the layer":
+            layer.remove()
+        else:
+            doc.close()
+        c(f"{change}: finished", w.wait_until(lambda finished=finished: bool(finished), 30))
+        if change == "remove the layer":
+            c(f"{change}: no error", errors == [], errors)
+            top = doc.rootNode().childNodes()[-1].name() if doc.rootNode().childNodes() else None
+            c(f"{change}: the result is on top", top == prompt, w.names(doc))
+            c(f"{change}: the layer is gone", "Painted" not in w.names(doc), w.names(doc))
+        else:
+            c(f"{change}: nothing inserted", finished == [None], finished)
+            c(f"{change}: one message about it", len(errors) == 1 and "closed" in errors[0], errors)
+
+
 def controller_error(c: Checks, w: World) -> None:
     from differential_inpaint import core, ui
 
@@ -661,6 +695,7 @@ SCENARIOS: dict[str, Callable[[Checks, World], None]] = {
     "controller_fake": lambda c, w: controller_run(c, w, w.server("fake_daemon"), "gui path"),
     "controller_cancel": lambda c, w: controller_run(c, w, w.server("fake_daemon"), "slow: cancel me", True),
     "controller_error": controller_error,
+    "changed_mid_job": changed_mid_job,
     "menu_and_dialog": menu_and_dialog,
     "zip_import": zip_import,
     # end to end, against the real daemon serving builtin:tiny-sd15
