@@ -93,6 +93,7 @@ class Job:
     position: int = -1  # last queue position announced to the client
     cancel_event: threading.Event = field(default_factory=threading.Event)
     stopping: bool = False  # cancelled because the daemon shuts down
+    outcome: str = ""  # once DONE: "done", "cancelled" or "failed" (see Outcome)
     queued_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -106,6 +107,10 @@ class Job:
 
 class QueueFull(Exception):
     pass
+
+
+class ShuttingDown(QueueFull):
+    """A job refused because the daemon is stopping."""
 
 
 @dataclass
@@ -265,6 +270,7 @@ class JobRunner:
             data = wire_frames(Preview(job.job_id, max(0, int(step)), image))
             self._post(job.owner.offer_preview, job, data)
 
+        failure: Outcome | None = None
         try:
             if job.cancel_event.is_set():
                 raise engine_errors.JobCancelled("cancelled before it started")
@@ -298,9 +304,12 @@ class JobRunner:
             )
             data = wire_frames(message)
         except Exception as exc:
-            outcome = self._failure(job, exc, time.monotonic() - start)
+            failure = self._failure(job, exc, time.monotonic() - start)
+        if failure is not None:
+            # Only now, outside the except block: until it ends, the exception's
+            # traceback keeps the engine's frames alive, and the tensors in them.
             free_memory()
-            return outcome
+            return failure
         seconds = time.monotonic() - start
         log.info(
             "%s: done in %.1f s (%s), seed %d",
@@ -396,7 +405,7 @@ class JobQueue:
     def accept(self, job: Job) -> None:
         """Queue `job`, telling its client `accepted` (always first) and its position."""
         if self._closing:
-            raise QueueFull("The daemon is shutting down and takes no new jobs.")
+            raise ShuttingDown("The daemon is shutting down and takes no new jobs; start it again and retry")
         if self.is_full():
             raise QueueFull(
                 f"{len(self._pending)} jobs are already waiting, the most this daemon queues; "
@@ -459,6 +468,7 @@ class JobQueue:
         if job.state == DONE:
             return  # already answered (shutdown timeout) or its client is gone
         job.state = DONE
+        job.outcome = outcome.kind
         if outcome.message is not None:
             job.owner.send_frames(outcome.message)
         job.owner.forget(job)

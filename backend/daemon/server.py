@@ -44,7 +44,7 @@ from ...protocol import (
 )
 from .. import __version__
 from . import jobs as jobs_module
-from .jobs import Frames, Job, JobQueue, JobRunner, QueueFull, wire_frames
+from .jobs import Frames, Job, JobQueue, JobRunner, QueueFull, ShuttingDown, wire_frames
 from .models import ModelCatalog
 from .security import AccessPolicy, token_matches
 
@@ -66,6 +66,9 @@ class Session:
         self.address = f"{remote[0]}:{remote[1]}" if remote else "?"
         self.name = f"client #{serial} {self.address}"
         self.jobs: dict[str, Job] = {}
+        # Ids of jobs that ended by themselves (result or error): a cancel that crossed
+        # their last word on the wire is no error.
+        self.finished: deque[str] = deque(maxlen=64)
         self.closed = False
         self._outbox: deque[Frames] = deque()
         self._preview: tuple[Job, Frames] | None = None
@@ -99,6 +102,8 @@ class Session:
     def forget(self, job: Job) -> None:
         if self.jobs.get(job.job_id) is job:
             del self.jobs[job.job_id]
+            if job.outcome != "cancelled":
+                self.finished.append(job.job_id)
         if self._preview is not None and self._preview[0] is job:
             self._preview = None  # never a preview after the job's last word
 
@@ -124,6 +129,10 @@ class Session:
                 await self.ws.send(frames[0] if len(frames) == 1 else frames)
         except ConnectionClosed:
             pass
+        except Exception:  # a bug: close, rather than leave the client waiting for replies
+            log.exception("%s: internal error while sending; closing this connection", self.name)
+            with contextlib.suppress(Exception):
+                await self.ws.close(1011, "internal error")
         finally:
             self.closed = True
             self._idle.set()
@@ -309,7 +318,11 @@ class DaemonServer:
             self._submit(session, message)
         elif isinstance(message, Cancel):
             job = session.jobs.get(message.job_id)
-            if job is None:
+            if job is None and message.job_id in session.finished:
+                # The job's result (or error) and this cancel crossed on the wire: the
+                # client already has the job's last word, and it needs no other.
+                log.debug("%s: cancel of job %s after it ended", session.name, message.job_id)
+            elif job is None:
                 text = f"no job '{message.job_id}' is queued or running on this connection"
                 session.send(Error(ErrorCode.UNKNOWN_JOB, text, message.job_id))
             else:
@@ -355,7 +368,8 @@ class DaemonServer:
         try:
             self.jobs.accept(job)
         except QueueFull as exc:
-            session.send(Error(ErrorCode.QUEUE_FULL, str(exc), job_id))
+            code = ErrorCode.SHUTTING_DOWN if isinstance(exc, ShuttingDown) else ErrorCode.QUEUE_FULL
+            session.send(Error(code, str(exc), job_id))
             return
         session.jobs[job_id] = job
         log.debug("%s: queued at position %d", job.describe(), job.position)

@@ -5,8 +5,10 @@ by events (`engine.hold`) rather than sleeps."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
+import weakref
 from typing import Any
 
 import numpy as np
@@ -168,6 +170,32 @@ def test_cancel_while_running_takes_effect_within_one_step(daemon: Any, engine: 
         assert isinstance(client.run(make_submit("next")), p.Result)
 
 
+@pytest.mark.parametrize("ending", ["result", "error"])
+def test_a_cancel_that_crosses_the_jobs_last_word_gets_no_reply(
+    daemon: Any, engine: FakeEngine, ending: str
+) -> None:
+    if ending == "error":
+        engine.fail_with = UnknownModel("gone")
+    with RawClient(daemon.url) as client:
+        last = client.run(make_submit("done-already"))
+        assert isinstance(last, p.Result if ending == "result" else p.Error)
+        client.send(p.Cancel("done-already"))  # sent before the client saw the last word
+        client.send(p.GetStatus())
+        # The job had one last word; the late cancel adds no error naming the job.
+        assert isinstance(client.recv(), p.Status)
+        client.send(p.Cancel("never-submitted"))
+        assert client.until_type(p.Error, "never-submitted").code is p.ErrorCode.UNKNOWN_JOB
+
+
+def test_a_submit_while_the_daemon_stops_is_told_so(daemon: Any) -> None:
+    with RawClient(daemon.url) as client:
+        daemon.call(daemon.server.jobs.shutdown(1.0))  # the queue stops before the connections
+        client.send(make_submit("too-late"))
+        error = client.final("too-late")
+        assert isinstance(error, p.Error) and error.code is p.ErrorCode.SHUTTING_DOWN
+        assert "shutting down" in error.message
+
+
 def test_plugin_client_cancel(daemon: Any, engine: FakeEngine) -> None:
     engine.hold = threading.Event()
     cancel = threading.Event()
@@ -253,6 +281,39 @@ def test_an_exception_in_a_job_fails_that_job_only(
         assert freed.is_set()  # what the job held was given back
         assert isinstance(client.run(make_submit("fine")), p.Result)  # same connection goes on
     assert_good_job(daemon.url)
+
+
+class _Activations:
+    """Stands in for the tensors a sampling step holds when the device runs out of memory."""
+
+
+class _EngineFailingWithTensorsInItsFrame(FakeEngine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[weakref.ref] = []
+
+    def inpaint(self, *args: Any, **kwargs: Any) -> Any:
+        activations = _Activations()  # a local of the failing frame, as in a real OOM
+        self.held.append(weakref.ref(activations))
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+
+def test_a_failed_jobs_memory_is_unreferenced_before_it_is_freed(
+    make_daemon: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Freeing inside the `except` block would free nothing: the exception's traceback
+    # keeps the engine's frames, and the tensors in them, alive until the block ends.
+    engine = _EngineFailingWithTensorsInItsFrame()
+    daemon = make_daemon(engine)
+    seen_alive: list[bool] = []
+    monkeypatch.setattr(jobs_module, "free_memory", lambda: seen_alive.append(engine.held[-1]() is not None))
+    # Log records that a test harness keeps would hold the exception too; the daemon's
+    # own log handler keeps none.
+    monkeypatch.setattr(logging.getLogger("differential_inpaint.daemon"), "disabled", True)
+    with RawClient(daemon.url) as client:
+        error = client.run(make_submit("oom"))
+        assert isinstance(error, p.Error) and error.code is p.ErrorCode.OUT_OF_MEMORY
+    assert seen_alive == [False]
 
 
 def test_oom_through_the_plugin_client_explains_what_to_do(daemon: Any, engine: FakeEngine) -> None:
@@ -343,6 +404,29 @@ def test_previews_for_a_slow_client_are_dropped_latest_wins() -> None:
         await session.flush(1.0)
         assert ws.sent[-1] == b"result" and b"stale" not in ws.sent
         sender.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_failure_while_sending_closes_the_connection_instead_of_going_silent() -> None:
+    class BrokenSocket:
+        remote_address = ("127.0.0.1", 1)
+        closed_with: tuple[int, str] | None = None
+
+        async def send(self, data: Any) -> None:
+            raise TypeError("a bug in the sending path")
+
+        async def close(self, code: int, reason: str) -> None:
+            self.closed_with = (code, reason)
+
+    async def scenario() -> None:
+        ws = BrokenSocket()
+        session = Session(ws, 1)  # type: ignore[arg-type]
+        sender = asyncio.create_task(session.run_sender())
+        session.send(p.Accepted("j", 0))
+        await asyncio.wait_for(sender, 5)
+        assert ws.closed_with == (1011, "internal error")  # the client learns at once
+        assert session.closed
 
     asyncio.run(scenario())
 
