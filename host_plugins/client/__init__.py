@@ -79,12 +79,7 @@ class DaemonConnection:
                 f"'{server}' is not a daemon address; use the form {DEFAULT_SERVER}", "protocol"
             ) from None
         except InvalidStatus as exc:
-            status = exc.response.status_code
-            raise DaemonUnavailable(
-                f"The daemon at {server} refused the connection (HTTP {status}). "
-                "If it runs on another machine, connect with its token; otherwise check "
-                "that nothing else uses that port."
-            ) from None
+            raise DaemonUnavailable(_refusal(server, exc.response.status_code, exc.response.body)) from None
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise DaemonUnavailable(
                 f"Could not reach the Differential Inpaint daemon at {server} "
@@ -93,6 +88,14 @@ class DaemonConnection:
         try:
             self.send(p.Hello(client=client, client_version=client_version, token=token))
             reply = self.receive(timeout=open_timeout)
+        except TimeoutError:
+            self.close()
+            raise DaemonUnavailable(
+                f"The server at {server} accepted the connection but did not answer the "
+                f"handshake within {open_timeout:g} s. Check that the address is the Differential "
+                f"Inpaint daemon's ({DEFAULT_SERVER} by default) and that it is not stuck; "
+                "restart it if needed."
+            ) from None
         except BaseException:
             self.close()
             raise
@@ -143,6 +146,19 @@ def _lost(server: str) -> InpaintError:
         f"The connection to the daemon at {server} was lost; nothing was changed. "
         "Check the daemon's terminal for what happened, restart it if it stopped, and try again.",
         "connection_lost",
+    )
+
+
+def _refusal(server: str, status: int, body: bytes | None) -> str:
+    """Why the websocket handshake was refused: the daemon says why in the body (an
+    Origin or Host it does not accept, and what to connect to instead)."""
+    text = bytes(body or b"")[:500].decode("utf-8", "replace")
+    reason = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    if reason:
+        return f"The daemon at {server} refused the connection (HTTP {status}): {reason}"
+    return (
+        f"The server at {server} refused the connection (HTTP {status}). Check that the "
+        f"address and port are the Differential Inpaint daemon's ({DEFAULT_SERVER} by default)."
     )
 
 
@@ -231,13 +247,24 @@ def run_job(
 def _check_fits(submit: p.Submit, limits: p.Limits) -> None:
     """Refuse locally what the daemon would refuse, before sending megabytes."""
     image = submit.image
+    advice = "Select a smaller area or lower the context padding."
     if (
         image.width * image.height > limits.max_pixels
         or max(image.width, image.height) > limits.max_side
     ):
         raise InpaintError(
             f"The region is {image.width}x{image.height} pixels; the daemon takes at most "
-            f"{limits.max_pixels} pixels and {limits.max_side} on a side. Select a smaller area "
-            "or lower the context padding.",
+            f"{limits.max_pixels} pixels and {limits.max_side} on a side. {advice}",
+            p.ErrorCode.TOO_LARGE.value,
+        )
+    # Over this the daemon would close the connection unread; counting is free (no copy).
+    size = sum(len(part) for part in p.encode_parts(submit))
+    if size > limits.max_message_bytes:
+        mib = 1024 * 1024
+        raise InpaintError(
+            f"This {image.width}x{image.height} {image.format.value} region makes a "
+            f"{size / mib:.0f} MiB message; the daemon takes at most "
+            f"{limits.max_message_bytes / mib:.0f} MiB. {advice} An 8-bit or 16-bit "
+            "document needs less than a float one.",
             p.ErrorCode.TOO_LARGE.value,
         )

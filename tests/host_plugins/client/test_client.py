@@ -246,3 +246,48 @@ def test_an_error_naming_no_job_fails_the_job_at_once() -> None:
     with scripted_server(script) as url, pytest.raises(c.InpaintError) as err:
         c.run_job(submit(), server=url, timeout=30)
     assert err.value.code == "malformed"
+
+
+def test_a_message_over_the_daemons_size_limit_is_refused_before_sending() -> None:
+    sent: list[object] = []
+
+    def script(ws: ServerConnection) -> None:
+        receive(ws)
+        ws.send(welcome(max_message_bytes=10_000))  # the pixels fit; the message does not
+        with suppress(Exception):
+            sent.append(receive(ws))
+
+    with scripted_server(script) as url, pytest.raises(c.InpaintError) as err:
+        c.run_job(submit(64, 64), server=url)
+    assert err.value.code == "too_large"
+    assert "64x64 rgba8 region" in err.value.message and "Select a smaller area" in err.value.message
+    assert sent == []
+
+
+def test_a_server_that_never_answers_hello_is_a_clear_error() -> None:
+    def script(ws: ServerConnection) -> None:
+        receive(ws)
+        with suppress(Exception):
+            ws.recv(timeout=5)  # say nothing until the client gives up
+
+    with scripted_server(script) as url, pytest.raises(c.DaemonUnavailable) as err:
+        c.DaemonConnection(url, open_timeout=0.3)
+    assert "did not answer the handshake within 0.3 s" in err.value.message
+    assert err.value.code == "daemon_unavailable"
+
+
+def test_a_refused_handshake_passes_on_the_daemons_reason() -> None:
+    reason = "Refused: Host 'my-pc' is not a loopback name. Connect to ws://127.0.0.1.\n"
+
+    def refuse(connection: ServerConnection, request: object) -> object:
+        return connection.respond(403, reason)
+
+    with serve(lambda ws: None, "127.0.0.1", 0, process_request=refuse) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        port = server.socket.getsockname()[1]
+        with pytest.raises(c.DaemonUnavailable) as err:
+            c.server_info(f"ws://127.0.0.1:{port}")
+        server.shutdown()
+        thread.join(5)
+    assert err.value.message.endswith("(HTTP 403): " + reason.strip())
