@@ -770,8 +770,10 @@ def decode(
             strict_map_key=True,
             max_bin_len=limits.max_message_bytes,
             max_str_len=limits.max_message_bytes,
-            max_array_len=100_000,
-            max_map_len=10_000,
+            # Each array or map header preallocates its room, nested up to 1024 deep:
+            # small caps keep a few KiB of hostile headers from costing many MiB.
+            max_array_len=1024,
+            max_map_len=1024,
             max_ext_len=0,
         )
     except Exception as exc:  # any failure of the untrusted bytes, C or pure-Python unpacker

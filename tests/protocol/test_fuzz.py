@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import msgpack
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -106,3 +109,25 @@ def test_truncated_and_corrupted_messages(message: object, cut: int, junk: bytes
     _decodes_or_refuses(data[: cut % max(len(data), 1)])
     position = cut % len(data)
     _decodes_or_refuses(data[:position] + junk + data[position + len(junk) :])
+
+
+@pytest.mark.parametrize("header", [b"\xdd\x00\x01\x86\xa0", b"\xdf\x00\x01\x86\xa0\xa1k"])
+def test_nested_container_headers_cost_little_memory(header: bytes) -> None:
+    # Array and map headers announcing many items, nested deep: a few KiB that the
+    # unpacker would turn into preallocated lists and dicts.
+    data = b"\x81\xa4type" + header * 5000
+    tracemalloc.start()
+    try:
+        with pytest.raises(p.ProtocolError) as err:
+            p.decode(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert err.value.code is p.ErrorCode.MALFORMED
+    assert peak < 16 * 1024 * 1024
+
+
+def test_a_long_model_list_still_decodes() -> None:
+    models = [p.ModelInfo(f"checkpoint-{i}", "sd15") for i in range(1000)]
+    welcome = p.Welcome(server="s", server_version="1", models=models, default_model="checkpoint-0")
+    assert p.decode(p.encode(welcome)) == welcome
