@@ -94,10 +94,15 @@ def _fail(procedure: Gimp.Procedure, message: str) -> Gimp.ValueArray:
 
 def _show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig) -> bool:
     gi.require_version("GimpUi", "3.0")
-    from gi.repository import GimpUi
+    gi.require_version("Gtk", "3.0")
+    from gi.repository import GimpUi, Gtk
 
     GimpUi.init(PROCEDURE)
     dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config, title="Differential Inpaint")
+    token = dialog.get_widget("token", GimpUi.LabelEntry.__gtype__)
+    entry = token.get_entry() if isinstance(token, GimpUi.LabelEntry) else None
+    if isinstance(entry, Gtk.Entry):
+        entry.set_visibility(False)  # a secret: dots on screen, like a password
     dialog.fill(None)
     try:
         return bool(dialog.run())

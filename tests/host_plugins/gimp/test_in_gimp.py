@@ -226,8 +226,9 @@ def test_interactive_dialog_ok(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
     dialog = run.verdict("dialog-ok")["dialog"]
     assert dialog["dialogs"] == 1 and dialog["title"] == "Differential Inpaint"
     for label in ("Prompt", "Negative prompt", "Strength", "Steps", "Guidance", "Seed", "Model",
-                  "Grow", "Feather", "Daemon address", "OK", "Cancel"):
+                  "Grow", "Feather", "Daemon address", "Token", "OK", "Cancel"):
         assert label in dialog["labels"]
+    assert dialog["hidden_entries"] == 1  # the token shows as dots
     assert "set before the dialog" not in daemon.submits
     verdict, _ = check_success(run, daemon, plugin_core, "dialog-ok", p.PixelFormat.RGBA8,
                                prompt="typed in the dialog")

@@ -29,6 +29,14 @@ from gi.repository import Gimp, GLib, GObject, Gtk  # noqa: E402
 NAME = "python-fu-di-dialog-probe"
 
 
+def _hidden_entries(widget: Gtk.Widget) -> int:
+    """How many text entries show dots instead of their text."""
+    count = int(isinstance(widget, Gtk.Entry) and not widget.get_visibility())
+    if isinstance(widget, Gtk.Container):
+        count += sum(_hidden_entries(child) for child in widget.get_children())
+    return count
+
+
 def _texts(widget: Gtk.Widget, found: list[str]) -> list[str]:
     if isinstance(widget, Gtk.Label) and widget.get_text():
         found.append(widget.get_text())
@@ -52,6 +60,7 @@ def probe(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image,
         seen["dialogs"] = len(dialogs)
         seen["title"] = dialog.get_title()
         seen["labels"] = _texts(dialog, [])
+        seen["hidden_entries"] = _hidden_entries(dialog)
         config.set_property("prompt", config.get_property("typed-prompt"))  # the widgets follow
         ok = config.get_property("answer") == "ok"
         dialog.response(Gtk.ResponseType.OK if ok else Gtk.ResponseType.CANCEL)
