@@ -490,6 +490,13 @@ def controller_run(c: Checks, w: World, server: str, prompt: str, cancel: bool =
     controller = ui.JobController(None, report_error=lambda _parent, message: errors.append(message))
     controller.progressed.connect(progress.append)
     controller.previewed.connect(previews.append)
+    shown: list[bool] = []  # after the controller's own slot: is the preview on screen?
+
+    def preview_shown(_preview: Any) -> None:
+        pixmap = None if controller.progress is None else controller.progress.preview.pixmap()
+        shown.append(pixmap is not None and not pixmap.isNull())
+
+    controller.previewed.connect(preview_shown)
     finished: list[Any] = []
     controller.finished.connect(finished.append)
     settings = core.InpaintSettings(prompt=prompt, steps=4, seed=1, server=server)
@@ -521,6 +528,10 @@ def controller_run(c: Checks, w: World, server: str, prompt: str, cancel: bool =
         return
     c("progress counts steps", any(getattr(m, "steps", 0) == 4 for m in progress), progress[-1:])
     c.info["previews"] = len(previews)
+    if server == w.config.get("fake_daemon"):  # the stand-in always sends one preview
+        c("the preview was shown in the progress dialog", shown == [True], shown)
+    else:
+        c("every preview that came was shown", all(shown), shown)
     c("no error", errors == [], errors)
     c("the layer was inserted", finished and finished[0] is not None and finished[0].name() == prompt)
     c("one layer more", len(w.names(doc)) == len(names) + 1, w.names(doc))
