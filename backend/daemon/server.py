@@ -54,6 +54,9 @@ SERVER_NAME = "differential-inpaint"
 CAPABILITIES = ["preview", "cancel", "status", "list_models", "linear_color"]
 HANDSHAKE_TIMEOUT = 30.0  # seconds a connection may sit without saying hello
 _DECODE_OFF_LOOP = 8 * 1024 * 1024  # decode bigger messages in a thread
+# Messages waiting for one client before the daemon stops reading its requests: far
+# above what a job sends (one progress a step), low enough to bound a flood's memory.
+BACKLOG_LIMIT = 256
 
 
 class Session:
@@ -75,6 +78,8 @@ class Session:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._writable = asyncio.Event()  # the backlog is below BACKLOG_LIMIT
+        self._writable.set()
 
     # --- called by the handler and the job queue (loop thread) ---
 
@@ -85,6 +90,8 @@ class Session:
         if self.closed:
             return
         self._outbox.append(frames)
+        if len(self._outbox) >= BACKLOG_LIMIT:
+            self._writable.clear()
         self._idle.clear()
         self._wake.set()
 
@@ -114,6 +121,8 @@ class Session:
             while True:
                 if self._outbox:
                     frames = self._outbox.popleft()
+                    if len(self._outbox) < BACKLOG_LIMIT // 2:
+                        self._writable.set()
                 elif self._preview is not None:
                     job, frames = self._preview
                     self._preview = None
@@ -136,6 +145,12 @@ class Session:
         finally:
             self.closed = True
             self._idle.set()
+            self._writable.set()
+
+    async def writable(self) -> None:
+        """Back-pressure for a client that sends requests faster than it reads the
+        replies: its requests wait, in its socket, until its backlog here shrinks."""
+        await self._writable.wait()
 
     async def flush(self, timeout: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -206,11 +221,15 @@ class DaemonServer:
             await self.jobs.shutdown(self.config.shutdown_grace)
         # Let the last words (the stopped job's error) reach their clients.
         await asyncio.gather(*(s.flush(5.0) for s in list(self._sessions)))
-        for session in list(self._sessions):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(session.ws.close(1001, "daemon shutting down"), 5.0)
+        # All at once: a client that stopped reading costs the 5 s once, not 5 s each.
+        await asyncio.gather(*(self._close(s.ws, 1001, "daemon shutting down") for s in list(self._sessions)))
         await self._server.wait_closed()
         self._server = None
+
+    @staticmethod
+    async def _close(ws: ServerConnection, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(code, reason), 5.0)
 
     # --- HTTP-level checks ---
 
@@ -237,6 +256,7 @@ class DaemonServer:
             if await self._handshake(session):
                 async for data in ws:
                     await self._dispatch(session, data)
+                    await session.writable()
         except ConnectionClosed:
             pass
         except Exception:  # a bug must cost one connection, never the daemon

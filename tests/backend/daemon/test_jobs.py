@@ -17,6 +17,7 @@ import torch
 
 from differential_inpaint import protocol as p
 from differential_inpaint.backend.daemon import jobs as jobs_module
+from differential_inpaint.backend.daemon import server as server_module
 from differential_inpaint.backend.daemon.server import Session
 from differential_inpaint.backend.engine.errors import InvalidRequest, OutOfMemory, UnknownModel
 from differential_inpaint.client import InpaintError, JobCancelled, run_job
@@ -406,6 +407,44 @@ def test_previews_for_a_slow_client_are_dropped_latest_wins() -> None:
         sender.cancel()
 
     asyncio.run(scenario())
+
+
+def test_a_client_that_does_not_read_its_replies_is_not_read_from_either(
+    daemon: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Requests answered into a backlog nobody drains would grow the daemon's memory
+    # without bound; past the limit the daemon reads no more requests from that client.
+    monkeypatch.setattr(server_module, "BACKLOG_LIMIT", 8)
+    release = threading.Event()  # until set, the client's socket "is full": nothing is sent
+    dispatched: list[str] = []
+    original_sender, original_dispatch = Session.run_sender, server_module.DaemonServer._dispatch
+
+    async def stuck_sender(self: Session) -> None:
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+        await original_sender(self)
+
+    async def counting_dispatch(self: Any, session: Session, data: Any) -> None:
+        dispatched.append("message")
+        await original_dispatch(self, session, data)
+
+    monkeypatch.setattr(Session, "run_sender", stuck_sender)
+    monkeypatch.setattr(server_module.DaemonServer, "_dispatch", counting_dispatch)
+    with RawClient(daemon.url, hello=None) as client:
+        try:
+            client.send(p.Hello(client="flood"))
+            for _ in range(40):
+                client.send(p.GetStatus())
+            deadline = time.monotonic() + TIMEOUT
+            while len(dispatched) < 7 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.3)  # time enough to read more, were it not held back
+            assert len(dispatched) == 7  # the welcome + 7 replies fill the backlog of 8
+        finally:
+            release.set()
+        assert isinstance(client.recv(), p.Welcome)
+        replies = [client.recv() for _ in range(40)]  # then every request is answered
+        assert all(isinstance(reply, p.Status) for reply in replies)
 
 
 def test_a_failure_while_sending_closes_the_connection_instead_of_going_silent() -> None:
