@@ -231,6 +231,8 @@ def run_job(
             if job_id is not None and job_id != submit.job_id:
                 continue  # another job's (an error that names no job is ours)
             if isinstance(message, p.Result):
+                if cancel is not None and cancel.is_set():
+                    raise JobCancelled()  # it finished as the painter cancelled: keep nothing
                 return message
             if isinstance(message, p.Progress):
                 if on_progress is not None:

@@ -206,6 +206,21 @@ def test_cancel_is_sent_and_confirmed() -> None:
     assert len(seen) == 1 and isinstance(seen[0], p.Cancel)
 
 
+def test_a_result_that_crosses_the_cancel_is_not_returned() -> None:
+    cancel = threading.Event()
+
+    def script(ws: ServerConnection) -> None:
+        receive(ws)
+        ws.send(welcome())
+        job = receive(ws)
+        ws.send(p.encode(p.Progress(job.job_id, p.Stage.SAMPLING, 10, 10)))
+        assert isinstance(receive(ws), p.Cancel)
+        ws.send(p.encode(p.Result(job.job_id, job.image, job.x, job.y, seed=1)))  # too late
+
+    with scripted_server(script) as url, pytest.raises(c.JobCancelled):
+        c.run_job(submit(), server=url, on_progress=lambda _: cancel.set(), cancel=cancel)
+
+
 def test_timeout_cancels_the_job() -> None:
     seen: list[object] = []
     received = threading.Event()
