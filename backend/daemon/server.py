@@ -273,7 +273,7 @@ class DaemonServer:
 
     async def _refuse(self, session: Session, error: Error, reason: str) -> bool:
         """A failed handshake: the error, then a clean close (1008 policy violation)."""
-        log.info("%s: handshake refused: %s", session.name, error.message)
+        log.info("%s: handshake refused: %s", session.name, _printable(error.message, 300))
         session.send(error)
         await session.flush(5.0)
         await session.ws.close(1008, reason)
@@ -286,7 +286,7 @@ class DaemonServer:
             error = Error(ErrorCode.HANDSHAKE_REQUIRED, "no hello within the handshake time")
             return await self._refuse(session, error, "no hello")
         try:
-            hello = decode(data, self.config.limits, CLIENT_MESSAGES)
+            hello = await self._decode(data)
         except ProtocolError as exc:
             text = f"the first message must be a valid 'hello': {exc.message}"
             return await self._refuse(session, Error(exc.code, text), "bad hello")
@@ -326,12 +326,10 @@ class DaemonServer:
 
     async def _dispatch(self, session: Session, data: bytes | str) -> None:
         try:
-            if len(data) > _DECODE_OFF_LOOP and isinstance(data, bytes):
-                message = await asyncio.to_thread(decode, data, self.config.limits, CLIENT_MESSAGES)
-            else:
-                message = decode(data, self.config.limits, CLIENT_MESSAGES)
+            message = await self._decode(data)
         except ProtocolError as exc:
-            log.info("%s: bad message: %s", session.name, exc.message)
+            # The text may quote the client (a type name, a field's value): one log line.
+            log.info("%s: bad message: %s", session.name, _printable(exc.message, 300))
             session.send(Error.from_exception(exc))
             return
         if isinstance(message, Submit):
@@ -363,6 +361,13 @@ class DaemonServer:
         elif isinstance(message, Hello):
             text = "'hello' was already received on this connection"
             session.send(Error(ErrorCode.INVALID_FIELD, text))
+
+    async def _decode(self, data: bytes | str) -> Any:
+        """A client message, or ProtocolError; big ones are decoded off the event loop
+        (before the handshake too: an unauthenticated peer may send the largest)."""
+        if isinstance(data, bytes) and len(data) > _DECODE_OFF_LOOP:
+            return await asyncio.to_thread(decode, data, self.config.limits, CLIENT_MESSAGES)
+        return decode(data, self.config.limits, CLIENT_MESSAGES)
 
     def _submit(self, session: Session, submit: Submit) -> None:
         assert self.jobs is not None

@@ -263,3 +263,19 @@ def test_client_names_cannot_forge_log_lines(daemon: Any, caplog: pytest.LogCapt
     lines = [r.getMessage() for r in caplog.records if "connected" in r.getMessage()]
     assert lines and all("\n" not in line and "\r" not in line for line in lines)
     assert "krita?12:00:00 INFO job x: done 1??" in lines[-1]
+
+
+def test_bad_messages_cannot_forge_log_lines(daemon: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="differential_inpaint.daemon")
+    forged = "x\n12:00:00 INFO job y: done"
+    with RawClient(daemon.url) as client:
+        client.send_raw(_pack({"type": forged}))
+        assert client.until_type(p.Error).code is p.ErrorCode.UNKNOWN_TYPE
+        client.send_raw(_pack(_submit_wire(**{"image.format": forged})))
+        assert client.until_type(p.Error, "bad-job").code is p.ErrorCode.INVALID_FIELD
+    with RawClient(daemon.url, hello=None) as client:
+        client.send_raw(_pack({"type": forged}))
+        assert client.until_type(p.Error).code is p.ErrorCode.UNKNOWN_TYPE
+    lines = [r.getMessage() for r in caplog.records if "bad message" in r.getMessage() or "refused" in r.msg]
+    assert len(lines) == 3 and all("\n" not in line and "\r" not in line for line in lines)
+    assert all("x?12:00:00 INFO job y: done" in line for line in lines)
