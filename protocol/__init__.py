@@ -39,7 +39,16 @@ from .messages import (
     fragments,
 )
 from .pixels import ColorEncoding, PixelFormat
-from .region import Rect, context_region, crop, mask_bounds, to_document, to_region
+from .region import (
+    DEFAULT_MIN_SIZE,
+    DEFAULT_PADDING,
+    Rect,
+    context_region,
+    crop,
+    mask_bounds,
+    to_document,
+    to_region,
+)
 
 DEFAULT_PORT = 7865
 
@@ -47,6 +56,8 @@ __all__ = [
     "ALL_MESSAGES",
     "CLIENT_MESSAGES",
     "DEFAULT_LIMITS",
+    "DEFAULT_MIN_SIZE",
+    "DEFAULT_PADDING",
     "DEFAULT_PORT",
     "FRAGMENT_BYTES",
     "PROTOCOL_VERSION",

@@ -12,6 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The context rule both plugins share: 64 px around the selection, and at least
+# 512 px a side where the canvas allows, so a small selection is seen in its
+# surroundings at about the size SD1.5 works at instead of being blown up.
+DEFAULT_PADDING = 64
+DEFAULT_MIN_SIZE = 512
+DEFAULT_MULTIPLE = 8
+
 
 @dataclass(frozen=True)
 class Rect:
@@ -98,9 +105,9 @@ def context_region(
     selection: Rect,
     canvas: Rect,
     *,
-    padding: int = 64,
-    multiple: int = 8,
-    min_size: int = 0,
+    padding: int = DEFAULT_PADDING,
+    multiple: int = DEFAULT_MULTIPLE,
+    min_size: int = DEFAULT_MIN_SIZE,
 ) -> Rect:
     """The rectangle to send for a selection: bounds + `padding` of context on each
     side, at least `min_size` on each side when the canvas allows, widened to a

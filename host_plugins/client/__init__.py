@@ -49,6 +49,27 @@ class JobCancelled(InpaintError):
         super().__init__("The job was cancelled; nothing was changed.", "cancelled")
 
 
+def normalize_server(address: str | None) -> str:
+    """The daemon address as a websocket URL, from what a painter may type:
+    "" (the default), "localhost:7865", "127.0.0.1:7865/", "http://host:7865"."""
+    address = (address or "").strip().rstrip("/")
+    if not address:
+        return DEFAULT_SERVER
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        return f"ws://{address}"
+    scheme = {"http": "ws", "https": "wss"}.get(scheme.lower(), scheme.lower())
+    return f"{scheme}://{rest}"
+
+
+def layer_name(prompt: str, limit: int = 60) -> str:
+    """The result layer's name in both hosts: the prompt on one line, shortened."""
+    name = " ".join(prompt.split())
+    if len(name) > limit:
+        name = name[: limit - 1].rstrip() + "\u2026"
+    return name or "Differential Inpaint"
+
+
 def new_job_id() -> str:
     return uuid.uuid4().hex
 
@@ -65,7 +86,7 @@ class DaemonConnection:
         client_version: str = CLIENT_VERSION,
         open_timeout: float = 10.0,
     ) -> None:
-        self.server = server
+        server = self.server = normalize_server(server)
         try:
             self._ws: ClientConnection = connect(
                 server,
@@ -105,7 +126,10 @@ class DaemonConnection:
         if not isinstance(reply, p.Welcome):
             self.close()
             raise InpaintError(
-                f"The daemon answered the handshake with '{reply.TYPE}'.", "protocol"
+                f"The daemon answered the handshake with '{reply.TYPE}'. Check that the address "
+                "is the Differential Inpaint daemon's, and update the plugin and the daemon "
+                "to the same release.",
+                "protocol",
             )
         self.welcome: p.Welcome = reply
 
@@ -177,6 +201,13 @@ def _explain(error: p.Error) -> str:
         return f"{error.message}. Pick one of the models the daemon lists."
     if code is p.ErrorCode.OUT_OF_MEMORY:
         return f"{error.message}. Try a smaller selection, fewer other GPU programs, or a smaller model."
+    if code in (p.ErrorCode.INVALID_FIELD, p.ErrorCode.UNKNOWN_SCHEDULER):
+        return f"The daemon refused the job's settings ({error.message}). Change that setting and try again."
+    if code in (p.ErrorCode.MALFORMED, p.ErrorCode.UNKNOWN_TYPE, p.ErrorCode.SIZE_MISMATCH):
+        return (
+            f"The daemon could not read this plugin's request ({error.message}). "
+            "Update the plugin and the daemon to the same release."
+        )
     return error.message
 
 
@@ -249,7 +280,7 @@ def run_job(
 def _check_fits(submit: p.Submit, limits: p.Limits) -> None:
     """Refuse locally what the daemon would refuse, before sending megabytes."""
     image = submit.image
-    advice = "Select a smaller area or lower the context padding."
+    advice = "Select a smaller area and try again."
     if (
         image.width * image.height > limits.max_pixels
         or max(image.width, image.height) > limits.max_side

@@ -93,12 +93,14 @@ def test_context_region_properties(
 
 
 def test_context_region_aligns_and_centres() -> None:
-    region = context_region(Rect(100, 100, 10, 10), Rect(0, 0, 1000, 1000), padding=16, multiple=8)
+    region = context_region(
+        Rect(100, 100, 10, 10), Rect(0, 0, 1000, 1000), padding=16, multiple=8, min_size=0
+    )
     assert region == Rect(81, 81, 48, 48)  # 10 + 2 x 16 = 42 -> 48 wide, the 6 extra split 3/3
 
 
 def test_context_region_clamps_at_the_canvas_edge() -> None:
-    region = context_region(Rect(0, 0, 10, 10), Rect(0, 0, 1000, 1000), padding=64, multiple=8)
+    region = context_region(Rect(0, 0, 10, 10), Rect(0, 0, 1000, 1000), padding=64, multiple=8, min_size=0)
     assert region == Rect(0, 0, 80, 80)
 
 
@@ -138,3 +140,11 @@ def test_crop_matches_row_slicing(width: int, height: int, bpp: int, data: st.Da
 def test_crop_refuses_outside() -> None:
     with pytest.raises(ValueError):
         crop(bytes(16), 2, 2, 4, Rect(1, 1, 2, 1))
+
+
+def test_the_shared_default_gives_small_selections_512_px_of_surroundings() -> None:
+    region = context_region(Rect(4000, 4000, 20, 20), Rect(0, 0, 8192, 8192))
+    assert (region.width, region.height) == (512, 512)
+    assert region.contains(Rect(4000 - 64, 4000 - 64, 20 + 128, 20 + 128))
+    big = context_region(Rect(100, 100, 1000, 600), Rect(0, 0, 8192, 8192))
+    assert big == Rect(36, 36, 1128, 728)  # 64 px each side, already a multiple of 8

@@ -22,13 +22,7 @@ from .protocol import (
     context_region,
 )
 
-# Context around the selection: the model needs to see its surroundings to
-# match them, and small selections get at least MIN_REGION px of it.
-PADDING = 64
-MULTIPLE = 8
-MIN_REGION = 512
 JOB_TIMEOUT = 30 * 60.0  # seconds; a stuck daemon must not hang GIMP forever
-LAYER_NAME_CHARS = 60
 
 
 @dataclass(frozen=True)
@@ -78,9 +72,8 @@ def plan_region(selection: Rect | None, drawable_size: tuple[int, int]) -> Rect:
             "(or select nothing to repaint the whole layer) and try again."
         )
     else:
-        region = context_region(
-            selection, canvas, padding=PADDING, multiple=MULTIPLE, min_size=MIN_REGION
-        )
+        # The context rule both plugins share (protocol.region's defaults).
+        region = context_region(selection, canvas)
     check_size(region, whole_layer=selection is None)
     return region
 
@@ -194,11 +187,3 @@ def progress_report(progress: Progress) -> tuple[str, float | None]:
     elif progress.stage == Stage.DECODING:
         fraction = 1.0
     return f"Differential Inpaint: {text}", fraction
-
-
-def layer_name(prompt: str) -> str:
-    """The result layer's name: the prompt on one line, shortened."""
-    name = " ".join(prompt.split())
-    if len(name) > LAYER_NAME_CHARS:
-        name = name[: LAYER_NAME_CHARS - 1].rstrip() + "…"
-    return name or "Differential Inpaint"

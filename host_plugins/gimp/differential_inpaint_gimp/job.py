@@ -9,7 +9,7 @@ gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp  # noqa: E402
 
 from . import core, gimp_io  # noqa: E402
-from .client import InpaintError, new_job_id, run_job  # noqa: E402
+from .client import InpaintError, layer_name, new_job_id, run_job  # noqa: E402
 from .protocol import Progress  # noqa: E402
 
 CLIENT_NAME = "differential-inpaint-gimp"
@@ -72,7 +72,7 @@ def inpaint(image: Gimp.Image, drawable: Gimp.Layer, settings: core.Settings) ->
     layer = gimp_io.insert_layer(
         image,
         drawable,
-        core.layer_name(settings.prompt),
+        layer_name(settings.prompt),
         result.x,
         result.y,
         result.image.width,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import protocol as p
-from .client import InpaintError, new_job_id
+from .client import InpaintError, layer_name, new_job_id
 
 # Krita depth -> the wire format of its native bytes (so nothing is swizzled here).
 PIXEL_FORMATS: dict[str, p.PixelFormat] = {
@@ -29,8 +29,6 @@ PIXEL_FORMATS: dict[str, p.PixelFormat] = {
     "F16": p.PixelFormat.RGBAF16,
     "F32": p.PixelFormat.RGBAF32,
 }
-DEFAULT_NAME = "Differential Inpaint"
-_MAX_NAME = 60
 _MAX_SEED = 2**63 - 1
 
 
@@ -51,7 +49,7 @@ class InpaintSettings:
     model: str | None = None  # None: the daemon's default
     grow: float = 0.0
     feather: float = 0.0
-    padding: int = 64  # px of context around the selection
+    padding: int = p.DEFAULT_PADDING  # px of context around the selection
     server: str = ""  # "" = the client's default address
     token: str = ""  # the daemon's token; needed only when it asks for one (off loopback)
 
@@ -238,14 +236,6 @@ def check_size(region: p.Rect, has_selection: bool) -> None:
         "(or lower the context padding) and try again.",
         p.ErrorCode.TOO_LARGE.value,
     )
-
-
-def layer_name(prompt: str) -> str:
-    """The new layer is named after the prompt (one line, shortened)."""
-    name = " ".join(prompt.split())
-    if not name:
-        return DEFAULT_NAME
-    return name if len(name) <= _MAX_NAME else name[: _MAX_NAME - 1].rstrip() + "\u2026"
 
 
 def resolve_node(document: Any, node: Any | None) -> Any:

@@ -74,7 +74,7 @@ def test_no_daemon_says_how_to_start_it() -> None:
 
 def test_bad_address_is_explained() -> None:
     with pytest.raises(c.InpaintError) as err:
-        c.server_info("http//nonsense")
+        c.server_info("ftp://example")
     assert "ws://127.0.0.1" in err.value.message
 
 
@@ -306,3 +306,35 @@ def test_a_refused_handshake_passes_on_the_daemons_reason() -> None:
         server.shutdown()
         thread.join(5)
     assert err.value.message.endswith("(HTTP 403): " + reason.strip())
+
+
+@pytest.mark.parametrize(
+    ("typed", "url"),
+    [
+        ("", c.DEFAULT_SERVER),
+        ("  ", c.DEFAULT_SERVER),
+        ("localhost:7865", "ws://localhost:7865"),
+        ("127.0.0.1:7865/", "ws://127.0.0.1:7865"),
+        ("http://127.0.0.1:7865", "ws://127.0.0.1:7865"),
+        ("HTTPS://gpu-box:7865/", "wss://gpu-box:7865"),
+        ("ws://[::1]:7865", "ws://[::1]:7865"),
+    ],
+)
+def test_addresses_as_painters_type_them(typed: str, url: str) -> None:
+    assert c.normalize_server(typed) == url
+
+
+def test_a_typed_address_without_scheme_reaches_the_daemon() -> None:
+    def script(ws: ServerConnection) -> None:
+        receive(ws)
+        ws.send(welcome())
+
+    with scripted_server(script) as url:
+        assert c.server_info(url.removeprefix("ws://") + "/").server == "scripted"
+
+
+def test_layer_names() -> None:
+    assert c.layer_name("  a red\n fox ") == "a red fox"
+    assert c.layer_name("") == "Differential Inpaint"
+    long = c.layer_name("word " * 40)
+    assert len(long) == 60 and long.endswith("\u2026")

@@ -36,7 +36,7 @@ def test_region_around_a_selection(plugin_core: ModuleType) -> None:
     assert region.contains(selection)
     assert Rect(0, 0, 4000, 3000).contains(region)
     assert region.width % 8 == 0 and region.height % 8 == 0
-    assert region.width >= plugin_core.MIN_REGION and region.height >= plugin_core.MIN_REGION
+    assert region.width >= 512 and region.height >= 512  # the shared context rule
     assert region.width < 1000  # not the whole canvas
 
 
@@ -86,14 +86,6 @@ def test_progress_text(plugin_core: ModuleType) -> None:
     assert "2 jobs ahead" in text and fraction is None
     assert core.progress_report(Progress("j", Stage.LOADING))[1] is None
     assert core.progress_report(Progress("j", Stage.DECODING))[1] == 1.0
-
-
-def test_layer_name(plugin_core: ModuleType) -> None:
-    name = plugin_core.layer_name
-    assert name("  a  red\nbarn ") == "a red barn"
-    assert name("") == "Differential Inpaint"
-    long = name("word " * 40)
-    assert len(long) == plugin_core.LAYER_NAME_CHARS and long.endswith("…")
 
 
 def test_a_region_too_big_for_the_daemon_is_refused_before_reading(plugin_core: ModuleType) -> None:

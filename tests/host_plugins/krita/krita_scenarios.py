@@ -218,9 +218,11 @@ def inpaint_with_undo(c: Checks, w: World, server: str, prompt: str, exact: bool
     w.show(doc)
     marker = doc.createNode("Marker", "paintlayer")  # an earlier undo step that must survive
     doc.rootNode().addChildNode(marker, None)
-    doc.setActiveNode(layer)
     w.select_feathered(doc)
     doc.waitForDone()
+    # Selecting can make the global selection mask active for a moment: choose the layer after.
+    doc.setActiveNode(layer)
+    w.wait_until(lambda: doc.activeNode() is not None and doc.activeNode().name() == "Painted", 5.0)
     region = w.region_for(doc)
     mask = bytes(doc.selection().pixelData(region.x, region.y, region.width, region.height))
     c("the selection is soft", len(set(mask)) > 8, len(set(mask)))
