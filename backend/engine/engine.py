@@ -283,7 +283,7 @@ class Engine:
         from .pipeline import start_step
 
         processed = process_mask(mask, grow=params.grow, feather=params.feather, snap=params.snap)
-        alpha = composite_alpha(processed, params.snap)
+        alpha = composite_alpha(processed, params.snap, steps=params.steps, strength=params.strength)
         max_strength = float(processed.max()) * params.strength  # from the pixel mask, in double
         if not np.any(alpha > 0) or start_step(max_strength, params.steps) == params.steps:
             # Nothing is ever free: the input, untouched, and no model needed.

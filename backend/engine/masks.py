@@ -71,13 +71,22 @@ def snap_values(m: torch.Tensor, snap: float) -> torch.Tensor:
     return torch.where(m >= 1.0 - snap, torch.ones_like(m), m)
 
 
-def composite_alpha(mask: np.ndarray, snap: float = 0.0) -> np.ndarray:
+def composite_alpha(
+    mask: np.ndarray, snap: float = 0.0, *, steps: int | None = None, strength: float = 1.0
+) -> np.ndarray:
     """float32 HxW alpha of the result layer from the processed mask.
 
     0 exactly where the mask is 0 (those pixels are the input, bit for bit), 1 from
-    snap + COMPOSITE_RAMP up. The sampler already changed a gray pixel by its gray value,
-    so the alpha only softens the lowest values and never scales by the mask again.
+    snap + ramp up. The sampler already changed a gray pixel by its gray value, so the
+    alpha only softens the lowest values and never scales by the mask again.
+
+    The ramp is COMPOSITE_RAMP of mask value, or wider when `steps` and `strength` leave
+    low mask values that the sampler never frees (mask x strength < 1 / steps): such
+    pixels only went through the VAE, so they must never cover the input fully.
     """
-    alpha = np.clip((mask - snap) / COMPOSITE_RAMP, 0.0, 1.0)
+    ramp = COMPOSITE_RAMP
+    if steps:
+        ramp = max(ramp, 1.0 / (steps * strength))
+    alpha = np.clip((mask - snap) / ramp, 0.0, 1.0)
     alpha[mask <= 0.0] = 0.0
     return alpha.astype(np.float32)

@@ -71,6 +71,17 @@ def test_composite_alpha_is_zero_only_at_zero_and_full_soon_above() -> None:
     assert snapped[0] == 0.0 and snapped[1] == 0.0 and 0 < snapped[2] < 0.1 and snapped[3] == 1.0
 
 
+@given(st.integers(1, 200), st.floats(0.01, 1.0))
+def test_pixels_the_sampler_never_frees_never_cover_the_input(steps: int, strength: float) -> None:
+    mask = np.arange(256) / 255.0
+    alpha = composite_alpha(mask, steps=steps, strength=strength)
+    # The first_free_step rule: a pixel is free at the last step when mask x strength >= 1/steps.
+    never_free = mask * strength * steps < 1.0 - 1e-9
+    assert (alpha[never_free] < 1.0).all()
+    assert alpha[0] == 0.0 and (np.diff(alpha) >= 0).all()
+    assert (alpha[mask >= COMPOSITE_RAMP + 1.0 / (steps * strength)] == 1.0).all()
+
+
 @given(masks, st.floats(0, 6), st.floats(0, 6), st.floats(0, 0.49))
 def test_processed_masks_stay_in_range(mask: np.ndarray, grow: float, feather: float, snap: float) -> None:
     out = process_mask(mask, grow=grow, feather=feather, snap=snap)
