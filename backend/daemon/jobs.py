@@ -374,12 +374,17 @@ def _per_step(sampling: list[tuple[float, int]], timings: dict[str, float], step
     return "s/step unknown"
 
 
+def _payload_bytes(job: Job) -> int:
+    return len(job.submit.image.data) + len(job.submit.mask.data)
+
+
 class JobQueue:
     """The daemon-wide queue (loop thread only) and the task feeding the worker."""
 
-    def __init__(self, runner: JobRunner, max_queued: int) -> None:
+    def __init__(self, runner: JobRunner, max_queued: int, max_queued_bytes: int = 2 * 1024**3) -> None:
         self.runner = runner
         self.max_queued = max_queued
+        self.max_queued_bytes = max_queued_bytes
         self._pending: deque[Job] = deque()
         self._running: Job | None = None
         self._wake = asyncio.Event()
@@ -410,6 +415,12 @@ class JobQueue:
             raise QueueFull(
                 f"{len(self._pending)} jobs are already waiting, the most this daemon queues; "
                 "wait for one to finish and try again."
+            )
+        waiting = sum(_payload_bytes(queued) for queued in self._pending)
+        if self._pending and waiting + _payload_bytes(job) > self.max_queued_bytes:
+            raise QueueFull(
+                f"the jobs already waiting hold {waiting // 2**20} MiB of pixels, the most this daemon "
+                "keeps queued; wait for one to finish or send a smaller region."
             )
         job.position = len(self._pending)
         job.owner.send_frames(wire_frames(Accepted(job.job_id, job.position)))

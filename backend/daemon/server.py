@@ -167,6 +167,10 @@ class ServerConfig:
     preview_interval: float = 0.5
     handshake_timeout: float = HANDSHAKE_TIMEOUT
     shutdown_grace: float = 30.0
+    # Pixels waiting in the queue, all clients together: each submit may be hundreds
+    # of MiB, and the plugins open one connection per job, so a per-connection cap
+    # would not bound memory.
+    max_queued_bytes: int = 2 * 1024**3
 
 
 class DaemonServer:
@@ -196,7 +200,7 @@ class DaemonServer:
         runner = JobRunner(
             self.engine, loop, preview_interval=self.config.preview_interval, **self._runner_options
         )
-        self.jobs = JobQueue(runner, self.config.limits.max_queued_jobs)
+        self.jobs = JobQueue(runner, self.config.limits.max_queued_jobs, self.config.max_queued_bytes)
         self.jobs.start()
         self._server = await serve(
             self._handle,

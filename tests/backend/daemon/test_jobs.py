@@ -171,6 +171,25 @@ def test_cancel_while_running_takes_effect_within_one_step(daemon: Any, engine: 
         assert isinstance(client.run(make_submit("next")), p.Result)
 
 
+def test_queued_pixels_are_bounded_across_clients(engine: FakeEngine, make_daemon: Any) -> None:
+    one_job = 64 * 48 * (4 + 1)  # rgba8 + mask
+    daemon = make_daemon(engine, max_queued_bytes=2 * one_job)
+    engine.hold = threading.Event()
+    with RawClient(daemon.url) as first, RawClient(daemon.url) as second:
+        first.send(make_submit("run", 64, 48))
+        first.until_type(p.Accepted, "run")
+        engine.running.wait(TIMEOUT)  # the running job is not in the queue
+        first.send(make_submit("q1", 64, 48))
+        first.until_type(p.Accepted, "q1")
+        second.send(make_submit("q2", 64, 48))
+        second.until_type(p.Accepted, "q2")
+        second.send(make_submit("q3", 64, 48))
+        error = second.until_type(p.Error, "q3")
+        assert error.code is p.ErrorCode.QUEUE_FULL and "MiB of pixels" in error.message
+        engine.hold.set()
+        assert isinstance(first.final("q1"), p.Result) and isinstance(second.final("q2"), p.Result)
+
+
 @pytest.mark.parametrize("ending", ["result", "error"])
 def test_a_cancel_that_crosses_the_jobs_last_word_gets_no_reply(
     daemon: Any, engine: FakeEngine, ending: str
