@@ -79,6 +79,9 @@ def decode_image(image: Image) -> np.ndarray:
         return rgba
     rgba = wire.astype(np.float32)
     rgba *= np.float32(1.0 / _INT_SCALE[fmt])
+    if ColorEncoding(image.color) is ColorEncoding.LINEAR:
+        # Krita's 16-bit documents can be linear too (its default profile for them).
+        rgba[..., :3] = linear_to_srgb(rgba[..., :3])
     return rgba
 
 
@@ -90,8 +93,7 @@ def decode_mask(mask: Mask) -> np.ndarray:
 def encode_image(rgba: np.ndarray, fmt: PixelFormat, color: ColorEncoding = ColorEncoding.SRGB) -> Image:
     """float32 HxWx4 RGBA sRGB in [0, 1] -> wire image in `fmt`.
 
-    `color` LINEAR applies to float formats only (integer formats are always
-    sRGB-encoded on the wire).
+    `color` LINEAR converts the RGB channels to linear light before they are written.
     """
     fmt = PixelFormat(fmt)
     if rgba.ndim != 3 or rgba.shape[2] != 4:
@@ -104,9 +106,13 @@ def encode_image(rgba: np.ndarray, fmt: PixelFormat, color: ColorEncoding = Colo
             out[..., :3] = srgb_to_linear(out[..., :3])
         wire = out.astype(_DTYPES[fmt], copy=False)
     else:
-        color = ColorEncoding.SRGB
+        color = ColorEncoding(color)
         scale = _INT_SCALE[fmt]
-        scaled = np.clip(np.asarray(rgba, dtype=np.float32), 0.0, 1.0) * np.float32(scale)
+        values = np.clip(np.asarray(rgba, dtype=np.float32), 0.0, 1.0)
+        if color is ColorEncoding.LINEAR:
+            values = values.copy()
+            values[..., :3] = srgb_to_linear(values[..., :3])
+        scaled = values * np.float32(scale)
         wire = np.rint(scaled).astype(_DTYPES[fmt])
     if fmt in _BGRA:
         wire = wire[..., _SWAP_RB]
@@ -121,14 +127,16 @@ def encode_result(
 ) -> Image:
     """The engine's result -> wire image, in `output_format` or the source's format.
 
-    The color encoding follows the source (a linear float document gets linear
-    floats back; integer formats are sRGB). Where `mask` is 0 and the output
+    The color encoding follows the source (a linear document gets linear values
+    back), except that an integer output format the client asked for instead of
+    its own is sRGB: linear light in 8 or 16 bits loses the shadows. Where `mask` is 0 and the output
     format is the source's, the RGB channels are the client's own bytes, so
     kept pixels survive any conversion bit for bit; alpha is always the
     engine's composite alpha.
     """
     fmt = PixelFormat(output_format or source.format)
-    color = ColorEncoding(source.color) if fmt.is_float else ColorEncoding.SRGB
+    same_format = fmt is PixelFormat(source.format)
+    color = ColorEncoding(source.color) if same_format or fmt.is_float else ColorEncoding.SRGB
     if rgba.shape[:2] != (source.height, source.width):
         raise ValueError(
             f"the engine returned {rgba.shape[1]}x{rgba.shape[0]} for a {source.width}x{source.height} region"

@@ -88,6 +88,7 @@ def test_float_nan_inf_and_hdr_are_clipped_for_the_engine() -> None:
     [
         (PixelFormat.BGRA8, ColorEncoding.SRGB),
         (PixelFormat.RGBA16, ColorEncoding.SRGB),
+        (PixelFormat.BGRA16, ColorEncoding.LINEAR),
         (PixelFormat.RGBAF16, ColorEncoding.LINEAR),
         (PixelFormat.RGBAF32, ColorEncoding.LINEAR),
     ],
@@ -124,6 +125,19 @@ def test_result_in_another_output_format_and_integer_output_is_srgb() -> None:
     result = pixels.encode_result(engine_out, source, mask, PixelFormat.RGBA8)
     assert result.format is PixelFormat.RGBA8 and result.color is ColorEncoding.SRGB
     assert np.frombuffer(result.data, np.uint8)[0] == 128  # sRGB-encoded, not 55 (linear 0.2159 x 255)
+
+
+def test_linear_16_bit_integers_are_converted_like_linear_floats() -> None:
+    """Krita's 16-bit documents may carry a linear profile: the model must see sRGB."""
+    linear = np.zeros((H, W, 4), "<u2")
+    linear[..., 2] = round(0.2140 * 65535)  # R of BGRA: linear 0.214 = sRGB 0.5
+    linear[..., 3] = 65535
+    out = pixels.decode_image(_wire(PixelFormat.BGRA16, linear, ColorEncoding.LINEAR))
+    np.testing.assert_allclose(out[..., 0], 0.5, atol=1e-3)
+    back = pixels.encode_image(out, PixelFormat.BGRA16, ColorEncoding.LINEAR)
+    assert back.color is ColorEncoding.LINEAR
+    restored = np.frombuffer(back.data, "<u2").reshape(H, W, 4)
+    assert np.abs(restored.astype(int) - linear.astype(int)).max() <= 2
 
 
 def test_result_of_the_wrong_size_is_refused() -> None:
