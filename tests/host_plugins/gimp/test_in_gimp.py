@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from differential_inpaint import protocol as p
+from tests.support.fake_daemon import FAIL_MESSAGE, WRONG_TOKEN, FakeDaemon, expected_result, fake_daemon
 from tests.support.hosts import require_host
 
 from . import gimp_host
-from .fake_daemon import FAIL_MESSAGE, WRONG_TOKEN, FakeDaemon, expected_result, fake_daemon
 
 pytestmark = [pytest.mark.gimp, pytest.mark.slow]
 
@@ -101,7 +101,7 @@ def scenarios(url: str, dead_url: str) -> list[dict[str, Any]]:
 def gimp_run() -> Iterator[tuple[gimp_host.GimpRun, FakeDaemon]]:
     require_host(*gimp_host.chroot_ready())
     gimp_host.install_plugin()
-    with fake_daemon() as daemon:
+    with fake_daemon(invert_colours=True) as daemon:  # so no copy of the source can pass
         run = gimp_host.GimpRun(scenarios(daemon.url, f"ws://127.0.0.1:{free_port()}")).run()
         print(f"\nGIMP ran {len(run.scenarios)} scenarios in {run.seconds:.1f} s")
         yield run, daemon
@@ -113,7 +113,7 @@ def check_success(run: gimp_host.GimpRun, daemon: FakeDaemon, core: ModuleType, 
     spec = next(s for s in run.scenarios if s["name"] == name)
     verdict = run.verdict(name)
     assert verdict["status"] == "success", verdict["message"]
-    submit = daemon.submits[prompt or spec["args"]["prompt"]]
+    submit = daemon.submit_by_prompt[prompt or spec["args"]["prompt"]]
     new = verdict["new_layer"]
     assert new is not None, verdict
 
@@ -129,7 +129,7 @@ def check_success(run: gimp_host.GimpRun, daemon: FakeDaemon, core: ModuleType, 
     assert sha(submit.image.data) == new["source_region_sha"]
     assert sha(submit.mask.data) == new["mask_sha"]
     # What landed: exactly the daemon's result, alpha included (never re-multiplied by the mask).
-    assert new["sha"] == sha(expected_result(submit.image, submit.mask.data))
+    assert new["sha"] == sha(expected_result(submit.image, submit.mask.data, invert_colours=True))
     assert new["has_alpha"]
     assert new["alpha"]["outside_nonzero"] == 0
     assert new["alpha"]["inside"] > 0 and new["alpha"]["inside_max"] > 0
@@ -229,7 +229,7 @@ def test_interactive_dialog_ok(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
                   "Grow", "Feather", "Daemon address", "Token", "OK", "Cancel"):
         assert label in dialog["labels"]
     assert dialog["hidden_entries"] == 1  # the token shows as dots
-    assert "set before the dialog" not in daemon.submits
+    assert "set before the dialog" not in daemon.submit_by_prompt
     verdict, _ = check_success(run, daemon, plugin_core, "dialog-ok", p.PixelFormat.RGBA8,
                                prompt="typed in the dialog")
     assert verdict["new_layer"]["name"] == "typed in the dialog"
@@ -239,7 +239,8 @@ def test_interactive_dialog_cancel(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon
     verdict = gimp_run[0].verdict("dialog-cancel")
     assert verdict["status"] == "cancel" and verdict["dialog"]["dialogs"] == 1
     assert verdict["layers_after"] == verdict["layers_before"]
-    assert "never sent" not in gimp_run[1].submits and "cancelled" not in gimp_run[1].submits
+    assert "never sent" not in gimp_run[1].submit_by_prompt
+    assert "cancelled" not in gimp_run[1].submit_by_prompt
 
 
 def test_daemon_not_running(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
@@ -260,7 +261,7 @@ def test_connection_lost(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None
 def test_selection_that_misses_the_layer(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
     message = check_failure(gimp_run[0], "selection-misses-layer")
     assert "does not touch the active layer" in message
-    assert "selection-misses-layer" not in gimp_run[1].submits  # nothing was sent
+    assert "selection-misses-layer" not in gimp_run[1].submit_by_prompt  # nothing was sent
 
 
 def test_layer_in_a_group_at_negative_offsets(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
@@ -291,8 +292,8 @@ def test_the_token_reaches_the_daemon(gimp_run: tuple[gimp_host.GimpRun, FakeDae
                                       plugin_core: ModuleType) -> None:
     run, daemon = gimp_run
     check_success(run, daemon, plugin_core, "token", p.PixelFormat.RGBA8)
-    assert daemon.tokens["with a token"] == "s3cret"
-    assert daemon.tokens["a red barn"] is None  # no token unless one is given
+    assert daemon.token_by_prompt["with a token"] == "s3cret"
+    assert daemon.token_by_prompt["a red barn"] is None  # no token unless one is given
 
 
 def test_a_wrong_token_says_what_to_enter(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:

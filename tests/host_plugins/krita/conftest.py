@@ -18,9 +18,9 @@ from types import ModuleType
 import pytest
 
 from differential_inpaint.backend import krita_plugin
+from tests.support.fake_daemon import FakeDaemon, fake_daemon
 
 from . import fake_krita
-from .fake_daemon import FakeDaemon, fake_daemon
 
 ALIAS = "krita_plugin_under_test"
 

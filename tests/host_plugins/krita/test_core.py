@@ -12,8 +12,9 @@ from types import ModuleType
 
 import pytest
 
+from tests.support.fake_daemon import FAIL_MESSAGE, WRONG_TOKEN, FakeDaemon, expected_result
+
 from . import fake_krita
-from .fake_daemon import FAIL_MESSAGE, WRONG_TOKEN, FakeDaemon, alpha_from_mask
 
 SEL_X, SEL_Y, SEL_W, SEL_H = 100, 60, 40, 30
 
@@ -234,7 +235,7 @@ def test_full_mask_matches_a_plain_construction(plugin):
 def fake_result(plugin: ModuleType, job: object, **changes: object) -> object:
     p = plugin.protocol
     image = job.submit.image
-    data = alpha_from_mask(image, job.submit.mask.data)
+    data = expected_result(image, job.submit.mask.data)
     fields = {
         "image": p.Image(image.width, image.height, image.format, data),
         "x": job.region.x,

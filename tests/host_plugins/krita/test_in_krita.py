@@ -24,11 +24,11 @@ import pytest
 
 from differential_inpaint.backend import krita_plugin
 from tests.support.daemon import running_daemon
+from tests.support.fake_daemon import fake_daemon
 from tests.support.hosts import require_host
 
 from . import krita_scenarios
 from .conftest import unused_port
-from .fake_daemon import fake_daemon
 
 pytestmark = [pytest.mark.krita, pytest.mark.slow]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .fake_daemon import FakeDaemon
+from tests.support.fake_daemon import FakeDaemon
 
 HERE = Path(__file__).resolve().parent
 

@@ -1,0 +1,243 @@
+"""A stand-in daemon whose answers are known to the byte, for the Krita and GIMP plugin tests.
+
+    from tests.support.fake_daemon import fake_daemon, expected_result
+
+    with fake_daemon() as daemon:                      # 127.0.0.1, ephemeral port
+        ...  # point the plugin at daemon.url
+        submit = daemon.submits[-1]
+        assert new_pixels == expected_result(submit.image, submit.mask.data)
+
+It answers every job with the submitted pixels, alpha replaced by the mask, in
+the submitted format, so a test can predict the new layer exactly in every
+depth (`expected_result`). With `invert_colours=True` (the GIMP tests) the
+colours come back inverted too, so a new layer that merely copied the source
+could not pass. When the job asks for previews it gets one 2x2 red preview.
+The prompt's prefix picks a failure instead:
+    "fail:"   an `error` for the job
+    "drop:"   one progress message, then the connection closes mid-job
+    "slow:"   progress every 50 ms until the client cancels, then `cancelled`
+    "shift:"  a result placed 8 px off the submitted region (a broken daemon)
+    "kill:"   one progress message, then the GIMP plug-in at the other end is
+              killed with SIGKILL, as GIMP's Cancel button does to a running
+              plug-in; how the job then ended is kept in `endings`, by prompt
+              (a peer that is not the GIMP plug-in is left alone)
+A `hello` whose token is WRONG_TOKEN is refused as unauthorized. Every decoded
+`submit` is kept in `submits`, and its connection's hello token in `tokens`
+(same order); `submit_by_prompt` and `token_by_prompt` look them up by prompt.
+A connection that closes after the welcome (a models query) is fine.
+Run it as a script to serve on a given port: `python -m tests.support.fake_daemon PORT`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import sys
+import threading
+import time
+from array import array
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.server import ServerConnection, serve
+
+from differential_inpaint import protocol as p
+
+FAIL_MESSAGE = "The fake daemon failed this job on purpose"
+WRONG_TOKEN = "wrong-token"
+GIMP_PLUGIN_FILE = "differential-inpaint/differential-inpaint.py"
+_INVERT8 = bytes(range(255, -1, -1))
+
+
+def expected_result(image: p.Image, mask: bytes, *, invert_colours: bool = False) -> bytes:
+    """The fake's answer for `image`: alpha replaced by `mask` (and the colours
+    inverted with `invert_colours`), in the image's own format."""
+    fmt = p.PixelFormat(image.format)
+    if fmt in (p.PixelFormat.BGRA8, p.PixelFormat.RGBA8):
+        out = bytearray(image.data)
+        if invert_colours:
+            for c in range(3):
+                out[c::4] = out[c::4].translate(_INVERT8)
+        out[3::4] = mask
+        return bytes(out)
+    if fmt in (p.PixelFormat.BGRA16, p.PixelFormat.RGBA16):
+        values = array("H", image.data)
+        if invert_colours:
+            for c in range(3):
+                values[c::4] = array("H", (65535 - v for v in values[c::4]))
+        values[3::4] = array("H", [m * 257 for m in mask])
+        return values.tobytes()
+    code = "e" if fmt is p.PixelFormat.RGBAF16 else "f"
+    count = len(image.data) // struct.calcsize(code)
+    floats = list(struct.unpack(f"<{count}{code}", image.data))
+    if invert_colours:
+        for c in range(3):
+            floats[c::4] = [1.0 - v for v in floats[c::4]]
+    floats[3::4] = [m / 255 for m in mask]
+    return struct.pack(f"<{count}{code}", *floats)
+
+
+def _tcp_inode(local_port: int, remote_port: int) -> str | None:
+    """The socket inode of the loopback TCP connection local_port -> remote_port."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            if int(local.split(":")[1], 16) == local_port and int(
+                remote.split(":")[1], 16
+            ) == remote_port:
+                return inode
+    return None
+
+
+def peer_plugin_pid(ws: ServerConnection) -> int | None:
+    """The pid of the GIMP plug-in at the other end of `ws` (the chroot shares the
+    host's process and network namespaces), or None when it is not our plug-in."""
+    inode = _tcp_inode(ws.remote_address[1], ws.local_address[1])
+    if inode is None:
+        return None
+    target = f"socket:[{inode}]"
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with suppress(OSError):
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == target for fd in fds):
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmdline = f.read().decode(errors="replace")
+                return int(pid) if GIMP_PLUGIN_FILE in cmdline else None
+    return None
+
+
+class FakeDaemon:
+    def __init__(self, *, invert_colours: bool = False) -> None:
+        self.invert_colours = invert_colours
+        self.submits: list[p.Submit] = []
+        self.tokens: list[str | None] = []  # hello.token of each submit's connection
+        self.endings: dict[str, str] = {}  # how "kill:" jobs ended, by prompt
+        self.url = ""
+        self._lock = threading.Lock()
+
+    @property
+    def submit_by_prompt(self) -> dict[str, p.Submit]:
+        """The latest submit of each prompt."""
+        with self._lock:
+            return {submit.params.prompt: submit for submit in self.submits}
+
+    @property
+    def token_by_prompt(self) -> dict[str, str | None]:
+        """The hello token of the latest submit of each prompt."""
+        with self._lock:
+            return {s.params.prompt: token for s, token in zip(self.submits, self.tokens, strict=True)}
+
+    def _handle(self, ws: ServerConnection) -> None:
+        with suppress(ConnectionClosed):
+            self._serve(ws)
+
+    def _serve(self, ws: ServerConnection) -> None:
+        hello = p.decode(ws.recv(), accept=p.CLIENT_MESSAGES)
+        assert isinstance(hello, p.Hello)
+        if hello.token == WRONG_TOKEN:
+            ws.send(p.encode(p.Error(p.ErrorCode.UNAUTHORIZED, "wrong token")))
+            return
+        welcome = p.Welcome(
+            server="fake",
+            server_version="0",
+            models=[p.ModelInfo("fake", "sd15"), p.ModelInfo("fake-xl", "sdxl")],
+            default_model="fake",
+            capabilities=["cancel", "preview"],
+        )
+        ws.send(p.encode(welcome))
+        try:
+            submit = p.decode(ws.recv(), accept=p.CLIENT_MESSAGES)
+        except ConnectionClosed:
+            return  # a models query: hello, welcome, close
+        assert isinstance(submit, p.Submit)
+        with self._lock:
+            self.submits.append(submit)
+            self.tokens.append(hello.token)
+        job, prompt, steps = submit.job_id, submit.params.prompt, submit.params.steps
+        if prompt.startswith("fail:"):
+            ws.send(p.encode(p.Error(p.ErrorCode.JOB_FAILED, FAIL_MESSAGE, job)))
+            return
+        ws.send(p.encode(p.Progress(job, p.Stage.SAMPLING, 1, steps)))
+        if prompt.startswith("drop:"):
+            return  # returning closes the connection mid-job
+        if prompt.startswith("kill:"):
+            self.endings[prompt] = self._kill_peer(ws, job)
+            return
+        if prompt.startswith("slow:"):
+            while True:
+                try:
+                    message = p.decode(ws.recv(timeout=0.05), accept=p.CLIENT_MESSAGES)
+                except TimeoutError:
+                    ws.send(p.encode(p.Progress(job, p.Stage.SAMPLING, 1, steps)))
+                    continue
+                if isinstance(message, p.Cancel):
+                    ws.send(p.encode(p.Cancelled(job)))
+                    return
+        if submit.params.preview:
+            preview = p.Image(2, 2, p.PixelFormat.RGBA8, bytes([255, 0, 0, 255]) * 4)
+            ws.send(p.encode(p.Preview(job, 1, preview)))
+        for step in range(2, steps + 1):
+            ws.send(p.encode(p.Progress(job, p.Stage.SAMPLING, step, steps)))
+        image = submit.image
+        fmt = submit.params.output_format or image.format
+        assert fmt == image.format, "this fake only answers in the submitted format"
+        data = expected_result(image, submit.mask.data, invert_colours=self.invert_colours)
+        shift = 8 if prompt.startswith("shift:") else 0
+        result = p.Result(
+            job,
+            p.Image(image.width, image.height, image.format, data, image.color),
+            submit.x + shift,
+            submit.y,
+            seed=submit.params.seed if submit.params.seed is not None else 4242,
+            model=submit.params.model or "fake",
+            timings={"total": 0.01},
+        )
+        ws.send(p.encode(result))
+        with suppress(TimeoutError):
+            ws.recv(timeout=10)  # until the client closes
+
+    def _kill_peer(self, ws: ServerConnection, job: str) -> str:
+        """Kill the GIMP plug-in mid-job as GIMP's Cancel does; how the job then ended."""
+        pid = peer_plugin_pid(ws)
+        if pid is None:
+            return "the peer is not the plug-in"
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        step = 1
+        try:
+            while time.monotonic() < deadline:  # a job still running: more progress
+                step += 1
+                ws.send(p.encode(p.Progress(job, p.Stage.SAMPLING, step, 1000)))
+                with suppress(TimeoutError):
+                    message = p.decode(ws.recv(timeout=0.05), accept=p.CLIENT_MESSAGES)
+                    if isinstance(message, p.Cancel):
+                        return "cancel message"
+        except ConnectionClosed:
+            return "client gone"
+        return "still connected"
+
+
+@contextmanager
+def fake_daemon(port: int = 0, *, invert_colours: bool = False) -> Iterator[FakeDaemon]:
+    """A FakeDaemon listening on 127.0.0.1:`port` (0: an ephemeral one) for the block."""
+    daemon = FakeDaemon(invert_colours=invert_colours)
+    with serve(daemon._handle, "127.0.0.1", port, compression=None, max_size=None) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        host, bound = server.socket.getsockname()[:2]
+        daemon.url = f"ws://{host}:{bound}"
+        try:
+            yield daemon
+        finally:
+            server.shutdown()
+            thread.join(5)
+
+
+if __name__ == "__main__":
+    with fake_daemon(int(sys.argv[1]) if len(sys.argv) > 1 else 0) as running:
+        print(f"listening on {running.url}", flush=True)
+        while True:
+            time.sleep(3600)
