@@ -20,6 +20,10 @@ class Limits:
     max_prompt_chars: int = 4000
     max_queued_jobs: int = 16
 
+    def fits(self, width: int, height: int) -> bool:
+        """Whether a region of this size is within the pixel and side limits."""
+        return width * height <= self.max_pixels and max(width, height) <= self.max_side
+
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -281,10 +281,7 @@ def _check_fits(submit: p.Submit, limits: p.Limits) -> None:
     """Refuse locally what the daemon would refuse, before sending megabytes."""
     image = submit.image
     advice = "Select a smaller area and try again."
-    if (
-        image.width * image.height > limits.max_pixels
-        or max(image.width, image.height) > limits.max_side
-    ):
+    if not limits.fits(image.width, image.height):
         raise InpaintError(
             f"The region is {image.width}x{image.height} pixels; the daemon takes at most "
             f"{limits.max_pixels} pixels and {limits.max_side} on a side. {advice}",

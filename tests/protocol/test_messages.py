@@ -9,6 +9,7 @@ import pytest
 
 from differential_inpaint import protocol as p
 from differential_inpaint.protocol import ErrorCode, ProtocolError
+from tests.support.wire import DELETE, edited
 
 
 def _image(width: int = 3, height: int = 2, fmt: p.PixelFormat = p.PixelFormat.BGRA8) -> p.Image:
@@ -102,17 +103,8 @@ def _wire(message: object) -> dict:
 
 
 def _submit_wire(**changes: object) -> dict:
-    wire = _wire(_submit())
-    for path, value in changes.items():
-        target = wire
-        *parents, leaf = path.split("__")
-        for key in parents:
-            target = target[key]
-        if value is KeyError:
-            del target[leaf]
-        else:
-            target[leaf] = value
-    return wire
+    """A valid submit as a plain dict; 'image__data' names image.data (a keyword can hold no dot)."""
+    return edited(_wire(_submit()), {path.replace("__", "."): value for path, value in changes.items()})
 
 
 def _decode_obj(obj: object, limits: p.Limits = p.DEFAULT_LIMITS) -> object:
@@ -147,11 +139,11 @@ def test_text_is_refused_with_a_clear_error() -> None:
 
 
 SUBMIT_CASES = {
-    "missing job id": ({"job_id": KeyError}, ErrorCode.INVALID_FIELD, "job_id"),
+    "missing job id": ({"job_id": DELETE}, ErrorCode.INVALID_FIELD, "job_id"),
     "job id with spaces": ({"job_id": "a b"}, ErrorCode.INVALID_FIELD, "job_id"),
     "job id too long": ({"job_id": "j" * 65}, ErrorCode.TOO_LARGE, "job_id"),
     "image not a map": ({"image": b"xx"}, ErrorCode.INVALID_FIELD, "image"),
-    "missing image data": ({"image__data": KeyError}, ErrorCode.INVALID_FIELD, "data"),
+    "missing image data": ({"image__data": DELETE}, ErrorCode.INVALID_FIELD, "data"),
     "image data as text": ({"image__data": "abc"}, ErrorCode.INVALID_FIELD, "binary"),
     "width as string": ({"image__width": "3"}, ErrorCode.INVALID_FIELD, "width"),
     "width as bool": ({"image__width": True}, ErrorCode.INVALID_FIELD, "width"),
@@ -249,3 +241,10 @@ def test_welcome_ignores_unknown_limits_and_keeps_known() -> None:
     welcome = _decode_obj(wire)
     assert welcome.limits.max_pixels == 10  # type: ignore[attr-defined]
     assert welcome.limits.max_side == p.DEFAULT_LIMITS.max_side  # type: ignore[attr-defined]
+
+
+def test_limits_fit_counts_pixels_and_sides() -> None:
+    limits = p.Limits(max_pixels=100, max_side=20)
+    assert limits.fits(10, 10) and limits.fits(20, 5)
+    assert not limits.fits(11, 10)  # 110 pixels
+    assert not limits.fits(21, 1)  # a side over 20

@@ -82,7 +82,7 @@ def check_size(region: Rect, *, whole_layer: bool) -> None:
     """Refuse a region the daemon would refuse before reading it: reading a huge
     layer costs GIMP seconds and gigabytes, only for the daemon to say no."""
     limits = DEFAULT_LIMITS
-    if region.area <= limits.max_pixels and max(region.width, region.height) <= limits.max_side:
+    if limits.fits(region.width, region.height):
         return
     what = "The whole layer" if whole_layer else "The area around the selection"
     raise ValueError(

@@ -227,7 +227,7 @@ def check_size(region: p.Rect, has_selection: bool) -> None:
     """Refuse a region the daemon would refuse before reading it: reading a huge layer
     costs Krita's GUI thread seconds and gigabytes, only for the daemon to say no."""
     limits = p.DEFAULT_LIMITS
-    if region.area <= limits.max_pixels and max(region.width, region.height) <= limits.max_side:
+    if limits.fits(region.width, region.height):
         return
     what = "The area around the selection" if has_selection else "With no selection, the whole layer"
     raise KritaInpaintError(
