@@ -14,6 +14,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from differential_inpaint import protocol as p
+from tests.support.wire import DELETE, edited
 
 from .conftest import RawClient, assert_good_job, make_submit
 
@@ -23,23 +24,12 @@ def _pack(obj: Any) -> bytes:
 
 
 def _submit_wire(**changes: Any) -> dict[str, Any]:
-    """A valid submit as a plain dict, with changes: 'image.width' edits a nested field;
-    a value of DELETE removes the field."""
+    """A valid submit as a plain dict, with changes ('image.width' names a nested field)."""
     wire = make_submit("bad-job").to_wire()
     wire["type"] = "submit"
-    for path, value in changes.items():
-        target = wire
-        *parents, key = path.split(".")
-        for parent in parents:
-            target = target[parent]
-        if value is DELETE:
-            del target[key]
-        else:
-            target[key] = value
-    return wire
+    return edited(wire, changes)
 
 
-DELETE = object()
 GOOD = make_submit("bad-job").to_wire()
 
 # (case id, bytes or text to send, expected code, whether the error names the job)
