@@ -72,9 +72,7 @@ def check(folder: Path, *, staged: bool = False) -> list[str]:
     if not entry.read_bytes().startswith(b"#!/usr/bin/env python3"):
         problems.append(f"{entry} does not start with '#!/usr/bin/env python3'")
     package = folder / PACKAGE
-    problems += [
-        f"{package / name} is missing" for name in ADAPTER_MODULES if not (package / name).is_file()
-    ]
+    problems += [f"{package / name} is missing" for name in ADAPTER_MODULES if not (package / name).is_file()]
     problems += check_payload(package)
     for path in [entry, *package.glob("*.py")]:
         try:

@@ -15,9 +15,7 @@ HOSTS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "host", choices=sorted(HOSTS), help="which program to install the plugin into"
-    )
+    parser.add_argument("host", choices=sorted(HOSTS), help="which program to install the plugin into")
     parser.add_argument(
         "--dest",
         type=Path,

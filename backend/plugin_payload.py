@@ -18,9 +18,7 @@ import shutil
 from pathlib import Path
 
 VENDORED = ("msgpack", "websockets")
-_SKIP = shutil.ignore_patterns(
-    "__pycache__", "*.pyc", "*.so", "*.pyd", "*.c", "*.h", "*.pyi", "py.typed"
-)
+_SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "*.pyd", "*.c", "*.h", "*.pyi", "py.typed")
 
 
 def _package_dir(module: str) -> Path:
@@ -59,7 +57,5 @@ def check_payload(package_dir: Path) -> list[str]:
             problems.append(f"{package_dir / required} is missing")
     compiled = [str(p) for p in (package_dir / "_vendor").rglob("*") if p.suffix in (".so", ".pyd")]
     if compiled:
-        problems.append(
-            f"compiled extensions would tie the plugin to one Python: {', '.join(compiled)}"
-        )
+        problems.append(f"compiled extensions would tie the plugin to one Python: {', '.join(compiled)}")
     return problems

@@ -45,9 +45,7 @@ def read_str(
             f"{where}: field '{key}' is {len(value)} characters, over {max_len}",
         )
     if len(value) < min_len:
-        raise _invalid(
-            where, key, "must not be empty" if min_len == 1 else f"is shorter than {min_len}"
-        )
+        raise _invalid(where, key, "must not be empty" if min_len == 1 else f"is shorter than {min_len}")
     return value
 
 
@@ -112,9 +110,7 @@ def read_bytes(d: Mapping[str, Any], where: str, key: str) -> bytes:
     return value if isinstance(value, bytes) else bytes(value)
 
 
-def read_map(
-    d: Mapping[str, Any], where: str, key: str, default: Any = _MISSING
-) -> Mapping[str, Any]:
+def read_map(d: Mapping[str, Any], where: str, key: str, default: Any = _MISSING) -> Mapping[str, Any]:
     value = _get(d, where, key, default)
     if not isinstance(value, Mapping):
         raise _invalid(where, key, f"must be a map, not {type(value).__name__}")
@@ -131,9 +127,7 @@ def read_list(d: Mapping[str, Any], where: str, key: str, default: Any = _MISSIN
     return list(value)
 
 
-def read_enum(
-    d: Mapping[str, Any], where: str, key: str, enum: type, default: Any = _MISSING
-) -> Any:
+def read_enum(d: Mapping[str, Any], where: str, key: str, enum: type, default: Any = _MISSING) -> Any:
     value = read_str(d, where, key, default)
     try:
         return enum(value)

@@ -111,8 +111,7 @@ class Image:
         if len(data) != image.expected_bytes:
             raise ProtocolError(
                 ErrorCode.SIZE_MISMATCH,
-                f"{where}: {width}x{height} {fmt.value} needs {image.expected_bytes} bytes, "
-                f"got {len(data)}",
+                f"{where}: {width}x{height} {fmt.value} needs {image.expected_bytes} bytes, got {len(data)}",
             )
         return image
 
@@ -169,9 +168,7 @@ class JobParams:
             "scheduler": self.scheduler,
             "grow": float(self.grow),
             "feather": float(self.feather),
-            "output_format": None
-            if self.output_format is None
-            else PixelFormat(self.output_format).value,
+            "output_format": None if self.output_format is None else PixelFormat(self.output_format).value,
             "preview": self.preview,
         }
 
@@ -180,9 +177,7 @@ class JobParams:
         output_format = d.get("output_format")
         return cls(
             prompt=read_str(d, where, "prompt", "", max_len=limits.max_prompt_chars),
-            negative_prompt=read_str(
-                d, where, "negative_prompt", "", max_len=limits.max_prompt_chars
-            ),
+            negative_prompt=read_str(d, where, "negative_prompt", "", max_len=limits.max_prompt_chars),
             strength=read_float(d, where, "strength", 1.0, lo=0.0, hi=1.0, lo_open=True),
             steps=read_int(d, where, "steps", 20, lo=1, hi=limits.max_steps),
             guidance=read_float(d, where, "guidance", 7.0, lo=0.0, hi=100.0),
@@ -210,9 +205,7 @@ class ModelInfo:
     def from_wire(cls, d: Any, where: str) -> ModelInfo:
         if not isinstance(d, Mapping):
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"{where}: each model must be a map")
-        return cls(
-            read_str(d, where, "name", max_len=512), read_str(d, where, "family", max_len=64)
-        )
+        return cls(read_str(d, where, "name", max_len=512), read_str(d, where, "family", max_len=64))
 
 
 def _models_from_wire(d: Mapping[str, Any], where: str) -> list[ModelInfo]:
@@ -304,11 +297,7 @@ class Welcome(_Message):
     def from_wire(cls, d: Mapping[str, Any], limits: Limits) -> Welcome:
         w = "welcome"
         raw_limits = read_map(d, w, "limits")
-        known = {
-            k: read_int(raw_limits, w, k, lo=0)
-            for k in Limits.__dataclass_fields__
-            if k in raw_limits
-        }
+        known = {k: read_int(raw_limits, w, k, lo=0) for k in Limits.__dataclass_fields__ if k in raw_limits}
         return cls(
             protocol=read_int(d, w, "protocol", lo=0),
             server=read_str(d, w, "server"),
@@ -361,9 +350,7 @@ class Submit(_Message):
                 job_id=job_id,
                 image=image,
                 mask=mask,
-                params=JobParams.from_wire(
-                    read_map(d, "submit", "params", {}), "submit.params", limits
-                ),
+                params=JobParams.from_wire(read_map(d, "submit", "params", {}), "submit.params", limits),
                 x=read_int(d, "submit", "x", 0, lo=-_MAX_COORD, hi=_MAX_COORD),
                 y=read_int(d, "submit", "y", 0, lo=-_MAX_COORD, hi=_MAX_COORD),
             )
@@ -607,12 +594,9 @@ ClientMessage = Hello | Submit | Cancel | ListModels | GetStatus
 ServerMessage = Welcome | Accepted | Progress | Preview | Result | Cancelled | Error | Models | Status
 Message = ClientMessage | ServerMessage
 
-CLIENT_MESSAGES: dict[str, type] = {
-    m.TYPE: m for m in (Hello, Submit, Cancel, ListModels, GetStatus)
-}
+CLIENT_MESSAGES: dict[str, type] = {m.TYPE: m for m in (Hello, Submit, Cancel, ListModels, GetStatus)}
 SERVER_MESSAGES: dict[str, type] = {
-    m.TYPE: m
-    for m in (Welcome, Accepted, Progress, Preview, Result, Cancelled, Error, Models, Status)
+    m.TYPE: m for m in (Welcome, Accepted, Progress, Preview, Result, Cancelled, Error, Models, Status)
 }
 ALL_MESSAGES: dict[str, type] = {**CLIENT_MESSAGES, **SERVER_MESSAGES}
 
@@ -707,9 +691,7 @@ def _bin_header(size: int) -> bytes:
     raise ValueError(f"a byte payload of {size} bytes is too large for msgpack")
 
 
-def fragments(
-    parts: list[bytes | memoryview], max_bytes: int = FRAGMENT_BYTES
-) -> list[bytes | memoryview]:
+def fragments(parts: list[bytes | memoryview], max_bytes: int = FRAGMENT_BYTES) -> list[bytes | memoryview]:
     """The parts of one message (from `encode_parts`) cut into the fragments of one
     websocket message, each at most `max_bytes`: big payloads are sliced as
     views (no copy), runs of small parts joined. A message that fits one
@@ -751,9 +733,7 @@ def decode(
     CLIENT_MESSAGES, the plugins SERVER_MESSAGES.
     """
     if isinstance(data, str):
-        raise ProtocolError(
-            ErrorCode.MALFORMED, "expected a binary message holding msgpack, got text"
-        )
+        raise ProtocolError(ErrorCode.MALFORMED, "expected a binary message holding msgpack, got text")
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ProtocolError(ErrorCode.MALFORMED, f"expected bytes, got {type(data).__name__}")
     if len(data) > limits.max_message_bytes:
@@ -781,9 +761,7 @@ def decode(
             ErrorCode.MALFORMED, f"not a msgpack message ({exc.__class__.__name__})"
         ) from None
     if not isinstance(obj, dict):
-        raise ProtocolError(
-            ErrorCode.MALFORMED, f"expected a msgpack map, got {type(obj).__name__}"
-        )
+        raise ProtocolError(ErrorCode.MALFORMED, f"expected a msgpack map, got {type(obj).__name__}")
     if not all(isinstance(k, str) for k in obj):
         raise ProtocolError(ErrorCode.MALFORMED, "every key of a message must be a string")
     kind = obj.get("type")

@@ -64,9 +64,7 @@ class Rect:
         return Rect(self.x + dx, self.y + dy, self.width, self.height)
 
     def padded(self, padding: int) -> Rect:
-        return Rect(
-            self.x - padding, self.y - padding, self.width + 2 * padding, self.height + 2 * padding
-        )
+        return Rect(self.x - padding, self.y - padding, self.width + 2 * padding, self.height + 2 * padding)
 
 
 def mask_bounds(data: bytes, width: int, height: int) -> Rect | None:
@@ -87,9 +85,7 @@ def mask_bounds(data: bytes, width: int, height: int) -> Rect | None:
     return Rect.from_edges(left, top, right, bottom)
 
 
-def _fit_span(
-    start: int, length: int, lo: int, hi: int, min_length: int, multiple: int
-) -> tuple[int, int]:
+def _fit_span(start: int, length: int, lo: int, hi: int, min_length: int, multiple: int) -> tuple[int, int]:
     """Widen [start, start+length), which lies inside [lo, hi), to at least `min_length`
     and a multiple of `multiple`, around its centre, shifted to stay inside [lo, hi).
     Where [lo, hi) is too small for that, it takes as much of it as it can."""
@@ -151,6 +147,5 @@ def crop(data: bytes, width: int, height: int, bytes_per_pixel: int, rect: Rect)
         return bytes(data[rect.y * stride : rect.bottom * stride])
     mv = memoryview(data)
     return b"".join(
-        mv[row * stride + offset : row * stride + offset + row_len]
-        for row in range(rect.y, rect.bottom)
+        mv[row * stride + offset : row * stride + offset + row_len] for row in range(rect.y, rect.bottom)
     )

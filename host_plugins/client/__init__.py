@@ -194,9 +194,7 @@ def _explain(error: p.Error) -> str:
             f"{error.message}. Update the plugin and the daemon to the same release."
         )
     if code is p.ErrorCode.UNAUTHORIZED:
-        return (
-            f"The daemon refused this plugin: {error.message}. Enter the token the daemon printed."
-        )
+        return f"The daemon refused this plugin: {error.message}. Enter the token the daemon printed."
     if code is p.ErrorCode.UNKNOWN_MODEL:
         return f"{error.message}. Pick one of the models the daemon lists."
     if code is p.ErrorCode.OUT_OF_MEMORY:
@@ -211,9 +209,7 @@ def _explain(error: p.Error) -> str:
     return error.message
 
 
-def server_info(
-    server: str = DEFAULT_SERVER, *, token: str | None = None, timeout: float = 5.0
-) -> p.Welcome:
+def server_info(server: str = DEFAULT_SERVER, *, token: str | None = None, timeout: float = 5.0) -> p.Welcome:
     """The daemon's `welcome`: its models, limits and schedulers."""
     with DaemonConnection(server, token=token, open_timeout=timeout) as conn:
         return conn.welcome

@@ -13,9 +13,7 @@ from differential_inpaint import protocol as p
 
 from .test_messages import EVERY_MESSAGE
 
-SMALL_LIMITS = p.Limits(
-    max_pixels=64, max_side=16, max_message_bytes=4096, max_steps=50, max_prompt_chars=64
-)
+SMALL_LIMITS = p.Limits(max_pixels=64, max_side=16, max_message_bytes=4096, max_steps=50, max_prompt_chars=64)
 
 leaves = (
     st.none()

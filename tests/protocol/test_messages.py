@@ -41,9 +41,7 @@ EVERY_MESSAGE = [
         device="cuda:0 (float16)",
     ),
     _submit(),
-    _submit(
-        seed=42, model="sdxl-base", output_format=p.PixelFormat.RGBAF32, strength=0.5, preview=False
-    ),
+    _submit(seed=42, model="sdxl-base", output_format=p.PixelFormat.RGBAF32, strength=0.5, preview=False),
     p.Submit(
         "j2",
         p.Image(1, 1, p.PixelFormat.RGBAF16, bytes(8), p.ColorEncoding.LINEAR),
@@ -58,9 +56,7 @@ EVERY_MESSAGE = [
     p.Progress("job-1", p.Stage.SAMPLING, 4, 20),
     p.Progress("job-1", p.Stage.QUEUED, position=2),
     p.Preview("job-1", 5, p.Image(2, 2, p.PixelFormat.RGBA8, bytes(16))),
-    p.Result(
-        "job-1", _image(), -5, 12, seed=2**40, model="a", timings={"sample": 1.5, "total": 2.0}
-    ),
+    p.Result("job-1", _image(), -5, 12, seed=2**40, model="a", timings={"sample": 1.5, "total": 2.0}),
     p.Cancelled("job-1"),
     p.Error(ErrorCode.UNKNOWN_MODEL, "no model 'x'", "job-1"),
     p.Error(ErrorCode.MALFORMED, "not msgpack"),
@@ -184,9 +180,7 @@ SUBMIT_CASES = {
 }
 
 
-@pytest.mark.parametrize(
-    ("changes", "code", "says"), SUBMIT_CASES.values(), ids=SUBMIT_CASES.keys()
-)
+@pytest.mark.parametrize(("changes", "code", "says"), SUBMIT_CASES.values(), ids=SUBMIT_CASES.keys())
 def test_malformed_submit(changes: dict, code: ErrorCode, says: str) -> None:
     with pytest.raises(ProtocolError) as err:
         _decode_obj(_submit_wire(**changes))

@@ -162,9 +162,7 @@ class _Raw(messages._Message):
     st.sampled_from(THRESHOLDS),
     st.sampled_from(KINDS),
 )
-def test_random_structures_encode_the_same_in_parts(
-    wire: dict[str, Any], threshold: int, kind: str
-) -> None:
+def test_random_structures_encode_the_same_in_parts(wire: dict[str, Any], threshold: int, kind: str) -> None:
     message = _Raw(wire)
     expected = msgpack.packb({**wire, "type": "raw"}, use_bin_type=True)
     with packer(kind, threshold):
@@ -200,9 +198,7 @@ def test_fragment_sizes_exactly() -> None:
 
 
 @given(
-    st.lists(
-        st.binary(max_size=50) | st.binary(max_size=300).map(memoryview), max_size=12
-    ),
+    st.lists(st.binary(max_size=50) | st.binary(max_size=300).map(memoryview), max_size=12),
     st.integers(1, 120),
 )
 def test_random_parts_cut_into_bounded_fragments(parts: list, max_bytes: int) -> None:

@@ -75,9 +75,7 @@ def test_context_region_properties(
         with pytest.raises(ValueError):
             context_region(selection, canvas, padding=padding, multiple=multiple, min_size=min_size)
         return
-    region = context_region(
-        selection, canvas, padding=padding, multiple=multiple, min_size=min_size
-    )
+    region = context_region(selection, canvas, padding=padding, multiple=multiple, min_size=min_size)
     assert canvas.contains(region), "never outside the canvas"
     assert region.contains(core), "every selected pixel is sent"
     # Padding is honoured where the canvas allows.
@@ -105,15 +103,11 @@ def test_context_region_clamps_at_the_canvas_edge() -> None:
 
 
 def test_context_region_small_canvas_is_taken_whole() -> None:
-    assert context_region(Rect(2, 2, 3, 3), Rect(0, 0, 13, 7), padding=64, multiple=8) == Rect(
-        0, 0, 13, 7
-    )
+    assert context_region(Rect(2, 2, 3, 3), Rect(0, 0, 13, 7), padding=64, multiple=8) == Rect(0, 0, 13, 7)
 
 
 def test_min_size_gives_small_selections_context() -> None:
-    region = context_region(
-        Rect(500, 500, 4, 4), Rect(0, 0, 8192, 8192), padding=0, multiple=8, min_size=256
-    )
+    region = context_region(Rect(500, 500, 4, 4), Rect(0, 0, 8192, 8192), padding=0, multiple=8, min_size=256)
     assert region.width == region.height == 256
     assert region.contains(Rect(500, 500, 4, 4))
 

@@ -85,9 +85,7 @@ def _tcp_inode(local_port: int, remote_port: int) -> str | None:
         for line in f.readlines()[1:]:
             fields = line.split()
             local, remote, inode = fields[1], fields[2], fields[9]
-            if int(local.split(":")[1], 16) == local_port and int(
-                remote.split(":")[1], 16
-            ) == remote_port:
+            if int(local.split(":")[1], 16) == local_port and int(remote.split(":")[1], 16) == remote_port:
                 return inode
     return None
 

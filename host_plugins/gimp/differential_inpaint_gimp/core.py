@@ -51,9 +51,7 @@ def depth_for_precision(precision_name: str) -> Depth:
     holds them and float keeps more than 16 bits of their precision.
     """
     kind = precision_name.upper().split("_", 1)[0]
-    return {"U8": DEPTHS["u8"], "U16": DEPTHS["u16"], "HALF": DEPTHS["half"]}.get(
-        kind, DEPTHS["float"]
-    )
+    return {"U8": DEPTHS["u8"], "U16": DEPTHS["u16"], "HALF": DEPTHS["half"]}.get(kind, DEPTHS["float"])
 
 
 def plan_region(selection: Rect | None, drawable_size: tuple[int, int]) -> Rect:
@@ -148,7 +146,10 @@ def build_submit(
 def check_result(result_image: Image, x: int, y: int, submit: Submit) -> str:
     """The Babl format to write the result with; ValueError if it does not fit the request."""
     if (result_image.width, result_image.height, x, y) != (
-        submit.image.width, submit.image.height, submit.x, submit.y
+        submit.image.width,
+        submit.image.height,
+        submit.x,
+        submit.y,
     ):
         raise ValueError(
             f"The daemon returned a {result_image.width}x{result_image.height} image at "

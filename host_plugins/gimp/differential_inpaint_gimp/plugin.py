@@ -28,16 +28,16 @@ _RW = GObject.ParamFlags.READWRITE
 
 
 def _add_arguments(procedure: Gimp.Procedure) -> None:
-    procedure.add_string_argument(
-        "prompt", "_Prompt", "What to paint into the selection", "", _RW
-    )
-    procedure.add_string_argument(
-        "negative-prompt", "_Negative prompt", "What to keep out of it", "", _RW
-    )
+    procedure.add_string_argument("prompt", "_Prompt", "What to paint into the selection", "", _RW)
+    procedure.add_string_argument("negative-prompt", "_Negative prompt", "What to keep out of it", "", _RW)
     procedure.add_double_argument(
-        "strength", "S_trength",
+        "strength",
+        "S_trength",
         "How much may change where the selection is fully white (gray changes partly)",
-        0.01, 1.0, 1.0, _RW,  # 0 would change nothing, and the daemon refuses it
+        0.01,
+        1.0,
+        1.0,
+        _RW,  # 0 would change nothing, and the daemon refuses it
     )
     procedure.add_int_argument("steps", "St_eps", "Sampling steps", 1, 200, 20, _RW)
     procedure.add_double_argument(
@@ -56,13 +56,18 @@ def _add_arguments(procedure: Gimp.Procedure) -> None:
         "feather", "_Feather", "Pixels of extra softness on the selection edge", 0.0, 256.0, 0.0, _RW
     )
     procedure.add_string_argument(
-        "server-url", "Daemon _address", "Where `differential-inpaint serve` listens",
-        _DEFAULT_SERVER, _RW,
+        "server-url",
+        "Daemon _address",
+        "Where `differential-inpaint serve` listens",
+        _DEFAULT_SERVER,
+        _RW,
     )
     procedure.add_string_argument(
-        "token", "_Token",
+        "token",
+        "_Token",
         "The token the daemon printed, when it asks for one (a daemon on another machine)",
-        "", _RW,
+        "",
+        _RW,
     )
 
 

@@ -158,9 +158,14 @@ def _mounted(path: Path) -> Iterator[None]:
         unmount_all(path)
 
 
-def _chroot(path: Path, argv: Sequence[str], *, env: dict[str, str] | None = None,
-            timeout: float | None = None, capture: bool = False,
-            ) -> subprocess.CompletedProcess[str]:
+def _chroot(
+    path: Path,
+    argv: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
+    capture: bool = False,
+) -> subprocess.CompletedProcess[str]:
     """Run argv in the (already mounted) root; kill its whole process group on timeout."""
     proc = subprocess.Popen(
         ["chroot", str(path), *argv],
@@ -183,9 +188,13 @@ def _chroot(path: Path, argv: Sequence[str], *, env: dict[str, str] | None = Non
     return subprocess.CompletedProcess(proc.args, proc.returncode, out or "", "")
 
 
-def run(argv: Sequence[str], *, env: dict[str, str] | None = None,
-        timeout: float | None = None, capture: bool = True,
-        ) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
+    capture: bool = True,
+) -> subprocess.CompletedProcess[str]:
     """Run a command inside the complete chroot with the binds mounted for its duration."""
     path = root()
     if not is_complete(path):

@@ -69,8 +69,16 @@ class GimpRun:
             started = time.monotonic()
             # xvfb-run: GIMP needs no display, but the plug-in's dialog (probe scenarios) does.
             done = chroot.run(
-                ["xvfb-run", "-a", "gimp-console-3.0", "-i", "--batch-interpreter=python-fu-eval",
-                 "-b", code, "--quit"],
+                [
+                    "xvfb-run",
+                    "-a",
+                    "gimp-console-3.0",
+                    "-i",
+                    "--batch-interpreter=python-fu-eval",
+                    "-b",
+                    code,
+                    "--quit",
+                ],
                 timeout=GIMP_TIMEOUT,
             )
             self.seconds = time.monotonic() - started

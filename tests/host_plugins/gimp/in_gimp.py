@@ -64,9 +64,14 @@ def fill(layer: Gimp.Layer, alpha: bool) -> None:
 def describe(layer: Gimp.Layer) -> dict[str, Any]:
     _, x, y = layer.get_offsets()
     parent = layer.get_parent()
-    return {"name": layer.get_name(), "x": x, "y": y,
-            "width": layer.get_width(), "height": layer.get_height(),
-            "parent": parent.get_name() if parent is not None else None}
+    return {
+        "name": layer.get_name(),
+        "x": x,
+        "y": y,
+        "width": layer.get_width(),
+        "height": layer.get_height(),
+        "parent": parent.get_name() if parent is not None else None,
+    }
 
 
 def all_layers(image: Gimp.Image) -> list[Gimp.Layer]:
@@ -94,8 +99,9 @@ def run_directly(spec: dict[str, Any], image: Gimp.Image, layer: Gimp.Layer) -> 
     from differential_inpaint_gimp import core, job
 
     args = spec["args"]
-    settings = core.Settings(prompt=args["prompt"], steps=args.get("steps", 20),
-                             server_url=args["server-url"])
+    settings = core.Settings(
+        prompt=args["prompt"], steps=args.get("steps", 20), server_url=args["server-url"]
+    )
     show_progress = job._show_progress
     acted: list[str] = []
 
@@ -121,8 +127,7 @@ def run_directly(spec: dict[str, Any], image: Gimp.Image, layer: Gimp.Layer) -> 
 def alpha_stats(layer: Gimp.Layer, selection_mask: bytes) -> dict[str, Any]:
     """Alpha of the new layer against the selection over the same pixels."""
     alpha = array("f", read(layer, 0, 0, layer.get_width(), layer.get_height(), "R'G'B'A float"))[3::4]
-    stats = {"outside": 0, "outside_nonzero": 0, "inside": 0, "inside_max": 0.0,
-             "full": 0, "full_zero": 0}
+    stats = {"outside": 0, "outside_nonzero": 0, "inside": 0, "inside_max": 0.0, "full": 0, "full_zero": 0}
     for a, m in zip(alpha, selection_mask, strict=True):
         if m == 0:
             stats["outside"] += 1
@@ -142,21 +147,20 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
     image = Gimp.Image.new_with_precision(width, height, Gimp.ImageBaseType.RGB, precision)
     src = spec["layer"]
     kind = Gimp.ImageType.RGBA_IMAGE if src["alpha"] else Gimp.ImageType.RGB_IMAGE
-    layer = Gimp.Layer.new(image, "source", src["width"], src["height"], kind, 100.0,
-                           Gimp.LayerMode.NORMAL)
+    layer = Gimp.Layer.new(image, "source", src["width"], src["height"], kind, 100.0, Gimp.LayerMode.NORMAL)
     parent = None
     if spec.get("group"):  # the source inside a group, below a sibling
         parent = Gimp.GroupLayer.new(image, "group")
         image.insert_layer(parent, None, 0)
-        sibling = Gimp.Layer.new(image, "sibling", 8, 8, Gimp.ImageType.RGBA_IMAGE, 100.0,
-                                 Gimp.LayerMode.NORMAL)
+        sibling = Gimp.Layer.new(
+            image, "sibling", 8, 8, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL
+        )
         image.insert_layer(sibling, parent, 0)
     image.insert_layer(layer, parent, 1 if parent is not None else 0)
     layer.set_offsets(src["x"], src["y"])
     fill(layer, src["alpha"])
     if spec.get("layer_above"):
-        top = Gimp.Layer.new(image, "above", 16, 16, Gimp.ImageType.RGBA_IMAGE, 100.0,
-                             Gimp.LayerMode.NORMAL)
+        top = Gimp.Layer.new(image, "above", 16, 16, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
         image.insert_layer(top, None, 0)
     sel = spec.get("selection")
     if sel:
@@ -227,8 +231,7 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
         if Gimp.Selection.is_empty(image):
             mask = b"\xff" * (info["width"] * info["height"])
         else:
-            mask = read(image.get_selection(), info["x"], info["y"], info["width"], info["height"],
-                        "Y u8")
+            mask = read(image.get_selection(), info["x"], info["y"], info["width"], info["height"], "Y u8")
         info.update(
             index=image.get_item_position(created),
             source_index=image.get_item_position(layer),
@@ -253,9 +256,11 @@ def procedure_info() -> dict[str, Any]:
         "menu_paths": list(proc.get_menu_paths()),
         "image_types": proc.get_image_types(),
         "arguments": [arg.name for arg in proc.get_arguments()],
-        "defaults": {name: value for name, value in
-                     ((arg.name, arg.get_default_value()) for arg in proc.get_arguments())
-                     if isinstance(value, (str, int, float))},
+        "defaults": {
+            name: value
+            for name, value in ((arg.name, arg.get_default_value()) for arg in proc.get_arguments())
+            if isinstance(value, (str, int, float))
+        },
     }
 
 

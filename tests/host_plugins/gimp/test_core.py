@@ -55,8 +55,7 @@ def test_selection_off_the_drawable(plugin_core: ModuleType) -> None:
 def test_settings_to_params(plugin_core: ModuleType) -> None:
     P = plugin_core.PixelFormat
     params = plugin_core.Settings(prompt="cat", seed=-1, model="  ").params(P.RGBA16)
-    assert (params.seed, params.model, params.output_format, params.preview) == (
-        None, None, P.RGBA16, False)
+    assert (params.seed, params.model, params.output_format, params.preview) == (None, None, P.RGBA16, False)
     params = plugin_core.Settings(seed=7, model="sd15", steps=9, strength=0.5).params(P.RGBA8)
     assert (params.seed, params.model, params.steps, params.strength) == (7, "sd15", 9, 0.5)
 
@@ -64,8 +63,9 @@ def test_settings_to_params(plugin_core: ModuleType) -> None:
 def test_submit_is_in_image_coordinates(plugin_core: ModuleType) -> None:
     core = plugin_core
     region = core.Rect(8, 16, 4, 2)
-    submit = core.build_submit("job1", core.Settings(prompt="x"), core.DEPTHS["u8"], region,
-                               bytes(32), b"\xff" * 8, (-10, 100))
+    submit = core.build_submit(
+        "job1", core.Settings(prompt="x"), core.DEPTHS["u8"], region, bytes(32), b"\xff" * 8, (-10, 100)
+    )
     assert (submit.x, submit.y) == (-2, 116)
     assert submit.image.format == core.PixelFormat.RGBA8
     assert submit.params.output_format == core.PixelFormat.RGBA8

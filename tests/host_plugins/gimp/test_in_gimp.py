@@ -39,61 +39,127 @@ def scenarios(url: str, dead_url: str) -> list[dict[str, Any]]:
         return {"prompt": prompt, "server-url": url, "steps": 3, **more}
 
     rect = {"shape": "rect", "rect": [60, 50, 80, 60]}
-    small = {"image": [300, 200], "precision": "u8",
-             "layer": {"x": 0, "y": 0, "width": 300, "height": 200, "alpha": False}}
+    small = {
+        "image": [300, 200],
+        "precision": "u8",
+        "layer": {"x": 0, "y": 0, "width": 300, "height": 200, "alpha": False},
+    }
     return [
-        {"name": "feathered", "image": [1200, 900], "precision": "u8",
-         "layer": {"x": 100, "y": 50, "width": 1000, "height": 800, "alpha": True},
-         "layer_above": True,
-         "selection": {"shape": "ellipse", "rect": [400, 300, 160, 120], "feather": 24},
-         "args": args("a red barn", **{"negative-prompt": "blurry", "strength": 0.8,
-                                       "guidance": 5.5, "seed": 42, "grow": 2.0,
-                                       "feather": 3.0})},
-        {"name": "deep16", "image": [640, 480], "precision": "u16",
-         "layer": {"x": 0, "y": 0, "width": 640, "height": 480, "alpha": False},
-         "selection": {"shape": "ellipse", "rect": [200, 150, 100, 80], "feather": 10},
-         "args": args("sixteen bits")},
-        {"name": "float32", "image": [320, 240], "precision": "float",
-         "layer": {"x": -10, "y": 20, "width": 300, "height": 200, "alpha": True},
-         "selection": {"shape": "ellipse", "rect": [50, 60, 80, 70], "feather": 8},
-         "args": args("thirty-two bit float")},
-        {"name": "half", "image": [200, 160], "precision": "half",
-         "layer": {"x": 0, "y": 0, "width": 200, "height": 160, "alpha": True},
-         "selection": rect, "args": args("half floats")},
-        {"name": "no-selection", "image": [300, 200], "precision": "u8",
-         "layer": {"x": 30, "y": 20, "width": 240, "height": 160, "alpha": True},
-         "selection": None, "args": args("everything   repainted\nat once")},
-        {"name": "dialog-ok", **small, "selection": rect,
-         "args": args("set before the dialog"),
-         "probe": {"answer": "ok", "typed-prompt": "typed in the dialog"}},
-        {"name": "dialog-cancel", **small, "selection": rect, "args": args("cancelled"),
-         "probe": {"answer": "cancel", "typed-prompt": "never sent"}},
-        {"name": "daemon-down", **small, "selection": rect,
-         "args": {"prompt": "nobody home", "server-url": dead_url}},
+        {
+            "name": "feathered",
+            "image": [1200, 900],
+            "precision": "u8",
+            "layer": {"x": 100, "y": 50, "width": 1000, "height": 800, "alpha": True},
+            "layer_above": True,
+            "selection": {"shape": "ellipse", "rect": [400, 300, 160, 120], "feather": 24},
+            "args": args(
+                "a red barn",
+                **{
+                    "negative-prompt": "blurry",
+                    "strength": 0.8,
+                    "guidance": 5.5,
+                    "seed": 42,
+                    "grow": 2.0,
+                    "feather": 3.0,
+                },
+            ),
+        },
+        {
+            "name": "deep16",
+            "image": [640, 480],
+            "precision": "u16",
+            "layer": {"x": 0, "y": 0, "width": 640, "height": 480, "alpha": False},
+            "selection": {"shape": "ellipse", "rect": [200, 150, 100, 80], "feather": 10},
+            "args": args("sixteen bits"),
+        },
+        {
+            "name": "float32",
+            "image": [320, 240],
+            "precision": "float",
+            "layer": {"x": -10, "y": 20, "width": 300, "height": 200, "alpha": True},
+            "selection": {"shape": "ellipse", "rect": [50, 60, 80, 70], "feather": 8},
+            "args": args("thirty-two bit float"),
+        },
+        {
+            "name": "half",
+            "image": [200, 160],
+            "precision": "half",
+            "layer": {"x": 0, "y": 0, "width": 200, "height": 160, "alpha": True},
+            "selection": rect,
+            "args": args("half floats"),
+        },
+        {
+            "name": "no-selection",
+            "image": [300, 200],
+            "precision": "u8",
+            "layer": {"x": 30, "y": 20, "width": 240, "height": 160, "alpha": True},
+            "selection": None,
+            "args": args("everything   repainted\nat once"),
+        },
+        {
+            "name": "dialog-ok",
+            **small,
+            "selection": rect,
+            "args": args("set before the dialog"),
+            "probe": {"answer": "ok", "typed-prompt": "typed in the dialog"},
+        },
+        {
+            "name": "dialog-cancel",
+            **small,
+            "selection": rect,
+            "args": args("cancelled"),
+            "probe": {"answer": "cancel", "typed-prompt": "never sent"},
+        },
+        {
+            "name": "daemon-down",
+            **small,
+            "selection": rect,
+            "args": {"prompt": "nobody home", "server-url": dead_url},
+        },
         {"name": "job-error", **small, "selection": rect, "args": args("fail: on purpose")},
         {"name": "connection-lost", **small, "selection": rect, "args": args("drop: mid-job")},
-        {"name": "selection-misses-layer", "image": [400, 300], "precision": "u8",
-         "layer": {"x": 0, "y": 0, "width": 100, "height": 100, "alpha": True},
-         "selection": {"shape": "rect", "rect": [200, 150, 50, 40]},
-         "args": args("not on the layer")},
+        {
+            "name": "selection-misses-layer",
+            "image": [400, 300],
+            "precision": "u8",
+            "layer": {"x": 0, "y": 0, "width": 100, "height": 100, "alpha": True},
+            "selection": {"shape": "rect", "rect": [200, 150, 50, 40]},
+            "args": args("not on the layer"),
+        },
         # A layer inside a group, moved to negative offsets; the selection runs off the
         # layer's right and bottom edges and off the image's.
-        {"name": "in-group", "image": [400, 300], "precision": "u8", "group": True,
-         "layer": {"x": -30, "y": -20, "width": 300, "height": 250, "alpha": True},
-         "selection": {"shape": "ellipse", "rect": [220, 180, 200, 160], "feather": 10},
-         "args": args("inside a group")},
-        {"name": "tiny-non-ascii", **small,
-         "selection": {"shape": "rect", "rect": [150, 100, 3, 2]},
-         "args": args("Zürich 東京 🌸 straße")},
-        {"name": "token", **small, "selection": rect,
-         "args": args("with a token", token=" s3cret ")},
-        {"name": "wrong-token", **small, "selection": rect,
-         "args": args("refused", token=WRONG_TOKEN)},
+        {
+            "name": "in-group",
+            "image": [400, 300],
+            "precision": "u8",
+            "group": True,
+            "layer": {"x": -30, "y": -20, "width": 300, "height": 250, "alpha": True},
+            "selection": {"shape": "ellipse", "rect": [220, 180, 200, 160], "feather": 10},
+            "args": args("inside a group"),
+        },
+        {
+            "name": "tiny-non-ascii",
+            **small,
+            "selection": {"shape": "rect", "rect": [150, 100, 3, 2]},
+            "args": args("Zürich 東京 🌸 straße"),
+        },
+        {"name": "token", **small, "selection": rect, "args": args("with a token", token=" s3cret ")},
+        {"name": "wrong-token", **small, "selection": rect, "args": args("refused", token=WRONG_TOKEN)},
         {"name": "killed-mid-job", **small, "selection": rect, "args": args("kill: cancelled")},
-        {"name": "layer-removed-mid-job", **small, "selection": rect, "mid_job": "remove-layer",
-         "args": args("the source went away")},
-        {"name": "image-closed-mid-job", **small, "selection": rect, "mid_job": "delete-image",
-         "args": args("the image went away")},
+        {
+            "name": "layer-removed-mid-job",
+            **small,
+            "selection": rect,
+            "mid_job": "remove-layer",
+            "args": args("the source went away"),
+        },
+        {
+            "name": "image-closed-mid-job",
+            **small,
+            "selection": rect,
+            "mid_job": "delete-image",
+            "args": args("the image went away"),
+        },
     ]
 
 
@@ -107,9 +173,14 @@ def gimp_run() -> Iterator[tuple[gimp_host.GimpRun, FakeDaemon]]:
         yield run, daemon
 
 
-def check_success(run: gimp_host.GimpRun, daemon: FakeDaemon, core: ModuleType, name: str,
-                  wire: p.PixelFormat, prompt: str | None = None,
-                  ) -> tuple[dict[str, Any], p.Submit]:
+def check_success(
+    run: gimp_host.GimpRun,
+    daemon: FakeDaemon,
+    core: ModuleType,
+    name: str,
+    wire: p.PixelFormat,
+    prompt: str | None = None,
+) -> tuple[dict[str, Any], p.Submit]:
     spec = next(s for s in run.scenarios if s["name"] == name)
     verdict = run.verdict(name)
     assert verdict["status"] == "success", verdict["message"]
@@ -120,9 +191,17 @@ def check_success(run: gimp_host.GimpRun, daemon: FakeDaemon, core: ModuleType, 
     # Where: the region around the selection, at the region's offset in the image.
     region = gimp_host.expected_region(core, verdict, spec["layer"])
     assert (new["x"], new["y"], new["width"], new["height"]) == (
-        region.x, region.y, region.width, region.height)
+        region.x,
+        region.y,
+        region.width,
+        region.height,
+    )
     assert (submit.x, submit.y, submit.image.width, submit.image.height) == (
-        region.x, region.y, region.width, region.height)
+        region.x,
+        region.y,
+        region.width,
+        region.height,
+    )
     # What was sent: the drawable's own bytes in the image's precision, and the selection.
     assert submit.image.format == wire
     assert submit.image.color == p.ColorEncoding.SRGB
@@ -158,15 +237,27 @@ def test_procedure_registration(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) 
     assert info["image_types"] == "RGB*"
     # (The sensitivity mask does not travel through the PDB, so it cannot be read back here.)
     assert info["arguments"] == [
-        "run-mode", "image", "drawables", "prompt", "negative-prompt", "strength", "steps",
-        "guidance", "seed", "model", "grow", "feather", "server-url", "token"]
+        "run-mode",
+        "image",
+        "drawables",
+        "prompt",
+        "negative-prompt",
+        "strength",
+        "steps",
+        "guidance",
+        "seed",
+        "model",
+        "grow",
+        "feather",
+        "server-url",
+        "token",
+    ]
     defaults = info["defaults"]
     assert (defaults["seed"], defaults["steps"], defaults["strength"]) == (-1, 20, 1.0)
     assert defaults["server-url"] == "ws://127.0.0.1:7865"
 
 
-def test_feathered_selection(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
-                             plugin_core: ModuleType) -> None:
+def test_feathered_selection(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon], plugin_core: ModuleType) -> None:
     run, daemon = gimp_run
     verdict, submit = check_success(run, daemon, plugin_core, "feathered", p.PixelFormat.RGBA8)
     assert verdict["selection_levels"] > 100  # really a gradient, not a hard edge
@@ -180,13 +271,19 @@ def test_feathered_selection(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
     assert [layer["name"] for layer in verdict["layers_after"]] == ["above", "a red barn", "source"]
     params = submit.params
     assert (params.negative_prompt, params.strength, params.steps, params.guidance, params.seed) == (
-        "blurry", 0.8, 3, 5.5, 42)
+        "blurry",
+        0.8,
+        3,
+        5.5,
+        42,
+    )
     assert (params.grow, params.feather, params.model) == (2.0, 3.0, None)
     assert params.output_format == p.PixelFormat.RGBA8
 
 
-def test_16_bit_image_keeps_its_precision(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
-                                          plugin_core: ModuleType) -> None:
+def test_16_bit_image_keeps_its_precision(
+    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon], plugin_core: ModuleType
+) -> None:
     run, daemon = gimp_run
     verdict, submit = check_success(run, daemon, plugin_core, "deep16", p.PixelFormat.RGBA16)
     assert verdict["precision_read"] == "u16-non-linear"
@@ -196,21 +293,22 @@ def test_16_bit_image_keeps_its_precision(gimp_run: tuple[gimp_host.GimpRun, Fak
     assert any(w % 257 for w in words[0::4])
 
 
-def test_float_image_with_negative_offset(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
-                                          plugin_core: ModuleType) -> None:
+def test_float_image_with_negative_offset(
+    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon], plugin_core: ModuleType
+) -> None:
     run, daemon = gimp_run
     verdict, submit = check_success(run, daemon, plugin_core, "float32", p.PixelFormat.RGBAF32)
     assert submit.params.output_format == p.PixelFormat.RGBAF32
 
 
-def test_half_float_image(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
-                          plugin_core: ModuleType) -> None:
+def test_half_float_image(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon], plugin_core: ModuleType) -> None:
     run, daemon = gimp_run
     check_success(run, daemon, plugin_core, "half", p.PixelFormat.RGBAF16)
 
 
-def test_no_selection_repaints_the_whole_layer(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
-                                               plugin_core: ModuleType) -> None:
+def test_no_selection_repaints_the_whole_layer(
+    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon], plugin_core: ModuleType
+) -> None:
     run, daemon = gimp_run
     verdict, submit = check_success(run, daemon, plugin_core, "no-selection", p.PixelFormat.RGBA8)
     new = verdict["new_layer"]
@@ -219,19 +317,34 @@ def test_no_selection_repaints_the_whole_layer(gimp_run: tuple[gimp_host.GimpRun
     assert new["name"] == "everything repainted at once"
 
 
-def test_interactive_dialog_ok(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
-                               plugin_core: ModuleType) -> None:
+def test_interactive_dialog_ok(
+    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon], plugin_core: ModuleType
+) -> None:
     """INTERACTIVE: the real GimpUi.ProcedureDialog opens, what is typed there is sent."""
     run, daemon = gimp_run
     dialog = run.verdict("dialog-ok")["dialog"]
     assert dialog["dialogs"] == 1 and dialog["title"] == "Differential Inpaint"
-    for label in ("Prompt", "Negative prompt", "Strength", "Steps", "Guidance", "Seed", "Model",
-                  "Grow", "Feather", "Daemon address", "Token", "OK", "Cancel"):
+    for label in (
+        "Prompt",
+        "Negative prompt",
+        "Strength",
+        "Steps",
+        "Guidance",
+        "Seed",
+        "Model",
+        "Grow",
+        "Feather",
+        "Daemon address",
+        "Token",
+        "OK",
+        "Cancel",
+    ):
         assert label in dialog["labels"]
     assert dialog["hidden_entries"] == 1  # the token shows as dots
     assert "set before the dialog" not in daemon.submit_by_prompt
-    verdict, _ = check_success(run, daemon, plugin_core, "dialog-ok", p.PixelFormat.RGBA8,
-                               prompt="typed in the dialog")
+    verdict, _ = check_success(
+        run, daemon, plugin_core, "dialog-ok", p.PixelFormat.RGBA8, prompt="typed in the dialog"
+    )
     assert verdict["new_layer"]["name"] == "typed in the dialog"
 
 
@@ -264,22 +377,28 @@ def test_selection_that_misses_the_layer(gimp_run: tuple[gimp_host.GimpRun, Fake
     assert "selection-misses-layer" not in gimp_run[1].submit_by_prompt  # nothing was sent
 
 
-def test_layer_in_a_group_at_negative_offsets(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
-                                              plugin_core: ModuleType) -> None:
+def test_layer_in_a_group_at_negative_offsets(
+    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon], plugin_core: ModuleType
+) -> None:
     run, daemon = gimp_run
     verdict, submit = check_success(run, daemon, plugin_core, "in-group", p.PixelFormat.RGBA8)
     new = verdict["new_layer"]
     assert new["parent"] == "group"  # beside the source, inside its group
     assert [(item["name"], item["parent"]) for item in verdict["layers_after"]] == [
-        ("group", None), ("sibling", "group"), ("inside a group", "group"), ("source", "group")]
+        ("group", None),
+        ("sibling", "group"),
+        ("inside a group", "group"),
+        ("source", "group"),
+    ]
     # The region stays on the layer (which ends at x=270, y=230) though the selection
     # runs past it and past the image.
     assert new["x"] + new["width"] <= 270 and new["y"] + new["height"] <= 230
     assert new["x"] >= -30 and new["y"] >= -20
 
 
-def test_tiny_selection_and_a_non_ascii_prompt(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
-                                               plugin_core: ModuleType) -> None:
+def test_tiny_selection_and_a_non_ascii_prompt(
+    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon], plugin_core: ModuleType
+) -> None:
     run, daemon = gimp_run
     verdict, submit = check_success(run, daemon, plugin_core, "tiny-non-ascii", p.PixelFormat.RGBA8)
     assert verdict["new_layer"]["name"] == "Zürich 東京 🌸 straße"
@@ -288,8 +407,9 @@ def test_tiny_selection_and_a_non_ascii_prompt(gimp_run: tuple[gimp_host.GimpRun
     assert submit.image.width >= 64 and submit.image.height >= 64
 
 
-def test_the_token_reaches_the_daemon(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
-                                      plugin_core: ModuleType) -> None:
+def test_the_token_reaches_the_daemon(
+    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon], plugin_core: ModuleType
+) -> None:
     run, daemon = gimp_run
     check_success(run, daemon, plugin_core, "token", p.PixelFormat.RGBA8)
     assert daemon.token_by_prompt["with a token"] == "s3cret"

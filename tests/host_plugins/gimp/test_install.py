@@ -19,15 +19,24 @@ def test_layout(installed_plugin: Path) -> None:
     assert entry.is_file() and os.access(entry, os.X_OK)
     assert entry.read_text().startswith("#!/usr/bin/env python3\n")
     package = installed_plugin / "differential_inpaint_gimp"
-    for name in ("core.py", "gimp_io.py", "job.py", "plugin.py", "protocol/region.py",
-                 "client/__init__.py", "_vendor/msgpack/fallback.py",
-                 "_vendor/websockets/sync/client.py"):
+    for name in (
+        "core.py",
+        "gimp_io.py",
+        "job.py",
+        "plugin.py",
+        "protocol/region.py",
+        "client/__init__.py",
+        "_vendor/msgpack/fallback.py",
+        "_vendor/websockets/sync/client.py",
+    ):
         assert (package / name).is_file(), name
     files = [p for p in installed_plugin.rglob("*") if p.is_file()]
     assert not [p for p in files if p.suffix in (".so", ".pyd", ".pyc")]
     # Nothing but the entry point and the package: GIMP looks at the folder.
     assert sorted(p.name for p in installed_plugin.iterdir()) == [
-        "differential-inpaint.py", "differential_inpaint_gimp"]
+        "differential-inpaint.py",
+        "differential_inpaint_gimp",
+    ]
     assert not list(installed_plugin.parent.glob(".*"))  # no staging folder left behind
     assert gimp_plugin.check(installed_plugin) == []
 
@@ -61,8 +70,12 @@ def test_plugin_runs_on_a_bare_python(installed_plugin: Path) -> None:
         "print(core.plan_region(None, (8, 8)))"
     )
     # -S: no site-packages, so nothing from the venv can stand in for the copies.
-    done = subprocess.run([sys.executable, "-S", "-c", code, str(installed_plugin)],
-                          capture_output=True, text=True, env={"PATH": os.environ["PATH"]})
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", code, str(installed_plugin)],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"]},
+    )
     assert done.returncode == 0, done.stderr
     assert "Rect(x=0, y=0, width=8, height=8)" in done.stdout
 
@@ -75,8 +88,7 @@ def test_plugin_runs_on_a_bare_python(installed_plugin: Path) -> None:
         ("win32", "APPDATA/GIMP/3.0/plug-ins"),
     ],
 )
-def test_default_dest(platform: str, expected: str, tmp_path: Path,
-                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_dest(platform: str, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "platform", platform)
     monkeypatch.setenv("HOME", str(tmp_path / "HOME"))
     monkeypatch.setenv("APPDATA", str(tmp_path / "APPDATA"))

@@ -35,22 +35,39 @@ def scenarios(url: str, dead_url: str) -> list[dict[str, Any]]:
         return {"prompt": prompt, "server-url": url, "steps": 3, "seed": 7, **more}
 
     return [
-        {"name": "feathered", "image": [900, 700], "precision": "u8",
-         "layer": {"x": 60, "y": 40, "width": 800, "height": 600, "alpha": True},
-         "layer_above": True,
-         "selection": {"shape": "ellipse", "rect": [300, 250, 120, 90], "feather": 20},
-         "args": args("a small red house")},
-        {"name": "deep16", "image": [320, 240], "precision": "u16",
-         "layer": {"x": 0, "y": 0, "width": 320, "height": 240, "alpha": False},
-         "selection": {"shape": "ellipse", "rect": [100, 80, 90, 70], "feather": 10},
-         "args": args("sixteen bit sky")},
-        {"name": "no-selection", "image": [200, 160], "precision": "u8",
-         "layer": {"x": 20, "y": 10, "width": 160, "height": 128, "alpha": True},
-         "selection": None, "args": args("everything")},
-        {"name": "daemon-down", "image": [200, 160], "precision": "u8",
-         "layer": {"x": 0, "y": 0, "width": 200, "height": 160, "alpha": False},
-         "selection": {"shape": "rect", "rect": [40, 40, 60, 50]},
-         "args": {"prompt": "nobody home", "server-url": dead_url}},
+        {
+            "name": "feathered",
+            "image": [900, 700],
+            "precision": "u8",
+            "layer": {"x": 60, "y": 40, "width": 800, "height": 600, "alpha": True},
+            "layer_above": True,
+            "selection": {"shape": "ellipse", "rect": [300, 250, 120, 90], "feather": 20},
+            "args": args("a small red house"),
+        },
+        {
+            "name": "deep16",
+            "image": [320, 240],
+            "precision": "u16",
+            "layer": {"x": 0, "y": 0, "width": 320, "height": 240, "alpha": False},
+            "selection": {"shape": "ellipse", "rect": [100, 80, 90, 70], "feather": 10},
+            "args": args("sixteen bit sky"),
+        },
+        {
+            "name": "no-selection",
+            "image": [200, 160],
+            "precision": "u8",
+            "layer": {"x": 20, "y": 10, "width": 160, "height": 128, "alpha": True},
+            "selection": None,
+            "args": args("everything"),
+        },
+        {
+            "name": "daemon-down",
+            "image": [200, 160],
+            "precision": "u8",
+            "layer": {"x": 0, "y": 0, "width": 200, "height": 160, "alpha": False},
+            "selection": {"shape": "rect", "rect": [40, 40, 60, 50]},
+            "args": {"prompt": "nobody home", "server-url": dead_url},
+        },
     ]
 
 
@@ -90,8 +107,7 @@ def test_feathered_selection(gimp_run: gimp_host.GimpRun, plugin_core: ModuleTyp
     new = verdict["new_layer"]
     assert new["name"] == "a small red house"
     assert new["alpha"]["outside"] > 0
-    assert [layer["name"] for layer in verdict["layers_after"]] == [
-        "above", "a small red house", "source"]
+    assert [layer["name"] for layer in verdict["layers_after"]] == ["above", "a small red house", "source"]
 
 
 def test_16_bit_image(gimp_run: gimp_host.GimpRun) -> None:

@@ -403,7 +403,7 @@ def settings_unicode(c: Checks, w: World) -> None:
     from differential_inpaint import settings
 
     values = settings.FormValues(
-        prompt="Zürich 東京 🌸\nsecond line = \"quoted\"; [group]",
+        prompt='Zürich 東京 🌸\nsecond line = "quoted"; [group]',
         negative_prompt="ß, é, ø",
         server="ws://127.0.0.1:7865/",
         token="s3cret",

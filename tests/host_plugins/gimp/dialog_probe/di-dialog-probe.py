@@ -46,14 +46,18 @@ def _texts(widget: Gtk.Widget, found: list[str]) -> list[str]:
     return found
 
 
-def probe(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image,
-          drawables: list[Gimp.Drawable], config: Gimp.ProcedureConfig, data: Any,
-          ) -> Gimp.ValueArray:
+def probe(
+    procedure: Gimp.Procedure,
+    run_mode: Gimp.RunMode,
+    image: Gimp.Image,
+    drawables: list[Gimp.Drawable],
+    config: Gimp.ProcedureConfig,
+    data: Any,
+) -> Gimp.ValueArray:
     seen = {"dialogs": 0}
 
     def answer() -> bool:
-        dialogs = [w for w in Gtk.Window.list_toplevels()
-                   if isinstance(w, Gtk.Dialog) and w.get_visible()]
+        dialogs = [w for w in Gtk.Window.list_toplevels() if isinstance(w, Gtk.Dialog) and w.get_visible()]
         if not dialogs:
             return True  # not shown yet: look again
         dialog = dialogs[0]
