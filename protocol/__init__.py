@@ -5,12 +5,12 @@ imports only, so this folder is copied unchanged into the Krita and GIMP
 plugins. See README.md beside this file for the wire reference.
 """
 
+from .codec import FRAGMENT_BYTES, decode, encode, encode_parts, fragments
 from .errors import ErrorCode, ProtocolError
 from .limits import DEFAULT_LIMITS, Limits
 from .messages import (
     ALL_MESSAGES,
     CLIENT_MESSAGES,
-    FRAGMENT_BYTES,
     PROTOCOL_VERSION,
     SERVER_MESSAGES,
     SUPPORTED_VERSIONS,
@@ -20,11 +20,8 @@ from .messages import (
     Error,
     GetStatus,
     Hello,
-    Image,
-    JobParams,
     ListModels,
-    Mask,
-    ModelInfo,
+    Message,
     Models,
     Preview,
     Progress,
@@ -33,11 +30,8 @@ from .messages import (
     Status,
     Submit,
     Welcome,
-    decode,
-    encode,
-    encode_parts,
-    fragments,
 )
+from .payloads import Image, Mask, ModelInfo
 from .pixels import ColorEncoding, PixelFormat
 from .region import (
     DEFAULT_MIN_SIZE,
@@ -49,6 +43,7 @@ from .region import (
     to_document,
     to_region,
 )
+from .spec import JOB_PARAMS, MAX_SEED, JobParams, Param, param, params_of, shown_on
 
 DEFAULT_PORT = 7865
 
@@ -72,7 +67,11 @@ __all__ = [
     "GetStatus",
     "Hello",
     "Image",
+    "JOB_PARAMS",
     "JobParams",
+    "MAX_SEED",
+    "Message",
+    "Param",
     "Limits",
     "ListModels",
     "Mask",
@@ -95,6 +94,9 @@ __all__ = [
     "encode_parts",
     "fragments",
     "mask_bounds",
+    "param",
+    "params_of",
+    "shown_on",
     "to_document",
     "to_region",
 ]

@@ -81,6 +81,7 @@ def read_float(
     lo: float | None = None,
     hi: float | None = None,
     lo_open: bool = False,
+    hi_open: bool = False,
 ) -> float:
     value = _get(d, where, key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -91,8 +92,9 @@ def read_float(
     if lo is not None and (value <= lo if lo_open else value < lo):
         bound = f"above {lo}" if lo_open else f"at least {lo}"
         raise _invalid(where, key, f"is {value}, must be {bound}")
-    if hi is not None and value > hi:
-        raise _invalid(where, key, f"is {value}, must be at most {hi}")
+    if hi is not None and (value >= hi if hi_open else value > hi):
+        bound = f"below {hi}" if hi_open else f"at most {hi}"
+        raise _invalid(where, key, f"is {value}, must be {bound}")
     return value
 
 

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from differential_inpaint import protocol as p
-from differential_inpaint.protocol import messages
+from differential_inpaint.protocol import codec, messages
 
 from .test_messages import EVERY_MESSAGE
 
@@ -32,20 +32,20 @@ FALLBACK = types.SimpleNamespace(
 
 
 @contextmanager
-def packer(kind: str, zero_copy_min: int = p.messages.ZERO_COPY_MIN_BYTES) -> Iterator[None]:
+def packer(kind: str, zero_copy_min: int = p.codec.ZERO_COPY_MIN_BYTES) -> Iterator[None]:
     """Run the protocol's encoders on the C or the fallback msgpack, with a chosen
     threshold for payloads sent as views (0: every payload, so bin 8/16/32 headers
     are all written by `encode_parts` itself)."""
-    with mock.patch.object(messages, "ZERO_COPY_MIN_BYTES", zero_copy_min):
+    with mock.patch.object(codec, "ZERO_COPY_MIN_BYTES", zero_copy_min):
         if kind == "fallback":
-            with mock.patch.object(messages, "msgpack", FALLBACK):
+            with mock.patch.object(codec, "msgpack", FALLBACK):
                 yield
         else:
             yield
 
 
 KINDS = ("c", "fallback")
-THRESHOLDS = (0, 1, 300, p.messages.ZERO_COPY_MIN_BYTES)
+THRESHOLDS = (0, 1, 300, p.codec.ZERO_COPY_MIN_BYTES)
 
 
 def big_submit(side: int = 256) -> p.Submit:
@@ -108,7 +108,7 @@ def test_small_messages_are_one_part() -> None:
     ],
 )
 def test_bin_headers_are_msgpacks_own(size: int, header: bytes) -> None:
-    assert messages._bin_header(size) == header
+    assert codec._bin_header(size) == header
     assert msgpack.packb(bytes(size), use_bin_type=True)[: len(header)] == header
 
 
@@ -119,7 +119,7 @@ def test_views_of_typed_buffers_count_bytes_not_items() -> None:
     floats = array.array("f", [0.5] * 20_000)
     image = p.Image(100, 50, p.PixelFormat.RGBAF32, memoryview(floats))  # type: ignore[arg-type]
     message = p.Preview("f", 1, image)
-    for threshold in (0, p.messages.ZERO_COPY_MIN_BYTES):
+    for threshold in (0, p.codec.ZERO_COPY_MIN_BYTES):
         with packer("c", threshold):
             assert b"".join(p.encode_parts(message)) == p.encode(message)
 
@@ -145,7 +145,7 @@ structures = st.recursive(
 )
 
 
-class _Raw(messages._Message):
+class _Raw(messages.Message):
     """Any structure as a message, to drive `encode_parts` beyond the real messages."""
 
     TYPE = "raw"

@@ -1,0 +1,116 @@
+"""The values messages carry: pixels, masks, model descriptions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._fields import read_bytes, read_enum, read_int, read_list, read_str
+from .errors import ErrorCode, ProtocolError
+from .limits import Limits
+from .pixels import MASK_BYTES_PER_PIXEL, ColorEncoding, PixelFormat
+
+
+def _check_size(where: str, width: int, height: int, limits: Limits) -> None:
+    if width * height > limits.max_pixels:
+        raise ProtocolError(
+            ErrorCode.TOO_LARGE,
+            f"{where}: {width}x{height} is {width * height} pixels, over the limit of "
+            f"{limits.max_pixels}; select a smaller area",
+        )
+
+
+@dataclass(frozen=True)
+class Image:
+    """A rectangle of pixels in one of the wire formats."""
+
+    width: int
+    height: int
+    format: PixelFormat
+    data: bytes = field(repr=False)
+    color: ColorEncoding = ColorEncoding.SRGB
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "format", PixelFormat(self.format))
+        object.__setattr__(self, "color", ColorEncoding(self.color))
+
+    @property
+    def expected_bytes(self) -> int:
+        return self.width * self.height * self.format.bytes_per_pixel
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "width": self.width,
+            "height": self.height,
+            "format": self.format.value,
+            "color": self.color.value,
+            "data": self.data,
+        }
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any], where: str, limits: Limits) -> Image:
+        width = read_int(d, where, "width", lo=1, hi=limits.max_side)
+        height = read_int(d, where, "height", lo=1, hi=limits.max_side)
+        _check_size(where, width, height, limits)
+        fmt = read_enum(d, where, "format", PixelFormat)
+        color = read_enum(d, where, "color", ColorEncoding, ColorEncoding.SRGB.value)
+        data = read_bytes(d, where, "data")
+        image = cls(width, height, fmt, data, color)
+        if len(data) != image.expected_bytes:
+            raise ProtocolError(
+                ErrorCode.SIZE_MISMATCH,
+                f"{where}: {width}x{height} {fmt.value} needs {image.expected_bytes} bytes, got {len(data)}",
+            )
+        return image
+
+
+@dataclass(frozen=True)
+class Mask:
+    """8-bit grayscale, one byte a pixel: 0 keep, 255 change fully, between: partly."""
+
+    width: int
+    height: int
+    data: bytes = field(repr=False)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"width": self.width, "height": self.height, "data": self.data}
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any], where: str, limits: Limits) -> Mask:
+        width = read_int(d, where, "width", lo=1, hi=limits.max_side)
+        height = read_int(d, where, "height", lo=1, hi=limits.max_side)
+        _check_size(where, width, height, limits)
+        data = read_bytes(d, where, "data")
+        if len(data) != width * height * MASK_BYTES_PER_PIXEL:
+            raise ProtocolError(
+                ErrorCode.SIZE_MISMATCH,
+                f"{where}: a {width}x{height} mask needs {width * height} bytes, got {len(data)}",
+            )
+        return cls(width, height, data)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str  # what a client puts in JobParams.model
+    family: str  # "sd15", "sdxl", "sd15-inpaint", "sdxl-inpaint"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"name": self.name, "family": self.family}
+
+    @classmethod
+    def from_wire(cls, d: Any, where: str) -> ModelInfo:
+        if not isinstance(d, Mapping):
+            raise ProtocolError(ErrorCode.INVALID_FIELD, f"{where}: each model must be a map")
+        return cls(read_str(d, where, "name", max_len=512), read_str(d, where, "family", max_len=64))
+
+
+def models_from_wire(d: Mapping[str, Any], where: str) -> list[ModelInfo]:
+    return [ModelInfo.from_wire(m, where) for m in read_list(d, where, "models")]
+
+
+def str_list(d: Mapping[str, Any], where: str, key: str) -> list[str]:
+    items = read_list(d, where, key, [])
+    if not all(isinstance(item, str) for item in items):
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{where}: field '{key}' must list strings")
+    return items

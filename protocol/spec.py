@@ -1,0 +1,237 @@
+"""Every job parameter, declared once.
+
+A parameter is one field of `JobParams` below: its name, type and default, and
+in its `param(...)` call the bounds, unit, one-line help, label and the hosts
+that show it. Everything else is derived from these declarations, never
+written again: the wire (`JobParams.to_wire`/`from_wire`), the engine's
+validation (`JobParams.validated`), the `differential-inpaint run` options, the
+GIMP procedure's arguments, the Krita form's widgets and its kritarc keys.
+
+Adding a numeric parameter is one line here plus the engine code that uses it
+(CONTRIBUTING.md shows it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from ._fields import read_bool, read_enum, read_float, read_int, read_str
+from .limits import DEFAULT_LIMITS, Limits
+from .pixels import PixelFormat
+
+# Where a parameter may appear. "cli" is `differential-inpaint run`; a parameter
+# with no host travels on the wire only (the host sets it itself).
+KRITA, GIMP, CLI = "krita", "gimp", "cli"
+ALL_HOSTS = frozenset((KRITA, GIMP, CLI))
+
+# Seeds are unsigned 63-bit: every host language holds them in a signed 64-bit int.
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter. Bounds given as a string name a `Limits` field, so
+    that the limits the daemon announces and these bounds are one number."""
+
+    name: str  # the field name: wire key, kritarc key; "-" for "_" in CLI options and GIMP
+    kind: type  # str, int, float, bool or an Enum
+    default: Any
+    label: str  # what a form shows beside the widget
+    help: str  # one line, for tooltips, --help and GIMP's blurb
+    optional: bool = False  # None is a value: "let the daemon choose"
+    lo: float | None = None
+    hi: float | str | None = None
+    lo_open: bool = False  # lo itself is refused
+    hi_open: bool = False  # hi itself is refused
+    min_len: int = 0
+    max_len: int | str = 256
+    unit: str = ""  # "px": shown after the value
+    step: float | None = None  # a form's single step for numbers
+    multiline: bool = False
+    secret: bool = False  # shown as dots
+    choices: str | None = None  # the daemon announces the names: "models" or "schedulers"
+    hosts: frozenset[str] = ALL_HOSTS
+    gimp_name: str | None = None  # GIMP's argument name, where it predates this spec
+
+    @property
+    def option(self) -> str:
+        """The name with dashes: the CLI option (after `--`) and GIMP's argument."""
+        return self.name.replace("_", "-")
+
+    @property
+    def gimp_argument(self) -> str:
+        return self.gimp_name or self.option
+
+    def bounds(self, limits: Limits = DEFAULT_LIMITS) -> tuple[Any, Any]:
+        """(lo, hi) with limit names resolved; None where unbounded."""
+        hi = getattr(limits, self.hi) if isinstance(self.hi, str) else self.hi
+        return self.lo, hi
+
+    def max_chars(self, limits: Limits = DEFAULT_LIMITS) -> int:
+        return int(getattr(limits, self.max_len) if isinstance(self.max_len, str) else self.max_len)
+
+    def read(self, d: Mapping[str, Any], where: str, limits: Limits = DEFAULT_LIMITS) -> Any:
+        """The value of this parameter in the map `d` (its default when absent), or
+        ProtocolError naming it. The one check used by the wire and the engine."""
+        lo, hi = self.bounds(limits)
+        if self.kind is str:
+            max_len = self.max_chars(limits)
+            return read_str(
+                d,
+                where,
+                self.name,
+                self.default,
+                max_len=max_len,
+                min_len=self.min_len,
+                optional=self.optional,
+            )
+        if self.kind is bool:
+            return read_bool(d, where, self.name, self.default)
+        if self.kind is int:
+            return read_int(d, where, self.name, self.default, lo=lo, hi=hi, optional=self.optional)
+        if self.kind is float:
+            return read_float(
+                d, where, self.name, self.default, lo=lo, hi=hi, lo_open=self.lo_open, hi_open=self.hi_open
+            )
+        if issubclass(self.kind, Enum):
+            if self.optional and d.get(self.name, self.default) is None:
+                return None
+            return read_enum(d, where, self.name, self.kind, self.default)
+        raise TypeError(f"parameter {self.name}: unsupported kind {self.kind}")  # a bad declaration
+
+    def to_wire(self, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, Enum):
+            return value.value
+        return float(value) if self.kind is float else value
+
+    def describe_range(self, limits: Limits = DEFAULT_LIMITS) -> str:
+        """The allowed values in words, for messages and help texts: "0 to 1024 px"."""
+        lo, hi = self.bounds(limits)
+        if lo is None and hi is None:
+            return ""
+        low = f"above {lo:g}" if self.lo_open else f"{lo:g}"
+        high = f"below {hi:g}" if self.hi_open else f"{hi:g}"
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{low} to {high}{unit}" if not self.lo_open else f"{low}, at most {high}{unit}"
+
+
+def param(default: Any, label: str, help: str, **spec: Any) -> Any:  # noqa: A002 - the spec's word
+    """Declare a dataclass field as a parameter (see `Param` for the keywords)."""
+    return field(default=default, metadata={"param": {"label": label, "help": help, **spec}})
+
+
+def params_of(cls: type) -> tuple[Param, ...]:
+    """The `Param` of every field of a dataclass declared with `param(...)`."""
+    hints = typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
+    declared = []
+    for f in dataclasses.fields(cls):
+        kinds = [k for k in typing.get_args(hints[f.name]) if k is not type(None)] or [hints[f.name]]
+        declared.append(
+            Param(
+                name=f.name,
+                kind=kinds[0],
+                default=f.default,
+                optional=type(None) in typing.get_args(hints[f.name]),
+                **f.metadata["param"],
+            )
+        )
+    return tuple(declared)
+
+
+@dataclass(frozen=True)
+class JobParams:
+    """One job's parameters: every field is a declared `Param` (see `JOB_PARAMS`)."""
+
+    prompt: str = param(
+        "", "Prompt", "What to paint where the mask is white", max_len="max_prompt_chars", multiline=True
+    )
+    negative_prompt: str = param("", "Negative prompt", "What to keep out of it", max_len="max_prompt_chars")
+    strength: float = param(
+        1.0,
+        "Strength",
+        "Scales the whole mask: at 1 white pixels change fully, gray ones partly",
+        lo=0.0,
+        hi=1.0,
+        lo_open=True,
+        step=0.05,
+    )
+    steps: int = param(20, "Steps", "Sampling steps", lo=1, hi="max_steps")
+    guidance: float = param(
+        7.0,
+        "Guidance",
+        "How closely to follow the prompt (CFG scale; 1 or less turns it off)",
+        lo=0.0,
+        hi=100.0,
+        step=0.5,
+    )
+    seed: int | None = param(
+        None, "Seed", "Repeats a result with the same settings; empty: a new one each time", lo=0, hi=MAX_SEED
+    )
+    model: str | None = param(
+        None,
+        "Model",
+        "A model the daemon lists; empty: the daemon's default",
+        min_len=1,
+        max_len=512,
+        choices="models",
+    )
+    scheduler: str = param(
+        "euler",
+        "Scheduler",
+        "The sampler",
+        min_len=1,
+        max_len=64,
+        choices="schedulers",
+        hosts=frozenset({CLI}),
+    )
+    grow: float = param(
+        0.0, "Mask grow", "Grow the mask by this many pixels first", lo=0.0, hi=1024.0, unit="px"
+    )
+    feather: float = param(
+        0.0, "Mask feather", "Soften the mask's edge over this many pixels", lo=0.0, hi=1024.0, unit="px"
+    )
+    snap: float = param(
+        0.03,
+        "Mask snap",
+        "Mask values this close to 0 or 1 become 0 or 1 (JPEG ringing); 0 turns it off",
+        lo=0.0,
+        hi=0.5,
+        hi_open=True,
+        hosts=frozenset({CLI}),
+    )
+    output_format: PixelFormat | None = param(
+        None, "Output format", "The result's pixel format; empty: the input's", hosts=frozenset()
+    )
+    preview: bool = param(True, "Previews", "Send previews while sampling", hosts=frozenset())
+
+    def to_wire(self) -> dict[str, Any]:
+        return {p.name: p.to_wire(getattr(self, p.name)) for p in JOB_PARAMS}
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any], where: str, limits: Limits = DEFAULT_LIMITS) -> JobParams:
+        return cls(**{p.name: p.read(d, where, limits) for p in JOB_PARAMS})
+
+    def validated(self, limits: Limits = DEFAULT_LIMITS) -> JobParams:
+        """A copy with numbers normalised, or ProtocolError naming the first bad value:
+        the same checks as the wire, for callers that build JobParams in code."""
+        return JobParams.from_wire(vars(self), "params", limits)
+
+    def replace(self, **changes: Any) -> JobParams:
+        return dataclasses.replace(self, **changes)
+
+
+JOB_PARAMS: tuple[Param, ...] = params_of(JobParams)
+BY_NAME: dict[str, Param] = {p.name: p for p in JOB_PARAMS}
+
+
+def shown_on(host: str, declared: tuple[Param, ...] = JOB_PARAMS) -> tuple[Param, ...]:
+    """The parameters `host` offers, in declaration order."""
+    return tuple(p for p in declared if host in p.hosts)
