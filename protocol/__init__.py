@@ -43,6 +43,7 @@ from .region import (
     to_document,
     to_region,
 )
+from .session import ClientSession, ServerSession, SessionState, Unexpected
 from .spec import JOB_PARAMS, MAX_SEED, JobParams, Param, param, params_of, shown_on
 
 DEFAULT_PORT = 7865
@@ -61,6 +62,7 @@ __all__ = [
     "Accepted",
     "Cancel",
     "Cancelled",
+    "ClientSession",
     "ColorEncoding",
     "Error",
     "ErrorCode",
@@ -83,9 +85,12 @@ __all__ = [
     "ProtocolError",
     "Rect",
     "Result",
+    "ServerSession",
+    "SessionState",
     "Stage",
     "Status",
     "Submit",
+    "Unexpected",
     "Welcome",
     "context_region",
     "crop",

@@ -1,10 +1,13 @@
-"""The websocket side of the daemon: connections, handshake, security, dispatch.
+"""The websocket side of the daemon: connections, security, dispatch.
 
 Each connection is a `Session` with two tasks: the handler reading client
-messages and a sender draining the session's outbox. Messages that matter
-(accepted, progress, result, cancelled, error) go out in order; previews go
-through a one-slot "latest" box the sender empties only when nothing else
-waits, so a slow client gets fewer, fresher previews and never a backlog.
+messages and a sender draining the session's outbox. The protocol's rules
+(the handshake, job ids, cancels, one last word per job) are the session's
+`protocol.ServerSession`; this module does the I/O and runs what it asks.
+Messages that matter (accepted, progress, result, cancelled, error) go out in
+order; previews go through a one-slot "latest" box the sender empties only
+when nothing else waits, so a slow client gets fewer, fresher previews and
+never a backlog.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import http
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +30,6 @@ from websockets.http11 import Request, Response
 from ...protocol import (
     CLIENT_MESSAGES,
     PROTOCOL_VERSION,
-    SUPPORTED_VERSIONS,
     Cancel,
     Error,
     ErrorCode,
@@ -37,6 +39,7 @@ from ...protocol import (
     ListModels,
     Models,
     ProtocolError,
+    ServerSession,
     Status,
     Submit,
     Welcome,
@@ -60,18 +63,18 @@ BACKLOG_LIMIT = 256
 
 
 class Session:
-    """One client connection: its jobs and its outbox."""
+    """One client connection: its protocol state, its jobs and its outbox."""
 
-    def __init__(self, ws: ServerConnection, serial: int) -> None:
+    def __init__(
+        self, ws: ServerConnection, serial: int, token_ok: Callable[[str], bool] | None = None
+    ) -> None:
         self.ws = ws
         self.serial = serial
         remote = ws.remote_address
         self.address = f"{remote[0]}:{remote[1]}" if remote else "?"
         self.name = f"client #{serial} {self.address}"
-        self.jobs: dict[str, Job] = {}
-        # Ids of jobs that ended by themselves (result or error): a cancel that crossed
-        # their last word on the wire is no error.
-        self.finished: deque[str] = deque(maxlen=64)
+        self.protocol = ServerSession(token_ok)
+        self.jobs: dict[str, Job] = {}  # the queue's jobs of this connection, by id
         self.closed = False
         self._outbox: deque[Frames] = deque()
         self._preview: tuple[Job, Frames] | None = None
@@ -84,7 +87,8 @@ class Session:
     # --- called by the handler and the job queue (loop thread) ---
 
     def send(self, message: Any) -> None:
-        self.send_frames(wire_frames(message))
+        if self.protocol.outgoing(message):
+            self.send_frames(wire_frames(message))
 
     def send_frames(self, frames: Frames) -> None:
         if self.closed:
@@ -109,8 +113,7 @@ class Session:
     def forget(self, job: Job) -> None:
         if self.jobs.get(job.job_id) is job:
             del self.jobs[job.job_id]
-            if job.outcome != "cancelled":
-                self.finished.append(job.job_id)
+            self.protocol.job_ended(job.job_id, job.outcome)
         if self._preview is not None and self._preview[0] is job:
             self._preview = None  # never a preview after the job's last word
 
@@ -253,7 +256,7 @@ class DaemonServer:
 
     async def _handle(self, ws: ServerConnection) -> None:
         self._serial += 1
-        session = Session(ws, self._serial)
+        session = Session(ws, self._serial, self._token_ok())
         self._sessions.add(session)
         sender = asyncio.create_task(session.run_sender(), name=f"sender-{session.serial}")
         try:
@@ -269,47 +272,34 @@ class DaemonServer:
                 await ws.close(1011, "internal error")
         finally:
             session.closed = True
+            session.protocol.close()
             if session.jobs and self.jobs is not None:
                 self.jobs.drop_owner(session, list(session.jobs.values()))
             sender.cancel()
             self._sessions.discard(session)
             log.debug("%s: disconnected (%s)", session.name, ws.close_code)
 
-    async def _refuse(self, session: Session, error: Error, reason: str) -> bool:
+    def _token_ok(self) -> Callable[[str], bool] | None:
+        token = self.config.token
+        return None if token is None else lambda given: token_matches(token, given)
+
+    async def _refuse(self, session: Session, error: Error) -> bool:
         """A failed handshake: the error, then a clean close (1008 policy violation)."""
         log.info("%s: handshake refused: %s", session.name, _printable(error.message, 300))
         session.send(error)
         await session.flush(5.0)
-        await session.ws.close(1008, reason)
+        await session.ws.close(1008, error.code.value)
         return False
 
     async def _handshake(self, session: Session) -> bool:
         try:
             data = await asyncio.wait_for(session.ws.recv(), self.config.handshake_timeout)
         except asyncio.TimeoutError:
-            error = Error(ErrorCode.HANDSHAKE_REQUIRED, "no hello within the handshake time")
-            return await self._refuse(session, error, "no hello")
-        try:
-            hello = await self._decode(data)
-        except ProtocolError as exc:
-            text = f"the first message must be a valid 'hello': {exc.message}"
-            return await self._refuse(session, Error(exc.code, text), "bad hello")
-        if not isinstance(hello, Hello):
-            text = f"the first message must be 'hello', not '{hello.TYPE}'"
-            return await self._refuse(session, Error(ErrorCode.HANDSHAKE_REQUIRED, text), "no hello")
-        if hello.protocol not in SUPPORTED_VERSIONS:
-            text = (
-                f"this daemon speaks protocol version "
-                f"{', '.join(map(str, SUPPORTED_VERSIONS))}, the client speaks {hello.protocol}"
-            )
-            return await self._refuse(session, Error(ErrorCode.UNSUPPORTED_VERSION, text), "version")
-        if self.config.token is not None and not token_matches(self.config.token, hello.token):
-            text = (
-                "this daemon requires its token"
-                if hello.token is None
-                else "the token does not match this daemon's token"
-            )
-            return await self._refuse(session, Error(ErrorCode.UNAUTHORIZED, text), "unauthorized")
+            return await self._refuse(session, session.protocol.hello_timeout())
+        hello = await self._receive(session, data)
+        if isinstance(hello, Error):
+            return await self._refuse(session, hello)
+        assert isinstance(hello, Hello)
         client = f"{_printable(hello.client, 64)} {_printable(hello.client_version, 32)}".strip()
         session.name = f"client #{session.serial} {client} ({session.address})"
         log.info("%s: connected", session.name)
@@ -329,30 +319,21 @@ class DaemonServer:
         return True
 
     async def _dispatch(self, session: Session, data: bytes | str) -> None:
-        try:
-            message = await self._decode(data)
-        except ProtocolError as exc:
+        event = await self._receive(session, data)
+        if isinstance(event, Error):
             # The text may quote the client (a type name, a field's value): one log line.
-            log.info("%s: bad message: %s", session.name, _printable(exc.message, 300))
-            session.send(Error.from_exception(exc))
-            return
-        if isinstance(message, Submit):
-            self._submit(session, message)
-        elif isinstance(message, Cancel):
-            job = session.jobs.get(message.job_id)
-            if job is None and message.job_id in session.finished:
-                # The job's result (or error) and this cancel crossed on the wire: the
-                # client already has the job's last word, and it needs no other.
-                log.debug("%s: cancel of job %s after it ended", session.name, message.job_id)
-            elif job is None:
-                text = f"no job '{message.job_id}' is queued or running on this connection"
-                session.send(Error(ErrorCode.UNKNOWN_JOB, text, message.job_id))
-            else:
+            log.info("%s: bad message: %s", session.name, _printable(event.message, 300))
+            session.send(event)
+        elif isinstance(event, Submit):
+            self._submit(session, event)
+        elif isinstance(event, Cancel):
+            job = session.jobs.get(event.job_id)
+            if job is not None:
                 assert self.jobs is not None
                 self.jobs.cancel(job)
-        elif isinstance(message, ListModels):
+        elif isinstance(event, ListModels):
             session.send(Models(list(self.catalog.models), self.catalog.default))
-        elif isinstance(message, GetStatus):
+        elif isinstance(event, GetStatus):
             assert self.jobs is not None
             session.send(
                 Status(
@@ -362,9 +343,15 @@ class DaemonServer:
                     device=self.device,
                 )
             )
-        elif isinstance(message, Hello):
-            text = "'hello' was already received on this connection"
-            session.send(Error(ErrorCode.INVALID_FIELD, text))
+        # None: nothing to answer (a cancel that crossed its job's last word).
+
+    async def _receive(self, session: Session, data: bytes | str) -> Any:
+        """What the client's message asks for, by the session's rules (see `ServerSession`)."""
+        try:
+            message = await self._decode(data)
+        except ProtocolError as exc:
+            return session.protocol.receive_invalid(exc)
+        return session.protocol.receive(message)
 
     async def _decode(self, data: bytes | str) -> Any:
         """A client message, or ProtocolError; big ones are decoded off the event loop
@@ -374,12 +361,9 @@ class DaemonServer:
         return decode(data, self.config.limits, CLIENT_MESSAGES)
 
     def _submit(self, session: Session, submit: Submit) -> None:
+        """A new job (its id is new on this connection): queue it, or send the error that ends it."""
         assert self.jobs is not None
         job_id = submit.job_id
-        if job_id in session.jobs:
-            text = f"job '{job_id}' is already queued or running on this connection; use a new id"
-            session.send(Error(ErrorCode.DUPLICATE_JOB, text, job_id))
-            return
         model = self.catalog.lookup(submit.params.model)
         if model is None:
             if submit.params.model is None:

@@ -43,7 +43,11 @@ def normalize_server(address: str | None) -> str:
 
 
 class DaemonConnection:
-    """One handshaken connection to the daemon. Use as a context manager."""
+    """One handshaken connection to the daemon. Use as a context manager.
+
+    `send` and `receive` carry messages; `session` (a `protocol.ClientSession`)
+    holds the protocol's rules for what they mean.
+    """
 
     def __init__(
         self,
@@ -55,6 +59,7 @@ class DaemonConnection:
         open_timeout: float = 10.0,
     ) -> None:
         server = self.server = normalize_server(server)
+        self.session = p.ClientSession(client, client_version, token=token)
         try:
             self._ws: ClientConnection = connect(
                 server,
@@ -75,7 +80,7 @@ class DaemonConnection:
                 f"({exc.__class__.__name__}). {START_HINT}"
             ) from None
         try:
-            self.send(p.Hello(client=client, client_version=client_version, token=token))
+            self.send(self.session.hello())
             reply = self.receive(timeout=open_timeout)
         except TimeoutError:
             self.close()
@@ -88,10 +93,11 @@ class DaemonConnection:
         except BaseException:
             self.close()
             raise
-        if isinstance(reply, p.Error):
+        answer = self.session.receive(reply)
+        if isinstance(answer, p.Error):
             self.close()
-            raise InpaintError(_explain(reply), reply.code.value)
-        if not isinstance(reply, p.Welcome):
+            raise InpaintError(_explain(answer), answer.code.value)
+        if not isinstance(answer, p.Welcome):
             self.close()
             raise InpaintError(
                 f"The daemon answered the handshake with '{reply.TYPE}'. Check that the address "
@@ -99,7 +105,7 @@ class DaemonConnection:
                 "to the same release.",
                 "protocol",
             )
-        self.welcome: p.Welcome = reply
+        self.welcome: p.Welcome = answer
 
     def send(self, message: Any) -> None:
         # One websocket message in 2 MiB fragments, the pixels sliced out of the
@@ -124,6 +130,7 @@ class DaemonConnection:
             ) from None
 
     def close(self) -> None:
+        self.session.close()
         self._ws.close()
 
     def __enter__(self) -> DaemonConnection:
@@ -200,45 +207,44 @@ def run_job(
     and `JobCancelled` raised. `timeout` bounds the whole job, in seconds.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
+    job_id = submit.job_id
     with DaemonConnection(server, token=token, client=client) as conn:
         _check_fits(submit, conn.welcome.limits)
-        conn.send(submit)
-        cancel_sent = False
+        conn.send(conn.session.submit(submit))
         while True:
-            if cancel is not None and cancel.is_set() and not cancel_sent:
-                conn.send(p.Cancel(submit.job_id))
-                cancel_sent = True
-                # The daemon confirms within one sampling step; do not wait forever.
-                deadline = time.monotonic() + 30.0
-            if deadline is not None and time.monotonic() > deadline:
-                if not cancel_sent:
-                    conn.send(p.Cancel(submit.job_id))
-                    raise InpaintError(
-                        f"The job took longer than {timeout:g} s and was cancelled; nothing was changed.",
-                        "timeout",
-                    )
-                raise JobCancelled()
             try:
                 message = conn.receive(timeout=_POLL)
             except TimeoutError:
-                continue
-            job_id = getattr(message, "job_id", None)
-            if job_id is not None and job_id != submit.job_id:
-                continue  # another job's (an error that names no job is ours)
-            if isinstance(message, p.Result):
-                if cancel is not None and cancel.is_set():
-                    raise JobCancelled()  # it finished as the painter cancelled: keep nothing
-                return message
-            if isinstance(message, p.Progress):
+                message = None
+            # Before reading the message: a result that crossed the cancel is not kept.
+            if cancel is not None and cancel.is_set():
+                request = conn.session.cancel(job_id)
+                if request is not None:
+                    conn.send(request)
+                    # The daemon confirms within one sampling step; do not wait forever.
+                    deadline = time.monotonic() + 30.0
+            event = None if message is None else conn.session.receive(message)
+            if isinstance(event, p.Result):
+                return event
+            if isinstance(event, p.Progress):
                 if on_progress is not None:
-                    on_progress(message)
-            elif isinstance(message, p.Preview):
+                    on_progress(event)
+            elif isinstance(event, p.Preview):
                 if on_preview is not None:
-                    on_preview(message)
-            elif isinstance(message, p.Cancelled):
+                    on_preview(event)
+            elif isinstance(event, p.Cancelled):
                 raise JobCancelled()
-            elif isinstance(message, p.Error):
-                raise InpaintError(_explain(message), message.code.value)
+            elif isinstance(event, p.Error):
+                raise InpaintError(_explain(event), event.code.value)
+            if deadline is not None and time.monotonic() > deadline:
+                request = conn.session.cancel(job_id)
+                if request is None:  # cancelled by the painter, unconfirmed for 30 s
+                    raise JobCancelled()
+                conn.send(request)
+                raise InpaintError(
+                    f"The job took longer than {timeout:g} s and was cancelled; nothing was changed.",
+                    "timeout",
+                )
 
 
 def _check_fits(submit: p.Submit, limits: p.Limits) -> None:

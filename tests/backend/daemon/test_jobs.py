@@ -481,7 +481,7 @@ def test_a_failure_while_sending_closes_the_connection_instead_of_going_silent()
         ws = BrokenSocket()
         session = Session(ws, 1)  # type: ignore[arg-type]
         sender = asyncio.create_task(session.run_sender())
-        session.send(p.Accepted("j", 0))
+        session.send(p.Status(queued=0, running=False))
         await asyncio.wait_for(sender, 5)
         assert ws.closed_with == (1011, "internal error")  # the client learns at once
         assert session.closed
