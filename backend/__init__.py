@@ -1,3 +1,6 @@
 """The daemon and the engine of Differential Inpaint."""
 
-__version__ = "0.1.0"
+import importlib.metadata
+
+# pyproject.toml's `version` is the only place the version is written down.
+__version__ = importlib.metadata.version("differential-inpaint")

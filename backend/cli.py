@@ -27,11 +27,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "list the models found on this machine",
     ),
     "install-plugin": (
-        "differential_inpaint.backend.plugin_install",
+        "differential_inpaint.host_plugins.install.cli_install",
         "install the Krita or GIMP plugin for this user",
     ),
     "package-plugin": (
-        "differential_inpaint.backend.plugin_package",
+        "differential_inpaint.host_plugins.install.cli_package",
         "build a plugin zip for Krita's 'Import Python Plugin from File'",
     ),
 }
@@ -45,12 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if not exc.name or not module_name.startswith(exc.name):
-                raise
-            continue  # a subcommand not built in this checkout
+        module = importlib.import_module(module_name)
         command = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(command)
         command.set_defaults(handler=module.run)

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for tests.support.daemon
 
-from differential_inpaint.backend import krita_plugin  # noqa: E402
+from differential_inpaint.host_plugins.install import krita as krita_installer  # noqa: E402
 from tests.support.daemon import running_daemon  # noqa: E402
 
 GOAL = 1.25
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-krita-") as tmp_name:
         tmp = Path(tmp_name)
         pykrita = tmp / "resources" / "pykrita"
-        krita_plugin.install(pykrita)
+        krita_installer.install(pykrita)
         (tmp / "config").mkdir()
         out = tmp / "figures.json"
         with daemon_url(args.server, args.model) as url:

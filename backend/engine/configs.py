@@ -53,7 +53,3 @@ VAE_SCALING_FACTOR = {"sd15": 0.18215, "sdxl": 0.13025}
 def base_family(family: str) -> str:
     """ "sd15" or "sdxl" for any family name."""
     return family.removesuffix("-inpaint")
-
-
-def inpaint_family(family: str, inpaint: bool) -> str:
-    return f"{base_family(family)}-inpaint" if inpaint else base_family(family)

@@ -8,7 +8,7 @@ from types import ModuleType
 
 import pytest
 
-from differential_inpaint.backend.gimp_plugin import PACKAGE, install
+from differential_inpaint.host_plugins.install.gimp import PACKAGE, install
 
 
 @pytest.fixture(scope="session")

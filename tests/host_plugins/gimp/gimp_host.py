@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import Any
 
 from differential_inpaint import protocol as p
-from differential_inpaint.backend.gimp_plugin import install
+from differential_inpaint.host_plugins.install.gimp import install
 
 from . import chroot
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from differential_inpaint.backend import gimp_plugin
 from differential_inpaint.backend.cli import main as cli_main
+from differential_inpaint.host_plugins.install import gimp as gimp_installer
 
 
 def test_layout(installed_plugin: Path) -> None:
@@ -38,26 +38,26 @@ def test_layout(installed_plugin: Path) -> None:
         "differential_inpaint_gimp",
     ]
     assert not list(installed_plugin.parent.glob(".*"))  # no staging folder left behind
-    assert gimp_plugin.check(installed_plugin) == []
+    assert gimp_installer.check(installed_plugin) == []
 
 
 def test_reinstall_replaces_old_files(tmp_path: Path) -> None:
-    folder = gimp_plugin.install(tmp_path)
+    folder = gimp_installer.install(tmp_path)
     stale = folder / "differential_inpaint_gimp" / "stale_module.py"
     stale.write_text("raise SystemExit")
-    assert gimp_plugin.install(tmp_path) == folder
+    assert gimp_installer.install(tmp_path) == folder
     assert not stale.exists()
-    assert gimp_plugin.check(folder) == []
+    assert gimp_installer.check(folder) == []
 
 
 def test_check_names_the_mistakes_gimp_would_hide(tmp_path: Path) -> None:
-    folder = gimp_plugin.install(tmp_path)
+    folder = gimp_installer.install(tmp_path)
     (folder / "differential-inpaint.py").chmod(0o644)
-    assert any("not executable" in problem for problem in gimp_plugin.check(folder))
+    assert any("not executable" in problem for problem in gimp_installer.check(folder))
     renamed = folder.rename(tmp_path / "differential_inpaint")
-    assert "GIMP needs 'differential-inpaint'" in gimp_plugin.check(renamed)[0]
+    assert "GIMP needs 'differential-inpaint'" in gimp_installer.check(renamed)[0]
     (renamed / "differential-inpaint.py").unlink()
-    assert "missing" in gimp_plugin.check(renamed, staged=True)[0]
+    assert "missing" in gimp_installer.check(renamed, staged=True)[0]
 
 
 def test_plugin_runs_on_a_bare_python(installed_plugin: Path) -> None:
@@ -93,22 +93,22 @@ def test_default_dest(platform: str, expected: str, tmp_path: Path, monkeypatch:
     monkeypatch.setenv("HOME", str(tmp_path / "HOME"))
     monkeypatch.setenv("APPDATA", str(tmp_path / "APPDATA"))
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
-    assert gimp_plugin.default_dest() == tmp_path / expected
+    assert gimp_installer.default_dest() == tmp_path / expected
 
 
 def test_default_dest_follows_xdg_and_flatpak(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    assert gimp_plugin.default_dest() == tmp_path / "xdg/GIMP/3.0/plug-ins"
+    assert gimp_installer.default_dest() == tmp_path / "xdg/GIMP/3.0/plug-ins"
     flatpak = tmp_path / ".var/app/org.gimp.GIMP/config/GIMP/3.0"
     flatpak.mkdir(parents=True)
-    assert gimp_plugin.default_dest() == flatpak / "plug-ins"  # only the Flatpak GIMP ran here
+    assert gimp_installer.default_dest() == flatpak / "plug-ins"  # only the Flatpak GIMP ran here
     (tmp_path / "xdg/GIMP/3.0").mkdir(parents=True)
-    assert gimp_plugin.default_dest() == tmp_path / "xdg/GIMP/3.0/plug-ins"
+    assert gimp_installer.default_dest() == tmp_path / "xdg/GIMP/3.0/plug-ins"
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["install-plugin", "gimp", "--dest", str(tmp_path)]) == 0
     assert "differential-inpaint" in capsys.readouterr().out
-    assert gimp_plugin.check(tmp_path / "differential-inpaint") == []
+    assert gimp_installer.check(tmp_path / "differential-inpaint") == []

@@ -1,6 +1,6 @@
 """Fixtures for the Krita plugin's tests.
 
-The plugin is always tested as it ships: installed by `krita_plugin.install`
+The plugin is always tested as it ships: installed by `host_plugins/install/krita.py`
 into a temporary pykrita folder. The fast tests load that folder under another
 module name (inside this venv the name `differential_inpaint` is the project
 itself) with the stand-in `krita` module in place of Krita's.
@@ -17,24 +17,24 @@ from types import ModuleType
 
 import pytest
 
-from differential_inpaint.backend import krita_plugin
+from differential_inpaint.host_plugins.install import krita as krita_installer
 from tests.support.fake_daemon import FakeDaemon, fake_daemon
 
 from . import fake_krita
 
-ALIAS = "krita_plugin_under_test"
+ALIAS = "krita_adapter_under_test"
 
 
 @pytest.fixture(scope="session")
 def installed_pykrita(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A pykrita folder holding the installed plugin (resources/pykrita; resources/actions beside it)."""
     pykrita = tmp_path_factory.mktemp("krita-resources") / "pykrita"
-    krita_plugin.install(pykrita)
+    krita_installer.install(pykrita)
     return pykrita
 
 
 def load_plugin(pykrita: Path) -> ModuleType:
-    package = pykrita / krita_plugin.NAME
+    package = pykrita / krita_installer.NAME
     spec = importlib.util.spec_from_file_location(
         ALIAS, package / "__init__.py", submodule_search_locations=[str(package)]
     )

@@ -670,7 +670,7 @@ def zip_import(c: Checks, w: World) -> None:
     source = next((x for x in candidates if os.path.isfile(x)), None)
     if not c("Krita's plugin importer is present", source is not None, candidates):
         return
-    spec = importlib.util.spec_from_file_location("krita_plugin_importer", source)
+    spec = importlib.util.spec_from_file_location("krita_own_plugin_importer", source)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     resources = w.config["zip_resources"]

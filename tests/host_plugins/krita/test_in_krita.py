@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from differential_inpaint.backend import krita_plugin
+from differential_inpaint.host_plugins.install import krita as krita_installer
 from tests.support.daemon import running_daemon
 from tests.support.fake_daemon import fake_daemon
 from tests.support.hosts import require_host
@@ -89,9 +89,9 @@ def krita_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     require_host(kritarunner() is not None, "kritarunner is not installed (apt-get install krita)")
     base = tmp_path_factory.mktemp("in-krita")
     resources = base / "resources"
-    krita_plugin.install(resources / "pykrita")
+    krita_installer.install(resources / "pykrita")
     listing = sorted(str(p.relative_to(resources)) for p in resources.rglob("*") if p.is_file())
-    zip_path = krita_plugin.package(base / "differential_inpaint.zip")
+    zip_path = krita_installer.package(base / "differential_inpaint.zip")
     return {
         "base": base,
         "pykrita": resources / "pykrita",

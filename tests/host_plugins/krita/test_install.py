@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from differential_inpaint.backend import krita_plugin
 from differential_inpaint.backend.cli import main as cli
+from differential_inpaint.host_plugins.install import krita as krita_installer
 
 NAME = "differential_inpaint"
 
 
 def test_install_writes_what_krita_loads(tmp_path: Path):
     pykrita = tmp_path / "krita" / "pykrita"
-    package = krita_plugin.install(pykrita)
+    package = krita_installer.install(pykrita)
     assert package == pykrita / NAME
-    assert krita_plugin.check_layout(pykrita) == []
+    assert krita_installer.check_layout(pykrita) == []
     desktop = configparser.ConfigParser()
     desktop.read(pykrita / f"{NAME}.desktop", encoding="utf-8")
     entry = desktop["Desktop Entry"]
@@ -39,19 +39,19 @@ def test_install_writes_what_krita_loads(tmp_path: Path):
 
 def test_reinstalling_replaces_the_old_copy_and_leaves_no_staging(tmp_path: Path):
     pykrita = tmp_path / "pykrita"
-    package = krita_plugin.install(pykrita)
+    package = krita_installer.install(pykrita)
     (package / "stale_module.py").write_text("raise SystemExit('old copy')\n")
-    krita_plugin.install(pykrita)
+    krita_installer.install(pykrita)
     assert not (package / "stale_module.py").exists()
     assert sorted(p.name for p in pykrita.iterdir()) == [NAME, f"{NAME}.desktop"]
 
 
 def test_check_layout_names_what_is_missing(tmp_path: Path):
     pykrita = tmp_path / "pykrita"
-    krita_plugin.install(pykrita)
+    krita_installer.install(pykrita)
     (pykrita / f"{NAME}.desktop").unlink()
     (pykrita / NAME / "_vendor" / "websockets" / "sync" / "client.py").unlink()
-    problems = krita_plugin.check_layout(pykrita)
+    problems = krita_installer.check_layout(pykrita)
     assert any(f"{NAME}.desktop is missing" in p for p in problems)
     assert any("websockets/sync/client.py is missing" in p for p in problems)
 
@@ -66,32 +66,32 @@ def test_check_layout_names_what_is_missing(tmp_path: Path):
     ],
 )
 def test_default_pykrita_folder_per_os(monkeypatch, tmp_path, platform, env, expected):
-    monkeypatch.setattr(krita_plugin.sys, "platform", platform)
-    monkeypatch.setattr(krita_plugin.Path, "home", classmethod(lambda cls: tmp_path))
+    monkeypatch.setattr(krita_installer.sys, "platform", platform)
+    monkeypatch.setattr(krita_installer.Path, "home", classmethod(lambda cls: tmp_path))
     for key in ("XDG_DATA_HOME", "APPDATA"):
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    assert krita_plugin.default_pykrita_dir() == Path(expected.replace("HOME", str(tmp_path)))
+    assert krita_installer.default_pykrita_dir() == Path(expected.replace("HOME", str(tmp_path)))
 
 
 def test_flatpak_krita_is_found_when_it_is_the_only_one(monkeypatch, tmp_path):
-    monkeypatch.setattr(krita_plugin.sys, "platform", "linux")
-    monkeypatch.setattr(krita_plugin.Path, "home", classmethod(lambda cls: tmp_path))
+    monkeypatch.setattr(krita_installer.sys, "platform", "linux")
+    monkeypatch.setattr(krita_installer.Path, "home", classmethod(lambda cls: tmp_path))
     monkeypatch.delenv("XDG_DATA_HOME", raising=False)
     flatpak = tmp_path / ".var" / "app" / "org.kde.krita" / "data" / "krita"
     flatpak.mkdir(parents=True)
-    assert krita_plugin.default_pykrita_dir() == flatpak / "pykrita"
+    assert krita_installer.default_pykrita_dir() == flatpak / "pykrita"
 
 
 def test_the_zip_has_what_krita_s_importer_looks_for(tmp_path: Path):
-    out = krita_plugin.package(tmp_path / "out" / "di.zip")
+    out = krita_installer.package(tmp_path / "out" / "di.zip")
     with zipfile.ZipFile(out) as archive:
         names = archive.namelist()
     assert f"{NAME}.desktop" in names and f"{NAME}.action" in names
     # The importer finds the module by its folder entry holding an __init__.py.
     assert f"{NAME}/" in names and f"{NAME}/__init__.py" in names
-    installed = krita_plugin.install(tmp_path / "pykrita")
+    installed = krita_installer.install(tmp_path / "pykrita")
     shipped = {n for n in names if n.startswith(f"{NAME}/") and not n.endswith("/")}
     assert shipped == {
         f"{NAME}/{p.relative_to(installed).as_posix()}" for p in installed.rglob("*") if p.is_file()
@@ -102,6 +102,6 @@ def test_the_zip_has_what_krita_s_importer_looks_for(tmp_path: Path):
 def test_the_commands(tmp_path: Path, capsys):
     assert cli(["install-plugin", "krita", "--dest", str(tmp_path / "pykrita")]) == 0
     assert "Installed the krita plugin" in capsys.readouterr().out
-    assert krita_plugin.check_layout(tmp_path / "pykrita") == []
+    assert krita_installer.check_layout(tmp_path / "pykrita") == []
     assert cli(["package-plugin", "krita", "--out", str(tmp_path / "di.zip")]) == 0
     assert zipfile.is_zipfile(tmp_path / "di.zip")

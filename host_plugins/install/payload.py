@@ -7,16 +7,20 @@ copies run on any CPython >= 3.10, the oldest a supported host bundles).
 
 Layout inside a plugin's package folder:
     protocol/   the sans-IO protocol, unchanged
-    client/     the blocking job client (imports `..protocol`)
+    client/     the blocking job client (imports `..protocol`), plus a file VERSION
+                holding the project's version (read by client/version.py: there is
+                no package metadata inside the host's Python)
     _vendor/    msgpack/ and websockets/; the plugin puts this folder first on sys.path
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import shutil
 from pathlib import Path
 
+DISTRIBUTION = "differential-inpaint"
 VENDORED = ("msgpack", "websockets")
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "*.pyd", "*.c", "*.h", "*.pyi", "py.typed")
 
@@ -29,7 +33,8 @@ def _package_dir(module: str) -> Path:
 
 
 def write_payload(package_dir: Path) -> None:
-    """Copy protocol/, client/ and _vendor/ into `package_dir` (replacing old copies)."""
+    """Copy protocol/, client/ and _vendor/ into `package_dir` (replacing old copies),
+    and write client/VERSION from this installation's package metadata."""
     package_dir.mkdir(parents=True, exist_ok=True)
     sources = {
         "protocol": _package_dir("differential_inpaint.protocol"),
@@ -41,6 +46,8 @@ def write_payload(package_dir: Path) -> None:
         if dest.exists():
             shutil.rmtree(dest)
         shutil.copytree(source, dest, ignore=_SKIP)
+    version = importlib.metadata.version(DISTRIBUTION)
+    (package_dir / "client" / "VERSION").write_text(version + "\n", encoding="utf-8")
 
 
 def check_payload(package_dir: Path) -> list[str]:
@@ -50,6 +57,8 @@ def check_payload(package_dir: Path) -> list[str]:
         "protocol/__init__.py",
         "protocol/messages.py",
         "client/__init__.py",
+        "client/version.py",
+        "client/VERSION",
         "_vendor/msgpack/fallback.py",
         "_vendor/websockets/sync/client.py",
     ):

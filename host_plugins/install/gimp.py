@@ -8,7 +8,7 @@ then swaps it in:
     plug-ins/differential-inpaint/
         differential-inpaint.py          the entry point (0755)
         differential_inpaint_gimp/       the adapter modules, plus
-            protocol/ client/ _vendor/   the shared payload (see plugin_payload)
+            protocol/ client/ _vendor/   the shared payload (see payload.py)
 """
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from .plugin_payload import check_payload, write_payload
+from .payload import check_payload, write_payload
 
 PLUGIN_NAME = "differential-inpaint"
 ENTRY = f"{PLUGIN_NAME}.py"
 PACKAGE = "differential_inpaint_gimp"
-ADAPTER_MODULES = ("__init__.py", "core.py", "gimp_io.py", "job.py", "plugin.py")
 GIMP_VERSION_DIR = "3.0"  # GIMP 3.x keeps its profile in a "3.0" folder
 ENABLE_HINT = "Restart GIMP; then Filters > Generic > Differential Inpaint..."
 
@@ -56,6 +55,11 @@ def source_dir() -> Path:
     return source
 
 
+def adapter_modules() -> list[str]:
+    """The adapter's module file names, as the sources have them (all are installed)."""
+    return sorted(path.name for path in (source_dir() / PACKAGE).glob("*.py"))
+
+
 def check(folder: Path, *, staged: bool = False) -> list[str]:
     """Problems with an installed plug-in folder, as sentences; empty when GIMP will load it.
 
@@ -72,7 +76,7 @@ def check(folder: Path, *, staged: bool = False) -> list[str]:
     if not entry.read_bytes().startswith(b"#!/usr/bin/env python3"):
         problems.append(f"{entry} does not start with '#!/usr/bin/env python3'")
     package = folder / PACKAGE
-    problems += [f"{package / name} is missing" for name in ADAPTER_MODULES if not (package / name).is_file()]
+    problems += [f"{package / n} is missing" for n in adapter_modules() if not (package / n).is_file()]
     problems += check_payload(package)
     for path in [entry, *package.glob("*.py")]:
         try:
@@ -103,7 +107,7 @@ def install(dest: Path | None = None) -> Path:
     try:
         package = staging / PACKAGE
         package.mkdir(parents=True)
-        for name in ADAPTER_MODULES:
+        for name in adapter_modules():
             shutil.copyfile(source / PACKAGE / name, package / name)
         write_payload(package)
         shutil.copyfile(source / ENTRY, staging / ENTRY)

@@ -5,7 +5,7 @@ unpacks, placing the .action file in the `actions` folder beside `pykrita`):
 
     pykrita/differential_inpaint.desktop   says "a Python plugin named differential_inpaint"
     pykrita/differential_inpaint/          the plugin (host_plugins/krita/differential_inpaint)
-        protocol/ client/ _vendor/         the shared payload (plugin_payload.py)
+        protocol/ client/ _vendor/         the shared payload (payload.py)
     actions/differential_inpaint.action    the menu entry's text and tooltip
 
 Krita enables user plugins only once the painter ticks them in Settings >
@@ -23,7 +23,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from .plugin_payload import check_payload, write_payload
+from .payload import check_payload, write_payload
 
 NAME = "differential_inpaint"
 ENABLE_HINT = (
@@ -60,15 +60,17 @@ def default_pykrita_dir() -> Path:
 
 
 def check_layout(pykrita: Path) -> list[str]:
-    """Problems with an installed plugin, as sentences; empty when Krita can load it."""
+    """Problems with an installed plugin, as sentences; empty when Krita can load it.
+
+    Every module of the plugin's sources must be there, whatever their names.
+    """
     package = pykrita / NAME
+    modules = sorted(path.name for path in (plugin_source() / NAME).glob("*.py"))
     problems = [
         f"{path} is missing"
         for path in (
             pykrita / f"{NAME}.desktop",
-            package / "__init__.py",
-            package / "core.py",
-            package / "qt.py",
+            *(package / name for name in modules),
             pykrita.parent / "actions" / f"{NAME}.action",
         )
         if not path.is_file()

@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .krita_plugin import package
+    from .krita import package
 
     try:
         written = package(args.out)

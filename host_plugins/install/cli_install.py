@@ -9,8 +9,8 @@ from pathlib import Path
 
 # host -> module with `install(dest: Path | None) -> Path`
 HOSTS = {
-    "krita": "differential_inpaint.backend.krita_plugin",
-    "gimp": "differential_inpaint.backend.gimp_plugin",
+    "krita": "differential_inpaint.host_plugins.install.krita",
+    "gimp": "differential_inpaint.host_plugins.install.gimp",
 }
 
 
