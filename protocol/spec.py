@@ -113,14 +113,20 @@ class Param:
         return float(value) if self.kind is float else value
 
     def describe_range(self, limits: Limits = DEFAULT_LIMITS) -> str:
-        """The allowed values in words, for messages and help texts: "0 to 1024 px"."""
+        """The allowed values in words, for messages and help texts: "between 0 and 1024 px"."""
         lo, hi = self.bounds(limits)
-        if lo is None and hi is None:
+        if lo is None or hi is None:
             return ""
-        low = f"above {lo:g}" if self.lo_open else f"{lo:g}"
-        high = f"below {hi:g}" if self.hi_open else f"{hi:g}"
         unit = f" {self.unit}" if self.unit else ""
-        return f"{low} to {high}{unit}" if not self.lo_open else f"{low}, at most {high}{unit}"
+        if not (self.lo_open or self.hi_open):
+            return f"between {_number(lo)} and {_number(hi)}{unit}"
+        low = f"above {_number(lo)}" if self.lo_open else f"at least {_number(lo)}"
+        high = f"below {_number(hi)}" if self.hi_open else f"at most {_number(hi)}"
+        return f"{low} and {high}{unit}"
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def param(default: Any, label: str, help: str, **spec: Any) -> Any:  # noqa: A002 - the spec's word

@@ -7,10 +7,17 @@ protocol package; needs only the protocol, msgpack and websockets
 
 from .connection import DEFAULT_SERVER, DaemonConnection, normalize_server, run_job, server_info
 from .errors import DaemonUnavailable, InpaintError, JobCancelled, as_inpaint_error
-from .flow import layer_name, new_job_id
+from .flow import HostDocument, PreparedJob, layer_name, new_job_id
+from .settings import HOST_PARAMS, SETTINGS_PARAMS, HostParams, Settings
 
 __all__ = [
     "DEFAULT_SERVER",
+    "HOST_PARAMS",
+    "SETTINGS_PARAMS",
+    "HostDocument",
+    "HostParams",
+    "PreparedJob",
+    "Settings",
     "DaemonConnection",
     "DaemonUnavailable",
     "InpaintError",

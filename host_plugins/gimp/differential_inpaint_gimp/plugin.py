@@ -17,79 +17,77 @@ import gi
 gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp, GLib, GObject  # noqa: E402
 
-# Only gi at import time: GIMP queries the plug-in at startup and drops it
-# silently if that fails, so a damaged install must still show its menu entry
-# and explain itself when run.
 PROCEDURE = "python-fu-differential-inpaint"
 _LABEL = "Differential Inpaint…"
 _MENU = "<Image>/Filters/Generic"
-_DEFAULT_SERVER = "ws://127.0.0.1:7865"  # client.DEFAULT_SERVER; no client import at query time
 _RW = GObject.ParamFlags.READWRITE
+_GIMP_INT_MAX = 2**31 - 1  # GIMP's int arguments are 32-bit
+CLIENT_NAME = "differential-inpaint-gimp"
+JOB_TIMEOUT = 30 * 60.0  # seconds; a stuck daemon must not hang GIMP forever
+
+# GIMP queries the plug-in at startup and drops it silently if that fails, so a
+# damaged install (no protocol copy, no msgpack) must still show its menu entry
+# and explain itself when run.
+try:
+    from .client.settings import SETTINGS_PARAMS
+    from .protocol import Param, shown_on
+    from .protocol.spec import GIMP
+
+    SHOWN: tuple[Param, ...] = shown_on(GIMP, SETTINGS_PARAMS)
+    _INCOMPLETE: ImportError | None = None
+except ImportError as exc:  # reported by run()
+    SHOWN, _INCOMPLETE = (), exc
+
+
+def _nicks(params: tuple[Param, ...]) -> dict[str, str]:
+    """Each label with a mnemonic: its first letter no earlier label took."""
+    taken: set[str] = set()
+    nicks = {}
+    for param in params:
+        label = param.label
+        index = next((i for i, c in enumerate(label) if c.isalpha() and c.lower() not in taken), None)
+        if index is not None:
+            taken.add(label[index].lower())
+            label = label[:index] + "_" + label[index:]
+        nicks[param.name] = label
+    return nicks
 
 
 def _add_arguments(procedure: Gimp.Procedure) -> None:
-    procedure.add_string_argument("prompt", "_Prompt", "What to paint into the selection", "", _RW)
-    procedure.add_string_argument("negative-prompt", "_Negative prompt", "What to keep out of it", "", _RW)
-    procedure.add_double_argument(
-        "strength",
-        "S_trength",
-        "How much may change where the selection is fully white (gray changes partly)",
-        0.01,
-        1.0,
-        1.0,
-        _RW,  # 0 would change nothing, and the daemon refuses it
-    )
-    procedure.add_int_argument("steps", "St_eps", "Sampling steps", 1, 200, 20, _RW)
-    procedure.add_double_argument(
-        "guidance", "_Guidance", "How closely to follow the prompt (CFG scale)", 0.0, 30.0, 7.0, _RW
-    )
-    procedure.add_int_argument(
-        "seed", "See_d", "Random seed; -1 picks a new one each time", -1, 2**31 - 1, -1, _RW
-    )
-    procedure.add_string_argument(
-        "model", "_Model", "Model name as the daemon lists it; empty for its default", "", _RW
-    )
-    procedure.add_double_argument(
-        "grow", "Gro_w", "Pixels to grow the selection by before painting", 0.0, 256.0, 0.0, _RW
-    )
-    procedure.add_double_argument(
-        "feather", "_Feather", "Pixels of extra softness on the selection edge", 0.0, 256.0, 0.0, _RW
-    )
-    procedure.add_string_argument(
-        "server-url",
-        "Daemon _address",
-        "Where `differential-inpaint serve` listens",
-        _DEFAULT_SERVER,
-        _RW,
-    )
-    procedure.add_string_argument(
-        "token",
-        "_Token",
-        "The token the daemon printed, when it asks for one (a daemon on another machine)",
-        "",
-        _RW,
-    )
+    """One procedure argument per setting GIMP shows, named as the setting (dashes for
+    underscores). An optional number is -1 for "none"; optional text is empty."""
+    nicks = _nicks(SHOWN)
+    for param in SHOWN:
+        name, nick, blurb = param.gimp_argument, nicks[param.name], param.help
+        lo, hi = param.bounds()
+        if param.unit:
+            blurb = f"{blurb} ({param.unit})"
+        if param.kind is str:
+            procedure.add_string_argument(name, nick, blurb, param.default or "", _RW)
+        elif param.kind is int:
+            low = -1 if param.optional else int(lo) + param.lo_open
+            default = -1 if param.default is None else param.default
+            procedure.add_int_argument(name, nick, blurb, low, min(int(hi), _GIMP_INT_MAX), default, _RW)
+        elif param.kind is float:
+            # An open bound is refused by the daemon: the slider stops one hundredth inside.
+            low, high = lo + 0.01 * param.lo_open, hi - 0.01 * param.hi_open
+            procedure.add_double_argument(name, nick, blurb, low, high, param.default, _RW)
+        else:  # a declaration GIMP cannot show: a bug caught by the tests
+            raise TypeError(f"no GIMP argument for the setting {param.name}")
 
 
 def settings_from_config(config: Gimp.ProcedureConfig) -> Any:
-    from .core import Settings
+    from .client import Settings
 
-    def get(name: str) -> Any:
-        return config.get_property(name)
-
-    return Settings(
-        prompt=get("prompt") or "",
-        negative_prompt=get("negative-prompt") or "",
-        strength=float(get("strength")),
-        steps=int(get("steps")),
-        guidance=float(get("guidance")),
-        seed=int(get("seed")),
-        model=get("model") or "",
-        grow=float(get("grow")),
-        feather=float(get("feather")),
-        server_url=(get("server-url") or "").strip() or _DEFAULT_SERVER,
-        token=(get("token") or "").strip(),
-    )
+    values = {}
+    for param in SHOWN:
+        value = config.get_property(param.gimp_argument)
+        if param.kind is str:
+            value = (value or "").strip() or (None if param.optional else "")
+        elif param.optional and value is not None and value < 0:
+            value = None
+        values[param.name] = value
+    return Settings.from_values(values)
 
 
 def _fail(procedure: Gimp.Procedure, message: str) -> Gimp.ValueArray:
@@ -104,10 +102,13 @@ def _show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig) -> boo
 
     GimpUi.init(PROCEDURE)
     dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config, title="Differential Inpaint")
-    token = dialog.get_widget("token", GimpUi.LabelEntry.__gtype__)
-    entry = token.get_entry() if isinstance(token, GimpUi.LabelEntry) else None
-    if isinstance(entry, Gtk.Entry):
-        entry.set_visibility(False)  # a secret: dots on screen, like a password
+    for param in SHOWN:
+        if not param.secret:
+            continue
+        widget = dialog.get_widget(param.gimp_argument, GimpUi.LabelEntry.__gtype__)
+        entry = widget.get_entry() if isinstance(widget, GimpUi.LabelEntry) else None
+        if isinstance(entry, Gtk.Entry):
+            entry.set_visibility(False)  # a secret: dots on screen, like a password
     dialog.fill(None)
     try:
         return bool(dialog.run())
@@ -128,17 +129,27 @@ def run(
     if run_mode == Gimp.RunMode.INTERACTIVE and not _show_dialog(procedure, config):
         return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
     try:
-        from . import job  # the client and websockets load only when the filter runs
+        if _INCOMPLETE is not None:
+            raise _INCOMPLETE
+        # The client and websockets load only when the filter runs.
+        from .client import InpaintError, flow
+        from .gimp_io import GimpDocument, show_progress
     except ImportError as exc:
         return _fail(
             procedure,
             f"The Differential Inpaint plug-in is incomplete ({exc}). Reinstall it with "
             "`differential-inpaint install-plugin gimp` and restart GIMP.",
         )
+    chosen = settings_from_config(config)
+    Gimp.progress_init(f"Differential Inpaint: connecting to {chosen.host.server}")
     try:
-        job.inpaint(image, drawables[0], settings_from_config(config))
-    except job.JobFailed as exc:
-        return _fail(procedure, str(exc))
+        host = GimpDocument(image, drawables[0])
+        try:
+            flow.run(host, chosen, client=CLIENT_NAME, on_progress=show_progress, timeout=JOB_TIMEOUT)
+        finally:
+            Gimp.progress_end()
+    except InpaintError as exc:
+        return _fail(procedure, exc.message)
     except Exception as exc:  # a bug: say so instead of GIMP's bare "plug-in crashed"
         traceback.print_exc(file=sys.stderr)
         return _fail(

@@ -22,18 +22,17 @@ if _VENDOR not in sys.path:
     sys.path.insert(0, _VENDOR)
 
 from .api import inpaint_layer  # noqa: E402
-from .client import DaemonUnavailable, InpaintError, JobCancelled  # noqa: E402
-from .core import InpaintSettings, KritaInpaintError  # noqa: E402
+from .client import DaemonUnavailable, InpaintError, JobCancelled, Settings  # noqa: E402
+from .client.version import VERSION as __version__  # noqa: E402
 
 __all__ = [
     "DaemonUnavailable",
     "InpaintError",
-    "InpaintSettings",
     "JobCancelled",
-    "KritaInpaintError",
+    "Settings",
+    "__version__",
     "inpaint_layer",
 ]
-__version__ = "0.1.0"
 
 
 def _register_with_krita() -> None:

@@ -4,28 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import core, jobs
-from .client import InpaintError
+from . import jobs
+from .client import SETTINGS_PARAMS, InpaintError, Settings, as_inpaint_error, flow
+from .krita_io import KritaDocument
 
 
-def inpaint_layer(
-    document: Any,
-    node: Any = None,
-    *,
-    prompt: str,
-    negative_prompt: str = "",
-    strength: float = 1.0,
-    steps: int = 20,
-    guidance: float = 7.0,
-    seed: int | None = None,
-    model: str | None = None,
-    grow: float = 0,
-    feather: float = 0,
-    server: str | None = None,
-    timeout: float | None = None,
-    padding: int = 64,
-    token: str | None = None,
-) -> Any:
+def inpaint_layer(document: Any, node: Any = None, *, timeout: float | None = None, **settings: Any) -> Any:
     """Inpaint the selection of `node` (default: the active layer) and return the new layer.
 
     The selection is the mask (soft stays soft; no selection = the whole layer at
@@ -33,6 +17,7 @@ def inpaint_layer(
     to the daemon at `server` (default ws://127.0.0.1:7865). The result becomes a
     new paint layer above `node`, one undo step. Raises `InpaintError` (with a
     message for the painter) on any failure, leaving the document unchanged.
+    `timeout` bounds the whole job, in seconds. The settings, by name: {names}.
 
     Call it on Krita's GUI thread (the Scripter does): it waits for the job in a
     worker thread and keeps Krita repainting meanwhile.
@@ -41,31 +26,21 @@ def inpaint_layer(
         from differential_inpaint import inpaint_layer
         layer = inpaint_layer(Krita.instance().activeDocument(), prompt="a red brick wall")
     """
-    settings = core.InpaintSettings(
-        prompt=prompt,
-        negative_prompt=negative_prompt,
-        strength=strength,
-        steps=steps,
-        guidance=guidance,
-        seed=seed,
-        model=model,
-        grow=grow,
-        feather=feather,
-        padding=padding,
-        server=server or "",
-        token=token or "",
-    )
     try:
-        job = core.prepare_job(document, node, settings)
-        result = jobs.run_blocking(
-            job.submit, server=settings.server, token=settings.token or None, timeout=timeout
-        )
-        layer = core.insert_result(job, result)
+        chosen = Settings.from_values(settings)
+        job = flow.prepare(KritaDocument(document, node), chosen)
+        layer = flow.finish(job, jobs.run_blocking(job, chosen, timeout=timeout))
     except InpaintError:
         raise
     except Exception as exc:  # a Krita call failing: still the one error type callers catch
-        raise jobs.as_inpaint_error(exc) from exc
+        raise as_inpaint_error(exc) from exc
     wait = getattr(document, "waitForDone", None)
     if wait is not None:
         wait()  # the caller sees the finished layer, e.g. in projectionPixelData
     return layer
+
+
+if inpaint_layer.__doc__:
+    inpaint_layer.__doc__ = inpaint_layer.__doc__.replace(
+        "{names}", ", ".join(p.name for p in SETTINGS_PARAMS)
+    )

@@ -1,10 +1,14 @@
 """Running a job off Krita's GUI thread.
 
-The network part (the shared blocking client) always runs in a worker thread.
+The network part (`client.flow.follow`) always runs in a worker thread.
 `JobThread` is what the dialog uses: it reports through callbacks that the
 caller marshals to the GUI thread (ui.py wraps them in Qt signals).
 `run_blocking` is what `inpaint_layer` uses: it waits for the worker while
 letting Krita repaint, so even a Scripter call never freezes the window.
+
+A failure is handed over without its traceback: the traceback's frames hold the
+job, and through it Krita's document and node, in a reference cycle with the
+error; Krita would tear those down after its own objects at exit and crash.
 """
 
 from __future__ import annotations
@@ -14,22 +18,9 @@ from collections.abc import Callable
 from typing import Any
 
 from . import protocol as p
-from .client import DEFAULT_SERVER, InpaintError, run_job
+from .client import InpaintError, Settings, as_inpaint_error, flow
 
 CLIENT_NAME = "krita-differential-inpaint"
-
-
-def as_inpaint_error(exc: BaseException) -> InpaintError:
-    """Any failure as the one error type the painter sees."""
-    if isinstance(exc, InpaintError):
-        return exc
-    error = InpaintError(
-        f"Unexpected error in the plugin: {exc.__class__.__name__}: {exc}. Nothing was changed. "
-        "Please report this with the steps that led to it.",
-        "plugin_bug",
-    )
-    error.__cause__ = exc
-    return error
 
 
 class JobThread(threading.Thread):
@@ -38,20 +29,18 @@ class JobThread(threading.Thread):
 
     def __init__(
         self,
-        submit: p.Submit,
+        job: flow.PreparedJob,
+        settings: Settings,
         *,
-        server: str = "",
-        token: str | None = None,
         timeout: float | None = None,
         on_result: Callable[[p.Result], None],
         on_error: Callable[[InpaintError], None],
         on_progress: Callable[[p.Progress], None] | None = None,
         on_preview: Callable[[p.Preview], None] | None = None,
     ) -> None:
-        super().__init__(name=f"differential-inpaint-{submit.job_id[:8]}", daemon=True)
-        self.submit = submit
-        self.server = server or DEFAULT_SERVER
-        self.token = token
+        super().__init__(name=f"differential-inpaint-{job.submit.job_id[:8]}", daemon=True)
+        self.job: flow.PreparedJob | None = job
+        self.settings = settings
         self.timeout = timeout
         self.cancel_event = threading.Event()
         self._on_result = on_result
@@ -63,21 +52,31 @@ class JobThread(threading.Thread):
         self.cancel_event.set()
 
     def run(self) -> None:
+        on_result, on_error, job = self._on_result, self._on_error, self.job
+        assert job is not None, "a JobThread runs once"
         try:
-            result = run_job(
-                self.submit,
-                server=self.server,
-                token=self.token,
+            result = flow.follow(
+                job,
+                self.settings,
+                client=CLIENT_NAME,
                 on_progress=self._on_progress,
                 on_preview=self._on_preview,
                 cancel=self.cancel_event,
                 timeout=self.timeout,
-                client=CLIENT_NAME,
             )
         except BaseException as exc:  # the worker must always report back
-            self._on_error(as_inpaint_error(exc))
-            return
-        self._on_result(result)
+            on_error(as_inpaint_error(exc).with_traceback(None))
+        else:
+            on_result(result)
+        finally:
+            # The callbacks lead back to their owner (a JobController, which holds this
+            # thread): drop them, so that no cycle keeps the job's document alive.
+            self._on_result = self._on_error = _ignore
+            self._on_progress = self._on_preview = None
+
+
+def _ignore(_value: object) -> None:
+    pass
 
 
 def _default_pump() -> Callable[[], None]:
@@ -89,10 +88,9 @@ def _default_pump() -> Callable[[], None]:
 
 
 def run_blocking(
-    submit: p.Submit,
+    job: flow.PreparedJob,
+    settings: Settings,
     *,
-    server: str = "",
-    token: str | None = None,
     timeout: float | None = None,
     pump: Callable[[], None] | None = None,
 ) -> p.Result:
@@ -105,9 +103,8 @@ def run_blocking(
         done.set()
 
     worker = JobThread(
-        submit,
-        server=server,
-        token=token,
+        job,
+        settings,
         timeout=timeout,
         on_result=lambda result: finish("result", result),
         on_error=lambda error: finish("error", error),
@@ -120,6 +117,10 @@ def run_blocking(
     except BaseException:
         worker.cancel()  # e.g. KeyboardInterrupt in a console: do not leave the job running
         raise
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
+    result, error = box.pop("result", None), box.pop("error", None)
+    if error is not None:
+        try:
+            raise error
+        finally:
+            error = None  # this frame must not hold the error its own traceback holds
+    return result

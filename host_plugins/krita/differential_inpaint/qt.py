@@ -11,7 +11,7 @@ import sys
 from types import ModuleType
 
 
-def _load() -> tuple[ModuleType, ModuleType, ModuleType, int]:
+def _load() -> tuple[ModuleType, ModuleType, ModuleType]:
     # Krita has already imported the binding it was built with; a second one
     # would load another Qt major version into the process and crash it, so
     # follow Krita's choice before trying PyQt6 then PyQt5.
@@ -28,13 +28,12 @@ def _load() -> tuple[ModuleType, ModuleType, ModuleType, int]:
         except ImportError as exc:
             errors.append(f"{name}: {exc}")
             continue
-        return core, gui, widgets, 6 if name == "PyQt6" else 5
+        return core, gui, widgets
     raise ImportError("neither PyQt6 nor PyQt5 can be imported (" + "; ".join(errors) + ")")
 
 
-QtCore, QtGui, QtWidgets, QT_MAJOR = _load()
+QtCore, QtGui, QtWidgets = _load()
 Signal = QtCore.pyqtSignal
-Qt = QtCore.Qt
 
 
 def exec_dialog(dialog: QtWidgets.QDialog) -> int:

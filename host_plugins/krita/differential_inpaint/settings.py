@@ -1,37 +1,24 @@
-"""The dialog's last values, kept in Krita's own settings file (kritarc).
+"""The painter's settings, kept in Krita's own settings file (kritarc).
 
-Krita stores strings only, so each value is written as text and read back
-with a fallback: a hand-edited or stale kritarc never stops the dialog.
+One key per setting Krita shows (`SETTINGS_PARAMS` with the "krita" host),
+named as the setting. Krita stores strings only: each value is written as text
+and read back through the setting's own check, so a hand-edited or stale
+kritarc falls back to the default for that value and never stops the plugin.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, fields
 from typing import Any
 
-from .core import InpaintSettings
+from . import protocol as p
+from .client import SETTINGS_PARAMS, Settings
+from .protocol.spec import KRITA
 
 GROUP = "differential_inpaint"
-
-
-@dataclass
-class FormValues:
-    """Everything the dialog shows, including what is not a job setting."""
-
-    prompt: str = ""
-    negative_prompt: str = ""
-    strength: float = 1.0
-    steps: int = 20
-    guidance: float = 7.0
-    random_seed: bool = True
-    seed: int = 0
-    model: str = ""  # "" = the daemon's default
-    grow: float = 0.0
-    feather: float = 0.0
-    padding: int = 64
-    server: str = ""  # "" = ws://127.0.0.1:7865
-    token: str = ""  # "" = none (a daemon on loopback asks for none)
+SHOWN = p.shown_on(KRITA, SETTINGS_PARAMS)
+# Before seeds were optional, "Random" was its own key; it still wins when set.
+_LEGACY_RANDOM_SEED = "random_seed"
 
 
 def _krita() -> Any:
@@ -40,47 +27,45 @@ def _krita() -> Any:
     return Krita.instance()
 
 
-def _parse(kind: type, text: str) -> Any:
-    if kind is bool:
-        if text.lower() in ("true", "1", "yes"):
-            return True
-        if text.lower() in ("false", "0", "no"):
-            return False
-        raise ValueError(text)
-    return kind(text)
+def to_text(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
-def load(krita: Any | None = None) -> FormValues:
+def from_text(param: p.Param, text: str) -> Any:
+    """The value `text` stands for; ValueError when it is not one `param` allows."""
+    if text == "" and (param.optional or param.kind is not str):
+        if not param.optional:
+            raise ValueError("empty")
+        return None
+    if param.kind is bool:
+        value: Any = {"true": True, "false": False}[text.lower()]
+    elif param.kind is str:
+        value = text
+    else:
+        value = param.kind(text)
+    try:
+        return param.read({param.name: value}, "kritarc")
+    except p.ProtocolError as exc:
+        raise ValueError(exc.message) from None
+
+
+def load(krita: Any | None = None) -> Settings:
     krita = krita or _krita()
-    values = FormValues()
-    for f in fields(FormValues):
-        text = krita.readSetting(GROUP, f.name, "")
-        if text == "":
-            continue
-        kind = type(getattr(values, f.name))
-        with contextlib.suppress(ValueError):  # a bad value keeps the default
-            setattr(values, f.name, _parse(kind, text))
-    return values
+    values = {}
+    for param in SHOWN:
+        text = krita.readSetting(GROUP, param.name, "\0")
+        if text == "\0":
+            continue  # never saved: the default
+        with contextlib.suppress(ValueError, KeyError):  # a bad value keeps the default
+            values[param.name] = from_text(param, text)
+    if krita.readSetting(GROUP, _LEGACY_RANDOM_SEED, "").lower() == "true":
+        values["seed"] = None
+    return Settings.from_values(values)
 
 
-def save(values: FormValues, krita: Any | None = None) -> None:
+def save(settings: Settings, krita: Any | None = None) -> None:
     krita = krita or _krita()
-    for f in fields(FormValues):
-        krita.writeSetting(GROUP, f.name, str(getattr(values, f.name)))
-
-
-def to_settings(values: FormValues) -> InpaintSettings:
-    return InpaintSettings(
-        prompt=values.prompt,
-        negative_prompt=values.negative_prompt,
-        strength=values.strength,
-        steps=values.steps,
-        guidance=values.guidance,
-        seed=None if values.random_seed else values.seed,
-        model=values.model or None,
-        grow=values.grow,
-        feather=values.feather,
-        padding=values.padding,
-        server=values.server.strip(),
-        token=values.token.strip(),
-    )
+    values = settings.values()
+    for param in SHOWN:
+        krita.writeSetting(GROUP, param.name, to_text(values[param.name]))
+    krita.writeSetting(GROUP, _LEGACY_RANDOM_SEED, "")

@@ -12,13 +12,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import core, jobs, settings
+from . import jobs, settings
 from . import protocol as p
-from .client import DEFAULT_SERVER, InpaintError, JobCancelled, server_info
+from .client import DEFAULT_SERVER, InpaintError, JobCancelled, Settings, as_inpaint_error, flow, server_info
+from .krita_io import KritaDocument
 from .qt import QtCore, QtGui, QtWidgets, Signal, exec_dialog
 
 TITLE = "Differential Inpaint"
-_MAX_SEED = 2**63 - 1
 
 
 def show_error(parent: QtWidgets.QWidget | None, message: str) -> None:
@@ -56,145 +56,205 @@ class ModelFetcher(QtCore.QObject):
             getattr(self, outcome[0]).emit(*outcome[1:])
 
 
+class Field:
+    """One setting's widget: `widget` goes in the form; `value()`/`set_value()` speak
+    the setting's own type (None where it is optional)."""
+
+    def __init__(self, param: p.Param, widget: QtWidgets.QWidget) -> None:
+        self.param = param
+        self.widget = widget
+        widget.setToolTip(param.help)
+
+    def value(self) -> Any:
+        raise NotImplementedError
+
+    def set_value(self, value: Any) -> None:
+        raise NotImplementedError
+
+
+class TextField(Field):
+    def __init__(self, param: p.Param) -> None:
+        if param.multiline:
+            self.edit: Any = QtWidgets.QPlainTextEdit()
+            self.edit.setMaximumHeight(72)
+        else:
+            self.edit = QtWidgets.QLineEdit()
+            self.edit.setMaxLength(param.max_chars())
+            if param.secret:
+                self.edit.setEchoMode(QtWidgets.QLineEdit.EchoMode.Password)
+        self.edit.setPlaceholderText(param.help)
+        super().__init__(param, self.edit)
+
+    def value(self) -> Any:
+        text = (self.edit.toPlainText() if self.param.multiline else self.edit.text()).strip()
+        return None if self.param.optional and not text else text
+
+    def set_value(self, value: Any) -> None:
+        if self.param.multiline:
+            self.edit.setPlainText(value or "")
+        else:
+            self.edit.setText(value or "")
+
+
+class NumberField(Field):
+    """A spin box over the setting's bounds (an open bound is one step inside)."""
+
+    def __init__(self, param: p.Param) -> None:
+        lo, hi = param.bounds()
+        if param.kind is int:
+            box: Any = QtWidgets.QSpinBox()
+            box.setRange(int(lo) + param.lo_open, int(hi) - param.hi_open)
+        else:
+            box = QtWidgets.QDoubleSpinBox()
+            box.setDecimals(2)
+            box.setRange(lo + 0.01 * param.lo_open, hi - 0.01 * param.hi_open)
+            box.setSingleStep(param.step or 1.0)
+        if param.unit:
+            box.setSuffix(f" {param.unit}")
+        self.box = box
+        super().__init__(param, box)
+
+    def value(self) -> Any:
+        return self.box.value()
+
+    def set_value(self, value: Any) -> None:
+        self.box.setValue(value)
+
+
+class OptionalIntField(Field):
+    """An optional whole number too big for a spin box (the seed): "Random" or a value."""
+
+    def __init__(self, param: p.Param) -> None:
+        self.random = QtWidgets.QCheckBox("Random")
+        self.edit = QtWidgets.QLineEdit()
+        digits = len(str(param.bounds()[1]))
+        self.edit.setValidator(
+            QtGui.QRegularExpressionValidator(QtCore.QRegularExpression(rf"\d{{1,{digits}}}"))
+        )
+        self.random.toggled.connect(lambda on: self.edit.setEnabled(not on))
+        row = QtWidgets.QWidget()
+        layout = QtWidgets.QHBoxLayout(row)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.random)
+        layout.addWidget(self.edit, 1)
+        super().__init__(param, row)
+
+    def value(self) -> Any:
+        text = self.edit.text().strip()
+        if self.random.isChecked() or not text:
+            return None
+        lo, hi = self.param.bounds()
+        return max(lo, min(int(text), hi))
+
+    def set_value(self, value: Any) -> None:
+        self.random.setChecked(value is None)
+        self.edit.setEnabled(value is not None)
+        if value is not None:
+            self.edit.setText(str(value))
+
+
+class ModelField(Field):
+    """The daemon's models, asked for in a worker thread, plus its default."""
+
+    def __init__(self, param: p.Param, form: SettingsForm) -> None:
+        self.combo = QtWidgets.QComboBox()
+        self.refresh = QtWidgets.QPushButton("Refresh")
+        self.refresh.setToolTip("Ask the daemon for its models")
+        row = QtWidgets.QWidget()
+        layout = QtWidgets.QHBoxLayout(row)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.combo, 1)
+        layout.addWidget(self.refresh)
+        super().__init__(param, row)
+        self.set_models([], None, keep=None)
+
+    def listed(self) -> list[str]:
+        return [self.combo.itemData(i) for i in range(1, self.combo.count())]
+
+    def set_models(self, names: list[str], default: str | None, keep: str | None) -> None:
+        self.combo.clear()
+        self.combo.addItem("Daemon's default" + (f" ({default})" if default else ""), "")
+        if keep and keep not in names:
+            names = [*names, keep]  # keep a remembered choice even before the daemon answers
+        for name in names:
+            self.combo.addItem(name, name)
+        index = self.combo.findData(keep) if keep else 0
+        self.combo.setCurrentIndex(max(index, 0))
+
+    def value(self) -> Any:
+        return self.combo.currentData() or None
+
+    def set_value(self, value: Any) -> None:
+        self.set_models(self.listed(), None, keep=value)
+
+
+def make_field(param: p.Param, form: SettingsForm) -> Field:
+    if param.choices == "models":
+        return ModelField(param, form)
+    if param.kind is str:
+        return TextField(param)
+    if param.optional and param.kind is int:
+        return OptionalIntField(param)
+    return NumberField(param)
+
+
 class SettingsForm(QtWidgets.QWidget):
-    """Every control of a job; used by the dialog and the docker."""
+    """One widget per setting Krita shows (`settings.SHOWN`), built from the spec;
+    used by the dialog and the docker."""
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
-        self.prompt = QtWidgets.QPlainTextEdit()
-        self.prompt.setPlaceholderText("What to paint in the selection")
-        self.prompt.setMaximumHeight(72)
-        self.negative_prompt = QtWidgets.QLineEdit()
-        self.negative_prompt.setPlaceholderText("What to avoid (optional)")
-        self.strength = QtWidgets.QDoubleSpinBox()
-        self.strength.setRange(0.01, 1.0)
-        self.strength.setSingleStep(0.05)
-        self.strength.setToolTip("Scales the whole mask: 1 = white selected pixels change fully")
-        self.steps = QtWidgets.QSpinBox()
-        self.steps.setRange(1, p.DEFAULT_LIMITS.max_steps)
-        self.guidance = QtWidgets.QDoubleSpinBox()
-        self.guidance.setRange(0.0, 100.0)
-        self.guidance.setSingleStep(0.5)
-        self.random_seed = QtWidgets.QCheckBox("Random")
-        self.seed = QtWidgets.QLineEdit()
-        self.seed.setValidator(QtGui.QRegularExpressionValidator(QtCore.QRegularExpression(r"\d{1,19}")))
-        self.random_seed.toggled.connect(lambda on: self.seed.setEnabled(not on))
-        self.model = QtWidgets.QComboBox()
-        self.refresh = QtWidgets.QPushButton("Refresh")
-        self.refresh.setToolTip("Ask the daemon for its models")
-        self.grow = QtWidgets.QDoubleSpinBox()
-        self.feather = QtWidgets.QDoubleSpinBox()
-        for box in (self.grow, self.feather):
-            box.setRange(0.0, 1024.0)
-            box.setSuffix(" px")
-        self.padding = QtWidgets.QSpinBox()
-        self.padding.setRange(0, 2048)
-        self.padding.setSuffix(" px")
-        self.padding.setToolTip("Context around the selection that the model sees")
-        self.server = QtWidgets.QLineEdit()
-        self.server.setPlaceholderText(DEFAULT_SERVER)
-        self.token = QtWidgets.QLineEdit()
-        self.token.setEchoMode(QtWidgets.QLineEdit.EchoMode.Password)
-        self.token.setPlaceholderText("Only if the daemon asks for one")
-        self.token.setToolTip("The token a daemon on another machine prints when it starts")
+        self.fields: dict[str, Field] = {}
+        form = QtWidgets.QFormLayout(self)
+        for param in settings.SHOWN:
+            field = self.fields[param.name] = make_field(param, self)
+            form.addRow(param.label, field.widget)
         self.status = QtWidgets.QLabel()
         self.status.setWordWrap(True)
-
-        seed_row = QtWidgets.QHBoxLayout()
-        seed_row.addWidget(self.random_seed)
-        seed_row.addWidget(self.seed, 1)
-        model_row = QtWidgets.QHBoxLayout()
-        model_row.addWidget(self.model, 1)
-        model_row.addWidget(self.refresh)
-        form = QtWidgets.QFormLayout(self)
-        form.addRow("Prompt", self.prompt)
-        form.addRow("Negative prompt", self.negative_prompt)
-        form.addRow("Strength", self.strength)
-        form.addRow("Steps", self.steps)
-        form.addRow("Guidance", self.guidance)
-        form.addRow("Seed", seed_row)
-        form.addRow("Model", model_row)
-        form.addRow("Mask grow", self.grow)
-        form.addRow("Mask feather", self.feather)
-        form.addRow("Context padding", self.padding)
-        form.addRow("Daemon address", self.server)
-        form.addRow("Token", self.token)
         form.addRow(self.status)
-
+        self.model = self.fields["model"]
+        assert isinstance(self.model, ModelField)
         self._fetcher = ModelFetcher(self)
         self._fetcher.loaded.connect(self._models_loaded)
         self._fetcher.failed.connect(self._models_failed)
-        self.refresh.clicked.connect(self.refresh_models)
-        self._set_models([], None, keep="")
+        self.model.refresh.clicked.connect(self.refresh_models)
 
     # -- values ---------------------------------------------------------------
 
-    def set_values(self, values: settings.FormValues) -> None:
-        self.prompt.setPlainText(values.prompt)
-        self.negative_prompt.setText(values.negative_prompt)
-        self.strength.setValue(values.strength)
-        self.steps.setValue(values.steps)
-        self.guidance.setValue(values.guidance)
-        self.random_seed.setChecked(values.random_seed)
-        self.seed.setEnabled(not values.random_seed)
-        self.seed.setText(str(values.seed))
-        self._set_models(self._listed_models(), None, keep=values.model)
-        self.grow.setValue(values.grow)
-        self.feather.setValue(values.feather)
-        self.padding.setValue(values.padding)
-        self.server.setText(values.server)
-        self.token.setText(values.token)
+    def set_values(self, chosen: Settings) -> None:
+        values = chosen.values()
+        for name, field in self.fields.items():
+            field.set_value(values[name])
 
-    def values(self) -> settings.FormValues:
-        seed_text = self.seed.text().strip()
-        return settings.FormValues(
-            prompt=self.prompt.toPlainText().strip(),
-            negative_prompt=self.negative_prompt.text().strip(),
-            strength=self.strength.value(),
-            steps=self.steps.value(),
-            guidance=self.guidance.value(),
-            random_seed=self.random_seed.isChecked(),
-            seed=min(int(seed_text), _MAX_SEED) if seed_text else 0,
-            model=self.model.currentData() or "",
-            grow=self.grow.value(),
-            feather=self.feather.value(),
-            padding=self.padding.value(),
-            server=self.server.text().strip(),
-            token=self.token.text().strip(),
-        )
+    def values(self) -> Settings:
+        """The settings shown; those the form does not show keep their defaults."""
+        return Settings.from_values({name: field.value() for name, field in self.fields.items()})
 
     def show_used_seed(self, seed: int) -> None:
         """After a job: the seed it used, so a good result can be repeated."""
-        self.seed.setText(str(seed))
+        seed_field = self.fields["seed"]
+        if isinstance(seed_field, OptionalIntField):
+            seed_field.edit.setText(str(seed))  # "Random" stays as the painter set it
         self.status.setText(f"Last seed: {seed}")
 
     # -- models -----------------------------------------------------------------
 
-    def _listed_models(self) -> list[str]:
-        return [self.model.itemData(i) for i in range(1, self.model.count())]
-
-    def _set_models(self, names: list[str], default: str | None, keep: str) -> None:
-        self.model.clear()
-        self.model.addItem("Daemon's default" + (f" ({default})" if default else ""), "")
-        if keep and keep not in names:
-            names = [*names, keep]  # keep a remembered choice even before the daemon answers
-        for name in names:
-            self.model.addItem(name, name)
-        index = self.model.findData(keep) if keep else 0
-        self.model.setCurrentIndex(max(index, 0))
-
     def refresh_models(self) -> None:
-        self.refresh.setEnabled(False)
+        assert isinstance(self.model, ModelField)
+        self.model.refresh.setEnabled(False)
         self.status.setText("Asking the daemon for its models...")
-        self._fetcher.fetch(self.server.text().strip(), self.token.text().strip())
+        host = self.values().host
+        self._fetcher.fetch(host.server, host.token)
 
     def _models_loaded(self, names: list[str], default: str | None) -> None:
-        self.refresh.setEnabled(True)
-        self._set_models(names, default, keep=self.model.currentData() or "")
+        assert isinstance(self.model, ModelField)
+        self.model.refresh.setEnabled(True)
+        self.model.set_models(names, default, keep=self.model.value())
         self.status.setText(f"The daemon offers {len(names)} model(s).")
 
     def _models_failed(self, message: str) -> None:
-        self.refresh.setEnabled(True)
+        assert isinstance(self.model, ModelField)
+        self.model.refresh.setEnabled(True)
         self.status.setText(message)
 
 
@@ -240,16 +300,15 @@ class ProgressDialog(QtWidgets.QDialog):
         self.steps_seen = 0
 
     def show_progress(self, progress: p.Progress) -> None:
-        if progress.stage == p.Stage.QUEUED:
-            self.label.setText(f"Waiting for the daemon ({progress.position} job(s) ahead)...")
-            return
-        if progress.steps:
-            self.bar.setRange(0, progress.steps)
-            self.bar.setValue(progress.step)
-            self.steps_seen = max(self.steps_seen, progress.step)
-            self.label.setText(f"{progress.stage.capitalize()}: step {progress.step} of {progress.steps}")
+        text, fraction = flow.progress_text(progress)
+        self.label.setText(text)
+        if fraction is None:
+            self.bar.setRange(0, 0)  # busy
         else:
-            self.label.setText(f"{progress.stage.capitalize()}...")
+            self.bar.setRange(0, 1000)
+            self.bar.setValue(round(fraction * 1000))
+        if progress.stage == p.Stage.SAMPLING:
+            self.steps_seen = max(self.steps_seen, progress.step)
 
     def show_preview(self, preview: p.Preview) -> None:
         image = preview.image
@@ -304,33 +363,29 @@ class JobController(QtCore.QObject):
         self.report_error = report_error
         self.show_progress = show_progress
         self.progress: ProgressDialog | None = None
-        self.job: core.PreparedJob | None = None
+        self.job: flow.PreparedJob | None = None
         self.worker: jobs.JobThread | None = None
         self.result: p.Result | None = None
         self.error: InpaintError | None = None
-        self.layer: Any = None
         self.progressed.connect(self._on_progress)
         self.previewed.connect(self._on_preview)
         self.succeeded.connect(self._on_result)
         self.failed.connect(self._on_error)
 
-    def start(
-        self, document: Any, node: Any, job_settings: core.InpaintSettings, timeout: float | None = None
-    ) -> bool:
+    def start(self, document: Any, node: Any, job_settings: Settings, timeout: float | None = None) -> bool:
         """Read the layer and start the job; False (after telling the painter) if it cannot start."""
         try:
-            self.job = core.prepare_job(document, node, job_settings)
+            self.job = flow.prepare(KritaDocument(document, node), job_settings)
         except Exception as exc:
-            self._fail(jobs.as_inpaint_error(exc))
+            self._fail(as_inpaint_error(exc).with_traceback(None))
             return False
         if self.show_progress:
             self.progress = ProgressDialog(self.parent_widget, self.job.layer_name)
             self.progress.cancel_requested.connect(self.cancel)
             self.progress.show()
         self.worker = jobs.JobThread(
-            self.job.submit,
-            server=job_settings.server,
-            token=job_settings.token or None,
+            self.job,
+            job_settings,
             timeout=timeout,
             on_result=self.succeeded.emit,
             on_error=self.failed.emit,
@@ -357,12 +412,12 @@ class JobController(QtCore.QObject):
         assert self.job is not None
         self.result = result
         try:
-            self.layer = core.insert_result(self.job, result)
+            layer = flow.finish(self.job, result)
         except Exception as exc:
-            self._fail(jobs.as_inpaint_error(exc))
+            self._fail(as_inpaint_error(exc).with_traceback(None))
             return
         self._close()
-        self.finished.emit(self.layer)
+        self.finished.emit(layer)
 
     def _on_error(self, error: InpaintError) -> None:
         self._fail(error)
@@ -381,6 +436,12 @@ class JobController(QtCore.QObject):
             self.progress.deleteLater()
             self.progress = None
         JobController._running.discard(self)
+        # Krita's objects only as long as the job runs: a controller may outlive it in a
+        # reference cycle (signal slots that close over it), and Krita crashes at exit
+        # on document wrappers that such cycles free after Krita's own objects.
+        self.job = None
+        if self.worker is not None:
+            self.worker.job = None
 
 
 def run_from_form(
@@ -400,7 +461,7 @@ def run_from_form(
                 form.show_used_seed(controller.result.seed)
 
     controller.finished.connect(done)
-    controller.start(document, None, settings.to_settings(values))
+    controller.start(document, None, values)
     return controller
 
 

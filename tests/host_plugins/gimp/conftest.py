@@ -18,10 +18,10 @@ def installed_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def plugin_core(installed_plugin: Path) -> Iterator[ModuleType]:
-    """The installed plug-in's pure `core` module (it imports its own protocol copy)."""
+def plugin_formats(installed_plugin: Path) -> Iterator[ModuleType]:
+    """The installed plug-in's GIMP-free `formats` module (it imports its own protocol copy)."""
     sys.path.insert(0, str(installed_plugin))
     try:
-        yield importlib.import_module(f"{PACKAGE}.core")
+        yield importlib.import_module(f"{PACKAGE}.formats")
     finally:
         sys.path.remove(str(installed_plugin))

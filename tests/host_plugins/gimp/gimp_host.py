@@ -9,10 +9,11 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from types import ModuleType
+from types import SimpleNamespace
 from typing import Any
 
 from differential_inpaint import protocol as p
+from differential_inpaint.client import flow
 from differential_inpaint.host_plugins.install.gimp import install
 
 from . import chroot
@@ -98,13 +99,17 @@ class GimpRun:
         return verdict
 
 
-def expected_region(core: ModuleType, verdict: dict[str, Any], layer: dict[str, Any]) -> p.Rect:
-    """Where the new layer must be, in image coordinates, by the plug-in's own region maths."""
+def expected_region(verdict: dict[str, Any], layer: dict[str, Any]) -> p.Rect:
+    """Where the new layer must be, in image coordinates, by the shared region maths."""
     bounds = verdict["selection_bounds"]
     dx, dy = layer["x"], layer["y"]
     selection = None
     if bounds is not None:
         x1, y1, x2, y2 = bounds
-        selection = core.Rect.from_edges(x1 - dx, y1 - dy, x2 - dx, y2 - dy)
-    region = core.plan_region(selection, (layer["width"], layer["height"]))
+        selection = p.Rect.from_edges(x1 - dx, y1 - dy, x2 - dx, y2 - dy)
+    drawable = p.Rect(0, 0, layer["width"], layer["height"])
+    host = SimpleNamespace(
+        canvas=lambda: drawable, layer_extent=lambda: drawable, selection=lambda: selection
+    )
+    region, _, _ = flow.plan_region(host, p.DEFAULT_PADDING)  # GIMP sends the default context
     return p.Rect(region.x + dx, region.y + dy, region.width, region.height)

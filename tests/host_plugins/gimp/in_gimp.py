@@ -96,13 +96,13 @@ def run_directly(spec: dict[str, Any], image: Gimp.Image, layer: Gimp.Layer) -> 
     for path in (plugin_dir + "/differential_inpaint_gimp/_vendor", plugin_dir):
         if path not in sys.path:
             sys.path.insert(0, path)
-    from differential_inpaint_gimp import core, job
+    from differential_inpaint_gimp import gimp_io
+    from differential_inpaint_gimp.client import InpaintError, Settings, flow
 
     args = spec["args"]
-    settings = core.Settings(
-        prompt=args["prompt"], steps=args.get("steps", 20), server_url=args["server-url"]
+    settings = Settings.from_values(
+        {"prompt": args["prompt"], "steps": args.get("steps", 20), "server": args["server-url"]}
     )
-    show_progress = job._show_progress
     acted: list[str] = []
 
     def act(progress: Any) -> None:
@@ -112,15 +112,12 @@ def run_directly(spec: dict[str, Any], image: Gimp.Image, layer: Gimp.Layer) -> 
                 image.remove_layer(layer)
             else:
                 image.delete()
-        show_progress(progress)
+        gimp_io.show_progress(progress)
 
-    job._show_progress = act
     try:
-        job.inpaint(image, layer, settings)
-    except job.JobFailed as exc:
-        return "execution-error", str(exc)
-    finally:
-        job._show_progress = show_progress
+        flow.run(gimp_io.GimpDocument(image, layer), settings, client="in-gimp-test", on_progress=act)
+    except InpaintError as exc:
+        return "execution-error", exc.message
     return "success", None
 
 
@@ -261,6 +258,10 @@ def procedure_info() -> dict[str, Any]:
             for name, value in ((arg.name, arg.get_default_value()) for arg in proc.get_arguments())
             if isinstance(value, (str, int, float))
         },
+        "ranges": {
+            arg.name: [arg.minimum, arg.maximum] for arg in proc.get_arguments() if hasattr(arg, "minimum")
+        },
+        "blurbs": {arg.name: arg.get_blurb() for arg in proc.get_arguments()},
     }
 
 

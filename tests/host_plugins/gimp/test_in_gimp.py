@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import socket
 from collections.abc import Iterator
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from differential_inpaint import protocol as p
+from differential_inpaint.client import SETTINGS_PARAMS
 from tests.support.fake_daemon import FAIL_MESSAGE, WRONG_TOKEN, FakeDaemon, expected_result, fake_daemon
 from tests.support.hosts import require_host
 
@@ -176,7 +176,6 @@ def gimp_run() -> Iterator[tuple[gimp_host.GimpRun, FakeDaemon]]:
 def check_success(
     run: gimp_host.GimpRun,
     daemon: FakeDaemon,
-    core: ModuleType,
     name: str,
     wire: p.PixelFormat,
     prompt: str | None = None,
@@ -189,7 +188,7 @@ def check_success(
     assert new is not None, verdict
 
     # Where: the region around the selection, at the region's offset in the image.
-    region = gimp_host.expected_region(core, verdict, spec["layer"])
+    region = gimp_host.expected_region(verdict, spec["layer"])
     assert (new["x"], new["y"], new["width"], new["height"]) == (
         region.x,
         region.y,
@@ -257,9 +256,35 @@ def test_procedure_registration(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) 
     assert defaults["server-url"] == "ws://127.0.0.1:7865"
 
 
-def test_feathered_selection(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon], plugin_core: ModuleType) -> None:
+def test_the_procedure_offers_exactly_the_declared_settings(
+    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
+) -> None:
+    """Every setting GIMP shows, walked from the spec: name, default, bounds, help."""
+    info = gimp_run[0].verdict("procedure")
+    shown = p.shown_on("gimp", SETTINGS_PARAMS)
+    assert info["arguments"][3:] == [q.gimp_argument for q in shown]
+    for q in shown:
+        name = q.gimp_argument
+        assert info["blurbs"][name].startswith(q.help), name
+        if q.kind is str:
+            assert info["defaults"][name] == (q.default or ""), name
+            continue
+        lo, hi = q.bounds()
+        if q.optional:  # -1 stands for "none"
+            assert info["defaults"][name] == -1 and info["ranges"][name] == [-1, min(hi, 2**31 - 1)], name
+        elif q.kind is int:
+            assert info["defaults"][name] == q.default and info["ranges"][name] == [lo, hi], name
+        else:
+            low, high = info["ranges"][name]
+            assert info["defaults"][name] == pytest.approx(q.default), name
+            assert low == pytest.approx(lo + 0.01 * q.lo_open) and high == pytest.approx(
+                hi - 0.01 * q.hi_open
+            )
+
+
+def test_feathered_selection(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
     run, daemon = gimp_run
-    verdict, submit = check_success(run, daemon, plugin_core, "feathered", p.PixelFormat.RGBA8)
+    verdict, submit = check_success(run, daemon, "feathered", p.PixelFormat.RGBA8)
     assert verdict["selection_levels"] > 100  # really a gradient, not a hard edge
     assert len(set(submit.mask.data)) > 100
     new = verdict["new_layer"]
@@ -281,11 +306,9 @@ def test_feathered_selection(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon], plu
     assert params.output_format == p.PixelFormat.RGBA8
 
 
-def test_16_bit_image_keeps_its_precision(
-    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon], plugin_core: ModuleType
-) -> None:
+def test_16_bit_image_keeps_its_precision(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
     run, daemon = gimp_run
-    verdict, submit = check_success(run, daemon, plugin_core, "deep16", p.PixelFormat.RGBA16)
+    verdict, submit = check_success(run, daemon, "deep16", p.PixelFormat.RGBA16)
     assert verdict["precision_read"] == "u16-non-linear"
     assert submit.params.output_format == p.PixelFormat.RGBA16
     # Detail below 8 bits really travelled (an 8-bit round trip would make all low bytes k*257).
@@ -293,33 +316,27 @@ def test_16_bit_image_keeps_its_precision(
     assert any(w % 257 for w in words[0::4])
 
 
-def test_float_image_with_negative_offset(
-    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon], plugin_core: ModuleType
-) -> None:
+def test_float_image_with_negative_offset(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
     run, daemon = gimp_run
-    verdict, submit = check_success(run, daemon, plugin_core, "float32", p.PixelFormat.RGBAF32)
+    verdict, submit = check_success(run, daemon, "float32", p.PixelFormat.RGBAF32)
     assert submit.params.output_format == p.PixelFormat.RGBAF32
 
 
-def test_half_float_image(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon], plugin_core: ModuleType) -> None:
+def test_half_float_image(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
     run, daemon = gimp_run
-    check_success(run, daemon, plugin_core, "half", p.PixelFormat.RGBAF16)
+    check_success(run, daemon, "half", p.PixelFormat.RGBAF16)
 
 
-def test_no_selection_repaints_the_whole_layer(
-    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon], plugin_core: ModuleType
-) -> None:
+def test_no_selection_repaints_the_whole_layer(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
     run, daemon = gimp_run
-    verdict, submit = check_success(run, daemon, plugin_core, "no-selection", p.PixelFormat.RGBA8)
+    verdict, submit = check_success(run, daemon, "no-selection", p.PixelFormat.RGBA8)
     new = verdict["new_layer"]
     assert (new["x"], new["y"], new["width"], new["height"]) == (30, 20, 240, 160)
     assert submit.mask.data == b"\xff" * (240 * 160)
     assert new["name"] == "everything repainted at once"
 
 
-def test_interactive_dialog_ok(
-    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon], plugin_core: ModuleType
-) -> None:
+def test_interactive_dialog_ok(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
     """INTERACTIVE: the real GimpUi.ProcedureDialog opens, what is typed there is sent."""
     run, daemon = gimp_run
     dialog = run.verdict("dialog-ok")["dialog"]
@@ -342,9 +359,7 @@ def test_interactive_dialog_ok(
         assert label in dialog["labels"]
     assert dialog["hidden_entries"] == 1  # the token shows as dots
     assert "set before the dialog" not in daemon.submit_by_prompt
-    verdict, _ = check_success(
-        run, daemon, plugin_core, "dialog-ok", p.PixelFormat.RGBA8, prompt="typed in the dialog"
-    )
+    verdict, _ = check_success(run, daemon, "dialog-ok", p.PixelFormat.RGBA8, prompt="typed in the dialog")
     assert verdict["new_layer"]["name"] == "typed in the dialog"
 
 
@@ -373,15 +388,13 @@ def test_connection_lost(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None
 
 def test_selection_that_misses_the_layer(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
     message = check_failure(gimp_run[0], "selection-misses-layer")
-    assert "does not touch the active layer" in message
+    assert "does not touch the layer" in message
     assert "selection-misses-layer" not in gimp_run[1].submit_by_prompt  # nothing was sent
 
 
-def test_layer_in_a_group_at_negative_offsets(
-    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon], plugin_core: ModuleType
-) -> None:
+def test_layer_in_a_group_at_negative_offsets(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
     run, daemon = gimp_run
-    verdict, submit = check_success(run, daemon, plugin_core, "in-group", p.PixelFormat.RGBA8)
+    verdict, submit = check_success(run, daemon, "in-group", p.PixelFormat.RGBA8)
     new = verdict["new_layer"]
     assert new["parent"] == "group"  # beside the source, inside its group
     assert [(item["name"], item["parent"]) for item in verdict["layers_after"]] == [
@@ -396,22 +409,18 @@ def test_layer_in_a_group_at_negative_offsets(
     assert new["x"] >= -30 and new["y"] >= -20
 
 
-def test_tiny_selection_and_a_non_ascii_prompt(
-    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon], plugin_core: ModuleType
-) -> None:
+def test_tiny_selection_and_a_non_ascii_prompt(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
     run, daemon = gimp_run
-    verdict, submit = check_success(run, daemon, plugin_core, "tiny-non-ascii", p.PixelFormat.RGBA8)
+    verdict, submit = check_success(run, daemon, "tiny-non-ascii", p.PixelFormat.RGBA8)
     assert verdict["new_layer"]["name"] == "Zürich 東京 🌸 straße"
     assert submit.params.prompt == "Zürich 東京 🌸 straße"
     assert submit.mask.data.count(255) == 3 * 2  # the 6 selected pixels, in a region with context
     assert submit.image.width >= 64 and submit.image.height >= 64
 
 
-def test_the_token_reaches_the_daemon(
-    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon], plugin_core: ModuleType
-) -> None:
+def test_the_token_reaches_the_daemon(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
     run, daemon = gimp_run
-    check_success(run, daemon, plugin_core, "token", p.PixelFormat.RGBA8)
+    check_success(run, daemon, "token", p.PixelFormat.RGBA8)
     assert daemon.token_by_prompt["with a token"] == "s3cret"
     assert daemon.token_by_prompt["a red barn"] is None  # no token unless one is given
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -99,9 +98,9 @@ def check_success(run: gimp_host.GimpRun, name: str, region: tuple[int, int, int
     return verdict
 
 
-def test_feathered_selection(gimp_run: gimp_host.GimpRun, plugin_core: ModuleType) -> None:
+def test_feathered_selection(gimp_run: gimp_host.GimpRun) -> None:
     spec = next(s for s in gimp_run.scenarios if s["name"] == "feathered")
-    region = gimp_host.expected_region(plugin_core, gimp_run.verdict("feathered"), spec["layer"])
+    region = gimp_host.expected_region(gimp_run.verdict("feathered"), spec["layer"])
     assert (region.width, region.height) == (512, 512)  # context around it, not the whole layer
     verdict = check_success(gimp_run, "feathered", (region.x, region.y, 512, 512))
     new = verdict["new_layer"]

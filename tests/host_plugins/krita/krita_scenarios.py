@@ -283,7 +283,7 @@ def no_selection(c: Checks, w: World, server: str, exact: bool) -> None:
     p = w.p
     extent = p.Rect(40, 30, 90, 70)
     region = p.context_region(extent, p.Rect(0, 0, 200, 150), padding=0)
-    mask = w.plugin.core.full_mask(region, extent)
+    mask = w.plugin.client.flow.full_mask(region, extent)
     data = check_new_layer(c, w, doc, layer, new, region, mask, "U8", "whole layer")
     alpha = alpha_values(data, "U8")
     c(
@@ -389,7 +389,7 @@ def too_large_without_selection(c: Checks, w: World) -> None:
     started = time.monotonic()
     try:
         w.plugin.inpaint_layer(doc, layer, prompt="too big", server=w.server("dead_server"))
-    except w.plugin.KritaInpaintError as exc:
+    except w.plugin.InpaintError as exc:
         c("refused as too large", exc.code == "too_large", f"{exc.code}: {exc.message}")
         c("says what to do", "Select a smaller area" in exc.message, exc.message)
     else:
@@ -402,11 +402,14 @@ def settings_unicode(c: Checks, w: World) -> None:
     """The dialog's remembered values survive kritarc with any text in them."""
     from differential_inpaint import settings
 
-    values = settings.FormValues(
-        prompt='Zürich 東京 🌸\nsecond line = "quoted"; [group]',
-        negative_prompt="ß, é, ø",
-        server="ws://127.0.0.1:7865/",
-        token="s3cret",
+    values = w.plugin.Settings.from_values(
+        {
+            "prompt": 'Zürich 東京 🌸\nsecond line = "quoted"; [group]',
+            "negative_prompt": "ß, é, ø",
+            "server": "ws://127.0.0.1:7865/",
+            "token": "s3cret",
+            "seed": 2**63 - 1,
+        }
     )
     settings.save(values)
     c("round trip through kritarc", settings.load() == values, settings.load())
@@ -452,7 +455,7 @@ def refuses_other_models(c: Checks, w: World) -> None:
     names = w.names(doc)
     try:
         w.plugin.inpaint_layer(doc, layer, prompt="gray", server=w.server("dead_server"))
-    except w.plugin.KritaInpaintError as exc:
+    except w.plugin.InpaintError as exc:
         c("refused as unsupported", exc.code == "unsupported_color_model", exc.code)
         c("says what to do", "Convert Image Color Space" in exc.message, exc.message)
     else:
@@ -480,7 +483,7 @@ def job_errors(c: Checks, w: World) -> None:
 
 def controller_run(c: Checks, w: World, server: str, prompt: str, cancel: bool = False) -> None:
     """The dialog's path: JobController, worker thread, Qt signals, progress dialog."""
-    from differential_inpaint import core, ui
+    from differential_inpaint import ui
 
     doc, layer = w.document(160, 160)
     layer.setPixelData(pattern(160, 160, "U8"), 0, 0, 160, 160)
@@ -501,7 +504,7 @@ def controller_run(c: Checks, w: World, server: str, prompt: str, cancel: bool =
     controller.previewed.connect(preview_shown)
     finished: list[Any] = []
     controller.finished.connect(finished.append)
-    settings = core.InpaintSettings(prompt=prompt, steps=4, seed=1, server=server)
+    settings = w.plugin.Settings.from_values(dict(prompt=prompt, steps=4, seed=1, server=server))
     gui_blocked = 0.0
     started = time.monotonic()
     c("started", controller.start(doc, layer, settings))
@@ -542,7 +545,7 @@ def controller_run(c: Checks, w: World, server: str, prompt: str, cancel: bool =
 def changed_mid_job(c: Checks, w: World) -> None:
     """The painter keeps working while a job runs: the layer deleted meanwhile puts the
     result on top of the image; the image closed meanwhile gets nothing, with a message."""
-    from differential_inpaint import core, ui
+    from differential_inpaint import ui
 
     for change in ("remove the layer", "close the document"):
         doc, layer = w.document(96, 96)
@@ -555,7 +558,7 @@ def changed_mid_job(c: Checks, w: World) -> None:
         )
         controller.finished.connect(finished.append)
         prompt = f"after: {change}"
-        settings = core.InpaintSettings(prompt=prompt, steps=2, server=w.server("fake_daemon"))
+        settings = w.plugin.Settings.from_values(dict(prompt=prompt, steps=2, server=w.server("fake_daemon")))
         c(f"{change}: started", controller.start(doc, layer, settings))
         # The result reaches the GUI thread only through the event loop, so this comes first.
         if change == "remove the layer":
@@ -574,7 +577,7 @@ def changed_mid_job(c: Checks, w: World) -> None:
 
 
 def controller_error(c: Checks, w: World) -> None:
-    from differential_inpaint import core, ui
+    from differential_inpaint import ui
 
     doc, layer = w.document(64, 64)
     layer.setPixelData(pattern(64, 64, "U8"), 0, 0, 64, 64)
@@ -583,7 +586,9 @@ def controller_error(c: Checks, w: World) -> None:
     controller = ui.JobController(None, report_error=lambda _parent, message: errors.append(message))
     finished: list[Any] = []
     controller.finished.connect(finished.append)
-    controller.start(doc, layer, core.InpaintSettings(prompt="x", server=w.server("dead_server")))
+    controller.start(
+        doc, layer, w.plugin.Settings.from_values(dict(prompt="x", server=w.server("dead_server")))
+    )
     w.wait_until(lambda: bool(finished), 30)
     c("finished without a layer", finished == [None], finished)
     c("one message that says how to start the daemon", len(errors) == 1 and "serve" in errors[0], errors)
@@ -592,7 +597,10 @@ def controller_error(c: Checks, w: World) -> None:
     gray, gray_layer = w.document(32, 32, "U8", "GRAYA")
     errors.clear()
     refused = ui.JobController(None, report_error=lambda _parent, message: errors.append(message))
-    c("a gray image does not start", not refused.start(gray, gray_layer, core.InpaintSettings(prompt="x")))
+    c(
+        "a gray image does not start",
+        not refused.start(gray, gray_layer, w.plugin.Settings.from_values(dict(prompt="x"))),
+    )
     c("and says why", len(errors) == 1 and "RGB/Alpha" in errors[0], errors)
 
 
@@ -614,7 +622,11 @@ def menu_and_dialog(c: Checks, w: World) -> None:
     doc.setActiveNode(layer)
     w.select_feathered(doc, (30, 30, 50, 50), 8)
     names = w.names(doc)
-    settings.save(settings.FormValues(prompt="from the menu", steps=3, server=w.server("fake_daemon")))
+    settings.save(
+        w.plugin.Settings.from_values(
+            {"prompt": "from the menu", "steps": 3, "server": w.server("fake_daemon")}
+        )
+    )
     seen: dict[str, Any] = {}
 
     def drive() -> None:
@@ -626,13 +638,14 @@ def menu_and_dialog(c: Checks, w: World) -> None:
                 QtCore.QTimer.singleShot(50, drive)
             return
         form = dialog.form
-        if form.model.count() < 3 and seen.get("waits", 0) < 100:  # default + the fake's two models
+        if form.model.combo.count() < 3 and seen.get("waits", 0) < 100:  # default + the fake's two models
             seen["waits"] = seen.get("waits", 0) + 1
             QtCore.QTimer.singleShot(50, drive)
             return
-        seen["prompt"] = form.prompt.toPlainText()
-        seen["models"] = [form.model.itemText(i) for i in range(form.model.count())]
-        form.model.setCurrentIndex(form.model.findData("fake-xl"))
+        seen["prompt"] = form.fields["prompt"].value()
+        combo = form.model.combo
+        seen["models"] = [combo.itemText(i) for i in range(combo.count())]
+        combo.setCurrentIndex(combo.findData("fake-xl"))
         dialog.accept()
 
     QtCore.QTimer.singleShot(50, drive)
@@ -644,7 +657,7 @@ def menu_and_dialog(c: Checks, w: World) -> None:
     w.pump(0.2)
     added = [n for n in w.names(doc) if n not in names]
     c("the menu's job added one layer named after the prompt", added == ["from the menu"], w.names(doc))
-    c("the chosen model is remembered", settings.load().model == "fake-xl", settings.load())
+    c("the chosen model is remembered", settings.load().job.model == "fake-xl", settings.load())
 
     # The docker: same form, its own Inpaint button, the same job path.
     from differential_inpaint.extension import DifferentialInpaintDocker
@@ -652,9 +665,8 @@ def menu_and_dialog(c: Checks, w: World) -> None:
     docker = next((d for d in w.krita.dockers() if isinstance(d, DifferentialInpaintDocker)), None)
     if not c("the docker is ours", docker is not None, dockers):
         return
-    values = docker.form.values()
-    values.prompt, values.server, values.steps = "from the docker", w.server("fake_daemon"), 2
-    docker.form.set_values(values)
+    values = {**docker.form.values().values(), "prompt": "from the docker", "steps": 2}
+    docker.form.set_values(w.plugin.Settings.from_values({**values, "server": w.server("fake_daemon")}))
     docker.run_button.click()
     c("the docker's job finished", w.wait_until(lambda: not ui.JobController._running, 60))
     w.pump(0.2)
@@ -688,6 +700,17 @@ def zip_import(c: Checks, w: World) -> None:
     )
 
 
+def form_from_spec(c: Checks, w: World) -> None:
+    """The dialog's and the docker's form offers exactly the declared settings."""
+    from form_check import form_problems
+
+    from differential_inpaint import ui
+
+    form = ui.SettingsForm()
+    c("every declared setting, with its label, help, default and bounds", form_problems(w.plugin, form) == [])
+    form.deleteLater()
+
+
 SCENARIOS: dict[str, Callable[[Checks, World], None]] = {
     # byte-exact, against the fake daemon
     "exact_feathered_undo": lambda c, w: inpaint_with_undo(c, w, w.server("fake_daemon"), "exact door", True),
@@ -711,6 +734,7 @@ SCENARIOS: dict[str, Callable[[Checks, World], None]] = {
     "changed_mid_job": changed_mid_job,
     "menu_and_dialog": menu_and_dialog,
     "zip_import": zip_import,
+    "form_from_spec": form_from_spec,
     # end to end, against the real daemon serving builtin:tiny-sd15
     "real_feathered_undo": lambda c, w: inpaint_with_undo(
         c, w, w.server("real_daemon"), "a brick wall", False

@@ -4,6 +4,7 @@ sent, what is inserted, and what happens on every failure. No Qt, no Krita."""
 from __future__ import annotations
 
 import ast
+import gc
 import importlib
 import struct
 import threading
@@ -48,7 +49,12 @@ def feathered_selection(doc: fake_krita.Document, x: int, y: int, w: int, h: int
 
 def settings(plugin: ModuleType, **changes: object) -> object:
     values = {"prompt": "a red door", "steps": 3, **changes}
-    return plugin.InpaintSettings(**values)
+    return plugin.Settings.from_values(values)
+
+
+def prepare(plugin: ModuleType, doc: object, node: object, chosen: object) -> object:
+    """What the dialog, the docker and `inpaint_layer` do first: read Krita, build the submit."""
+    return plugin.client.flow.prepare(plugin.krita_io.KritaDocument(doc, node), chosen)
 
 
 # --- reading and planning ------------------------------------------------------------
@@ -57,7 +63,7 @@ def settings(plugin: ModuleType, **changes: object) -> object:
 def test_feathered_selection_sends_only_the_region_with_a_soft_mask(plugin, krita):
     doc, layer = new_document(krita)
     selection = feathered_selection(doc, SEL_X, SEL_Y, SEL_W, SEL_H)
-    job = plugin.core.prepare_job(doc, None, settings(plugin, padding=16))
+    job = prepare(plugin, doc, None, settings(plugin, padding=16))
     p = plugin.protocol
     expected = p.context_region(p.Rect(SEL_X, SEL_Y, SEL_W, SEL_H), p.Rect(0, 0, 256, 192), padding=16)
     assert job.region == expected
@@ -80,7 +86,7 @@ def test_feathered_selection_sends_only_the_region_with_a_soft_mask(plugin, krit
 def test_no_selection_means_the_whole_layer_at_full_mask(plugin, krita):
     doc, layer = new_document(krita, 200, 120)
     layer.paint(pattern(50, 40, 4), 30, 20, 50, 40)  # painted area only
-    job = plugin.core.prepare_job(doc, layer, settings(plugin, strength=0.4))
+    job = prepare(plugin, doc, layer, settings(plugin, strength=0.4))
     region = job.region
     assert region.contains(plugin.protocol.Rect(30, 20, 50, 40))
     assert region.width % 8 == 0 and region.height % 8 == 0
@@ -90,14 +96,14 @@ def test_no_selection_means_the_whole_layer_at_full_mask(plugin, krita):
             inside = 30 <= region.x + col < 80 and 20 <= region.y + row < 60
             assert mask[row * region.width + col] == (255 if inside else 0)
     assert job.submit.params.strength == pytest.approx(0.4)
-    assert not job.has_selection
+    assert job.whole_layer
 
 
 def test_a_moved_layer_is_read_where_it_now_lies(plugin, krita):
     doc, layer = new_document(krita, 200, 120)
     layer.paint(pattern(40, 40, 4, salt=3), 0, 0, 40, 40)
     layer.move(120, 64)  # as Node.move: the pixels now start at 120,64
-    job = plugin.core.prepare_job(doc, layer, settings(plugin))
+    job = prepare(plugin, doc, layer, settings(plugin))
     assert job.region.contains(plugin.protocol.Rect(120, 64, 40, 40))
     r = job.region
     assert job.submit.image.data == layer.pixelData(r.x, r.y, r.width, r.height)
@@ -118,7 +124,7 @@ def test_a_moved_layer_is_read_where_it_now_lies(plugin, krita):
 def test_each_depth_is_sent_natively_and_asked_back_in_kind(plugin, krita, depth, fmt, color):
     doc, layer = new_document(krita, 64, 64, depth=depth)
     feathered_selection(doc, 8, 8, 20, 20)
-    job = plugin.core.prepare_job(doc, None, settings(plugin, padding=8))
+    job = prepare(plugin, doc, None, settings(plugin, padding=8))
     image = job.submit.image
     assert image.format.value == fmt
     assert image.color.value == color  # Krita's default deep profiles are linear (…-g10)
@@ -131,7 +137,7 @@ def test_srgb_profile_on_a_deep_document_is_sent_as_srgb(plugin, krita):
     krita.docs.append(doc)
     layer = doc.add_layer("L")
     layer.paint(pattern(32, 32, 8), 0, 0, 32, 32)
-    job = plugin.core.prepare_job(doc, layer, settings(plugin))
+    job = prepare(plugin, doc, layer, settings(plugin))
     assert job.submit.image.color is plugin.protocol.ColorEncoding.SRGB
 
 
@@ -139,7 +145,7 @@ def test_a_group_sends_its_projection(plugin, krita):
     doc, _ = new_document(krita, 64, 64)
     group = doc.add_layer("group", "grouplayer")
     group.projection = pattern(64, 64, 4, salt=9)
-    job = plugin.core.prepare_job(doc, group, settings(plugin))
+    job = prepare(plugin, doc, group, settings(plugin))
     assert [e.kind for e in doc.events] == ["projection"]
     assert job.submit.image.data == pattern(64, 64, 4, salt=9)
 
@@ -147,8 +153,8 @@ def test_a_group_sends_its_projection(plugin, krita):
 @pytest.mark.parametrize("model", ["GRAYA", "CMYKA", "LABA"])
 def test_other_colour_models_are_refused_clearly(plugin, krita, model):
     doc, layer = new_document(krita, 32, 32, model=model)
-    with pytest.raises(plugin.KritaInpaintError) as caught:
-        plugin.core.prepare_job(doc, layer, settings(plugin))
+    with pytest.raises(plugin.InpaintError) as caught:
+        prepare(plugin, doc, layer, settings(plugin))
     assert caught.value.code == "unsupported_color_model"
     assert model in caught.value.message and "RGB/Alpha" in caught.value.message
     assert doc.events == []
@@ -157,15 +163,15 @@ def test_other_colour_models_are_refused_clearly(plugin, krita, model):
 def test_a_layer_in_another_colour_space_than_the_image_is_refused(plugin, krita):
     doc, layer = new_document(krita, 32, 32)
     layer.depth = "U16"
-    with pytest.raises(plugin.KritaInpaintError, match="Convert Layer Color Space"):
-        plugin.core.prepare_job(doc, layer, settings(plugin))
+    with pytest.raises(plugin.InpaintError, match="Convert Layer Color Space"):
+        prepare(plugin, doc, layer, settings(plugin))
 
 
 def test_an_empty_or_off_canvas_selection_is_refused(plugin, krita):
     doc, layer = new_document(krita, 64, 64)
     doc.setSelection(fake_krita.Selection(64, 64))  # exists, selects nothing
-    job = plugin.core.prepare_job(doc, layer, settings(plugin))  # = no selection: whole layer
-    assert not job.has_selection
+    job = prepare(plugin, doc, layer, settings(plugin))  # = no selection: whole layer
+    assert job.whole_layer
 
     class OffCanvas(fake_krita.Selection):
         def x(self) -> int:
@@ -181,20 +187,20 @@ def test_an_empty_or_off_canvas_selection_is_refused(plugin, krita):
             return 10
 
     doc.setSelection(OffCanvas(64, 64))
-    with pytest.raises(plugin.KritaInpaintError, match="outside the canvas"):
-        plugin.core.prepare_job(doc, layer, settings(plugin))
+    with pytest.raises(plugin.InpaintError, match="does not touch the layer"):
+        prepare(plugin, doc, layer, settings(plugin))
 
 
 def test_no_layer_or_a_mask_is_refused(plugin, krita):
     doc, _ = new_document(krita, 32, 32)
     doc.setActiveNode(None)
-    with pytest.raises(plugin.KritaInpaintError, match="Select the layer"):
-        plugin.core.prepare_job(doc, None, settings(plugin))
+    with pytest.raises(plugin.InpaintError, match="Select the layer"):
+        prepare(plugin, doc, None, settings(plugin))
     mask = doc.add_layer("sel", "transparencymask")
-    with pytest.raises(plugin.KritaInpaintError, match="is a mask"):
-        plugin.core.prepare_job(doc, mask, settings(plugin))
-    with pytest.raises(plugin.KritaInpaintError, match="Open an image"):
-        plugin.core.prepare_job(None, None, settings(plugin))
+    with pytest.raises(plugin.InpaintError, match="is a mask"):
+        prepare(plugin, doc, mask, settings(plugin))
+    with pytest.raises(plugin.InpaintError, match="Open an image"):
+        prepare(plugin, None, None, settings(plugin))
 
 
 @pytest.mark.parametrize(
@@ -211,8 +217,8 @@ def test_no_layer_or_a_mask_is_refused(plugin, krita):
 )
 def test_bad_settings_are_refused_before_reading(plugin, krita, change, words):
     doc, layer = new_document(krita, 32, 32)
-    with pytest.raises(plugin.KritaInpaintError, match=words):
-        plugin.core.prepare_job(doc, layer, settings(plugin, **change))
+    with pytest.raises(plugin.InpaintError, match=f"(?i){words}"):
+        prepare(plugin, doc, layer, settings(plugin, **change))
     assert doc.events == []
 
 
@@ -220,7 +226,7 @@ def test_full_mask_matches_a_plain_construction(plugin):
     Rect = plugin.protocol.Rect
     region = Rect(10, 20, 16, 8)
     for extent in (Rect(12, 22, 5, 3), Rect(0, 0, 100, 100), Rect(10, 20, 16, 8), Rect(40, 40, 5, 5)):
-        mask = plugin.core.full_mask(region, extent)
+        mask = plugin.client.flow.full_mask(region, extent)
         expected = bytes(
             255 if extent.x <= region.x + c < extent.right and extent.y <= region.y + r < extent.bottom else 0
             for r in range(region.height)
@@ -250,10 +256,10 @@ def test_the_result_becomes_one_new_layer_above_in_one_undo_step(plugin, krita):
     top = doc.add_layer("top")
     feathered_selection(doc, SEL_X, SEL_Y, SEL_W, SEL_H)
     before = layer.data
-    job = plugin.core.prepare_job(doc, layer, settings(plugin))
+    job = prepare(plugin, doc, layer, settings(plugin))
     doc.events.clear()
     result = fake_result(plugin, job)
-    new = plugin.core.insert_result(job, result)
+    new = plugin.client.flow.finish(job, result)
     assert new.name() == "a red door"
     assert [n.name() for n in doc.topLevelNodes()] == ["Background", "a red door", "top"]
     # Pixels were set while the layer was outside the image, then one undoable add.
@@ -280,7 +286,7 @@ def test_a_result_that_does_not_fit_is_refused_and_nothing_inserted(plugin, krit
     p = plugin.protocol
     doc, layer = new_document(krita, 64, 64)
     feathered_selection(doc, 8, 8, 16, 16)
-    job = plugin.core.prepare_job(doc, layer, settings(plugin))
+    job = prepare(plugin, doc, layer, settings(plugin))
     image = job.submit.image
     if "image" in change:
         change = {"image": p.Image(8, 8, image.format, bytes(8 * 8 * 4))}
@@ -288,18 +294,18 @@ def test_a_result_that_does_not_fit_is_refused_and_nothing_inserted(plugin, krit
         change = {"image": p.Image(image.width, image.height, p.PixelFormat.RGBA8, image.data)}
     doc.events.clear()
     with pytest.raises(plugin.InpaintError) as caught:
-        plugin.core.insert_result(job, fake_result(plugin, job, **change))
+        plugin.client.flow.finish(job, fake_result(plugin, job, **change))
     assert caught.value.code == "protocol"
     assert doc.events == [] and len(doc.topLevelNodes()) == 1
 
 
 def test_a_result_for_a_closed_image_is_dropped(plugin, krita):
     doc, layer = new_document(krita, 64, 64)
-    job = plugin.core.prepare_job(doc, layer, settings(plugin))
+    job = prepare(plugin, doc, layer, settings(plugin))
     krita.docs.remove(doc)
     doc.events.clear()
     with pytest.raises(plugin.InpaintError, match="closed"):
-        plugin.core.insert_result(job, fake_result(plugin, job))
+        plugin.client.flow.finish(job, fake_result(plugin, job))
     assert doc.events == []
 
 
@@ -368,15 +374,15 @@ def test_a_layer_too_big_for_the_daemon_is_refused_before_reading(plugin, krita)
     doc = krita.createDocument(4200, 4100, "huge", "RGBA", "U8", "", 72.0)
     layer = doc.topLevelNodes()[0]  # empty: its extent is the whole canvas
     doc.setActiveNode(layer)
-    with pytest.raises(plugin.KritaInpaintError) as caught:
-        plugin.core.prepare_job(doc, layer, settings(plugin))
+    with pytest.raises(plugin.InpaintError) as caught:
+        prepare(plugin, doc, layer, settings(plugin))
     assert caught.value.code == "too_large"
     assert "whole layer is 4200x4100" in caught.value.message
     assert "Select a smaller area" in caught.value.message
     assert doc.events == []  # nothing was read
     # A small selection on the same layer is fine: only its region is read.
     feathered_selection(doc, 2000, 2000, 30, 30)
-    job = plugin.core.prepare_job(doc, layer, settings(plugin))
+    job = prepare(plugin, doc, layer, settings(plugin))
     assert job.region.width == plugin.protocol.DEFAULT_MIN_SIZE and [e.kind for e in doc.events] == ["read"]
 
 
@@ -388,7 +394,7 @@ def test_a_bad_address_is_explained(plugin, krita):
 
 def test_the_job_thread_cancels(plugin, krita, daemon):
     doc, layer = new_document(krita, 64, 64)
-    job = plugin.core.prepare_job(doc, layer, settings(plugin, prompt="slow: until cancelled"))
+    job = prepare(plugin, doc, layer, settings(plugin, prompt="slow: until cancelled"))
     outcome: dict[str, object] = {}
     progressed = threading.Event()
     done = threading.Event()
@@ -398,8 +404,8 @@ def test_the_job_thread_cancels(plugin, krita, daemon):
         done.set()
 
     worker = plugin.jobs.JobThread(
-        job.submit,
-        server=daemon.url,
+        job,
+        settings(plugin, server=daemon.url),
         on_result=lambda r: finish("result", r),
         on_error=lambda e: finish("error", e),
         on_progress=lambda _: progressed.set(),
@@ -412,7 +418,7 @@ def test_the_job_thread_cancels(plugin, krita, daemon):
 
 
 def test_unexpected_errors_still_arrive_as_inpaint_errors(plugin):
-    error = plugin.jobs.as_inpaint_error(MemoryError("boom"))
+    error = plugin.client.as_inpaint_error(MemoryError("boom"))
     assert isinstance(error, plugin.InpaintError) and error.code == "plugin_bug"
     assert "MemoryError" in error.message
 
@@ -422,20 +428,65 @@ def test_unexpected_errors_still_arrive_as_inpaint_errors(plugin):
 
 def test_settings_round_trip_and_survive_bad_values(plugin, krita):
     s = importlib.import_module(plugin.__name__ + ".settings")
-    values = s.FormValues(
-        prompt="p", strength=0.3, random_seed=False, seed=2**40, model="fake-xl", padding=12
+    chosen = plugin.Settings.from_values(
+        {"prompt": "p", "strength": 0.3, "seed": 2**40, "model": "fake-xl", "padding": 12, "token": "t"}
     )
-    s.save(values)
-    assert s.load() == values
+    s.save(chosen)
+    assert s.load() == chosen
     krita.writeSetting(s.GROUP, "steps", "many")
-    krita.writeSetting(s.GROUP, "random_seed", "perhaps")
+    krita.writeSetting(s.GROUP, "strength", "7")  # a number, but out of bounds
+    krita.writeSetting(s.GROUP, "seed", "perhaps")
     loaded = s.load()
-    assert loaded.steps == s.FormValues().steps  # unreadable: the default
-    assert loaded.random_seed is s.FormValues().random_seed
-    assert loaded.prompt == "p"  # the rest still loads
-    job_settings = s.to_settings(values)
-    assert job_settings.seed == 2**40 and job_settings.model == "fake-xl" and job_settings.padding == 12
-    assert s.to_settings(s.FormValues(random_seed=True, seed=5)).seed is None
+    defaults = plugin.Settings()
+    assert loaded.job.steps == defaults.job.steps  # unreadable: the default
+    assert loaded.job.strength == defaults.job.strength
+    assert loaded.job.seed is None
+    assert loaded.job.prompt == "p" and loaded.host.padding == 12  # the rest still loads
+    s.save(plugin.Settings())  # random seed, default model: stored as empty
+    assert krita.readSetting(s.GROUP, "seed", "?") == "" and s.load().job.seed is None
+
+
+def test_settings_from_before_optional_seeds_keep_random(plugin, krita):
+    s = importlib.import_module(plugin.__name__ + ".settings")
+    krita.writeSetting(s.GROUP, "random_seed", "True")
+    krita.writeSetting(s.GROUP, "seed", "0")
+    assert s.load().job.seed is None
+    s.save(plugin.Settings.from_values({"seed": 5}))
+    assert s.load().job.seed == 5
+
+
+def test_kritarc_keys_are_the_settings_krita_shows(plugin, krita):
+    s = importlib.import_module(plugin.__name__ + ".settings")
+    s.save(plugin.Settings())
+    shown = {q.name for q in plugin.client.SETTINGS_PARAMS if "krita" in q.hosts}
+    assert {name for group, name in krita.settings if group == s.GROUP} - {"random_seed"} == shown
+    assert shown >= {"prompt", "strength", "steps", "seed", "model", "server", "token", "padding"}
+
+
+@pytest.mark.parametrize("how", ["inpaint_layer", "job thread"])
+def test_a_failed_job_leaves_no_reference_cycle_holding_krita_objects(plugin, krita, dead_server, how):
+    """Krita frees what reference cycles hold only after its own objects at exit, and
+    crashes on them: nothing that a failed job leaves behind may hold the document or
+    the layer in a cycle (seen as a segfault on quit after a failed job)."""
+    doc, layer = new_document(krita, 32, 32)  # kept alive by `krita`: only new garbage shows
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        if how == "inpaint_layer":
+            with pytest.raises(plugin.DaemonUnavailable):
+                plugin.inpaint_layer(doc, layer, prompt="x", server=dead_server)
+        else:
+            chosen = settings(plugin, server=dead_server)
+            job = prepare(plugin, doc, layer, chosen)
+            with pytest.raises(plugin.DaemonUnavailable):
+                plugin.jobs.run_blocking(job, chosen)
+            del job
+        gc.collect()
+        holders = [o for o in gc.garbage if any(r is doc or r is layer for r in gc.get_referents(o))]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert holders == []
 
 
 # --- what ships -------------------------------------------------------------------------
@@ -452,7 +503,7 @@ def test_every_shipped_module_parses_as_python_3_10(installed_pykrita: Path):
 def test_the_core_needs_no_qt(installed_pykrita: Path):
     """The core, the jobs and the blocking API stay importable without Qt (and testable here)."""
     package = installed_pykrita / "differential_inpaint"
-    for name in ("core.py", "jobs.py", "api.py", "settings.py"):
+    for name in ("krita_io.py", "jobs.py", "api.py", "settings.py"):
         tree = ast.parse((package / name).read_text(encoding="utf-8"))
         top_level = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
         for node in top_level:

@@ -123,6 +123,27 @@ def real_verdict(krita_env: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield verdict
 
 
+# A launch that quits Krita normally: a job that failed, one that worked and one that
+# was cancelled must leave nothing that crashes Krita's own teardown.
+QUIT_CLEANLY = ["daemon_not_running", "controller_error", "exact_U8", "controller_cancel"]
+
+
+@pytest.fixture(scope="module")
+def quit_verdict(krita_env: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    with fake_daemon() as fake:
+        servers = {"fake_daemon": fake.url, "dead_server": f"ws://127.0.0.1:{unused_port()}"}
+        extra = {**krita_env["extra"], "hard_exit": False}
+        yield run_in_krita(krita_env["base"] / "quit", krita_env["pykrita"], QUIT_CLEANLY, servers, extra)
+
+
+def test_krita_quits_cleanly_after_failed_successful_and_cancelled_jobs(quit_verdict: dict[str, Any]) -> None:
+    for name in QUIT_CLEANLY:
+        assert_scenario(quit_verdict, name)
+    assert quit_verdict["returncode"] == 0, (
+        f"kritarunner exited with {quit_verdict['returncode']}\n{quit_verdict['output']}"
+    )
+
+
 def assert_scenario(verdict: dict[str, Any], name: str) -> None:
     if "setup_error" in verdict:
         pytest.fail(f"the scenarios could not start in Krita:\n{verdict['setup_error']}")

@@ -32,7 +32,7 @@ def test_install_writes_what_krita_loads(tmp_path: Path):
     assert (package / entry["X-Krita-Manual"]).is_file()
     action = ET.parse(tmp_path / "krita" / "actions" / f"{NAME}.action").getroot()
     assert [a.get("name") for a in action.iter("Action")] == [NAME]  # the id createActions uses
-    for part in ("protocol/messages.py", "client/__init__.py", "_vendor/msgpack/fallback.py", "core.py"):
+    for part in ("protocol/messages.py", "client/__init__.py", "_vendor/msgpack/fallback.py", "krita_io.py"):
         assert (package / part).is_file(), part
     assert not list(package.rglob("__pycache__")) and not list(package.rglob("*.so"))
 

@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.hosts import require_host
 
+from .form_check import form_problems
 from .test_core import feathered_selection, new_document
 
 
@@ -48,18 +49,24 @@ def ui(plugin: ModuleType, qt: ModuleType) -> ModuleType:
 
 
 def test_the_form_round_trips_its_values(plugin, qt, ui):
-    settings = importlib.import_module(plugin.__name__ + ".settings")
     form = ui.SettingsForm()
-    values = settings.FormValues(
-        prompt="moss", negative_prompt="blur", strength=0.35, steps=12, guidance=5.5, random_seed=False,
-        seed=2**62, model="fake-xl", grow=3.0, feather=7.5, padding=32, server="ws://127.0.0.1:9",
-        token="s3cret",
+    values = plugin.Settings.from_values(
+        {
+            "prompt": "moss", "negative_prompt": "blur", "strength": 0.35, "steps": 12, "guidance": 5.5,
+            "seed": 2**62, "model": "fake-xl", "grow": 3.0, "feather": 7.5, "padding": 32,
+            "server": "ws://127.0.0.1:9", "token": "s3cret",
+        }
     )  # fmt: skip
     form.set_values(values)
     assert form.values() == values
-    assert form.seed.isEnabled()  # a fixed seed is editable
-    form.random_seed.setChecked(True)
-    assert not form.seed.isEnabled() and form.values().random_seed
+    seed = form.fields["seed"]
+    assert seed.edit.isEnabled()  # a fixed seed is editable
+    seed.random.setChecked(True)
+    assert not seed.edit.isEnabled() and form.values().job.seed is None
+
+
+def test_the_form_offers_exactly_the_declared_settings(plugin, qt, ui):
+    assert form_problems(plugin, ui.SettingsForm()) == []
 
 
 def test_the_dialogs_build(plugin, qt, ui):
@@ -68,7 +75,7 @@ def test_the_dialogs_build(plugin, qt, ui):
     assert dialog.form is not None
     progress = ui.ProgressDialog(None, "moss")
     progress.show_progress(p.Progress("j", p.Stage.SAMPLING, 3, 20))
-    assert progress.label.text() == "Sampling: step 3 of 20" and progress.bar.value() == 3
+    assert progress.label.text() == "Sampling: step 3 of 20" and progress.bar.value() == 150
     progress.show_preview(p.Preview("j", 3, p.Image(4, 4, p.PixelFormat.RGBA8, bytes(range(64)))))
     assert not progress.preview.pixmap().isNull()
     cancelled = []
@@ -87,11 +94,12 @@ def wait(qt: ModuleType, condition, timeout: float = 20.0) -> bool:
 
 def test_the_models_are_fetched_off_the_gui_thread(plugin, qt, ui, daemon):
     form = ui.SettingsForm()
-    form.server.setText(daemon.url)
+    form.fields["server"].set_value(daemon.url)
     form.refresh_models()
-    assert wait(qt, lambda: form.model.count() == 3)
-    assert [form.model.itemData(i) for i in range(3)] == ["", "fake", "fake-xl"]
-    assert "fake" in form.model.itemText(0)  # "Daemon's default (fake)"
+    combo = form.model.combo
+    assert wait(qt, lambda: combo.count() == 3)
+    assert [combo.itemData(i) for i in range(3)] == ["", "fake", "fake-xl"]
+    assert "fake" in combo.itemText(0)  # "Daemon's default (fake)"
 
 
 def test_a_job_through_the_controller(plugin, qt, ui, krita, daemon):
@@ -103,12 +111,16 @@ def test_a_job_through_the_controller(plugin, qt, ui, krita, daemon):
     controller.progressed.connect(seen.append)
     finished: list[object] = []
     controller.finished.connect(finished.append)
-    job_settings = plugin.InpaintSettings(prompt="moss", steps=3, server=daemon.url, token="s3cret")
+    job_settings = plugin.Settings.from_values(
+        {"prompt": "moss", "steps": 3, "server": daemon.url, "token": "s3cret"}
+    )
     assert controller.start(doc, layer, job_settings)
     assert wait(qt, lambda: bool(finished))
     assert errors == [] and finished[0] is not None and finished[0].name() == "moss"
     assert daemon.tokens[-1] == "s3cret"
     assert len(seen) == 3 and len(doc.undo_steps) == 1
+    # Done, it holds none of Krita's objects (which Krita must free before its own at exit).
+    assert controller.job is None and controller.worker.job is None
 
 
 def test_failures_reach_the_painter_once_and_cancel_stays_quiet(plugin, qt, ui, krita, daemon, dead_server):
@@ -118,7 +130,7 @@ def test_failures_reach_the_painter_once_and_cancel_stays_quiet(plugin, qt, ui, 
         controller = ui.JobController(None, report_error=lambda _parent, message: errors.append(message))
         finished: list[object] = []
         controller.finished.connect(finished.append)
-        controller.start(doc, layer, plugin.InpaintSettings(prompt=prompt, server=server))
+        controller.start(doc, layer, plugin.Settings.from_values({"prompt": prompt, "server": server}))
         if prompt.startswith("slow:"):
             controller.cancel()
         assert wait(qt, lambda finished=finished: bool(finished))

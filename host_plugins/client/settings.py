@@ -1,0 +1,106 @@
+"""One settings type for both plugins: the job's parameters and where to send them.
+
+The job's parameters are the protocol's `JobParams`; the few settings that never
+travel (the daemon's address, its token, the context around the selection)
+are declared here the same way, so forms, GIMP arguments and saved settings
+are built from one list, `SETTINGS_PARAMS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import protocol as p
+from ..protocol.spec import GIMP, KRITA
+from .connection import DEFAULT_SERVER
+from .errors import InpaintError
+
+HOSTS = frozenset({KRITA, GIMP})
+
+
+@dataclass(frozen=True)
+class HostParams:
+    """The settings that stay in the plugin."""
+
+    server: str = p.param(
+        DEFAULT_SERVER,
+        "Daemon address",
+        "Where `differential-inpaint serve` listens",
+        hosts=HOSTS,
+        gimp_name="server-url",
+    )
+    token: str = p.param(
+        "",
+        "Token",
+        "The token a daemon on another machine printed; empty for a daemon on this one",
+        secret=True,
+        hosts=HOSTS,
+    )
+    padding: int = p.param(
+        p.DEFAULT_PADDING,
+        "Context padding",
+        "Pixels around the selection that the model sees",
+        lo=0,
+        hi=2048,
+        unit="px",
+        hosts=frozenset({KRITA}),
+    )
+
+
+HOST_PARAMS: tuple[p.Param, ...] = p.params_of(HostParams)
+SETTINGS_PARAMS: tuple[p.Param, ...] = p.JOB_PARAMS + HOST_PARAMS
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the painter chose: the dialog, the docker, GIMP's arguments and the
+    scripting API all fill one of these."""
+
+    job: p.JobParams = field(default_factory=p.JobParams)
+    host: HostParams = field(default_factory=HostParams)
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> Settings:
+        """Settings from values by name (`SETTINGS_PARAMS`); None for a setting that
+        cannot be None means its default. Unknown names are an InpaintError."""
+        known = {q.name: q for q in SETTINGS_PARAMS}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise InpaintError(
+                f"Unknown setting {', '.join(map(repr, unknown))}; the settings are: {', '.join(known)}.",
+                "invalid_settings",
+            )
+        kept = {k: v for k, v in values.items() if v is not None or known[k].optional}
+        job = {q.name: kept[q.name] for q in p.JOB_PARAMS if q.name in kept}
+        host = {q.name: kept[q.name] for q in HOST_PARAMS if q.name in kept}
+        return cls(p.JobParams(**job), HostParams(**host))
+
+    def values(self) -> dict[str, Any]:
+        """Every setting by name, the inverse of `from_values`."""
+        return {**vars(self.job), **vars(self.host)}
+
+    def check(self) -> Settings:
+        """Refuse what the daemon would refuse, before anything is read or sent: an
+        InpaintError with every problem in one sentence a painter can act on."""
+        values = self.values()
+        problems = []
+        for q in SETTINGS_PARAMS:
+            try:
+                q.read(values, "settings")
+            except p.ProtocolError:
+                problems.append(problem(q, values[q.name]))
+        if problems:
+            raise InpaintError("Cannot start: " + "; ".join(problems) + ".", "invalid_settings")
+        return self
+
+
+def problem(q: p.Param, value: Any) -> str:
+    """Why `value` is not allowed for `q`, in a painter's words."""
+    if q.kind is str:
+        if isinstance(value, str) and len(value) > q.max_chars():
+            return f"{q.label} is longer than {q.max_chars()} characters"
+        return f"{q.label} must be text"
+    allowed = q.describe_range()
+    return f"{q.label} must be {allowed}, not {value}" if allowed else f"{q.label} cannot be {value!r}"

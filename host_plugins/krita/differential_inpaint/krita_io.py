@@ -1,0 +1,181 @@
+"""Krita's side of a job: a `HostDocument` over one layer of one open document.
+
+Plain code over Krita objects, no widgets, no Qt: what is read (the layer's
+native bytes, the selection) and how the result goes in (a new paint layer, one
+undo step). Everything host-neutral (the region, the checks, the messages)
+is in the shared `client.flow`. Touch Krita only on its GUI thread.
+
+Krita facts this relies on (checked in Krita 5.1.5): `Node.pixelData(x, y, w, h)`
+takes document coordinates whatever the layer's offset, and gives B,G,R,A for
+integer depths and R,G,B,A for float depths, straight alpha; reading outside
+the layer gives transparent black. `Selection.pixelData` is one byte a pixel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import protocol as p
+from .client import InpaintError
+
+# Krita depth -> the wire format of its native bytes (so nothing is swizzled here).
+PIXEL_FORMATS: dict[str, p.PixelFormat] = {
+    "U8": p.PixelFormat.BGRA8,
+    "U16": p.PixelFormat.BGRA16,
+    "F16": p.PixelFormat.RGBAF16,
+    "F32": p.PixelFormat.RGBAF32,
+}
+
+
+@dataclass(frozen=True)
+class LayerFormat:
+    depth: str  # Krita's name: U8, U16, F16, F32
+    pixel_format: p.PixelFormat
+    color: p.ColorEncoding
+    profile: str
+
+
+# --- reading ------------------------------------------------------------------
+
+
+def layer_format(document: Any, node: Any) -> LayerFormat:
+    """The wire format of the layer's bytes, or a clear refusal."""
+    model, depth, profile = node.colorModel(), node.colorDepth(), node.colorProfile()
+    if model != "RGBA":
+        raise InpaintError(
+            f"The layer '{node.name()}' uses the {model} colour model; Differential Inpaint works on "
+            "RGB/Alpha layers. Convert the image with Image > Convert Image Color Space... to "
+            "RGB/Alpha and try again.",
+            "unsupported_color_model",
+        )
+    if depth not in PIXEL_FORMATS:
+        raise InpaintError(
+            f"The layer '{node.name()}' has the colour depth {depth}; Differential Inpaint works on "
+            "8-bit and 16-bit integer and 16-bit and 32-bit float layers.",
+            "unsupported_color_depth",
+        )
+    doc_space = (document.colorModel(), document.colorDepth(), document.colorProfile())
+    if doc_space != (model, depth, profile):
+        # The new layer is created in the image's colour space, so it must match the layer's bytes.
+        raise InpaintError(
+            f"The layer '{node.name()}' ({model} {depth}, {profile}) is not in the image's colour space "
+            f"({doc_space[0]} {doc_space[1]}, {doc_space[2]}). Convert the layer with "
+            "Layer > Convert > Convert Layer Color Space... and try again.",
+            "unsupported_color_space",
+        )
+    return LayerFormat(depth, PIXEL_FORMATS[depth], color_encoding(profile), profile)
+
+
+def color_encoding(profile: str) -> p.ColorEncoding:
+    """Linear-light profiles (Krita's default float one is sRGB-elle-V2-g10) are sent as
+    such; the daemon converts, since the models see sRGB."""
+    name = profile.lower()
+    if "g10" in name or "linear" in name:
+        return p.ColorEncoding.LINEAR
+    return p.ColorEncoding.SRGB
+
+
+def _rect(rect: Any) -> p.Rect:
+    return p.Rect(rect.x(), rect.y(), rect.width(), rect.height())
+
+
+def _is_mask(node: Any) -> bool:
+    return str(node.type()).endswith("mask")
+
+
+def resolve_node(document: Any, node: Any | None) -> Any:
+    if document is None:
+        raise InpaintError("Open an image first.", "no_document")
+    if node is None:
+        node = document.activeNode()
+    if node is None:
+        raise InpaintError("Select the layer to inpaint in the Layers docker.", "no_layer")
+    if _is_mask(node):
+        raise InpaintError(
+            f"'{node.name()}' is a mask; select the layer to inpaint in the Layers docker.", "no_layer"
+        )
+    return node
+
+
+class KritaDocument:
+    """`client.flow.HostDocument` for one layer (default: the active one) of a document.
+    Rectangles are in document coordinates."""
+
+    host_name = "Krita"
+    shows_previews = True
+
+    def __init__(self, document: Any, node: Any | None = None) -> None:
+        self.node = resolve_node(document, node)
+        self.document = document
+        self.format = layer_format(document, self.node)
+        self.pixel_format = self.format.pixel_format
+        self.color = self.format.color
+
+    def canvas(self) -> p.Rect:
+        return p.Rect(0, 0, self.document.width(), self.document.height())
+
+    def selection(self) -> p.Rect | None:
+        selection = self.document.selection()
+        if selection is None or selection.width() <= 0 or selection.height() <= 0:
+            return None
+        return p.Rect(selection.x(), selection.y(), selection.width(), selection.height())
+
+    def layer_extent(self) -> p.Rect:
+        # The layer's bounds already include a move off the origin.
+        return _rect(self.node.bounds())
+
+    def origin(self) -> tuple[int, int]:
+        return 0, 0
+
+    def read_selection(self, region: p.Rect) -> bytes:
+        selection = self.document.selection()
+        return bytes(selection.pixelData(region.x, region.y, region.width, region.height))
+
+    def read_pixels(self, region: p.Rect) -> bytes:
+        """Only the region's bytes, in Krita's native order; a group gives what it shows."""
+        if self.node.type() == "paintlayer":
+            data = self.node.pixelData(region.x, region.y, region.width, region.height)
+        else:  # groups, vector, file, clone and fill layers: their rendered pixels
+            data = self.node.projectionPixelData(region.x, region.y, region.width, region.height)
+        return bytes(data)
+
+    def is_open(self) -> bool:
+        try:
+            from krita import Krita
+        except ImportError:  # pragma: no cover - only without Krita
+            return True
+        try:
+            return any(doc == self.document for doc in Krita.instance().documents())
+        except Exception:  # a stand-in or shutting-down Krita: do not block the insert on this check
+            return True
+
+    def insert_layer(self, name: str, result: p.Result) -> Any:
+        """A new paint layer above the job's layer, as one undo step.
+
+        The result's alpha already is the composite mask (0 where the mask was 0),
+        so it goes in as it is; the original layer is never written to.
+        """
+        document, image = self.document, result.image
+        layer = document.createNode(name, "paintlayer")
+        if layer is None:
+            raise InpaintError(
+                "Krita could not create a new paint layer; nothing was changed. Try again, or save "
+                "the image and restart Krita.",
+                "insert_failed",
+            )
+        # Pixels first: setPixelData on a layer that is not in the image yet is not an
+        # undo step of its own, so adding the finished layer is the one and only step.
+        layer.setPixelData(image.data, result.x, result.y, image.width, image.height)
+        parent = self.node.parentNode()
+        if parent is None:  # the layer was removed meanwhile: put the result on top
+            parent, above = document.rootNode(), None
+        else:
+            above = self.node
+        if not parent.addChildNode(layer, above):
+            raise InpaintError(
+                "Krita refused to add the new layer; nothing was changed. Try again, or save the "
+                "image and restart Krita.",
+                "insert_failed",
+            )
+        return layer
