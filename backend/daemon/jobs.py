@@ -151,21 +151,20 @@ class _WorkerThread:
                 future.set_exception(exc)
 
 
-def default_params_factory(params: JobParams) -> Any:
-    """Protocol parameters -> the engine's `InpaintParams`."""
-    from ..engine import InpaintParams
+# The wire code for each kind of engine failure; a subclass not listed takes its nearest
+# listed base class's code (see `error_code`).
+ENGINE_ERROR_CODES: dict[type[engine_errors.EngineError], ErrorCode] = {
+    engine_errors.OutOfMemory: ErrorCode.OUT_OF_MEMORY,
+    engine_errors.UnknownModel: ErrorCode.UNKNOWN_MODEL,
+    engine_errors.UnknownScheduler: ErrorCode.UNKNOWN_SCHEDULER,
+    engine_errors.InvalidRequest: ErrorCode.INVALID_FIELD,
+    engine_errors.EngineError: ErrorCode.JOB_FAILED,
+}
 
-    return InpaintParams(
-        prompt=params.prompt,
-        negative_prompt=params.negative_prompt,
-        strength=params.strength,
-        steps=params.steps,
-        guidance=params.guidance,
-        seed=params.seed,
-        scheduler=params.scheduler,
-        grow=params.grow,
-        feather=params.feather,
-    )
+
+def error_code(exc: engine_errors.EngineError) -> ErrorCode:
+    """The wire code for an engine error, by its type."""
+    return next(ENGINE_ERROR_CODES[kind] for kind in type(exc).__mro__ if kind in ENGINE_ERROR_CODES)
 
 
 # Paths in engine messages are for the daemon's log, not for the wire.
@@ -214,12 +213,10 @@ class JobRunner:
         loop: asyncio.AbstractEventLoop,
         *,
         preview_interval: float = 0.5,
-        params_factory: Callable[[JobParams], Any] = default_params_factory,
     ) -> None:
         self.engine = engine
         self.loop = loop
         self.preview_interval = preview_interval
-        self.params_factory = params_factory
         self.loaded_model: str | None = None
 
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
@@ -279,7 +276,7 @@ class JobRunner:
             result = self.engine.inpaint(
                 image,
                 mask,
-                self.params_factory(params),
+                params,
                 model=job.model,
                 on_progress=on_progress,
                 on_preview=on_preview,
@@ -331,9 +328,12 @@ class JobRunner:
                 return Outcome(wire_frames(Error(ErrorCode.SHUTTING_DOWN, text, job.job_id)), "failed")
             log.info("%s: cancelled after %.1f s", job.describe(), seconds)
             return Outcome(wire_frames(Cancelled(job.job_id)), "cancelled")
-        if isinstance(exc, engine_errors.OutOfMemory):
-            code, text = ErrorCode.OUT_OF_MEMORY, public_text(str(exc))
-            log.warning("%s: out of memory after %.1f s (%s)", job.describe(), seconds, exc)
+        if isinstance(exc, engine_errors.EngineError):
+            code, text = error_code(exc), public_text(str(exc))
+            if code is ErrorCode.JOB_FAILED:
+                log.error("%s: failed after %.1f s: %s", job.describe(), seconds, exc)
+            else:
+                log.warning("%s: %s after %.1f s: %s", job.describe(), code.value, seconds, exc)
         elif is_out_of_memory(exc):
             code, text = (
                 ErrorCode.OUT_OF_MEMORY,
@@ -343,17 +343,6 @@ class JobRunner:
                 ),
             )
             log.warning("%s: out of memory after %.1f s (%s)", job.describe(), seconds, exc)
-        elif isinstance(exc, engine_errors.UnknownModel):
-            code, text = ErrorCode.UNKNOWN_MODEL, public_text(str(exc))
-            log.warning("%s: unknown model: %s", job.describe(), exc)
-        elif isinstance(exc, engine_errors.InvalidRequest):
-            message = str(exc)
-            code = ErrorCode.UNKNOWN_SCHEDULER if "scheduler" in message.lower() else ErrorCode.INVALID_FIELD
-            text = public_text(message)
-            log.warning("%s: refused by the engine: %s", job.describe(), exc)
-        elif isinstance(exc, engine_errors.EngineError):
-            code, text = ErrorCode.JOB_FAILED, public_text(str(exc))
-            log.error("%s: failed after %.1f s: %s", job.describe(), seconds, exc)
         else:
             code = ErrorCode.JOB_FAILED
             text = (

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from .cli_run import quiet_libraries
-    from .engine import Engine
+    from .job import Engine
 
     quiet_libraries()
 

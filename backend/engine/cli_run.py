@@ -14,39 +14,32 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ...protocol import JobParams, Param, ProtocolError, shown_on
+from .errors import EngineError, InvalidRequest, JobCancelled, UnknownModel
+from .schedulers import SCHEDULERS, check_scheduler_name
+
 EXIT_BAD_INPUT = 2
 EXIT_UNKNOWN_MODEL = 3
 EXIT_FAILED = 1
 EXIT_CANCELLED = 130
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .params import DEFAULT_SNAP
-    from .schedulers import SCHEDULERS
+# The job's options are the spec's parameters shown on the command line: their names,
+# types, defaults, bounds and help are declared once, in protocol/spec.py.
+JOB_OPTIONS: tuple[Param, ...] = shown_on("cli")
 
-    parser.add_argument("--model", help="model spec: builtin:NAME, hf:ORG/NAME, a found name, or a path")
+# The daemon offers only the models it lists; the command line takes any spec catalog.py reads.
+MODEL_HELP = "; here also builtin:NAME, hf:ORG/NAME, or a checkpoint file or diffusers folder path"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True, type=Path, help="the image to change (PNG, JPEG, ...)")
     parser.add_argument(
         "--mask", required=True, type=Path, help="white = change fully, black = keep, gray between"
     )
     parser.add_argument("--out", required=True, type=Path, help="where to write the result")
-    parser.add_argument("--prompt", default="", help="what to paint")
-    parser.add_argument("--negative-prompt", default="", help="what to avoid")
-    parser.add_argument("--strength", type=float, default=1.0, help="global strength in (0, 1] (default 1)")
-    parser.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
-    parser.add_argument("--guidance", type=float, default=7.0, help="classifier-free guidance (default 7)")
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
-    parser.add_argument(
-        "--scheduler", default="euler", help=f"one of {', '.join(SCHEDULERS)} (default euler)"
-    )
-    parser.add_argument("--grow", type=float, default=0.0, help="dilate the mask by this many px")
-    parser.add_argument("--feather", type=float, default=0.0, help="soften the mask edge over this many px")
-    parser.add_argument(
-        "--snap",
-        type=float,
-        default=DEFAULT_SNAP,
-        help=f"snap mask values this close to 0 or 1 (default {DEFAULT_SNAP}; 0 disables)",
-    )
+    for param in JOB_OPTIONS:
+        parser.add_argument(f"--{param.option}", **_argument(param))
     parser.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: best available)")
     parser.add_argument(
         "--model-dir", action="append", default=[], type=Path, help="also search this folder (repeatable)"
@@ -54,6 +47,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vae-tiling", action="store_true", help="run the VAE in tiles (less GPU memory)")
     parser.add_argument("--cpu-offload", action="store_true", help="keep models in CPU memory (small GPUs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _argument(param: Param) -> dict[str, Any]:
+    """`add_argument`'s keywords for one spec parameter."""
+    if param.kind is bool:
+        return {"action": argparse.BooleanOptionalAction, "default": param.default, "help": _help(param)}
+    if param.kind not in (str, int, float):
+        raise TypeError(f"parameter {param.name}: no command-line form for {param.kind}")
+    options: dict[str, Any] = {"type": param.kind, "default": param.default, "help": _help(param)}
+    if param.choices == "schedulers":
+        options.update(type=_scheduler_name, choices=SCHEDULERS)
+    return options
+
+
+def _help(param: Param) -> str:
+    """The spec's help, then its range and default: "Sampling steps (between 1 and 200; default 20)"."""
+    details = [param.describe_range()]
+    if param.default not in (None, ""):
+        details.append(
+            f"default {param.default:g}" if isinstance(param.default, float) else f"default {param.default}"
+        )
+    text = param.help + (MODEL_HELP if param.name == "model" else "")
+    said = "; ".join(d for d in details if d)
+    return (f"{text} ({said})" if said else text).replace("%", "%%")  # argparse formats help with %
+
+
+def _scheduler_name(name: str) -> str:
+    """The canonical name ("DPM++ 2M" is dpmpp_2m), or the engine's reason for refusing it."""
+    try:
+        return check_scheduler_name(name)
+    except InvalidRequest as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def job_params(args: argparse.Namespace) -> JobParams:
+    """The job's parameters from the parsed options, checked by the spec (ProtocolError naming
+    the first bad value)."""
+    return JobParams(**{param.name: getattr(args, param.name) for param in JOB_OPTIONS}).validated()
 
 
 def _error(message: str, code: int) -> int:
@@ -137,12 +168,15 @@ def quiet_libraries() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        params = job_params(args)
+    except ProtocolError as exc:
+        return _error(exc.message, EXIT_BAD_INPUT)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network
     quiet_libraries()
     from PIL import Image, UnidentifiedImageError
 
-    from . import EngineError, InpaintParams, InvalidRequest, JobCancelled, UnknownModel
-    from .engine import Engine
+    from .job import Engine
     from .regions import composite_over
 
     unreadable = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError)
@@ -160,28 +194,15 @@ def run(args: argparse.Namespace) -> int:
             f"{image.shape[1]}x{image.shape[0]}; they must be the same size",
             EXIT_BAD_INPUT,
         )
-    params = InpaintParams(
-        prompt=args.prompt,
-        negative_prompt=args.negative_prompt,
-        strength=args.strength,
-        steps=args.steps,
-        guidance=args.guidance,
-        seed=args.seed,
-        scheduler=args.scheduler,
-        grow=args.grow,
-        feather=args.feather,
-        snap=args.snap,
-    )
     progress = _ProgressBar(enabled=not args.quiet)
     try:
-        params = params.validated()
         engine = Engine(
             device=args.device,
             model_dirs=args.model_dir,
             vae_tiling=args.vae_tiling,
             cpu_offload=args.cpu_offload,
         )
-        result = engine.inpaint(image, mask, params, model=args.model, on_progress=progress.update)
+        result = engine.inpaint(image, mask, params, model=params.model, on_progress=progress.update)
     except InvalidRequest as exc:
         return _error(str(exc), EXIT_BAD_INPUT)
     except UnknownModel as exc:

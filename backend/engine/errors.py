@@ -11,6 +11,10 @@ class InvalidRequest(EngineError):
     """The job's parameters or pixels cannot be used (size mismatch, NaN strength, ...)."""
 
 
+class UnknownScheduler(InvalidRequest):
+    """The scheduler is not one the engine offers (unknown, or one differential sampling cannot use)."""
+
+
 class UnknownModel(EngineError):
     """The model spec names nothing that can be found or loaded."""
 

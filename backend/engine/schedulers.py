@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import InvalidRequest
+from .errors import UnknownScheduler
 
 # name -> (diffusers class name, config overrides)
 _OFFERED: dict[str, tuple[str, dict[str, Any]]] = {
@@ -46,17 +46,17 @@ _REFUSED: dict[str, str] = {
 
 
 def check_scheduler_name(name: str) -> str:
-    """Return the canonical name, or raise InvalidRequest saying why it is refused."""
+    """Return the canonical name, or raise UnknownScheduler saying why it is refused."""
     key = name.strip().lower().replace("-", "_").replace(" ", "_").replace("+", "p")
     if key in _OFFERED:
         return key
     offered = ", ".join(SCHEDULERS)
     if key in _REFUSED:
-        raise InvalidRequest(
+        raise UnknownScheduler(
             f"Scheduler '{name}' is not supported by differential sampling ({_REFUSED[key]}). "
             f"Choose one of: {offered}."
         )
-    raise InvalidRequest(f"Unknown scheduler '{name}'. Choose one of: {offered}.")
+    raise UnknownScheduler(f"Unknown scheduler '{name}'. Choose one of: {offered}.")
 
 
 def make_scheduler(name: str, base_config: dict[str, Any]) -> Any:

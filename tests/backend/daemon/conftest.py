@@ -166,10 +166,6 @@ class InProcessDaemon:
             self.thread.join(TIMEOUT)
 
 
-def fake_params(params: p.JobParams) -> p.JobParams:
-    return params  # the fake engine reads the protocol's own parameters
-
-
 @pytest.fixture
 def engine() -> FakeEngine:
     return FakeEngine()
@@ -183,9 +179,7 @@ def make_daemon() -> Iterator[Callable[..., InProcessDaemon]]:
     def make(engine: Any, **config: Any) -> InProcessDaemon:
         config.setdefault("preview_interval", 0.0)
         config.setdefault("shutdown_grace", 5.0)
-        daemon = InProcessDaemon(
-            engine, ServerConfig(host="127.0.0.1", port=0, **config), params_factory=fake_params
-        )
+        daemon = InProcessDaemon(engine, ServerConfig(host="127.0.0.1", port=0, **config))
         started.append(daemon)
         return daemon
 

@@ -19,7 +19,13 @@ from differential_inpaint import protocol as p
 from differential_inpaint.backend.daemon import jobs as jobs_module
 from differential_inpaint.backend.daemon import server as server_module
 from differential_inpaint.backend.daemon.server import Session
-from differential_inpaint.backend.engine.errors import InvalidRequest, OutOfMemory, UnknownModel
+from differential_inpaint.backend.engine.errors import (
+    EngineError,
+    InvalidRequest,
+    OutOfMemory,
+    UnknownModel,
+    UnknownScheduler,
+)
 from differential_inpaint.client import InpaintError, JobCancelled, run_job
 
 from .conftest import TIMEOUT, FakeEngine, RawClient, assert_good_job, make_submit
@@ -267,19 +273,36 @@ def test_queue_full(engine: FakeEngine, make_daemon: Any) -> None:
         (OutOfMemory("the GPU ran out of memory"), p.ErrorCode.OUT_OF_MEMORY, "memory"),
         (MemoryError(), p.ErrorCode.OUT_OF_MEMORY, "memory"),
         (
-            InvalidRequest("Unknown scheduler 'x'. Choose one of: euler."),
+            UnknownScheduler("Unknown scheduler 'x'. Choose one of: euler."),
             p.ErrorCode.UNKNOWN_SCHEDULER,
             "scheduler",
         ),
         (InvalidRequest("Strength must be in (0, 1]"), p.ErrorCode.INVALID_FIELD, "Strength"),
+        # The code follows the exception's type, not its words.
+        (
+            InvalidRequest("params: field 'scheduler' must not be empty"),
+            p.ErrorCode.INVALID_FIELD,
+            "scheduler",
+        ),
         (UnknownModel("no such model"), p.ErrorCode.UNKNOWN_MODEL, "no such model"),
+        (EngineError("the model's weights are damaged"), p.ErrorCode.JOB_FAILED, "damaged"),
         (
             RuntimeError("failed to open /home/painter/secret/model.safetensors"),
             p.ErrorCode.JOB_FAILED,
             "RuntimeError",
         ),
     ],
-    ids=["cuda-oom", "engine-oom", "host-oom", "scheduler", "invalid", "model", "crash"],
+    ids=[
+        "cuda-oom",
+        "engine-oom",
+        "host-oom",
+        "scheduler",
+        "invalid",
+        "invalid-scheduler-field",
+        "model",
+        "engine-error",
+        "crash",
+    ],
 )
 def test_an_exception_in_a_job_fails_that_job_only(
     daemon: Any,

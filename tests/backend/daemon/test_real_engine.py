@@ -15,7 +15,7 @@ from differential_inpaint import protocol as p
 from differential_inpaint.backend.daemon.models import build_catalog
 from differential_inpaint.backend.daemon.server import DaemonServer, ServerConfig
 from differential_inpaint.backend.engine import Engine
-from differential_inpaint.backend.engine import engine as engine_module
+from differential_inpaint.backend.engine import job as job_module
 from differential_inpaint.client import InpaintError, run_job
 
 from .conftest import InProcessDaemon, RawClient
@@ -27,7 +27,7 @@ SIZE = 64
 
 
 class RealDaemon(InProcessDaemon):
-    def __init__(self, engine: Any) -> None:  # the real params factory and catalog
+    def __init__(self, engine: Any) -> None:  # the real engine and catalog
         import asyncio
         import threading
 
@@ -127,7 +127,7 @@ def test_cancel_while_sampling_on_the_tiny_model(real: RealDaemon) -> None:
 
 def test_cuda_out_of_memory_fails_that_job_only(real: RealDaemon, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    original = engine_module.Engine._run
+    original = job_module.Engine._run
 
     def run_out_of_memory(self: Any, *args: Any, **kwargs: Any) -> Any:
         calls.append(1)
@@ -135,7 +135,7 @@ def test_cuda_out_of_memory_fails_that_job_only(real: RealDaemon, monkeypatch: p
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(engine_module.Engine, "_run", run_out_of_memory)
+    monkeypatch.setattr(job_module.Engine, "_run", run_out_of_memory)
     _, image = _region(p.PixelFormat.BGRA8)
     mask = p.Mask(SIZE, SIZE, _mask().tobytes())
     with pytest.raises(InpaintError) as failed:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
+import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from differential_inpaint import protocol
 from differential_inpaint.backend.cli import main
+from differential_inpaint.backend.engine import SCHEDULERS, cli_run
 
 from .ldm_export import save_single_file
 
@@ -33,6 +38,14 @@ def _run(tmp_path: Path, image: Path, mask: Path, *extra: str) -> list[str]:
         "run", "--model", "builtin:tiny-sd15", "--image", str(image), "--mask", str(mask),
         "--prompt", "a red door", "--steps", "3", "--out", str(tmp_path / "out.png"), *extra,
     ]  # fmt: skip
+
+
+def _exit_code(argv: list[str]) -> int:
+    """main's exit code, including argparse's own refusals (SystemExit)."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
 
 
 @pytest.mark.parametrize(
@@ -79,9 +92,9 @@ def test_run_reports_the_random_seed_it_used(tmp_path: Path, capsys: pytest.Capt
         ("small_mask", "the mask is 32x20 pixels but the image is 32x32", 2),
         ("unreadable", "cannot read the image", 2),
         ("missing_mask", "cannot read the mask", 2),
-        ("strength", "Strength must be in (0, 1]", 2),
-        ("nan_strength", "Strength must be a finite number", 2),
-        ("steps", "Steps must be between 1", 2),
+        ("strength", "field 'strength' is 1.5, must be at most 1", 2),
+        ("nan_strength", "field 'strength' must be a finite number", 2),
+        ("steps", "field 'steps' is 0, below the minimum 1", 2),
         ("scheduler", "Unknown scheduler 'fast'", 2),
         ("heun", "Scheduler 'heun' is not supported by differential sampling", 2),
         ("model", "Unknown model 'no-such-model'", 3),
@@ -111,10 +124,73 @@ def test_run_errors_are_one_clear_line_and_a_non_zero_exit(
         argv += ["--scheduler", "fast"]
     elif change == "model":
         argv[argv.index("--model") + 1] = "no-such-model"
-    assert main(argv) == code
+    assert _exit_code(argv) == code
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "out.png").exists()
+
+
+# The options `run` has besides the job's parameters.
+MACHINE_OPTIONS = {"--help", "--image", "--mask", "--out", "--device", "--model-dir", "--quiet"}
+MACHINE_OPTIONS |= {"--vae-tiling", "--cpu-offload"}
+CLI_PARAMS = protocol.shown_on("cli")
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run")
+    cli_run.add_arguments(parser)
+    return parser
+
+
+def test_the_job_options_are_the_specs_parameters_with_its_defaults() -> None:
+    parser = _run_parser()
+    offered = {o for action in parser._actions for o in action.option_strings if o.startswith("--")}
+    assert offered - MACHINE_OPTIONS == {f"--{p.option}" for p in CLI_PARAMS}
+    assert {p.name for p in CLI_PARAMS} >= {"prompt", "strength", "steps", "scheduler", "snap", "model"}
+    for p in CLI_PARAMS:
+        assert parser.get_default(p.name) == p.default, p.name
+        action = next(a for a in parser._actions if f"--{p.option}" in a.option_strings)
+        assert p.help in action.help and p.describe_range() in action.help
+    scheduler = next(a for a in parser._actions if "--scheduler" in a.option_strings)
+    assert tuple(scheduler.choices) == SCHEDULERS
+    named = parser.parse_args(["--image", "i", "--mask", "m", "--out", "o", "--scheduler", "DPM++ 2M"])
+    assert named.scheduler == "dpmpp_2m"  # the engine's canonical name
+    defaults = cli_run.job_params(parser.parse_args(["--image", "i", "--mask", "m", "--out", "o"]))
+    assert defaults == protocol.JobParams()  # nothing given: the spec's defaults, snap included
+
+
+def _just_outside_and_inside(p: protocol.Param) -> list[Any]:
+    """For each numeric bound of `p`: a value just outside it and one just inside."""
+    cases = []
+    for side, bound, is_open, outward in [
+        ("lo", p.bounds()[0], p.lo_open, -1),
+        ("hi", p.bounds()[1], p.hi_open, 1),
+    ]:
+        if bound is None:
+            continue
+        if p.kind is int:
+            outside, inside = (bound, bound - outward) if is_open else (bound + outward, bound)
+        else:
+            away, back = math.nextafter(bound, outward * math.inf), math.nextafter(bound, -outward * math.inf)
+            outside, inside = (bound, back) if is_open else (away, bound)
+        cases.append(pytest.param(p, p.kind(outside), p.kind(inside), id=f"{p.name}-{side}"))
+    return cases
+
+
+@pytest.mark.parametrize(
+    ("param", "outside", "inside"), [case for p in CLI_PARAMS for case in _just_outside_and_inside(p)]
+)
+def test_a_value_just_outside_a_bound_is_refused_and_one_just_inside_is_taken(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], param: protocol.Param, outside: Any, inside: Any
+) -> None:
+    files = ["--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png")]
+    files += ["--out", str(tmp_path / "out.png")]
+    # Refused before any file is read or any model loaded: these files do not even exist.
+    assert _exit_code(["run", *files, f"--{param.option}={outside!r}"]) == cli_run.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert f"'{param.name}'" in err and "Traceback" not in err
+    taken = cli_run.job_params(_run_parser().parse_args([*files, f"--{param.option}={inside!r}"]))
+    assert getattr(taken, param.name) == inside
 
 
 def test_the_installed_command_fails_without_a_traceback(tmp_path: Path) -> None:

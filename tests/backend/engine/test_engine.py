@@ -12,26 +12,27 @@ import torch
 from differential_inpaint.backend.engine import (
     SCHEDULERS,
     Engine,
-    InpaintParams,
     InvalidRequest,
     JobCancelled,
     OutOfMemory,
     UnknownModel,
+    UnknownScheduler,
 )
-from differential_inpaint.backend.engine import engine as engine_module
 from differential_inpaint.backend.engine.pipeline import DifferentialDiffusionPipeline
 from differential_inpaint.backend.engine.regions import working_size
+from differential_inpaint.backend.engine.registry import ModelRegistry
 from differential_inpaint.backend.engine.tiny import TINY_WORKING_AREA
+from differential_inpaint.protocol import DEFAULT_LIMITS, JobParams
 
 from .conftest import random_region
 
 TINY = "builtin:tiny-sd15"
 
 
-def _params(**kwargs: Any) -> InpaintParams:
+def _params(**kwargs: Any) -> JobParams:
     options: dict[str, Any] = {"prompt": "a red door", "steps": 4, "seed": 7}
     options.update(kwargs)
-    return InpaintParams(**options)
+    return JobParams(**options)
 
 
 def test_mask_all_zero_returns_the_input_bit_for_bit(engine: Engine) -> None:
@@ -160,7 +161,7 @@ def test_every_offered_scheduler_runs(engine: Engine, scheduler: str) -> None:
 
 @pytest.mark.parametrize("name", ["heun", "kdpm2", "pndm", "lms", "dpmpp_sde", "no-such-scheduler"])
 def test_other_schedulers_are_refused_with_a_clear_error(engine: Engine, name: str) -> None:
-    with pytest.raises(InvalidRequest, match="(?i)scheduler") as refused:
+    with pytest.raises(UnknownScheduler, match="(?i)scheduler") as refused:
         engine.inpaint(
             random_region(8, 8), np.full((8, 8), 255, np.uint8), _params(scheduler=name), model=TINY
         )
@@ -171,14 +172,14 @@ def test_other_schedulers_are_refused_with_a_clear_error(engine: Engine, name: s
     ("params", "message"),
     [
         ({"strength": float("nan")}, "finite"),
-        ({"strength": 0.0}, "Strength"),
-        ({"strength": 1.5}, "Strength"),
-        ({"steps": 0}, "Steps"),
-        ({"steps": 501}, "Steps"),
+        ({"strength": 0.0}, "'strength'"),
+        ({"strength": 1.5}, "'strength'"),
+        ({"steps": 0}, "'steps'"),
+        ({"steps": DEFAULT_LIMITS.max_steps + 1}, "'steps'"),
         ({"guidance": float("inf")}, "finite"),
-        ({"grow": -1.0}, "Grow"),
-        ({"snap": 0.5}, "Snap"),
-        ({"seed": -3}, "Seed"),
+        ({"grow": -1.0}, "'grow'"),
+        ({"snap": 0.5}, "'snap'"),
+        ({"seed": -3}, "'seed'"),
     ],
 )
 def test_bad_parameters_are_clear_errors(engine: Engine, params: dict[str, Any], message: str) -> None:
@@ -198,6 +199,9 @@ def test_bad_pixels_are_clear_errors(engine: Engine) -> None:
     broken[3, 3, 1] = np.nan
     with pytest.raises(InvalidRequest, match="NaN"):
         engine.inpaint(broken, np.full((16, 24), 255, np.uint8), _params(), model=TINY)
+    wide = np.zeros((1, DEFAULT_LIMITS.max_side + 1, 4), np.float32)  # the protocol's limits
+    with pytest.raises(InvalidRequest, match=f"{DEFAULT_LIMITS.max_side + 1}x1 pixels"):
+        engine.inpaint(wide, np.full(wide.shape[:2], 255, np.uint8), _params(), model=TINY)
 
 
 def test_unknown_models_are_clear_errors(engine: Engine) -> None:
@@ -247,7 +251,7 @@ def test_out_of_memory_fails_one_job_and_frees_memory(
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(DifferentialDiffusionPipeline, "__call__", out_of_memory_once)
-    monkeypatch.setattr(engine_module.Engine, "_free_memory", lambda self: freed.append(1))
+    monkeypatch.setattr(ModelRegistry, "free_memory", lambda self: freed.append(1))
     image, mask = random_region(16, 16), np.full((16, 16), 255, np.uint8)
     with pytest.raises(OutOfMemory, match="ran out of memory"):
         engine.inpaint(image, mask, _params(steps=2), model=TINY)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from differential_inpaint.backend.engine import Engine, InpaintParams, UnknownModel
+from differential_inpaint.backend.engine import Engine, UnknownModel
 from differential_inpaint.backend.engine.checkpoints import (
     UnsupportedCheckpoint,
     detect_family,
@@ -21,9 +21,11 @@ from differential_inpaint.backend.engine.checkpoints import (
     read_shapes,
 )
 from differential_inpaint.backend.engine.pipeline import DifferentialDiffusionPipeline
+from differential_inpaint.backend.engine.registry import ModelRegistry
 from differential_inpaint.backend.engine.schedulers import make_scheduler
 from differential_inpaint.backend.engine.tiny import build_tiny_pipeline
 from differential_inpaint.backend.engine.tokenizers import build_tokenizer
+from differential_inpaint.protocol import JobParams
 
 from .conftest import random_region
 from .ldm_export import pipeline_to_ldm, save_single_file
@@ -183,7 +185,7 @@ def test_an_inpainting_single_file_runs_through_the_engine_and_keeps_mask_zero(t
     image = random_region(40, 40)
     mask = np.zeros((40, 40), np.uint8)
     mask[8:32, 8:32] = 255
-    result = engine.inpaint(image, mask, InpaintParams(prompt="a window", steps=2, seed=1), model=path.name)
+    result = engine.inpaint(image, mask, JobParams(prompt="a window", steps=2, seed=1), model=path.name)
     assert result.image[mask == 0, :3].tobytes() == image[mask == 0, :3].tobytes()
     assert (result.image[mask == 255, 3] == 1).all()
 
@@ -191,16 +193,16 @@ def test_an_inpainting_single_file_runs_through_the_engine_and_keeps_mask_zero(t
 def test_loaded_models_are_cached_least_recently_used(monkeypatch: pytest.MonkeyPatch) -> None:
     engine = Engine(device="cpu", scan_default_locations=False, max_loaded=1)
     loads: list[str] = []
-    original = Engine._load_uncached
+    original = ModelRegistry._load_uncached
 
-    def counting(self: Engine, entry: Any) -> Any:
+    def counting(self: ModelRegistry, entry: Any) -> Any:
         loads.append(entry.name)
         return original(self, entry)
 
-    monkeypatch.setattr(Engine, "_load_uncached", counting)
+    monkeypatch.setattr(ModelRegistry, "_load_uncached", counting)
     image, mask = random_region(16, 16), np.full((16, 16), 255, np.uint8)
     for model in ["builtin:tiny-sd15", "builtin:tiny-sd15", "builtin:tiny-sdxl", "builtin:tiny-sd15"]:
-        engine.inpaint(image, mask, InpaintParams(steps=1, seed=1), model=model)
+        engine.inpaint(image, mask, JobParams(steps=1, seed=1), model=model)
     assert loads == ["builtin:tiny-sd15", "builtin:tiny-sdxl", "builtin:tiny-sd15"]
 
 
@@ -351,7 +353,7 @@ def test_a_diffusers_folder_with_damaged_weights_is_a_clear_error(tmp_path: Path
     assert "broken" in {m.name for m in engine.list_models()}  # only its JSON is read to list it
     with pytest.raises(UnknownModel, match="Cannot use 'broken' as a model: its weights could not be loaded"):
         engine.inpaint(
-            random_region(8, 8), np.full((8, 8), 255, np.uint8), InpaintParams(steps=1), model="broken"
+            random_region(8, 8), np.full((8, 8), 255, np.uint8), JobParams(steps=1), model="broken"
         )
 
 

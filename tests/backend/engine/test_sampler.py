@@ -9,10 +9,10 @@ import torch
 from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
 
 from differential_inpaint.backend.engine.errors import JobCancelled
-from differential_inpaint.backend.engine.params import MAX_STEPS
 from differential_inpaint.backend.engine.pipeline import DifferentialDiffusionPipeline, StepState
 from differential_inpaint.backend.engine.schedulers import SCHEDULERS, make_scheduler
 from differential_inpaint.backend.engine.tiny import build_tiny_pipeline
+from differential_inpaint.protocol import DEFAULT_LIMITS
 
 SIZE = 64  # pixels; 8x8 latents
 
@@ -187,7 +187,7 @@ def test_every_scheduler_starts_at_the_most_steps_allowed(scheduler: str) -> Non
             "tiny-sd15",
             torch.ones(1, 1, SIZE, SIZE, dtype=torch.float64),
             scheduler,
-            num_inference_steps=MAX_STEPS,
+            num_inference_steps=DEFAULT_LIMITS.max_steps,
             callback=states.append,
             should_cancel=lambda: len(states) >= 1,
         )

@@ -1,75 +1,46 @@
-"""The engine the daemon and the CLI call: models, regions, masks, one job at a time."""
+"""One inpainting job: validate it, process the mask, sample the region, composite the result.
+
+`Engine` is what the daemon and the CLI call. It holds a `ModelRegistry` (registry.py)
+for the models and runs one job at a time; `inpaint` reads top to bottom as the job's
+steps, `_run` is the part that needs the model.
+"""
 
 from __future__ import annotations
 
-import copy
-import gc
 import secrets
 import threading
 import time
 import traceback
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .catalog import (
-    HF_PREFIX,
-    CatalogEntry,
-    SearchFolder,
-    classify,
-    discover,
-    hf_cache_dir,
-    name_for_path,
-    search_folders,
-    why_unusable,
-)
-from .configs import WORKING_AREA
-from .errors import EngineError, InvalidRequest, JobCancelled, OutOfMemory, UnknownModel
+from ...protocol import DEFAULT_LIMITS, JobParams, Limits, ProtocolError
+from .catalog import CatalogEntry, SearchFolder
+from .errors import EngineError, InvalidRequest, JobCancelled, OutOfMemory
 from .masks import composite_alpha, process_mask
-from .params import InpaintParams, InpaintResult, ModelInfo
-from .tiny import BUILTIN_PREFIX, BUILTINS, TINY_WORKING_AREA
-
-MAX_REGION_PIXELS = 8192 * 8192
+from .registry import ModelInfo, ModelRegistry, pick_device
+from .schedulers import check_scheduler_name
 
 ProgressCallback = Callable[[str, int, int], None]
 PreviewCallback = Callable[[int, Callable[[], np.ndarray]], None]
 
 
 @dataclass
-class LoadedModel:
-    name: str
-    family: str
-    sampler: Any  # DifferentialDiffusionPipeline
-    working_area: int  # pixels of area regions are resized to
-    multiple: int  # working sizes are multiples of this
+class InpaintResult:
+    """The result region, the size of the request's region.
 
+    image: float32 HxWx4 RGBA in [0, 1], straight alpha. RGB holds the new pixels (and
+    the input's RGB, bit for bit, wherever alpha is 0); A is the composite alpha: 0
+    where the processed mask is 0, 1 as soon as the mask is clearly above 0.
+    """
 
-def pick_device(device: str | None) -> tuple[Any, Any]:
-    """(torch.device, dtype): None = cuda (fp16) > mps (fp16) > cpu (fp32)."""
-    import torch
-
-    if device in (None, "", "auto"):
-        if torch.cuda.is_available():
-            device = "cuda"
-        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            device = "mps"
-        else:
-            device = "cpu"
-    try:
-        chosen = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise EngineError(f"Unknown device '{device}': use cuda, cuda:N, mps or cpu.") from exc
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise EngineError("CUDA was requested but no CUDA GPU is available to PyTorch.")
-    if chosen.type == "mps" and not torch.backends.mps.is_available():
-        raise EngineError("MPS was requested but is not available on this machine.")
-    if chosen.type not in ("cuda", "mps", "cpu"):
-        raise EngineError(f"Unsupported device '{device}': use cuda, cuda:N, mps or cpu.")
-    return chosen, (torch.float16 if chosen.type in ("cuda", "mps") else torch.float32)
+    image: np.ndarray
+    seed: int
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class Engine:
@@ -84,6 +55,7 @@ class Engine:
     max_loaded: how many pipelines stay loaded (least recently used is dropped).
     scan_default_locations: also search the usual ComfyUI/A1111 folders and the HF cache.
     allow_paths: whether a spec may be a filesystem path.
+    limits: the protocol's limits a job must keep to (steps, region size, prompt length).
     """
 
     def __init__(
@@ -97,161 +69,36 @@ class Engine:
         max_loaded: int = 1,
         scan_default_locations: bool = True,
         allow_paths: bool = True,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.device, self.dtype = pick_device(device)
-        self.model_dirs = [Path(d).expanduser() for d in model_dirs]
-        self.default_model = default_model or None
-        self.vae_tiling = vae_tiling
-        self.cpu_offload = cpu_offload and self.device.type != "cpu"
-        self.max_loaded = max(1, max_loaded)
-        self.scan_default_locations = scan_default_locations
-        self.allow_paths = allow_paths
+        self.limits = limits
+        self.models = ModelRegistry(
+            self.device,
+            self.dtype,
+            model_dirs,
+            default_model,
+            vae_tiling=vae_tiling,
+            cpu_offload=cpu_offload,
+            max_loaded=max_loaded,
+            scan_default_locations=scan_default_locations,
+            allow_paths=allow_paths,
+        )
         self._job_lock = threading.Lock()
-        self._catalog_lock = threading.RLock()
-        self._entries: dict[str, CatalogEntry] = {}
-        self._by_path: dict[str, CatalogEntry] = {}  # models named by path, listed from then on
-        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
 
     # -- models ----------------------------------------------------------------------
 
     def search_folders(self) -> list[SearchFolder]:
         """The folders looked in, in order (existing or not)."""
-        return search_folders(self.model_dirs, self.scan_default_locations)
-
-    def _refresh(self) -> dict[str, CatalogEntry]:
-        with self._catalog_lock:
-            entries = {e.name: e for e in discover(self.search_folders())}
-            for entry in self._by_path.values():
-                entries.setdefault(entry.name, entry)
-            self._entries = entries
-            return entries
+        return self.models.search_folders()
 
     def list_models(self) -> list[ModelInfo]:
         """Every model found now (re-scans the folders), built-ins last."""
-        return [ModelInfo(e.name, e.family, e.source) for e in self._refresh().values()]
+        return self.models.list_models()
 
     def resolve_model(self, spec: str | None) -> str:
         """The canonical name for `spec` (see catalog.py for the grammar); UnknownModel if none."""
-        with self._catalog_lock:
-            return self._resolve(spec).name
-
-    def _resolve(self, spec: str | None) -> CatalogEntry:
-        if spec is None or not str(spec).strip():
-            if self.default_model:
-                return self._resolve(self.default_model)
-            real = [e for e in self._refresh().values() if e.source != "builtin"]
-            if real:
-                return real[0]
-            raise UnknownModel(
-                "No model was chosen and no checkpoint was found. Put a Stable Diffusion 1.5 or "
-                "SDXL checkpoint in one of: " + self._folders_text()
-            )
-        spec = str(spec).strip()
-        if spec.startswith(BUILTIN_PREFIX):
-            if spec.removeprefix(BUILTIN_PREFIX) in BUILTINS:
-                return CatalogEntry(spec, BUILTINS[spec.removeprefix(BUILTIN_PREFIX)], "builtin", None)
-            names = ", ".join(BUILTIN_PREFIX + n for n in BUILTINS)
-            raise UnknownModel(f"Unknown built-in model '{spec}'. The built-in models are: {names}.")
-        entry = self._entries.get(spec) or self._find_by_name(spec) or self._find_by_name(spec, refresh=True)
-        if entry is not None:
-            return entry
-        if spec.startswith(HF_PREFIX):
-            return self._resolve_hf(spec)
-        if self.allow_paths and Path(spec).expanduser().exists():
-            return self._resolve_path(Path(spec).expanduser())
-        raise UnknownModel(
-            f"Unknown model '{spec}'. Run `differential-inpaint models` to see the models found; "
-            f"looked in: {self._folders_text()}"
-        )
-
-    def _find_by_name(self, spec: str, refresh: bool = False) -> CatalogEntry | None:
-        entries = self._refresh() if refresh else self._entries
-        if spec in entries:
-            return entries[spec]
-        stem_matches = [e for e in entries.values() if e.location is not None and Path(e.name).stem == spec]
-        return stem_matches[0] if len(stem_matches) == 1 else None
-
-    def _resolve_hf(self, spec: str) -> CatalogEntry:
-        repo = hf_cache_dir() / ("models--" + spec.removeprefix(HF_PREFIX).replace("/", "--"))
-        snapshots = sorted((repo / "snapshots").glob("*/model_index.json")) if repo.is_dir() else []
-        for index in snapshots:
-            family = classify(index.parent)
-            if family is not None:
-                return CatalogEntry(spec, family, "huggingface-cache", index.parent)
-        raise UnknownModel(
-            f"'{spec}' is not a Stable Diffusion 1.5 or SDXL diffusers model in the Hugging Face cache "
-            f"({hf_cache_dir()}); models are never downloaded."
-        )
-
-    def _resolve_path(self, path: Path) -> CatalogEntry:
-        path = path.resolve()
-        for entry in [*self._entries.values(), *self._by_path.values()]:
-            if entry.location is not None and entry.location.resolve() == path:
-                return entry
-        family = classify(path)
-        if family is None:
-            reason = why_unusable(path) or "it is not a .safetensors/.ckpt checkpoint or a diffusers folder"
-            raise UnknownModel(f"Cannot use '{path.name}' as a model: {reason}.")
-        entry = CatalogEntry(name_for_path(path, {**self._entries, **self._by_path}), family, "path", path)
-        self._by_path[entry.name] = entry
-        self._entries[entry.name] = entry
-        return entry
-
-    def _folders_text(self) -> str:
-        folders = [str(f.path) for f in self.search_folders()]
-        return ", ".join(folders) if folders else "(no folders configured)"
-
-    def _load(self, entry: CatalogEntry) -> LoadedModel:
-        """The loaded model for `entry`, from the cache or loaded now (dropping the oldest)."""
-        with self._catalog_lock:
-            if entry.name in self._loaded:
-                self._loaded.move_to_end(entry.name)
-                return self._loaded[entry.name]
-            while len(self._loaded) >= self.max_loaded:
-                self._loaded.popitem(last=False)
-                self._free_memory()
-        model = self._load_uncached(entry)
-        with self._catalog_lock:
-            self._loaded[entry.name] = model
-        return model
-
-    def _load_uncached(self, entry: CatalogEntry) -> LoadedModel:
-        from .checkpoints import UnsupportedCheckpoint, load_folder, load_single_file
-        from .pipeline import DifferentialDiffusionPipeline
-        from .tiny import build_tiny_pipeline
-
-        try:
-            if entry.location is None:
-                pipe = copy.deepcopy(build_tiny_pipeline(entry.name.removeprefix(BUILTIN_PREFIX)))
-                if self.dtype != pipe.unet.dtype:
-                    pipe.to(dtype=self.dtype)
-                family, area = entry.family, TINY_WORKING_AREA
-            elif entry.location.is_dir():
-                pipe, family = load_folder(entry.location, self.dtype)
-                area = WORKING_AREA[family]
-            else:
-                pipe, family = load_single_file(entry.location, self.dtype)
-                area = WORKING_AREA[family]
-        except UnsupportedCheckpoint as exc:
-            raise UnknownModel(f"Cannot use '{entry.name}' as a model: {exc}.") from exc
-        except OSError as exc:
-            raise UnknownModel(f"Cannot read model '{entry.name}': {exc.strerror or exc}.") from exc
-        if not self.cpu_offload:
-            pipe.to(self.device)
-        if self.vae_tiling:
-            pipe.vae.enable_tiling()
-        sampler = DifferentialDiffusionPipeline(
-            pipe, device=self.device, dtype=self.dtype, cpu_offload=self.cpu_offload
-        )
-        multiple = sampler.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
-        return LoadedModel(entry.name, family, sampler, area, multiple)
-
-    def _free_memory(self) -> None:
-        gc.collect()
-        if self.device.type == "cuda":
-            import torch
-
-            torch.cuda.empty_cache()
+        return self.models.resolve(spec).name
 
     # -- jobs --------------------------------------------------------------------------
 
@@ -259,7 +106,7 @@ class Engine:
         self,
         image: np.ndarray,
         mask: np.ndarray,
-        params: InpaintParams,
+        params: JobParams,
         *,
         model: str | None = None,
         on_progress: ProgressCallback | None = None,
@@ -270,15 +117,16 @@ class Engine:
 
         image: float32 HxWx4 RGBA in [0, 1], straight alpha, sRGB.
         mask: uint8 HxW, 0 keep ... 255 change fully; gray = partial strength.
+        params: checked against the protocol's spec and `limits` (see check_params).
+        model: the model spec; None takes `params.model` (None there too: the default model).
         Returns the result region (see InpaintResult). Raises InvalidRequest, UnknownModel,
         JobCancelled or OutOfMemory (all EngineError); the engine stays usable after any.
         """
         start = time.perf_counter()
-        params = params.validated()
-        image, mask = check_pixels(image, mask)
+        params = check_params(params, self.limits)
+        image, mask = check_pixels(image, mask, self.limits)
         seed = params.seed if params.seed is not None else secrets.randbits(32)
-        with self._catalog_lock:
-            entry = self._resolve(model)
+        entry = self.models.resolve(model if model is not None else params.model)
 
         from .pipeline import start_step
 
@@ -309,7 +157,7 @@ class Engine:
                 # Whatever the job held (latents, activations) goes before the next job; the
                 # finished frames in the traceback would otherwise keep their tensors alive.
                 traceback.clear_frames(exc.__traceback__)
-                self._free_memory()
+                self.models.free_memory()
                 if isinstance(exc, Exception) and not isinstance(exc, EngineError) and _is_out_of_memory(exc):
                     raise OutOfMemory(
                         f"The {self.device.type.upper()} device ran out of memory. Try a smaller "
@@ -324,7 +172,7 @@ class Engine:
         processed: np.ndarray,
         alpha: np.ndarray,
         max_strength: float,
-        params: InpaintParams,
+        params: JobParams,
         seed: int,
         start: float,
         on_progress: ProgressCallback | None,
@@ -348,7 +196,7 @@ class Engine:
 
         cancel_check()
         progress("loading", 0, 1)
-        loaded = self._load(entry)
+        loaded = self.models.load(entry)
         progress("loading", 1, 1)
         cancel_check()
 
@@ -402,7 +250,17 @@ class Engine:
         return InpaintResult(result, int(seed), timings)
 
 
-def check_pixels(image: Any, mask: Any) -> tuple[np.ndarray, np.ndarray]:
+def check_params(params: JobParams, limits: Limits = DEFAULT_LIMITS) -> JobParams:
+    """The job's parameters checked by the protocol's spec (InvalidRequest naming the field),
+    then by what only the engine knows: the scheduler must be one it offers (UnknownScheduler)."""
+    try:
+        params = params.validated(limits)
+    except ProtocolError as exc:
+        raise InvalidRequest(exc.message) from exc
+    return params.replace(scheduler=check_scheduler_name(params.scheduler))
+
+
+def check_pixels(image: Any, mask: Any, limits: Limits = DEFAULT_LIMITS) -> tuple[np.ndarray, np.ndarray]:
     """Validate the region and mask; returns (float32 HxWx4, uint8 HxW)."""
     if not isinstance(image, np.ndarray) or not isinstance(mask, np.ndarray):
         raise InvalidRequest("The image and the mask must be arrays of pixels.")
@@ -427,9 +285,10 @@ def check_pixels(image: Any, mask: Any) -> tuple[np.ndarray, np.ndarray]:
         )
     if height == 0 or width == 0:
         raise InvalidRequest("The region is empty.")
-    if height * width > MAX_REGION_PIXELS:
+    if not limits.fits(width, height):
         raise InvalidRequest(
-            f"The region is {width}x{height} pixels; at most {MAX_REGION_PIXELS} pixels are accepted."
+            f"The region is {width}x{height} pixels; at most {limits.max_pixels} pixels, "
+            f"{limits.max_side} on a side, are accepted."
         )
     if not np.isfinite(image).all():
         raise InvalidRequest("The image contains NaN or infinite values.")

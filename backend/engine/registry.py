@@ -1,0 +1,255 @@
+"""The models an engine can use: the device they run on, the names they go by, the few kept loaded.
+
+A model spec (see catalog.py for the grammar) resolves to a `CatalogEntry`; loading an
+entry builds its `DifferentialDiffusionPipeline` once and keeps it in a small LRU, so
+jobs on the same model skip the load.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .catalog import (
+    HF_PREFIX,
+    CatalogEntry,
+    SearchFolder,
+    classify,
+    discover,
+    hf_cache_dir,
+    name_for_path,
+    search_folders,
+    why_unusable,
+)
+from .configs import WORKING_AREA
+from .errors import EngineError, UnknownModel
+from .tiny import BUILTIN_PREFIX, BUILTINS, TINY_WORKING_AREA
+
+ModelFamily = Literal["sd15", "sdxl", "sd15-inpaint", "sdxl-inpaint"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model clients may name. `name` is the spec to send back; no paths are exposed."""
+
+    name: str
+    family: ModelFamily
+    source: str  # "builtin", "huggingface-cache", or the kind of folder it was found in
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    family: str
+    sampler: Any  # DifferentialDiffusionPipeline
+    working_area: int  # pixels of area regions are resized to
+    multiple: int  # working sizes are multiples of this
+
+
+def pick_device(device: str | None) -> tuple[Any, Any]:
+    """(torch.device, dtype): None = cuda (fp16) > mps (fp16) > cpu (fp32)."""
+    import torch
+
+    if device in (None, "", "auto"):
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise EngineError(f"Unknown device '{device}': use cuda, cuda:N, mps or cpu.") from exc
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise EngineError("CUDA was requested but no CUDA GPU is available to PyTorch.")
+    if chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise EngineError("MPS was requested but is not available on this machine.")
+    if chosen.type not in ("cuda", "mps", "cpu"):
+        raise EngineError(f"Unsupported device '{device}': use cuda, cuda:N, mps or cpu.")
+    return chosen, (torch.float16 if chosen.type in ("cuda", "mps") else torch.float32)
+
+
+class ModelRegistry:
+    """Resolves model specs and keeps the `max_loaded` most recently used pipelines loaded.
+
+    Thread-safe; a load itself runs outside the lock (the engine runs one job at a time).
+    See `Engine` for the options.
+    """
+
+    def __init__(
+        self,
+        device: Any,
+        dtype: Any,
+        model_dirs: Sequence[Path | str] = (),
+        default_model: str | None = None,
+        *,
+        vae_tiling: bool = False,
+        cpu_offload: bool = False,
+        max_loaded: int = 1,
+        scan_default_locations: bool = True,
+        allow_paths: bool = True,
+    ) -> None:
+        self.device = device
+        self.dtype = dtype
+        self.model_dirs = [Path(d).expanduser() for d in model_dirs]
+        self.default_model = default_model or None
+        self.vae_tiling = vae_tiling
+        self.cpu_offload = cpu_offload and device.type != "cpu"
+        self.max_loaded = max(1, max_loaded)
+        self.scan_default_locations = scan_default_locations
+        self.allow_paths = allow_paths
+        self._lock = threading.RLock()
+        self._entries: dict[str, CatalogEntry] = {}
+        self._by_path: dict[str, CatalogEntry] = {}  # models named by path, listed from then on
+        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+
+    # -- finding and naming ----------------------------------------------------------
+
+    def search_folders(self) -> list[SearchFolder]:
+        """The folders looked in, in order (existing or not)."""
+        return search_folders(self.model_dirs, self.scan_default_locations)
+
+    def list_models(self) -> list[ModelInfo]:
+        """Every model found now (re-scans the folders), built-ins last."""
+        return [ModelInfo(e.name, e.family, e.source) for e in self._refresh().values()]
+
+    def resolve(self, spec: str | None) -> CatalogEntry:
+        """The entry `spec` names (None or blank: the default model); UnknownModel if none."""
+        with self._lock:
+            return self._resolve(spec)
+
+    def _refresh(self) -> dict[str, CatalogEntry]:
+        with self._lock:
+            entries = {e.name: e for e in discover(self.search_folders())}
+            for entry in self._by_path.values():
+                entries.setdefault(entry.name, entry)
+            self._entries = entries
+            return entries
+
+    def _resolve(self, spec: str | None) -> CatalogEntry:
+        if spec is None or not str(spec).strip():
+            if self.default_model:
+                return self._resolve(self.default_model)
+            real = [e for e in self._refresh().values() if e.source != "builtin"]
+            if real:
+                return real[0]
+            raise UnknownModel(
+                "No model was chosen and no checkpoint was found. Put a Stable Diffusion 1.5 or "
+                "SDXL checkpoint in one of: " + self._folders_text()
+            )
+        spec = str(spec).strip()
+        if spec.startswith(BUILTIN_PREFIX):
+            if spec.removeprefix(BUILTIN_PREFIX) in BUILTINS:
+                return CatalogEntry(spec, BUILTINS[spec.removeprefix(BUILTIN_PREFIX)], "builtin", None)
+            names = ", ".join(BUILTIN_PREFIX + n for n in BUILTINS)
+            raise UnknownModel(f"Unknown built-in model '{spec}'. The built-in models are: {names}.")
+        entry = self._entries.get(spec) or self._find_by_name(spec) or self._find_by_name(spec, refresh=True)
+        if entry is not None:
+            return entry
+        if spec.startswith(HF_PREFIX):
+            return self._resolve_hf(spec)
+        if self.allow_paths and Path(spec).expanduser().exists():
+            return self._resolve_path(Path(spec).expanduser())
+        raise UnknownModel(
+            f"Unknown model '{spec}'. Run `differential-inpaint models` to see the models found; "
+            f"looked in: {self._folders_text()}"
+        )
+
+    def _find_by_name(self, spec: str, refresh: bool = False) -> CatalogEntry | None:
+        entries = self._refresh() if refresh else self._entries
+        if spec in entries:
+            return entries[spec]
+        stem_matches = [e for e in entries.values() if e.location is not None and Path(e.name).stem == spec]
+        return stem_matches[0] if len(stem_matches) == 1 else None
+
+    def _resolve_hf(self, spec: str) -> CatalogEntry:
+        repo = hf_cache_dir() / ("models--" + spec.removeprefix(HF_PREFIX).replace("/", "--"))
+        snapshots = sorted((repo / "snapshots").glob("*/model_index.json")) if repo.is_dir() else []
+        for index in snapshots:
+            family = classify(index.parent)
+            if family is not None:
+                return CatalogEntry(spec, family, "huggingface-cache", index.parent)
+        raise UnknownModel(
+            f"'{spec}' is not a Stable Diffusion 1.5 or SDXL diffusers model in the Hugging Face cache "
+            f"({hf_cache_dir()}); models are never downloaded."
+        )
+
+    def _resolve_path(self, path: Path) -> CatalogEntry:
+        path = path.resolve()
+        for entry in [*self._entries.values(), *self._by_path.values()]:
+            if entry.location is not None and entry.location.resolve() == path:
+                return entry
+        family = classify(path)
+        if family is None:
+            reason = why_unusable(path) or "it is not a .safetensors/.ckpt checkpoint or a diffusers folder"
+            raise UnknownModel(f"Cannot use '{path.name}' as a model: {reason}.")
+        entry = CatalogEntry(name_for_path(path, {**self._entries, **self._by_path}), family, "path", path)
+        self._by_path[entry.name] = entry
+        self._entries[entry.name] = entry
+        return entry
+
+    def _folders_text(self) -> str:
+        folders = [str(f.path) for f in self.search_folders()]
+        return ", ".join(folders) if folders else "(no folders configured)"
+
+    # -- loading ---------------------------------------------------------------------
+
+    def load(self, entry: CatalogEntry) -> LoadedModel:
+        """The loaded model for `entry`, from the cache or loaded now (dropping the oldest)."""
+        with self._lock:
+            if entry.name in self._loaded:
+                self._loaded.move_to_end(entry.name)
+                return self._loaded[entry.name]
+            while len(self._loaded) >= self.max_loaded:
+                self._loaded.popitem(last=False)
+                self.free_memory()
+        model = self._load_uncached(entry)
+        with self._lock:
+            self._loaded[entry.name] = model
+        return model
+
+    def _load_uncached(self, entry: CatalogEntry) -> LoadedModel:
+        from .checkpoints import UnsupportedCheckpoint, load_folder, load_single_file
+        from .pipeline import DifferentialDiffusionPipeline
+        from .tiny import build_tiny_pipeline
+
+        try:
+            if entry.location is None:
+                pipe = copy.deepcopy(build_tiny_pipeline(entry.name.removeprefix(BUILTIN_PREFIX)))
+                if self.dtype != pipe.unet.dtype:
+                    pipe.to(dtype=self.dtype)
+                family, area = entry.family, TINY_WORKING_AREA
+            elif entry.location.is_dir():
+                pipe, family = load_folder(entry.location, self.dtype)
+                area = WORKING_AREA[family]
+            else:
+                pipe, family = load_single_file(entry.location, self.dtype)
+                area = WORKING_AREA[family]
+        except UnsupportedCheckpoint as exc:
+            raise UnknownModel(f"Cannot use '{entry.name}' as a model: {exc}.") from exc
+        except OSError as exc:
+            raise UnknownModel(f"Cannot read model '{entry.name}': {exc.strerror or exc}.") from exc
+        if not self.cpu_offload:
+            pipe.to(self.device)
+        if self.vae_tiling:
+            pipe.vae.enable_tiling()
+        sampler = DifferentialDiffusionPipeline(
+            pipe, device=self.device, dtype=self.dtype, cpu_offload=self.cpu_offload
+        )
+        multiple = sampler.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
+        return LoadedModel(entry.name, family, sampler, area, multiple)
+
+    def free_memory(self) -> None:
+        """Give the device back what unreferenced tensors held (a dropped model, a failed job)."""
+        gc.collect()
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
