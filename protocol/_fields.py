@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from enum import Enum
 from typing import Any
 
 from .errors import ErrorCode, ProtocolError
@@ -129,7 +130,7 @@ def read_list(d: Mapping[str, Any], where: str, key: str, default: Any = _MISSIN
     return list(value)
 
 
-def read_enum(d: Mapping[str, Any], where: str, key: str, enum: type, default: Any = _MISSING) -> Any:
+def read_enum(d: Mapping[str, Any], where: str, key: str, enum: type[Enum], default: Any = _MISSING) -> Any:
     value = read_str(d, where, key, default)
     try:
         return enum(value)

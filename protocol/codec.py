@@ -137,9 +137,9 @@ def fragments(parts: list[bytes | memoryview], max_bytes: int = FRAGMENT_BYTES) 
 
 
 def decode(
-    data: bytes | bytearray | memoryview,
+    data: bytes | bytearray | memoryview | str,
     limits: Limits = DEFAULT_LIMITS,
-    accept: Mapping[str, type] = ALL_MESSAGES,
+    accept: Mapping[str, type[Message]] = ALL_MESSAGES,
 ) -> Any:
     """Bytes from the peer -> a message object, or `ProtocolError`.
 

@@ -417,11 +417,10 @@ class Error(Message):
         return cls(exc.code, exc.message, exc.job_id)
 
 
-ClientMessage = Hello | Submit | Cancel | ListModels | GetStatus
-ServerMessage = Welcome | Accepted | Progress | Preview | Result | Cancelled | Error | Models | Status
-
-CLIENT_MESSAGES: dict[str, type] = {m.TYPE: m for m in (Hello, Submit, Cancel, ListModels, GetStatus)}
-SERVER_MESSAGES: dict[str, type] = {
+CLIENT_MESSAGES: dict[str, type[Message]] = {
+    m.TYPE: m for m in (Hello, Submit, Cancel, ListModels, GetStatus)
+}
+SERVER_MESSAGES: dict[str, type[Message]] = {
     m.TYPE: m for m in (Welcome, Accepted, Progress, Preview, Result, Cancelled, Error, Models, Status)
 }
-ALL_MESSAGES: dict[str, type] = {**CLIENT_MESSAGES, **SERVER_MESSAGES}
+ALL_MESSAGES: dict[str, type[Message]] = {**CLIENT_MESSAGES, **SERVER_MESSAGES}

@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from ...protocol import (
@@ -455,7 +456,7 @@ class JobQueue:
             self._running = job
             self._announce_positions()
             try:
-                outcome = await asyncio.wrap_future(self._worker.submit(lambda j=job: self.runner.execute(j)))
+                outcome = await asyncio.wrap_future(self._worker.submit(partial(self.runner.execute, job)))
             except Exception as exc:  # execute() catches everything; this is a daemon bug
                 log.exception("%s: internal error", job.describe())
                 text = f"Internal error in the daemon ({type(exc).__name__}); other jobs go on."

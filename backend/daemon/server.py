@@ -46,6 +46,8 @@ from ...protocol import (
     decode,
 )
 from .. import __version__
+from ..engine.errors import InvalidRequest
+from ..engine.schedulers import SCHEDULERS, check_scheduler_name
 from . import jobs as jobs_module
 from .jobs import Frames, Job, JobQueue, JobRunner, QueueFull, ShuttingDown, wire_frames
 from .models import ModelCatalog
@@ -138,7 +140,8 @@ class Session:
                     continue
                 # Returns once the data is in the socket buffer below the high-water
                 # mark; meanwhile new previews replace each other in the slot.
-                await self.ws.send(frames[0] if len(frames) == 1 else frames)
+                # websockets sends any bytes-like object; its hints name only bytes.
+                await self.ws.send(frames[0] if len(frames) == 1 else frames)  # type: ignore[arg-type]
         except ConnectionClosed:
             pass
         except Exception:  # a bug: close, rather than leave the client waiting for replies
@@ -186,7 +189,7 @@ class DaemonServer:
         self.catalog = catalog
         self.config = config
         self.policy = AccessPolicy.create(config.host, config.allowed_origins)
-        self.schedulers: list[str] = list(getattr(engine, "schedulers", None) or _engine_schedulers())
+        self.schedulers: list[str] = list(getattr(engine, "schedulers", None) or SCHEDULERS)
         self.device = str(getattr(engine, "device", "") or "")
         self._runner_options = runner_options
         self._sessions: set[Session] = set()
@@ -390,13 +393,6 @@ class DaemonServer:
     def _scheduler_error(self, name: str) -> str | None:
         """Why the engine would refuse this scheduler, told before the job waits in the queue."""
         try:
-            from ..engine.errors import InvalidRequest
-            from ..engine.schedulers import check_scheduler_name
-        except ImportError:  # an engine without the checker: the names it offers, exactly
-            if not self.schedulers or name in self.schedulers:
-                return None
-            return f"unknown scheduler '{name[:64]}'; this daemon offers: {', '.join(self.schedulers)}"
-        try:
             check_scheduler_name(name)
         except InvalidRequest as exc:
             return str(exc)
@@ -411,14 +407,6 @@ def _printable(text: str, limit: int) -> str:
 def _address(connection: ServerConnection) -> str:
     remote = connection.remote_address
     return f"{remote[0]}:{remote[1]}" if remote else "?"
-
-
-def _engine_schedulers() -> tuple[str, ...]:
-    try:
-        from ..engine import SCHEDULERS
-    except ImportError:
-        return ()
-    return tuple(SCHEDULERS)
 
 
 async def serve_until(server: DaemonServer, stop: asyncio.Event) -> None:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ...protocol import JobParams, Param, ProtocolError, shown_on
+from ...protocol import DEFAULT_LIMITS, JobParams, Param, ProtocolError, shown_on
 from .errors import EngineError, InvalidRequest, JobCancelled, UnknownModel
 from .schedulers import SCHEDULERS, check_scheduler_name
 
@@ -22,6 +23,9 @@ EXIT_BAD_INPUT = 2
 EXIT_UNKNOWN_MODEL = 3
 EXIT_FAILED = 1
 EXIT_CANCELLED = 130
+# Whole files, not regions on the wire: no message size applies, only the side limit
+# (the engine works at the model's size whatever the file's).
+FILE_LIMITS = replace(DEFAULT_LIMITS, max_pixels=DEFAULT_LIMITS.max_side**2)
 
 
 # The job's options are the spec's parameters shown on the command line: their names,
@@ -201,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
             model_dirs=args.model_dir,
             vae_tiling=args.vae_tiling,
             cpu_offload=args.cpu_offload,
+            limits=FILE_LIMITS,
         )
         result = engine.inpaint(image, mask, params, model=params.model, on_progress=progress.update)
     except InvalidRequest as exc:

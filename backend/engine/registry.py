@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from .catalog import (
     HF_PREFIX,
@@ -31,7 +31,7 @@ from .configs import WORKING_AREA
 from .errors import EngineError, UnknownModel
 from .tiny import BUILTIN_PREFIX, BUILTINS, TINY_WORKING_AREA
 
-ModelFamily = Literal["sd15", "sdxl", "sd15-inpaint", "sdxl-inpaint"]
+ModelFamily = str  # "sd15", "sdxl", "sd15-inpaint", "sdxl-inpaint"
 
 
 @dataclass(frozen=True)

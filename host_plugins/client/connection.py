@@ -19,9 +19,9 @@ from websockets.sync.client import ClientConnection, connect
 
 from .. import protocol as p
 from .errors import DaemonUnavailable, InpaintError, JobCancelled
+from .version import VERSION
 
 DEFAULT_SERVER = f"ws://127.0.0.1:{p.DEFAULT_PORT}"
-CLIENT_VERSION = "0.1.0"
 START_HINT = (
     "Start the daemon with `differential-inpaint serve` (or `./dev serve` in the "
     "Differential Inpaint folder) and try again."
@@ -55,7 +55,7 @@ class DaemonConnection:
         *,
         token: str | None = None,
         client: str = "differential-inpaint-client",
-        client_version: str = CLIENT_VERSION,
+        client_version: str = VERSION,
         open_timeout: float = 10.0,
     ) -> None:
         server = self.server = normalize_server(server)
@@ -112,7 +112,8 @@ class DaemonConnection:
         # caller's own bytes: nothing is copied to encode a big region.
         frames = p.fragments(p.encode_parts(message))
         try:
-            self._ws.send(frames[0] if len(frames) == 1 else frames)
+            # websockets sends any bytes-like object; its hints name only bytes.
+            self._ws.send(frames[0] if len(frames) == 1 else frames)  # type: ignore[arg-type]
         except ConnectionClosed:
             raise _lost(self.server) from None
 

@@ -22,7 +22,10 @@ from pathlib import Path
 
 DISTRIBUTION = "differential-inpaint"
 VENDORED = ("msgpack", "websockets")
-_SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "*.pyd", "*.c", "*.h", "*.pyi", "py.typed")
+# vectors/: the protocol's golden test bytes, for hosts' test suites, not for the plugins.
+_SKIP = shutil.ignore_patterns(
+    "__pycache__", "*.pyc", "*.so", "*.pyd", "*.c", "*.h", "*.pyi", "py.typed", "vectors"
+)
 
 
 def _package_dir(module: str) -> Path:

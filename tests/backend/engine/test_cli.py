@@ -220,3 +220,19 @@ def test_models_lists_what_it_found_and_where_it_looked(
     assert line.split()[1:] == ["sdxl", "folder"]
     assert "builtin:tiny-sd15" in out
     assert str(folder) in out.split("Searched:")[1]
+
+
+def test_whole_files_may_be_bigger_than_a_region_on_the_wire() -> None:
+    """The command line reads whole photos: only the side limit holds, not the wire's pixel cap."""
+    import numpy as np
+
+    from differential_inpaint.backend.engine import InvalidRequest
+    from differential_inpaint.backend.engine.cli_run import FILE_LIMITS
+    from differential_inpaint.backend.engine.job import check_pixels
+    from differential_inpaint.protocol import DEFAULT_LIMITS
+
+    image, mask = np.zeros((4200, 4200, 4), np.float32), np.zeros((4200, 4200), np.uint8)
+    with pytest.raises(InvalidRequest):
+        check_pixels(image, mask, DEFAULT_LIMITS)
+    assert check_pixels(image, mask, FILE_LIMITS)[0].shape == (4200, 4200, 4)
+    assert FILE_LIMITS.max_side == DEFAULT_LIMITS.max_side

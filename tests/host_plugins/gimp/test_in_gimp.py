@@ -341,23 +341,12 @@ def test_interactive_dialog_ok(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -
     run, daemon = gimp_run
     dialog = run.verdict("dialog-ok")["dialog"]
     assert dialog["dialogs"] == 1 and dialog["title"] == "Differential Inpaint"
-    for label in (
-        "Prompt",
-        "Negative prompt",
-        "Strength",
-        "Steps",
-        "Guidance",
-        "Seed",
-        "Model",
-        "Grow",
-        "Feather",
-        "Daemon address",
-        "Token",
-        "OK",
-        "Cancel",
-    ):
+    shown = p.shown_on("gimp", SETTINGS_PARAMS)
+    # The same labels as Krita's form, from the spec.
+    assert [q.label for q in shown][:3] == ["Prompt", "Negative prompt", "Strength"]
+    for label in [q.label for q in shown] + ["OK", "Cancel"]:
         assert label in dialog["labels"]
-    assert dialog["hidden_entries"] == 1  # the token shows as dots
+    assert dialog["hidden_entries"] == sum(q.secret for q in shown) == 1  # the token shows as dots
     assert "set before the dialog" not in daemon.submit_by_prompt
     verdict, _ = check_success(run, daemon, "dialog-ok", p.PixelFormat.RGBA8, prompt="typed in the dialog")
     assert verdict["new_layer"]["name"] == "typed in the dialog"

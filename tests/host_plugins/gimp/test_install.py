@@ -20,9 +20,8 @@ def test_layout(installed_plugin: Path) -> None:
     assert entry.read_text().startswith("#!/usr/bin/env python3\n")
     package = installed_plugin / "differential_inpaint_gimp"
     for name in (
-        "core.py",
+        "formats.py",
         "gimp_io.py",
-        "job.py",
         "plugin.py",
         "protocol/region.py",
         "client/__init__.py",
@@ -65,9 +64,10 @@ def test_plugin_runs_on_a_bare_python(installed_plugin: Path) -> None:
     code = (
         "import sys, os; d = sys.argv[1]; "
         "sys.path[:0] = [os.path.join(d, 'differential_inpaint_gimp', '_vendor'), d]; "
-        "from differential_inpaint_gimp import core, client; import msgpack, websockets; "
+        "from differential_inpaint_gimp import formats; from differential_inpaint_gimp.client import flow; "
+        "import msgpack, websockets; "
         "assert msgpack.__file__.startswith(d) and websockets.__file__.startswith(d); "
-        "print(core.plan_region(None, (8, 8)))"
+        "print(formats.depth_for_precision('U8_LINEAR').wire.value, flow.layer_name(' a  b '))"
     )
     # -S: no site-packages, so nothing from the venv can stand in for the copies.
     done = subprocess.run(
@@ -77,7 +77,7 @@ def test_plugin_runs_on_a_bare_python(installed_plugin: Path) -> None:
         env={"PATH": os.environ["PATH"]},
     )
     assert done.returncode == 0, done.stderr
-    assert "Rect(x=0, y=0, width=8, height=8)" in done.stdout
+    assert done.stdout.split() == ["rgba8", "a", "b"]
 
 
 @pytest.mark.parametrize(

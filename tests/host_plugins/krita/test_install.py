@@ -35,6 +35,7 @@ def test_install_writes_what_krita_loads(tmp_path: Path):
     for part in ("protocol/messages.py", "client/__init__.py", "_vendor/msgpack/fallback.py", "krita_io.py"):
         assert (package / part).is_file(), part
     assert not list(package.rglob("__pycache__")) and not list(package.rglob("*.so"))
+    assert not (package / "protocol" / "vectors").exists()  # test bytes, not for the plugin
 
 
 def test_reinstalling_replaces_the_old_copy_and_leaves_no_staging(tmp_path: Path):
