@@ -11,9 +11,8 @@ import secrets
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,43 +46,16 @@ class Engine:
     """Differential Diffusion inpainting with cached models; `inpaint` is thread-safe.
 
     device: None picks cuda (fp16) > mps (fp16) > cpu (fp32).
-    model_dirs: extra folders to search for checkpoints (see catalog.py for the order).
-    default_model: the spec used when a job names none.
-    vae_tiling: decode/encode the VAE in tiles (less memory on small GPUs).
-    cpu_offload: keep models in CPU memory, moving each component to the GPU only
-        while it runs (slower, for GPUs that cannot hold a whole pipeline).
-    max_loaded: how many pipelines stay loaded (least recently used is dropped).
-    scan_default_locations: also search the usual ComfyUI/A1111 folders and the HF cache.
-    allow_paths: whether a spec may be a filesystem path.
     limits: the protocol's limits a job must keep to (steps, region size, prompt length).
+    model_options: how models are found and kept, passed to `ModelRegistry`.
     """
 
     def __init__(
-        self,
-        device: str | None = None,
-        model_dirs: Sequence[Path | str] = (),
-        default_model: str | None = None,
-        *,
-        vae_tiling: bool = False,
-        cpu_offload: bool = False,
-        max_loaded: int = 1,
-        scan_default_locations: bool = True,
-        allow_paths: bool = True,
-        limits: Limits = DEFAULT_LIMITS,
+        self, device: str | None = None, *, limits: Limits = DEFAULT_LIMITS, **model_options: Any
     ) -> None:
         self.device, self.dtype = pick_device(device)
         self.limits = limits
-        self.models = ModelRegistry(
-            self.device,
-            self.dtype,
-            model_dirs,
-            default_model,
-            vae_tiling=vae_tiling,
-            cpu_offload=cpu_offload,
-            max_loaded=max_loaded,
-            scan_default_locations=scan_default_locations,
-            allow_paths=allow_paths,
-        )
+        self.models = ModelRegistry(self.device, self.dtype, **model_options)
         self._job_lock = threading.Lock()
 
     # -- models ----------------------------------------------------------------------

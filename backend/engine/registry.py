@@ -80,7 +80,15 @@ class ModelRegistry:
     """Resolves model specs and keeps the `max_loaded` most recently used pipelines loaded.
 
     Thread-safe; a load itself runs outside the lock (the engine runs one job at a time).
-    See `Engine` for the options.
+
+    model_dirs: extra folders to search for checkpoints (see catalog.py for the order).
+    default_model: the spec used when a job names none.
+    vae_tiling: decode/encode the VAE in tiles (less memory on small GPUs).
+    cpu_offload: keep models in CPU memory, moving each component to the GPU only
+        while it runs (slower, for GPUs that cannot hold a whole pipeline).
+    max_loaded: how many pipelines stay loaded (least recently used is dropped).
+    scan_default_locations: also search the usual ComfyUI/A1111 folders and the HF cache.
+    allow_paths: whether a spec may be a filesystem path.
     """
 
     def __init__(

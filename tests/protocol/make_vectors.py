@@ -161,20 +161,44 @@ SUBMIT_DEFAULTS = p.Submit(
     p.Mask(2, 2, bytes([0, 64, 192, 255])),
     p.JobParams(),
 )
-ALL_PARAMS = p.JobParams(
-    prompt="a red fox in snow",
-    negative_prompt="blurry, text",
-    strength=0.75,
-    steps=30,
-    guidance=5.5,
-    seed=p.MAX_SEED,
-    model="sdxl-base",
-    scheduler="ddim",
-    grow=4.0,
-    feather=2.5,
-    snap=0.125,
-    output_format=F.RGBAF32,
-    preview=False,
+
+
+def every_field_set(params: p.JobParams) -> p.JobParams:
+    """`params` with each field still at its default set to another value its
+    declaration allows, so a newly declared parameter is in the vectors without
+    an edit here (then regenerate them)."""
+    changes: dict[str, Any] = {}
+    for q in p.JOB_PARAMS:
+        if getattr(params, q.name) != q.default:
+            continue
+        lo, hi = q.bounds()
+        if q.kind is bool:
+            changes[q.name] = not q.default
+        elif q.kind is str:
+            changes[q.name] = f"{q.name}-1"
+        elif q.kind in (int, float):
+            changes[q.name] = q.kind(hi) if not q.hi_open and hi != q.default else q.kind(lo)
+        else:  # an enum
+            changes[q.name] = next(member for member in q.kind if member != q.default)
+    return params.replace(**changes)
+
+
+ALL_PARAMS = every_field_set(
+    p.JobParams(
+        prompt="a red fox in snow",
+        negative_prompt="blurry, text",
+        strength=0.75,
+        steps=30,
+        guidance=5.5,
+        seed=p.MAX_SEED,
+        model="sdxl-base",
+        scheduler="ddim",
+        grow=4.0,
+        feather=2.5,
+        snap=0.125,
+        output_format=F.RGBAF32,
+        preview=False,
+    )
 )
 SUBMIT_ALL_PARAMS = p.Submit(
     "krita:doc-7.layer_2",
