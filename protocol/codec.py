@@ -7,12 +7,14 @@ bytes without copying the pixels, cut for one fragmented websocket message;
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Mapping
 from typing import Any
 
 import msgpack
 
+from ._fields import wire_type
 from .errors import ErrorCode, ProtocolError
 from .limits import DEFAULT_LIMITS, Limits
 from .messages import ALL_MESSAGES, Message
@@ -149,7 +151,7 @@ def decode(
     if isinstance(data, str):
         raise ProtocolError(ErrorCode.MALFORMED, "expected a binary message holding msgpack, got text")
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise ProtocolError(ErrorCode.MALFORMED, f"expected bytes, got {type(data).__name__}")
+        raise ProtocolError(ErrorCode.MALFORMED, "expected a binary message holding msgpack")
     if len(data) > limits.max_message_bytes:
         raise ProtocolError(
             ErrorCode.TOO_LARGE,
@@ -171,11 +173,9 @@ def decode(
             max_ext_len=0,
         )
     except Exception as exc:  # any failure of the untrusted bytes, C or pure-Python unpacker
-        raise ProtocolError(
-            ErrorCode.MALFORMED, f"not a msgpack message ({exc.__class__.__name__})"
-        ) from None
+        raise ProtocolError(ErrorCode.MALFORMED, _unpack_failure(exc)) from None
     if not isinstance(obj, dict):
-        raise ProtocolError(ErrorCode.MALFORMED, f"expected a msgpack map, got {type(obj).__name__}")
+        raise ProtocolError(ErrorCode.MALFORMED, f"expected a msgpack map, got {wire_type(obj)}")
     if not all(isinstance(k, str) for k in obj):
         raise ProtocolError(ErrorCode.MALFORMED, "every key of a message must be a string")
     kind = obj.get("type")
@@ -189,3 +189,51 @@ def decode(
             f"unknown message type '{shown}'; expected one of: {', '.join(sorted(accept))}",
         )
     return cls.from_wire(obj, limits)
+
+
+# msgpack's Python names for map keys it refuses ("int is not allowed for map key", or
+# "<class 'int'> ..." from the pure-Python unpacker), in msgpack's own words.
+_KEY_TYPES = {
+    "NoneType": "nil",
+    "bool": "a boolean",
+    "int": "an integer",
+    "float": "a float",
+    "list": "an array",
+    "tuple": "an array",
+    "dict": "a map",
+    "ExtType": "an extension type",
+    "Timestamp": "an extension type",
+}
+_KEY_TYPE = re.compile(r"^(?:<class '(?:\w+\.)*)?(\w+)'?>? is not allowed for map key")
+_OVER_LIMIT = re.compile(r"^(\d+) exceeds max_(\w+)_len\((\d+)\)")
+_LIMITED = {"array": "an array of {} items", "map": "a map of {} entries", "str": "a string of {} bytes"}
+
+
+def _unpack_failure(exc: Exception) -> str:
+    """What was wrong with bytes msgpack could not unpack, in the protocol's words: the
+    unpacker's exceptions (C or pure Python) name Python types and classes."""
+    text = str(exc)
+    if isinstance(exc, msgpack.ExtraData):
+        extra = len(exc.extra) if isinstance(exc.extra, (bytes, bytearray, memoryview)) else 0
+        count = {0: "", 1: "1 trailing byte"}.get(extra, f"{extra} trailing bytes")
+        return f"not one msgpack message: {count or 'trailing bytes'} after the message"
+    if isinstance(exc, msgpack.StackError):
+        return "not a msgpack message: arrays and maps nested too deeply"
+    if isinstance(exc, msgpack.FormatError):
+        return "not a msgpack message: a byte where no msgpack value can start"
+    if isinstance(exc, UnicodeDecodeError):
+        return "not a msgpack message: a string that is not valid UTF-8"
+    if isinstance(exc, msgpack.OutOfData) or "incomplete input" in text:
+        return "not a msgpack message: truncated (it ends inside a value)"
+    key = _KEY_TYPE.match(text)
+    if key:
+        kind = _KEY_TYPES.get(key.group(1), "a value that is not a string")
+        return f"not a msgpack message this protocol reads: a map key is {kind}, not a string"
+    over = _OVER_LIMIT.match(text)
+    if over:
+        size, kind, limit = over.groups()
+        if kind == "ext":
+            return "not a msgpack message this protocol reads: it holds an extension type"
+        what = _LIMITED.get(kind, "binary data of {} bytes").format(size)
+        return f"not a msgpack message this protocol reads: {what}, over the limit of {limit}"
+    return "not a valid msgpack message"

@@ -66,7 +66,7 @@ class Hello(Message):
 
     TYPE: ClassVar[str] = "hello"
     client: str
-    client_version: str = ""
+    client_version: str = ""  # optional on the wire: a hello without it is welcomed
     protocol: int = PROTOCOL_VERSION
     token: str | None = field(default=None, repr=False)
 

@@ -10,7 +10,11 @@ Round trips are exact: u8 -> float32 -> u8, u16 -> float32 -> u16,
 f16 -> float32 -> f16 and f32 -> f32 give the same bits back. Linear
 conversion and clipping of out-of-range floats are not exact, so
 `encode_result` copies the client's own bytes back wherever the mask is 0:
-pixels the user asked to keep come back bit for bit.
+pixels the user asked to keep come back bit for bit (in another output
+format: the client's own values, converted straight to it).
+
+A result is in the input's colour encoding, values and label, whatever the
+output format: linear in, linear out; sRGB in, sRGB out.
 """
 
 from __future__ import annotations
@@ -127,32 +131,50 @@ def encode_result(
 ) -> Image:
     """The engine's result -> wire image, in `output_format` or the source's format.
 
-    The color encoding follows the source (a linear document gets linear values
-    back), except that an integer output format the client asked for instead of
-    its own is sRGB: linear light in 8 or 16 bits loses the shadows. Where `mask` is 0 and the output
-    format is the source's, the RGB channels are the client's own bytes, so
-    kept pixels survive any conversion bit for bit; alpha is always the
-    engine's composite alpha.
+    One rule for the colour: the result is in the source's colour encoding, its
+    values and its `color` label, whatever the output format (a linear layer gets
+    linear values back, in 8 bits too; nothing on the wire asks for another
+    encoding). Where `mask` is 0 the RGB channels are the client's own values:
+    its very bytes when the output format is the source's, else its values
+    converted straight to the output format (no trip through sRGB; integers
+    clip to [0, 1]). Alpha is always the engine's composite alpha.
     """
     fmt = PixelFormat(output_format or source.format)
-    same_format = fmt is PixelFormat(source.format)
-    color = ColorEncoding(source.color) if same_format or fmt.is_float else ColorEncoding.SRGB
+    color = ColorEncoding(source.color)
     if rgba.shape[:2] != (source.height, source.width):
         raise ValueError(
             f"the engine returned {rgba.shape[1]}x{rgba.shape[0]} for a {source.width}x{source.height} region"
         )
     image = encode_image(rgba, fmt, color)
-    if fmt is not PixelFormat(source.format) or color is not ColorEncoding(source.color):
-        return image
     keep = mask == 0
     if not keep.any():
         return image
-    out = np.frombuffer(image.data, dtype=_DTYPES[fmt]).reshape(source.height, source.width, 4)
-    out = out.copy()
-    original = wire_array(source)
+    out = np.frombuffer(image.data, dtype=_DTYPES[fmt]).reshape(source.height, source.width, 4).copy()
+    kept = wire_array(source)[keep]
+    if fmt is not PixelFormat(source.format):
+        kept = _convert(kept, PixelFormat(source.format), fmt)
     # Channels 0-2 are the colour in either order (RGBA or BGRA); 3 is alpha.
-    out[keep, :3] = original[keep, :3]
+    out[keep, :3] = kept[:, :3]
     return Image(source.width, source.height, fmt, out.tobytes(), color)
+
+
+def _convert(wire: np.ndarray, source: PixelFormat, target: PixelFormat) -> np.ndarray:
+    """Pixels (..., 4) of one wire format as another's dtype and channel order, same
+    colour encoding: integers scaled, floats cast (HDR, NaN and infinities kept),
+    floats into integers clipped to [0, 1] with NaN as 0."""
+    if source in _BGRA:
+        wire = wire[..., _SWAP_RB]
+    values = wire.astype(np.float32)
+    if not source.is_float:
+        values *= np.float32(1.0 / _INT_SCALE[source])
+    if target.is_float:
+        with np.errstate(over="ignore"):  # beyond half's range is infinity, as in any cast
+            out = values.astype(_DTYPES[target])
+    else:
+        np.nan_to_num(values, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+        np.clip(values, 0.0, 1.0, out=values)
+        out = np.rint(values * np.float32(_INT_SCALE[target])).astype(_DTYPES[target])
+    return out[..., _SWAP_RB] if target in _BGRA else out
 
 
 def encode_preview(rgba8: np.ndarray, max_side: int = PREVIEW_MAX_SIDE) -> Image:

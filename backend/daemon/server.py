@@ -391,12 +391,20 @@ class DaemonServer:
         log.debug("%s: queued at position %d", job.describe(), job.position)
 
     def _scheduler_error(self, name: str) -> str | None:
-        """Why the engine would refuse this scheduler, told before the job waits in the queue."""
+        """Why this scheduler is refused, told before the job waits in the queue.
+
+        The wire takes exactly the names `welcome.schedulers` lists: the engine's
+        aliases ("EULER", "euler ", "dpm++ 2m") are for the command line only.
+        """
+        if name in self.schedulers:
+            return None
         try:
-            check_scheduler_name(name)
-        except InvalidRequest as exc:
-            return str(exc)
-        return None
+            canonical: str | None = check_scheduler_name(name)
+        except InvalidRequest:
+            canonical = None
+        hint = f" (names are exact: did you mean '{canonical}'?)" if canonical in self.schedulers else ""
+        offered = ", ".join(self.schedulers)
+        return f"unknown scheduler '{_printable(name, 64)}'{hint}; this daemon offers: {offered}"
 
 
 def _printable(text: str, limit: int) -> str:

@@ -175,8 +175,20 @@ SUBMIT_CASES = {
         ErrorCode.INVALID_FIELD,
         "output_format",
     ),
-    "x not int": ({"x": 1.5}, ErrorCode.INVALID_FIELD, "'x'"),
-    "params not a map": ({"params": [1]}, ErrorCode.INVALID_FIELD, "params"),
+    "x not int": ({"x": 1.5}, ErrorCode.INVALID_FIELD, "'x' must be an integer, not a float"),
+    "params not a map": ({"params": [1]}, ErrorCode.INVALID_FIELD, "'params' must be a map, not an array"),
+    # What arrived is named in msgpack's words, never Python's (NoneType, dict, bytes...).
+    "prompt nil": ({"params__prompt": None}, ErrorCode.INVALID_FIELD, "'prompt' must be a string, not nil"),
+    "width a map": ({"image__width": {}}, ErrorCode.INVALID_FIELD, "must be an integer, not a map"),
+    "data an array": ({"image__data": [1]}, ErrorCode.INVALID_FIELD, "must be binary data, not an array"),
+    "format binary": (
+        {"image__format": b"rgba8"},
+        ErrorCode.INVALID_FIELD,
+        "must be a string, not binary data",
+    ),
+    "preview a string": ({"params__preview": "yes"}, ErrorCode.INVALID_FIELD, "true or false, not a string"),
+    "strength a boolean": ({"params__strength": True}, ErrorCode.INVALID_FIELD, "a number, not a boolean"),
+    "image key binary": ({"image": {b"width": 3}}, ErrorCode.INVALID_FIELD, "key that is binary data"),
 }
 
 
@@ -188,6 +200,23 @@ def test_malformed_submit(changes: dict, code: ErrorCode, says: str) -> None:
     assert says in err.value.message
     if "job_id" not in changes:
         assert err.value.job_id == "job-1"  # so the client can fail the right job
+
+
+def test_hello_without_client_version_is_valid() -> None:
+    """The README marks `client_version` optional: a hello of `protocol` and `client` alone."""
+    hello = _decode_obj({"type": "hello", "protocol": p.PROTOCOL_VERSION, "client": "minimal"})
+    assert hello == p.Hello(client="minimal", client_version="")
+    with pytest.raises(ProtocolError) as err:
+        _decode_obj({"type": "hello", "protocol": 1, "client": "c", "client_version": None})
+    assert "'client_version' must be a string, not nil" in err.value.message
+
+
+def test_welcome_lists_are_arrays_of_strings() -> None:
+    wire = _wire(EVERY_MESSAGE[2])
+    wire["models"] = {"a": 1}
+    with pytest.raises(ProtocolError) as err:
+        _decode_obj(wire)
+    assert "'models' must be an array, not a map" in err.value.message
 
 
 def test_defaults_fill_missing_params() -> None:

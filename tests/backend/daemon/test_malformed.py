@@ -14,6 +14,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from differential_inpaint import protocol as p
+from tests.protocol.test_error_texts import python_names_in
 from tests.support.wire import DELETE, edited
 
 from .conftest import RawClient, assert_good_job, make_submit
@@ -119,6 +120,29 @@ CASES: list[tuple[str, bytes | str, p.ErrorCode, bool]] = [
         p.ErrorCode.UNKNOWN_SCHEDULER,
         True,
     ),
+    # The engine's command-line aliases are not wire names: only what welcome lists, exactly.
+    (
+        "scheduler in capitals",
+        _pack(_submit_wire(**{"params.scheduler": "EULER"})),
+        p.ErrorCode.UNKNOWN_SCHEDULER,
+        True,
+    ),
+    (
+        "scheduler with a space",
+        _pack(_submit_wire(**{"params.scheduler": "euler "})),
+        p.ErrorCode.UNKNOWN_SCHEDULER,
+        True,
+    ),
+    (
+        "scheduler the engine has but the daemon does not offer",
+        _pack(_submit_wire(**{"params.scheduler": "unipc"})),
+        p.ErrorCode.UNKNOWN_SCHEDULER,
+        True,
+    ),
+    ("prompt is nil", _pack(_submit_wire(**{"params.prompt": None})), p.ErrorCode.INVALID_FIELD, True),
+    ("image is an array", _pack(_submit_wire(image=[1, 2])), p.ErrorCode.INVALID_FIELD, True),
+    ("nested too deeply", b"\x91" * 5000, p.ErrorCode.MALFORMED, False),
+    ("truncated", _pack({"type": "get_status"})[:-3], p.ErrorCode.MALFORMED, False),
     ("cancel of an unknown job", _pack({"type": "cancel", "job_id": "nope"}), p.ErrorCode.UNKNOWN_JOB, True),
     ("second hello", p.encode(p.Hello(client="again")), p.ErrorCode.INVALID_FIELD, False),
 ]
@@ -134,6 +158,7 @@ def test_bad_message_gets_its_error_and_the_connection_goes_on(
         assert isinstance(error, p.Error), error
         assert error.code is code, error
         assert error.message and len(error.message) < 2000
+        assert python_names_in(error.message) == [], error.message
         if names_job:
             assert error.job_id in ("bad-job", "nope")
         # The same connection still works: a good job runs to its result.
@@ -153,6 +178,37 @@ def test_error_texts_say_what_was_wrong(daemon: Any) -> None:
         assert "sd-ultra-9000" in text and "builtin:tiny-sd15" in text  # names what exists
         client.send_raw(_pack(_submit_wire(**{"params.strength": float("nan")})))
         assert "strength" in client.recv().message
+        client.send_raw(_pack(_submit_wire(**{"params.prompt": None})))
+        assert "field 'prompt' must be a string, not nil" in client.recv().message
+        client.send_raw(_pack({"type": "get_status"}) + b"\x00")
+        assert "trailing byte" in client.recv().message
+
+
+@pytest.mark.parametrize("name", ["EULER", "euler ", " euler", "Euler", "DDIM", "heun", "unipc", "x"])
+def test_only_the_announced_scheduler_names_run(daemon: Any, engine: Any, name: str) -> None:
+    with RawClient(daemon.url) as client:
+        assert client.welcome is not None and client.welcome.schedulers == ["euler", "ddim"]
+        client.send(make_submit("sched", scheduler=name))
+        error = client.until_type(p.Error, "sched")
+        assert error.code is p.ErrorCode.UNKNOWN_SCHEDULER, error
+        assert "this daemon offers: euler, ddim" in error.message  # the names to use instead
+        assert f"'{name}'" in error.message
+        if name.strip().lower() in ("euler", "ddim"):
+            assert f"did you mean '{name.strip().lower()}'" in error.message
+        for good in client.welcome.schedulers:
+            assert isinstance(client.run(make_submit(f"ok-{good}", scheduler=good)), p.Result)
+    assert [c.params.scheduler for c in engine.calls] == ["euler", "ddim"]  # only the good ones ran
+
+
+def test_hello_without_client_version_is_welcomed(daemon: Any) -> None:
+    """`client_version` is optional (default ""): a hello of the protocol and client alone."""
+    client = RawClient(daemon.url, hello=None)
+    try:
+        client.send_raw(_pack({"type": "hello", "protocol": p.PROTOCOL_VERSION, "client": "minimal"}))
+        assert isinstance(client.recv(), p.Welcome)
+        assert isinstance(client.run(make_submit("minimal")), p.Result)
+    finally:
+        client.close()
 
 
 def test_duplicate_job_id_on_one_connection_but_not_across_connections(daemon: Any, engine: Any) -> None:

@@ -117,14 +117,96 @@ def test_result_keeps_mask_zero_pixels_bit_for_bit(fmt: PixelFormat, color: Colo
     np.testing.assert_array_equal(out[~keep], painted[~keep])
 
 
-def test_result_in_another_output_format_and_integer_output_is_srgb() -> None:
-    linear_of_128 = pixels.srgb_to_linear(np.float32(128 / 255))  # ~0.2159
-    source = _wire(PixelFormat.RGBAF32, np.full((H, W, 4), linear_of_128, "<f4"), ColorEncoding.LINEAR)
+# Half a step of each format, for values in [0, 1]: how far a value may move to fit it.
+_PRECISION = {
+    PixelFormat.RGBA8: 0.5 / 255 + 1e-6,
+    PixelFormat.BGRA8: 0.5 / 255 + 1e-6,
+    PixelFormat.RGBA16: 0.5 / 65535 + 1e-7,
+    PixelFormat.BGRA16: 0.5 / 65535 + 1e-7,
+    PixelFormat.RGBAF16: 2.0**-12,  # half a unit in the last place just below 1
+    PixelFormat.RGBAF32: 1e-7,
+}
+
+
+def _values(image: Image) -> np.ndarray:
+    """The image's numbers as float64 HxWx4 in RGBA order, in its own colour encoding
+    (integers scaled to [0, 1]; no colour conversion): what its `color` label says they are."""
+    array = pixels.wire_array(image).astype(np.float64)
+    if image.format in (PixelFormat.BGRA8, PixelFormat.BGRA16):
+        array = array[..., [2, 1, 0, 3]]
+    if not image.format.is_float:
+        array /= 255.0 if image.format in (PixelFormat.RGBA8, PixelFormat.BGRA8) else 65535.0
+    return array
+
+
+@pytest.mark.parametrize("output", [None, *PixelFormat], ids=lambda f: f"to-{f.value if f else 'same'}")
+@pytest.mark.parametrize("color", list(ColorEncoding), ids=lambda c: c.value)
+@pytest.mark.parametrize("fmt", list(PixelFormat), ids=lambda f: f.value)
+def test_result_is_in_the_input_colour_encoding_whatever_the_output_format(
+    fmt: PixelFormat, color: ColorEncoding, output: PixelFormat | None
+) -> None:
+    rng = np.random.default_rng(3)
+    wire = _random_wire(fmt, rng)
+    source = _wire(fmt, wire, color)
     mask = np.zeros((H, W), np.uint8)
+    mask[2:, 3:] = 200
+    keep = mask == 0
     engine_out = pixels.decode_image(source)
-    result = pixels.encode_result(engine_out, source, mask, PixelFormat.RGBA8)
-    assert result.format is PixelFormat.RGBA8 and result.color is ColorEncoding.SRGB
-    assert np.frombuffer(result.data, np.uint8)[0] == 128  # sRGB-encoded, not 55 (linear 0.2159 x 255)
+    engine_out[~keep, :3] = rng.random((int((~keep).sum()), 3), dtype=np.float32)  # the engine painted
+    engine_out[..., 3] = (~keep).astype(np.float32)  # composite alpha
+    target = output or fmt
+
+    result = pixels.encode_result(engine_out, source, mask, output)
+
+    assert result.format is target and (result.width, result.height) == (W, H)
+    assert result.color is color  # the label is the input's colour...
+    got = _values(result)
+    tolerance = _PRECISION[target]
+    # ...and so are the values: kept pixels are the client's own numbers,
+    np.testing.assert_allclose(got[keep, :3], _values(source)[keep, :3], rtol=0, atol=tolerance)
+    if target is fmt:  # bit for bit in the client's own format
+        kept_bytes = pixels.wire_array(result)[keep, :3].tobytes()
+        assert kept_bytes == wire[keep, :3].tobytes()
+    # painted ones the engine's sRGB in the input's encoding,
+    painted = engine_out[~keep, :3].astype(np.float64)
+    if color is ColorEncoding.LINEAR:
+        painted = pixels.srgb_to_linear(engine_out[~keep, :3]).astype(np.float64)
+    np.testing.assert_allclose(got[~keep, :3], painted, rtol=0, atol=tolerance + 1e-6)
+    # and alpha is the composite alpha.
+    np.testing.assert_array_equal(got[..., 3], (~keep).astype(np.float64))
+
+
+@pytest.mark.parametrize(
+    ("fmt", "output"),
+    [
+        (PixelFormat.RGBA8, PixelFormat.RGBA8),  # was linear, by the input's format
+        (PixelFormat.BGRA8, PixelFormat.RGBA8),  # was srgb: an integer format other than the input's
+        (PixelFormat.RGBAF32, PixelFormat.RGBA8),
+        (PixelFormat.BGRA16, PixelFormat.RGBAF16),
+    ],
+)
+def test_linear_input_comes_back_linear_in_any_output_format(fmt: PixelFormat, output: PixelFormat) -> None:
+    linear_of_128 = float(pixels.srgb_to_linear(np.float32(128 / 255)))  # ~0.2159
+    engine_out = np.full((H, W, 4), 128 / 255, np.float32)  # sRGB 128: what the model painted
+    source = pixels.encode_image(engine_out, fmt, ColorEncoding.LINEAR)
+    mask = np.full((H, W), 255, np.uint8)
+    result = pixels.encode_result(engine_out, source, mask, output)
+    assert result.format is output and result.color is ColorEncoding.LINEAR
+    np.testing.assert_allclose(_values(result)[..., 0], linear_of_128, atol=_PRECISION[output])
+    if output is PixelFormat.RGBA8:
+        assert pixels.wire_array(result)[0, 0, 0] == 55  # linear 0.2159 x 255, not sRGB's 128
+
+
+def test_kept_float_pixels_keep_hdr_and_nan_in_another_float_format() -> None:
+    wire = np.full((H, W, 4), 0.5, "<f4")
+    wire[0, 0, :3] = [3.5, np.nan, -0.25]
+    source = _wire(PixelFormat.RGBAF32, wire, ColorEncoding.LINEAR)
+    mask = np.zeros((H, W), np.uint8)
+    result = pixels.encode_result(pixels.decode_image(source), source, mask, PixelFormat.RGBAF16)
+    out = pixels.wire_array(result)
+    assert out[0, 0, 0] == 3.5 and np.isnan(out[0, 0, 1]) and out[0, 0, 2] == -0.25
+    as_bytes = pixels.encode_result(pixels.decode_image(source), source, mask, PixelFormat.BGRA8)
+    assert pixels.wire_array(as_bytes)[0, 0, :3].tolist() == [0, 0, 255]  # B, G, R: clipped, NaN as 0
 
 
 def test_linear_16_bit_integers_are_converted_like_linear_floats() -> None:
