@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -83,6 +85,24 @@ def needs_token(host: str, token_file: Path | None) -> bool:
 
 def _say(text: str = "") -> None:
     print(text, flush=True)
+
+
+def listen_error(host: str, port: int, exc: OSError) -> str:
+    """The one start-up line for a socket that cannot be bound, with what to do about it."""
+    # asyncio's bind error repeats the address in its text; the errno says it all (a failed
+    # name lookup's negative code does not: its own text does).
+    code = exc.errno or 0
+    reason = os.strerror(code) if code > 0 else (exc.strerror or str(exc))
+    line = f"error: cannot listen on {host}:{port}: {reason}"
+    if exc.errno == errno.EADDRINUSE:
+        advice = "Is another daemon already running? Stop it, or pick another port with --port."
+    elif exc.errno == errno.EACCES:
+        advice = "Ports below 1024 need administrator rights; pick another port with --port."
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        advice = "That address is not one of this machine's; check --host."
+    else:
+        advice = "Check --host and --port."
+    return f"{line}. {advice}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -170,9 +190,7 @@ async def _main(args: argparse.Namespace, token: str | None, token_path: Path | 
     try:
         port = await server.start()
     except OSError as exc:
-        _say(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
-        if args.port:
-            _say("Is another daemon already running? Stop it, or pick another port with --port.")
+        _say(listen_error(args.host, args.port, exc))
         return 1
 
     stop = asyncio.Event()

@@ -16,6 +16,8 @@ Everything here is pure policy, testable without a socket.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hmac
 import ipaddress
 import os
@@ -119,7 +121,11 @@ class TokenError(Exception):
 
 
 def load_or_create_token(path: Path) -> tuple[str, bool]:
-    """The token stored at `path`, creating it (mode 0600) if missing; (token, created)."""
+    """The token stored at `path`, creating it (mode 0600) if missing; (token, created).
+
+    Raises TokenError, whose message names the file and the reason (never the token), for
+    every way the file can fail to be read or written: a folder in its place, no space left.
+    """
     path = Path(path).expanduser()
     try:
         return _read_token(path), False
@@ -128,15 +134,40 @@ def load_or_create_token(path: Path) -> tuple[str, bool]:
     token = secrets.token_urlsafe(TOKEN_BYTES)
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TokenError(f"cannot create the folder of the token file {path}: {_reason(exc)}") from None
+    try:
         # O_EXCL: never follow a planted link or overwrite a file another process made.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return _read_token(path), False  # another daemon created it just now
     except OSError as exc:
-        raise TokenError(f"cannot create the token file {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(token + "\n")
+        raise TokenError(f"cannot create the token file {path}: {_reason(exc)}") from None
+    try:
+        try:
+            _write_all(fd, (token + "\n").encode("ascii"))
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        # A half-written file would be refused at the next start: leave none behind.
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise TokenError(f"cannot write the token file {path}: {_reason(exc)}") from None
     return token, True
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:  # never for a file; do not spin if it happens
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        view = view[written:]
+
+
+def _reason(exc: OSError) -> str:
+    """What went wrong, without the path (the message names it once itself)."""
+    return exc.strerror or type(exc).__name__
 
 
 def _read_token(path: Path) -> str:
@@ -145,8 +176,17 @@ def _read_token(path: Path) -> str:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TokenError(f"cannot read the token file {path}: {exc}") from None
+    except OSError as exc:
+        advice = ""
+        if isinstance(exc, IsADirectoryError):
+            advice = "; it must be a file: remove that folder or give another --token-file"
+        elif isinstance(exc, NotADirectoryError):
+            advice = "; a part of that path is a file, not a folder: give another --token-file"
+        raise TokenError(f"cannot read the token file {path}: {_reason(exc)}{advice}") from None
+    except UnicodeDecodeError:
+        raise TokenError(
+            f"the token file {path} is not text; delete it to have a new one generated"
+        ) from None
     if sys.platform != "win32" and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         try:
             os.chmod(path, 0o600)  # others could read it: tighten, then go on

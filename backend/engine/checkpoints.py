@@ -10,7 +10,9 @@ conversion functions and loaded strictly, so a wrong derivation fails loudly.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -75,30 +77,51 @@ def _unreadable(kind: str, exc: Exception | None = None) -> UnsupportedCheckpoin
     return UnsupportedCheckpoint(f"it is not a readable {kind} file (damaged or incomplete?){detail}")
 
 
+def _plain_os_error(exc: OSError) -> OSError:
+    """The error of a file that went away or cannot be read, saying why without its path.
+
+    safetensors' OSErrors carry the path in their text and no errno; a file listed a while
+    ago may have been moved or deleted since (the daemon lists models at start-up).
+    """
+    if isinstance(exc, FileNotFoundError):
+        return FileNotFoundError(errno.ENOENT, "it is no longer there (moved or deleted?)")
+    if exc.strerror:
+        return exc
+    found = re.search(r"os error (\d+)", str(exc))
+    code = int(found[1]) if found else errno.EIO
+    return OSError(code, os.strerror(code))
+
+
 def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Key -> shape without reading the weights (safetensors header; .ckpt memory-mapped)."""
-    if path.suffix.lower() == ".safetensors":
-        from safetensors import SafetensorError, safe_open
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors import SafetensorError, safe_open
 
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118 - not a dict
-        except SafetensorError as exc:
-            raise _unreadable(".safetensors", exc) from exc
-    state = _torch_load(path, mmap=True)
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118 - not a dict
+            except SafetensorError as exc:
+                raise _unreadable(".safetensors", exc) from exc
+        state = _torch_load(path, mmap=True)
+    except OSError as exc:
+        raise _plain_os_error(exc) from exc
     return {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix.lower() == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors import SafetensorError
+            from safetensors.torch import load_file
 
-        try:
-            return load_file(str(path), device="cpu")
-        except SafetensorError as exc:
-            raise _unreadable(".safetensors", exc) from exc
-    return {k: v for k, v in _torch_load(path, mmap=True).items() if isinstance(v, torch.Tensor)}
+            try:
+                return load_file(str(path), device="cpu")
+            except SafetensorError as exc:
+                raise _unreadable(".safetensors", exc) from exc
+        return {k: v for k, v in _torch_load(path, mmap=True).items() if isinstance(v, torch.Tensor)}
+    except OSError as exc:
+        raise _plain_os_error(exc) from exc
 
 
 # -- what is it ------------------------------------------------------------------------
@@ -335,7 +358,39 @@ def _text_state_dict(model: torch.nn.Module, converted: dict[str, torch.Tensor])
 def pipeline_from_state_dict(
     state_dict: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32
 ) -> tuple[Any, str]:
-    """(diffusers StableDiffusion(XL)Pipeline, family) from an LDM-layout state dict, offline."""
+    """(diffusers StableDiffusion(XL)Pipeline, family) from an LDM-layout state dict, offline.
+
+    UnsupportedCheckpoint when the weights are not those of a supported family, or do not
+    fit together (a weight missing or of the wrong shape: a damaged file)."""
+    shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
+    family = detect_family(shapes)
+    try:
+        pipe = _pipeline_of_family(state_dict, shapes, family)
+    except UnsupportedCheckpoint:
+        raise
+    except (KeyError, IndexError, ValueError, RuntimeError, StopIteration) as exc:
+        # A file damaged inside (its header read fine): a weight missing, or of the wrong
+        # shape, found by the derivation or by diffusers' converters and load_state_dict.
+        if "out of memory" in str(exc).lower() or "can't allocate" in str(exc).lower():
+            raise
+        raise _inconsistent(exc) from exc
+    _finish(pipe, dtype)
+    return pipe, family
+
+
+def _inconsistent(exc: BaseException) -> UnsupportedCheckpoint:
+    if isinstance(exc, KeyError) and exc.args:
+        detail = f"the weight {str(exc.args[0])[:100]} is missing"
+    else:
+        lines = str(exc).strip().splitlines()
+        detail = lines[0].rstrip(":") if lines and len(lines[0]) <= 100 else type(exc).__name__
+    return UnsupportedCheckpoint(
+        f"its weights do not fit together (damaged, or a layout this version cannot read): {detail}"
+    )
+
+
+def _pipeline_of_family(state_dict: dict[str, torch.Tensor], shapes: Shapes, family: str) -> Any:
+    """The pipeline of `family` from the LDM-layout `state_dict` (`_finish` then sets its dtype)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import (
         convert_ldm_clip_checkpoint,
@@ -346,9 +401,6 @@ def pipeline_from_state_dict(
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     from .tokenizers import tokenizer_for_vocab_size
-
-    shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
-    family = detect_family(shapes)
 
     def build(cls: Any, config: Any) -> Any:
         with torch.device("meta"):
@@ -389,8 +441,7 @@ def pipeline_from_state_dict(
             "text encoder",
         )
         pipe = assemble_pipeline(family, vae, unet, text_encoder, tokenizer)
-    _finish(pipe, dtype)
-    return pipe, family
+    return pipe
 
 
 def load_single_file(path: Path, dtype: torch.dtype = torch.float32) -> tuple[Any, str]:
