@@ -73,7 +73,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="at most one preview per job this often (default 0.5; 0 = every step the client keeps up with)",
     )
+    parser.add_argument(
+        "--max-connections-per-address",
+        type=_at_least_one,
+        default=32,
+        metavar="N",
+        help="open connections from one client address (every local program counts as "
+        "127.0.0.1); more are refused with HTTP 503 (default 32)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=_at_least_one,
+        default=256,
+        metavar="N",
+        help="open connections from all clients together (default 256)",
+    )
+    parser.add_argument(
+        "--message-timeout",
+        type=_positive_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="a request must arrive whole within this time of its first bytes, else its "
+        "connection is closed (default 60: the largest request at ~37 Mbit/s; raise it for "
+        "clients on a slow network)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="log debug details")
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number, 1 or more, not '{text}'")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not '{text}'")
+    return value
 
 
 def needs_token(host: str, token_file: Path | None) -> bool:
@@ -185,6 +229,9 @@ async def _main(args: argparse.Namespace, token: str | None, token_path: Path | 
         allowed_origins=tuple(args.allow_origin),
         token=token,
         preview_interval=args.preview_interval,
+        message_timeout=args.message_timeout,
+        max_connections_per_address=args.max_connections_per_address,
+        max_connections=args.max_connections,
     )
     server = DaemonServer(engine, catalog, config)
     try:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import http
 import logging
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -24,8 +25,10 @@ from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import Event
 
 from ...protocol import (
     CLIENT_MESSAGES,
@@ -62,6 +65,18 @@ _DECODE_OFF_LOOP = 8 * 1024 * 1024  # decode bigger messages in a thread
 # Messages waiting for one client before the daemon stops reading its requests: far
 # above what a job sends (one progress a step), low enough to bound a flood's memory.
 BACKLOG_LIMIT = 256
+# Seconds from a message's first frame to its last. The largest message
+# (limits.max_message_bytes, ~273 MiB) needs ~37 Mbit/s to fit; loopback is far faster.
+MESSAGE_TIMEOUT = 60.0
+# Open connections: the plugins open one per job (plus a docker's), so 32 per address
+# is far above real use; every local process shares 127.0.0.1.
+MAX_CONNECTIONS_PER_ADDRESS = 32
+MAX_CONNECTIONS = 256
+LOG_EVERY = 60.0  # seconds: one line per address for refusals anyone can repeat at will
+NOT_A_WEBSOCKET = (
+    "This is the Differential Inpaint daemon's websocket port: the Krita and GIMP plugins "
+    "connect here with ws://. There is nothing to see with a web browser.\n"
+)
 
 
 class Session:
@@ -163,6 +178,115 @@ class Session:
             await asyncio.wait_for(self._idle.wait(), timeout)
 
 
+class _LogLimit:
+    """Which refusals to log: one line per kind and address every LOG_EVERY seconds,
+    so that a process repeating a bad request cannot fill the log."""
+
+    def __init__(self, every: float = LOG_EVERY) -> None:
+        self.every = every
+        self._last: dict[tuple[str, str], float] = {}
+
+    def allow(self, kind: str, address: str) -> bool:
+        now = time.monotonic()
+        if len(self._last) > 4096:  # many addresses: forget the expired ones (all, if need be)
+            self._last = {k: t for k, t in self._last.items() if now - t < self.every}
+            if len(self._last) > 4096:
+                self._last.clear()
+        last = self._last.get((kind, address))
+        if last is not None and now - last < self.every:
+            return False
+        self._last[(kind, address)] = now
+        return True
+
+
+class _HandshakeLog(logging.LoggerAdapter):
+    """websockets' logger for one connection, with its failed opening handshakes in one line.
+
+    websockets logs "opening handshake failed" at ERROR with a traceback for anything a
+    peer can do (send garbage or a bad header, hang up before the answer): here that is
+    one INFO line of the daemon's log with the reason, once per address a minute (so a
+    client speaking something else to this port shows there). Any other exception (a
+    bug in `_check_request`, say) keeps its traceback.
+    """
+
+    def __init__(self, logger: Any, connection: ServerConnection, limit: _LogLimit) -> None:
+        super().__init__(logger, {})
+        self.connection = connection
+        self.limit = limit
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        failure = sys.exc_info()[1]
+        if msg == "opening handshake failed" and isinstance(failure, (InvalidHandshake, ConnectionClosed)):
+            address = _host(self.connection)
+            if self.limit.allow("handshake", address):
+                log.info(
+                    "opening handshake from %s failed: %s (more from this address are not logged "
+                    "for a minute)",
+                    address,
+                    _printable(_reasons(failure), 300),
+                )
+            return
+        self.logger.log(level, msg, *args, **kwargs)
+
+
+class _Connection(ServerConnection):
+    """websockets' server connection with a deadline on every fragmented message.
+
+    A client that sends a message in tiny continuation frames, answering pings in
+    between, would otherwise hold its connection and its half-message forever. The
+    sans-I/O protocol hands each parsed frame to `process_event`: a message's first
+    frame (text or binary, not final) starts a timer, its final continuation frame
+    stops it; when the timer fires first, the connection fails with 1008. A single
+    frame needs no timer: no pong can come in the middle of one, so keepalive (a ping
+    unanswered for 20 s) ends a frame that stalls. The time also runs while the daemon
+    itself is not reading (decoding the previous message, or waiting for a client that
+    does not read its replies): seconds, far below the limit.
+
+    `DaemonServer.start` makes a subclass that sets the class attributes.
+    """
+
+    message_timeout: float = MESSAGE_TIMEOUT
+    log_limit: _LogLimit = _LogLimit()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.logger = _HandshakeLog(self.logger, self, self.log_limit)
+        self._message_timer: asyncio.TimerHandle | None = None
+        self._closer: asyncio.Task[None] | None = None
+
+    def process_event(self, event: Event) -> None:
+        if isinstance(event, Frame):
+            if event.opcode in (Opcode.TEXT, Opcode.BINARY) and not event.fin:
+                self._message_timer = self.loop.call_later(self.message_timeout, self._message_too_slow)
+            elif event.opcode is Opcode.CONT and event.fin and self._message_timer is not None:
+                self._message_timer.cancel()
+                self._message_timer = None
+        super().process_event(event)
+
+    def _message_too_slow(self) -> None:
+        self._message_timer = None
+        log.info(
+            "%s: a message was still incomplete %g s after its first frame; closing the connection",
+            _address(self),
+            self.message_timeout,
+        )
+        reason = f"message took too long: not complete {self.message_timeout:g} s after its first frame"
+        self._closer = self.loop.create_task(self._fail(reason))
+
+    async def _fail(self, reason: str) -> None:
+        # As websockets' own keepalive timeout does: a close frame, then the TCP close
+        # (the socket is dropped if the peer does not close within close_timeout).
+        with contextlib.suppress(ConnectionClosed):
+            async with self.send_context():
+                self.protocol.fail(1008, reason)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._message_timer is not None:
+            self._message_timer.cancel()
+            self._message_timer = None
+        super().connection_lost(exc)
+
+
 @dataclass
 class ServerConfig:
     host: str = "127.0.0.1"
@@ -177,6 +301,12 @@ class ServerConfig:
     # of MiB, and the plugins open one connection per job, so a per-connection cap
     # would not bound memory.
     max_queued_bytes: int = 2 * 1024**3
+    # A whole message must arrive within this many seconds of its first frame.
+    message_timeout: float = MESSAGE_TIMEOUT
+    # Open connections from one client address, and from all together; more are
+    # refused at the handshake (HTTP 503) while the open ones go on.
+    max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS
+    max_connections: int = MAX_CONNECTIONS
 
 
 class DaemonServer:
@@ -194,6 +324,9 @@ class DaemonServer:
         self._runner_options = runner_options
         self._sessions: set[Session] = set()
         self._serial = 0
+        self._connections: dict[str, int] = {}  # open connections by client address
+        self._connection_count = 0
+        self._log_limit = _LogLimit()
         self._server: Server | None = None
         self.jobs: JobQueue | None = None
         self.port = 0
@@ -208,6 +341,11 @@ class DaemonServer:
         )
         self.jobs = JobQueue(runner, self.config.limits.max_queued_jobs, self.config.max_queued_bytes)
         self.jobs.start()
+
+        class Connection(_Connection):
+            message_timeout = self.config.message_timeout
+            log_limit = self._log_limit
+
         self._server = await serve(
             self._handle,
             self.config.host,
@@ -218,6 +356,7 @@ class DaemonServer:
             max_size=self.config.limits.max_message_bytes,
             max_queue=4,  # bounded read-ahead of big messages per connection
             server_header=f"{SERVER_NAME}/{__version__}",
+            create_connection=Connection,
         )
         self.port = next(iter(self._server.sockets)).getsockname()[1]
         return self.port
@@ -246,14 +385,66 @@ class DaemonServer:
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         headers: Headers = request.headers
         reason = self.policy.check(headers.get_all("Origin"), headers.get_all("Host"))
-        if reason is None:
-            return None
-        log.warning(
-            "refused a connection from %s: %s",
-            _address(connection),
-            reason.strip(),
-        )
-        return connection.respond(http.HTTPStatus.FORBIDDEN, reason)
+        if reason is not None:
+            log.warning(
+                "refused a connection from %s: %s",
+                _address(connection),
+                reason.strip(),
+            )
+            return connection.respond(http.HTTPStatus.FORBIDDEN, reason)
+        address = _host(connection)
+        if not _asks_for_websocket(headers):
+            # Answered here: websockets would answer 426 too, but log a traceback each time.
+            if self._log_limit.allow("http", address):
+                log.info(
+                    "answered a plain HTTP request from %s (GET %s, no websocket upgrade) with 426 "
+                    "(more from this address are not logged for a minute)",
+                    address,
+                    _printable(request.path, 100),
+                )
+            response = connection.respond(http.HTTPStatus.UPGRADE_REQUIRED, NOT_A_WEBSOCKET)
+            response.headers["Upgrade"] = "websocket"
+            return response
+        reason = self._connection_limit(address)
+        if reason is not None:
+            if self._log_limit.allow("busy", address):
+                log.warning(
+                    "refused a connection from %s: %s (more refusals are not logged for a minute)",
+                    address,
+                    reason.removeprefix("Refused: ").strip(),
+                )
+            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, reason)
+        # Counted from here until its socket is closed, whatever happens in between (the
+        # handshake may still fail, and then no handler runs).
+        self._connections[address] = self._connections.get(address, 0) + 1
+        self._connection_count += 1
+        connection.connection_lost_waiter.add_done_callback(lambda _: self._connection_closed(address))
+        return None
+
+    def _connection_limit(self, address: str) -> str | None:
+        """Why one more connection from `address` is refused, or None."""
+        limit = self.config.max_connections_per_address
+        if self._connections.get(address, 0) >= limit:
+            return (
+                f"Refused: {limit} connections from {address} are already open, the most this "
+                "daemon accepts from one address (--max-connections-per-address). Wait for some "
+                "to finish and try again.\n"
+            )
+        limit = self.config.max_connections
+        if self._connection_count >= limit:
+            return (
+                f"Refused: {limit} connections are already open, the most this daemon accepts "
+                "(--max-connections). Try again later.\n"
+            )
+        return None
+
+    def _connection_closed(self, address: str) -> None:
+        self._connection_count -= 1
+        left = self._connections[address] - 1
+        if left:
+            self._connections[address] = left
+        else:
+            del self._connections[address]
 
     # --- connections ---
 
@@ -415,6 +606,30 @@ def _printable(text: str, limit: int) -> str:
 def _address(connection: ServerConnection) -> str:
     remote = connection.remote_address
     return f"{remote[0]}:{remote[1]}" if remote else "?"
+
+
+def _host(connection: ServerConnection) -> str:
+    """The client's address without its port: what the connection limits count by."""
+    remote = connection.remote_address
+    return str(remote[0]) if remote else "?"
+
+
+def _asks_for_websocket(headers: Headers) -> bool:
+    """Does the request ask for a websocket at all? (websockets checks the details.)"""
+    return any(
+        token.strip().lower() == "websocket"
+        for value in headers.get_all("Upgrade")
+        for token in value.split(",")
+    )
+
+
+def _reasons(exc: BaseException) -> str:
+    """An exception and its causes in one line, as websockets' own 400 body gives them."""
+    text = str(exc) or type(exc).__name__
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+        text += f"; {exc}"
+    return text
 
 
 async def serve_until(server: DaemonServer, stop: asyncio.Event) -> None:
