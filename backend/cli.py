@@ -34,6 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "differential_inpaint.host_plugins.install.cli_package",
         "build a plugin zip for Krita's 'Import Python Plugin from File'",
     ),
+    "service": (
+        "differential_inpaint.backend.service",
+        "run the daemon as a user service (systemd, launchd, Windows Startup folder)",
+    ),
 }
 
 

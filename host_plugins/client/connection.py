@@ -21,7 +21,16 @@ from .. import protocol as p
 from .errors import DaemonUnavailable, InpaintError, JobCancelled
 from .version import VERSION
 
-DEFAULT_SERVER = f"ws://127.0.0.1:{p.DEFAULT_PORT}"
+
+def _default_server() -> str:
+    """ws://127.0.0.1:7865, or the address of the daemon whose start command install-plugin
+    recorded beside this module (`launcher.RECORD_NAME`), which follows its `--port`."""
+    from .launcher import recorded_server
+
+    return recorded_server() or f"ws://127.0.0.1:{p.DEFAULT_PORT}"
+
+
+DEFAULT_SERVER = _default_server()
 START_HINT = (
     "Start the daemon with `differential-inpaint serve` (or `./dev serve` in the "
     "Differential Inpaint folder) and try again."

@@ -195,20 +195,49 @@ def follow(
     client: str,
     on_progress: ProgressCallback | None = None,
     on_preview: PreviewCallback | None = None,
+    on_status: Callable[[str], None] | None = None,
     cancel: threading.Event | None = None,
     timeout: float | None = None,
 ) -> p.Result:
-    """Run the job on the daemon to its end (blocking; any thread)."""
-    return run_job(
-        job.submit,
-        server=settings.host.server,
-        token=settings.host.token or None,
-        on_progress=on_progress,
-        on_preview=on_preview,
-        cancel=cancel,
-        timeout=timeout,
-        client=client,
-    )
+    """Run the job on the daemon to its end (blocking; any thread).
+
+    When no daemon answers at a local address and install-plugin recorded how to start
+    one there, it is started first (`launcher.start_on_demand`, up to its start time limit;
+    `timeout` counts from the job's submission): `on_status` gets "Starting the daemon..."
+    and the daemon's own lines meanwhile; without `on_status`, `on_progress` gets one
+    `loading` progress. A daemon on another machine is never started."""
+    from . import launcher
+    from .errors import DaemonUnavailable
+
+    server, token = settings.host.server, settings.host.token or None
+
+    def submit() -> p.Result:
+        return run_job(
+            job.submit,
+            server=server,
+            token=token,
+            on_progress=on_progress,
+            on_preview=on_preview,
+            cancel=cancel,
+            timeout=timeout,
+            client=client,
+        )
+
+    try:
+        return submit()
+    except DaemonUnavailable as exc:
+        # A fresh error: the caught one's traceback would hold this frame, the job and
+        # through it the host's document (Krita must not keep those alive).
+        unavailable = DaemonUnavailable(exc.message)
+    told: list[bool] = []
+
+    def as_progress(_line: str) -> None:
+        if on_progress is not None and not told:
+            told.append(True)
+            on_progress(p.Progress(job.submit.job_id, p.Stage.LOADING))
+
+    launcher.start_on_demand(server, unavailable, on_status or as_progress, token=token, cancel=cancel)
+    return submit()
 
 
 _STAGE_TEXT = {

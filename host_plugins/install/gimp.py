@@ -19,6 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from .daemon_record import StartCommand
 from .payload import check_payload, write_payload
 
 PLUGIN_NAME = "differential-inpaint"
@@ -93,9 +94,12 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def install(dest: Path | None = None) -> Path:
+def install(dest: Path | None = None, *, daemon: StartCommand | None = None) -> Path:
     """Install into `dest` (a GIMP plug-ins folder; default: this user's) and
-    return the plug-in's folder. Raises RuntimeError when the result would not load."""
+    return the plug-in's folder. Raises RuntimeError when the result would not load.
+
+    `daemon`: the command the plug-in runs to start the daemon when none answers
+    (none: the plug-in only connects)."""
     plug_ins = Path(dest) if dest is not None else default_dest()
     folder = plug_ins / PLUGIN_NAME
     # Staged beside the target so the final rename stays on one filesystem;
@@ -109,7 +113,7 @@ def install(dest: Path | None = None) -> Path:
         package.mkdir(parents=True)
         for name in adapter_modules():
             shutil.copyfile(source / PACKAGE / name, package / name)
-        write_payload(package)
+        write_payload(package, daemon)
         shutil.copyfile(source / ENTRY, staging / ENTRY)
         (staging / ENTRY).chmod(0o755)
         problems = check(staging, staged=True)

@@ -23,6 +23,7 @@ import time
 import zipfile
 from pathlib import Path
 
+from .daemon_record import StartCommand
 from .payload import check_payload, write_payload
 
 NAME = "differential_inpaint"
@@ -81,8 +82,11 @@ def check_layout(pykrita: Path) -> list[str]:
     return problems + check_payload(package)
 
 
-def install(dest: Path | None = None) -> Path:
-    """Install (or update) the plugin into `dest` (a pykrita folder); returns the package folder."""
+def install(dest: Path | None = None, *, daemon: StartCommand | None = None) -> Path:
+    """Install (or update) the plugin into `dest` (a pykrita folder); returns the package folder.
+
+    `daemon`: the command the plugin runs to start the daemon when none answers
+    (none: the plugin only connects)."""
     pykrita = Path(dest).expanduser() if dest is not None else default_pykrita_dir()
     source = plugin_source()
     pykrita.mkdir(parents=True, exist_ok=True)
@@ -95,7 +99,7 @@ def install(dest: Path | None = None) -> Path:
     try:
         package = staging / NAME
         shutil.copytree(source / NAME, package, ignore=_SKIP)
-        write_payload(package)
+        write_payload(package, daemon)
         target = pykrita / NAME
         old = staging / "old"
         if target.exists():

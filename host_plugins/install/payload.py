@@ -9,7 +9,8 @@ Layout inside a plugin's package folder:
     protocol/   the sans-IO protocol, unchanged
     client/     the blocking job client (imports `..protocol`), plus a file VERSION
                 holding the project's version (read by client/version.py: there is
-                no package metadata inside the host's Python)
+                no package metadata inside the host's Python), and, when given, daemon.json:
+                the command that starts this installation's daemon (daemon_record.py)
     _vendor/    msgpack/ and websockets/; the plugin puts this folder first on sys.path
 """
 
@@ -19,6 +20,8 @@ import importlib.metadata
 import importlib.util
 import shutil
 from pathlib import Path
+
+from .daemon_record import StartCommand, check_record, write_record
 
 DISTRIBUTION = "differential-inpaint"
 VENDORED = ("msgpack", "websockets")
@@ -35,9 +38,10 @@ def _package_dir(module: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def write_payload(package_dir: Path) -> None:
+def write_payload(package_dir: Path, daemon: StartCommand | None = None) -> None:
     """Copy protocol/, client/ and _vendor/ into `package_dir` (replacing old copies),
-    and write client/VERSION from this installation's package metadata."""
+    write client/VERSION from this installation's package metadata and, when given,
+    client/daemon.json: how the plugin starts the daemon when none runs."""
     package_dir.mkdir(parents=True, exist_ok=True)
     sources = {
         "protocol": _package_dir("differential_inpaint.protocol"),
@@ -51,6 +55,8 @@ def write_payload(package_dir: Path) -> None:
         shutil.copytree(source, dest, ignore=_SKIP)
     version = importlib.metadata.version(DISTRIBUTION)
     (package_dir / "client" / "VERSION").write_text(version + "\n", encoding="utf-8")
+    if daemon is not None:
+        write_record(package_dir / "client", daemon)
 
 
 def check_payload(package_dir: Path) -> list[str]:
@@ -70,4 +76,4 @@ def check_payload(package_dir: Path) -> list[str]:
     compiled = [str(p) for p in (package_dir / "_vendor").rglob("*") if p.suffix in (".so", ".pyd")]
     if compiled:
         problems.append(f"compiled extensions would tie the plugin to one Python: {', '.join(compiled)}")
-    return problems
+    return problems + check_record(package_dir / "client")

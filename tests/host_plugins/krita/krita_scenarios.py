@@ -791,3 +791,185 @@ def main(args: list[str]) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+# --- the daemon started on demand ------------------------------------------------------------
+# The plugin installed by `install-plugin krita --serve-args "--model builtin:tiny-sd15 --port P"`
+# and no daemon running (test_in_krita.py's autostart launch; config: autostart_port, bad_port,
+# bad_record). Run in this order: first run, second run, concurrent first runs, failing start.
+
+
+def _launcher(w: World) -> Any:
+    return w.plugin.client.launcher
+
+
+def _recorded_server(w: World) -> str:
+    return f"ws://127.0.0.1:{w.config['autostart_port']}"
+
+
+def _starts_logged(w: World, port: int) -> int:
+    """How many starts the daemon's log shows (the launcher writes one header line a start)."""
+    launcher = _launcher(w)
+    try:
+        with open(launcher.log_path(port), encoding="utf-8", errors="replace") as f:
+            return f.read().count(launcher.HEADER)
+    except OSError:
+        return 0
+
+
+def _processes_running(command: list[str]) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                argv = [os.fsdecode(a) for a in f.read().split(b"\0")[:-1]]
+        except OSError:
+            continue
+        if argv == command:
+            found.append(int(name))
+    return found
+
+
+def _selected_document(w: World, size: int = 128) -> tuple[Any, Any, Any, bytes]:
+    doc, layer = w.document(size, size)
+    layer.setPixelData(pattern(size, size, "U8"), 0, 0, size, size)
+    w.select_feathered(doc, (30, 30, 50, 50), 8)
+    region = w.region_for(doc)
+    mask = bytes(doc.selection().pixelData(region.x, region.y, region.width, region.height))
+    return doc, layer, region, mask
+
+
+def autostart_first_run(c: Checks, w: World) -> None:
+    launcher, server = _launcher(w), _recorded_server(w)
+    default = w.plugin.client.DEFAULT_SERVER
+    c("the default address follows the recorded --port", default == server, default)
+    c("no daemon runs yet", launcher.state(server).state == launcher.NOT_RUNNING, launcher.state(server))
+    doc, layer, region, mask = _selected_document(w)
+    started = time.monotonic()
+    new = w.plugin.inpaint_layer(
+        doc, layer, prompt="started on demand", steps=2, seed=1
+    )  # the default address
+    c.info["seconds"] = round(time.monotonic() - started, 2)
+    check_new_layer(c, w, doc, layer, new, region, mask, "U8", "started on demand")
+    state = launcher.state(server)
+    c("the daemon is ready", state.state == launcher.READY and state.model == "builtin:tiny-sd15", state)
+    pid = launcher.started_pid(server)
+    c("the plugin started it", pid is not None, pid)
+    c("detached from Krita: its own session", pid is not None and os.getsid(pid) == pid != os.getsid(0))
+    c("started once", _starts_logged(w, w.config["autostart_port"]) == 1)
+    w.config["autostart_pid"] = pid
+    c.info["pid"] = pid
+
+
+def autostart_second_run(c: Checks, w: World) -> None:
+    launcher, server = _launcher(w), _recorded_server(w)
+    doc, layer, region, mask = _selected_document(w)
+    new = w.plugin.inpaint_layer(doc, layer, prompt="reused", steps=2, seed=2, server=server)
+    check_new_layer(c, w, doc, layer, new, region, mask, "U8", "reused")
+    pid = launcher.started_pid(server)
+    c("the same daemon", pid is not None and pid == w.config.get("autostart_pid"), pid)
+    c("still started once", _starts_logged(w, w.config["autostart_port"]) == 1)
+
+
+def autostart_concurrent_first_runs(c: Checks, w: World) -> None:
+    """Two jobs in their worker threads at once, no daemon running: one daemon for both."""
+    from differential_inpaint import jobs
+    from differential_inpaint.client import flow
+    from differential_inpaint.krita_io import KritaDocument
+
+    launcher, server = _launcher(w), _recorded_server(w)
+    c("the running daemon stopped", launcher.stop(server) is True)
+    c("not running", launcher.state(server).state == launcher.NOT_RUNNING, launcher.state(server))
+    runs = []
+    for i in range(2):
+        doc, layer, _region, _mask = _selected_document(w)
+        chosen = w.plugin.Settings.from_values(dict(prompt=f"concurrent {i}", steps=2, seed=i))
+        runs.append((doc, flow.prepare(KritaDocument(doc, layer), chosen), chosen, w.names(doc)))
+    outcomes: dict[int, Any] = {}
+    threads = [
+        jobs.JobThread(
+            job,
+            chosen,
+            on_result=lambda result, i=i: outcomes.__setitem__(i, result),
+            on_error=lambda error, i=i: outcomes.__setitem__(i, error),
+        )
+        for i, (_doc, job, chosen, _names) in enumerate(runs)
+    ]
+    for thread in threads:
+        thread.start()
+    c("both finished", w.wait_until(lambda: len(outcomes) == 2, 300), outcomes)
+    for i, (doc, job, _chosen, names) in enumerate(runs):
+        outcome = outcomes.get(i)
+        if c(f"run {i} got its result", isinstance(outcome, w.p.Result), outcome):
+            new = flow.finish(job, outcome)
+            c(
+                f"run {i} inserted its layer",
+                new.name() == f"concurrent {i}" and len(w.names(doc)) == len(names) + 1,
+            )
+    c("one start for both", _starts_logged(w, w.config["autostart_port"]) == 1)
+    record = launcher.read_record()
+    running = _processes_running(record.command)
+    c("one daemon process", running == [launcher.started_pid(server)], running)
+
+
+def autostart_failing_start(c: Checks, w: World) -> None:
+    """A start command that fails (a bad --model): a clear message, the document unchanged."""
+    import shutil
+
+    launcher = _launcher(w)
+    record_path = str(launcher.RECORD_FILE)
+    with open(record_path, encoding="utf-8") as f:
+        good = f.read()
+    # What `install-plugin krita --serve-args "--model nope:missing --port Q"` writes.
+    shutil.copyfile(w.config["bad_record"], record_path)
+    try:
+        doc, layer, _region, _mask = _selected_document(w)
+        names, before = w.names(doc), bytes(layer.pixelData(0, 0, 128, 128))
+        bad = f"ws://127.0.0.1:{w.config['bad_port']}"
+        try:
+            w.plugin.inpaint_layer(doc, layer, prompt="never", server=bad)
+        except w.plugin.InpaintError as exc:
+            c("the start failed", exc.code == "daemon_start_failed", f"{exc.code}: {exc.message}")
+            c("it quotes the daemon's error", "Unknown model 'nope:missing'" in exc.message, exc.message)
+            c("it names the log", f"daemon-{w.config['bad_port']}.log" in exc.message, exc.message)
+            c.info["message"] = exc.message
+        else:
+            c("the start failed", False, "no exception")
+        c("no layer added", w.names(doc) == names, w.names(doc))
+        c("the layer unchanged", bytes(layer.pixelData(0, 0, 128, 128)) == before)
+        c("nothing left running", launcher.started_pid(bad) is None)
+    finally:
+        with open(record_path, "w", encoding="utf-8") as f:
+            f.write(good)
+
+
+def autostart_remote_only_connects(c: Checks, w: World) -> None:
+    launcher = _launcher(w)
+    remote = f"ws://192.0.2.1:{w.config['autostart_port']}"  # TEST-NET: never this machine
+    runtime = str(launcher.runtime_dir())
+    before = sorted(os.listdir(runtime)) if os.path.isdir(runtime) else []
+    doc, layer, _region, _mask = _selected_document(w, 64)
+    names = w.names(doc)
+    try:
+        w.plugin.inpaint_layer(doc, layer, prompt="remote", server=remote, timeout=30)
+    except w.plugin.InpaintError as exc:
+        c("the daemon is unavailable", isinstance(exc, w.plugin.DaemonUnavailable), type(exc).__name__)
+        c("it says the plugin only connects there", "only connects" in exc.message, exc.message)
+    else:
+        c("the daemon is unavailable", False, "no exception")
+    after = sorted(os.listdir(runtime)) if os.path.isdir(runtime) else []
+    c("nothing was started", after == before, (before, after))
+    c("no layer added", w.names(doc) == names)
+
+
+SCENARIOS.update(
+    {
+        "autostart_first_run": autostart_first_run,
+        "autostart_second_run": autostart_second_run,
+        "autostart_concurrent_first_runs": autostart_concurrent_first_runs,
+        "autostart_failing_start": autostart_failing_start,
+        "autostart_remote_only_connects": autostart_remote_only_connects,
+    }
+)

@@ -1,11 +1,13 @@
 """The plugin inside real Krita (kritarunner, offscreen), installed as it ships.
 
-Two kritarunner launches, each running a batch of scenarios from
+Kritarunner launches, each running a batch of scenarios from
 krita_scenarios.py (Krita's startup is paid once per batch):
   - byte-exact: against a stand-in daemon whose answers are known to the byte
     (all depths, offsets, groups, failures, the dialog/menu path, the zip);
   - end to end: against the real daemon (`serve --model builtin:tiny-sd15` on an
-    ephemeral port).
+    ephemeral port);
+  - started on demand: the plugin installed by `install-plugin krita --serve-args
+    "--model builtin:tiny-sd15 --port P"` and no daemon running: the plugin starts it.
 Without Krita these skip on a developer machine and fail in CI (tests/support/hosts.py).
 """
 
@@ -22,7 +24,10 @@ from typing import Any
 
 import pytest
 
+from differential_inpaint.backend.cli import main as cli
 from differential_inpaint.host_plugins.install import krita as krita_installer
+from differential_inpaint.host_plugins.install.daemon_record import start_command, write_record
+from tests.host_plugins.client import started as started_daemons
 from tests.support.daemon import running_daemon
 from tests.support.fake_daemon import fake_daemon
 from tests.support.hosts import require_host
@@ -33,7 +38,8 @@ from .conftest import unused_port
 pytestmark = [pytest.mark.krita, pytest.mark.slow]
 
 HERE = Path(__file__).resolve().parent
-EXACT = [name for name in krita_scenarios.SCENARIOS if not name.startswith("real_")]
+AUTOSTART = [name for name in krita_scenarios.SCENARIOS if name.startswith("autostart_")]
+EXACT = [name for name in krita_scenarios.SCENARIOS if not name.startswith(("real_", "autostart_"))]
 REAL = [name for name in krita_scenarios.SCENARIOS if name.startswith("real_")]
 LAUNCH_TIMEOUT = 900
 
@@ -43,7 +49,12 @@ def kritarunner() -> str | None:
 
 
 def run_in_krita(
-    workdir: Path, pykrita: Path, scenarios: list[str], servers: dict[str, str], extra: dict[str, Any]
+    workdir: Path,
+    pykrita: Path,
+    scenarios: list[str],
+    servers: dict[str, str],
+    extra: dict[str, Any],
+    env_extra: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One kritarunner launch; returns the verdict (with the launch's output on failure)."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -64,6 +75,7 @@ def run_in_krita(
         XDG_RUNTIME_DIR=str(workdir),
         PYTHONDONTWRITEBYTECODE="1",
     )
+    env.update(env_extra or {})
     started = time.monotonic()
     proc = subprocess.run(
         [kritarunner() or "kritarunner", "-s", "krita_scenarios", "-f", "main", str(config_path)],
@@ -180,3 +192,33 @@ def test_in_krita_exact(exact_verdict: dict[str, Any], name: str) -> None:
 @pytest.mark.parametrize("name", REAL)
 def test_in_krita_with_the_real_daemon(real_verdict: dict[str, Any], name: str) -> None:
     assert_scenario(real_verdict, name)
+
+
+@pytest.fixture(scope="module")
+def autostart_verdict(krita_env: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The plugin installed with a start command by the real command line, no daemon running;
+    every daemon the plugin starts is ended afterwards (they are detached from Krita)."""
+    base = krita_env["base"] / "autostart"
+    pykrita = base / "resources" / "pykrita"
+    port, bad_port = unused_port(), unused_port()
+    serve_args = f"--model builtin:tiny-sd15 --port {port}"
+    assert cli(["install-plugin", "krita", "--dest", str(pykrita), "--serve-args", serve_args]) == 0
+    good, bad = start_command(serve_args), start_command(f"--model nope:missing --port {bad_port}")
+    (base / "bad").mkdir(parents=True)
+    bad_record = write_record(base / "bad", bad)
+    workdir = base / "run"
+    extra = {"autostart_port": port, "bad_port": bad_port, "bad_record": str(bad_record)}
+    try:
+        verdict = run_in_krita(
+            workdir, pykrita, AUTOSTART, {}, extra, env_extra={"XDG_CACHE_HOME": str(workdir / "cache")}
+        )
+        log = workdir / "cache" / "differential-inpaint" / f"daemon-{port}.log"
+        verdict["daemon_output"] = log.read_text(errors="replace")[-4000:] if log.exists() else "(no log)"
+        yield verdict
+    finally:
+        started_daemons.end_started([workdir / "differential-inpaint"], [good.argv, bad.argv])
+
+
+@pytest.mark.parametrize("name", AUTOSTART)
+def test_in_krita_the_daemon_started_on_demand(autostart_verdict: dict[str, Any], name: str) -> None:
+    assert_scenario(autostart_verdict, name)
