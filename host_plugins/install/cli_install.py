@@ -34,8 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="",
         metavar='"OPTIONS"',
         help="options for the daemon the plugin starts when a run finds none, in one quoted "
-        'argument, e.g. "--model-dir ~/ComfyUI/models/checkpoints --port 7866" (see '
-        "`differential-inpaint serve --help`); the plugin's default address follows --port",
+        'argument, e.g. "--model-dir ~/ComfyUI/models/checkpoints --port 7866" (a single option: '
+        '--serve-args="--option"; see `differential-inpaint serve --help`); the plugin\'s default '
+        "address follows --port",
     )
     parser.add_argument(
         "--idle-exit",
