@@ -55,6 +55,8 @@ class Param:
     step: float | None = None  # a form's single step for numbers
     multiline: bool = False
     secret: bool = False  # shown as dots
+    percent: bool = False  # a fraction that forms show as a percentage
+    advanced: bool = False  # forms may fold it away under "Advanced"
     choices: str | None = None  # the daemon announces the names: "models" or "schedulers"
     hosts: frozenset[str] = ALL_HOSTS
     gimp_name: str | None = None  # GIMP's argument name, where it predates this spec
@@ -159,7 +161,9 @@ class JobParams:
     prompt: str = param(
         "", "Prompt", "What to paint where the mask is white", max_len="max_prompt_chars", multiline=True
     )
-    negative_prompt: str = param("", "Negative prompt", "What to keep out of it", max_len="max_prompt_chars")
+    negative_prompt: str = param(
+        "", "Negative prompt", "What to keep out of it", max_len="max_prompt_chars", advanced=True
+    )
     strength: float = param(
         1.0,
         "Strength",
@@ -168,8 +172,9 @@ class JobParams:
         hi=1.0,
         lo_open=True,
         step=0.05,
+        percent=True,
     )
-    steps: int = param(20, "Steps", "Sampling steps", lo=1, hi="max_steps")
+    steps: int = param(20, "Steps", "Sampling steps", lo=1, hi="max_steps", advanced=True)
     guidance: float = param(
         7.0,
         "Guidance",
@@ -177,9 +182,15 @@ class JobParams:
         lo=0.0,
         hi=100.0,
         step=0.5,
+        advanced=True,
     )
     seed: int | None = param(
-        None, "Seed", "Repeats a result with the same settings; empty: a new one each time", lo=0, hi=MAX_SEED
+        None,
+        "Seed",
+        "Repeats a result with the same settings; empty: a new one each time",
+        lo=0,
+        hi=MAX_SEED,
+        advanced=True,
     )
     model: str | None = param(
         None,
@@ -199,10 +210,22 @@ class JobParams:
         hosts=frozenset({CLI}),
     )
     grow: float = param(
-        0.0, "Mask grow", "Grow the mask by this many pixels first", lo=0.0, hi=1024.0, unit="px"
+        0.0,
+        "Mask grow",
+        "Grow the mask by this many pixels first",
+        lo=0.0,
+        hi=1024.0,
+        unit="px",
+        advanced=True,
     )
     feather: float = param(
-        0.0, "Mask feather", "Soften the mask's edge over this many pixels", lo=0.0, hi=1024.0, unit="px"
+        0.0,
+        "Mask feather",
+        "Soften the mask's edge over this many pixels",
+        lo=0.0,
+        hi=1024.0,
+        unit="px",
+        advanced=True,
     )
     snap: float = param(
         0.03,

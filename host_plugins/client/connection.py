@@ -32,8 +32,8 @@ def _default_server() -> str:
 
 DEFAULT_SERVER = _default_server()
 START_HINT = (
-    "Start the daemon with `differential-inpaint serve` (or `./dev serve` in the "
-    "Differential Inpaint folder) and try again."
+    "Start it (in a terminal: `differential-inpaint serve`) and try again; if it runs, check the "
+    "daemon address in the plugin's settings."
 )
 _POLL = 0.1  # seconds between checks of the cancel event while waiting
 
@@ -85,8 +85,8 @@ class DaemonConnection:
             raise DaemonUnavailable(_refusal(server, exc.response.status_code, exc.response.body)) from None
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise DaemonUnavailable(
-                f"Could not reach the Differential Inpaint daemon at {server} "
-                f"({exc.__class__.__name__}). {START_HINT}"
+                f"The Differential Inpaint daemon is not running at {server} ({_why_unreachable(exc)}). "
+                f"{START_HINT}"
             ) from None
         try:
             self.send(self.session.hello())
@@ -148,6 +148,19 @@ class DaemonConnection:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _why_unreachable(exc: BaseException) -> str:
+    """A connection failure in words, never a Python class name."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "nothing answers on that port"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, InvalidHandshake):
+        return "something else answers on that port"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return "the connection failed"
 
 
 def _lost(server: str) -> InpaintError:

@@ -30,6 +30,7 @@ class HostParams:
         "Where `differential-inpaint serve` listens",
         hosts=HOSTS,
         gimp_name="server-url",
+        advanced=True,
     )
     token: str = p.param(
         "",
@@ -37,6 +38,7 @@ class HostParams:
         "The token a daemon on another machine printed; empty for a daemon on this one",
         secret=True,
         hosts=HOSTS,
+        advanced=True,
     )
     padding: int = p.param(
         p.DEFAULT_PADDING,
@@ -46,6 +48,7 @@ class HostParams:
         hi=2048,
         unit="px",
         hosts=frozenset({KRITA}),
+        advanced=True,
     )
 
 

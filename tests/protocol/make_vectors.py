@@ -370,7 +370,7 @@ def valid_vectors() -> list[Vector]:
         valid(
             "error",
             "an error about no job (job_id nil)",
-            p.Error(ErrorCode.MALFORMED, "not a msgpack message (ExtraData)"),
+            p.Error(ErrorCode.MALFORMED, "not one msgpack message: 1 trailing byte after the message"),
         ),
         valid(
             "error-unauthorized",

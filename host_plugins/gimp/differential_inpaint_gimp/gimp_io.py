@@ -102,6 +102,9 @@ class GimpDocument:
                 raise
         finally:
             image.undo_group_end()
+        if above.is_valid():
+            # The painting stays selected, so Repeat (Ctrl+F) and Re-Show work on it, not on a result.
+            image.set_selected_layers([above])
         Gimp.displays_flush()
         return layer
 

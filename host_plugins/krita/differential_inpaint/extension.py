@@ -1,16 +1,39 @@
-"""Krita integration: the Tools > Scripts menu action and the docker."""
+"""Krita integration: the menu and shortcut actions, and the docker."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita
+from krita import DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita
 
-from . import settings, ui
-from .qt import QtWidgets
+from . import ui
+from .docker import DifferentialInpaintDocker
 
 ACTION_ID = "differential_inpaint"
 DOCKER_ID = "differential_inpaint_docker"
+# Assignable in Settings > Configure Krita > Keyboard Shortcuts; defaults in the .action file.
+RUN_ACTION_ID = "differential_inpaint_run"
+CANCEL_ACTION_ID = "differential_inpaint_cancel"
+
+
+def the_docker() -> DifferentialInpaintDocker | None:
+    return next((d for d in Krita.instance().dockers() if isinstance(d, DifferentialInpaintDocker)), None)
+
+
+def run_from_docker() -> None:
+    """Run with the docker's settings; without the docker, the dialog asks for them."""
+    docker = the_docker()
+    if docker is None:
+        ui.open_dialog()
+    else:
+        docker.run()
+
+
+def cancel_from_docker() -> None:
+    docker = the_docker()
+    if docker is not None:
+        docker.cancel()
 
 
 class DifferentialInpaintExtension(Extension):
@@ -21,37 +44,20 @@ class DifferentialInpaintExtension(Extension):
         pass
 
     def createActions(self, window: Any) -> None:  # noqa: N802 - Krita's name
-        action = window.createAction(ACTION_ID, "Differential Inpaint", "tools/scripts")
-        action.setToolTip("Inpaint the selection with Differential Diffusion (soft selections change partly)")
-        action.triggered.connect(ui.open_dialog)
-
-
-class DifferentialInpaintDocker(DockWidget):
-    """The dialog's controls, always at hand, with an Inpaint button."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.setWindowTitle(ui.TITLE)
-        body = QtWidgets.QWidget(self)
-        self.form = ui.SettingsForm(body)
-        self.form.set_values(settings.load())
-        self.run_button = QtWidgets.QPushButton("Inpaint selection")
-        self.run_button.clicked.connect(self._run)
-        layout = QtWidgets.QVBoxLayout(body)
-        layout.addWidget(self.form)
-        layout.addWidget(self.run_button)
-        layout.addStretch(1)
-        self.setWidget(body)
-        self._controllers: list[ui.JobController] = []
-
-    def canvasChanged(self, canvas: Any) -> None:  # noqa: N802 - Krita's name
-        pass
-
-    def _run(self) -> None:
-        controller = ui.run_from_form(self.form, Krita.instance().activeDocument(), ui.main_window())
-        if controller is not None:
-            self._controllers = [c for c in self._controllers if c.worker and c.worker.is_alive()]
-            self._controllers.append(controller)
+        actions: list[tuple[str, str, str, Callable[[], None]]] = [
+            (
+                ACTION_ID,
+                "Differential Inpaint",
+                "Inpaint the selection with Differential Diffusion (soft selections change partly)",
+                ui.open_dialog,
+            ),
+            (RUN_ACTION_ID, "Differential Inpaint: Run", "Run with the docker's settings", run_from_docker),
+            (CANCEL_ACTION_ID, "Differential Inpaint: Cancel", "Cancel the docker's job", cancel_from_docker),
+        ]
+        for action_id, text, tip, slot in actions:
+            action = window.createAction(action_id, text, "tools/scripts")
+            action.setToolTip(tip)
+            action.triggered.connect(slot)
 
 
 def register() -> None:

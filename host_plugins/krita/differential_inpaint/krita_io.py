@@ -178,4 +178,7 @@ class KritaDocument:
                 "image and restart Krita.",
                 "insert_failed",
             )
+        if above is not None:
+            # The painting stays the active layer, so "run again" works on it, not on a result.
+            document.setActiveNode(above)
         return layer

@@ -35,7 +35,7 @@ def main_window() -> QtWidgets.QWidget | None:
 class ModelFetcher(QtCore.QObject):
     """Asks the daemon for its models in a worker thread (never on the GUI thread)."""
 
-    loaded = Signal(object, object)  # list of model names, default model name or None
+    loaded = Signal(object, object)  # [(name, family)], default model name or None
     failed = Signal(str)
 
     def fetch(self, server: str, token: str = "") -> None:
@@ -48,21 +48,49 @@ class ModelFetcher(QtCore.QObject):
             welcome = server_info(server or DEFAULT_SERVER, token=token or None)
         except InpaintError as exc:
             outcome: tuple[Any, ...] = ("failed", exc.message)
-        except Exception as exc:  # e.g. a malformed address
-            outcome = ("failed", f"{exc.__class__.__name__}: {exc}")
+        except Exception as exc:  # a bug: still a sentence, never a silent combo
+            outcome = ("failed", as_inpaint_error(exc).message)
         else:
-            outcome = ("loaded", [m.name for m in welcome.models], welcome.default_model)
+            outcome = ("loaded", [(m.name, m.family) for m in welcome.models], welcome.default_model)
         with contextlib.suppress(RuntimeError):  # the form was closed meanwhile
             getattr(self, outcome[0]).emit(*outcome[1:])
 
 
+class SettingsStore(QtCore.QObject):
+    """The one live copy of the painter's settings in this Krita session, kept in
+    kritarc: the dialog and the docker both show it, so a change in one is in the
+    other at once."""
+
+    changed = Signal(object, object)  # the settings, the form that changed them (or None)
+    seed_used = Signal(object)  # the seed of the last result, for every form to show
+    _instance: SettingsStore | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settings = settings.load()
+
+    @classmethod
+    def instance(cls) -> SettingsStore:
+        if cls._instance is None:
+            cls._instance = cls()
+        return cls._instance
+
+    def update(self, chosen: Settings, source: object = None) -> None:
+        if chosen == self.settings:
+            return
+        self.settings = chosen
+        settings.save(chosen)
+        self.changed.emit(chosen, source)
+
+
 class Field:
     """One setting's widget: `widget` goes in the form; `value()`/`set_value()` speak
-    the setting's own type (None where it is optional)."""
+    the setting's own type (None where it is optional); `edited` is a Qt signal."""
 
-    def __init__(self, param: p.Param, widget: QtWidgets.QWidget) -> None:
+    def __init__(self, param: p.Param, widget: QtWidgets.QWidget, edited: Any) -> None:
         self.param = param
         self.widget = widget
+        self.edited = edited
         widget.setToolTip(param.help)
 
     def value(self) -> Any:
@@ -72,24 +100,45 @@ class Field:
         raise NotImplementedError
 
 
+class PromptEdit(QtWidgets.QPlainTextEdit):
+    """A prompt box: Ctrl+Enter runs, Tab moves on (a prompt has no tabs or newlines)."""
+
+    submitted = Signal()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setTabChangesFocus(True)
+
+    def keyPressEvent(self, event: QtGui.QKeyEvent) -> None:  # noqa: N802 - Qt's name
+        if event.key() in (QtCore.Qt.Key.Key_Return, QtCore.Qt.Key.Key_Enter):
+            if event.modifiers() & QtCore.Qt.KeyboardModifier.ControlModifier:
+                self.submitted.emit()
+            return  # a newline would only be folded into a space
+        super().keyPressEvent(event)
+
+
 class TextField(Field):
     def __init__(self, param: p.Param) -> None:
         if param.multiline:
-            self.edit: Any = QtWidgets.QPlainTextEdit()
-            self.edit.setMaximumHeight(72)
+            self.edit: Any = PromptEdit()
+            self.edit.setMaximumHeight(64)
+            edited = self.edit.textChanged
         else:
             self.edit = QtWidgets.QLineEdit()
             self.edit.setMaxLength(param.max_chars())
             if param.secret:
                 self.edit.setEchoMode(QtWidgets.QLineEdit.EchoMode.Password)
+            edited = self.edit.editingFinished
         self.edit.setPlaceholderText(param.help)
-        super().__init__(param, self.edit)
+        super().__init__(param, self.edit, edited)
 
     def value(self) -> Any:
         text = (self.edit.toPlainText() if self.param.multiline else self.edit.text()).strip()
         return None if self.param.optional and not text else text
 
     def set_value(self, value: Any) -> None:
+        if self.value() == (value or ("" if not self.param.optional else None)):
+            return  # keep the cursor where the painter is typing
         if self.param.multiline:
             self.edit.setPlainText(value or "")
         else:
@@ -112,13 +161,39 @@ class NumberField(Field):
         if param.unit:
             box.setSuffix(f" {param.unit}")
         self.box = box
-        super().__init__(param, box)
+        super().__init__(param, box, box.valueChanged)
 
     def value(self) -> Any:
         return self.box.value()
 
     def set_value(self, value: Any) -> None:
         self.box.setValue(value)
+
+
+class PercentField(Field):
+    """A fraction as a slider in whole percent (an open bound is one percent inside)."""
+
+    def __init__(self, param: p.Param) -> None:
+        lo, hi = param.bounds()
+        self.slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
+        self.slider.setRange(round(lo * 100) + param.lo_open, round(hi * 100) - param.hi_open)
+        self.slider.setPageStep(round((param.step or 0.1) * 100))
+        self.label = QtWidgets.QLabel()
+        self.label.setMinimumWidth(self.label.fontMetrics().horizontalAdvance("100 %"))
+        self.slider.valueChanged.connect(lambda v: self.label.setText(f"{v} %"))
+        row = QtWidgets.QWidget()
+        layout = QtWidgets.QHBoxLayout(row)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.slider, 1)
+        layout.addWidget(self.label)
+        super().__init__(param, row, self.slider.valueChanged)
+
+    def value(self) -> Any:
+        return self.slider.value() / 100
+
+    def set_value(self, value: Any) -> None:
+        self.slider.setValue(round(value * 100))
+        self.label.setText(f"{self.slider.value()} %")
 
 
 class OptionalIntField(Field):
@@ -137,7 +212,8 @@ class OptionalIntField(Field):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.random)
         layout.addWidget(self.edit, 1)
-        super().__init__(param, row)
+        super().__init__(param, row, self.random.toggled)
+        self.edit.editingFinished.connect(lambda: self.random.toggled.emit(self.random.isChecked()))
 
     def value(self) -> Any:
         text = self.edit.text().strip()
@@ -153,89 +229,185 @@ class OptionalIntField(Field):
             self.edit.setText(str(value))
 
 
-class ModelField(Field):
-    """The daemon's models, asked for in a worker thread, plus its default."""
+TEST_MODEL_PREFIX = "builtin:"
 
-    def __init__(self, param: p.Param, form: SettingsForm) -> None:
+
+class ModelField(Field):
+    """The daemon's models with their family, asked for in a worker thread; a warning
+    when the choice is one of the built-in test models, which paint noise."""
+
+    def __init__(self, param: p.Param) -> None:
         self.combo = QtWidgets.QComboBox()
+        self.combo.setSizeAdjustPolicy(
+            QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.combo.setMinimumContentsLength(12)
         self.refresh = QtWidgets.QPushButton("Refresh")
         self.refresh.setToolTip("Ask the daemon for its models")
-        row = QtWidgets.QWidget()
-        layout = QtWidgets.QHBoxLayout(row)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.combo, 1)
-        layout.addWidget(self.refresh)
-        super().__init__(param, row)
+        self.warning = QtWidgets.QLabel(
+            "A built-in test model: it paints noise. Give the daemon a real checkpoint (see its README)."
+        )
+        self.warning.setWordWrap(True)
+        self.warning.setStyleSheet("color: #d9822b;")
+        self.warning.hide()
+        self.default: str | None = None
+        box = QtWidgets.QWidget()
+        rows = QtWidgets.QVBoxLayout(box)
+        rows.setContentsMargins(0, 0, 0, 0)
+        line = QtWidgets.QHBoxLayout()
+        line.addWidget(self.combo, 1)
+        line.addWidget(self.refresh)
+        rows.addLayout(line)
+        rows.addWidget(self.warning)
+        super().__init__(param, box, self.combo.currentIndexChanged)
+        self.combo.currentIndexChanged.connect(self._warn)
         self.set_models([], None, keep=None)
 
-    def listed(self) -> list[str]:
-        return [self.combo.itemData(i) for i in range(1, self.combo.count())]
+    def listed(self) -> list[tuple[str, str]]:
+        return [
+            (self.combo.itemData(i), self.combo.itemData(i, FAMILY_ROLE))
+            for i in range(1, self.combo.count())
+        ]
 
-    def set_models(self, names: list[str], default: str | None, keep: str | None) -> None:
+    def set_models(self, models: list[tuple[str, str]], default: str | None, keep: str | None) -> None:
+        self.default = default if default is not None else self.default
+        blocked = self.combo.blockSignals(True)
         self.combo.clear()
-        self.combo.addItem("Daemon's default" + (f" ({default})" if default else ""), "")
-        if keep and keep not in names:
-            names = [*names, keep]  # keep a remembered choice even before the daemon answers
-        for name in names:
-            self.combo.addItem(name, name)
+        self.combo.addItem("Daemon's default" + (f" ({self.default})" if self.default else ""), "")
+        if keep and keep not in [name for name, _ in models]:
+            models = [*models, (keep, "")]  # keep a remembered choice even before the daemon answers
+        for name, family in models:
+            self.combo.addItem(f"{name} \u2014 {family}" if family else name, name)
+            self.combo.setItemData(self.combo.count() - 1, family, FAMILY_ROLE)
         index = self.combo.findData(keep) if keep else 0
         self.combo.setCurrentIndex(max(index, 0))
+        self.combo.blockSignals(blocked)
+        self._warn()
+
+    def _warn(self) -> None:
+        chosen = self.value() or self.default or ""
+        self.warning.setVisible(chosen.startswith(TEST_MODEL_PREFIX))
 
     def value(self) -> Any:
         return self.combo.currentData() or None
 
     def set_value(self, value: Any) -> None:
-        self.set_models(self.listed(), None, keep=value)
+        if value != self.value():
+            self.set_models(self.listed(), None, keep=value)
 
 
-def make_field(param: p.Param, form: SettingsForm) -> Field:
+FAMILY_ROLE = QtCore.Qt.ItemDataRole.UserRole + 1
+
+
+def make_field(param: p.Param) -> Field:
     if param.choices == "models":
-        return ModelField(param, form)
+        return ModelField(param)
     if param.kind is str:
         return TextField(param)
     if param.optional and param.kind is int:
         return OptionalIntField(param)
+    if param.percent:
+        return PercentField(param)
     return NumberField(param)
 
 
 class SettingsForm(QtWidgets.QWidget):
-    """One widget per setting Krita shows (`settings.SHOWN`), built from the spec;
-    used by the dialog and the docker."""
+    """One widget per setting Krita shows (`settings.SHOWN`), built from the spec and
+    bound to the live `SettingsStore`; used by the dialog and the docker.
+    With `fold_advanced`, the settings declared advanced sit under an "Advanced" fold."""
 
-    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+    submitted = Signal()  # Ctrl+Enter in the prompt
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None, *, fold_advanced: bool = False) -> None:
         super().__init__(parent)
         self.fields: dict[str, Field] = {}
-        form = QtWidgets.QFormLayout(self)
+        self.labels: dict[str, QtWidgets.QLabel] = {}
+        outer = QtWidgets.QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        basic = QtWidgets.QFormLayout()
+        outer.addLayout(basic)
+        advanced = basic
+        if fold_advanced:
+            self.advanced_toggle = QtWidgets.QToolButton()
+            self.advanced_toggle.setText("Advanced")
+            self.advanced_toggle.setCheckable(True)
+            self.advanced_toggle.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+            self.advanced_toggle.setArrowType(QtCore.Qt.ArrowType.RightArrow)
+            self.advanced_toggle.setAutoRaise(True)
+            self.advanced_box = QtWidgets.QWidget()
+            advanced = QtWidgets.QFormLayout(self.advanced_box)
+            advanced.setContentsMargins(0, 0, 0, 0)
+            self.advanced_box.hide()
+            self.advanced_toggle.toggled.connect(self._fold)
+            outer.addWidget(self.advanced_toggle)
+            outer.addWidget(self.advanced_box)
         for param in settings.SHOWN:
-            field = self.fields[param.name] = make_field(param, self)
-            form.addRow(param.label, field.widget)
+            field = self.fields[param.name] = make_field(param)
+            label = self.labels[param.name] = QtWidgets.QLabel(param.label)
+            label.setBuddy(field.widget)
+            (advanced if param.advanced else basic).addRow(label, field.widget)
+            field.edited.connect(self._edited)
         self.status = QtWidgets.QLabel()
         self.status.setWordWrap(True)
-        form.addRow(self.status)
+        outer.addWidget(self.status)
         self.model = self.fields["model"]
         assert isinstance(self.model, ModelField)
+        prompt = self.fields["prompt"]
+        if isinstance(prompt, TextField) and isinstance(prompt.edit, PromptEdit):
+            prompt.edit.submitted.connect(self.submitted.emit)
         self._fetcher = ModelFetcher(self)
         self._fetcher.loaded.connect(self._models_loaded)
         self._fetcher.failed.connect(self._models_failed)
         self.model.refresh.clicked.connect(self.refresh_models)
+        self._store = SettingsStore.instance()
+        self._showing = False
+        self.set_values(self._store.settings)
+        self._store.changed.connect(self._store_changed)
+        self._store.seed_used.connect(self._seed_used)
+
+    def _fold(self, unfolded: bool) -> None:
+        self.advanced_box.setVisible(unfolded)
+        arrow = QtCore.Qt.ArrowType.DownArrow if unfolded else QtCore.Qt.ArrowType.RightArrow
+        self.advanced_toggle.setArrowType(arrow)
 
     # -- values ---------------------------------------------------------------
 
     def set_values(self, chosen: Settings) -> None:
-        values = chosen.values()
-        for name, field in self.fields.items():
-            field.set_value(values[name])
+        self._showing = True
+        try:
+            values = chosen.values()
+            for name, field in self.fields.items():
+                field.set_value(values[name])
+        finally:
+            self._showing = False
+        self._store.update(self.values(), self)
 
     def values(self) -> Settings:
         """The settings shown; those the form does not show keep their defaults."""
         return Settings.from_values({name: field.value() for name, field in self.fields.items()})
 
-    def show_used_seed(self, seed: int) -> None:
+    def _edited(self, *_args: object) -> None:
+        if not self._showing:
+            self._store.update(self.values(), self)
+
+    def _store_changed(self, chosen: Settings, source: object) -> None:
+        if source is not self:
+            with contextlib.suppress(RuntimeError):  # this form's widgets are gone
+                self._showing = True
+                try:
+                    values = chosen.values()
+                    for name, field in self.fields.items():
+                        field.set_value(values[name])
+                finally:
+                    self._showing = False
+
+    def _seed_used(self, seed: int) -> None:
         """After a job: the seed it used, so a good result can be repeated."""
-        seed_field = self.fields["seed"]
-        if isinstance(seed_field, OptionalIntField):
-            seed_field.edit.setText(str(seed))  # "Random" stays as the painter set it
-        self.status.setText(f"Last seed: {seed}")
+        with contextlib.suppress(RuntimeError):  # this form's widgets are gone
+            seed_field = self.fields["seed"]
+            if isinstance(seed_field, OptionalIntField):
+                seed_field.edit.setText(str(seed))  # "Random" stays as the painter set it
+            self.status.setText(f"Last seed: {seed}")
 
     # -- models -----------------------------------------------------------------
 
@@ -246,11 +418,12 @@ class SettingsForm(QtWidgets.QWidget):
         host = self.values().host
         self._fetcher.fetch(host.server, host.token)
 
-    def _models_loaded(self, names: list[str], default: str | None) -> None:
+    def _models_loaded(self, models: list[tuple[str, str]], default: str | None) -> None:
         assert isinstance(self.model, ModelField)
         self.model.refresh.setEnabled(True)
-        self.model.set_models(names, default, keep=self.model.value())
-        self.status.setText(f"The daemon offers {len(names)} model(s).")
+        self.model.set_models(models, default, keep=self.model.value())
+        count = "one model" if len(models) == 1 else f"{len(models)} models"
+        self.status.setText(f"The daemon offers {count}.")
 
     def _models_failed(self, message: str) -> None:
         assert isinstance(self.model, ModelField)
@@ -276,27 +449,37 @@ class InpaintDialog(QtWidgets.QDialog):
         layout.addWidget(buttons)
 
 
-class ProgressDialog(QtWidgets.QDialog):
-    """Stage, step count, the latest preview, and Cancel."""
+class ProgressPanel(QtWidgets.QWidget):
+    """Stage, step count, the latest preview, and Cancel: in the docker, or in a
+    dialog for the menu's path."""
 
     cancel_requested = Signal()
 
-    def __init__(self, parent: QtWidgets.QWidget | None, title: str) -> None:
+    def __init__(self, parent: QtWidgets.QWidget | None = None, preview_size: int = 256) -> None:
         super().__init__(parent)
-        self.setWindowTitle(f"{TITLE}: {title}")
-        self.label = QtWidgets.QLabel("Connecting to the daemon...")
+        self.label = QtWidgets.QLabel()
+        self.label.setWordWrap(True)
         self.bar = QtWidgets.QProgressBar()
-        self.bar.setRange(0, 0)  # busy until the first step count arrives
         self.preview = QtWidgets.QLabel()
-        self.preview.setMinimumSize(256, 256)
+        self.preview.setMinimumSize(preview_size // 2, preview_size // 2)
+        self.preview.setMaximumHeight(preview_size)
         self.preview.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
         self.cancel_button = QtWidgets.QPushButton("Cancel")
         self.cancel_button.clicked.connect(self._cancel)
         layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.label)
         layout.addWidget(self.bar)
         layout.addWidget(self.preview, 1)
         layout.addWidget(self.cancel_button)
+        self.reset()
+
+    def reset(self) -> None:
+        """Ready for a new job."""
+        self.label.setText("Connecting to the daemon...")
+        self.bar.setRange(0, 0)  # busy until the first step count arrives
+        self.preview.clear()
+        self.cancel_button.setEnabled(True)
         self.steps_seen = 0
 
     def show_progress(self, progress: p.Progress) -> None:
@@ -331,9 +514,25 @@ class ProgressDialog(QtWidgets.QDialog):
         self.label.setText("Cancelling...")
         self.cancel_requested.emit()
 
+
+class ProgressDialog(QtWidgets.QDialog):
+    """A `ProgressPanel` in a window of its own (the menu's dialog path)."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None, title: str) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(f"{TITLE}: {title}")
+        self.panel = ProgressPanel(self)
+        self.panel.preview.setMinimumSize(256, 256)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.addWidget(self.panel)
+        # The panel's parts, as the controller and tests address them.
+        self.label, self.bar, self.preview = self.panel.label, self.panel.bar, self.panel.preview
+        self.cancel_button, self.cancel_requested = self.panel.cancel_button, self.panel.cancel_requested
+        self.show_progress, self.show_preview = self.panel.show_progress, self.panel.show_preview
+
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 - Qt's name
         if self.cancel_button.isEnabled():
-            self._cancel()
+            self.panel._cancel()
         super().closeEvent(event)
 
 
@@ -357,12 +556,15 @@ class JobController(QtCore.QObject):
         *,
         report_error: Callable[[QtWidgets.QWidget | None, str], None] = show_error,
         show_progress: bool = True,
+        panel: ProgressPanel | None = None,
     ) -> None:
+        """`panel`: show the progress there (the docker's) instead of in a dialog of its own."""
         super().__init__()
         self.parent_widget = parent_widget
         self.report_error = report_error
         self.show_progress = show_progress
-        self.progress: ProgressDialog | None = None
+        self.panel = panel
+        self.progress: Any = None  # where progress shows: the panel, or a ProgressDialog
         self.job: flow.PreparedJob | None = None
         self.worker: jobs.JobThread | None = None
         self.result: p.Result | None = None
@@ -379,7 +581,12 @@ class JobController(QtCore.QObject):
         except Exception as exc:
             self._fail(as_inpaint_error(exc).with_traceback(None))
             return False
-        if self.show_progress:
+        if self.panel is not None:
+            self.progress = self.panel
+            self.panel.reset()
+            self.panel.cancel_requested.connect(self.cancel)
+            self.panel.show()
+        elif self.show_progress:
             self.progress = ProgressDialog(self.parent_widget, self.job.layer_name)
             self.progress.cancel_requested.connect(self.cancel)
             self.progress.show()
@@ -430,7 +637,11 @@ class JobController(QtCore.QObject):
         self.finished.emit(None)
 
     def _close(self) -> None:
-        if self.progress is not None:
+        if self.progress is self.panel and self.panel is not None:
+            self.panel.cancel_requested.disconnect(self.cancel)
+            self.panel.hide()
+            self.progress = None
+        elif self.progress is not None:
             self.progress.cancel_button.setEnabled(False)  # closing is not a cancel now
             self.progress.close()
             self.progress.deleteLater()
@@ -445,23 +656,28 @@ class JobController(QtCore.QObject):
 
 
 def run_from_form(
-    form: SettingsForm, document: Any, parent: QtWidgets.QWidget | None
+    form: SettingsForm,
+    document: Any,
+    parent: QtWidgets.QWidget | None,
+    panel: ProgressPanel | None = None,
+    report_error: Callable[[QtWidgets.QWidget | None, str], None] | None = None,
 ) -> JobController | None:
-    """Save the form's values and start a job on the document's active layer."""
-    values = form.values()
-    settings.save(values)
+    """Start a job with the form's settings on the document's active layer."""
+    report_error = report_error or show_error
+    store = SettingsStore.instance()
+    chosen = form.values()
+    store.update(chosen, form)
     if document is None:
-        show_error(parent, "Open an image first.")
+        report_error(parent, "Open an image first.")
         return None
-    controller = JobController(parent)
+    controller = JobController(parent, panel=panel, report_error=report_error)
 
     def done(layer: Any) -> None:
         if controller.result is not None:
-            with contextlib.suppress(RuntimeError):  # the dialog's form is gone; the docker's stays
-                form.show_used_seed(controller.result.seed)
+            store.seed_used.emit(controller.result.seed)
 
     controller.finished.connect(done)
-    controller.start(document, None, values)
+    controller.start(document, None, chosen)
     return controller
 
 
@@ -475,9 +691,6 @@ def open_dialog() -> None:
         show_error(parent, "Open an image first, select the area to change, then run Differential Inpaint.")
         return
     dialog = InpaintDialog(parent)
-    dialog.form.set_values(settings.load())
     dialog.form.refresh_models()
-    if not exec_dialog(dialog):  # 0 = rejected in both bindings
-        settings.save(dialog.form.values())  # remember the prompt even when cancelled
-        return
-    run_from_form(dialog.form, document, parent)
+    if exec_dialog(dialog):  # 0 = rejected in both bindings; the settings are kept either way
+        run_from_form(dialog.form, document, parent)

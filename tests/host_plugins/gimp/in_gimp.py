@@ -217,6 +217,7 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
                 verdict["dialog"] = json.load(f)
     layers = all_layers(image)
     verdict["layers_after"] = [describe(item) for item in layers]
+    verdict["selected_after"] = [item.get_name() for item in image.get_selected_layers()]
     verdict["drawable_sha_after"] = sha(read(layer, 0, 0, src["width"], src["height"], babl))
     new = [item for item in layers if item.get_id() not in ids_before]
     verdict["new_layer"] = None

@@ -282,6 +282,8 @@ def test_feathered_selection(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> 
     assert submit.image.width * submit.image.height < 1000 * 800 / 2
     # The layer that was above the drawable stays above the new one.
     assert [layer["name"] for layer in verdict["layers_after"]] == ["above", "a red barn", "source"]
+    # The painting stays selected: Repeat (Ctrl+F) works on it again, not on the result.
+    assert verdict["selected_after"] == ["source"]
     params = submit.params
     assert (params.negative_prompt, params.strength, params.steps, params.guidance, params.seed) == (
         "blurry",
@@ -350,7 +352,8 @@ def test_interactive_dialog_cancel(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon
 
 def test_daemon_not_running(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
     message = check_failure(gimp_run[0], "daemon-down")
-    assert "Could not reach the Differential Inpaint daemon" in message
+    assert "The Differential Inpaint daemon is not running at" in message
+    assert "Error" not in message  # no Python class names
     assert "differential-inpaint serve" in message  # says what to do
 
 

@@ -22,9 +22,16 @@ def form_problems(plugin: Any, form: Any) -> list[str]:
             problems.append(f"{q.name}: tooltip {field.widget.toolTip()!r}")
         if field.value() != defaults[q.name]:
             problems.append(f"{q.name}: shows {field.value()!r} for the default {defaults[q.name]!r}")
-        label = form.layout().labelForField(field.widget)
-        if label is None or label.text() != q.label:
+        label = form.labels.get(q.name)
+        if label is None or label.text() != q.label or label.buddy() is not field.widget:
             problems.append(f"{q.name}: label {label.text() if label else None!r}")
+        slider = getattr(field, "slider", None)
+        if slider is not None:  # a fraction shown in percent
+            lo, hi = q.bounds()
+            want = (round(lo * 100) + q.lo_open, round(hi * 100) - q.hi_open)
+            if (slider.minimum(), slider.maximum()) != want or not q.percent:
+                problems.append(f"{q.name}: slider {(slider.minimum(), slider.maximum())} != {want}")
+            continue
         box = getattr(field, "box", None)
         if box is not None:
             lo, hi = q.bounds()

@@ -231,6 +231,7 @@ def inpaint_with_undo(c: Checks, w: World, server: str, prompt: str, exact: bool
     c("the view made the layer active", doc.activeNode() is not None and doc.activeNode().name() == "Painted")
     started = time.monotonic()
     new = w.plugin.inpaint_layer(doc, prompt=prompt, steps=3, seed=7, server=server)
+    c("the painting stays the active layer", doc.activeNode() == layer, doc.activeNode().name())
     c.info["seconds"] = round(time.monotonic() - started, 2)
     data = check_new_layer(c, w, doc, layer, new, region, mask, "U8", prompt)
     if exact:
@@ -622,11 +623,15 @@ def menu_and_dialog(c: Checks, w: World) -> None:
     doc.setActiveNode(layer)
     w.select_feathered(doc, (30, 30, 50, 50), 8)
     names = w.names(doc)
-    settings.save(
+    # The live settings the dialog and the docker share (and kritarc with them).
+    ui.SettingsStore.instance().update(
         w.plugin.Settings.from_values(
             {"prompt": "from the menu", "steps": 3, "server": w.server("fake_daemon")}
         )
     )
+    # A message box would wait forever for a click here: collect the messages instead.
+    messages: list[str] = []
+    ui.show_error = lambda _parent, message: messages.append(message)
     seen: dict[str, Any] = {}
 
     def drive() -> None:
@@ -644,14 +649,17 @@ def menu_and_dialog(c: Checks, w: World) -> None:
             return
         seen["prompt"] = form.fields["prompt"].value()
         combo = form.model.combo
-        seen["models"] = [combo.itemText(i) for i in range(combo.count())]
+        seen["models"] = [combo.itemData(i) for i in range(combo.count())]
+        seen["model_texts"] = [combo.itemText(i) for i in range(combo.count())]
         combo.setCurrentIndex(combo.findData("fake-xl"))
         dialog.accept()
 
     QtCore.QTimer.singleShot(50, drive)
     action.trigger()  # runs the modal dialog; drive() fills and accepts it
     c("the dialog showed the remembered prompt", seen.get("prompt") == "from the menu", seen)
+    c("no error message", messages == [], messages)
     c("the dialog listed the daemon's models", "fake-xl" in seen.get("models", []), seen.get("models"))
+    c("with their family", "fake-xl \u2014 sdxl" in seen.get("model_texts", []), seen.get("model_texts"))
     done = w.wait_until(lambda: not ui.JobController._running, 60)
     c("the job finished", done)
     w.pump(0.2)
@@ -660,19 +668,47 @@ def menu_and_dialog(c: Checks, w: World) -> None:
     c("the chosen model is remembered", settings.load().job.model == "fake-xl", settings.load())
 
     # The docker: same form, its own Inpaint button, the same job path.
-    from differential_inpaint.extension import DifferentialInpaintDocker
+    from differential_inpaint.docker import DifferentialInpaintDocker
 
     docker = next((d for d in w.krita.dockers() if isinstance(d, DifferentialInpaintDocker)), None)
     if not c("the docker is ours", docker is not None, dockers):
         return
+    c(
+        "the dialog's choice is the docker's too",
+        docker.form.values().job.model == "fake-xl",
+        docker.form.values(),
+    )
+    # Compact: with "Advanced" folded it fits a 768 px high screen with room to spare.
+    inner = docker.widget().widget()
+    c("the docker fits 768 px", inner.sizeHint().height() <= 520, inner.sizeHint())
+    docker.update_run_button()
+    sel = doc.selection()
+    where = (
+        docker.run_button.text(),
+        w.krita.activeDocument() == doc,
+        None if sel is None else (sel.x(), sel.y(), sel.width(), sel.height()),
+    )
+    c("it says it works on the selection", docker.run_button.text() == "Inpaint selection", where)
     values = {**docker.form.values().values(), "prompt": "from the docker", "steps": 2}
     docker.form.set_values(w.plugin.Settings.from_values({**values, "server": w.server("fake_daemon")}))
+    windows_before = {id(x) for x in QtWidgets.QApplication.topLevelWidgets() if x.isVisible()}
     docker.run_button.click()
+    c("the progress shows in the docker", not docker.panel.isHidden() or not ui.JobController._running)
+    new_windows = [
+        x for x in QtWidgets.QApplication.topLevelWidgets() if x.isVisible() and id(x) not in windows_before
+    ]
+    c("no window over the canvas", new_windows == [], [type(x).__name__ for x in new_windows])
     c("the docker's job finished", w.wait_until(lambda: not ui.JobController._running, 60))
     w.pump(0.2)
     added = [n for n in w.names(doc) if n not in names]
     c("the docker's job added its layer", "from the docker" in added, w.names(doc))
     c("the docker shows the seed used", "Last seed" in docker.form.status.text(), docker.form.status.text())
+    c("the panel is gone when done", docker.panel.isHidden())
+    w.krita.action("deselect").trigger()
+    doc.waitForDone()
+    w.pump(0.2)
+    docker.update_run_button()
+    c("no selection: it says so", docker.run_button.text() == "Repaint whole layer", docker.run_button.text())
 
 
 def zip_import(c: Checks, w: World) -> None:

@@ -326,6 +326,7 @@ def test_inpaint_layer_end_to_end(plugin, krita, daemon: FakeDaemon):
     assert all(a == 0 for a, m in zip(alpha, submit.mask.data, strict=True) if m == 0)
     assert layer.data == before
     assert len(doc.undo_steps) == 1 and doc.writes_to_image == []
+    assert doc.activeNode() is layer  # the painting stays active: "run again" works on it
 
 
 def test_daemon_not_running_gives_the_start_hint_and_changes_nothing(plugin, krita, dead_server):

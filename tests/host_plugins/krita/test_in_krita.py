@@ -13,10 +13,13 @@ Without Krita these skip on a developer machine and fail in CI (tests/support/ho
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,7 +80,28 @@ def run_in_krita(
     )
     env.update(env_extra or {})
     started = time.monotonic()
-    proc = subprocess.run(
+    with one_krita_at_a_time():
+        proc = _launch(config_path, env)
+    verdict: dict[str, Any] = {"scenarios": {}, "done": False}
+    if verdict_path.is_file():
+        verdict = json.loads(verdict_path.read_text(encoding="utf-8"))
+    verdict["launch_seconds"] = round(time.monotonic() - started, 1)
+    verdict["output"] = proc.stdout[-6000:]
+    verdict["returncode"] = proc.returncode
+    return verdict
+
+
+@contextlib.contextmanager
+def one_krita_at_a_time() -> Iterator[None]:
+    """Krita locks its resource database (in ~/.local/share/krita): two launches at once,
+    from two test runs on one machine, would wait for each other forever."""
+    with open(Path(tempfile.gettempdir()) / "differential-inpaint-kritarunner.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _launch(config_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [kritarunner() or "kritarunner", "-s", "krita_scenarios", "-f", "main", str(config_path)],
         env=env,
         stdin=subprocess.DEVNULL,
@@ -87,13 +111,6 @@ def run_in_krita(
         errors="replace",
         timeout=LAUNCH_TIMEOUT,
     )
-    verdict: dict[str, Any] = {"scenarios": {}, "done": False}
-    if verdict_path.is_file():
-        verdict = json.loads(verdict_path.read_text(encoding="utf-8"))
-    verdict["launch_seconds"] = round(time.monotonic() - started, 1)
-    verdict["output"] = proc.stdout[-6000:]
-    verdict["returncode"] = proc.returncode
-    return verdict
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,11 @@ def test_install_writes_what_krita_loads(tmp_path: Path):
     assert entry["Name"] == "Differential Inpaint"
     assert (package / entry["X-Krita-Manual"]).is_file()
     action = ET.parse(tmp_path / "krita" / "actions" / f"{NAME}.action").getroot()
-    assert [a.get("name") for a in action.iter("Action")] == [NAME]  # the id createActions uses
+    # The ids createActions uses; the run and cancel actions come with default shortcuts.
+    names = [a.get("name") for a in action.iter("Action")]
+    assert names == [NAME, f"{NAME}_run", f"{NAME}_cancel"]
+    shortcuts = {a.get("name"): a.findtext("shortcut") for a in action.iter("Action")}
+    assert shortcuts[f"{NAME}_run"] and shortcuts[f"{NAME}_cancel"]
     for part in ("protocol/messages.py", "client/__init__.py", "_vendor/msgpack/fallback.py", "krita_io.py"):
         assert (package / part).is_file(), part
     assert not list(package.rglob("__pycache__")) and not list(package.rglob("*.so"))

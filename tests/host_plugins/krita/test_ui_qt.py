@@ -137,3 +137,65 @@ def test_failures_reach_the_painter_once_and_cancel_stays_quiet(plugin, qt, ui, 
         assert finished == [None]
     assert len(errors) == 1 and "differential-inpaint serve" in errors[0]
     assert len(doc.topLevelNodes()) == 1
+
+
+def test_the_dialog_and_the_docker_share_one_live_store(plugin, qt, ui):
+    dialog_form, docker_form = ui.SettingsForm(), ui.SettingsForm(fold_advanced=True)
+    dialog_form.fields["prompt"].set_value("a moss wall")
+    dialog_form.fields["prompt"].edited.emit()
+    dialog_form.fields["strength"].set_value(0.4)  # a spin box: its own signal fires
+    assert docker_form.values().job.prompt == "a moss wall"
+    assert docker_form.values().job.strength == pytest.approx(0.4)
+    docker_form.fields["steps"].set_value(9)
+    assert dialog_form.values().job.steps == 9
+    settings = importlib.import_module(plugin.__name__ + ".settings")
+    assert settings.load().job.steps == 9  # and kritarc has it
+    ui.SettingsStore.instance().seed_used.emit(1234)
+    for form in (dialog_form, docker_form):
+        assert form.fields["seed"].edit.text() == "1234" and "1234" in form.status.text()
+
+
+def test_the_folded_form_shows_the_basic_settings_and_folds_the_rest(plugin, qt, ui):
+    form = ui.SettingsForm(fold_advanced=True)
+    form.show()
+    shown = [q for q in plugin.client.SETTINGS_PARAMS if "krita" in q.hosts]
+    basic = [q.name for q in shown if not q.advanced]
+    assert basic == ["prompt", "strength", "model"]
+    assert all(form.fields[name].widget.isVisible() for name in basic)
+    assert not any(form.fields[q.name].widget.isVisible() for q in shown if q.advanced)
+    form.advanced_toggle.setChecked(True)
+    assert all(form.fields[q.name].widget.isVisible() for q in shown)
+    strength = form.fields["strength"]
+    strength.set_value(0.35)
+    assert strength.label.text() == "35 %" and form.values().job.strength == pytest.approx(0.35)
+
+
+def test_ctrl_enter_in_the_prompt_runs_and_tab_moves_on(plugin, qt, ui):
+    form = ui.SettingsForm(fold_advanced=True)
+    runs: list[bool] = []
+    form.submitted.connect(lambda: runs.append(True))
+    edit = form.fields["prompt"].edit
+    key, mods = qt.QtCore.Qt.Key, qt.QtCore.Qt.KeyboardModifier
+    QKeyEvent, QEvent = qt.QtGui.QKeyEvent, qt.QtCore.QEvent
+    edit.setPlainText("moss")
+    edit.keyPressEvent(QKeyEvent(QEvent.Type.KeyPress, key.Key_Return, mods.NoModifier))
+    assert edit.toPlainText() == "moss" and runs == []  # Enter alone adds no newline
+    edit.keyPressEvent(QKeyEvent(QEvent.Type.KeyPress, key.Key_Return, mods.ControlModifier))
+    assert runs == [True]
+    assert edit.tabChangesFocus()
+
+
+def test_the_model_picker_shows_families_and_warns_about_test_models(plugin, qt, ui):
+    form = ui.SettingsForm()
+    model = form.model
+    model.set_models([("sd15-real", "sd15"), ("builtin:tiny-sd15", "sd15")], "sd15-real", keep=None)
+    assert [model.combo.itemText(i) for i in range(3)] == [
+        "Daemon's default (sd15-real)",
+        "sd15-real \u2014 sd15",
+        "builtin:tiny-sd15 \u2014 sd15",
+    ]
+    assert model.warning.isHidden()
+    model.combo.setCurrentIndex(2)
+    assert not model.warning.isHidden() and "noise" in model.warning.text()
+    model.set_models([("builtin:tiny-sd15", "sd15")], "builtin:tiny-sd15", keep=None)
+    assert not model.warning.isHidden()  # the daemon's default is a test model too
