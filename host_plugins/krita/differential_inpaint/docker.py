@@ -11,21 +11,107 @@ sits in a scroll area, so nothing is ever cut off. The settings are the live
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from krita import DockWidget, Krita
 
 from . import ui
-from .qt import QtCore, QtWidgets
+from .client import InpaintError, as_inpaint_error, launcher
+from .qt import QtCore, QtWidgets, Signal
 
 RUN_SELECTION = "Inpaint selection"
 RUN_WHOLE_LAYER = "Repaint whole layer"
 _SELECTION_POLL_MS = 400  # how often the Run button checks whether something is selected
+_DAEMON_POLL_MS = 5000  # how often the docker asks whether the daemon runs (off the GUI thread)
 
 
 def has_selection(document: Any) -> bool:
     selection = None if document is None else document.selection()
     return selection is not None and selection.width() > 0 and selection.height() > 0
+
+
+class DaemonRow(QtWidgets.QWidget):
+    """The daemon's state (not running / starting / ready, its model and device), with
+    Start and Stop for a daemon this installation can start. Every question to the
+    daemon runs in a worker thread; the answers come back through a signal."""
+
+    answered = Signal(object, str)  # DaemonState or None, a sentence
+
+    def __init__(self, server: Callable[[], str], parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._server = server
+        self.label = QtWidgets.QLabel()
+        self.label.setWordWrap(True)
+        self.start_button = QtWidgets.QPushButton("Start")
+        self.stop_button = QtWidgets.QPushButton("Stop")
+        self.start_button.setToolTip("Start the daemon this plugin was installed with")
+        self.stop_button.setToolTip("Stop the daemon the plugin started (frees the GPU)")
+        self.start_button.clicked.connect(lambda: self._ask(self._start))
+        self.stop_button.clicked.connect(lambda: self._ask(self._stop))
+        layout = QtWidgets.QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.label, 1)
+        layout.addWidget(self.start_button)
+        layout.addWidget(self.stop_button)
+        self.answered.connect(self._show)
+        self._busy = False
+        self.state: Any = None
+
+    def refresh(self) -> None:
+        self._ask(self._state)
+
+    def _ask(self, work: Callable[[str], tuple[Any, str]]) -> None:
+        if self._busy:
+            return
+        self._busy = True
+        self.start_button.setEnabled(False)
+        self.stop_button.setEnabled(False)
+        server = self._server()
+
+        def run() -> None:
+            try:
+                outcome = work(server)
+            except InpaintError as exc:
+                outcome = (None, exc.message)
+            except Exception as exc:  # a bug: still a sentence, never a dead row
+                outcome = (None, as_inpaint_error(exc).message)
+            with contextlib.suppress(RuntimeError):  # the docker is gone
+                self.answered.emit(*outcome)
+
+        threading.Thread(target=run, name="differential-inpaint-daemon-state", daemon=True).start()
+
+    @staticmethod
+    def _state(server: str) -> tuple[Any, str]:
+        current = launcher.state(server)
+        return current, launcher.status_line(server, current)
+
+    def _start(self, server: str) -> tuple[Any, str]:
+        with contextlib.suppress(RuntimeError):
+            self.answered.emit(None, "Starting the daemon...")
+        current = launcher.start(server, on_status=lambda line: self._relay(line))
+        return current, launcher.status_line(server, current)
+
+    def _relay(self, line: str) -> None:
+        with contextlib.suppress(RuntimeError):
+            self.answered.emit(None, line)
+
+    def _stop(self, server: str) -> tuple[Any, str]:
+        launcher.stop(server)
+        return self._state(server)
+
+    def _show(self, current: Any, text: str) -> None:
+        self.label.setText(f"Daemon: {text}")
+        if current is None and text.endswith("..."):
+            return  # a line while starting: the work goes on
+        self._busy = False
+        self.state = current
+        startable = launcher.can_start(self._server())
+        ready = current is not None and current.state == launcher.READY
+        self.start_button.setEnabled(startable and not ready)
+        self.stop_button.setEnabled(ready and launcher.started_pid(self._server()) is not None)
 
 
 class DifferentialInpaintDocker(DockWidget):
@@ -47,7 +133,9 @@ class DifferentialInpaintDocker(DockWidget):
         self.message.setWordWrap(True)
         self.message.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
         self.message.hide()
+        self.daemon = DaemonRow(lambda: self.form.values().host.server, inner)
         layout = QtWidgets.QVBoxLayout(inner)
+        layout.addWidget(self.daemon)
         layout.addWidget(self.form)
         layout.addWidget(self.run_button)
         layout.addWidget(self.panel)
@@ -63,7 +151,11 @@ class DifferentialInpaintDocker(DockWidget):
         self._timer = QtCore.QTimer(self)
         self._timer.timeout.connect(self._poll)
         self._timer.start(_SELECTION_POLL_MS)
+        self._daemon_timer = QtCore.QTimer(self)
+        self._daemon_timer.timeout.connect(self._poll_daemon)
+        self._daemon_timer.start(_DAEMON_POLL_MS)
         self.update_run_button()
+        self.daemon.refresh()
 
     def canvasChanged(self, canvas: Any) -> None:  # noqa: N802 - Krita's name
         self.update_run_button()
@@ -71,6 +163,10 @@ class DifferentialInpaintDocker(DockWidget):
     def _poll(self) -> None:
         if self.isVisible():
             self.update_run_button()
+
+    def _poll_daemon(self) -> None:
+        if self.isVisible() and self.controller is None:
+            self.daemon.refresh()
 
     def update_run_button(self) -> None:
         """Say what Run will do: with nothing selected the whole layer is repainted."""
@@ -109,3 +205,4 @@ class DifferentialInpaintDocker(DockWidget):
     def _finished(self, layer: Any) -> None:
         self.controller = None
         self.update_run_button()
+        self.daemon.refresh()  # a run may have started it

@@ -37,7 +37,9 @@ class JobThread(threading.Thread):
         on_error: Callable[[InpaintError], None],
         on_progress: Callable[[p.Progress], None] | None = None,
         on_preview: Callable[[p.Preview], None] | None = None,
+        on_status: Callable[[str], None] | None = None,
     ) -> None:
+        """`on_status`: lines about a daemon being started for this job (see `flow.follow`)."""
         super().__init__(name=f"differential-inpaint-{job.submit.job_id[:8]}", daemon=True)
         self.job: flow.PreparedJob | None = job
         self.settings = settings
@@ -47,6 +49,7 @@ class JobThread(threading.Thread):
         self._on_error = on_error
         self._on_progress = on_progress
         self._on_preview = on_preview
+        self._on_status = on_status
 
     def cancel(self) -> None:
         self.cancel_event.set()
@@ -61,6 +64,7 @@ class JobThread(threading.Thread):
                 client=CLIENT_NAME,
                 on_progress=self._on_progress,
                 on_preview=self._on_preview,
+                on_status=self._on_status,
                 cancel=self.cancel_event,
                 timeout=self.timeout,
             )
@@ -72,7 +76,7 @@ class JobThread(threading.Thread):
             # The callbacks lead back to their owner (a JobController, which holds this
             # thread): drop them, so that no cycle keeps the job's document alive.
             self._on_result = self._on_error = _ignore
-            self._on_progress = self._on_preview = None
+            self._on_progress = self._on_preview = self._on_status = None
 
 
 def _ignore(_value: object) -> None:

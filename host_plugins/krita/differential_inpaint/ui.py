@@ -544,6 +544,7 @@ class JobController(QtCore.QObject):
 
     progressed = Signal(object)
     previewed = Signal(object)
+    statused = Signal(str)  # a daemon started for this job: its lines
     succeeded = Signal(object)
     failed = Signal(object)
     finished = Signal(object)
@@ -571,6 +572,7 @@ class JobController(QtCore.QObject):
         self.error: InpaintError | None = None
         self.progressed.connect(self._on_progress)
         self.previewed.connect(self._on_preview)
+        self.statused.connect(self._on_status)
         self.succeeded.connect(self._on_result)
         self.failed.connect(self._on_error)
 
@@ -598,6 +600,7 @@ class JobController(QtCore.QObject):
             on_error=self.failed.emit,
             on_progress=self.progressed.emit,
             on_preview=self.previewed.emit,
+            on_status=self.statused.emit,
         )
         JobController._running.add(self)
         self.worker.start()
@@ -614,6 +617,10 @@ class JobController(QtCore.QObject):
     def _on_preview(self, preview: p.Preview) -> None:
         if self.progress is not None:
             self.progress.show_preview(preview)
+
+    def _on_status(self, line: str) -> None:
+        if self.progress is not None:
+            self.progress.label.setText(line)
 
     def _on_result(self, result: p.Result) -> None:
         assert self.job is not None

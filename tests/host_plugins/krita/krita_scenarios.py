@@ -704,6 +704,13 @@ def menu_and_dialog(c: Checks, w: World) -> None:
     c("the docker's job added its layer", "from the docker" in added, w.names(doc))
     c("the docker shows the seed used", "Last seed" in docker.form.status.text(), docker.form.status.text())
     c("the panel is gone when done", docker.panel.isHidden())
+    # The daemon's state, asked off the GUI thread: the stand-in daemon answers, so ready.
+    c(
+        "the docker shows the daemon ready",
+        w.wait_until(lambda: docker.daemon.label.text().startswith("Daemon: Ready at"), 20),
+        docker.daemon.label.text(),
+    )
+    c("a daemon it did not start cannot be stopped from here", not docker.daemon.stop_button.isEnabled())
     w.krita.action("deselect").trigger()
     doc.waitForDone()
     w.pump(0.2)
