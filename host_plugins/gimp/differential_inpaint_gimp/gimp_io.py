@@ -109,6 +109,12 @@ class GimpDocument:
         return layer
 
 
+def show_status(line: str) -> None:
+    """A line from a daemon being started for this run, in GIMP's progress bar."""
+    Gimp.progress_set_text(f"Differential Inpaint: {line}")
+    Gimp.progress_pulse()
+
+
 def show_progress(progress: Progress) -> None:
     """A job's progress in GIMP's progress bar."""
     text, fraction = progress_text(progress)

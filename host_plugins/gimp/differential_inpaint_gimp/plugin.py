@@ -95,6 +95,17 @@ def _fail(procedure: Gimp.Procedure, message: str) -> Gimp.ValueArray:
     return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, error)
 
 
+def _daemon_state(config: Gimp.ProcedureConfig) -> str:
+    """One line on the daemon at the configured address (a short handshake)."""
+    try:
+        from .client import launcher
+
+        server = (config.get_property("server-url") or "").strip() or None
+        return "Daemon: " + launcher.status_line(server, launcher.state(server, timeout=1.0))
+    except Exception:  # the dialog must open whatever happens here
+        return "Daemon: its state is unknown; a run starts it if this plugin can."
+
+
 def _show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig) -> bool:
     gi.require_version("GimpUi", "3.0")
     gi.require_version("Gtk", "3.0")
@@ -109,7 +120,9 @@ def _show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig) -> boo
         entry = widget.get_entry() if isinstance(widget, GimpUi.LabelEntry) else None
         if isinstance(entry, Gtk.Entry):
             entry.set_visibility(False)  # a secret: dots on screen, like a password
-    dialog.fill(None)
+    # Where the daemon stands, above the settings (a run starts a local one if needed).
+    dialog.get_label("daemon-state", _daemon_state(config), False, False)
+    dialog.fill(["daemon-state", *(param.gimp_argument for param in SHOWN)])
     try:
         return bool(dialog.run())
     finally:
@@ -133,7 +146,7 @@ def run(
             raise _INCOMPLETE
         # The client and websockets load only when the filter runs.
         from .client import InpaintError, flow
-        from .gimp_io import GimpDocument, show_progress
+        from .gimp_io import GimpDocument, show_progress, show_status
     except ImportError as exc:
         return _fail(
             procedure,
@@ -145,7 +158,14 @@ def run(
     try:
         host = GimpDocument(image, drawables[0])
         try:
-            flow.run(host, chosen, client=CLIENT_NAME, on_progress=show_progress, timeout=JOB_TIMEOUT)
+            flow.run(
+                host,
+                chosen,
+                client=CLIENT_NAME,
+                on_progress=show_progress,
+                on_status=show_status,
+                timeout=JOB_TIMEOUT,
+            )
         finally:
             Gimp.progress_end()
     except InpaintError as exc:
