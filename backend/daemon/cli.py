@@ -97,6 +97,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "connection is closed (default 60: the largest request at ~37 Mbit/s; raise it for "
         "clients on a slow network)",
     )
+    parser.add_argument(
+        "--idle-exit",
+        type=_seconds_or_zero,
+        default=0.0,
+        metavar="SECONDS",
+        help="stop by itself (as on SIGTERM, exit status 0) once no client has been connected and "
+        "no job queued or running for this long; a connected client keeps it running, busy or not "
+        "(default 0 = never; install-plugin records 1800 for the daemon a plugin starts)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="log debug details")
 
 
@@ -117,6 +126,16 @@ def _positive_seconds(text: str) -> float:
         value = 0.0
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not '{text}'")
+    return value
+
+
+def _seconds_or_zero(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, not '{text}'")
     return value
 
 
@@ -232,6 +251,7 @@ async def _main(args: argparse.Namespace, token: str | None, token_path: Path | 
         message_timeout=args.message_timeout,
         max_connections_per_address=args.max_connections_per_address,
         max_connections=args.max_connections,
+        idle_exit=args.idle_exit,
     )
     server = DaemonServer(engine, catalog, config)
     try:

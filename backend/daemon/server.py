@@ -73,6 +73,7 @@ MESSAGE_TIMEOUT = 60.0
 MAX_CONNECTIONS_PER_ADDRESS = 32
 MAX_CONNECTIONS = 256
 LOG_EVERY = 60.0  # seconds: one line per address for refusals anyone can repeat at will
+IDLE_POLL = 1.0  # seconds between the idle watcher's looks, at most (ServerConfig.idle_exit)
 NOT_A_WEBSOCKET = (
     "This is the Differential Inpaint daemon's websocket port: the Krita and GIMP plugins "
     "connect here with ws://. There is nothing to see with a web browser.\n"
@@ -307,6 +308,9 @@ class ServerConfig:
     # refused at the handshake (HTTP 503) while the open ones go on.
     max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS
     max_connections: int = MAX_CONNECTIONS
+    # Seconds without a connected client and without a job (queued or running) after which
+    # the daemon stops by itself (`serve_until` shuts it down as on SIGTERM); 0: never.
+    idle_exit: float = 0.0
 
 
 class DaemonServer:
@@ -330,6 +334,10 @@ class DaemonServer:
         self._server: Server | None = None
         self.jobs: JobQueue | None = None
         self.port = 0
+        # Set while the daemon has been idle for config.idle_exit seconds (see `_watch_idle`).
+        self.idle = asyncio.Event()
+        self._idle_since: float | None = None  # when the watcher first saw it idle; None: busy
+        self._idle_watcher: asyncio.Task[None] | None = None
 
     # --- lifecycle ---
 
@@ -359,6 +367,14 @@ class DaemonServer:
             create_connection=Connection,
         )
         self.port = next(iter(self._server.sockets)).getsockname()[1]
+        if self.config.idle_exit > 0:
+            log.info(
+                "stops by itself after %g s with no client connected and no job (--idle-exit)",
+                self.config.idle_exit,
+            )
+            self._idle_watcher = loop.create_task(
+                self._watch_idle(self.config.idle_exit), name="idle-watcher"
+            )
         return self.port
 
     async def shutdown(self) -> None:
@@ -366,6 +382,9 @@ class DaemonServer:
             return
         log.info("shutting down")
         self._server.close(close_connections=False)  # stop accepting first
+        if self._idle_watcher is not None:
+            self._idle_watcher.cancel()
+            self._idle_watcher = None
         if self.jobs is not None:
             await self.jobs.shutdown(self.config.shutdown_grace)
         # Let the last words (the stopped job's error) reach their clients.
@@ -379,6 +398,48 @@ class DaemonServer:
     async def _close(ws: ServerConnection, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(ws.close(code, reason), 5.0)
+
+    # --- the idle stop (--idle-exit) ---
+
+    def busy(self) -> bool:
+        """Whether anything keeps the daemon from being idle: a connection (counted from its
+        handshake's acceptance to its socket's close, whether it has a job or not), or a job
+        queued or running (a running job whose client left included)."""
+        jobs = self.jobs
+        return bool(
+            self._connection_count
+            or self._sessions
+            or (jobs is not None and (jobs.queued or jobs.running is not None))
+        )
+
+    def idle_expired(self) -> bool:
+        """Whether the daemon is idle now and has been for `config.idle_exit` seconds."""
+        if self.busy():
+            self._idle_since = None
+            return False
+        if self.config.idle_exit <= 0 or self._idle_since is None:
+            return False
+        return time.monotonic() - self._idle_since >= self.config.idle_exit
+
+    async def _watch_idle(self, seconds: float) -> None:
+        """Set `self.idle` once the daemon has been idle for `seconds`, continuously.
+
+        It looks every IDLE_POLL seconds (a quarter of `seconds` if less), so the stop comes
+        up to one look late, never early: a connection that opens and closes between two
+        looks restarts the count when it closes (`_connection_closed`), and the end of a job
+        is seen at the next look.
+        """
+        period = min(IDLE_POLL, seconds / 4)
+        while True:
+            if self.busy():
+                self._idle_since = None
+            elif self._idle_since is None:
+                self._idle_since = time.monotonic()
+            if self.idle_expired():
+                self.idle.set()
+            else:
+                self.idle.clear()
+            await asyncio.sleep(period)
 
     # --- HTTP-level checks ---
 
@@ -439,6 +500,7 @@ class DaemonServer:
         return None
 
     def _connection_closed(self, address: str) -> None:
+        self._idle_since = None  # idle from the watcher's next look, not from before this one
         self._connection_count -= 1
         left = self._connections[address] - 1
         if left:
@@ -633,10 +695,31 @@ def _reasons(exc: BaseException) -> str:
 
 
 async def serve_until(server: DaemonServer, stop: asyncio.Event) -> None:
-    """Run `server` (already started) until `stop` is set, then shut it down."""
+    """Run `server` (already started) until `stop` is set, or until it has been idle for
+    `config.idle_exit` seconds (when above 0), then shut it down."""
     try:
-        await stop.wait()
+        await _stop_or_idle(server, stop)
     finally:
         started = time.monotonic()
         await server.shutdown()
         log.info("stopped in %.1f s", time.monotonic() - started)
+
+
+async def _stop_or_idle(server: DaemonServer, stop: asyncio.Event) -> None:
+    while True:
+        waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(server.idle.wait())}
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if stop.is_set():
+            return
+        # Checked again now: a client may have connected since the watcher's last look.
+        if server.idle_expired():
+            log.info(
+                "idle for %g s (no client connected, no job queued or running): stopping (--idle-exit)",
+                server.config.idle_exit,
+            )
+            return
+        server.idle.clear()

@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_IDLE_EXIT,
         metavar="SECONDS",
         help=f"a daemon the plugin started stops after this long without clients or jobs, freeing "
-        f"the GPU (default {DEFAULT_IDLE_EXIT:g}; 0 = never), once the daemon has {IDLE_OPTION}",
+        f"the GPU (default {DEFAULT_IDLE_EXIT:g}; 0 = never); recorded as the daemon's {IDLE_OPTION} "
+        "unless --serve-args gives it",
     )
     parser.add_argument(
         "--no-start",

@@ -11,7 +11,7 @@ imports no torch), so a typo fails at install time rather than at the first run.
       "command": ["/…/.venv/bin/python", "-m", "differential_inpaint.backend.cli", "serve", …],
       "server": "ws://127.0.0.1:7865",   the plugin's default address: follows --port
       "serve_args": […],                 the options as given (paths made absolute)
-      "idle_exit": 1800,                 seconds, or null (the daemon has no --idle-exit yet)
+      "idle_exit": 1800,                 seconds (--idle-exit, 1800 unless given), or null: never
       "start_timeout": 120,
       "installed_by": "differential-inpaint 0.1.0"
     }
@@ -176,17 +176,18 @@ def start_command(
             "service install --serve-args ...`)"
         )
     recorded_idle: float | None = None
+    default_idle: list[str] = []  # in the command, not in serve_args (the options as given)
     if IDLE_OPTION in parser._option_string_actions:
         given = any(a == IDLE_OPTION or a.startswith(IDLE_OPTION + "=") for a in args)
         if given:
             recorded_idle = float(getattr(options, "idle_exit", 0) or 0) or None
         elif idle_exit:
-            args += [IDLE_OPTION, f"{idle_exit:g}"]
+            default_idle = [IDLE_OPTION, f"{idle_exit:g}"]
             recorded_idle = float(idle_exit)
     interpreter = python or sys.executable
     if not interpreter:
         raise ServeArgsError("cannot tell which Python runs this installation (sys.executable is empty)")
-    argv = [interpreter, "-m", SERVE_MODULE, "serve", *args]
+    argv = [interpreter, "-m", SERVE_MODULE, "serve", *args, *default_idle]
     return StartCommand(argv, args, str(options.host), port, recorded_idle)
 
 

@@ -26,7 +26,6 @@ from differential_inpaint import protocol as p
 from differential_inpaint.client import DaemonUnavailable, InpaintError, JobCancelled, flow, launcher
 from differential_inpaint.host_plugins.install.daemon_record import (
     IDLE_OPTION,
-    daemon_has_option,
     start_command,
     write_record,
 )
@@ -427,10 +426,6 @@ def test_waiting_for_another_starter(folders: Folders) -> None:
     assert launcher.state(server).state == launcher.NOT_RUNNING
 
 
-@pytest.mark.skipif(
-    not daemon_has_option(IDLE_OPTION),
-    reason=f"`differential-inpaint serve` has no {IDLE_OPTION} option yet (the daemon's idle stop)",
-)
 def test_a_started_daemon_stops_when_idle_and_a_later_run_starts_it_again(folders: Folders) -> None:
     port = unused_port()
     server = f"ws://127.0.0.1:{port}"
