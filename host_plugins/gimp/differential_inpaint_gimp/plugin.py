@@ -9,6 +9,7 @@ image untouched.
 from __future__ import annotations
 
 import sys
+import threading
 import traceback
 from typing import Any
 
@@ -106,6 +107,42 @@ def _daemon_state(config: Gimp.ProcedureConfig) -> str:
         return "Daemon: its state is unknown; a run starts it if this plugin can."
 
 
+def _daemon_buttons(config: Gimp.ProcedureConfig, state: Any) -> Any:  # state: the Gtk.Label
+    """Start and Stop for the daemon at the configured address. Each runs in a worker
+    thread; the state line is updated on GIMP's main loop (GLib.idle_add)."""
+    from gi.repository import Gtk
+
+    def server() -> str | None:
+        return (config.get_property("server-url") or "").strip() or None
+
+    def show(text: str) -> bool:
+        state.set_text(text)  # a Gtk.Label (ProcedureDialog.get_label)
+        return False  # once
+
+    def work(action: str) -> None:
+        from .client import InpaintError, launcher
+
+        try:
+            if action == "start":
+                launcher.start(server(), on_status=lambda line: GLib.idle_add(show, f"Daemon: {line}"))
+            else:
+                launcher.stop(server())
+            text = _daemon_state(config)
+        except InpaintError as exc:
+            text = f"Daemon: {exc.message}"
+        GLib.idle_add(show, text)
+
+    box = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=6)
+    for action, text in (("start", "Start daemon"), ("stop", "Stop daemon")):
+        button = Gtk.Button(label=text)
+        button.connect(
+            "clicked", lambda _b, a=action: threading.Thread(target=work, args=(a,), daemon=True).start()
+        )
+        box.pack_start(button, False, False, 0)
+    box.show_all()
+    return box
+
+
 def _show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig) -> bool:
     gi.require_version("GimpUi", "3.0")
     gi.require_version("Gtk", "3.0")
@@ -121,8 +158,9 @@ def _show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig) -> boo
         if isinstance(entry, Gtk.Entry):
             entry.set_visibility(False)  # a secret: dots on screen, like a password
     # Where the daemon stands, above the settings (a run starts a local one if needed).
-    dialog.get_label("daemon-state", _daemon_state(config), False, False)
+    state = dialog.get_label("daemon-state", _daemon_state(config), False, False)
     dialog.fill(["daemon-state", *(param.gimp_argument for param in SHOWN)])
+    dialog.get_content_area().pack_start(_daemon_buttons(config, state), False, False, 0)
     try:
         return bool(dialog.run())
     finally:

@@ -339,6 +339,7 @@ def test_interactive_dialog_ok(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -
     assert dialog["hidden_entries"] == sum(q.secret for q in shown) == 1  # the token shows as dots
     # Where the daemon stands, above the settings: the stand-in daemon answers the handshake.
     assert any(text.startswith("Daemon: Ready at ") for text in dialog["labels"]), dialog["labels"]
+    assert {"Start daemon", "Stop daemon"} <= set(dialog["labels"])  # and it can be started or stopped
     assert "set before the dialog" not in daemon.submit_by_prompt
     verdict, _ = check_success(run, daemon, "dialog-ok", p.PixelFormat.RGBA8, prompt="typed in the dialog")
     assert verdict["new_layer"]["name"] == "typed in the dialog"
