@@ -12,7 +12,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from .daemon_record import DEFAULT_IDLE_EXIT, IDLE_OPTION, ServeArgsError, daemon_has_option, start_command
+from .daemon_record import DEFAULT_IDLE_EXIT, IDLE_OPTION, ServeArgsError, start_command
 
 # host -> module with `install(dest: Path | None, *, daemon: StartCommand | None) -> Path`
 HOSTS = {
@@ -77,8 +77,6 @@ def run(args: argparse.Namespace) -> int:
             f"When a run finds no daemon at {daemon.server} (the plugin's default address), the "
             f"plugin starts it:\n    {join_command(daemon.argv)}\n  its log: {log_path(daemon.port)}"
         )
-        if args.idle_exit and daemon.idle_exit is None and not daemon_has_option(IDLE_OPTION):
-            print(f"  (this daemon has no {IDLE_OPTION} yet: a daemon the plugin starts runs until stopped)")
     else:
         print("The plugin only connects to a running daemon (--no-start).")
     hint = getattr(module, "ENABLE_HINT", None)

@@ -58,10 +58,6 @@ def serve_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def daemon_has_option(option: str) -> bool:
-    return option in serve_parser()._option_string_actions
-
-
 def split_args(text: str | Sequence[str] | None) -> list[str]:
     """Options as a list: a string is split like a shell would (quotes keep spaces)."""
     if text is None:
@@ -177,13 +173,11 @@ def start_command(
         )
     recorded_idle: float | None = None
     default_idle: list[str] = []  # in the command, not in serve_args (the options as given)
-    if IDLE_OPTION in parser._option_string_actions:
-        given = any(a == IDLE_OPTION or a.startswith(IDLE_OPTION + "=") for a in args)
-        if given:
-            recorded_idle = float(getattr(options, "idle_exit", 0) or 0) or None
-        elif idle_exit:
-            default_idle = [IDLE_OPTION, f"{idle_exit:g}"]
-            recorded_idle = float(idle_exit)
+    if any(a == IDLE_OPTION or a.startswith(IDLE_OPTION + "=") for a in args):
+        recorded_idle = float(getattr(options, "idle_exit", 0) or 0) or None
+    elif idle_exit:
+        default_idle = [IDLE_OPTION, f"{idle_exit:g}"]
+        recorded_idle = float(idle_exit)
     interpreter = python or sys.executable
     if not interpreter:
         raise ServeArgsError("cannot tell which Python runs this installation (sys.executable is empty)")

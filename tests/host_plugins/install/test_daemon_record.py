@@ -20,7 +20,6 @@ from differential_inpaint.host_plugins.install.daemon_record import (
     IDLE_OPTION,
     SERVE_MODULE,
     ServeArgsError,
-    daemon_has_option,
     start_command,
 )
 from differential_inpaint.host_plugins.install.payload import check_payload
@@ -65,12 +64,19 @@ def test_install_plugin_records_the_start_command(
     assert "When a run finds no daemon at ws://127.0.0.1:7901" in out and "daemon-7901.log" in out
     plugin = tmp_path / "plug-ins" / "differential-inpaint"
     record = record_in(tmp_path / "plug-ins" / GIMP_CLIENT)
-    expected = ["--model", "builtin:tiny-sd15", "--port", "7901", "--model-dir", str(models)]
-    if daemon_has_option(IDLE_OPTION):
-        expected += [IDLE_OPTION, "1800"]
+    expected = [
+        "--model",
+        "builtin:tiny-sd15",
+        "--port",
+        "7901",
+        "--model-dir",
+        str(models),
+        IDLE_OPTION,
+        "1800",
+    ]
     assert record["command"] == [sys.executable, "-m", SERVE_MODULE, "serve", *expected]
     assert record["server"] == "ws://127.0.0.1:7901"
-    assert record["idle_exit"] == (1800 if daemon_has_option(IDLE_OPTION) else None)
+    assert record["idle_exit"] == 1800
     assert gimp_installer.check(plugin) == []
     # The plug-in's default address follows the recorded port, and it can start that daemon.
     assert installed_default(plugin) == ["ws://127.0.0.1:7901", "True"]
