@@ -9,7 +9,9 @@ copied, see `protocol.encode_parts`).
 
 A job's owner is the connection that submitted it (`server.Session`): results,
 progress and previews go to it alone. Cancel of a queued job is immediate; of
-the running job it sets a flag the engine polls every sampling step.
+the running job it sets a flag the engine polls between sampling steps and stages.
+A failed or cancelled job's last word goes out first; only then does the worker
+free what the job held, before it takes the next job.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ from . import pixels
 log = logging.getLogger("differential_inpaint.daemon")
 
 QUEUED, RUNNING, DONE = "queued", "running", "done"
+# How long a failed or cancelled job's answer may take to reach its client before the
+# worker frees the job's memory anyway (a client that does not read waits for nobody).
+ANSWER_FIRST_TIMEOUT = 0.5
 SHUTDOWN_TEXT = (
     "The daemon was stopped while this job {when}; nothing was changed. Start the daemon again and resubmit."
 )
@@ -78,6 +83,8 @@ class JobOwner(Protocol):
     def preview_busy(self) -> bool: ...
 
     def forget(self, job: Job) -> None: ...
+
+    async def flush(self, timeout: float) -> None: ...
 
 
 _serials = itertools.count(1)
@@ -191,8 +198,13 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def free_memory() -> None:
-    """Give back what a failed or cancelled job held, so the next job starts clean."""
+def free_memory(engine: Any) -> None:
+    """Give back what a failed or cancelled job held, so the next job starts clean: the
+    engine's own `free_memory` where it has one, else gc and the devices' caches."""
+    engine_free_memory = getattr(engine, "free_memory", None)
+    if callable(engine_free_memory):
+        engine_free_memory()
+        return
     gc.collect()
     torch = sys.modules.get("torch")
     if torch is None:
@@ -225,7 +237,8 @@ class JobRunner:
             self.loop.call_soon_threadsafe(fn, *args)
 
     def execute(self, job: Job) -> Outcome:
-        """Worker thread. Never raises: every failure becomes this job's `error`."""
+        """Worker thread. Never raises: every failure becomes this job's `error` (or
+        `cancelled`); the queue frees what a failed job held once its client has that."""
         start = time.monotonic()
         waited = start - job.queued_at
         params = job.params
@@ -268,7 +281,6 @@ class JobRunner:
             data = wire_frames(Preview(job.job_id, max(0, int(step)), image))
             self._post(job.owner.offer_preview, job, data)
 
-        failure: Outcome | None = None
         try:
             if job.cancel_event.is_set():
                 raise engine_errors.JobCancelled("cancelled before it started")
@@ -302,12 +314,7 @@ class JobRunner:
             )
             data = wire_frames(message)
         except Exception as exc:
-            failure = self._failure(job, exc, time.monotonic() - start)
-        if failure is not None:
-            # Only now, outside the except block: until it ends, the exception's
-            # traceback keeps the engine's frames alive, and the tensors in them.
-            free_memory()
-            return failure
+            return self._failure(job, exc, time.monotonic() - start)
         seconds = time.monotonic() - start
         log.info(
             "%s: done in %.1f s (%s), seed %d",
@@ -464,6 +471,22 @@ class JobQueue:
             finally:
                 self._running = None
             self._finish(job, outcome)
+            if outcome.kind != "done":
+                await self._free_memory(job)
+
+    async def _free_memory(self, job: Job) -> None:
+        """Free what a failed or cancelled job held, in the worker, before the next job.
+
+        Only once its client has the answer: a full garbage collection holds the GIL for
+        tenths of a second, and would hold back the answer's sending with it. By now the
+        exception is gone too (its traceback kept the engine's frames, and their tensors,
+        alive).
+        """
+        await job.owner.flush(ANSWER_FIRST_TIMEOUT)
+        try:
+            await asyncio.wrap_future(self._worker.submit(partial(free_memory, self.runner.engine)))
+        except Exception:  # the queue goes on; the next job may run short of memory
+            log.exception("%s: freeing its memory failed", job.describe())
 
     def _finish(self, job: Job, outcome: Outcome) -> None:
         if job.state == DONE:

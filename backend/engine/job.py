@@ -19,7 +19,7 @@ import numpy as np
 
 from ...protocol import DEFAULT_LIMITS, JobParams, Limits, ProtocolError
 from .catalog import CatalogEntry, SearchFolder
-from .errors import EngineError, InvalidRequest, JobCancelled, OutOfMemory
+from .errors import EngineError, InvalidRequest, OutOfMemory
 from .masks import composite_alpha, process_mask
 from .registry import ModelInfo, ModelRegistry, pick_device
 from .schedulers import check_scheduler_name
@@ -57,6 +57,7 @@ class Engine:
         self.limits = limits
         self.models = ModelRegistry(self.device, self.dtype, **model_options)
         self._job_lock = threading.Lock()
+        self._memory_left = False  # a job stopped half-way and nobody has freed memory since
 
     # -- models ----------------------------------------------------------------------
 
@@ -71,6 +72,18 @@ class Engine:
     def resolve_model(self, spec: str | None) -> str:
         """The canonical name for `spec` (see catalog.py for the grammar); UnknownModel if none."""
         return self.models.resolve(spec).name
+
+    def free_memory(self) -> None:
+        """Give back what a failed or cancelled job left: its offloaded components parked, the
+        garbage collected, the device's cache emptied (tenths of a second).
+
+        `inpaint` does not do it when a job stops, so that its caller can answer first (the
+        daemon calls this once its client has the job's last word); the next job does it
+        first if nobody did.
+        """
+        with self._job_lock:
+            self._memory_left = False
+            self.models.free_memory()
 
     # -- jobs --------------------------------------------------------------------------
 
@@ -91,8 +104,11 @@ class Engine:
         mask: uint8 HxW, 0 keep ... 255 change fully; gray = partial strength.
         params: checked against the protocol's spec and `limits` (see check_params).
         model: the model spec; None takes `params.model` (None there too: the default model).
+        should_cancel: polled between the sampling steps and before and after each stage;
+            when it returns True the job stops with JobCancelled.
         Returns the result region (see InpaintResult). Raises InvalidRequest, UnknownModel,
-        JobCancelled or OutOfMemory (all EngineError); the engine stays usable after any.
+        JobCancelled or OutOfMemory (all EngineError); the engine stays usable after any
+        (see `free_memory`).
         """
         start = time.perf_counter()
         params = check_params(params, self.limits)
@@ -111,6 +127,9 @@ class Engine:
             return InpaintResult(out, int(seed), {"total": time.perf_counter() - start})
 
         with self._job_lock:
+            if self._memory_left:
+                self._memory_left = False
+                self.models.free_memory()
             try:
                 return self._run(
                     entry,
@@ -126,10 +145,11 @@ class Engine:
                     should_cancel,
                 )
             except BaseException as exc:
-                # Whatever the job held (latents, activations) goes before the next job; the
-                # finished frames in the traceback would otherwise keep their tensors alive.
+                # The job's tensors (latents, activations) go now: the finished frames in the
+                # traceback would otherwise keep them alive. Collecting the garbage and emptying
+                # the device's cache take longer; they wait for `free_memory` or the next job.
                 traceback.clear_frames(exc.__traceback__)
-                self.models.free_memory()
+                self._memory_left = True
                 if isinstance(exc, Exception) and not isinstance(exc, EngineError) and _is_out_of_memory(exc):
                     raise OutOfMemory(
                         f"The {self.device.type.upper()} device ran out of memory. Try a smaller "
@@ -153,7 +173,7 @@ class Engine:
     ) -> InpaintResult:
         import torch
 
-        from .pipeline import start_step
+        from .pipeline import raise_if_cancelled, start_step
         from .preview import latent_preview
         from .regions import image_to_tensor, resize, tensor_to_image, working_size
         from .schedulers import make_scheduler
@@ -162,15 +182,11 @@ class Engine:
         timings: dict[str, float] = {}
         marks = {"loading": time.perf_counter()}
 
-        def cancel_check() -> None:
-            if should_cancel is not None and should_cancel():
-                raise JobCancelled("The job was cancelled.")
-
-        cancel_check()
+        raise_if_cancelled(should_cancel)
         progress("loading", 0, 1)
         loaded = self.models.load(entry)
         progress("loading", 1, 1)
-        cancel_check()
+        raise_if_cancelled(should_cancel)
 
         height, width = processed.shape
         size = working_size(height, width, loaded.working_area, loaded.multiple)
@@ -183,12 +199,14 @@ class Engine:
             marks[stage] = time.perf_counter()
             progress(stage, 0, num_run if stage == "sampling" else 1)
 
+        def make_preview(state: Any) -> np.ndarray:  # made only when the caller takes one
+            current = state.pred_original if state.pred_original is not None else state.latents
+            return latent_preview(torch.where(state.free, current, state.original_latents), loaded.family)
+
         def on_step(state: Any) -> None:
             progress("sampling", state.step, state.num_steps_run)
             if on_preview is not None:
-                current = state.pred_original if state.pred_original is not None else state.latents
-                shown = torch.where(state.free, current, state.original_latents)
-                on_preview(state.step, lambda: latent_preview(shown, loaded.family))
+                on_preview(state.step, lambda: make_preview(state))
 
         generator = torch.Generator("cpu").manual_seed(seed)
         scheduler = make_scheduler(params.scheduler, loaded.sampler.pipe.scheduler.config)
@@ -207,6 +225,7 @@ class Engine:
             max_strength=max_strength,
         )
         progress("decoding", 1, 1)
+        raise_if_cancelled(should_cancel)
         end = time.perf_counter()
 
         new_rgb = tensor_to_image(resize(decoded.float().cpu(), (height, width)).clamp_(0.0, 1.0))

@@ -43,6 +43,12 @@ def start_step(max_strength: float, num_steps: int) -> int:
     return num_steps - min(int(num_steps * float(max_strength)), num_steps)
 
 
+def raise_if_cancelled(should_cancel: Callable[[], bool] | None) -> None:
+    """JobCancelled when the caller asked to stop: checked between steps and stages."""
+    if should_cancel is not None and should_cancel():
+        raise JobCancelled("The job was cancelled.")
+
+
 def first_free_step(strength: torch.Tensor, num_steps: int, max_strength: float) -> torch.Tensor:
     """Per pixel, the first step index i at which it is free (num_steps: never).
 
@@ -106,19 +112,31 @@ class DifferentialDiffusionPipeline:
 
     @contextlib.contextmanager
     def _on_device(self, *modules: torch.nn.Module | None) -> Iterator[None]:
-        """Hold `modules` on the device for a block; with CPU offload, park them after."""
+        """Hold `modules` on the device for a block; with CPU offload, park them after.
+
+        A block that raises (a cancel, an error) leaves them on the device: parking a UNet
+        takes a while, and the caller answers its client first, then calls `offload()`.
+        """
         present = [m for m in modules if m is not None]
         if self.cpu_offload:
             for m in present:
                 m.to(self.device)
-        try:
-            yield
-        finally:
-            if self.cpu_offload:
-                for m in present:
-                    m.to("cpu")
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+        yield
+        if self.cpu_offload:
+            self._park(present)
+
+    def offload(self) -> None:
+        """With CPU offload, park every component in CPU memory (after a job that stopped)."""
+        if self.cpu_offload:
+            pipe = self.pipe
+            components = (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None))
+            self._park([m for m in components if m is not None])
+
+    def _park(self, modules: list[torch.nn.Module]) -> None:
+        for m in modules:
+            m.to("cpu")
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     # -- the pieces ----------------------------------------------------------------
 
@@ -237,9 +255,12 @@ class DifferentialDiffusionPipeline:
         if scheduler.order != 1:
             raise ValueError("Differential sampling needs a scheduler with one model call per step.")
 
-        # Text conditioning, the unconditional half first when guidance is on.
+        # Text conditioning, the unconditional half first when guidance is on. A cancel is
+        # honoured before and after every stage and between the steps.
+        raise_if_cancelled(should_cancel)
         stage("encoding")
         cond = self.encode_prompt(prompt, negative_prompt, batch_size, do_cfg)
+        raise_if_cancelled(should_cancel)
         added_cond_kwargs = None
         if self.is_sdxl:
             rows = cond["prompt_embeds"].shape[0]
@@ -277,13 +298,13 @@ class DifferentialDiffusionPipeline:
         if self.is_inpaint:
             blank_latents = self.encode_blank(image)
         extra_step_kwargs = self._extra_step_kwargs(scheduler, generator)
+        raise_if_cancelled(should_cancel)
 
         # 4. The differential loop (i = step_index, in the full schedule of N steps).
         stage("sampling")
         with self._on_device(self.unet):
             for i, t in enumerate(timesteps):
-                if should_cancel is not None and should_cancel():
-                    raise JobCancelled("The job was cancelled.")
+                raise_if_cancelled(should_cancel)
                 step_index = t_start + i
 
                 # Free: e >= 1 - i/N. Every other pixel goes back to the original, noised to
@@ -341,6 +362,7 @@ class DifferentialDiffusionPipeline:
             return latents
 
         # 6. Decode; the caller composites in pixel space.
+        raise_if_cancelled(should_cancel)
         stage("decoding")
         return self.decode(latents)
 

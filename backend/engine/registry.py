@@ -255,9 +255,15 @@ class ModelRegistry:
         return LoadedModel(entry.name, family, sampler, area, multiple)
 
     def free_memory(self) -> None:
-        """Give the device back what unreferenced tensors held (a dropped model, a failed job)."""
+        """Give the device back what a dropped model or a stopped job held: components a job
+        left on the device parked again (CPU offload), unreferenced tensors collected, the
+        device's cache emptied."""
+        with self._lock:
+            loaded = list(self._loaded.values())
+        for model in loaded:
+            model.sampler.offload()
         gc.collect()
-        if self.device.type == "cuda":
+        if self.device.type in ("cuda", "mps"):
             import torch
 
-            torch.cuda.empty_cache()
+            (torch.cuda if self.device.type == "cuda" else torch.mps).empty_cache()

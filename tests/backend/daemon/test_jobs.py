@@ -177,6 +177,32 @@ def test_cancel_while_running_takes_effect_within_one_step(daemon: Any, engine: 
         assert isinstance(client.run(make_submit("next")), p.Result)
 
 
+def test_a_cancelled_job_is_answered_before_its_memory_is_freed_and_freed_before_the_next_job(
+    daemon: Any, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Freeing (a full garbage collection) holds the GIL for tenths of a second: done
+    # before the answer, it held the answer back with it.
+    answered = threading.Event()
+    freed: list[tuple[bool, int]] = []  # (the client had its answer, jobs the engine saw)
+
+    def free_memory(_engine: Any) -> None:
+        freed.append((answered.wait(5.0), len(engine.calls)))
+
+    monkeypatch.setattr(jobs_module, "free_memory", free_memory)
+    engine.hold = threading.Event()
+    with RawClient(daemon.url) as client:
+        client.send(make_submit("long", steps=50))
+        engine.running.wait(TIMEOUT)
+        client.send(p.Cancel("long"))
+        assert isinstance(client.final("long"), p.Cancelled)
+        answered.set()
+        client.send(p.GetStatus())
+        assert not client.until_type(p.Status).running
+        engine.hold.set()
+        assert isinstance(client.run(make_submit("next")), p.Result)
+    assert freed == [(True, 1)]
+
+
 def test_queued_pixels_are_bounded_across_clients(engine: FakeEngine, make_daemon: Any) -> None:
     one_job = 64 * 48 * (4 + 1)  # rgba8 + mask
     daemon = make_daemon(engine, max_queued_bytes=2 * one_job)
@@ -313,16 +339,24 @@ def test_an_exception_in_a_job_fails_that_job_only(
     text: str,
 ) -> None:
     freed = threading.Event()
+    calls_when_freed: list[int] = []
     real_free = jobs_module.free_memory
-    monkeypatch.setattr(jobs_module, "free_memory", lambda: (real_free(), freed.set()))
+
+    def free_memory(engine_: Any) -> None:
+        real_free(engine_)
+        calls_when_freed.append(len(engine.calls))
+        freed.set()
+
+    monkeypatch.setattr(jobs_module, "free_memory", free_memory)
     engine.fail_with = exception
     with RawClient(daemon.url) as client:
         error = client.run(make_submit("doomed"))
         assert isinstance(error, p.Error) and error.code is code and error.job_id == "doomed"
         assert text in error.message
         assert "/home/painter" not in error.message  # no paths on the wire
-        assert freed.is_set()  # what the job held was given back
+        assert freed.wait(TIMEOUT)  # what the job held was given back, after the answer
         assert isinstance(client.run(make_submit("fine")), p.Result)  # same connection goes on
+        assert calls_when_freed == [1]  # ...before the next job reached the engine
     assert_good_job(daemon.url)
 
 
@@ -349,13 +383,20 @@ def test_a_failed_jobs_memory_is_unreferenced_before_it_is_freed(
     engine = _EngineFailingWithTensorsInItsFrame()
     daemon = make_daemon(engine)
     seen_alive: list[bool] = []
-    monkeypatch.setattr(jobs_module, "free_memory", lambda: seen_alive.append(engine.held[-1]() is not None))
+    freed = threading.Event()
+
+    def free_memory(_engine: Any) -> None:
+        seen_alive.append(engine.held[-1]() is not None)
+        freed.set()
+
+    monkeypatch.setattr(jobs_module, "free_memory", free_memory)
     # Log records that a test harness keeps would hold the exception too; the daemon's
     # own log handler keeps none.
     monkeypatch.setattr(logging.getLogger("differential_inpaint.daemon"), "disabled", True)
     with RawClient(daemon.url) as client:
         error = client.run(make_submit("oom"))
         assert isinstance(error, p.Error) and error.code is p.ErrorCode.OUT_OF_MEMORY
+    assert freed.wait(TIMEOUT)  # after the answer
     assert seen_alive == [False]
 
 

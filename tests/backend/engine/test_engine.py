@@ -237,26 +237,69 @@ def test_cancel_stops_within_one_step_and_the_engine_goes_on(engine: Engine) -> 
     assert result.image.shape == (16, 16, 4)
 
 
-def test_out_of_memory_fails_one_job_and_frees_memory(
+@pytest.mark.parametrize(
+    ("cancel_after", "not_reached"),
+    [
+        (("encoding", 0), "sampling"),  # during the text encoding: no VAE encode, no step
+        (("sampling", 3), "decoding"),  # during the last step: no VAE decode
+    ],
+    ids=["while-encoding", "at-the-last-step"],
+)
+def test_cancel_is_honoured_between_the_stages(
+    engine: Engine, cancel_after: tuple[str, int], not_reached: str
+) -> None:
+    seen: list[tuple[str, int]] = []
+    with pytest.raises(JobCancelled):
+        engine.inpaint(
+            random_region(32, 32),
+            np.full((32, 32), 255, np.uint8),
+            _params(steps=3),
+            model=TINY,
+            on_progress=lambda stage, step, _n: seen.append((stage, step)),
+            should_cancel=lambda: cancel_after in seen,
+        )
+    assert cancel_after in seen and not_reached not in {stage for stage, _ in seen}
+
+
+def test_out_of_memory_fails_one_job_and_frees_memory_before_the_next(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     original = DifferentialDiffusionPipeline.__call__
-    calls: list[int] = []
+    freed_before_call: list[int] = []
     freed: list[int] = []
 
     def out_of_memory_once(self: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        if len(calls) == 1:
+        freed_before_call.append(len(freed))
+        if len(freed_before_call) == 1:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return original(self, *args, **kwargs)
 
+    engine.free_memory()  # what earlier tests' jobs left
     monkeypatch.setattr(DifferentialDiffusionPipeline, "__call__", out_of_memory_once)
     monkeypatch.setattr(ModelRegistry, "free_memory", lambda self: freed.append(1))
     image, mask = random_region(16, 16), np.full((16, 16), 255, np.uint8)
     with pytest.raises(OutOfMemory, match="ran out of memory"):
         engine.inpaint(image, mask, _params(steps=2), model=TINY)
-    assert freed
+    assert not freed  # not yet: the caller answers its client first
     assert engine.inpaint(image, mask, _params(steps=2), model=TINY).image.shape == (16, 16, 4)
+    assert freed_before_call == [0, 1]  # the next job freed it first, once
+    engine.inpaint(image, mask, _params(steps=2), model=TINY)
+    assert freed_before_call == [0, 1, 1]  # a job after a good one frees nothing
+
+
+def test_free_memory_after_a_stopped_job_spares_the_next_job_the_work(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    freed: list[int] = []
+    engine.free_memory()  # what earlier tests' jobs left
+    monkeypatch.setattr(ModelRegistry, "free_memory", lambda self: freed.append(1))
+    image, mask = random_region(16, 16), np.full((16, 16), 255, np.uint8)
+    with pytest.raises(JobCancelled):
+        engine.inpaint(image, mask, _params(steps=2), model=TINY, should_cancel=lambda: True)
+    engine.free_memory()  # what the daemon does once its client has `cancelled`
+    assert freed == [1]
+    engine.inpaint(image, mask, _params(steps=2), model=TINY)
+    assert freed == [1]
 
 
 def test_jobs_from_several_threads_run_one_at_a_time(engine: Engine) -> None:

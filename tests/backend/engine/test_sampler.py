@@ -178,6 +178,40 @@ def test_cpu_offload_moves_components_per_stage_and_changes_nothing() -> None:
     assert torch.equal(offloaded, resident)
 
 
+def test_cpu_offload_parks_what_a_cancelled_job_left_only_when_asked() -> None:
+    pipe = build_tiny_pipeline("tiny-sd15")
+    sampler = DifferentialDiffusionPipeline(pipe, cpu_offload=True)
+    moves = {"unet": 0, "vae": 0, "text_encoder": 0}
+    original_to = torch.nn.Module.to
+
+    def counting_to(module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        for name in moves:
+            if module is getattr(pipe, name):
+                moves[name] += 1
+        return original_to(module, *args, **kwargs)
+
+    states: list[StepState] = []
+    torch.nn.Module.to = counting_to  # type: ignore[method-assign]
+    try:
+        with pytest.raises(JobCancelled):
+            sampler(
+                _image(),
+                _bands(),
+                prompt="a red door",
+                num_inference_steps=5,
+                scheduler=make_scheduler("euler", pipe.scheduler.config),
+                callback=states.append,
+                should_cancel=lambda: len(states) >= 1,
+            )
+        # Text encoder and VAE went to the device and back; the UNet stays (the caller
+        # answers first), until offload() parks everything.
+        assert moves == {"unet": 1, "vae": 2, "text_encoder": 2}
+        sampler.offload()
+        assert moves == {"unet": 2, "vae": 3, "text_encoder": 3}
+    finally:
+        torch.nn.Module.to = original_to  # type: ignore[method-assign]
+
+
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
 def test_every_scheduler_starts_at_the_most_steps_allowed(scheduler: str) -> None:
     """The first step of the longest schedule a job may ask for (DDIM broke at 1000)."""
