@@ -155,8 +155,10 @@ class _WorkerThread:
                 continue
             try:
                 future.set_result(fn())
-            except BaseException as exc:  # handed to the awaiting coroutine
+            except Exception as exc:  # handed to the awaiting coroutine
                 future.set_exception(exc)
+            except BaseException as exc:  # SystemExit from a library: a failed job, not a stopped loop
+                future.set_exception(RuntimeError(f"the engine raised {type(exc).__name__}"))
 
 
 # The wire code for each kind of engine failure; a subclass not listed takes its nearest

@@ -600,3 +600,18 @@ def test_shutdown_tells_running_and_queued_jobs_and_closes_connections(
 )
 def test_engine_messages_lose_paths_before_the_wire(text: str, expected: str) -> None:
     assert jobs_module.public_text(text) == expected
+
+
+def test_the_worker_turns_a_system_exit_into_a_failure_and_goes_on() -> None:
+    """A library calling sys.exit() inside a job must fail that job, never stop the daemon's loop."""
+    from differential_inpaint.backend.daemon.jobs import _WorkerThread
+
+    worker = _WorkerThread("test-worker")
+
+    def leave() -> None:
+        raise SystemExit(3)
+
+    failed = worker.submit(leave)
+    with pytest.raises(RuntimeError, match="SystemExit"):
+        failed.result(timeout=5)
+    assert worker.submit(lambda: 42).result(timeout=5) == 42
