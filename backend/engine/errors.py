@@ -24,4 +24,5 @@ class JobCancelled(EngineError):
 
 
 class OutOfMemory(EngineError):
-    """The device ran out of memory; the engine has freed what the job held."""
+    """The device ran out of memory; what the job held is freed by `Engine.free_memory()`, at the latest
+    before the next job."""
