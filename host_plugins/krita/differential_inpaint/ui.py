@@ -373,6 +373,11 @@ class SettingsForm(QtWidgets.QWidget):
     # -- values ---------------------------------------------------------------
 
     def set_values(self, chosen: Settings) -> None:
+        self._show(chosen)
+        self._store.update(self.values(), self)
+
+    def _show(self, chosen: Settings) -> None:
+        """Put `chosen` in the widgets without reporting it as the painter's edit."""
         self._showing = True
         try:
             values = chosen.values()
@@ -380,7 +385,6 @@ class SettingsForm(QtWidgets.QWidget):
                 field.set_value(values[name])
         finally:
             self._showing = False
-        self._store.update(self.values(), self)
 
     def values(self) -> Settings:
         """The settings shown; those the form does not show keep their defaults."""
@@ -393,13 +397,7 @@ class SettingsForm(QtWidgets.QWidget):
     def _store_changed(self, chosen: Settings, source: object) -> None:
         if source is not self:
             with contextlib.suppress(RuntimeError):  # this form's widgets are gone
-                self._showing = True
-                try:
-                    values = chosen.values()
-                    for name, field in self.fields.items():
-                        field.set_value(values[name])
-                finally:
-                    self._showing = False
+                self._show(chosen)
 
     def _seed_used(self, seed: int) -> None:
         """After a job: the seed it used, so a good result can be repeated."""
