@@ -12,9 +12,12 @@ import argparse
 import contextlib
 import errno
 import logging
+import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ...protocol import DEFAULT_PORT
 
@@ -109,34 +112,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", "-v", action="store_true", help="log debug details")
 
 
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number, 1 or more, not '{text}'")
-    return value
+def _number(kind: type, lo: float, lo_open: bool, words: str) -> Callable[[str], Any]:
+    """An argparse type: a finite `kind` above (or at least) `lo`, else `words` in the error."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not (value > lo if lo_open else value >= lo) or not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be {words}, not '{text}'")
+        return value
+
+    return parse
 
 
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not '{text}'")
-    return value
-
-
-def _seconds_or_zero(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, not '{text}'")
-    return value
+_at_least_one = _number(int, 1, False, "a whole number, 1 or more")
+_positive_seconds = _number(float, 0.0, True, "a number of seconds above 0")
+_seconds_or_zero = _number(float, 0.0, False, "a number of seconds, 0 or more")
 
 
 def needs_token(host: str, token_file: Path | None) -> bool:
