@@ -19,6 +19,8 @@ class Limits:
     max_steps: int = 200
     max_prompt_chars: int = 4000
     max_queued_jobs: int = 16
+    # Results of one job: `count` variations or the strengths of a `fan`.
+    max_results: int = 8
 
     def fits(self, width: int, height: int) -> bool:
         """Whether a region of this size is within the pixel and side limits."""

@@ -325,9 +325,10 @@ class Preview(Message):
     job_id: str
     step: int
     image: Image
+    index: int = 0  # the result it previews, in a job of several
 
     def to_wire(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "step": self.step, "image": self.image.to_wire()}
+        return {"job_id": self.job_id, "step": self.step, "image": self.image.to_wire(), "index": self.index}
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any], limits: Limits) -> Preview:
@@ -335,21 +336,33 @@ class Preview(Message):
             _job_id(d, "preview"),
             read_int(d, "preview", "step", lo=0),
             Image.from_wire(read_map(d, "preview", "image"), "preview.image", limits),
+            read_int(d, "preview", "index", 0, lo=0, hi=limits.max_results - 1),
         )
 
 
 @dataclass(frozen=True)
 class Result(Message):
-    """The finished region: same size and offset as submitted; alpha is the composite mask."""
+    """One finished region: same size and offset as submitted; alpha is the composite mask.
+
+    A job gives `total` results (its `count`, or one per `fan` strength), sent in index
+    order as each is done; the one with index `total - 1` is the job's last word.
+    """
 
     TYPE: ClassVar[str] = "result"
     job_id: str
     image: Image
     x: int
     y: int
-    seed: int
+    seed: int  # this result's own: a job with this seed and count 1 makes it again
     model: str = ""
     timings: dict[str, float] = field(default_factory=dict)  # seconds by stage
+    index: int = 0
+    total: int = 1
+    strength: float = 1.0  # the global strength this result was made with
+
+    @property
+    def is_last(self) -> bool:
+        return self.index == self.total - 1
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -360,12 +373,16 @@ class Result(Message):
             "seed": self.seed,
             "model": self.model,
             "timings": {k: float(v) for k, v in self.timings.items()},
+            "index": self.index,
+            "total": self.total,
+            "strength": float(self.strength),
         }
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any], limits: Limits) -> Result:
         w = "result"
         raw_timings = read_map(d, w, "timings", {})
+        total = read_int(d, w, "total", 1, lo=1, hi=limits.max_results)
         return cls(
             job_id=_job_id(d, w),
             image=Image.from_wire(read_map(d, w, "image"), "result.image", limits),
@@ -374,6 +391,9 @@ class Result(Message):
             seed=read_int(d, w, "seed", lo=0, hi=MAX_SEED),
             model=read_str(d, w, "model", "", max_len=512),
             timings={k: read_float(raw_timings, w + ".timings", k) for k in raw_timings},
+            index=read_int(d, w, "index", 0, lo=0, hi=total - 1),
+            total=total,
+            strength=read_float(d, w, "strength", 1.0, lo=0.0, hi=1.0, lo_open=True),
         )
 
 

@@ -144,8 +144,9 @@ class ServerSession:
         """Whether `message` may go out now; a job's last word ends the job.
 
         A message naming a job that has had its last word (or was never
-        submitted) is refused: each job gets one `result`, `cancelled` or
-        `error`, and nothing after it.
+        submitted) is refused: each job gets one last `result` (the one whose
+        index is its total - 1; the results before it do not end the job),
+        `cancelled` or `error`, and nothing after it.
         """
         job_id = getattr(message, "job_id", None)
         if job_id is None:
@@ -154,6 +155,8 @@ class ServerSession:
             return True
         if job_id not in self._live:
             return False
+        if isinstance(message, Result) and not message.is_last:
+            return True  # one of several results: the job goes on
         if isinstance(message, (Result, Cancelled, Error)):
             if isinstance(message, Result):
                 self.job_ended(job_id, "done")
@@ -260,11 +263,12 @@ class ClientSession:
         """What a server message means for this client.
 
         During the handshake: the `Welcome`, an `Error` (refused; the server
-        closes) or `Unexpected`. Then: `Accepted`, `Progress`, `Preview`, and the
-        last word of a job this client follows — its `Result`, or `Cancelled`
-        (also for a result that crossed this client's cancel: the painter asked
-        to keep nothing), or its `Error`. An `Error` naming no job is returned
-        too, and ends every job: the server could not read something this
+        closes) or `Unexpected`. Then: `Accepted`, `Progress`, `Preview`, the
+        results of a job of several before its last (kept even after a cancel:
+        they were done), and the last word of a job this client follows — its
+        last `Result`, or `Cancelled` (also for a last result that crossed this
+        client's cancel: the painter asked to keep nothing more), or its `Error`.
+        An `Error` naming no job is returned too, and ends every job: the server could not read something this
         client sent and cannot say whose it was. Messages of jobs this client
         does not follow (another job's, or after a job's last word) give None.
         """
@@ -291,6 +295,8 @@ class ClientSession:
             return None
         if isinstance(message, (Accepted, Progress, Preview)):
             return message
+        if isinstance(message, Result) and not message.is_last:
+            return message  # done before any cancel took effect: the painter keeps it
         cancel_sent = self._jobs.pop(job_id)
         if isinstance(message, Result) and cancel_sent:
             return Cancelled(job_id)

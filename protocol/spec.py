@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from ._fields import read_bool, read_enum, read_float, read_int, read_str
+from ._fields import read_bool, read_enum, read_float, read_int, read_list, read_str
+from .errors import ErrorCode, ProtocolError
 from .limits import DEFAULT_LIMITS, Limits
 from .pixels import PixelFormat
 
@@ -40,7 +41,7 @@ class Param:
     that the limits the daemon announces and these bounds are one number."""
 
     name: str  # the field name: wire key, kritarc key; "-" for "_" in CLI options and GIMP
-    kind: type  # str, int, float, bool or an Enum
+    kind: type  # str, int, float, bool, an Enum, or tuple (a list of `item`)
     default: Any
     label: str  # what a form shows beside the widget
     help: str  # one line, for tooltips, --help and GIMP's blurb
@@ -50,7 +51,8 @@ class Param:
     lo_open: bool = False  # lo itself is refused
     hi_open: bool = False  # hi itself is refused
     min_len: int = 0
-    max_len: int | str = 256
+    max_len: int | str = 256  # characters of a str, items of a tuple
+    item: type | None = None  # a tuple's item kind (float); lo/hi bound each item
     unit: str = ""  # "px": shown after the value
     step: float | None = None  # a form's single step for numbers
     multiline: bool = False
@@ -95,6 +97,8 @@ class Param:
             )
         if self.kind is bool:
             return read_bool(d, where, self.name, self.default)
+        if self.kind is tuple:
+            return self._read_items(d, where, limits)
         if self.kind is int:
             return read_int(d, where, self.name, self.default, lo=lo, hi=hi, optional=self.optional)
         if self.kind is float:
@@ -107,12 +111,54 @@ class Param:
             return read_enum(d, where, self.name, self.kind, self.default)
         raise TypeError(f"parameter {self.name}: unsupported kind {self.kind}")  # a bad declaration
 
+    def _read_items(self, d: Mapping[str, Any], where: str, limits: Limits) -> tuple[Any, ...]:
+        items = read_list(d, where, self.name, list(self.default))
+        most = self.max_chars(limits)
+        if len(items) > most:
+            raise ProtocolError(
+                ErrorCode.INVALID_FIELD,
+                f"{where}: field '{self.name}' has {len(items)} values, over {most}",
+            )
+        lo, hi = self.bounds(limits)
+        indexed = {f"{self.name}[{i}]": v for i, v in enumerate(items)}
+        return tuple(
+            read_float(indexed, where, key, lo=lo, hi=hi, lo_open=self.lo_open, hi_open=self.hi_open)
+            for key in indexed
+        )
+
     def to_wire(self, value: Any) -> Any:
         if value is None:
             return None
         if isinstance(value, Enum):
             return value.value
+        if self.kind is tuple:
+            return [float(v) for v in value]
         return float(value) if self.kind is float else value
+
+    def parse_text(self, text: str) -> tuple[float, ...]:
+        """A list parameter typed by a painter: "0.3, 0.5" or, for a percent one, "30%, 50"
+        (bare numbers above 1 read as percentages there). ValueError in words when a
+        part is not a number; bounds are `read`'s business."""
+        values = []
+        for part in text.replace(";", ",").split(","):
+            part = part.strip()
+            if not part:
+                continue
+            number = part.rstrip("%").strip()
+            try:
+                value = float(number)
+            except ValueError:
+                raise ValueError(f"'{part}' is not a number") from None
+            if self.percent and (part.endswith("%") or value > 1):
+                value /= 100.0
+            values.append(value)
+        return tuple(values)
+
+    def format_text(self, values: tuple[float, ...]) -> str:
+        """The inverse of `parse_text`: "30%, 50%" for a percent list, else "0.3, 0.5"."""
+        if self.percent:
+            return ", ".join(f"{round(v * 100, 2):g}%" for v in values)
+        return ", ".join(f"{v:g}" for v in values)
 
     def describe_range(self, limits: Limits = DEFAULT_LIMITS) -> str:
         """The allowed values in words, for messages and help texts: "between 0 and 1024 px"."""
@@ -141,11 +187,16 @@ def params_of(cls: type) -> tuple[Param, ...]:
     hints = typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
     declared = []
     for f in dataclasses.fields(cls):
-        kinds = [k for k in typing.get_args(hints[f.name]) if k is not type(None)] or [hints[f.name]]
+        hint = hints[f.name]
+        kinds = [k for k in typing.get_args(hint) if k is not type(None)] or [hint]
+        item = None
+        if typing.get_origin(hint) is tuple:  # tuple[float, ...]
+            kinds, item = [tuple], typing.get_args(hint)[0]
         declared.append(
             Param(
                 name=f.name,
                 kind=kinds[0],
+                item=item,
                 default=f.default,
                 optional=type(None) in typing.get_args(hints[f.name]),
                 **f.metadata["param"],
@@ -236,6 +287,25 @@ class JobParams:
         hi_open=True,
         hosts=frozenset({CLI}),
     )
+    count: int = param(
+        1,
+        "Variations",
+        "How many results, with consecutive seeds (seed, seed+1, ...): each can be made again alone",
+        lo=1,
+        hi="max_results",
+    )
+    fan: tuple[float, ...] = param(
+        (),
+        "Strength fan",
+        "Several strengths, one result each with the same seed and noise (0.3,0.5,0.7); "
+        "replaces Strength; empty: off",
+        lo=0.0,
+        hi=1.0,
+        lo_open=True,
+        max_len="max_results",
+        percent=True,
+        advanced=True,
+    )
     output_format: PixelFormat | None = param(
         None, "Output format", "The result's pixel format; empty: the input's", hosts=frozenset()
     )
@@ -246,7 +316,14 @@ class JobParams:
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any], where: str, limits: Limits = DEFAULT_LIMITS) -> JobParams:
-        return cls(**{p.name: p.read(d, where, limits) for p in JOB_PARAMS})
+        params = cls(**{p.name: p.read(d, where, limits) for p in JOB_PARAMS})
+        if params.count > 1 and params.fan:
+            raise ProtocolError(
+                ErrorCode.INVALID_FIELD,
+                f"{where}: fields 'count' and 'fan' cannot be used together: a fan gives one "
+                "result per strength, all with one seed",
+            )
+        return params
 
     def validated(self, limits: Limits = DEFAULT_LIMITS) -> JobParams:
         """A copy with numbers normalised, or ProtocolError naming the first bad value:
@@ -255,6 +332,21 @@ class JobParams:
 
     def replace(self, **changes: Any) -> JobParams:
         return dataclasses.replace(self, **changes)
+
+    # --- the results of one job ---
+
+    @property
+    def results(self) -> int:
+        """How many results the job gives: one per fan strength, else `count`."""
+        return len(self.fan) or self.count
+
+    def result_strength(self, index: int) -> float:
+        return self.fan[index] if self.fan else self.strength
+
+    def result_seed(self, seed: int, index: int) -> int:
+        """Result `index`'s seed when the job's is `seed`: consecutive for variations (wrapping
+        past MAX_SEED), one seed for a whole fan."""
+        return seed if self.fan else (seed + index) % (MAX_SEED + 1)
 
 
 JOB_PARAMS: tuple[Param, ...] = params_of(JobParams)

@@ -163,19 +163,21 @@ SUBMIT_DEFAULTS = p.Submit(
 )
 
 
-def every_field_set(params: p.JobParams) -> p.JobParams:
+def every_field_set(params: p.JobParams, keep: tuple[str, ...] = ()) -> p.JobParams:
     """`params` with each field still at its default set to another value its
     declaration allows, so a newly declared parameter is in the vectors without
-    an edit here (then regenerate them)."""
+    an edit here (then regenerate them). `keep`: fields another one excludes."""
     changes: dict[str, Any] = {}
     for q in p.JOB_PARAMS:
-        if getattr(params, q.name) != q.default:
+        if getattr(params, q.name) != q.default or q.name in keep:
             continue
         lo, hi = q.bounds()
         if q.kind is bool:
             changes[q.name] = not q.default
         elif q.kind is str:
             changes[q.name] = f"{q.name}-1"
+        elif q.kind is tuple:
+            changes[q.name] = (float(hi),)
         elif q.kind in (int, float):
             changes[q.name] = q.kind(hi) if not q.hi_open and hi != q.default else q.kind(lo)
         else:  # an enum
@@ -198,7 +200,9 @@ ALL_PARAMS = every_field_set(
         snap=0.125,
         output_format=F.RGBAF32,
         preview=False,
-    )
+        fan=(0.25, 0.5, 1.0),
+    ),
+    keep=("count",),  # a fan excludes variations
 )
 SUBMIT_ALL_PARAMS = p.Submit(
     "krita:doc-7.layer_2",
@@ -360,6 +364,31 @@ def valid_vectors() -> list[Vector]:
                 seed=2**40,
                 model="builtin:tiny-sd15",
             ),
+        ),
+        valid(
+            "submit-count",
+            "valid/submit-defaults asking for 4 variations (seeds 7, 8, 9, 10)",
+            p.Submit("job-1", SUBMIT_DEFAULTS.image, SUBMIT_DEFAULTS.mask, p.JobParams(seed=7, count=4)),
+        ),
+        valid(
+            "result-of-several",
+            "the third of 4 results (seed 9): not the job's last word",
+            p.Result(
+                "job-1",
+                image(F.RGBA8, 2, 2, bytes([0, 0, 0, 0, 9, 8, 7, 64, 1, 2, 3, 192, 4, 5, 6, 255])),
+                0,
+                0,
+                seed=9,
+                model="builtin:tiny-sd15",
+                index=2,
+                total=4,
+                strength=0.5,
+            ),
+        ),
+        valid(
+            "preview-of-several",
+            "a 2x2 rgba8 preview of the second result at step 3",
+            p.Preview("job-1", 3, image(F.RGBA8, 2, 2, RED_GREEN_BLUE_WHITE_RGBA8), index=1),
         ),
         valid("cancelled", "a job cancelled", p.Cancelled("job-1")),
         valid(
@@ -628,6 +657,18 @@ def malformed_vectors() -> list[Vector]:
         ),
         bad_submit("guidance-negative", "params.guidance -1", {"params.guidance": -1.0}, INVALID),
         bad_submit("guidance-over-max", "params.guidance 100.5", {"params.guidance": 100.5}, INVALID),
+        bad_submit("count-zero", "params.count 0", {"params.count": 0}, INVALID),
+        bad_submit("count-nine", "params.count 9 (max_results is 8)", {"params.count": 9}, INVALID),
+        bad_submit("fan-strength-zero", "params.fan [0.5, 0]", {"params.fan": [0.5, 0.0]}, INVALID),
+        bad_submit("fan-strength-over-one", "params.fan [1.5]", {"params.fan": [1.5]}, INVALID),
+        bad_submit("fan-not-a-list", "params.fan 0.5 (a number, not an array)", {"params.fan": 0.5}, INVALID),
+        bad_submit("fan-nine", "params.fan of 9 strengths", {"params.fan": [0.5] * 9}, INVALID),
+        bad_submit(
+            "count-and-fan",
+            "params.count 2 with params.fan [0.5]",
+            {"params.count": 2, "params.fan": [0.5]},
+            INVALID,
+        ),
         bad_submit("seed-negative", "params.seed -1", {"params.seed": -1}, INVALID),
         bad_submit("seed-over-max", "params.seed 2^63 (max 2^63-1)", {"params.seed": 2**63}, INVALID),
         bad_submit("seed-float", "params.seed 1.0", {"params.seed": 1.0}, INVALID),
@@ -713,6 +754,18 @@ def malformed_vectors() -> list[Vector]:
             "result-timing-nan",
             "result with a NaN timing",
             edit(p.Result("job-1", image(F.RGBA8, 1, 1, bytes(4)), 0, 0, 1), {"timings": {"t": math.nan}}),
+            INVALID,
+        ),
+        malformed(
+            "result-index-past-total",
+            "result with index 4 of total 4",
+            edit(p.Result("job-1", image(F.RGBA8, 1, 1, bytes(4)), 0, 0, 1), {"index": 4, "total": 4}),
+            INVALID,
+        ),
+        malformed(
+            "result-total-over-max",
+            "result with total 9, over max_results",
+            edit(p.Result("job-1", image(F.RGBA8, 1, 1, bytes(4)), 0, 0, 1), {"total": 9}),
             INVALID,
         ),
         malformed(

@@ -367,6 +367,46 @@ def test_a_result_that_crossed_the_clients_cancel_counts_as_cancelled() -> None:
     assert not client.is_following("j")
 
 
+def one_of(index: int, total: int, job_id: str = "job-1") -> p.Result:
+    return p.Result(
+        job_id, p.Image(2, 2, p.PixelFormat.RGBA8, bytes(16)), 3, 4, seed=7 + index, index=index, total=total
+    )
+
+
+def test_a_job_of_several_results_ends_with_its_last_on_the_server() -> None:
+    server = open_server()
+    server.receive(submit())
+    for index in range(2):
+        assert server.outgoing(one_of(index, 3))
+        assert server.is_live("job-1"), "a result before the last does not end the job"
+    assert server.outgoing(p.Progress("job-1", p.Stage.SAMPLING, 1, 2))
+    assert server.outgoing(one_of(2, 3))
+    assert not server.is_live("job-1")
+    assert not server.outgoing(one_of(2, 3)), "nothing after the last word"
+
+
+def test_a_cancel_mid_batch_keeps_the_finished_results_on_the_server() -> None:
+    server = open_server()
+    server.receive(submit())
+    assert server.outgoing(one_of(0, 4))
+    assert isinstance(server.receive(p.Cancel("job-1")), p.Cancel)
+    assert server.outgoing(p.Cancelled("job-1"))
+    assert not server.is_live("job-1")
+
+
+def test_the_client_keeps_results_done_before_its_cancel_took_effect() -> None:
+    client = open_client()
+    client.submit(submit())
+    assert client.receive(one_of(0, 3)) == one_of(0, 3)
+    assert client.cancel("job-1") is not None
+    # Done and sent before the daemon saw the cancel: kept.
+    assert client.receive(one_of(1, 3)) == one_of(1, 3)
+    assert client.is_following("job-1")
+    # The last one crossed the cancel: the painter asked for nothing more.
+    assert client.receive(one_of(2, 3)) == p.Cancelled("job-1")
+    assert not client.is_following("job-1")
+
+
 def test_the_client_refuses_to_follow_one_id_twice() -> None:
     client = open_client()
     client.submit(submit("j"))

@@ -57,7 +57,7 @@ def test_each_numeric_bound_is_enforced_by_the_decoder(q: p.Param) -> None:
 
 @pytest.mark.parametrize("q", p.JOB_PARAMS, ids=lambda q: q.name)
 def test_a_value_of_the_wrong_type_is_refused_by_name(q: p.Param) -> None:
-    wrong: Any = [] if q.kind is not bool else 1
+    wrong: Any = 1 if q.kind is bool else "0.5" if q.kind is tuple else []
     with pytest.raises(p.ProtocolError, match=f"'{q.name}'"):
         decode_params(**{q.name: wrong})
 
@@ -96,3 +96,46 @@ def test_ranges_in_words() -> None:
     assert by_name["snap"].describe_range() == "at least 0 and below 0.5"
     assert by_name["steps"].describe_range() == f"between 1 and {p.DEFAULT_LIMITS.max_steps}"
     assert by_name["prompt"].describe_range() == ""
+
+
+def test_a_fan_is_bounded_per_strength_and_in_length() -> None:
+    assert decode_params(fan=[0.25, 1]).fan == (0.25, 1.0)
+    for bad, why in (
+        ([0.5, 0.0], r"'fan\[1\]'.*above 0"),
+        ([1.5], r"'fan\[0\]'.*at most 1"),
+        ([0.5] * 9, "9 values, over 8"),
+    ):
+        with pytest.raises(p.ProtocolError, match=why) as raised:
+            decode_params(fan=bad)
+        assert raised.value.code is p.ErrorCode.INVALID_FIELD
+    with pytest.raises(p.ProtocolError, match=r"'fan\[0\]' must be a number, not a string"):
+        decode_params(fan=["0.5"])
+
+
+def test_count_and_fan_exclude_each_other() -> None:
+    with pytest.raises(p.ProtocolError, match="'count' and 'fan' cannot be used together"):
+        decode_params(count=2, fan=[0.5])
+    assert decode_params(count=1, fan=[0.5]).results == 1
+
+
+def test_each_result_has_its_own_seed_and_strength() -> None:
+    variations = p.JobParams(count=3, strength=0.6)
+    assert variations.results == 3
+    assert [variations.result_seed(7, k) for k in range(3)] == [7, 8, 9]
+    assert [variations.result_strength(k) for k in range(3)] == [0.6] * 3
+    assert variations.result_seed(p.MAX_SEED, 1) == 0  # wraps: every seed stays valid
+    fan = p.JobParams(fan=(0.3, 0.9))
+    assert fan.results == 2
+    assert [fan.result_seed(7, k) for k in range(2)] == [7, 7]
+    assert [fan.result_strength(k) for k in range(2)] == [0.3, 0.9]
+
+
+def test_a_list_typed_by_a_painter() -> None:
+    fan = p.spec.BY_NAME["fan"]
+    assert fan.parse_text("0.3, 0.5,0.7 ; 0.9") == (0.3, 0.5, 0.7, 0.9)
+    assert fan.parse_text("30%, 50 %, 70") == (0.3, 0.5, 0.7)  # a percent list: 70 means 70 %
+    assert fan.parse_text(" ") == ()
+    assert fan.format_text((0.3, 0.55)) == "30%, 55%"
+    assert fan.parse_text(fan.format_text((0.3, 0.55))) == (0.3, 0.55)
+    with pytest.raises(ValueError, match="'half' is not a number"):
+        fan.parse_text("0.3, half")
