@@ -136,9 +136,9 @@ class Param:
         return float(value) if self.kind is float else value
 
     def parse_text(self, text: str) -> tuple[float, ...]:
-        """A list parameter typed by a painter: "0.3, 0.5" or, for a percent one, "30%, 50"
-        (bare numbers above 1 read as percentages there). ValueError in words when a
-        part is not a number; bounds are `read`'s business."""
+        """A list parameter typed by a painter: "0.3, 0.5" or "30%, 50%" (a number with "%"
+        is a percentage). ValueError in words when a part is not a number; bounds are
+        `read`'s business."""
         values = []
         for part in text.replace(";", ",").split(","):
             part = part.strip()
@@ -149,7 +149,7 @@ class Param:
                 value = float(number)
             except ValueError:
                 raise ValueError(f"'{part}' is not a number") from None
-            if self.percent and (part.endswith("%") or value > 1):
+            if part.endswith("%"):
                 value /= 100.0
             values.append(value)
         return tuple(values)

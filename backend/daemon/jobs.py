@@ -266,7 +266,7 @@ class JobRunner:
             message = Progress(job.job_id, stage, max(0, int(step)), max(0, int(steps)))
             self._post(job.owner.send_frames, wire_frames(message))
 
-        def on_preview(step: int, make_preview: Callable[[], Any]) -> None:
+        def on_preview(index: int, step: int, make_preview: Callable[[], Any]) -> None:
             if not params.preview or job.cancel_event.is_set():
                 return
             now = time.monotonic()
@@ -280,32 +280,15 @@ class JobRunner:
             except Exception:
                 log.debug("%s: preview failed", job.describe(), exc_info=True)
                 return
-            data = wire_frames(Preview(job.job_id, max(0, int(step)), image))
+            data = wire_frames(Preview(job.job_id, max(0, int(step)), image, index))
             self._post(job.owner.offer_preview, job, data)
 
-        try:
-            if job.cancel_event.is_set():
-                raise engine_errors.JobCancelled("cancelled before it started")
-            image = pixels.decode_image(job.submit.image)
-            mask = pixels.decode_mask(job.submit.mask)
-            result = self.engine.inpaint(
-                image,
-                mask,
-                params,
-                model=job.model,
-                on_progress=on_progress,
-                on_preview=on_preview,
-                should_cancel=job.cancel_event.is_set,
-            )
-            del image
-            self.loaded_model = job.model
-            if job.cancel_event.is_set():
-                raise engine_errors.JobCancelled("cancelled at the last step")
+        def to_wire(result: Any) -> Result:
             wire = pixels.encode_result(result.image, job.submit.image, mask, params.output_format)
             timings = {k: float(v) for k, v in dict(result.timings).items()}
             timings["queued"] = waited  # in the daemon's queue, before the engine
             timings["daemon"] = time.monotonic() - start  # engine + pixel conversion
-            message = Result(
+            return Result(
                 job.job_id,
                 wire,
                 job.submit.x,
@@ -313,17 +296,49 @@ class JobRunner:
                 int(result.seed),
                 job.model,
                 timings,
+                index=int(getattr(result, "index", 0)),
+                total=params.results,
+                strength=float(getattr(result, "strength", params.strength)),
             )
+
+        def on_result(result: Any) -> None:
+            # Every result but the last goes out as soon as it is done; the last is the
+            # job's last word, sent by the queue (see Outcome).
+            if int(getattr(result, "index", 0)) < params.results - 1:
+                self._post(_send_while_running, job, wire_frames(to_wire(result)))
+
+        try:
+            if job.cancel_event.is_set():
+                raise engine_errors.JobCancelled("cancelled before it started")
+            image = pixels.decode_image(job.submit.image)
+            mask = pixels.decode_mask(job.submit.mask)
+            results = self.engine.inpaint_batch(
+                image,
+                mask,
+                params,
+                model=job.model,
+                on_progress=on_progress,
+                on_preview=on_preview,
+                on_result=on_result,
+                should_cancel=job.cancel_event.is_set,
+            )
+            del image
+            self.loaded_model = job.model
+            if job.cancel_event.is_set():
+                raise engine_errors.JobCancelled("cancelled at the last step")
+            message = to_wire(results[-1])
             data = wire_frames(message)
         except Exception as exc:
             return self._failure(job, exc, time.monotonic() - start)
         seconds = time.monotonic() - start
+        seeds = ", ".join(str(r.seed) for r in results)
         log.info(
-            "%s: done in %.1f s (%s), seed %d",
+            "%s: done in %.1f s (%s), %s %s",
             job.describe(),
             seconds,
-            _per_step(sampling, timings, params.steps),
-            message.seed,
+            _per_step(sampling, message.timings, params.steps),
+            "seed" if len(results) == 1 else f"{len(results)} results, seeds",
+            seeds,
         )
         return Outcome(data, "done")
 
@@ -363,6 +378,12 @@ class JobRunner:
         return Outcome(wire_frames(Error(code, text or code.value, job.job_id)), "failed")
 
 
+def _send_while_running(job: Job, frames: Frames) -> None:
+    """Loop thread: one of a job's results, unless the job has had its last word meanwhile."""
+    if job.state == RUNNING:
+        job.owner.send_frames(frames)
+
+
 def _per_step(sampling: list[tuple[float, int]], timings: dict[str, float], steps: int) -> str:
     if len(sampling) == 2 and sampling[1][1] > sampling[0][1]:
         (t0, s0), (t1, s1) = sampling
@@ -374,7 +395,9 @@ def _per_step(sampling: list[tuple[float, int]], timings: dict[str, float], step
 
 
 def _payload_bytes(job: Job) -> int:
-    return len(job.submit.image.data) + len(job.submit.mask.data)
+    """A waiting job's pixels: its region once per result it makes (a batch of 4 counts
+    four times), and its mask."""
+    return len(job.submit.image.data) * job.params.results + len(job.submit.mask.data)
 
 
 class JobQueue:

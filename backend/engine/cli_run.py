@@ -41,7 +41,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mask", required=True, type=Path, help="white = change fully, black = keep, gray between"
     )
-    parser.add_argument("--out", required=True, type=Path, help="where to write the result")
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="where to write the result; several (--count, --fan): OUT-1, OUT-2, ... before the extension",
+    )
+    parser.add_argument(
+        "--grid",
+        type=Path,
+        default=None,
+        help="also write every result side by side in this file, its seed or strength under each",
+    )
     for param in JOB_OPTIONS:
         parser.add_argument(f"--{param.option}", **_argument(param))
     parser.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: best available)")
@@ -57,6 +68,8 @@ def _argument(param: Param) -> dict[str, Any]:
     """`add_argument`'s keywords for one spec parameter."""
     if param.kind is bool:
         return {"action": argparse.BooleanOptionalAction, "default": param.default, "help": _help(param)}
+    if param.kind is tuple:
+        return {"type": _list_of(param), "default": param.default, "help": _help(param), "metavar": "A,B,..."}
     if param.kind not in (str, int, float):
         raise TypeError(f"parameter {param.name}: no command-line form for {param.kind}")
     options: dict[str, Any] = {"type": param.kind, "default": param.default, "help": _help(param)}
@@ -65,10 +78,25 @@ def _argument(param: Param) -> dict[str, Any]:
     return options
 
 
+def _list_of(param: Param) -> Any:
+    """argparse's type for a list parameter: "0.3,0.5,0.7" (the spec's `parse_text`)."""
+
+    def parse(text: str) -> tuple[float, ...]:
+        try:
+            return param.parse_text(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(
+                f"{exc}; give numbers separated by commas: 0.3,0.5,0.7"
+            ) from None
+
+    parse.__name__ = param.option  # argparse names the type in its errors
+    return parse
+
+
 def _help(param: Param) -> str:
     """The spec's help, then its range and default: "Sampling steps (between 1 and 200; default 20)"."""
-    details = [param.describe_range()]
-    if param.default not in (None, ""):
+    details = [param.describe_range() + (" each" if param.kind is tuple and param.describe_range() else "")]
+    if param.default not in (None, "", ()):
         details.append(
             f"default {param.default:g}" if isinstance(param.default, float) else f"default {param.default}"
         )
@@ -199,6 +227,19 @@ def run(args: argparse.Namespace) -> int:
             EXIT_BAD_INPUT,
         )
     progress = _ProgressBar(enabled=not args.quiet)
+    written: list[tuple[Any, Any]] = []  # (result, pixels as written)
+
+    def write(result: Any) -> None:
+        # Each result is written as soon as it is done: an interrupt keeps the finished ones.
+        pixels = to_output(composite_over(image, result.image), raw, mode, keep=result.image[..., 3] == 0)
+        path = output_path(args.out, result.index, params.results)
+        Image.fromarray(pixels).save(path)
+        written.append((result, pixels))
+        progress.close()
+        label = f"strength {result.strength:g}, seed {result.seed}" if params.fan else f"seed: {result.seed}"
+        print(label if params.results == 1 else f"{label} -> {path}", flush=True)
+
+    code = 0
     try:
         engine = Engine(
             device=args.device,
@@ -207,29 +248,76 @@ def run(args: argparse.Namespace) -> int:
             cpu_offload=args.cpu_offload,
             limits=FILE_LIMITS,
         )
-        result = engine.inpaint(image, mask, params, model=params.model, on_progress=progress.update)
+        results = engine.inpaint_batch(
+            image, mask, params, model=params.model, on_progress=progress.update, on_result=write
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        code = _error(
+            f"cannot write '{output_path(args.out, len(written), params.results)}': {exc}", EXIT_FAILED
+        )
     except InvalidRequest as exc:
-        return _error(str(exc), EXIT_BAD_INPUT)
+        code = _error(str(exc), EXIT_BAD_INPUT)
     except UnknownModel as exc:
-        return _error(str(exc), EXIT_UNKNOWN_MODEL)
+        code = _error(str(exc), EXIT_UNKNOWN_MODEL)
     except JobCancelled as exc:
-        return _error(str(exc), EXIT_CANCELLED)
+        code = _error(str(exc), EXIT_CANCELLED)
     except EngineError as exc:
-        return _error(str(exc), EXIT_FAILED)
+        code = _error(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
-        return _error("interrupted", EXIT_CANCELLED)
+        code = _error("interrupted", EXIT_CANCELLED)
     finally:
         progress.close()
-
-    composite = composite_over(image, result.image)
-    pixels = to_output(composite, raw, mode, keep=result.image[..., 3] == 0)
-    try:
-        Image.fromarray(pixels).save(args.out)
-    except (OSError, ValueError, KeyError) as exc:
-        return _error(f"cannot write '{args.out}': {exc}", EXIT_FAILED)
-    print(f"seed: {result.seed}")
-    print(f"wrote {args.out} ({image.shape[1]}x{image.shape[0]}, {mode}) in {result.timings['total']:.1f} s")
+    # The grid holds what was finished, also when the rest was interrupted or failed.
+    grid_error = _write_grid(args.grid, written, fan=bool(params.fan)) if args.grid and written else ""
+    if code:
+        return code
+    if grid_error:
+        return _error(grid_error, EXIT_FAILED)
+    size = f"{image.shape[1]}x{image.shape[0]}, {mode}"
+    seconds = results[-1].timings["total"]
+    if len(results) == 1:
+        print(f"wrote {args.out} ({size}) in {seconds:.1f} s")
+    else:
+        print(f"wrote {len(results)} results ({size}) in {seconds:.1f} s")
+    if args.grid is not None:
+        print(f"wrote {args.grid}")
     return 0
+
+
+def output_path(out: Path, index: int, total: int) -> Path:
+    """Where result `index` of `total` goes: OUT itself for one, else OUT-1, OUT-2, ..."""
+    return out if total == 1 else out.with_name(f"{out.stem}-{index + 1}{out.suffix}")
+
+
+def grid_image(written: list[tuple[Any, Any]], *, fan: bool) -> Any:
+    """The results side by side (a gap between), each with its seed or strength written under it."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    tiles = [Image.fromarray(pixels).convert("RGB") for _result, pixels in written]
+    width, height = tiles[0].size
+    font_size = max(12, min(64, height // 16))
+    font = ImageFont.load_default(size=font_size)
+    gap, band = max(2, width // 100), font_size * 2
+    grid = Image.new("RGB", (len(tiles) * width + (len(tiles) - 1) * gap, height + band), "white")
+    draw = ImageDraw.Draw(grid)
+    for k, ((result, _pixels), tile) in enumerate(zip(written, tiles, strict=True)):
+        left = k * (width + gap)
+        grid.paste(tile, (left, 0))
+        text = f"strength {result.strength:g}" if fan else f"seed {result.seed}"
+        draw.text((left + width / 2, height + band / 2), text, fill="black", font=font, anchor="mm")
+    return np.asarray(grid)
+
+
+def _write_grid(path: Path, written: list[tuple[Any, Any]], *, fan: bool) -> str:
+    """Write the grid; the error text, or "" when written."""
+    from PIL import Image
+
+    try:
+        Image.fromarray(grid_image(written, fan=fan)).save(path)
+    except (OSError, ValueError, KeyError) as exc:
+        return f"cannot write '{path}': {exc}"
+    return ""
 
 
 class _ProgressBar:

@@ -25,7 +25,7 @@ from .registry import ModelInfo, ModelRegistry, pick_device
 from .schedulers import check_scheduler_name
 
 ProgressCallback = Callable[[str, int, int], None]
-PreviewCallback = Callable[[int, Callable[[], np.ndarray]], None]
+PreviewCallback = Callable[[int, int, Callable[[], np.ndarray]], None]  # (result index, step, make)
 
 
 @dataclass
@@ -40,6 +40,11 @@ class InpaintResult:
     image: np.ndarray
     seed: int
     timings: dict[str, float] = field(default_factory=dict)
+    index: int = 0  # in the job's results
+    strength: float = 1.0  # the global strength it was made with
+
+
+ResultCallback = Callable[[InpaintResult], None]
 
 
 class Engine:
@@ -47,14 +52,21 @@ class Engine:
 
     device: None picks cuda (fp16) > mps (fp16) > cpu (fp32).
     limits: the protocol's limits a job must keep to (steps, region size, prompt length).
+    max_batch: how many results of one job sample together at most; None: as memory allows.
     model_options: how models are found and kept, passed to `ModelRegistry`.
     """
 
     def __init__(
-        self, device: str | None = None, *, limits: Limits = DEFAULT_LIMITS, **model_options: Any
+        self,
+        device: str | None = None,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        max_batch: int | None = None,
+        **model_options: Any,
     ) -> None:
         self.device, self.dtype = pick_device(device)
         self.limits = limits
+        self.max_batch = max_batch  # samples run together at most; None: by free memory (batch_size)
         self.models = ModelRegistry(self.device, self.dtype, **model_options)
         self._job_lock = threading.Lock()
         self._memory_left = False  # a job stopped half-way and nobody has freed memory since
@@ -98,11 +110,12 @@ class Engine:
         on_preview: PreviewCallback | None = None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> InpaintResult:
-        """Inpaint one region.
+        """Inpaint one region once: `inpaint_batch` for a job of one result.
 
         image: float32 HxWx4 RGBA in [0, 1], straight alpha, sRGB.
         mask: uint8 HxW, 0 keep ... 255 change fully; gray = partial strength.
-        params: checked against the protocol's spec and `limits` (see check_params).
+        params: checked against the protocol's spec and `limits` (see check_params); a
+            `count` or `fan` of several results is refused here (InvalidRequest).
         model: the model spec; None takes `params.model` (None there too: the default model).
         should_cancel: polled between the sampling steps and before and after each stage;
             when it returns True the job stops with JobCancelled.
@@ -110,40 +123,77 @@ class Engine:
         JobCancelled or OutOfMemory (all EngineError); the engine stays usable after any
         (see `free_memory`).
         """
+        if params.results != 1:
+            raise InvalidRequest(f"This job asks for {params.results} results; use inpaint_batch.")
+        return self.inpaint_batch(
+            image,
+            mask,
+            params,
+            model=model,
+            on_progress=on_progress,
+            on_preview=on_preview,
+            should_cancel=should_cancel,
+        )[0]
+
+    def inpaint_batch(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray,
+        params: JobParams,
+        *,
+        model: str | None = None,
+        on_progress: ProgressCallback | None = None,
+        on_preview: PreviewCallback | None = None,
+        on_result: ResultCallback | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> list[InpaintResult]:
+        """Every result of a job, in index order: `params.count` variations (seeds seed,
+        seed + 1, ...) or one per `params.fan` strength (one seed, one noise).
+
+        Result k equals a job of its own with result k's seed and strength: on the CPU
+        bit for bit (samples run one at a time); on a GPU samples run together in
+        batches as memory allows (`batch_size`), equal up to the device's rounding.
+        `on_result` gets each result as soon as it is done; after a cancel the results
+        already handed over stay valid (JobCancelled is raised for the rest). Otherwise
+        as `inpaint`.
+        """
         start = time.perf_counter()
         params = check_params(params, self.limits)
         image, mask = check_pixels(image, mask, self.limits)
         seed = params.seed if params.seed is not None else secrets.randbits(32)
         entry = self.models.resolve(model if model is not None else params.model)
-
-        from .pipeline import start_step
-
         processed = process_mask(mask, grow=params.grow, feather=params.feather, snap=params.snap)
-        alpha = composite_alpha(processed, params.snap, steps=params.steps, strength=params.strength)
-        max_strength = float(processed.max()) * params.strength  # from the pixel mask, in double
-        if not np.any(alpha > 0) or start_step(max_strength, params.steps) == params.steps:
+        planned = [_plan(processed, params, seed, index) for index in range(params.results)]
+        deliver = on_result or (lambda _result: None)
+        results: list[InpaintResult] = []
+
+        def untouched(plan: _Planned) -> InpaintResult:
             # Nothing is ever free: the input, untouched, and no model needed.
             out = np.concatenate([image[..., :3], np.zeros_like(image[..., :1])], axis=-1)
-            return InpaintResult(out, int(seed), {"total": time.perf_counter() - start})
+            return InpaintResult(
+                out, plan.seed, {"total": time.perf_counter() - start}, plan.index, plan.strength
+            )
+
+        if not any(plan.samples for plan in planned):
+            for plan in planned:
+                results.append(untouched(plan))
+                deliver(results[-1])
+            return results
 
         with self._job_lock:
             if self._memory_left:
                 self._memory_left = False
                 self.models.free_memory()
             try:
-                return self._run(
-                    entry,
-                    image,
-                    processed,
-                    alpha,
-                    max_strength,
-                    params,
-                    seed,
-                    start,
-                    on_progress,
-                    on_preview,
-                    should_cancel,
+                run = _BatchRun(
+                    self, entry, image, processed, params, start, on_progress, on_preview, should_cancel
                 )
+                for chunk in run.chunks(planned):
+                    made = [untouched(plan) for plan in chunk] if not chunk[0].samples else run.sample(chunk)
+                    for result in made:
+                        results.append(result)
+                        deliver(result)
+                return results
             except BaseException as exc:
                 # The job's tensors (latents, activations) go now: the finished frames in the
                 # traceback would otherwise keep them alive. Collecting the garbage and emptying
@@ -153,92 +203,205 @@ class Engine:
                 if isinstance(exc, Exception) and not isinstance(exc, EngineError) and _is_out_of_memory(exc):
                     raise OutOfMemory(
                         f"The {self.device.type.upper()} device ran out of memory. Try a smaller "
-                        "region, fewer loaded models, VAE tiling or CPU offload."
+                        "region, fewer results, fewer loaded models, VAE tiling or CPU offload."
                     ) from exc
                 raise
 
-    def _run(
+    def batch_size(self, pixels: int) -> int:
+        """How many samples of `pixels` working pixels sample together: one on the CPU (as
+        fast per sample, and bit for bit a job of its own); on a GPU as many as its free
+        memory holds, at about BYTES_PER_SAMPLE_PIXEL a working pixel (an SD1.5 UNet's
+        fp16 activations with guidance), or `max_batch` when set."""
+        if self.max_batch is not None:
+            return self.max_batch
+        if self.device.type == "cuda":
+            import torch
+
+            free, _total = torch.cuda.mem_get_info(self.device)
+            return max(1, min(self.limits.max_results, int(free * 0.8) // (pixels * BYTES_PER_SAMPLE_PIXEL)))
+        if self.device.type == "mps":
+            return 2  # unified memory shared with the system: a modest batch
+        return 1
+
+
+# An SD1.5 UNet at 512x512 in fp16 with guidance holds about 1 GiB of activations
+# per sample; larger models hold more, and a chunk that runs out of memory is
+# split in two and run again (see _BatchRun.sample).
+BYTES_PER_SAMPLE_PIXEL = 4096
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """One result of a job, before sampling."""
+
+    index: int
+    seed: int
+    strength: float  # the global strength this result is made with
+    alpha: np.ndarray  # its composite alpha
+    max_strength: float  # max(mask * strength), from the pixel mask, in double
+    samples: bool  # False: nothing is ever free, the result is the input
+
+
+def _plan(processed: np.ndarray, params: JobParams, seed: int, index: int) -> _Planned:
+    from .pipeline import start_step
+
+    strength = params.result_strength(index)
+    alpha = composite_alpha(processed, params.snap, steps=params.steps, strength=strength)
+    max_strength = float(processed.max()) * strength
+    samples = bool(np.any(alpha > 0)) and start_step(max_strength, params.steps) < params.steps
+    return _Planned(index, params.result_seed(seed, index), strength, alpha, max_strength, samples)
+
+
+class _BatchRun:
+    """The model side of one job: the model loaded once, the results sampled in chunks."""
+
+    def __init__(
         self,
+        engine: Engine,
         entry: CatalogEntry,
         image: np.ndarray,
         processed: np.ndarray,
-        alpha: np.ndarray,
-        max_strength: float,
         params: JobParams,
-        seed: int,
         start: float,
         on_progress: ProgressCallback | None,
         on_preview: PreviewCallback | None,
         should_cancel: Callable[[], bool] | None,
-    ) -> InpaintResult:
+    ) -> None:
+        from .pipeline import raise_if_cancelled
+        from .regions import image_to_tensor, resize, working_size
+
+        self.engine, self.image, self.processed, self.params, self.start = (
+            engine,
+            image,
+            processed,
+            params,
+            start,
+        )
+        self.progress = on_progress or (lambda _stage, _step, _steps: None)
+        self.on_preview, self.should_cancel = on_preview, should_cancel
+        self.marks = {"loading": time.perf_counter()}
+        raise_if_cancelled(should_cancel)
+        self.progress("loading", 0, 1)
+        self.loaded = engine.models.load(entry)
+        self.progress("loading", 1, 1)
+        raise_if_cancelled(should_cancel)
+        self.load_seconds = time.perf_counter() - self.marks["loading"]
+        height, width = processed.shape
+        self.size = working_size(height, width, self.loaded.working_area, self.loaded.multiple)
+        self.rgb = resize(image_to_tensor(image[..., :3]), self.size).clamp_(0.0, 1.0)
+        self.steps_done = 0
+        self.steps_total = 0
+
+    def chunks(self, planned: list[_Planned]) -> list[list[_Planned]]:
+        """Consecutive results that sample together, at most `batch_size` a chunk; a result
+        that needs no sampling is a chunk of its own, so that results stay in order."""
+        from .pipeline import start_step
+
+        most = self.engine.batch_size(self.size[0] * self.size[1])
+        chunks: list[list[_Planned]] = []
+        for plan in planned:
+            last = chunks[-1] if chunks else None
+            if last is not None and plan.samples and last[0].samples and len(last) < most:
+                last.append(plan)
+            else:
+                chunks.append([plan])
+        steps = self.params.steps
+        self.steps_total = sum(
+            steps - min(start_step(p.max_strength, steps) for p in chunk)
+            for chunk in chunks
+            if chunk[0].samples
+        )
+        return chunks
+
+    def sample(self, chunk: list[_Planned]) -> list[InpaintResult]:
+        """The chunk's results; a chunk of several that runs out of GPU memory is split in two."""
+        try:
+            return self._sample(chunk)
+        except Exception as exc:
+            if len(chunk) == 1 or isinstance(exc, EngineError) or not _is_out_of_memory(exc):
+                raise
+            traceback.clear_frames(exc.__traceback__)  # the activations go before the retry
+        self.engine.models.free_memory()
+        half = len(chunk) // 2
+        return self.sample(chunk[:half]) + self.sample(chunk[half:])
+
+    def _sample(self, chunk: list[_Planned]) -> list[InpaintResult]:
         import torch
 
         from .pipeline import raise_if_cancelled, start_step
         from .preview import latent_preview
-        from .regions import image_to_tensor, resize, tensor_to_image, working_size
+        from .regions import resize, tensor_to_image
         from .schedulers import make_scheduler
 
-        progress = on_progress or (lambda _stage, _step, _steps: None)
-        timings: dict[str, float] = {}
-        marks = {"loading": time.perf_counter()}
-
-        raise_if_cancelled(should_cancel)
-        progress("loading", 0, 1)
-        loaded = self.models.load(entry)
-        progress("loading", 1, 1)
-        raise_if_cancelled(should_cancel)
-
-        height, width = processed.shape
-        size = working_size(height, width, loaded.working_area, loaded.multiple)
-        rgb = resize(image_to_tensor(image[..., :3]), size).clamp_(0.0, 1.0)
-        strength = torch.from_numpy(processed)[None, None] * params.strength
-        strength_work = resize(strength, size, mode="bilinear").clamp_(0.0, 1.0)
-        num_run = params.steps - start_step(max_strength, params.steps)
+        params, loaded, image = self.params, self.loaded, self.image
+        height, width = self.processed.shape
+        marks = {"encoding": time.perf_counter()}
+        pixel_mask = torch.from_numpy(self.processed)[None, None]
+        strength_work = torch.cat(
+            [
+                resize(pixel_mask * plan.strength, self.size, mode="bilinear").clamp_(0.0, 1.0)
+                for plan in chunk
+            ]
+        )
+        num_run = params.steps - min(start_step(plan.max_strength, params.steps) for plan in chunk)
+        done_before = self.steps_done
 
         def on_stage(stage: str) -> None:
             marks[stage] = time.perf_counter()
-            progress(stage, 0, num_run if stage == "sampling" else 1)
+            if stage == "sampling":
+                self.progress(stage, done_before, self.steps_total)
+            else:
+                self.progress(stage, 0, 1)
 
         def make_preview(state: Any) -> np.ndarray:  # made only when the caller takes one
             current = state.pred_original if state.pred_original is not None else state.latents
             return latent_preview(torch.where(state.free, current, state.original_latents), loaded.family)
 
         def on_step(state: Any) -> None:
-            progress("sampling", state.step, state.num_steps_run)
-            if on_preview is not None:
-                on_preview(state.step, lambda: make_preview(state))
+            self.steps_done = done_before + state.step
+            self.progress("sampling", self.steps_done, self.steps_total)
+            if self.on_preview is not None:
+                self.on_preview(chunk[0].index, state.step, lambda: make_preview(state))
 
-        generator = torch.Generator("cpu").manual_seed(seed)
+        # One generator per sample, seeded as that result's own job would be; a chunk of one
+        # passes it alone, exactly as a job of one result.
+        generators = [torch.Generator("cpu").manual_seed(plan.seed) for plan in chunk]
         scheduler = make_scheduler(params.scheduler, loaded.sampler.pipe.scheduler.config)
         decoded = loaded.sampler(
-            rgb,
+            self.rgb.repeat(len(chunk), 1, 1, 1),
             strength_work,
             prompt=params.prompt,
             negative_prompt=params.negative_prompt,
             num_inference_steps=params.steps,
             guidance_scale=params.guidance,
             scheduler=scheduler,
-            generator=generator,
-            should_cancel=should_cancel,
+            generator=generators[0] if len(chunk) == 1 else generators,
+            should_cancel=self.should_cancel,
             callback=on_step,
             on_stage=on_stage,
-            max_strength=max_strength,
+            max_strength=[plan.max_strength for plan in chunk],
         )
-        progress("decoding", 1, 1)
-        raise_if_cancelled(should_cancel)
+        self.steps_done = done_before + num_run
+        self.progress("decoding", 1, 1)
+        raise_if_cancelled(self.should_cancel)
         end = time.perf_counter()
-
-        new_rgb = tensor_to_image(resize(decoded.float().cpu(), (height, width)).clamp_(0.0, 1.0))
-        # Mask-0 pixels keep the input's values bit for bit; the rest are the new pixels.
-        out_rgb = np.where(alpha[..., None] > 0, new_rgb, image[..., :3])
-        result = np.concatenate([out_rgb, alpha[..., None]], axis=-1).astype(np.float32, copy=False)
-
-        timings["load"] = marks["encoding"] - marks["loading"]
-        timings["encode"] = marks["sampling"] - marks["encoding"]
-        timings["sample"] = marks.get("decoding", end) - marks["sampling"]
-        timings["decode"] = end - marks.get("decoding", end)
-        timings["total"] = time.perf_counter() - start
-        return InpaintResult(result, int(seed), timings)
+        new_rgb = resize(decoded.float().cpu(), (height, width)).clamp_(0.0, 1.0)
+        timings = {
+            "load": self.load_seconds,
+            "encode": marks["sampling"] - marks["encoding"],
+            "sample": marks.get("decoding", end) - marks["sampling"],
+            "decode": end - marks.get("decoding", end),
+        }
+        self.load_seconds = 0.0  # the model loads once a job
+        results = []
+        for k, plan in enumerate(chunk):
+            rgb = tensor_to_image(new_rgb[k : k + 1])
+            # Mask-0 pixels keep the input's values bit for bit; the rest are the new pixels.
+            out_rgb = np.where(plan.alpha[..., None] > 0, rgb, image[..., :3])
+            out = np.concatenate([out_rgb, plan.alpha[..., None]], axis=-1).astype(np.float32, copy=False)
+            own = {**timings, "total": time.perf_counter() - self.start}
+            results.append(InpaintResult(out, plan.seed, own, plan.index, plan.strength))
+        return results
 
 
 def check_params(params: JobParams, limits: Limits = DEFAULT_LIMITS) -> JobParams:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,17 +49,25 @@ def raise_if_cancelled(should_cancel: Callable[[], bool] | None) -> None:
         raise JobCancelled("The job was cancelled.")
 
 
-def first_free_step(strength: torch.Tensor, num_steps: int, max_strength: float) -> torch.Tensor:
+def first_free_step(
+    strength: torch.Tensor, num_steps: int, max_strength: float | Sequence[float]
+) -> torch.Tensor:
     """Per pixel, the first step index i at which it is free (num_steps: never).
 
     e >= 1 - i/N  <=>  i >= N - N*e  <=>  i >= N - floor(N*e) for whole i. The integer
     form avoids float ties, and makes the free sets nested by construction: free at
-    step i implies free at every later step.
+    step i implies free at every later step. `max_strength`: one, or one per sample.
     """
     free_steps = torch.floor(strength.double() * num_steps + _THRESHOLD_TOLERANCE).long()
     # A resampled map cannot be stronger than the pixel mask it came from.
-    free_steps = free_steps.clamp(0, num_steps - start_step(max_strength, num_steps))
-    return num_steps - free_steps
+    if not isinstance(max_strength, Sequence):
+        return num_steps - free_steps.clamp(0, num_steps - start_step(max_strength, num_steps))
+    most = torch.tensor([num_steps - start_step(m, num_steps) for m in max_strength])
+    return num_steps - torch.minimum(free_steps.clamp(min=0), most.view(-1, *[1] * (strength.dim() - 1)))
+
+
+def _per_sample(value: float | Sequence[float], batch_size: int) -> list[float]:
+    return [float(v) for v in value] if isinstance(value, Sequence) else [float(value)] * batch_size
 
 
 @dataclass
@@ -233,7 +241,7 @@ class DifferentialDiffusionPipeline:
         should_cancel: Callable[[], bool] | None = None,
         callback: Callable[[StepState], None] | None = None,
         on_stage: Callable[[str], None] | None = None,
-        max_strength: float | None = None,
+        max_strength: float | Sequence[float] | None = None,
         output_type: str = "image",
     ) -> torch.Tensor:
         """Run Differential Diffusion.
@@ -241,8 +249,15 @@ class DifferentialDiffusionPipeline:
         image: (B, 3, H, W) RGB in [0, 1], H and W multiples of the model's size multiple.
         strength: (B, 1, H, W) float64 per-pixel strength e = mask * global strength.
         max_strength: max(e) over the full-resolution pixel mask, when `strength` is a
-            resampled copy of it (resampling must not change where sampling starts).
+            resampled copy of it (resampling must not change where sampling starts);
+            one per sample where the samples' strengths differ (a strength fan).
+        generator: one, or one per sample (a batch of variations: each sample draws
+            what a job of its own with that generator would).
         Returns decoded RGB (B, 3, H, W) in [0, 1], or the final latents for "latent".
+
+        Samples of one batch may start at different steps (a fan): the batch runs from
+        the earliest, and a sample is held at its noised original, as a job of its own
+        starts, until its own first step.
         """
         batch_size = image.shape[0]
         num_steps = num_inference_steps
@@ -271,17 +286,21 @@ class DifferentialDiffusionPipeline:
 
         # 1. The strength map at latent resolution (bilinear, no antialias, as the references),
         #    as each latent pixel's first free step. On the CPU: float64 is not for every device.
-        max_strength = float(strength.max()) if max_strength is None else float(max_strength)
+        if max_strength is None:
+            max_strength = [float(m) for m in strength.flatten(1).max(dim=1).values]
+        max_strengths = _per_sample(max_strength, batch_size)
         latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
         latent_strength = F.interpolate(
             strength.cpu().double(), size=latent_size, mode="bilinear", align_corners=False
         )
-        first_free = first_free_step(latent_strength, num_steps, max_strength).to(self.device)
+        first_free = first_free_step(latent_strength, num_steps, max_strengths).to(self.device)
         never_free = first_free >= num_steps
 
         # 2. Start where the strongest pixel starts: img2img with strength max(e).
         scheduler.set_timesteps(num_steps, device=self.device)
-        t_start = start_step(max_strength, num_steps)
+        starts = [start_step(m, num_steps) for m in max_strengths]
+        sample_start = torch.tensor(starts, device=self.device).view(-1, 1, 1, 1)
+        t_start = min(starts)
         timesteps = scheduler.timesteps[t_start:]
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(t_start)
@@ -314,7 +333,9 @@ class DifferentialDiffusionPipeline:
                 noised_original = scheduler.add_noise(
                     original_latents, noise, t.reshape(1).repeat(batch_size)
                 )
-                latents = torch.where(free, latents, noised_original)
+                # At and before its own first step a sample is its noised original: what
+                # its latents are when it starts alone (the same values, bit for bit).
+                latents = torch.where(free & (sample_start < step_index), latents, noised_original)
 
                 model_input = torch.cat([latents] * 2) if do_cfg else latents
                 model_input = scheduler.scale_model_input(model_input, t)

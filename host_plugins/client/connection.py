@@ -220,14 +220,17 @@ def run_job(
     token: str | None = None,
     on_progress: Callable[[p.Progress], None] | None = None,
     on_preview: Callable[[p.Preview], None] | None = None,
+    on_result: Callable[[p.Result], None] | None = None,
     cancel: threading.Event | None = None,
     timeout: float | None = None,
     client: str = "differential-inpaint-client",
 ) -> p.Result:
-    """Run one job to its end and return the `result`; raise `InpaintError` otherwise.
+    """Run one job to its end and return its last `result`; raise `InpaintError` otherwise.
 
-    `cancel` may be set from another thread: the job is cancelled on the daemon
-    and `JobCancelled` raised. `timeout` bounds the whole job, in seconds.
+    `on_result` gets every result as it arrives, the last included (a job of `count`
+    or `fan` gives several). `cancel` may be set from another thread: the job is
+    cancelled on the daemon and `JobCancelled` raised; results handed to `on_result`
+    before stay valid. `timeout` bounds the whole job, in seconds.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     job_id = submit.job_id
@@ -248,7 +251,10 @@ def run_job(
                     deadline = time.monotonic() + 30.0
             event = None if message is None else conn.session.receive(message)
             if isinstance(event, p.Result):
-                return event
+                if on_result is not None:
+                    on_result(event)
+                if event.is_last:
+                    return event
             if isinstance(event, p.Progress):
                 if on_progress is not None:
                     on_progress(event)

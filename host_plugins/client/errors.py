@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class InpaintError(Exception):
     """A job failed; `message` is for the painter, `code` for code (ErrorCode values,
@@ -19,8 +21,15 @@ class DaemonUnavailable(InpaintError):
 
 
 class JobCancelled(InpaintError):
-    def __init__(self) -> None:
-        super().__init__("The job was cancelled; nothing was changed.", "cancelled")
+    """`kept`: the results of a job of several that were done before the cancel took effect."""
+
+    def __init__(self, kept: list[Any] | None = None, total: int = 1) -> None:
+        self.kept = list(kept or [])
+        if self.kept:
+            text = f"The job was cancelled after {len(self.kept)} of its {total} results; those were kept."
+        else:
+            text = "The job was cancelled; nothing was changed."
+        super().__init__(text, "cancelled")
 
 
 def as_inpaint_error(exc: BaseException) -> InpaintError:

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from .. import protocol as p
 from .connection import run_job
-from .errors import InpaintError
+from .errors import InpaintError, JobCancelled
 from .settings import Settings
 
 NO_SELECTION_HINT = "(or select nothing to repaint the whole layer)"
@@ -70,6 +70,11 @@ class HostDocument(Protocol):
         """Add `result` as a new layer above the job's layer, as one undo step."""
         ...
 
+    def insert_group(self, name: str, layers: list[tuple[str, p.Result]]) -> Any:
+        """Add a layer group above the job's layer holding `layers`, top to bottom in
+        the order given, only the first visible, as one undo step."""
+        ...
+
 
 @dataclass
 class PreparedJob:
@@ -78,12 +83,13 @@ class PreparedJob:
     host: HostDocument
     region: p.Rect  # in the host's coordinates
     submit: p.Submit = field(repr=False)
-    layer_name: str
+    layer_name: str  # what result layers are named after (see result_name)
     whole_layer: bool  # nothing was selected
 
 
 ProgressCallback = Callable[[p.Progress], None]
 PreviewCallback = Callable[[p.Preview], None]
+ResultCallback = Callable[[p.Result], None]
 
 
 def new_job_id() -> str:
@@ -91,11 +97,28 @@ def new_job_id() -> str:
 
 
 def layer_name(prompt: str, limit: int = 60) -> str:
-    """The result layer's name: the prompt on one line, shortened."""
+    """What result layers are named after: the prompt on one line, shortened."""
     name = " ".join(prompt.split())
     if len(name) > limit:
         name = name[: limit - 1].rstrip() + "\u2026"
     return name or "Differential Inpaint"
+
+
+def result_name(base: str, result: p.Result, fan: bool) -> str:
+    """One result's layer: "prompt · seed", or "prompt · strength" in a fan, so that a
+    layer says how to make it again."""
+    return f"{base} \u00b7 {percent(result.strength)}" if fan else f"{base} \u00b7 {result.seed}"
+
+
+def group_name(base: str, params: p.JobParams) -> str:
+    """The group holding a job's results."""
+    if params.fan:
+        return f"{base} \u00b7 strength fan"
+    return f"{base} \u00b7 {params.count} variations"
+
+
+def percent(fraction: float) -> str:
+    return f"{round(fraction * 100, 1):g}%"
 
 
 # --- prepare -----------------------------------------------------------------------
@@ -195,11 +218,15 @@ def follow(
     client: str,
     on_progress: ProgressCallback | None = None,
     on_preview: PreviewCallback | None = None,
+    on_result: ResultCallback | None = None,
     on_status: Callable[[str], None] | None = None,
     cancel: threading.Event | None = None,
     timeout: float | None = None,
-) -> p.Result:
-    """Run the job on the daemon to its end (blocking; any thread).
+) -> list[p.Result]:
+    """Run the job on the daemon to its end (blocking; any thread); its results in order.
+
+    `on_result` gets each result as it arrives. A cancel after some results of a job
+    of several raises `JobCancelled` with them in `kept`.
 
     When no daemon answers at a local address and install-plugin recorded how to start
     one there, it is started first (`launcher.start_on_demand`, up to its start time limit;
@@ -210,18 +237,29 @@ def follow(
     from .errors import DaemonUnavailable
 
     server, token = settings.host.server, settings.host.token or None
+    results: list[p.Result] = []
 
-    def submit() -> p.Result:
-        return run_job(
-            job.submit,
-            server=server,
-            token=token,
-            on_progress=on_progress,
-            on_preview=on_preview,
-            cancel=cancel,
-            timeout=timeout,
-            client=client,
-        )
+    def received(result: p.Result) -> None:
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+
+    def submit() -> list[p.Result]:
+        try:
+            run_job(
+                job.submit,
+                server=server,
+                token=token,
+                on_progress=on_progress,
+                on_preview=on_preview,
+                on_result=received,
+                cancel=cancel,
+                timeout=timeout,
+                client=client,
+            )
+        except JobCancelled:
+            raise JobCancelled(results, job.submit.params.results) from None
+        return results
 
     try:
         return submit()
@@ -249,16 +287,18 @@ _STAGE_TEXT = {
 }
 
 
-def progress_text(progress: p.Progress) -> tuple[str, float | None]:
-    """What a progress bar shows: a line of text and a fraction (None: just busy)."""
+def progress_text(progress: p.Progress, done: int = 0, total: int = 1) -> tuple[str, float | None]:
+    """What a progress bar shows: a line of text and a fraction (None: just busy).
+    `done` of `total`: the results of a job of several received so far."""
     text = _STAGE_TEXT.get(progress.stage, progress.stage.capitalize())
+    results = f" ({done} of {total} results done)" if total > 1 else ""
     if progress.stage == p.Stage.QUEUED and progress.position:
         ahead = "1 job" if progress.position == 1 else f"{progress.position} jobs"
         text = f"{text} ({ahead} ahead)"
     if progress.stage == p.Stage.SAMPLING and progress.steps:
-        text = f"{text}: step {progress.step} of {progress.steps}"
+        text = f"{text}: step {progress.step} of {progress.steps}{results}"
         return text, min(1.0, progress.step / progress.steps)
-    return text + "...", 1.0 if progress.stage == p.Stage.DECODING else None
+    return text + "..." + results, 1.0 if progress.stage == p.Stage.DECODING and total == 1 else None
 
 
 # --- finish ------------------------------------------------------------------------
@@ -286,15 +326,29 @@ def check_result(job: PreparedJob, result: p.Result) -> None:
         )
 
 
-def finish(job: PreparedJob, result: p.Result) -> Any:
-    """Insert the result as a new layer above the job's layer; the new layer."""
-    check_result(job, result)
+def finish(job: PreparedJob, results: list[p.Result]) -> Any:
+    """Insert the results above the job's layer, one undo step: one result as a layer
+    named `prompt · seed`, several as a group of them (the first visible). The new layer
+    or group."""
+    for result in results:
+        check_result(job, result)
     if not job.host.is_open():
         raise InpaintError("The image was closed while the job ran; nothing was inserted.", "document_closed")
-    return job.host.insert_layer(job.layer_name, result)
+    params = job.submit.params
+    named = [(result_name(job.layer_name, r, bool(params.fan)), r) for r in results]
+    if len(named) == 1 and params.results == 1:
+        return job.host.insert_layer(*named[0])
+    return job.host.insert_group(group_name(job.layer_name, params), named)
 
 
 def run(host: HostDocument, settings: Settings, *, client: str, **follow_options: Any) -> Any:
-    """prepare, follow and finish in one blocking call (GIMP's plug-in process)."""
+    """prepare, follow and finish in one blocking call (GIMP's plug-in process). A batch
+    cancelled part-way inserts what was done, then raises its `JobCancelled`."""
     job = prepare(host, settings)
-    return finish(job, follow(job, settings, client=client, **follow_options))
+    try:
+        results = follow(job, settings, client=client, **follow_options)
+    except JobCancelled as exc:
+        if exc.kept:
+            finish(job, exc.kept)
+        raise
+    return finish(job, results)

@@ -133,7 +133,8 @@ def test_each_result_has_its_own_seed_and_strength() -> None:
 def test_a_list_typed_by_a_painter() -> None:
     fan = p.spec.BY_NAME["fan"]
     assert fan.parse_text("0.3, 0.5,0.7 ; 0.9") == (0.3, 0.5, 0.7, 0.9)
-    assert fan.parse_text("30%, 50 %, 70") == (0.3, 0.5, 0.7)  # a percent list: 70 means 70 %
+    assert fan.parse_text("30%, 50 %, 0.7") == (0.3, 0.5, 0.7)
+    assert fan.parse_text("70") == (70.0,)  # a fraction, refused by the bounds: no guessing
     assert fan.parse_text(" ") == ()
     assert fan.format_text((0.3, 0.55)) == "30%, 55%"
     assert fan.parse_text(fan.format_text((0.3, 0.55))) == (0.3, 0.55)

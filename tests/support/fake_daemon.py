@@ -184,16 +184,21 @@ class FakeDaemon:
         assert fmt == image.format, "this fake only answers in the submitted format"
         data = expected_result(image, submit.mask.data, invert_colours=self.invert_colours)
         shift = 8 if prompt.startswith("shift:") else 0
-        result = p.Result(
-            job,
-            p.Image(image.width, image.height, image.format, data, image.color),
-            submit.x + shift,
-            submit.y,
-            seed=submit.params.seed if submit.params.seed is not None else 4242,
-            model=submit.params.model or "fake",
-            timings={"total": 0.01},
-        )
-        ws.send(p.encode(result))
+        params = submit.params
+        for index in range(params.results):  # a job of several: one result each, in order
+            result = p.Result(
+                job,
+                p.Image(image.width, image.height, image.format, data, image.color),
+                submit.x + shift,
+                submit.y,
+                seed=params.result_seed(params.seed if params.seed is not None else 4242, index),
+                model=params.model or "fake",
+                timings={"total": 0.01},
+                index=index,
+                total=params.results,
+                strength=params.result_strength(index),
+            )
+            ws.send(p.encode(result))
         with suppress(TimeoutError):
             ws.recv(timeout=10)  # until the client closes
 

@@ -79,7 +79,7 @@ class FakeEngine:
                 return m.name
         raise UnknownModel(f"no model '{spec}'")
 
-    def inpaint(
+    def inpaint_batch(
         self,
         image: np.ndarray,
         mask: np.ndarray,
@@ -87,9 +87,12 @@ class FakeEngine:
         *,
         model: str | None = None,
         on_progress: Callable[[str, int, int], None] | None = None,
-        on_preview: Callable[[int, Callable[[], np.ndarray]], None] | None = None,
+        on_preview: Callable[[int, int, Callable[[], np.ndarray]], None] | None = None,
+        on_result: Callable[[Any], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
-    ) -> Any:
+    ) -> list[Any]:
+        """Each result: `steps` steps, then the input with the mask's area inverted;
+        result k's seed is the job's + k (42 + k without one)."""
         call = Call(image.shape, params, model or "")
         with self.lock:
             self.calls.append(call)
@@ -107,26 +110,34 @@ class FakeEngine:
                 call.preview_times.append(time.monotonic())
                 return np.full((300, 200, 4), 128, np.uint8)  # too big on purpose: the daemon shrinks it
 
-            for step in range(1, steps + 1):
-                if should_cancel():
-                    call.cancelled_at = step
-                    raise JobCancelled("cancelled")
-                if step == 1:
-                    self.running.set()
-                    while self.hold is not None and not self.hold.wait(0.005):
-                        if should_cancel():
-                            call.cancelled_at = step
-                            raise JobCancelled("cancelled")
-                if self.step_seconds:
-                    time.sleep(self.step_seconds)
-                on_progress("sampling", step, steps)
-                on_preview(step, make_preview)
-            on_progress("decoding", 0, 0)
-            out = image.copy()
-            changed = mask > 0
-            out[changed, :3] = 1.0 - out[changed, :3]
-            out[..., 3] = changed.astype(np.float32)
-            return FakeResult(out, 42 if params.seed is None else params.seed, {"sampling": 0.01})
+            results = []
+            for index in range(params.results):
+                for step in range(1, steps + 1):
+                    if should_cancel():
+                        call.cancelled_at = step
+                        raise JobCancelled("cancelled")
+                    if step == 1 and index == 0:
+                        self.running.set()
+                        while self.hold is not None and not self.hold.wait(0.005):
+                            if should_cancel():
+                                call.cancelled_at = step
+                                raise JobCancelled("cancelled")
+                    if self.step_seconds:
+                        time.sleep(self.step_seconds)
+                    on_progress("sampling", index * steps + step, params.results * steps)
+                    on_preview(index, step, make_preview)
+                on_progress("decoding", 0, 0)
+                out = image.copy()
+                changed = mask > 0
+                out[changed, :3] = 1.0 - out[changed, :3]
+                out[..., 3] = changed.astype(np.float32)
+                seed = params.result_seed(42 if params.seed is None else params.seed, index)
+                results.append(
+                    FakeResult(out, seed, {"sampling": 0.01}, index, params.result_strength(index))
+                )
+                if on_result is not None:
+                    on_result(results[-1])
+            return results
         finally:
             call.finished.set()
 
@@ -136,6 +147,8 @@ class FakeResult:
     image: np.ndarray
     seed: int
     timings: dict[str, float]
+    index: int = 0
+    strength: float = 1.0
 
 
 def catalog_for(engine: Any) -> ModelCatalog:
@@ -284,9 +297,12 @@ class RawClient:
         )
 
     def final(self, job_id: str, timeout: float = TIMEOUT) -> Any:
-        """The job's last word: result, cancelled or error."""
+        """The job's last word: its last result, cancelled or error."""
         return self.until(
-            lambda m: isinstance(m, (p.Result, p.Cancelled, p.Error)) and m.job_id == job_id,
+            lambda m: (
+                (isinstance(m, (p.Cancelled, p.Error)) or (isinstance(m, p.Result) and m.is_last))
+                and m.job_id == job_id
+            ),
             timeout,
         )
 

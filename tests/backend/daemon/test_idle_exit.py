@@ -120,14 +120,14 @@ def test_a_running_job_keeps_it_after_its_client_left(engine: FakeEngine, servin
     """A job that does not see its cancel at once (a model load, say) runs on after its
     client disconnected: the daemon waits for it."""
     release = threading.Event()
-    inpaint = engine.inpaint
+    inpaint = engine.inpaint_batch
 
     def deaf_until_released(*args: Any, **kwargs: Any) -> Any:
         engine.running.set()
         release.wait(TIMEOUT)
         return inpaint(*args, **kwargs)
 
-    engine.inpaint = deaf_until_released  # type: ignore[method-assign]
+    engine.inpaint_batch = deaf_until_released  # type: ignore[method-assign]
     daemon = serving(engine)
     with RawClient(daemon.daemon.url) as client:
         client.send(make_submit("held"))

@@ -369,7 +369,7 @@ class _EngineFailingWithTensorsInItsFrame(FakeEngine):
         super().__init__()
         self.held: list[weakref.ref] = []
 
-    def inpaint(self, *args: Any, **kwargs: Any) -> Any:
+    def inpaint_batch(self, *args: Any, **kwargs: Any) -> Any:
         activations = _Activations()  # a local of the failing frame, as in a real OOM
         self.held.append(weakref.ref(activations))
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
@@ -615,3 +615,76 @@ def test_the_worker_turns_a_system_exit_into_a_failure_and_goes_on() -> None:
     with pytest.raises(RuntimeError, match="SystemExit"):
         failed.result(timeout=5)
     assert worker.submit(lambda: 42).result(timeout=5) == 42
+
+
+# --- jobs of several results -------------------------------------------------------
+
+
+def test_each_result_of_a_batch_goes_out_when_done_with_its_index_seed_and_strength(daemon: Any) -> None:
+    with RawClient(daemon.url) as client:
+        last = client.run(make_submit("batch", count=3, steps=2))  # the fake engine's seed: 42
+        results = [m for m in client.seen if isinstance(m, p.Result)]
+        previews = {m.index for m in client.seen if isinstance(m, p.Preview)}
+        # The results come between the steps, not all at the end.
+        kinds = [type(m).__name__ for m in client.seen if not isinstance(m, p.Preview)]
+    assert last is results[-1] and last.is_last
+    assert [(r.index, r.total, r.seed, r.strength) for r in results] == [
+        (k, 3, 42 + k, 1.0) for k in range(3)
+    ]
+    first_result = kinds.index("Result")
+    assert "Progress" in kinds[first_result:], "the first result went out before the job ended"
+    assert previews <= {0, 1, 2}
+    with RawClient(daemon.url) as client:
+        fan = client.run(make_submit("fan", fan=[0.25, 0.75], steps=2))
+        results = [m for m in client.seen if isinstance(m, p.Result)]
+    assert [(r.index, r.total, r.seed, r.strength) for r in results] == [(0, 2, 42, 0.25), (1, 2, 42, 0.75)]
+    assert fan.is_last
+
+
+def test_a_cancel_mid_batch_delivers_the_finished_results_then_cancelled(
+    daemon: Any, engine: FakeEngine
+) -> None:
+    engine.step_seconds = 0.05
+    with RawClient(daemon.url) as client:
+        client.send(make_submit("batch", count=4, steps=3))
+        client.until(lambda m: isinstance(m, p.Result) and m.index == 0)
+        client.send(p.Cancel("batch"))
+        last = client.final("batch")
+        results = [m for m in client.seen if isinstance(m, p.Result)]
+    assert isinstance(last, p.Cancelled)
+    assert 1 <= len(results) < 4 and not any(r.is_last for r in results)
+    assert [r.index for r in results] == list(range(len(results)))
+    assert_good_job(daemon.url)
+
+
+def test_the_client_keeps_the_results_of_a_cancelled_batch(daemon: Any, engine: FakeEngine) -> None:
+    engine.step_seconds = 0.05
+    cancel = threading.Event()
+    kept: list[p.Result] = []
+
+    def on_result(result: p.Result) -> None:
+        kept.append(result)
+        cancel.set()
+
+    with pytest.raises(JobCancelled):
+        run_job(make_submit("batch", count=4, steps=3), server=daemon.url, cancel=cancel, on_result=on_result)
+    assert kept and kept[0].index == 0
+
+
+def test_a_batch_counts_its_results_against_the_queued_pixels(engine: FakeEngine, make_daemon: Any) -> None:
+    one_job = 64 * 48 * (4 + 1)  # rgba8 + mask
+    daemon = make_daemon(engine, max_queued_bytes=3 * one_job)
+    engine.hold = threading.Event()
+    with RawClient(daemon.url) as client:
+        client.send(make_submit("run", 64, 48))
+        client.until_type(p.Accepted, "run")
+        engine.running.wait(TIMEOUT)
+        client.send(make_submit("two", 64, 48))
+        client.until_type(p.Accepted, "two")
+        client.send(make_submit("batch", 64, 48, count=4))  # four regions' worth
+        error = client.until_type(p.Error, "batch")
+        assert error.code is p.ErrorCode.QUEUE_FULL
+        client.send(make_submit("one", 64, 48))
+        client.until_type(p.Accepted, "one")
+        engine.hold.set()
+        assert isinstance(client.final("one"), p.Result)

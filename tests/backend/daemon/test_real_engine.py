@@ -127,7 +127,7 @@ def test_cancel_while_sampling_on_the_tiny_model(real: RealDaemon) -> None:
 
 def test_cuda_out_of_memory_fails_that_job_only(real: RealDaemon, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    original = job_module.Engine._run
+    original = job_module._BatchRun.sample
 
     def run_out_of_memory(self: Any, *args: Any, **kwargs: Any) -> Any:
         calls.append(1)
@@ -135,7 +135,7 @@ def test_cuda_out_of_memory_fails_that_job_only(real: RealDaemon, monkeypatch: p
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(job_module.Engine, "_run", run_out_of_memory)
+    monkeypatch.setattr(job_module._BatchRun, "sample", run_out_of_memory)
     _, image = _region(p.PixelFormat.BGRA8)
     mask = p.Mask(SIZE, SIZE, _mask().tobytes())
     with pytest.raises(InpaintError) as failed:

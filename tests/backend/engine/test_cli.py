@@ -86,6 +86,70 @@ def test_run_reports_the_random_seed_it_used(tmp_path: Path, capsys: pytest.Capt
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), first)
 
 
+def test_count_writes_numbered_files_each_made_again_by_its_seed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    array = np.random.default_rng(2).integers(0, 255, (32, 40, 3), dtype=np.uint8)
+    image_path, mask_path = _files(tmp_path, array, _mask(32, 40))
+    grid = tmp_path / "grid.png"
+    argv = [*_run(tmp_path, image_path, mask_path), "--quiet", "--seed", "5", "--count", "3"]
+    assert main([*argv, "--grid", str(grid)]) == 0
+    out = capsys.readouterr().out
+    for k in range(3):
+        assert f"seed: {5 + k} -> {tmp_path / f'out-{k + 1}.png'}" in out
+    assert not (tmp_path / "out.png").exists()
+    made = [np.asarray(Image.open(tmp_path / f"out-{k + 1}.png")) for k in range(3)]
+    assert main([*_run(tmp_path, image_path, mask_path), "--quiet", "--seed", "6"]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), made[1])
+    # The grid: the results side by side, a labelled band under them.
+    with Image.open(grid) as picture:
+        assert picture.width > 3 * 40 and picture.height > 32
+        tiles = np.asarray(picture.convert("RGB"))
+    gap = (picture.width - 3 * 40) // 2
+    for k in range(3):
+        assert np.array_equal(tiles[:32, k * (40 + gap) : k * (40 + gap) + 40], made[k])
+    band = tiles[32:]
+    assert (band < 128).any() and (band == 255).any()  # text written on white
+
+
+def test_fan_writes_one_file_per_strength_and_prints_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    array = np.random.default_rng(3).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    image_path, mask_path = _files(tmp_path, array, _mask(32, 32))
+    assert main([*_run(tmp_path, image_path, mask_path), "--quiet", "--seed", "9", "--fan", "0.4,70%,1"]) == 0
+    out = capsys.readouterr().out
+    for k, strength in enumerate((0.4, 0.7, 1)):
+        assert f"strength {strength:g}, seed 9 -> {tmp_path / f'out-{k + 1}.png'}" in out
+    changed = [
+        np.abs(np.asarray(Image.open(tmp_path / f"out-{k}.png")).astype(int) - array).sum() for k in (1, 2, 3)
+    ]
+    assert changed[0] < changed[1] < changed[2]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--count", "0"], "field 'count' is 0, below the minimum 1"),
+        (["--count", "9"], "field 'count' is 9, above the maximum 8"),
+        (["--fan", "0.5,0"], "field 'fan[1]' is 0.0, must be above 0"),
+        (["--fan", "1.5"], "field 'fan[0]' is 1.5, must be at most 1"),
+        (["--fan", "0.5", "--count", "2"], "'count' and 'fan' cannot be used together"),
+    ],
+)
+def test_bad_counts_and_fans_are_clear_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    files = ["--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png")]
+    assert _exit_code(["run", *files, "--out", str(tmp_path / "o.png"), *argv]) == cli_run.EXIT_BAD_INPUT
+    assert message in capsys.readouterr().err
+
+
+def test_a_fan_that_is_not_numbers_is_refused_by_argparse(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _exit_code(["run", "--image", "i", "--mask", "m", "--out", "o", "--fan", "0.3,half"]) == 2
+    assert "'half' is not a number; give numbers separated by commas" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("change", "message", "code"),
     [
@@ -132,7 +196,7 @@ def test_run_errors_are_one_clear_line_and_a_non_zero_exit(
 
 # The options `run` has besides the job's parameters.
 MACHINE_OPTIONS = {"--help", "--image", "--mask", "--out", "--device", "--model-dir", "--quiet"}
-MACHINE_OPTIONS |= {"--vae-tiling", "--cpu-offload"}
+MACHINE_OPTIONS |= {"--vae-tiling", "--cpu-offload", "--grid"}
 CLI_PARAMS = protocol.shown_on("cli")
 
 
@@ -173,7 +237,10 @@ def _just_outside_and_inside(p: protocol.Param) -> list[Any]:
         else:
             away, back = math.nextafter(bound, outward * math.inf), math.nextafter(bound, -outward * math.inf)
             outside, inside = (bound, back) if is_open else (away, bound)
-        cases.append(pytest.param(p, p.kind(outside), p.kind(inside), id=f"{p.name}-{side}"))
+        if p.kind is tuple:  # a list of one value: "--fan=0.5"
+            cases.append(pytest.param(p, float(outside), (float(inside),), id=f"{p.name}-{side}"))
+        else:
+            cases.append(pytest.param(p, p.kind(outside), p.kind(inside), id=f"{p.name}-{side}"))
     return cases
 
 
@@ -188,8 +255,9 @@ def test_a_value_just_outside_a_bound_is_refused_and_one_just_inside_is_taken(
     # Refused before any file is read or any model loaded: these files do not even exist.
     assert _exit_code(["run", *files, f"--{param.option}={outside!r}"]) == cli_run.EXIT_BAD_INPUT
     err = capsys.readouterr().err
-    assert f"'{param.name}'" in err and "Traceback" not in err
-    taken = cli_run.job_params(_run_parser().parse_args([*files, f"--{param.option}={inside!r}"]))
+    assert f"'{param.name}" in err and "Traceback" not in err  # 'fan[0]' for a list
+    given = ",".join(map(repr, inside)) if isinstance(inside, tuple) else repr(inside)
+    taken = cli_run.job_params(_run_parser().parse_args([*files, f"--{param.option}={given}"]))
     assert getattr(taken, param.name) == inside
 
 

@@ -126,7 +126,7 @@ def test_progress_and_lazy_previews(engine: Engine) -> None:
     events: list[tuple[str, int, int]] = []
     previews: list[tuple[int, np.ndarray]] = []
 
-    def on_preview(step: int, make: Any) -> None:
+    def on_preview(index: int, step: int, make: Any) -> None:
         if step % 2 == 0:  # only some are asked for
             previews.append((step, make()))
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from differential_inpaint import protocol as p
-from differential_inpaint.client import SETTINGS_PARAMS, InpaintError, Settings, flow
+from differential_inpaint.client import SETTINGS_PARAMS, InpaintError, JobCancelled, Settings, flow
 from tests.support.fake_daemon import FakeDaemon, fake_daemon
 
 
@@ -55,8 +55,15 @@ class StandInHost:
     def is_open(self) -> bool:
         return self.open
 
+    groups: list[tuple[str, list[str]]] = field(default_factory=list)
+
     def insert_layer(self, name: str, result: p.Result) -> Any:
         self.inserted.append((name, result))
+        return name
+
+    def insert_group(self, name: str, layers: list[tuple[str, p.Result]]) -> Any:
+        self.groups.append((name, [layer for layer, _ in layers]))
+        self.inserted.extend(layers)
         return name
 
 
@@ -180,14 +187,14 @@ def test_settings_by_name() -> None:
 def result_for(job: flow.PreparedJob, **changes: Any) -> p.Result:
     image = job.submit.image
     fields = {"image": p.Image(image.width, image.height, image.format, image.data), "x": job.submit.x}
-    return p.Result(job.submit.job_id, y=job.submit.y, seed=7, **{**fields, **changes})
+    return p.Result(job.submit.job_id, y=job.submit.y, **{"seed": 7, **fields, **changes})
 
 
 def test_a_result_that_fits_is_inserted_under_the_prompts_name() -> None:
     host = StandInHost(offset=(5, 6))
     job = flow.prepare(host, chosen(prompt="  two\nlines  "))
-    assert flow.finish(job, result_for(job)) == "two lines"
-    assert [name for name, _ in host.inserted] == ["two lines"]
+    assert flow.finish(job, [result_for(job)]) == "two lines \u00b7 7"
+    assert [name for name, _ in host.inserted] == ["two lines \u00b7 7"]  # prompt · seed
 
 
 @pytest.mark.parametrize(
@@ -202,7 +209,7 @@ def test_a_result_that_does_not_fit_is_refused_and_nothing_inserted(changes: dic
     host = StandInHost()
     job = flow.prepare(host, chosen())
     with pytest.raises(InpaintError, match=words):
-        flow.finish(job, result_for(job, **changes))
+        flow.finish(job, [result_for(job), result_for(job, **changes)])
     assert host.inserted == []
 
 
@@ -211,7 +218,7 @@ def test_a_result_for_a_closed_image_is_dropped() -> None:
     job = flow.prepare(host, chosen())
     host.open = False
     with pytest.raises(InpaintError, match="closed") as raised:
-        flow.finish(job, result_for(job))
+        flow.finish(job, [result_for(job)])
     assert raised.value.code == "document_closed" and host.inserted == []
 
 
@@ -231,5 +238,51 @@ def test_run_end_to_end_against_the_stand_in_daemon() -> None:
     with fake_daemon() as daemon:
         seen: list[p.Progress] = []
         name = flow.run(host, chosen(server=daemon.url), client="test", on_progress=seen.append)
-    assert name == "a red barn" and len(host.inserted) == 1 and seen
+    assert name == "a red barn \u00b7 4242" and len(host.inserted) == 1 and seen
     assert daemon.submit_by_prompt["a red barn"].params.steps == 3
+
+
+@pytest.mark.parametrize(
+    ("values", "group", "layers"),
+    [
+        (
+            {"count": 3, "seed": 10},
+            "a red barn \u00b7 3 variations",
+            [f"a red barn \u00b7 1{k}" for k in range(3)],
+        ),
+        (
+            {"fan": (0.4, 0.85)},
+            "a red barn \u00b7 strength fan",
+            ["a red barn \u00b7 40%", "a red barn \u00b7 85%"],
+        ),
+    ],
+)
+def test_a_job_of_several_results_goes_in_as_one_group(values: dict, group: str, layers: list[str]) -> None:
+    host = StandInHost(selection_rect=p.Rect(10, 10, 20, 20))
+    arrived: list[p.Result] = []
+    with fake_daemon() as daemon:
+        name = flow.run(host, chosen(server=daemon.url, **values), client="test", on_result=arrived.append)
+    assert name == group and host.groups == [(group, layers)]
+    assert [r.index for r in arrived] == list(range(len(layers)))
+
+
+def test_a_batch_cancelled_part_way_keeps_what_was_done() -> None:
+    host = StandInHost()
+    job = flow.prepare(host, chosen(count=4))
+    kept = [result_for(job, index=k, total=4, seed=7 + k) for k in range(2)]
+    with pytest.raises(JobCancelled, match="after 2 of its 4 results; those were kept"):
+        try:
+            raise JobCancelled(kept, 4)
+        except JobCancelled as exc:
+            flow.finish(job, exc.kept)
+            raise
+    assert host.groups == [("a red barn \u00b7 4 variations", ["a red barn \u00b7 7", "a red barn \u00b7 8"])]
+
+
+def test_progress_text_of_a_batch() -> None:
+    text, fraction = flow.progress_text(p.Progress("j", p.Stage.SAMPLING, 7, 24), done=1, total=4)
+    assert text == "Sampling: step 7 of 24 (1 of 4 results done)" and fraction == 7 / 24
+    assert flow.progress_text(p.Progress("j", p.Stage.DECODING), done=3, total=4) == (
+        "Decoding... (3 of 4 results done)",
+        None,
+    )

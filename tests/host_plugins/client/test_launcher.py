@@ -362,8 +362,8 @@ def test_a_run_starts_the_daemon_then_runs_the_job(folders: Folders, monkeypatch
     job = flow.prepare(host, settings)
     progress: list[p.Progress] = []
     # Without on_status, the start shows as one "loading" progress (what hosts already display).
-    result = flow.follow(job, settings, client="test", on_progress=progress.append)
-    flow.finish(job, result)
+    results = flow.follow(job, settings, client="test", on_progress=progress.append)
+    flow.finish(job, results)
     assert progress[0].stage == p.Stage.LOADING and progress[0].job_id == job.submit.job_id
     assert progress[-1].stage == p.Stage.DECODING
     assert len(host.inserted) == 1 and folders.headers(port) == 1

@@ -1,23 +1,25 @@
-"""A Debian trixie chroot holding real GIMP 3, built once and reused.
+"""The Debian trixie chroot holding the real hosts the plugins are tested in:
+GIMP 3.0 and Krita 5.2, both on Python 3.13. Built once and reused.
 
-Debian 12 only has GIMP 2.10 (no Python plug-ins); trixie has GIMP 3.0 with
-Python 3.13, reachable through the same Debian mirror. The chroot lives
-outside the repository (``$DI_GIMP_CHROOT``, default
-``/var/cache/differential-inpaint/gimp-trixie``) and is built in a
-``.partial`` folder that is renamed only after GIMP runs, so a complete root
-is one that exists.
+Debian 12 has only GIMP 2.10 (no Python plug-ins) and Krita 5.1; trixie, reachable
+through the same Debian mirror, has GIMP 3.0 and Krita 5.2. The chroot lives
+outside the repository (``$DI_TRIXIE_CHROOT``, default
+``/var/cache/differential-inpaint/trixie``) and is built in a ``.partial``
+folder that is renamed only after GIMP runs, so a complete root is one that
+exists; a complete root missing packages added to PACKAGES since gets them
+installed, not rebuilt.
 
 Only the standard library: ``.ci/run`` calls this with the system python3
 before the venv exists::
 
-    python3 tests/host_plugins/gimp/chroot.py ensure      # build or reuse
-    python3 tests/host_plugins/gimp/chroot.py run -- gimp-console-3.0 --version
-    python3 tests/host_plugins/gimp/chroot.py cleanup     # undo stray mounts
+    python3 tests/support/trixie_chroot.py ensure      # build or reuse
+    python3 tests/support/trixie_chroot.py run -- gimp-console-3.0 --version
+    python3 tests/support/trixie_chroot.py cleanup     # undo stray mounts
 
 Every command that runs inside gets /proc, /sys, /dev (+ /dev/pts, /dev/shm)
-bind-mounted for its duration only; they are unmounted in a ``finally`` (lazy
-unmount as the fallback), and stale ones left by a killed run are undone
-before the next.
+bind-mounted for its duration only, and holds the root's lock meanwhile (one
+command at a time); the mounts are undone in a ``finally`` (lazy unmount as the
+fallback), and stale ones left by a killed run are undone before the next.
 """
 
 from __future__ import annotations
@@ -36,12 +38,14 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-DEFAULT_ROOT = Path("/var/cache/differential-inpaint/gimp-trixie")
+DEFAULT_ROOT = Path("/var/cache/differential-inpaint/trixie")
 SUITE = "trixie"
 # xvfb: the plug-in's GimpUi dialog needs an X display (GIMP itself does not).
-PACKAGES = ["gimp", "xvfb", "xauth"]
+# python3-pyqt5: Krita's Python plugins need it, and it is only a Recommends of krita.
+PACKAGES = ["gimp", "xvfb", "xauth", "krita", "python3-pyqt5"]
+HOSTS = ["gimp", "krita"]
 # Written inside the root once the packages are installed and GIMP starts:
-# JSON {"packages": [...], "gimp": "<version line>"}.
+# JSON {"packages": [...], "versions": {"gimp": "<version>", "krita": "<version>"}}.
 MARKER = ".differential-inpaint-complete"
 # Order matters: parents before children when mounting, reverse to unmount.
 BINDS = ["proc", "sys", "dev", "dev/pts", "dev/shm"]
@@ -58,7 +62,7 @@ class ChrootError(RuntimeError):
 
 
 def root() -> Path:
-    return Path(os.environ.get("DI_GIMP_CHROOT") or DEFAULT_ROOT)
+    return Path(os.environ.get("DI_TRIXIE_CHROOT") or DEFAULT_ROOT)
 
 
 def is_complete(path: Path | None = None) -> bool:
@@ -72,15 +76,27 @@ def installed_packages(path: Path) -> set[str]:
         return {"gimp"}  # a marker from before the list was recorded
 
 
-def _write_marker(path: Path, packages: Sequence[str], gimp_version: str) -> None:
-    marker = {"packages": sorted(packages), "gimp": gimp_version.strip()}
+def _write_marker(path: Path, packages: Sequence[str], versions: dict[str, str]) -> None:
+    marker = {"packages": sorted(packages), "versions": versions}
     (path / MARKER).write_text(json.dumps(marker) + "\n")
+
+
+def ready(package: str) -> tuple[bool, str]:
+    """Whether tests can run `package` (a host: gimp, krita) inside the chroot here, and why not."""
+    if os.geteuid() != 0:
+        return False, "the trixie chroot (real GIMP 3 and Krita 5.2) needs root"
+    if not is_complete() or package not in installed_packages(root()):
+        return False, (
+            f"no trixie chroot with {package} at {root()}; build it with "
+            "`python3 tests/support/trixie_chroot.py ensure` (about two minutes)"
+        )
+    return True, ""
 
 
 def can_build() -> tuple[bool, str]:
     """Whether this machine could build (or use) the chroot: root + debootstrap."""
     if os.geteuid() != 0:
-        return False, "building and entering the GIMP chroot needs root"
+        return False, "building and entering the trixie chroot needs root"
     if shutil.which("debootstrap") is None and not is_complete():
         return False, "debootstrap is not installed (apt-get install -y debootstrap)"
     return True, ""
@@ -173,6 +189,7 @@ def _chroot(
         stdout=subprocess.PIPE if capture else None,
         stderr=subprocess.STDOUT if capture else None,
         text=True,
+        errors="replace",  # a host's stray non-UTF-8 output must not lose the rest
         start_new_session=True,  # its own group, so GIMP's plug-in children die with it
     )
     try:
@@ -198,7 +215,7 @@ def run(
     """Run a command inside the complete chroot with the binds mounted for its duration."""
     path = root()
     if not is_complete(path):
-        raise ChrootError(f"no complete GIMP chroot at {path}; run `chroot.py ensure` first")
+        raise ChrootError(f"no complete trixie chroot at {path}; run `trixie_chroot.py ensure` first")
     with _locked(path), _mounted(path):
         return _chroot(path, argv, env=env, timeout=timeout, capture=capture)
 
@@ -207,11 +224,11 @@ def run(
 
 
 def _log(message: str) -> None:
-    print(f"[gimp-chroot] {message}", file=sys.stderr, flush=True)
+    print(f"[trixie-chroot] {message}", file=sys.stderr, flush=True)
 
 
-def _install(path: Path, packages: Sequence[str], quiet: bool) -> str:
-    """apt-get install `packages` inside `path`; returns GIMP's version line."""
+def _install(path: Path, packages: Sequence[str], quiet: bool) -> dict[str, str]:
+    """apt-get install `packages` inside `path`; returns the hosts' package versions."""
     if Path("/etc/resolv.conf").is_file():  # apt inside needs DNS
         shutil.copyfile("/etc/resolv.conf", path / "etc/resolv.conf")
     with _mounted(path):
@@ -227,9 +244,15 @@ def _install(path: Path, packages: Sequence[str], quiet: bool) -> str:
         # The package lists are 100+ MB and only needed while installing.
         subprocess.run(["find", str(path / "var/lib/apt/lists"), "-type", "f", "-delete"])
         check = _chroot(path, ["gimp-console-3.0", "--version"], capture=True, timeout=120)
+        # Krita is started by its own tests (a start costs seconds); dpkg says what is there.
+        query = _chroot(path, ["dpkg-query", "-W", "-f", "${Package} ${Version}\\n", *HOSTS], capture=True)
     if check.returncode != 0 or "3." not in check.stdout:
         raise ChrootError(f"gimp-console-3.0 does not start:\n{check.stdout}")
-    return check.stdout
+    versions = dict(line.split(" ", 1) for line in query.stdout.splitlines() if " " in line)
+    missing = [host for host in HOSTS if host not in versions]
+    if query.returncode != 0 or missing:
+        raise ChrootError(f"not installed: {missing}\n{query.stdout}")
+    return versions
 
 
 def ensure(*, quiet: bool = False) -> Path:
@@ -241,8 +264,8 @@ def ensure(*, quiet: bool = False) -> Path:
             missing = sorted(set(PACKAGES) - installed_packages(path))
             if missing:  # a root built before PACKAGES grew: add, do not rebuild
                 _log(f"adding {' '.join(missing)} to {path}")
-                version = _install(path, missing, quiet)
-                _write_marker(path, PACKAGES, version)
+                versions = _install(path, missing, quiet)
+                _write_marker(path, sorted(installed_packages(path) | set(PACKAGES)), versions)
             return path
         if shutil.which("debootstrap") is None:
             raise ChrootError("debootstrap is not installed: apt-get install -y debootstrap")
@@ -268,13 +291,13 @@ def ensure(*, quiet: bool = False) -> Path:
         policy.write_text("#!/bin/sh\nexit 101\n")
         policy.chmod(0o755)
         _log(f"installing {' '.join(PACKAGES)} ({time.monotonic() - started:.0f} s so far)")
-        version = _install(partial, PACKAGES, quiet)
-        _write_marker(partial, PACKAGES, version)
+        versions = _install(partial, PACKAGES, quiet)
+        _write_marker(partial, PACKAGES, versions)
         if path.exists():  # an incomplete root of an older layout
             unmount_all(path)
             subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=True)
         partial.rename(path)
-        _log(f"ready in {time.monotonic() - started:.0f} s: {version.strip()}")
+        _log(f"ready in {time.monotonic() - started:.0f} s: {versions}")
         return path
 
 
