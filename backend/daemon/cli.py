@@ -109,6 +109,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "no job queued or running for this long; a connected client keeps it running, busy or not "
         "(default 0 = never; install-plugin records 1800 for the daemon a plugin starts)",
     )
+    parser.add_argument(
+        "--max-batch",
+        type=_at_least_one,
+        default=None,
+        metavar="N",
+        help="at most N results of one job (variations, a strength fan) sample together on a GPU "
+        "(default: as many as its free memory holds; the CPU always runs them one at a time)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="log debug details")
 
 
@@ -199,7 +207,10 @@ def _load_engine(args: argparse.Namespace):  # noqa: ANN202 - the engine's own t
     from ..engine import Engine
 
     return Engine(
-        device=args.device, model_dirs=tuple(args.model_dir), default_model=(args.model or [None])[0]
+        device=args.device,
+        model_dirs=tuple(args.model_dir),
+        default_model=(args.model or [None])[0],
+        max_batch=args.max_batch,
     )
 
 

@@ -143,3 +143,18 @@ def test_inpaint_is_for_one_result(engine: Engine) -> None:
         engine.inpaint(random_region(8, 8), np.full((8, 8), 255, np.uint8), _params(count=2), model=TINY)
     with pytest.raises(InvalidRequest, match="'count' and 'fan'"):
         _batch(engine, _params(count=2, fan=(0.5,)))
+
+
+def test_serve_max_batch_reaches_the_engine() -> None:
+    import argparse
+
+    from differential_inpaint.backend.daemon import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    engine = cli._load_engine(parser.parse_args(["--device", "cpu", "--max-batch", "3"]))
+    assert engine.max_batch == 3 and engine.batch_size(512 * 512) == 3
+    default = cli._load_engine(parser.parse_args(["--device", "cpu"]))
+    assert default.max_batch is None and default.batch_size(512 * 512) == 1  # the CPU: one at a time
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--max-batch", "0"])
