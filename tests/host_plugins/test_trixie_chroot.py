@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import trixie_chroot as chroot
 from tests.support.hosts import require_host
-
-from . import chroot, gimp_host
 
 
 def test_mirror_from_deb822_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,7 +34,7 @@ def test_mirror_from_one_line_sources(tmp_path: Path, monkeypatch: pytest.Monkey
 
 @pytest.fixture
 def ready_root() -> Path:
-    require_host(*gimp_host.chroot_ready())
+    require_host(*chroot.ready("gimp"))
     return chroot.root()
 
 

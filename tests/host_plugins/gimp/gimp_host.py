@@ -4,7 +4,6 @@ the real installer, run scenarios through gimp-console, read back verdicts."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 import uuid
@@ -15,8 +14,7 @@ from typing import Any
 from differential_inpaint import protocol as p
 from differential_inpaint.client import flow
 from differential_inpaint.host_plugins.install.gimp import install
-
-from . import chroot
+from tests.support import trixie_chroot as chroot
 
 HERE = Path(__file__).parent
 GIMP_TIMEOUT = 300.0  # one gimp-console run, all scenarios together
@@ -24,14 +22,7 @@ GIMP_TIMEOUT = 300.0  # one gimp-console run, all scenarios together
 
 def chroot_ready() -> tuple[bool, str]:
     """Whether real-GIMP tests can run here, and why not."""
-    if os.geteuid() != 0:
-        return False, "the GIMP chroot needs root"
-    if not chroot.is_complete():
-        return False, (
-            f"no complete GIMP 3 chroot at {chroot.root()}; build it with "
-            "`python3 tests/host_plugins/gimp/chroot.py ensure` (about a minute)"
-        )
-    return True, ""
+    return chroot.ready("gimp")
 
 
 PROBE = "di-dialog-probe"

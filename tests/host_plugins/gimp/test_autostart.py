@@ -28,9 +28,10 @@ import pytest
 from differential_inpaint.backend.cli import main as cli
 from differential_inpaint.host_plugins.install.daemon_record import start_command, write_record
 from tests.host_plugins.client import started
+from tests.support import trixie_chroot as chroot
 from tests.support.hosts import require_host
 
-from . import chroot, gimp_host
+from . import gimp_host
 
 pytestmark = [pytest.mark.gimp, pytest.mark.slow]
 
