@@ -76,6 +76,9 @@ class Settings:
                 "invalid_settings",
             )
         kept = {k: v for k, v in values.items() if v is not None or known[k].optional}
+        for k, v in kept.items():
+            if known[k].kind is tuple and isinstance(v, list):
+                kept[k] = tuple(v)  # `fan=[0.3, 0.6]` from a script: settings stay hashable
         job = {q.name: kept[q.name] for q in p.JOB_PARAMS if q.name in kept}
         host = {q.name: kept[q.name] for q in HOST_PARAMS if q.name in kept}
         return cls(p.JobParams(**job), HostParams(**host))
@@ -94,6 +97,11 @@ class Settings:
                 q.read(values, "settings")
             except p.ProtocolError:
                 problems.append(problem(q, values[q.name]))
+        if self.job.count > 1 and self.job.fan:
+            problems.append(
+                "Variations and Strength fan cannot be used together (a fan gives one result per "
+                "strength, all with one seed): set Variations to 1 or clear the fan"
+            )
         if problems:
             raise InpaintError("Cannot start: " + "; ".join(problems) + ".", "invalid_settings")
         return self
@@ -105,5 +113,15 @@ def problem(q: p.Param, value: Any) -> str:
         if isinstance(value, str) and len(value) > q.max_chars():
             return f"{q.label} is longer than {q.max_chars()} characters"
         return f"{q.label} must be text"
+    if q.kind is tuple:  # a list: say which values, as the painter typed them
+        most = q.max_chars()
+        if isinstance(value, tuple) and len(value) > most:
+            return f"{q.label} takes at most {most} values, not {len(value)}"
+        lo, hi = q.bounds()
+        if q.percent and lo is not None and hi is not None and isinstance(value, tuple):
+            low = f"above {lo * 100:g}%" if q.lo_open else f"at least {lo * 100:g}%"
+            high = f"below {hi * 100:g}%" if q.hi_open else f"at most {hi * 100:g}%"
+            bad = tuple(v for v in value if not isinstance(v, (int, float)) or not lo < v <= hi) or value
+            return f"each {q.label} value must be {low} and {high}, not {q.format_text(bad)}"
     allowed = q.describe_range()
     return f"{q.label} must be {allowed}, not {value}" if allowed else f"{q.label} cannot be {value!r}"

@@ -15,7 +15,8 @@ could not pass. When the job asks for previews it gets one 2x2 red preview.
 The prompt's prefix picks a failure instead:
     "fail:"   an `error` for the job
     "drop:"   one progress message, then the connection closes mid-job
-    "slow:"   progress every 50 ms until the client cancels, then `cancelled`
+    "slow:"   progress every 50 ms until the client cancels, then `cancelled`; a job
+              of several results sends its first result before that
     "shift:"  a result placed 8 px off the submitted region (a broken daemon)
     "kill:"   one progress message, then the GIMP plug-in at the other end is
               killed with SIGKILL, as GIMP's Cancel button does to a running
@@ -165,6 +166,8 @@ class FakeDaemon:
             self.endings[prompt] = self._kill_peer(ws, job)
             return
         if prompt.startswith("slow:"):
+            if submit.params.results > 1:  # a batch cancelled part-way: one result was done
+                ws.send(p.encode(self._result(submit, 0)))
             while True:
                 try:
                     message = p.decode(ws.recv(timeout=0.05), accept=p.CLIENT_MESSAGES)
@@ -179,28 +182,29 @@ class FakeDaemon:
             ws.send(p.encode(p.Preview(job, 1, preview)))
         for step in range(2, steps + 1):
             ws.send(p.encode(p.Progress(job, p.Stage.SAMPLING, step, steps)))
-        image = submit.image
-        fmt = submit.params.output_format or image.format
-        assert fmt == image.format, "this fake only answers in the submitted format"
-        data = expected_result(image, submit.mask.data, invert_colours=self.invert_colours)
-        shift = 8 if prompt.startswith("shift:") else 0
-        params = submit.params
-        for index in range(params.results):  # a job of several: one result each, in order
-            result = p.Result(
-                job,
-                p.Image(image.width, image.height, image.format, data, image.color),
-                submit.x + shift,
-                submit.y,
-                seed=params.result_seed(params.seed if params.seed is not None else 4242, index),
-                model=params.model or "fake",
-                timings={"total": 0.01},
-                index=index,
-                total=params.results,
-                strength=params.result_strength(index),
-            )
-            ws.send(p.encode(result))
+        for index in range(submit.params.results):  # a job of several: one result each, in order
+            ws.send(p.encode(self._result(submit, index)))
         with suppress(TimeoutError):
             ws.recv(timeout=10)  # until the client closes
+
+    def _result(self, submit: p.Submit, index: int) -> p.Result:
+        image, params = submit.image, submit.params
+        fmt = params.output_format or image.format
+        assert fmt == image.format, "this fake only answers in the submitted format"
+        data = expected_result(image, submit.mask.data, invert_colours=self.invert_colours)
+        shift = 8 if params.prompt.startswith("shift:") else 0
+        return p.Result(
+            submit.job_id,
+            p.Image(image.width, image.height, image.format, data, image.color),
+            submit.x + shift,
+            submit.y,
+            seed=params.result_seed(params.seed if params.seed is not None else 4242, index),
+            model=params.model or "fake",
+            timings={"total": 0.01},
+            index=index,
+            total=params.results,
+            strength=params.result_strength(index),
+        )
 
     def _kill_peer(self, ws: ServerConnection, job: str) -> str:
         """Kill the GIMP plug-in mid-job as GIMP's Cancel does; how the job then ended."""

@@ -24,8 +24,9 @@ CLIENT_NAME = "krita-differential-inpaint"
 
 
 class JobThread(threading.Thread):
-    """One job in a worker thread. Exactly one of `on_result(Result)` and
-    `on_error(InpaintError)` is called, from the worker thread."""
+    """One job in a worker thread. Exactly one of `on_done(results)` and
+    `on_error(InpaintError)` is called, from the worker thread; `on_result` before it
+    for each result as it arrives (a cancelled job of several: `JobCancelled.kept`)."""
 
     def __init__(
         self,
@@ -33,8 +34,9 @@ class JobThread(threading.Thread):
         settings: Settings,
         *,
         timeout: float | None = None,
-        on_result: Callable[[p.Result], None],
+        on_done: Callable[[list[p.Result]], None],
         on_error: Callable[[InpaintError], None],
+        on_result: Callable[[p.Result], None] | None = None,
         on_progress: Callable[[p.Progress], None] | None = None,
         on_preview: Callable[[p.Preview], None] | None = None,
         on_status: Callable[[str], None] | None = None,
@@ -45,8 +47,9 @@ class JobThread(threading.Thread):
         self.settings = settings
         self.timeout = timeout
         self.cancel_event = threading.Event()
-        self._on_result = on_result
+        self._on_done = on_done
         self._on_error = on_error
+        self._on_result = on_result
         self._on_progress = on_progress
         self._on_preview = on_preview
         self._on_status = on_status
@@ -55,15 +58,16 @@ class JobThread(threading.Thread):
         self.cancel_event.set()
 
     def run(self) -> None:
-        on_result, on_error, job = self._on_result, self._on_error, self.job
+        on_done, on_error, job = self._on_done, self._on_error, self.job
         assert job is not None, "a JobThread runs once"
         try:
-            result = flow.follow(
+            results = flow.follow(
                 job,
                 self.settings,
                 client=CLIENT_NAME,
                 on_progress=self._on_progress,
                 on_preview=self._on_preview,
+                on_result=self._on_result,
                 on_status=self._on_status,
                 cancel=self.cancel_event,
                 timeout=self.timeout,
@@ -71,12 +75,12 @@ class JobThread(threading.Thread):
         except BaseException as exc:  # the worker must always report back
             on_error(as_inpaint_error(exc).with_traceback(None))
         else:
-            on_result(result)
+            on_done(results)
         finally:
             # The callbacks lead back to their owner (a JobController, which holds this
             # thread): drop them, so that no cycle keeps the job's document alive.
-            self._on_result = self._on_error = _ignore
-            self._on_progress = self._on_preview = self._on_status = None
+            self._on_done = self._on_error = _ignore
+            self._on_result = self._on_progress = self._on_preview = self._on_status = None
 
 
 def _ignore(_value: object) -> None:
@@ -97,8 +101,9 @@ def run_blocking(
     *,
     timeout: float | None = None,
     pump: Callable[[], None] | None = None,
-) -> p.Result:
-    """Run the job in a worker thread and wait for it, pumping Qt events meanwhile."""
+) -> list[p.Result]:
+    """Run the job in a worker thread and wait for it, pumping Qt events meanwhile; its
+    results. A job of several cancelled part-way raises `JobCancelled` holding those done."""
     box: dict[str, Any] = {}
     done = threading.Event()
 
@@ -110,7 +115,7 @@ def run_blocking(
         job,
         settings,
         timeout=timeout,
-        on_result=lambda result: finish("result", result),
+        on_done=lambda results: finish("results", results),
         on_error=lambda error: finish("error", error),
     )
     pump = pump or _default_pump()
@@ -121,10 +126,10 @@ def run_blocking(
     except BaseException:
         worker.cancel()  # e.g. KeyboardInterrupt in a console: do not leave the job running
         raise
-    result, error = box.pop("result", None), box.pop("error", None)
+    results, error = box.pop("results", None), box.pop("error", None)
     if error is not None:
         try:
             raise error
         finally:
             error = None  # this frame must not hold the error its own traceback holds
-    return result
+    return list(results or [])

@@ -156,29 +156,58 @@ class KritaDocument:
         The result's alpha already is the composite mask (0 where the mask was 0),
         so it goes in as it is; the original layer is never written to.
         """
-        document, image = self.document, result.image
-        layer = document.createNode(name, "paintlayer")
+        layer = self.new_layer(name, result)
+        self.add_above(layer)
+        return layer
+
+    def insert_group(self, name: str, layers: list[tuple[str, p.Result]]) -> Any:
+        """A group of result layers (top to bottom as given, only the first visible) above
+        the job's layer, as one undo step."""
+        group = self.document.createGroupLayer(name)
+        if group is None:
+            raise _insert_failed("a new layer group")
+        children = [self.new_layer(child_name, result) for child_name, result in layers]
+        for i, child in enumerate(children):
+            child.setVisible(i == 0)
+        # Built complete before it joins the image: addChildNode into a group is an undo
+        # step even while the group is outside the image (one per child, seen in Krita
+        # 5.1.5), setChildNodes on such a group is none. It takes them bottom to top.
+        group.setChildNodes(list(reversed(children)))
+        if len(group.childNodes()) != len(children):
+            raise _insert_failed("the layer group")
+        self.add_above(group)
+        return group
+
+    def new_layer(self, name: str, result: p.Result) -> Any:
+        """A paint layer holding the result, not yet in the image."""
+        layer = self.document.createNode(name, "paintlayer")
         if layer is None:
-            raise InpaintError(
-                "Krita could not create a new paint layer; nothing was changed. Try again, or save "
-                "the image and restart Krita.",
-                "insert_failed",
-            )
+            raise _insert_failed("a new paint layer")
         # Pixels first: setPixelData on a layer that is not in the image yet is not an
         # undo step of its own, so adding the finished layer is the one and only step.
+        image = result.image
         layer.setPixelData(image.data, result.x, result.y, image.width, image.height)
-        parent = self.node.parentNode()
-        if parent is None:  # the layer was removed meanwhile: put the result on top
+        return layer
+
+    def add_above(self, node: Any, anchor: Any | None = None) -> None:
+        """Add `node` right above `anchor` (default: the job's layer), one undo step; the
+        painting stays the active layer. The anchor removed meanwhile: on top of the image."""
+        document = self.document
+        anchor = self.node if anchor is None else anchor
+        parent = anchor.parentNode()
+        if parent is None:
             parent, above = document.rootNode(), None
         else:
-            above = self.node
-        if not parent.addChildNode(layer, above):
-            raise InpaintError(
-                "Krita refused to add the new layer; nothing was changed. Try again, or save the "
-                "image and restart Krita.",
-                "insert_failed",
-            )
-        if above is not None:
+            above = anchor
+        if not parent.addChildNode(node, above):
+            raise _insert_failed("the new layer", "refused to add")
+        if self.node.parentNode() is not None:
             # The painting stays the active layer, so "run again" works on it, not on a result.
-            document.setActiveNode(above)
-        return layer
+            document.setActiveNode(self.node)
+
+
+def _insert_failed(what: str, verb: str = "could not create") -> InpaintError:
+    return InpaintError(
+        f"Krita {verb} {what}; nothing was changed. Try again, or save the image and restart Krita.",
+        "insert_failed",
+    )

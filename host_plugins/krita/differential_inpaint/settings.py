@@ -27,18 +27,22 @@ def _krita() -> Any:
     return Krita.instance()
 
 
-def to_text(value: Any) -> str:
+def to_text(value: Any, param: p.Param | None = None) -> str:
+    if param is not None and param.kind is tuple:
+        return param.format_text(tuple(value))  # "30%, 60%": as the painter typed it
     return "" if value is None else str(value)
 
 
 def from_text(param: p.Param, text: str) -> Any:
     """The value `text` stands for; ValueError when it is not one `param` allows."""
-    if text == "" and (param.optional or param.kind is not str):
+    if param.kind is tuple:
+        value: Any = list(param.parse_text(text))
+    elif text == "" and (param.optional or param.kind is not str):
         if not param.optional:
             raise ValueError("empty")
         return None
-    if param.kind is bool:
-        value: Any = {"true": True, "false": False}[text.lower()]
+    elif param.kind is bool:
+        value = {"true": True, "false": False}[text.lower()]
     elif param.kind is str:
         value = text
     else:
@@ -67,5 +71,5 @@ def save(settings: Settings, krita: Any | None = None) -> None:
     krita = krita or _krita()
     values = settings.values()
     for param in SHOWN:
-        krita.writeSetting(GROUP, param.name, to_text(values[param.name]))
+        krita.writeSetting(GROUP, param.name, to_text(values[param.name], param))
     krita.writeSetting(GROUP, _LEGACY_RANDOM_SEED, "")

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import jobs, settings
+from . import history, jobs, settings
 from . import protocol as p
 from .client import DEFAULT_SERVER, InpaintError, JobCancelled, Settings, as_inpaint_error, flow, server_info
 from .krita_io import KritaDocument
@@ -229,6 +229,78 @@ class OptionalIntField(Field):
             self.edit.setText(str(value))
 
 
+class BoolField(Field):
+    """A yes/no setting: a check box whose text is the setting's help."""
+
+    def __init__(self, param: p.Param) -> None:
+        self.check = QtWidgets.QCheckBox()
+        super().__init__(param, self.check, self.check.toggled)
+
+    def value(self) -> Any:
+        return self.check.isChecked()
+
+    def set_value(self, value: Any) -> None:
+        self.check.setChecked(bool(value))
+
+
+class ListField(Field):
+    """A list of numbers typed as text ("30%, 60%, 90%"), shown the spec's way
+    (`Param.format_text`); what is wrong with the text shows under it as it is typed."""
+
+    def __init__(self, param: p.Param) -> None:
+        self.edit = QtWidgets.QLineEdit()
+        example = param.format_text((0.3, 0.6, 0.9)) if param.percent else "1, 2, 3"
+        self.edit.setPlaceholderText(f"off (e.g. {example})")
+        self.error = QtWidgets.QLabel()
+        self.error.setWordWrap(True)
+        self.error.setStyleSheet("color: #e0604f;")
+        self.error.hide()
+        box = QtWidgets.QWidget()
+        rows = QtWidgets.QVBoxLayout(box)
+        rows.setContentsMargins(0, 0, 0, 0)
+        rows.addWidget(self.edit)
+        rows.addWidget(self.error)
+        self._last: tuple[Any, ...] = tuple(param.default)
+        super().__init__(param, box, self.edit.editingFinished)
+        self.edit.textChanged.connect(lambda _text: self._check())
+
+    def parsed(self) -> tuple[tuple[Any, ...] | None, str]:
+        """The values typed and what is wrong with them ("" when nothing)."""
+        try:
+            values = self.param.parse_text(self.edit.text())
+        except ValueError as exc:
+            return None, f"{self.param.label}: {exc}; type numbers separated by commas."
+        from .client.settings import problem
+
+        try:
+            self.param.read({self.param.name: list(values)}, "form")
+        except p.ProtocolError:
+            text = problem(self.param, values)
+            return values, text[:1].upper() + text[1:] + "."
+        return values, ""
+
+    def problem(self) -> str:
+        return self.parsed()[1]
+
+    def _check(self) -> None:
+        values, problem = self.parsed()
+        if values is not None:
+            self._last = values
+        self.error.setText(problem)
+        self.error.setVisible(bool(problem))
+
+    def value(self) -> Any:
+        values, _problem = self.parsed()
+        return self._last if values is None else values
+
+    def set_value(self, value: Any) -> None:
+        value = tuple(value or ())
+        if self.parsed()[0] == value:
+            return  # keep the text as the painter typed it ("0.5" stays, not "50%")
+        self.edit.setText(self.param.format_text(value))
+        self._check()
+
+
 TEST_MODEL_PREFIX = "builtin:"
 
 
@@ -304,6 +376,10 @@ def make_field(param: p.Param) -> Field:
         return ModelField(param)
     if param.kind is str:
         return TextField(param)
+    if param.kind is tuple:
+        return ListField(param)
+    if param.kind is bool:
+        return BoolField(param)
     if param.optional and param.kind is int:
         return OptionalIntField(param)
     if param.percent:
@@ -389,6 +465,10 @@ class SettingsForm(QtWidgets.QWidget):
     def values(self) -> Settings:
         """The settings shown; those the form does not show keep their defaults."""
         return Settings.from_values({name: field.value() for name, field in self.fields.items()})
+
+    def problem(self) -> str:
+        """What is wrong with what was typed (a list that does not parse), "" when nothing."""
+        return " ".join(f.problem() for f in self.fields.values() if isinstance(f, ListField) and f.problem())
 
     def _edited(self, *_args: object) -> None:
         if not self._showing:
@@ -479,9 +559,10 @@ class ProgressPanel(QtWidgets.QWidget):
         self.preview.clear()
         self.cancel_button.setEnabled(True)
         self.steps_seen = 0
+        self.done, self.total = 0, 1  # results of a job of several
 
     def show_progress(self, progress: p.Progress) -> None:
-        text, fraction = flow.progress_text(progress)
+        text, fraction = flow.progress_text(progress, self.done, self.total)
         self.label.setText(text)
         if fraction is None:
             self.bar.setRange(0, 0)  # busy
@@ -537,11 +618,14 @@ class ProgressDialog(QtWidgets.QDialog):
 class JobController(QtCore.QObject):
     """Runs one job: read (GUI thread) -> worker thread -> insert (GUI thread).
 
-    `finished` carries the new layer, or None when nothing was inserted.
+    `finished` carries the new layer (a group for a job of several), or None when nothing
+    was inserted. A job of several cancelled part-way inserts the results that were done.
+    Every inserted result is also recorded in `history` (this document's results).
     """
 
     progressed = Signal(object)
     previewed = Signal(object)
+    resulted = Signal(object)  # one result of the job, as it arrives
     statused = Signal(str)  # a daemon started for this job: its lines
     succeeded = Signal(object)
     failed = Signal(object)
@@ -566,18 +650,21 @@ class JobController(QtCore.QObject):
         self.progress: Any = None  # where progress shows: the panel, or a ProgressDialog
         self.job: flow.PreparedJob | None = None
         self.worker: jobs.JobThread | None = None
-        self.result: p.Result | None = None
+        self.results: list[p.Result] = []
+        self.settings: Settings | None = None
         self.error: InpaintError | None = None
         self.progressed.connect(self._on_progress)
         self.previewed.connect(self._on_preview)
         self.statused.connect(self._on_status)
-        self.succeeded.connect(self._on_result)
+        self.resulted.connect(self._on_one_result)
+        self.succeeded.connect(self._on_results)
         self.failed.connect(self._on_error)
 
     def start(self, document: Any, node: Any, job_settings: Settings, timeout: float | None = None) -> bool:
         """Read the layer and start the job; False (after telling the painter) if it cannot start."""
         try:
             self.job = flow.prepare(KritaDocument(document, node), job_settings)
+            self.settings = job_settings
         except Exception as exc:
             self._fail(as_inpaint_error(exc).with_traceback(None))
             return False
@@ -590,12 +677,16 @@ class JobController(QtCore.QObject):
             self.progress = ProgressDialog(self.parent_widget, self.job.layer_name)
             self.progress.cancel_requested.connect(self.cancel)
             self.progress.show()
+        if self.progress is not None:
+            target = getattr(self.progress, "panel", self.progress)
+            target.total = self.job.submit.params.results
         self.worker = jobs.JobThread(
             self.job,
             job_settings,
             timeout=timeout,
-            on_result=self.succeeded.emit,
+            on_done=self.succeeded.emit,
             on_error=self.failed.emit,
+            on_result=self.resulted.emit,
             on_progress=self.progressed.emit,
             on_preview=self.previewed.emit,
             on_status=self.statused.emit,
@@ -620,18 +711,41 @@ class JobController(QtCore.QObject):
         if self.progress is not None:
             self.progress.label.setText(line)
 
-    def _on_result(self, result: p.Result) -> None:
-        assert self.job is not None
-        self.result = result
-        try:
-            layer = flow.finish(self.job, result)
-        except Exception as exc:
-            self._fail(as_inpaint_error(exc).with_traceback(None))
+    def _on_one_result(self, _result: p.Result) -> None:
+        if self.progress is not None:
+            target = getattr(self.progress, "panel", self.progress)
+            target.done += 1
+
+    def _on_results(self, results: list[p.Result]) -> None:
+        layer = self._insert(results)
+        if layer is None:
             return
         self._close()
         self.finished.emit(layer)
 
+    def _insert(self, results: list[p.Result]) -> Any:
+        """Insert the results and record them in the history; None (reported) on failure."""
+        assert self.job is not None and self.settings is not None
+        self.results = list(results)
+        try:
+            layer = flow.finish(self.job, results)
+        except Exception as exc:
+            self._fail(as_inpaint_error(exc).with_traceback(None))
+            return None
+        with contextlib.suppress(Exception):  # the layer is in; a history hiccup must not undo that
+            history.HISTORY.record(self.job, self.settings, results, layer)
+        return layer
+
     def _on_error(self, error: InpaintError) -> None:
+        if isinstance(error, JobCancelled) and error.kept and self.job is not None:
+            kept, error.kept = error.kept, []  # the results go into the image, not the error
+            layer = self._insert(kept)
+            if layer is None:
+                return
+            self.error = error
+            self._close()
+            self.finished.emit(layer)
+            return
         self._fail(error)
 
     def _fail(self, error: InpaintError) -> None:
@@ -672,14 +786,17 @@ def run_from_form(
     store = SettingsStore.instance()
     chosen = form.values()
     store.update(chosen, form)
+    if form.problem():
+        report_error(parent, form.problem())
+        return None
     if document is None:
         report_error(parent, "Open an image first.")
         return None
     controller = JobController(parent, panel=panel, report_error=report_error)
 
     def done(layer: Any) -> None:
-        if controller.result is not None:
-            store.seed_used.emit(controller.result.seed)
+        if controller.results:
+            store.seed_used.emit(controller.results[0].seed)
 
     controller.finished.connect(done)
     controller.start(document, None, chosen)

@@ -9,8 +9,11 @@ the new layer got its pixels before it was added (Krita's one undo step).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
+
+_uids = itertools.count(1)
 
 BYTES_PER_PIXEL = {"U8": 4, "U16": 8, "F16": 8, "F32": 16}
 DEFAULT_PROFILE = {
@@ -78,6 +81,9 @@ class Node:
         self.px, self.py, self.pw, self.ph = 0, 0, 0, 0
         self.data = b""
         self.projection: bytes | None = None  # groups: what they show (whole canvas)
+        self._visible = True
+        self._locked = False
+        self._uid = f"{{{next(_uids):08d}-fake}}"
 
     # -- Krita's API -----------------------------------------------------------
     def name(self) -> str:
@@ -131,8 +137,49 @@ class Node:
         child._parent = self
         return True
 
+    def setChildNodes(self, nodes: list[Node]) -> None:  # noqa: N802
+        """As Krita: no undo step; bottom to top (only used on a group outside the image)."""
+        self.doc.events.append(Event("setChildNodes", self._name, self.attached))
+        for node in self.children:
+            node._parent = None
+        self.children = list(nodes)
+        for node in nodes:
+            node._parent = self
+
+    def remove(self) -> bool:
+        if self._parent is None:
+            return False
+        self.doc.events.append(Event("remove", self._name, self.attached))
+        self._parent.children.remove(self)
+        self._parent = None
+        return True
+
     def move(self, x: int, y: int) -> None:
         self.px, self.py = x, y
+
+    def uniqueId(self) -> str:  # noqa: N802 - a QUuid in Krita; its text here
+        return self._uid
+
+    def visible(self) -> bool:
+        return self._visible
+
+    def setVisible(self, visible: bool) -> None:  # noqa: N802
+        self._visible = visible
+
+    def locked(self) -> bool:
+        return self._locked
+
+    def setLocked(self, locked: bool) -> None:  # noqa: N802
+        self._locked = locked
+
+    def setName(self, name: str) -> None:  # noqa: N802
+        self._name = name
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Node) and other._uid == self._uid
+
+    def __hash__(self) -> int:
+        return hash(self._uid)
 
     # -- helpers for tests -----------------------------------------------------
     @property
@@ -222,6 +269,9 @@ class Document:
     def createNode(self, name: str, node_type: str) -> Node:  # noqa: N802
         return Node(self, name, node_type)
 
+    def createGroupLayer(self, name: str) -> Node:  # noqa: N802
+        return Node(self, name, "grouplayer")
+
     def selection(self) -> Selection | None:
         return self._selection
 
@@ -246,8 +296,9 @@ class Document:
 
     @property
     def undo_steps(self) -> list[Event]:
-        """What Krita records on its undo stack: nodes added to the image."""
-        return [e for e in self.events if e.kind == "addChildNode" and e.attached]
+        """What Krita records on its undo stack: every addChildNode (even into a group
+        outside the image, as Krita 5.1 does) and removing a node from the image."""
+        return [e for e in self.events if e.kind == "addChildNode" or (e.kind == "remove" and e.attached)]
 
     @property
     def writes_to_image(self) -> list[Event]:

@@ -182,13 +182,19 @@ def rect_of(node: Any) -> tuple[int, int, int, int]:
     return (b.x(), b.y(), b.width(), b.height())
 
 
+def named(node: Any, prompt: str) -> bool:
+    """A result layer's name: "prompt · seed"."""
+    name = node.name() if node is not None else ""
+    return name.startswith(prompt + " \u00b7 ") and name.rsplit(" ", 1)[-1].isdigit()
+
+
 def check_new_layer(
     c: Checks, w: World, doc: Any, layer: Any, new: Any, region: Any, mask: bytes, depth: str, prompt: str
 ) -> bytes:
     """The checks every inserted result must pass; returns the new layer's region bytes."""
     p = w.p
     c("returned a paint layer", new is not None and new.type() == "paintlayer", new)
-    c("named after the prompt", new.name() == prompt, new.name())
+    c("named after the prompt and the seed", named(new, prompt), new.name())
     c("same depth as the layer", new.colorDepth() == depth, new.colorDepth())
     names = w.names(doc)
     c(
@@ -251,7 +257,7 @@ def inpaint_with_undo(c: Checks, w: World, server: str, prompt: str, exact: bool
     redo.trigger()
     doc.waitForDone()
     w.pump(0.1)
-    again = doc.nodeByName(prompt)
+    again = doc.nodeByName(f"{prompt} \u00b7 7")
     c(
         "redo brings it back with its pixels (they were part of the step)",
         again is not None and bytes(again.pixelData(region.x, region.y, region.width, region.height)) == data,
@@ -349,7 +355,7 @@ def nested_layer(c: Checks, w: World, server: str, exact: bool) -> None:
     new = w.plugin.inpaint_layer(doc, child, prompt=prompt, steps=3, seed=2, server=server)
     names = [n.name() for n in group.childNodes()]
     c("inserted into the layer's group", new.parentNode() is not None and new.parentNode().name() == "Group")
-    c("right above the layer, below the sibling", names == ["Child", prompt, "Sibling"], names)
+    c("right above the layer, below the sibling", names == ["Child", f"{prompt} \u00b7 2", "Sibling"], names)
     c("the root is unchanged", w.names(doc) == root_before, (root_before, w.names(doc)))
     c("the new layer is visible", new.visible())
     bounds = w.p.Rect(*rect_of(new))
@@ -539,7 +545,7 @@ def controller_run(c: Checks, w: World, server: str, prompt: str, cancel: bool =
     else:
         c("every preview that came was shown", all(shown), shown)
     c("no error", errors == [], errors)
-    c("the layer was inserted", finished and finished[0] is not None and finished[0].name() == prompt)
+    c("the layer was inserted", finished and finished[0] is not None and named(finished[0], prompt))
     c("one layer more", len(w.names(doc)) == len(names) + 1, w.names(doc))
 
 
@@ -570,7 +576,7 @@ def changed_mid_job(c: Checks, w: World) -> None:
         if change == "remove the layer":
             c(f"{change}: no error", errors == [], errors)
             top = doc.rootNode().childNodes()[-1].name() if doc.rootNode().childNodes() else None
-            c(f"{change}: the result is on top", top == prompt, w.names(doc))
+            c(f"{change}: the result is on top", (top or "").startswith(prompt + " \u00b7 "), w.names(doc))
             c(f"{change}: the layer is gone", "Painted" not in w.names(doc), w.names(doc))
         else:
             c(f"{change}: nothing inserted", finished == [None], finished)
@@ -664,7 +670,11 @@ def menu_and_dialog(c: Checks, w: World) -> None:
     c("the job finished", done)
     w.pump(0.2)
     added = [n for n in w.names(doc) if n not in names]
-    c("the menu's job added one layer named after the prompt", added == ["from the menu"], w.names(doc))
+    c(
+        "the menu's job added one layer named after the prompt",
+        len(added) == 1 and added[0].startswith("from the menu \u00b7 "),
+        w.names(doc),
+    )
     c("the chosen model is remembered", settings.load().job.model == "fake-xl", settings.load())
 
     # The docker: same form, its own Inpaint button, the same job path.
@@ -701,7 +711,11 @@ def menu_and_dialog(c: Checks, w: World) -> None:
     c("the docker's job finished", w.wait_until(lambda: not ui.JobController._running, 60))
     w.pump(0.2)
     added = [n for n in w.names(doc) if n not in names]
-    c("the docker's job added its layer", "from the docker" in added, w.names(doc))
+    c(
+        "the docker's job added its layer",
+        any(n.startswith("from the docker \u00b7 ") for n in added),
+        w.names(doc),
+    )
     c("the docker shows the seed used", "Last seed" in docker.form.status.text(), docker.form.status.text())
     c("the panel is gone when done", docker.panel.isHidden())
     # The daemon's state, asked off the GUI thread: the stand-in daemon answers, so ready.
@@ -716,6 +730,105 @@ def menu_and_dialog(c: Checks, w: World) -> None:
     w.pump(0.2)
     docker.update_run_button()
     c("no selection: it says so", docker.run_button.text() == "Repaint whole layer", docker.run_button.text())
+
+
+def batch(c: Checks, w: World, server: str, kind: str) -> None:
+    """`count` or `fan` through inpaint_layer: one group of result layers, named by seed or
+    strength, only the first visible, the exact pixels, one undo step for all of it."""
+    doc, layer = w.document(160, 128)
+    layer.setPixelData(pattern(160, 128, "U8"), 0, 0, 160, 128)
+    w.show(doc)
+    marker = doc.createNode("Marker", "paintlayer")  # an undo step just before the job's
+    doc.rootNode().addChildNode(marker, None)
+    w.select_feathered(doc, (40, 30, 60, 50), 8)
+    doc.setActiveNode(layer)
+    w.wait_until(lambda: doc.activeNode() is not None and doc.activeNode().name() == "Painted", 5.0)
+    region = w.region_for(doc)
+    mask = bytes(doc.selection().pixelData(region.x, region.y, region.width, region.height))
+    sent = bytes(layer.pixelData(region.x, region.y, region.width, region.height))
+    names_before = w.names(doc)
+    if kind == "count":
+        values: dict[str, Any] = {"count": 3, "seed": 40}
+        group_name, children = (
+            "moss \u00b7 3 variations",
+            ["moss \u00b7 40", "moss \u00b7 41", "moss \u00b7 42"],
+        )
+    else:
+        values = {"fan": [0.4, 0.8], "seed": 5}
+        group_name, children = "moss \u00b7 strength fan", ["moss \u00b7 40%", "moss \u00b7 80%"]
+    group = w.plugin.inpaint_layer(doc, layer, prompt="moss", steps=2, server=server, **values)
+    c("a layer group", group is not None and group.type() == "grouplayer", group and group.type())
+    c("the group's name", group.name() == group_name, group.name())
+    top_first = list(reversed(group.childNodes()))
+    c("its layers, top to bottom", [n.name() for n in top_first] == children, [n.name() for n in top_first])
+    c(
+        "only the first visible",
+        [n.visible() for n in top_first] == [True] + [False] * (len(children) - 1),
+        [n.visible() for n in top_first],
+    )
+    names = w.names(doc)
+    c("right above the layer", names[:4] == ["Background", "Painted", group_name, "Marker"], names)
+    c("the painting stays the active layer", doc.activeNode() == layer, doc.activeNode().name())
+    want = alpha_from_mask(sent, mask, "U8")
+    for n in top_first:
+        data = bytes(n.pixelData(region.x, region.y, region.width, region.height))
+        c(f"{n.name()}: exactly the sent pixels with alpha = mask", data == want)
+    undo, redo = w.krita.action("edit_undo"), w.krita.action("edit_redo")
+    if not c("Krita's undo action exists", undo is not None and redo is not None):
+        return
+    undo.trigger()
+    doc.waitForDone()
+    w.pump(0.1)
+    c("one undo removes the whole group", w.names(doc) == names_before, w.names(doc))
+    undo.trigger()
+    doc.waitForDone()
+    w.pump(0.1)
+    # Had a child's insertion been a step of its own, this undo would have undone it instead.
+    c("the next undo is the step before the job", "Marker" not in w.names(doc), w.names(doc))
+    for _ in range(2):
+        redo.trigger()
+        doc.waitForDone()
+        w.pump(0.1)
+    again = next((n for n in doc.rootNode().childNodes() if n.name() == group_name), None)
+    c(
+        "redo brings the group back with its layers",
+        again is not None and len(again.childNodes()) == len(children),
+        (w.names(doc), again and [n.name() for n in again.childNodes()]),
+    )
+
+
+def batch_cancelled(c: Checks, w: World) -> None:
+    """A batch cancelled after its first result: that result goes in (as a group of one),
+    no message box, the cancel is said in the error."""
+    from differential_inpaint import ui
+
+    doc, layer = w.document(96, 96)
+    layer.setPixelData(pattern(96, 96, "U8"), 0, 0, 96, 96)
+    w.select_feathered(doc, (20, 20, 40, 40), 8)
+    names = w.names(doc)
+    errors: list[str] = []
+    controller = ui.JobController(None, report_error=lambda _parent, message: errors.append(message))
+    arrived: list[Any] = []
+    finished: list[Any] = []
+    controller.resulted.connect(arrived.append)
+    controller.finished.connect(finished.append)
+    settings = w.plugin.Settings.from_values(
+        dict(prompt="slow: batch", count=3, seed=40, steps=4, server=w.server("fake_daemon"))
+    )
+    c("started", controller.start(doc, layer, settings))
+    c("the first result arrived", w.wait_until(lambda: bool(arrived), 30), arrived)
+    controller.cancel()
+    c("finished", w.wait_until(lambda: bool(finished), 30))
+    group = finished[0] if finished else None
+    c("the finished result was inserted", group is not None and group.type() == "grouplayer", group)
+    if group is not None:
+        kids = [n.name() for n in group.childNodes()]
+        c("one layer, with its seed", kids == ["slow: batch \u00b7 40"], kids)
+        c("in the image", len(w.names(doc)) == len(names) + 1, w.names(doc))
+    c("no message box", errors == [], errors)
+    error = controller.error
+    c("the cancel kept one of three", error is not None and "1 of its 3" in error.message, error)
+    c("nothing of Krita's kept", controller.job is None and controller.worker.job is None)
 
 
 def zip_import(c: Checks, w: World) -> None:
@@ -777,6 +890,9 @@ SCENARIOS: dict[str, Callable[[Checks, World], None]] = {
     "changed_mid_job": changed_mid_job,
     "menu_and_dialog": menu_and_dialog,
     "zip_import": zip_import,
+    "exact_batch_count": lambda c, w: batch(c, w, w.server("fake_daemon"), "count"),
+    "exact_batch_fan": lambda c, w: batch(c, w, w.server("fake_daemon"), "fan"),
+    "batch_cancelled": batch_cancelled,
     "form_from_spec": form_from_spec,
     # end to end, against the real daemon serving builtin:tiny-sd15
     "real_feathered_undo": lambda c, w: inpaint_with_undo(
@@ -935,7 +1051,7 @@ def autostart_concurrent_first_runs(c: Checks, w: World) -> None:
         jobs.JobThread(
             job,
             chosen,
-            on_result=lambda result, i=i: outcomes.__setitem__(i, result),
+            on_done=lambda results, i=i: outcomes.__setitem__(i, results),
             on_error=lambda error, i=i: outcomes.__setitem__(i, error),
         )
         for i, (_doc, job, chosen, _names) in enumerate(runs)
@@ -945,11 +1061,11 @@ def autostart_concurrent_first_runs(c: Checks, w: World) -> None:
     c("both finished", w.wait_until(lambda: len(outcomes) == 2, 300), outcomes)
     for i, (doc, job, _chosen, names) in enumerate(runs):
         outcome = outcomes.get(i)
-        if c(f"run {i} got its result", isinstance(outcome, w.p.Result), outcome):
+        if c(f"run {i} got its result", isinstance(outcome, list) and len(outcome) == 1, outcome):
             new = flow.finish(job, outcome)
             c(
                 f"run {i} inserted its layer",
-                new.name() == f"concurrent {i}" and len(w.names(doc)) == len(names) + 1,
+                named(new, f"concurrent {i}") and len(w.names(doc)) == len(names) + 1,
             )
     c("one start for both", _starts_logged(w, w.config["autostart_port"]) == 1)
     record = launcher.read_record()

@@ -259,13 +259,13 @@ def test_the_result_becomes_one_new_layer_above_in_one_undo_step(plugin, krita):
     job = prepare(plugin, doc, layer, settings(plugin))
     doc.events.clear()
     result = fake_result(plugin, job)
-    new = plugin.client.flow.finish(job, result)
-    assert new.name() == "a red door"
-    assert [n.name() for n in doc.topLevelNodes()] == ["Background", "a red door", "top"]
+    new = plugin.client.flow.finish(job, [result])
+    assert new.name() == "a red door \u00b7 7"
+    assert [n.name() for n in doc.topLevelNodes()] == ["Background", "a red door \u00b7 7", "top"]
     # Pixels were set while the layer was outside the image, then one undoable add.
     assert [(e.kind, e.node, e.attached) for e in doc.events] == [
-        ("setPixelData", "a red door", False),
-        ("addChildNode", "a red door", True),
+        ("setPixelData", "a red door \u00b7 7", False),
+        ("addChildNode", "a red door \u00b7 7", True),
     ]
     assert len(doc.undo_steps) == 1 and doc.writes_to_image == []
     r = job.region
@@ -294,7 +294,7 @@ def test_a_result_that_does_not_fit_is_refused_and_nothing_inserted(plugin, krit
         change = {"image": p.Image(image.width, image.height, p.PixelFormat.RGBA8, image.data)}
     doc.events.clear()
     with pytest.raises(plugin.InpaintError) as caught:
-        plugin.client.flow.finish(job, fake_result(plugin, job, **change))
+        plugin.client.flow.finish(job, [fake_result(plugin, job, **change)])
     assert caught.value.code == "protocol"
     assert doc.events == [] and len(doc.topLevelNodes()) == 1
 
@@ -305,7 +305,7 @@ def test_a_result_for_a_closed_image_is_dropped(plugin, krita):
     krita.docs.remove(doc)
     doc.events.clear()
     with pytest.raises(plugin.InpaintError, match="closed"):
-        plugin.client.flow.finish(job, fake_result(plugin, job))
+        plugin.client.flow.finish(job, [fake_result(plugin, job)])
     assert doc.events == []
 
 
@@ -320,7 +320,7 @@ def test_inpaint_layer_end_to_end(plugin, krita, daemon: FakeDaemon):
     submit = daemon.submits[-1]
     assert submit.params.seed == 11 and submit.params.model == "fake-xl" and submit.params.steps == 4
     assert submit.params.output_format.value == "bgra16"
-    assert new.name() == "moss"
+    assert new.name() == "moss \u00b7 11"
     assert (new.px, new.py, new.pw, new.ph) == (submit.x, submit.y, submit.image.width, submit.image.height)
     alpha = struct.unpack(f"<{len(new.data) // 2}H", new.data)[3::4]
     assert all(a == 0 for a, m in zip(alpha, submit.mask.data, strict=True) if m == 0)
@@ -387,6 +387,50 @@ def test_a_layer_too_big_for_the_daemon_is_refused_before_reading(plugin, krita)
     assert job.region.width == plugin.protocol.DEFAULT_MIN_SIZE and [e.kind for e in doc.events] == ["read"]
 
 
+@pytest.mark.parametrize(
+    ("batch", "group", "children"),
+    [
+        (
+            {"count": 3, "seed": 40},
+            "moss \u00b7 3 variations",
+            ["moss \u00b7 40", "moss \u00b7 41", "moss \u00b7 42"],
+        ),
+        ({"fan": [0.4, 0.8], "seed": 5}, "moss \u00b7 strength fan", ["moss \u00b7 40%", "moss \u00b7 80%"]),
+    ],
+)
+def test_a_job_of_several_results_becomes_one_group_in_one_undo_step(
+    plugin, krita, daemon, batch, group, children
+):
+    doc, layer = new_document(krita, 96, 96)
+    top = doc.add_layer("top")
+    feathered_selection(doc, 20, 20, 40, 30)
+    new = plugin.inpaint_layer(doc, layer, prompt="moss", steps=2, server=daemon.url, **batch)
+    assert new.type() == "grouplayer" and new.name() == group
+    assert [n.name() for n in doc.topLevelNodes()] == ["Background", group, "top"]
+    # Top to bottom as the results came: Krita lists children bottom first.
+    assert [n.name() for n in reversed(new.childNodes())] == children
+    assert [n.visible() for n in reversed(new.childNodes())] == [True] + [False] * (len(children) - 1)
+    assert len(doc.undo_steps) == 1 and doc.writes_to_image == []  # the children went in with setChildNodes
+    assert doc.activeNode() is layer and top.data == b""
+
+
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        ({"count": 0}, "Variations must be between 1 and 8, not 0"),
+        ({"count": 9}, "Variations must be between 1 and 8, not 9"),
+        ({"fan": [0.0, 0.5]}, "Strength fan value must be above 0% and at most 100%, not 0%"),
+        ({"fan": [1.5]}, "not 150%"),
+        ({"count": 3, "fan": [0.4, 0.8]}, "cannot be used together"),
+    ],
+)
+def test_bad_counts_and_fans_are_refused_in_words(plugin, krita, values, words):
+    doc, layer = new_document(krita, 32, 32)
+    with pytest.raises(plugin.InpaintError, match=words):
+        plugin.inpaint_layer(doc, layer, prompt="x", server="ws://127.0.0.1:9", **values)
+    assert len(doc.topLevelNodes()) == 1 and doc.events == []
+
+
 def test_a_bad_address_is_explained(plugin, krita):
     doc, _ = new_document(krita, 32, 32)
     with pytest.raises(plugin.InpaintError, match="not a daemon address"):
@@ -407,7 +451,7 @@ def test_the_job_thread_cancels(plugin, krita, daemon):
     worker = plugin.jobs.JobThread(
         job,
         settings(plugin, server=daemon.url),
-        on_result=lambda r: finish("result", r),
+        on_done=lambda r: finish("result", r),
         on_error=lambda e: finish("error", e),
         on_progress=lambda _: progressed.set(),
     )
@@ -462,6 +506,16 @@ def test_kritarc_keys_are_the_settings_krita_shows(plugin, krita):
     shown = {q.name for q in plugin.client.SETTINGS_PARAMS if "krita" in q.hosts}
     assert {name for group, name in krita.settings if group == s.GROUP} - {"random_seed"} == shown
     assert shown >= {"prompt", "strength", "steps", "seed", "model", "server", "token", "padding"}
+
+
+def test_settings_keep_a_fan_in_kritarc_as_the_painter_reads_it(plugin, krita):
+    s = importlib.import_module(plugin.__name__ + ".settings")
+    s.save(plugin.Settings.from_values({"fan": (0.25, 0.5), "count": 1}))
+    assert krita.settings[(s.GROUP, "fan")] == "25%, 50%"
+    assert s.load().job.fan == (0.25, 0.5)
+    krita.settings[(s.GROUP, "fan")] = "1000%, x"  # hand-edited: the default, never a crash
+    krita.settings[(s.GROUP, "count")] = "0"
+    assert s.load().job.fan == () and s.load().job.count == 1
 
 
 @pytest.mark.parametrize("how", ["inpaint_layer", "job thread"])

@@ -68,5 +68,5 @@ def test_the_plugin_runs_on_python_3_10(installed_pykrita: Path, daemon: FakeDae
     )
     assert done.returncode == 0, done.stderr[-4000:]
     lines = done.stdout.splitlines()
-    assert lines == ["inserted Zürich 3.10 0 0 128 96", "failed job_failed"], (lines, done.stderr)
+    assert lines == ["inserted Zürich 3.10 \u00b7 4242 0 0 128 96", "failed job_failed"], (lines, done.stderr)
     assert daemon.submits[-2].params.prompt == "Zürich 3.10" and daemon.tokens[-2] == "t"

@@ -116,7 +116,7 @@ def test_a_job_through_the_controller(plugin, qt, ui, krita, daemon):
     )
     assert controller.start(doc, layer, job_settings)
     assert wait(qt, lambda: bool(finished))
-    assert errors == [] and finished[0] is not None and finished[0].name() == "moss"
+    assert errors == [] and finished[0] is not None and finished[0].name() == "moss \u00b7 4242"
     assert daemon.tokens[-1] == "s3cret"
     assert len(seen) == 3 and len(doc.undo_steps) == 1
     # Done, it holds none of Krita's objects (which Krita must free before its own at exit).
@@ -160,7 +160,7 @@ def test_the_folded_form_shows_the_basic_settings_and_folds_the_rest(plugin, qt,
     form.show()
     shown = [q for q in plugin.client.SETTINGS_PARAMS if "krita" in q.hosts]
     basic = [q.name for q in shown if not q.advanced]
-    assert basic == ["prompt", "strength", "model"]
+    assert basic == ["prompt", "strength", "model", "count"]  # the fan is advanced
     assert all(form.fields[name].widget.isVisible() for name in basic)
     assert not any(form.fields[q.name].widget.isVisible() for q in shown if q.advanced)
     form.advanced_toggle.setChecked(True)
@@ -199,3 +199,44 @@ def test_the_model_picker_shows_families_and_warns_about_test_models(plugin, qt,
     assert not model.warning.isHidden() and "noise" in model.warning.text()
     model.set_models([("builtin:tiny-sd15", "sd15")], "builtin:tiny-sd15", keep=None)
     assert not model.warning.isHidden()  # the daemon's default is a test model too
+
+
+def test_the_fan_is_typed_as_a_list_and_bad_text_says_why(plugin, qt, ui):
+    form = ui.SettingsForm(fold_advanced=True)
+    fan = form.fields["fan"]
+    assert isinstance(fan, ui.ListField) and fan.edit.text() == "" and form.values().job.fan == ()
+    form.set_values(plugin.Settings.from_values({"fan": (0.3, 0.55)}))
+    assert fan.edit.text() == "30%, 55%"
+    fan.edit.setText("0.4, 80%")
+    assert form.values().job.fan == pytest.approx((0.4, 0.8)) and fan.error.isHidden()
+    fan.edit.setText("40%, lots")
+    assert not fan.error.isHidden() and "'lots' is not a number" in fan.error.text()
+    assert form.values().job.fan == pytest.approx((0.4, 0.8))  # the last text that parsed
+    assert "'lots' is not a number" in form.problem()
+    fan.edit.setText("0%, 150%")
+    assert "above 0% and at most 100%, not 0%, 150%" in fan.error.text()
+    fan.edit.setText("")
+    assert fan.error.isHidden() and form.problem() == "" and form.values().job.fan == ()
+
+
+def test_variations_are_a_spin_box_from_one_to_eight(plugin, qt, ui):
+    form = ui.SettingsForm(fold_advanced=True)
+    count = form.fields["count"]
+    assert (count.box.minimum(), count.box.maximum()) == (1, 8) and count.value() == 1
+    count.box.setValue(9)
+    assert count.value() == 8
+
+
+def test_run_from_the_form_refuses_bad_lists_and_count_with_fan(plugin, qt, ui, krita):
+    doc, _layer = new_document(krita, 32, 32)
+    form = ui.SettingsForm(fold_advanced=True)
+    errors: list[str] = []
+    form.fields["fan"].edit.setText("abc")
+    assert ui.run_from_form(form, doc, None, report_error=lambda _p, m: errors.append(m)) is None
+    assert len(errors) == 1 and "'abc' is not a number" in errors[0]
+    form.fields["fan"].edit.setText("40%, 80%")
+    form.fields["count"].box.setValue(3)
+    controller = ui.run_from_form(form, doc, None, report_error=lambda _p, m: errors.append(m))
+    assert controller is not None and controller.job is None
+    assert "cannot be used together" in errors[-1]
+    form.set_values(plugin.Settings())
