@@ -10,6 +10,8 @@ the shared `client.flow`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import gi
 
 gi.require_version("Gimp", "3.0")
@@ -21,6 +23,7 @@ from .formats import depth_for_precision  # noqa: E402
 from .protocol import ColorEncoding, Progress, Rect, Result  # noqa: E402
 
 MASK_FORMAT = "Y u8"  # the selection as 8-bit gray: 0 keep, 255 change fully
+SOURCE_PARASITE = "differential-inpaint-source"  # on result layers: the source layer's tattoo
 
 
 class GimpDocument:
@@ -77,28 +80,46 @@ class GimpDocument:
         Its format is the drawable's (flow.check_result made sure); the pixels' alpha is used
         as-is (the daemon's composite mask). If the drawable
         was deleted while the job ran, the layer goes on top of the image."""
-        image, pixels = self.image, result.image
-        width, height = pixels.width, pixels.height
-        layer = Gimp.Layer.new(
-            image, name, width, height, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL
-        )
-        above = self.drawable
+        return self._insert(lambda parent, position: self._add_result(name, result, parent, position))
+
+    def insert_group(self, name: str, layers: list[tuple[str, Result]]) -> Gimp.GroupLayer:
+        """A layer group just above the drawable holding one layer per result, top to bottom
+        in the order given, only the first visible (the rest are there to compare), as one
+        undo step."""
+
+        def add(parent: Gimp.Layer | None, position: int) -> Gimp.GroupLayer:
+            group = Gimp.GroupLayer.new(self.image, name)
+            self.image.insert_layer(group, parent, position)
+            self._mark(group)
+            for index, (layer_name, result) in enumerate(layers):
+                layer = self._add_result(layer_name, result, group, index)
+                layer.set_visible(index == 0)
+            return group
+
+        return self._insert(add)
+
+    def _insert(self, add: Callable[[Gimp.Layer | None, int], Gimp.Layer]) -> Gimp.Layer:
+        """Run `add(parent, position)` where a new item goes just above the drawable, inside
+        one undo group; a failure removes what was added, so no half-written layer stays."""
+        image, above = self.image, self.drawable
         if above.is_valid():
             # Same parent and position as `above`: inserting there pushes it one down.
             parent, position = above.get_parent(), image.get_item_position(above)
         else:
             parent, position = None, 0
+
+        def siblings() -> list[Gimp.Item]:
+            return list(parent.get_children() if parent is not None else image.get_layers())
+
         image.undo_group_start()
         try:
-            image.insert_layer(layer, parent, position)
+            before = {item.get_id() for item in siblings()}
             try:
-                layer.set_offsets(result.x, result.y)
-                buffer = layer.get_buffer()
-                buffer.set(Gegl.Rectangle.new(0, 0, width, height), self.depth.babl, pixels.data)
-                buffer.flush()
-                layer.update(0, 0, width, height)
+                added = add(parent, position)
             except BaseException:
-                image.remove_layer(layer)  # failure means no layer, not a half-written one
+                for item in siblings():
+                    if item.get_id() not in before:
+                        image.remove_layer(item)
                 raise
         finally:
             image.undo_group_end()
@@ -106,20 +127,77 @@ class GimpDocument:
             # The painting stays selected, so Repeat (Ctrl+F) and Re-Show work on it, not on a result.
             image.set_selected_layers([above])
         Gimp.displays_flush()
+        return added
+
+    def _add_result(self, name: str, result: Result, parent: Gimp.Layer | None, position: int) -> Gimp.Layer:
+        pixels = result.image
+        width, height = pixels.width, pixels.height
+        layer = Gimp.Layer.new(
+            self.image, name, width, height, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL
+        )
+        self.image.insert_layer(layer, parent, position)
+        self._mark(layer)
+        layer.set_offsets(result.x, result.y)
+        buffer = layer.get_buffer()
+        buffer.set(Gegl.Rectangle.new(0, 0, width, height), self.depth.babl, pixels.data)
+        buffer.flush()
+        layer.update(0, 0, width, height)
         return layer
 
+    def _mark(self, layer: Gimp.Layer) -> None:
+        """Name the source layer on a result (a parasite, saved in XCF files), so a run
+        started on the result works on the painting it came from (`source_of`)."""
+        if self.drawable.is_valid():
+            tattoo = str(self.drawable.get_tattoo()).encode()
+            layer.attach_parasite(Gimp.Parasite.new(SOURCE_PARASITE, Gimp.PARASITE_PERSISTENT, tattoo))
 
-def show_status(line: str) -> None:
-    """A line from a daemon being started for this run, in GIMP's progress bar."""
-    Gimp.progress_set_text(f"Differential Inpaint: {line}")
-    Gimp.progress_pulse()
+
+def source_of(image: Gimp.Image, layer: Gimp.Layer) -> Gimp.Layer:
+    """The layer a run on `layer` works on: for a result of this plug-in (a result layer,
+    its group or a layer in that group), the painting it was made from while that
+    still exists; otherwise `layer` itself."""
+    parasite = layer.get_parasite(SOURCE_PARASITE)
+    if parasite is None:
+        return layer
+    try:
+        tattoo = int(bytes(parasite.get_data()).decode())
+    except (TypeError, ValueError, UnicodeDecodeError):
+        return layer
+    source = image.get_layer_by_tattoo(tattoo)
+    if source is None or not source.is_valid() or source.get_id() == layer.get_id():
+        return layer
+    return source
 
 
-def show_progress(progress: Progress) -> None:
-    """A job's progress in GIMP's progress bar."""
-    text, fraction = progress_text(progress)
-    Gimp.progress_set_text(f"Differential Inpaint: {text}")
-    if fraction is None:
+def whole_layer(image: Gimp.Image) -> bool:
+    """Nothing is selected: a run repaints the whole layer at the chosen strength."""
+    return bool(Gimp.Selection.is_empty(image))
+
+
+def action_text(image: Gimp.Image) -> str:
+    """What a run does, for the dialog and the progress bar."""
+    return "Repaint whole layer" if whole_layer(image) else "Inpaint selection"
+
+
+class ProgressBar:
+    """GIMP's progress bar for one job of `total` results, every line led by what the
+    run does ("Repaint whole layer: Sampling: step 3 of 20")."""
+
+    def __init__(self, title: str, total: int = 1) -> None:
+        self.title, self.total, self.done = title, total, 0
+
+    def status(self, line: str) -> None:
+        """A line from a daemon being started for this run."""
+        Gimp.progress_set_text(f"{self.title}: {line}")
         Gimp.progress_pulse()
-    else:
-        Gimp.progress_update(fraction)
+
+    def progress(self, progress: Progress) -> None:
+        text, fraction = progress_text(progress, self.done, self.total)
+        Gimp.progress_set_text(f"{self.title}: {text}")
+        if fraction is None:
+            Gimp.progress_pulse()
+        else:
+            Gimp.progress_update(fraction)
+
+    def result(self, _result: Result) -> None:
+        self.done += 1

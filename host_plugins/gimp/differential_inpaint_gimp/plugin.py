@@ -54,17 +54,35 @@ def _nicks(params: tuple[Param, ...]) -> dict[str, str]:
     return nicks
 
 
+def add_arguments(procedure: Gimp.Procedure) -> None:
+    """The procedure's arguments; when the plug-in runs (not when GIMP queries it), the
+    daemon's models first, for the dialog's model choice."""
+    if "-run" in sys.argv and MODELS.choice is None and _INCOMPLETE is None:
+        try:
+            MODELS.load()
+        except Exception:  # no daemon (or no answer within a second): the model is free text
+            MODELS.choice = None
+    _add_arguments(procedure)
+
+
 def _add_arguments(procedure: Gimp.Procedure) -> None:
     """One procedure argument per setting GIMP shows, named as the setting (dashes for
-    underscores). An optional number is -1 for "none"; optional text is empty."""
+    underscores). An optional number is -1 for "none"; optional text is empty; a list
+    (the strength fan) is text such as "30%, 50%, 70%"."""
     nicks = _nicks(SHOWN)
     for param in SHOWN:
         name, nick, blurb = param.gimp_argument, nicks[param.name], param.help
         lo, hi = param.bounds()
-        if param.unit:
-            blurb = f"{blurb} ({param.unit})"
+        if param.unit:  # the dialog shows the nick: the unit goes beside the label
+            nick, blurb = f"{nick} ({param.unit})", f"{blurb} ({param.unit})"
         if param.kind is str:
             procedure.add_string_argument(name, nick, blurb, param.default or "", _RW)
+        elif param.kind is tuple:  # GIMP 3.0's dialog has no widget for a list of numbers
+            default = param.format_text(param.default)
+            blurb = f"{blurb}; e.g. {param.format_text((0.3, 0.5, 0.7))}"
+            procedure.add_string_argument(name, nick, blurb, default, _RW)
+        elif param.kind is bool:
+            procedure.add_boolean_argument(name, nick, blurb, param.default, _RW)
         elif param.kind is int:
             low = -1 if param.optional else int(lo) + param.lo_open
             default = -1 if param.default is None else param.default
@@ -75,16 +93,93 @@ def _add_arguments(procedure: Gimp.Procedure) -> None:
             procedure.add_double_argument(name, nick, blurb, low, high, param.default, _RW)
         else:  # a declaration GIMP cannot show: a bug caught by the tests
             raise TypeError(f"no GIMP argument for the setting {param.name}")
+        if param.choices == "models" and MODELS.choice is not None:
+            # Beside the free-text argument (which scripts use, with any name): the daemon's
+            # list for the dialog, as an auxiliary argument (not part of the PDB call).
+            procedure.add_choice_aux_argument(
+                MODEL_CHOICE, nick, f"{blurb} (the models the daemon lists)", MODELS.choice, "", _RW
+            )
+
+
+class _Models:
+    """The daemon's models as a `Gimp.Choice`, read when the plug-in runs (never when GIMP
+    queries it at startup: registration must not depend on the daemon, and the list GIMP
+    stores then would go stale). `choice` is None when no daemon answered: the model is
+    then free text. The address asked is the one the last run used (a global parasite)."""
+
+    def __init__(self) -> None:
+        self.choice: Gimp.Choice | None = None
+        self.server = ""
+        self.names: list[str] = []
+
+    def load(self) -> None:
+        from .client import connection
+
+        self.server = connection.normalize_server(remembered_server())
+        welcome = connection.server_info(self.server, timeout=1.0)
+        choice = Gimp.Choice.new()
+        default = welcome.default_model or ""
+        choice.add("", 0, "Daemon's default" + (f" ({default})" if default else ""), "")
+        for model in welcome.models:
+            self.add(choice, model.name, model.family)
+        # Kept here for the plug-in's life: GIMP 3.0.4's Python bindings let it be freed
+        # while the procedure still uses it (a crash when the procedure runs).
+        self.choice = choice
+
+    def add(self, choice: Gimp.Choice, name: str, family: str) -> None:
+        self.names.append(name)
+        label = f"{name} \u2014 {family}" if family else name
+        if name.startswith(TEST_MODEL_PREFIX):
+            label += " (test model: paints noise)"
+        choice.add(name, len(self.names), label, "")
+
+
+MODELS = _Models()
+MODEL_CHOICE = "model-choice"  # the auxiliary argument holding the daemon's list
+TEST_MODEL_PREFIX = "builtin:"  # the daemon's random-weight test models
+SERVER_PARASITE = "differential-inpaint-server"  # global: the address the last run used
+
+
+def remembered_server() -> str:
+    """The daemon address the last run used, or the plug-in's default."""
+    from .client import DEFAULT_SERVER
+
+    try:
+        parasite = Gimp.get_parasite(SERVER_PARASITE)
+        if parasite is not None:
+            return bytes(parasite.get_data()).decode() or DEFAULT_SERVER
+    except Exception:  # no GIMP to ask, a damaged value: the default will do
+        pass
+    return DEFAULT_SERVER
+
+
+def remember_server(server: str) -> None:
+    try:
+        data = server.encode()
+        Gimp.attach_parasite(Gimp.Parasite.new(SERVER_PARASITE, Gimp.PARASITE_PERSISTENT, data))
+    except Exception:  # a convenience: never a reason to fail a run
+        traceback.print_exc(file=sys.stderr)
 
 
 def settings_from_config(config: Gimp.ProcedureConfig) -> Any:
-    from .client import Settings
+    """The settings the config holds; InpaintError when a list's text is not numbers."""
+    from .client import InpaintError, Settings
 
     values = {}
     for param in SHOWN:
         value = config.get_property(param.gimp_argument)
         if param.kind is str:
             value = (value or "").strip() or (None if param.optional else "")
+        elif param.kind is tuple:
+            try:
+                value = param.parse_text(value or "")
+            except ValueError as exc:
+                example = param.format_text((0.3, 0.5, 0.7))
+                raise InpaintError(
+                    f"Cannot start: {param.label} must be numbers separated by commas, such as "
+                    f"{example} ({exc}); or leave it empty.",
+                    "invalid_settings",
+                ) from None
         elif param.optional and value is not None and value < 0:
             value = None
         values[param.name] = value
@@ -143,7 +238,25 @@ def _daemon_buttons(config: Gimp.ProcedureConfig, state: Any) -> Any:  # state: 
     return box
 
 
-def _show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig) -> bool:
+def _use_model_choice(config: Gimp.ProcedureConfig) -> bool:
+    """Whether the dialog shows the daemon's models as a choice: it answered when the
+    plug-in started and is the one the settings name. The choice then holds the model
+    already chosen, listed by the daemon or not."""
+    from .client import connection
+
+    choice = MODELS.choice
+    if choice is None or connection.normalize_server(config.get_property("server-url")) != MODELS.server:
+        return False
+    model = (config.get_property("model") or "").strip()
+    if model and model not in MODELS.names:
+        MODELS.add(choice, model, "")
+    config.set_property(MODEL_CHOICE, model)
+    return True
+
+
+def _show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig, action: str, whole: bool) -> bool:
+    """The settings dialog; True on OK. `action` ("Repaint whole layer", "Inpaint
+    selection") heads it and labels its OK button, so nothing selected is no surprise."""
     gi.require_version("GimpUi", "3.0")
     gi.require_version("Gtk", "3.0")
     from gi.repository import GimpUi, Gtk
@@ -157,14 +270,33 @@ def _show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig) -> boo
         entry = widget.get_entry() if isinstance(widget, GimpUi.LabelEntry) else None
         if isinstance(entry, Gtk.Entry):
             entry.set_visibility(False)  # a secret: dots on screen, like a password
+    choosing = _use_model_choice(config)
+    names = [
+        MODEL_CHOICE if choosing and param.choices == "models" else param.gimp_argument for param in SHOWN
+    ]
+    what = (
+        "Nothing is selected: the whole layer is repainted at the chosen strength."
+        if whole
+        else "The selection is repainted: white changes fully, gray partly, black not at all."
+    )
+    dialog.get_label("action", f"{action}. {what}", False, False)
     # Where the daemon stands, above the settings (a run starts a local one if needed).
     state = dialog.get_label("daemon-state", _daemon_state(config), False, False)
-    dialog.fill(["daemon-state", *(param.gimp_argument for param in SHOWN)])
+    dialog.fill(["action", "daemon-state", *names])
     dialog.get_content_area().pack_start(_daemon_buttons(config, state), False, False, 0)
+    ok = dialog.get_widget_for_response(Gtk.ResponseType.OK)
+    if isinstance(ok, Gtk.Button):
+        ok.set_label(action)
     try:
-        return bool(dialog.run())
+        accepted = bool(dialog.run())
     finally:
         dialog.destroy()
+    if choosing:
+        if accepted:
+            config.set_property("model", config.get_property(MODEL_CHOICE))
+        # Saved with the last values: "" is in every later list, a model name may not be.
+        config.set_property(MODEL_CHOICE, "")
+    return accepted
 
 
 def run(
@@ -177,31 +309,38 @@ def run(
 ) -> Gimp.ValueArray:
     if len(drawables) != 1 or not isinstance(drawables[0], Gimp.Layer):
         return _fail(procedure, "Select exactly one layer (not a mask or channel) and try again.")
-    if run_mode == Gimp.RunMode.INTERACTIVE and not _show_dialog(procedure, config):
-        return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
     try:
         if _INCOMPLETE is not None:
             raise _INCOMPLETE
         # The client and websockets load only when the filter runs.
         from .client import InpaintError, flow
-        from .gimp_io import GimpDocument, show_progress, show_status
+        from .gimp_io import GimpDocument, ProgressBar, action_text, source_of, whole_layer
     except ImportError as exc:
         return _fail(
             procedure,
             f"The Differential Inpaint plug-in is incomplete ({exc}). Reinstall it with "
             "`differential-inpaint install-plugin gimp` and restart GIMP.",
         )
-    chosen = settings_from_config(config)
-    Gimp.progress_init(f"Differential Inpaint: connecting to {chosen.host.server}")
+    action = action_text(image)
+    if run_mode == Gimp.RunMode.INTERACTIVE and not _show_dialog(
+        procedure, config, action, whole_layer(image)
+    ):
+        return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
     try:
-        host = GimpDocument(image, drawables[0])
+        chosen = settings_from_config(config)
+        remember_server(chosen.host.server)
+        # A result layer (or its group) selected: the job works on the painting it came from.
+        source = source_of(image, drawables[0])
+        bar = ProgressBar(action, chosen.job.results)
+        Gimp.progress_init(f"{action}: connecting to {chosen.host.server}")
         try:
             flow.run(
-                host,
+                GimpDocument(image, source),
                 chosen,
                 client=CLIENT_NAME,
-                on_progress=show_progress,
-                on_status=show_status,
+                on_progress=bar.progress,
+                on_status=bar.status,
+                on_result=bar.result,
                 timeout=JOB_TIMEOUT,
             )
         finally:
@@ -239,7 +378,7 @@ class DifferentialInpaint(Gimp.PlugIn):
             name,
         )
         procedure.set_attribution("Differential Inpaint", "Differential Inpaint", "2025")
-        _add_arguments(procedure)
+        add_arguments(procedure)
         return procedure
 
 

@@ -24,6 +24,7 @@ from gi.repository import Gegl, Gimp  # noqa: E402
 
 PROCEDURE = "python-fu-differential-inpaint"
 PROBE = "python-fu-di-dialog-probe"
+SOURCE_PARASITE = "differential-inpaint-source"
 spec_dir = SPEC.rsplit("/", 1)[0]  # noqa: F821 - SPEC is set by the -b code
 PRECISIONS = {
     "u8": (Gimp.Precision.U8_NON_LINEAR, "R'G'B'A u8"),
@@ -71,7 +72,32 @@ def describe(layer: Gimp.Layer) -> dict[str, Any]:
         "width": layer.get_width(),
         "height": layer.get_height(),
         "parent": parent.get_name() if parent is not None else None,
+        "visible": layer.get_visible(),
+        "group": layer.is_group(),
+        "marked": layer.get_parasite(SOURCE_PARASITE) is not None,
     }
+
+
+def run_procedure(
+    image: Gimp.Image, drawables: list[Gimp.Layer], args: dict[str, Any], mode: Gimp.RunMode
+) -> dict[str, Any]:
+    """Run the plug-in as a script does; which arguments GIMP refused to set (out of range:
+    GObject keeps the old value and prints a warning), its status and message."""
+    proc = Gimp.get_pdb().lookup_procedure(PROCEDURE)
+    config = proc.create_config()
+    config.set_property("run-mode", mode)
+    config.set_property("image", image)
+    config.set_core_object_array("drawables", drawables)
+    refused = []
+    for name, value in args.items():
+        config.set_property(name, value)
+        if config.get_property(name) != value:
+            refused.append(name)
+    if refused:  # as a script would stop at GIMP's warning: nothing runs
+        return {"refused": refused, "status": None, "message": None}
+    result = proc.run(config)
+    message = result.index(1) if result.length() > 1 else None
+    return {"refused": [], "status": result.index(0).value_nick, "message": message}
 
 
 def all_layers(image: Gimp.Image) -> list[Gimp.Layer]:
@@ -104,6 +130,7 @@ def run_directly(spec: dict[str, Any], image: Gimp.Image, layer: Gimp.Layer) -> 
         {"prompt": args["prompt"], "steps": args.get("steps", 20), "server": args["server-url"]}
     )
     acted: list[str] = []
+    bar = gimp_io.ProgressBar(gimp_io.action_text(image))
 
     def act(progress: Any) -> None:
         if not acted:
@@ -112,7 +139,7 @@ def run_directly(spec: dict[str, Any], image: Gimp.Image, layer: Gimp.Layer) -> 
                 image.remove_layer(layer)
             else:
                 image.delete()
-        gimp_io.show_progress(progress)
+        bar.progress(progress)
 
     try:
         flow.run(gimp_io.GimpDocument(image, layer), settings, client="in-gimp-test", on_progress=act)
@@ -202,22 +229,46 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
         config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
         config.set_property("image", image)
         config.set_core_object_array("drawables", [layer])
+        refused = []
         for name, value in {**spec["args"], **(probe or {})}.items():
             config.set_property(name, value)
+            if config.get_property(name) != value:
+                refused.append(name)
+        verdict["refused"] = refused
         if probe:
             config.set_property("verdict", spec_dir + "/dialog-" + spec["name"] + ".json")
         started = time.monotonic()
-        result = proc.run(config)
+        if refused:  # as a script would stop at GIMP's warning: nothing runs
+            verdict["status"], verdict["message"] = None, None
+        else:
+            result = proc.run(config)
+            verdict["status"] = result.index(0).value_nick
+            verdict["message"] = result.index(1) if result.length() > 1 else None
         verdict["seconds"] = round(time.monotonic() - started, 3)
-        verdict["status"] = result.index(0).value_nick
-        verdict["message"] = result.index(1) if result.length() > 1 else None
 
-        if probe:
+        if probe and not refused:
             with open(spec_dir + "/dialog-" + spec["name"] + ".json") as f:
                 verdict["dialog"] = json.load(f)
     layers = all_layers(image)
     verdict["layers_after"] = [describe(item) for item in layers]
     verdict["selected_after"] = [item.get_name() for item in image.get_selected_layers()]
+    new_items = [item for item in layers if item.get_id() not in ids_before]
+    verdict["new_items"] = [describe(item) for item in new_items]
+    then = spec.get("then")
+    if then:
+        # Ctrl+F (Repeat) and Re-Show Last run on the selected layers; a painter may also
+        # have clicked a result (its group, or a layer in it) first.
+        if then["select"] == "selected":
+            drawables = list(image.get_selected_layers())
+        else:
+            drawables = [new_items[then["select"]]]
+        verdict["then_on"] = [item.get_name() for item in drawables]
+        ran = run_procedure(image, drawables, {**spec["args"], **then["args"]}, Gimp.RunMode.NONINTERACTIVE)
+        verdict["then_status"], verdict["then_message"] = ran["status"], ran["message"]
+        later = [item for item in all_layers(image) if item.get_id() not in ids_before]
+        verdict["then_new_items"] = [describe(item) for item in later[len(new_items) :]]
+        verdict["then_layers_after"] = [describe(item) for item in all_layers(image)]
+        verdict["then_selected_after"] = [item.get_name() for item in image.get_selected_layers()]
     verdict["drawable_sha_after"] = sha(read(layer, 0, 0, src["width"], src["height"], babl))
     new = [item for item in layers if item.get_id() not in ids_before]
     verdict["new_layer"] = None

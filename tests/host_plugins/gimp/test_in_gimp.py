@@ -116,6 +116,14 @@ def scenarios(url: str, dead_url: str) -> list[dict[str, Any]]:
             "selection": rect,
             "args": {"prompt": "nobody home", "server-url": dead_url},
         },
+        # The last run went to an address where nothing answers: the model is free text.
+        {
+            "name": "dialog-model-text",
+            **small,
+            "selection": rect,
+            "args": {"prompt": "typed model", "server-url": dead_url, "model": "my-model"},
+            "probe": {"answer": "cancel", "typed-prompt": "never sent either"},
+        },
         {"name": "job-error", **small, "selection": rect, "args": args("fail: on purpose")},
         {"name": "connection-lost", **small, "selection": rect, "args": args("drop: mid-job")},
         {
@@ -146,6 +154,60 @@ def scenarios(url: str, dead_url: str) -> list[dict[str, Any]]:
         {"name": "token", **small, "selection": rect, "args": args("with a token", token=" s3cret ")},
         {"name": "wrong-token", **small, "selection": rect, "args": args("refused", token=WRONG_TOKEN)},
         {"name": "killed-mid-job", **small, "selection": rect, "args": args("kill: cancelled")},
+        # Several results: one group above the source.
+        {"name": "variations", **small, "selection": rect, "args": args("three of them", count=3, seed=10)},
+        {"name": "fan", **small, "selection": rect, "args": args("a fan", fan="40%, 0.85")},
+        # Repeat (Ctrl+F) and Re-Show Last run on the selected layers: the painting, not the result.
+        {
+            "name": "repeat",
+            **small,
+            "selection": rect,
+            "args": args("first pass", seed=5),
+            "then": {"select": "selected", "args": {"prompt": "repeated", "seed": 6}},
+        },
+        # A painter clicked a result (a layer of a group, or the group) and ran again.
+        {
+            "name": "run-on-a-result",
+            **small,
+            "selection": rect,
+            "args": args("made twice", count=2, seed=1),
+            "then": {"select": 1, "args": {"prompt": "on the result layer", "count": 1}},
+        },
+        {
+            "name": "run-on-a-result-group",
+            **small,
+            "selection": rect,
+            "args": args("fanned", fan="0.5, 1"),
+            "then": {"select": 0, "args": {"prompt": "on the result group", "fan": ""}},
+        },
+        # Bad values: GIMP refuses an int out of range itself; the plug-in refuses the rest.
+        *(
+            {"name": f"count-{n}", **small, "selection": rect, "args": args(f"count {n}", count=n)}
+            for n in (0, 9)
+        ),
+        *(
+            {"name": f"fan-{name}", **small, "selection": rect, "args": args(f"fan {name}", fan=text)}
+            for name, text in (
+                ("zero", "0, 0.5"),
+                ("too-strong", "1.5"),
+                ("words", "strong, weak"),
+                ("nine", ", ".join(["0.5"] * 9)),
+            )
+        ),
+        {
+            "name": "count-and-fan",
+            **small,
+            "selection": rect,
+            "args": args("both at once", count=2, fan="0.5"),
+        },
+        # The dialog after a run at the stand-in daemon: the model is a choice from its list.
+        {
+            "name": "dialog-model-choice",
+            **small,
+            "selection": None,
+            "args": args("choose a model", model="fake"),
+            "probe": {"answer": "ok", "typed-prompt": "with the xl model", "picked-model": "fake-xl"},
+        },
         {
             "name": "layer-removed-mid-job",
             **small,
@@ -257,6 +319,12 @@ def test_the_procedure_offers_exactly_the_declared_settings(
         if q.kind is str:
             assert info["defaults"][name] == (q.default or ""), name
             continue
+        if q.kind is bool:
+            assert info["defaults"][name] == q.default, name
+            continue
+        if q.kind is tuple:  # a list as text: "30%, 50%"
+            assert info["defaults"][name] == q.format_text(q.default), name
+            continue
         lo, hi = q.bounds()
         if q.optional:  # -1 stands for "none"
             assert info["defaults"][name] == -1 and info["ranges"][name] == [-1, min(hi, 2**31 - 1)], name
@@ -276,12 +344,12 @@ def test_feathered_selection(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> 
     assert verdict["selection_levels"] > 100  # really a gradient, not a hard edge
     assert len(set(submit.mask.data)) > 100
     new = verdict["new_layer"]
-    assert new["name"] == "a red barn"
+    assert new["name"] == "a red barn \u00b7 42"  # prompt · seed: how to make it again
     assert new["alpha"]["outside"] > 0  # the region holds context outside the selection
     # Only the region around the selection travels, not the 1000x800 layer.
     assert submit.image.width * submit.image.height < 1000 * 800 / 2
     # The layer that was above the drawable stays above the new one.
-    assert [layer["name"] for layer in verdict["layers_after"]] == ["above", "a red barn", "source"]
+    assert [layer["name"] for layer in verdict["layers_after"]] == ["above", "a red barn \u00b7 42", "source"]
     # The painting stays selected: Repeat (Ctrl+F) works on it again, not on the result.
     assert verdict["selected_after"] == ["source"]
     params = submit.params
@@ -323,7 +391,7 @@ def test_no_selection_repaints_the_whole_layer(gimp_run: tuple[gimp_host.GimpRun
     new = verdict["new_layer"]
     assert (new["x"], new["y"], new["width"], new["height"]) == (30, 20, 240, 160)
     assert submit.mask.data == b"\xff" * (240 * 160)
-    assert new["name"] == "everything repainted at once"
+    assert new["name"] == "everything repainted at once \u00b7 4242"
 
 
 def test_interactive_dialog_ok(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
@@ -334,15 +402,18 @@ def test_interactive_dialog_ok(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -
     shown = p.shown_on("gimp", SETTINGS_PARAMS)
     # The same labels as Krita's form, from the spec.
     assert [q.label for q in shown][:3] == ["Prompt", "Negative prompt", "Strength"]
-    for label in [q.label for q in shown] + ["OK", "Cancel"]:
-        assert label in dialog["labels"]
+    for label in [f"{q.label} ({q.unit})" if q.unit else q.label for q in shown] + ["Cancel"]:
+        assert label in dialog["labels"], dialog["labels"]
+    # A selection: the dialog says what a run does, and so does its OK button.
+    assert "Inpaint selection" in dialog["labels"]
+    assert any(text.startswith("Inpaint selection. The selection is repainted") for text in dialog["labels"])
     assert dialog["hidden_entries"] == sum(q.secret for q in shown) == 1  # the token shows as dots
     # Where the daemon stands, above the settings: the stand-in daemon answers the handshake.
     assert any(text.startswith("Daemon: Ready at ") for text in dialog["labels"]), dialog["labels"]
     assert {"Start daemon", "Stop daemon"} <= set(dialog["labels"])  # and it can be started or stopped
     assert "set before the dialog" not in daemon.submit_by_prompt
     verdict, _ = check_success(run, daemon, "dialog-ok", p.PixelFormat.RGBA8, prompt="typed in the dialog")
-    assert verdict["new_layer"]["name"] == "typed in the dialog"
+    assert verdict["new_layer"]["name"] == "typed in the dialog \u00b7 4242"
 
 
 def test_interactive_dialog_cancel(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
@@ -383,7 +454,7 @@ def test_layer_in_a_group_at_negative_offsets(gimp_run: tuple[gimp_host.GimpRun,
     assert [(item["name"], item["parent"]) for item in verdict["layers_after"]] == [
         ("group", None),
         ("sibling", "group"),
-        ("inside a group", "group"),
+        ("inside a group \u00b7 4242", "group"),
         ("source", "group"),
     ]
     # The region stays on the layer (which ends at x=270, y=230) though the selection
@@ -395,7 +466,7 @@ def test_layer_in_a_group_at_negative_offsets(gimp_run: tuple[gimp_host.GimpRun,
 def test_tiny_selection_and_a_non_ascii_prompt(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
     run, daemon = gimp_run
     verdict, submit = check_success(run, daemon, "tiny-non-ascii", p.PixelFormat.RGBA8)
-    assert verdict["new_layer"]["name"] == "Zürich 東京 🌸 straße"
+    assert verdict["new_layer"]["name"] == "Zürich 東京 🌸 straße \u00b7 4242"
     assert submit.params.prompt == "Zürich 東京 🌸 straße"
     assert submit.mask.data.count(255) == 3 * 2  # the 6 selected pixels, in a region with context
     assert submit.image.width >= 64 and submit.image.height >= 64
@@ -431,8 +502,8 @@ def test_the_source_layer_removed_mid_job(gimp_run: tuple[gimp_host.GimpRun, Fak
     verdict = gimp_run[0].verdict("layer-removed-mid-job")
     assert verdict["status"] == "success", verdict["message"]
     assert not verdict["source_valid"]
-    assert verdict["new_layer"]["name"] == "the source went away"
-    assert [item["name"] for item in verdict["layers_after"]] == ["the source went away"]
+    assert verdict["new_layer"]["name"] == "the source went away \u00b7 4242"
+    assert [item["name"] for item in verdict["layers_after"]] == ["the source went away \u00b7 4242"]
 
 
 def test_the_image_closed_mid_job(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
@@ -440,6 +511,171 @@ def test_the_image_closed_mid_job(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]
     assert not verdict["image_valid"]
     assert verdict["status"] == "execution-error"
     assert "image was closed" in verdict["message"]
+
+
+def check_group(
+    run: gimp_host.GimpRun, daemon: FakeDaemon, name: str, group: str, children: list[str]
+) -> dict[str, Any]:
+    """A job of several results: one group just above the source holding a layer per
+    result, in order, only the first visible, each the daemon's result exactly."""
+    verdict = run.verdict(name)
+    assert verdict["status"] == "success", verdict["message"]
+    new = verdict["new_items"]
+    assert [(item["name"], item["group"], item["parent"]) for item in new] == [
+        (group, True, None),
+        *((child, False, group) for child in children),
+    ]
+    assert [item["visible"] for item in new] == [True, True] + [False] * (len(children) - 1)
+    assert all(item["marked"] for item in new)  # each names its source layer
+    names = [item["name"] for item in verdict["layers_after"]]
+    assert names == [group, *children, "source"]  # above the source, nothing else added
+    assert verdict["selected_after"] == ["source"]
+    assert verdict["drawable_sha_after"] == verdict["drawable_sha_before"]
+    submit = daemon.submit_by_prompt[next(s for s in run.scenarios if s["name"] == name)["args"]["prompt"]]
+    region = (submit.x, submit.y, submit.image.width, submit.image.height)
+    assert all((c["x"], c["y"], c["width"], c["height"]) == region for c in new[1:])
+    return verdict
+
+
+def test_variations_land_in_one_group(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    run, daemon = gimp_run
+    check_group(
+        run,
+        daemon,
+        "variations",
+        "three of them \u00b7 3 variations",
+        [f"three of them \u00b7 {seed}" for seed in (10, 11, 12)],
+    )
+    params = daemon.submit_by_prompt["three of them"].params
+    assert (params.count, params.seed, params.fan) == (3, 10, ())
+
+
+def test_a_strength_fan_lands_in_one_group(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    run, daemon = gimp_run
+    check_group(run, daemon, "fan", "a fan \u00b7 strength fan", ["a fan \u00b7 40%", "a fan \u00b7 85%"])
+    params = daemon.submit_by_prompt["a fan"].params
+    assert (params.fan, params.count) == ((0.4, 0.85), 1)  # typed as "40%, 0.85"
+
+
+def test_repeat_after_a_run_works_on_the_painting(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    """After a run the source stays selected, so Ctrl+F / Re-Show Last (which run on the
+    selected layers) repaint the painting again, never the result."""
+    run, daemon = gimp_run
+    verdict = run.verdict("repeat")
+    assert verdict["selected_after"] == ["source"]
+    assert verdict["then_on"] == ["source"] and verdict["then_status"] == "success", verdict
+    first, again = daemon.submit_by_prompt["first pass"], daemon.submit_by_prompt["repeated"]
+    assert again.image.data == first.image.data  # the painting's pixels both times
+    names = [item["name"] for item in verdict["then_layers_after"]]
+    assert names == ["first pass \u00b7 5", "repeated \u00b7 6", "source"]
+    assert verdict["then_selected_after"] == ["source"]
+
+
+@pytest.mark.parametrize(
+    ("name", "first", "second", "names"),
+    [
+        (
+            "run-on-a-result",
+            "made twice",
+            "on the result layer",
+            [
+                "made twice \u00b7 2 variations",
+                "made twice \u00b7 1",
+                "made twice \u00b7 2",
+                "on the result layer \u00b7 1",  # the first run's seed: only count was changed
+                "source",
+            ],
+        ),
+        (
+            "run-on-a-result-group",
+            "fanned",
+            "on the result group",
+            [
+                "fanned \u00b7 strength fan",
+                "fanned \u00b7 50%",
+                "fanned \u00b7 100%",
+                "on the result group \u00b7 4242",
+                "source",
+            ],
+        ),
+    ],
+)
+def test_a_run_on_a_result_works_on_its_source(
+    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon], name: str, first: str, second: str, names: list[str]
+) -> None:
+    """A result layer or group selected: the job reads the painting it came from and its
+    result goes above that painting, not into the group."""
+    run, daemon = gimp_run
+    verdict = run.verdict(name)
+    assert verdict["then_status"] == "success", verdict["then_message"]
+    assert daemon.submit_by_prompt[second].image.data == daemon.submit_by_prompt[first].image.data
+    assert [item["name"] for item in verdict["then_layers_after"]] == names
+    assert verdict["then_new_items"][0]["parent"] is None
+    assert verdict["then_selected_after"] == ["source"]
+
+
+@pytest.mark.parametrize("count", [0, 9])
+def test_gimp_refuses_a_count_out_of_range(
+    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon], count: int
+) -> None:
+    """The argument's range is the spec's (1..8): GIMP itself refuses another value with a
+    warning, so it can never reach the plug-in (the dialog's spin box stops there too)."""
+    run, daemon = gimp_run
+    verdict = run.verdict(f"count-{count}")
+    assert verdict["refused"] == ["count"]
+    assert f"value \"{count}\" of type 'gint' is invalid or out of range for property 'count'" in run.output
+    assert f"count {count}" not in daemon.submit_by_prompt
+    assert verdict["layers_after"] == verdict["layers_before"]
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("fan-zero", "each Strength fan value must be above 0% and at most 100%, not 0%"),
+        ("fan-too-strong", "each Strength fan value must be above 0% and at most 100%, not 150%"),
+        ("fan-words", "Strength fan must be numbers separated by commas, such as 30%, 50%, 70%"),
+        ("fan-nine", "Strength fan takes at most 8 values, not 9"),
+        ("count-and-fan", "Variations and Strength fan cannot be used together"),
+    ],
+)
+def test_bad_fan_values_are_refused_before_anything_is_sent(
+    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon], name: str, words: str
+) -> None:
+    run, daemon = gimp_run
+    message = check_failure(run, name)
+    assert message.startswith("Cannot start: ") and words in message, message
+    assert "Error" not in message
+    prompt = next(s for s in run.scenarios if s["name"] == name)["args"]["prompt"]
+    assert prompt not in daemon.submit_by_prompt
+
+
+def test_the_model_is_a_choice_when_the_daemon_answers(
+    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
+) -> None:
+    """The dialog lists the daemon's models (with their family) when the daemon the last
+    run used answers; what is picked there is sent. Nothing selected: the dialog and its
+    OK button say the whole layer is repainted."""
+    run, daemon = gimp_run
+    verdict = run.verdict("dialog-model-choice")
+    dialog = verdict["dialog"]
+    assert dialog["has_model_choice"], dialog
+    models = ["Daemon's default (fake)", "fake \u2014 sd15", "fake-xl \u2014 sdxl"]
+    texts = {text for combo in dialog["combos"] for row in combo for text in row}
+    assert set(models) <= texts, dialog["combos"]
+    assert "Repaint whole layer" in dialog["labels"]
+    assert any(text.startswith("Repaint whole layer. Nothing is selected") for text in dialog["labels"])
+    assert verdict["status"] == "success", verdict["message"]
+    assert daemon.submit_by_prompt["with the xl model"].params.model == "fake-xl"
+
+
+def test_the_model_is_free_text_when_no_daemon_answers(
+    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
+) -> None:
+    dialog = gimp_run[0].verdict("dialog-model-text")["dialog"]
+    assert not dialog["has_model_choice"]
+    texts = {text for combo in dialog["combos"] for row in combo for text in row}
+    assert not any("Daemon's default" in text for text in texts)
+    assert "Model" in dialog["labels"]
 
 
 def test_gimp_part_is_quick(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:

@@ -104,9 +104,9 @@ def test_feathered_selection(gimp_run: gimp_host.GimpRun) -> None:
     assert (region.width, region.height) == (512, 512)  # context around it, not the whole layer
     verdict = check_success(gimp_run, "feathered", (region.x, region.y, 512, 512))
     new = verdict["new_layer"]
-    assert new["name"] == "a small red house"
+    assert new["name"] == "a small red house \u00b7 7"  # prompt · seed
     assert new["alpha"]["outside"] > 0
-    assert [layer["name"] for layer in verdict["layers_after"]] == ["above", "a small red house", "source"]
+    assert [layer["name"] for layer in verdict["layers_after"]] == ["above", new["name"], "source"]
 
 
 def test_16_bit_image(gimp_run: gimp_host.GimpRun) -> None:

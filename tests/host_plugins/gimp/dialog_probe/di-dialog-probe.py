@@ -5,7 +5,9 @@ test chroot only, beside the real plug-in, whose package it imports).
 
 Procedure `python-fu-di-dialog-probe`: the real plug-in's arguments plus
 `answer` ("ok" or "cancel"), `typed-prompt` (entered while the dialog is
-open) and `verdict` (a JSON file for what the dialog showed).
+open), `picked-model` (chosen in the model choice, when there is one),
+`screenshot` (a PNG of the dialog, when not empty) and `verdict` (a JSON file
+for what the dialog showed).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import gi  # noqa: E402
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gtk", "3.0")
+gi.require_version("Gdk", "3.0")
 from differential_inpaint_gimp import plugin  # noqa: E402
-from gi.repository import Gimp, GLib, GObject, Gtk  # noqa: E402
+from gi.repository import Gdk, Gimp, GLib, GObject, Gtk  # noqa: E402
 
 NAME = "python-fu-di-dialog-probe"
 
@@ -46,6 +49,26 @@ def _texts(widget: Gtk.Widget, found: list[str]) -> list[str]:
     return found
 
 
+def _combos(widget: Gtk.Widget, found: list[list[list[str]]]) -> list[list[list[str]]]:
+    """The text columns of each row of every combo box (a Gimp.Choice shows as one)."""
+    if isinstance(widget, Gtk.ComboBox):
+        model = widget.get_model()
+        columns = model.get_n_columns() if model is not None else 0
+        found.append([[row[c] for c in range(columns) if isinstance(row[c], str)] for row in model or []])
+    if isinstance(widget, Gtk.Container):
+        for child in widget.get_children():
+            _combos(child, found)
+    return found
+
+
+def _screenshot(dialog: Gtk.Dialog, path: str) -> list[int]:
+    """The dialog's window as a PNG; its size."""
+    window = dialog.get_window()
+    width, height = window.get_width(), window.get_height()
+    Gdk.pixbuf_get_from_window(window, 0, 0, width, height).savev(path, "png", [], [])
+    return [width, height]
+
+
 def probe(
     procedure: Gimp.Procedure,
     run_mode: Gimp.RunMode,
@@ -61,16 +84,25 @@ def probe(
         if not dialogs:
             return True  # not shown yet: look again
         dialog = dialogs[0]
+        if config.get_property("screenshot") and not seen.get("drawn"):
+            seen["drawn"] = True
+            return True  # one more round of the main loop, so the window is drawn
         seen["dialogs"] = len(dialogs)
         seen["title"] = dialog.get_title()
         seen["labels"] = _texts(dialog, [])
+        seen["combos"] = _combos(dialog, [])
         seen["hidden_entries"] = _hidden_entries(dialog)
+        seen["has_model_choice"] = plugin.MODEL_CHOICE in [a.name for a in procedure.get_aux_arguments()]
+        if config.get_property("screenshot"):
+            seen["size"] = _screenshot(dialog, config.get_property("screenshot"))
         config.set_property("prompt", config.get_property("typed-prompt"))  # the widgets follow
+        if config.get_property("picked-model"):
+            config.set_property(plugin.MODEL_CHOICE, config.get_property("picked-model"))
         ok = config.get_property("answer") == "ok"
         dialog.response(Gtk.ResponseType.OK if ok else Gtk.ResponseType.CANCEL)
         return False
 
-    GLib.timeout_add(100, answer)
+    GLib.timeout_add(300 if config.get_property("screenshot") else 100, answer)
     result = plugin.run(procedure, Gimp.RunMode.INTERACTIVE, image, drawables, config, data)
     seen["status"] = result.index(0).value_nick
     seen["message"] = result.index(1) if result.length() > 1 else None
@@ -89,11 +121,13 @@ class Probe(Gimp.PlugIn):
     def do_create_procedure(self, name: str) -> Gimp.Procedure:
         procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, probe, None)
         procedure.set_image_types("RGB*")
-        plugin._add_arguments(procedure)
+        plugin.add_arguments(procedure)
         rw = GObject.ParamFlags.READWRITE
         procedure.add_string_argument("answer", "Answer", "ok or cancel", "ok", rw)
         procedure.add_string_argument("typed-prompt", "Typed", "prompt typed", "", rw)
         procedure.add_string_argument("verdict", "Verdict", "JSON file to write", "", rw)
+        procedure.add_string_argument("picked-model", "Picked", "model picked in the choice", "", rw)
+        procedure.add_string_argument("screenshot", "Screenshot", "PNG of the dialog", "", rw)
         return procedure
 
 
