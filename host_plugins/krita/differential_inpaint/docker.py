@@ -4,9 +4,15 @@ Compact enough for a 768 px high screen: the prompt (Ctrl+Enter runs), strength
 in percent, the model, a big Run button that says what it will do (inpaint the
 selection, or repaint the whole layer when nothing is selected), the rest of
 the settings under an "Advanced" fold, progress and preview in the docker
-itself, never in a window over the canvas, and errors in full below. Everything
-sits in a scroll area, so nothing is ever cut off. The settings are the live
+itself, never in a window over the canvas, and errors in full below; the
+History of this document's results under its own fold. Everything sits in a
+scroll area, so nothing is ever cut off. The settings are the live
 `SettingsStore` that the menu's dialog shows too.
+
+A run adds its result(s) to the image at once (a layer, or a group for several),
+as the menu and `inpaint_layer` do, and records them in the History, where any
+one can be previewed, applied again as its own layer, its seed reused, or its
+job run again.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from typing import Any
 
 from krita import DockWidget, Krita
 
-from . import ui
+from . import history, ui
 from .client import InpaintError, as_inpaint_error, launcher
+from .history_panel import HistoryPanel
 from .qt import QtCore, QtWidgets, Signal
 
 RUN_SELECTION = "Inpaint selection"
@@ -134,12 +141,25 @@ class DifferentialInpaintDocker(DockWidget):
         self.message.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
         self.message.hide()
         self.daemon = DaemonRow(lambda: self.form.values().host.server, inner)
+        self.history_toggle = QtWidgets.QToolButton()
+        self.history_toggle.setText("History")
+        self.history_toggle.setCheckable(True)
+        self.history_toggle.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.history_toggle.setArrowType(QtCore.Qt.ArrowType.RightArrow)
+        self.history_toggle.setAutoRaise(True)
+        self.history_toggle.setToolTip("This image's results: preview, apply, reuse a seed, run again")
+        self.history = HistoryPanel(inner)
+        self.history.hide()
+        self.history.run_again_requested.connect(self.run_again)
+        self.history_toggle.toggled.connect(self._fold_history)
         layout = QtWidgets.QVBoxLayout(inner)
         layout.addWidget(self.daemon)
         layout.addWidget(self.form)
         layout.addWidget(self.run_button)
         layout.addWidget(self.panel)
         layout.addWidget(self.message)
+        layout.addWidget(self.history_toggle)
+        layout.addWidget(self.history)
         layout.addStretch(1)
         scroll = QtWidgets.QScrollArea(self)
         scroll.setWidgetResizable(True)
@@ -163,6 +183,22 @@ class DifferentialInpaintDocker(DockWidget):
     def _poll(self) -> None:
         if self.isVisible():
             self.update_run_button()
+            self.update_history()
+
+    def _fold_history(self, unfolded: bool) -> None:
+        self.history.setVisible(unfolded)
+        arrow = QtCore.Qt.ArrowType.DownArrow if unfolded else QtCore.Qt.ArrowType.RightArrow
+        self.history_toggle.setArrowType(arrow)
+        self.update_history()
+
+    def update_history(self) -> None:
+        """Forget closed images (a preview goes with its image) and show the active one's."""
+        documents = history.open_documents()
+        history.HISTORY.prune({history.document_key(d) for d in documents})
+        active = Krita.instance().activeDocument()
+        self.history.refresh(history.document_key(active))
+        count = self.history.count()
+        self.history_toggle.setText(f"History ({count})" if count else "History")
 
     def _poll_daemon(self) -> None:
         if self.isVisible() and self.controller is None:
@@ -183,14 +219,41 @@ class DifferentialInpaintDocker(DockWidget):
         if self.controller is not None:
             return  # one job at a time from the docker; its panel shows it
         self.message.hide()
+        history.HISTORY.end_preview()  # the new results must not sit under a preview
         controller = ui.run_from_form(
             self.form, Krita.instance().activeDocument(), ui.main_window(), self.panel, self.show_message
         )
+        self._started(controller)
+
+    def run_again(self, record: history.JobRecord) -> None:
+        """A job from the History again, with its settings, on the layer it was made from
+        (never on a result layer, whichever layer is active now)."""
+        if self.controller is not None:
+            return
+        self.message.hide()
+        try:
+            document, node = history.HISTORY.source_of(record)
+        except InpaintError as exc:
+            self.show_message(None, exc.message)
+            return
+        history.HISTORY.end_preview()
+        controller = ui.start_job(
+            document, node, record.settings, ui.main_window(), self.panel, self.show_message
+        )
+        self._started(controller)
+
+    def _started(self, controller: ui.JobController | None) -> None:
         if controller is None or controller.job is None:
             return  # refused before it started; the message says why
         self.controller = controller
         controller.finished.connect(self._finished)
         self.update_run_button()
+
+    def apply(self) -> None:
+        self.history.apply_selected()
+
+    def discard(self) -> None:
+        self.history.discard_selected()
 
     def cancel(self) -> None:
         if self.controller is not None:
@@ -205,4 +268,5 @@ class DifferentialInpaintDocker(DockWidget):
     def _finished(self, layer: Any) -> None:
         self.controller = None
         self.update_run_button()
+        self.update_history()
         self.daemon.refresh()  # a run may have started it

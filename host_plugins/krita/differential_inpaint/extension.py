@@ -15,6 +15,8 @@ DOCKER_ID = "differential_inpaint_docker"
 # Assignable in Settings > Configure Krita > Keyboard Shortcuts; defaults in the .action file.
 RUN_ACTION_ID = "differential_inpaint_run"
 CANCEL_ACTION_ID = "differential_inpaint_cancel"
+APPLY_ACTION_ID = "differential_inpaint_apply"
+DISCARD_ACTION_ID = "differential_inpaint_discard"
 
 
 def the_docker() -> DifferentialInpaintDocker | None:
@@ -36,6 +38,18 @@ def cancel_from_docker() -> None:
         docker.cancel()
 
 
+def apply_from_docker() -> None:
+    docker = the_docker()
+    if docker is not None:
+        docker.apply()
+
+
+def discard_from_docker() -> None:
+    docker = the_docker()
+    if docker is not None:
+        docker.discard()
+
+
 class DifferentialInpaintExtension(Extension):
     def __init__(self, parent: Any) -> None:
         super().__init__(parent)
@@ -53,6 +67,18 @@ class DifferentialInpaintExtension(Extension):
             ),
             (RUN_ACTION_ID, "Differential Inpaint: Run", "Run with the docker's settings", run_from_docker),
             (CANCEL_ACTION_ID, "Differential Inpaint: Cancel", "Cancel the docker's job", cancel_from_docker),
+            (
+                APPLY_ACTION_ID,
+                "Differential Inpaint: Apply",
+                "Keep the result chosen in the docker's History as a layer",
+                apply_from_docker,
+            ),
+            (
+                DISCARD_ACTION_ID,
+                "Differential Inpaint: Discard",
+                "Remove the result chosen in the docker's History",
+                discard_from_docker,
+            ),
         ]
         for action_id, text, tip, slot in actions:
             action = window.createAction(action_id, text, "tools/scripts")

@@ -66,6 +66,7 @@ class JobRecord:
     created: float
     source_image: p.Image = field(repr=False)  # the pixels sent, for thumbnails
     entries: list[Entry] = field(default_factory=list)
+    applied: list[str] = field(default_factory=list)  # keys of the layers Apply made
     id: int = field(default_factory=lambda: next(_ids))
 
     def title(self) -> str:
@@ -233,6 +234,7 @@ class History:
             node.setLocked(False)
             node.setName(entry.name)
             self.preview = None
+            record.applied.append(node_key(node))
         else:
             self.end_preview()
             active = document.activeNode()
@@ -243,6 +245,7 @@ class History:
             parent = document.rootNode() if anchor is None else anchor.parentNode()
             if parent is None or not parent.addChildNode(node, anchor):
                 raise InpaintError("Krita refused to add the layer; nothing was changed.", "insert_failed")
+            record.applied.append(node_key(node))
             if active is not None:
                 document.setActiveNode(active)
         self.version += 1
@@ -271,11 +274,21 @@ class History:
 
     def _anchor(self, document: Any, record: JobRecord) -> Any:
         """What a preview or applied result goes above: the job's results while they are in
-        the image (so that they do not hide it), else its layer, else nothing (the top)."""
+        the image, else its layer, else nothing (the top); and above the layers applied
+        from the History right over that, so that none of them hides it."""
+        ours = {key for r in self.of(record.document) for key in (r.inserted, *r.applied) if key}
         for key in (record.inserted, record.source):
             node = None if key is None else find_node(document, key)
-            if node is not None and node.name() != PREVIEW_NAME:
-                return node
+            if node is None or node.name() == PREVIEW_NAME:
+                continue
+            parent = node.parentNode()
+            siblings = [] if parent is None else parent.childNodes()
+            keys = [node_key(n) for n in siblings]
+            index = keys.index(node_key(node)) if node_key(node) in keys else len(keys)
+            while index + 1 < len(keys) and keys[index + 1] in ours:
+                index += 1
+                node = siblings[index]
+            return node
         return None
 
     def _preview_node(self, document: Any) -> Any:

@@ -792,14 +792,27 @@ def run_from_form(
     if document is None:
         report_error(parent, "Open an image first.")
         return None
-    controller = JobController(parent, panel=panel, report_error=report_error)
+    return start_job(document, None, chosen, parent, panel, report_error)
+
+
+def start_job(
+    document: Any,
+    node: Any,
+    chosen: Settings,
+    parent: QtWidgets.QWidget | None,
+    panel: ProgressPanel | None = None,
+    report_error: Callable[[QtWidgets.QWidget | None, str], None] | None = None,
+) -> JobController:
+    """Start a job on `node` (None: the active layer); the seed it used goes to every form."""
+    controller = JobController(parent, panel=panel, report_error=report_error or show_error)
+    store = SettingsStore.instance()
 
     def done(layer: Any) -> None:
         if controller.results:
             store.seed_used.emit(controller.results[0].seed)
 
     controller.finished.connect(done)
-    controller.start(document, None, chosen)
+    controller.start(document, node, chosen)
     return controller
 
 

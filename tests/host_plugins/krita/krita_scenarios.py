@@ -831,6 +831,151 @@ def batch_cancelled(c: Checks, w: World) -> None:
     c("nothing of Krita's kept", controller.job is None and controller.worker.job is None)
 
 
+def history_without_window(c: Checks, w: World) -> None:
+    """A batch through the GUI's job path, previewed, applied and discarded from the
+    History's model, with no window (so Krita can quit normally after it: QUIT_CLEANLY)."""
+    from differential_inpaint import history, ui
+
+    doc, layer = w.document(96, 96)
+    layer.setPixelData(pattern(96, 96, "U8"), 0, 0, 96, 96)
+    w.select_feathered(doc, (20, 20, 40, 40), 8)
+    controller = ui.JobController(None, report_error=lambda _parent, message: c("no error", False, message))
+    finished: list[Any] = []
+    controller.finished.connect(finished.append)
+    settings = w.plugin.Settings.from_values(
+        dict(prompt="quiet", fan=(0.5, 1.0), seed=3, steps=2, server=w.server("fake_daemon"))
+    )
+    c("started", controller.start(doc, layer, settings))
+    c("finished", w.wait_until(lambda: bool(finished), 30))
+    group = finished[0] if finished else None
+    c("a strength fan group", group is not None and group.name() == "quiet \u00b7 strength fan", group)
+    records = history.HISTORY.of(history.document_key(doc))
+    c("recorded in the History", len(records) == 1 and len(records[0].entries) == 2, records)
+    if not records:
+        return
+    first, second = records[0].entries
+    history.HISTORY.show_preview(first.id)
+    history.HISTORY.show_preview(second.id)
+    c("one preview layer", w.names(doc).count(history.PREVIEW_NAME) == 1, w.names(doc))
+    history.HISTORY.apply(second.id)
+    c("applied, named with its strength", "quiet \u00b7 100%" in w.names(doc), w.names(doc))
+    history.HISTORY.show_preview(first.id)
+    history.HISTORY.discard(first.id)
+    c("discarded: no preview left", history.PREVIEW_NAME not in w.names(doc), w.names(doc))
+    c("nothing of Krita's kept", controller.job is None and controller.worker.job is None)
+
+
+def docker_history(c: Checks, w: World) -> None:
+    """The docker's History in real Krita: a run of two variations recorded; previewing
+    two results then Apply is one undo step; Discard takes the preview away; Run again
+    works on the painting although a result layer is active; the dialog shows what the
+    docker changed."""
+    from differential_inpaint import history, ui
+    from differential_inpaint.docker import DifferentialInpaintDocker
+
+    w.open_window()
+    ui.show_error = lambda _parent, message: c.info.setdefault("messages", []).append(message)
+    docker = next((d for d in w.krita.dockers() if isinstance(d, DifferentialInpaintDocker)), None)
+    if not c("the docker exists", docker is not None):
+        return
+    doc, layer = w.document(128, 128)
+    layer.setPixelData(pattern(128, 128, "U8"), 0, 0, 128, 128)
+    w.show(doc)
+    w.select_feathered(doc, (30, 30, 50, 50), 8)
+    doc.setActiveNode(layer)
+    w.wait_until(lambda: doc.activeNode() is not None and doc.activeNode().name() == "Painted", 5.0)
+    region = w.region_for(doc)
+    mask = bytes(doc.selection().pixelData(region.x, region.y, region.width, region.height))
+    painted = alpha_from_mask(
+        bytes(layer.pixelData(region.x, region.y, region.width, region.height)), mask, "U8"
+    )
+    values = {**docker.form.values().values(), "prompt": "history", "steps": 2, "count": 2, "seed": 70}
+    docker.form.set_values(
+        w.plugin.Settings.from_values({**values, "fan": (), "server": w.server("fake_daemon")})
+    )
+    dialog = ui.InpaintDialog()
+    c("the dialog shows what the docker set", dialog.form.values().job.count == 2, dialog.form.values())
+    dialog.deleteLater()
+    docker.run_button.click()
+    c("the docker's job finished", w.wait_until(lambda: docker.controller is None, 60))
+    w.pump(0.2)
+    docker.history_toggle.setChecked(True)
+    docker.update_history()
+    panel = docker.history
+    c("the History shows the job", panel.tree.topLevelItemCount() == 1, panel.tree.topLevelItemCount())
+    top = panel.tree.topLevelItem(0)
+    c("with its two results", top is not None and top.childCount() == 2, top and top.childCount())
+    c("the toggle counts them", docker.history_toggle.text() == "History (2)", docker.history_toggle.text())
+    before = w.names(doc)
+    panel.tree.setCurrentItem(top.child(0))
+    w.pump(0.1)
+    c("a click previews it", history.PREVIEW_NAME in w.names(doc), w.names(doc))
+    panel.tree.setCurrentItem(panel.tree.topLevelItem(0).child(1))
+    w.pump(0.1)
+    c("one preview layer at a time", w.names(doc).count(history.PREVIEW_NAME) == 1, w.names(doc))
+    docker.apply()
+    doc.waitForDone()
+    w.pump(0.1)
+    added = [n for n in w.names(doc) if n not in before]
+    c("Apply keeps it as a layer named with its seed", added == ["history \u00b7 71"], w.names(doc))
+    applied = doc.nodeByName("history \u00b7 71")
+    c(
+        "with the result's pixels",
+        applied is not None
+        and bytes(applied.pixelData(region.x, region.y, region.width, region.height)) == painted,
+    )
+    undo = w.krita.action("edit_undo")
+    undo.trigger()
+    doc.waitForDone()
+    w.pump(0.1)
+    c("one undo takes the preview and the Apply away", w.names(doc) == before, (before, w.names(doc)))
+    w.krita.action("edit_redo").trigger()
+    doc.waitForDone()
+    w.pump(0.1)
+    panel.tree.setCurrentItem(panel.tree.topLevelItem(0).child(0))
+    w.pump(0.1)
+    c("previewed again", history.PREVIEW_NAME in w.names(doc), w.names(doc))
+    docker.discard()
+    w.pump(0.1)
+    c("Discard takes the preview off the canvas", history.PREVIEW_NAME not in w.names(doc), w.names(doc))
+    docker.update_history()
+    c("and the result out of the History", panel.count() == 1, panel.count())
+    # Run again, with a result layer active: the job's own layer is what is read.
+    group = next((n for n in doc.rootNode().childNodes() if n.type() == "grouplayer"), None)
+    result_layer = group.childNodes()[-1] if group is not None else None
+    c("a result layer exists", result_layer is not None, w.names(doc))
+    doc.setActiveNode(result_layer)
+    w.pump(0.1)
+    panel.tree.setCurrentItem(panel.tree.topLevelItem(0))
+    keys = {history.node_key(n) for n in doc.rootNode().childNodes()}
+    panel.again_button.click()
+    c("Run again started", docker.controller is not None, c.info.get("messages"))
+    c("and finished", w.wait_until(lambda: docker.controller is None, 60))
+    w.pump(0.2)
+    new = [n for n in doc.rootNode().childNodes() if history.node_key(n) not in keys]
+    c("it inserted one group", len(new) == 1 and new[0].type() == "grouplayer", w.names(doc))
+    if new:
+        root = w.names(doc)
+        c("right above the painting", root.index(new[0].name()) == root.index("Painted") + 1, root)
+        first = new[0].childNodes()[-1]
+        data = bytes(first.pixelData(region.x, region.y, region.width, region.height))
+        c("made from the painting's pixels, not the result's", data == painted)
+    c("no error", not c.info.get("messages"), c.info.get("messages"))
+    layer.remove()
+    doc.waitForDone()
+    panel.tree.setCurrentItem(panel.tree.topLevelItem(0))
+    panel.again_button.click()
+    c(
+        "the layer gone: Run again says so",
+        "no longer in the image" in docker.message.text(),
+        docker.message.text(),
+    )
+    doc.close()
+    w.pump(0.2)
+    docker.update_history()
+    c("a closed image's results are forgotten", panel.count() == 0, panel.count())
+
+
 def zip_import(c: Checks, w: World) -> None:
     """Krita's own Import Python Plugin from File unpacks our zip to the installed layout."""
     path = os.path.join(sys.prefix, "share", "krita", "pykrita", "plugin_importer", "plugin_importer.py")
@@ -893,6 +1038,8 @@ SCENARIOS: dict[str, Callable[[Checks, World], None]] = {
     "exact_batch_count": lambda c, w: batch(c, w, w.server("fake_daemon"), "count"),
     "exact_batch_fan": lambda c, w: batch(c, w, w.server("fake_daemon"), "fan"),
     "batch_cancelled": batch_cancelled,
+    "docker_history": docker_history,
+    "history_without_window": history_without_window,
     "form_from_spec": form_from_spec,
     # end to end, against the real daemon serving builtin:tiny-sd15
     "real_feathered_undo": lambda c, w: inpaint_with_undo(
@@ -1132,3 +1279,14 @@ SCENARIOS.update(
         "autostart_remote_only_connects": autostart_remote_only_connects,
     }
 )
+
+
+# --- Krita 5.2's kritarunner ----------------------------------------------------------------
+# The main window's menu layout (:/kxmlgui5/krita5.xmlgui) is built into the krita executable
+# only; kritarunner 5.1 opens a window without it, 5.2 crashes. test_in_krita.py lends it the
+# krita executable's own, in a Qt resource file named by DI_KRITARUNNER_RESOURCES.
+if os.environ.get("DI_KRITARUNNER_RESOURCES"):
+    from differential_inpaint.qt import QtCore as _QtCore
+
+    if not _QtCore.QResource.registerResource(os.environ["DI_KRITARUNNER_RESOURCES"]):
+        raise RuntimeError(f"Qt refused the resource file {os.environ['DI_KRITARUNNER_RESOURCES']}")

@@ -31,11 +31,26 @@ def test_install_writes_what_krita_loads(tmp_path: Path):
     assert entry["Name"] == "Differential Inpaint"
     assert (package / entry["X-Krita-Manual"]).is_file()
     action = ET.parse(tmp_path / "krita" / "actions" / f"{NAME}.action").getroot()
-    # The ids createActions uses; the run and cancel actions come with default shortcuts.
+    # The ids createActions uses; run, cancel, apply and discard come with default shortcuts.
+    assignable = [f"{NAME}_run", f"{NAME}_cancel", f"{NAME}_apply", f"{NAME}_discard"]
     names = [a.get("name") for a in action.iter("Action")]
-    assert names == [NAME, f"{NAME}_run", f"{NAME}_cancel"]
+    assert names == [NAME, *assignable]
     shortcuts = {a.get("name"): a.findtext("shortcut") for a in action.iter("Action")}
-    assert shortcuts[f"{NAME}_run"] and shortcuts[f"{NAME}_cancel"]
+    assert all(shortcuts[name] for name in assignable)
+    assert len({shortcuts[name] for name in assignable}) == len(assignable)
+    # None taken by Krita itself (Ctrl+Alt+I is Scale Image To New Size): an ambiguous
+    # shortcut does nothing at all.
+    krita_actions = Path("/usr/share/krita/actions")
+    if krita_actions.is_dir():
+        taken = {
+            (a.findtext("shortcut") or "").lower(): a.get("name")
+            for f in krita_actions.glob("*.action")
+            for a in ET.parse(f).getroot().iter("Action")
+        }
+        clashes = {
+            name: taken[shortcuts[name].lower()] for name in assignable if shortcuts[name].lower() in taken
+        }
+        assert clashes == {}
     for part in ("protocol/messages.py", "client/__init__.py", "_vendor/msgpack/fallback.py", "krita_io.py"):
         assert (package / part).is_file(), part
     assert not list(package.rglob("__pycache__")) and not list(package.rglob("*.so"))

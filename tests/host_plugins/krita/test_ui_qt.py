@@ -240,3 +240,90 @@ def test_run_from_the_form_refuses_bad_lists_and_count_with_fan(plugin, qt, ui, 
     assert controller is not None and controller.job is None
     assert "cannot be used together" in errors[-1]
     form.set_values(plugin.Settings())
+
+
+def _batch_through_the_controller(plugin, qt, ui, krita, daemon, **values):
+    doc, layer = new_document(krita, 96, 96)
+    feathered_selection(doc, 20, 20, 40, 40)
+    controller = ui.JobController(None, report_error=lambda _parent, message: pytest.fail(message))
+    finished: list[object] = []
+    controller.finished.connect(finished.append)
+    chosen = plugin.Settings.from_values({"prompt": "moss", "steps": 2, "server": daemon.url, **values})
+    assert controller.start(doc, layer, chosen)
+    assert wait(qt, lambda: bool(finished))
+    return doc, layer, finished[0]
+
+
+def test_the_history_previews_applies_and_discards_with_few_undo_steps(plugin, qt, ui, krita, daemon):
+    history = importlib.import_module(plugin.__name__ + ".history")
+    panel_module = importlib.import_module(plugin.__name__ + ".history_panel")
+    history.HISTORY.clear()
+    doc, layer, group = _batch_through_the_controller(plugin, qt, ui, krita, daemon, count=3, seed=40)
+    key = history.document_key(doc)
+    [record] = history.HISTORY.of(key)
+    assert [e.name for e in record.entries] == ["moss \u00b7 40", "moss \u00b7 41", "moss \u00b7 42"]
+    assert history.find_node(doc, record.source) is layer and record.inserted == group.uniqueId()
+    panel = panel_module.HistoryPanel()
+    panel.refresh(key)
+    top = panel.tree.topLevelItem(0)
+    assert top.childCount() == 3 and "3 variations" in top.text(0) and "fake" in top.text(0)
+    assert not top.child(0).icon(0).isNull()
+    steps = len(doc.undo_steps)
+
+    panel.tree.setCurrentItem(top.child(1))  # a click: the preview, above the job's group
+    names = [n.name() for n in doc.topLevelNodes()]
+    assert names == ["Background", "moss \u00b7 3 variations", history.PREVIEW_NAME]
+    preview = doc.topLevelNodes()[-1]
+    assert preview.locked() and doc.activeNode() is layer
+    assert len(doc.undo_steps) == steps + 1
+    top = panel.tree.topLevelItem(0)
+    assert "on the canvas" in top.child(1).text(0)
+    panel.tree.setCurrentItem(top.child(2))  # another result: the same layer, new pixels
+    assert doc.topLevelNodes()[-1] is preview and len(doc.undo_steps) == steps + 1
+    panel.apply_selected()  # the preview becomes the kept layer: still that one step
+    assert preview.name() == "moss \u00b7 42" and not preview.locked()
+    assert len(doc.undo_steps) == steps + 1 and history.HISTORY.preview is None
+
+    panel.tree.setCurrentItem(panel.tree.topLevelItem(0).child(0))
+    assert doc.topLevelNodes()[-1].name() == history.PREVIEW_NAME
+    panel.discard_selected()  # forgotten, and off the canvas
+    assert [n.name() for n in doc.topLevelNodes()][-1] == "moss \u00b7 42"
+    assert [e.seed for e in history.HISTORY.of(key)[0].entries] == [41, 42]
+
+    panel.refresh(key)
+    panel.tree.setCurrentItem(panel.tree.topLevelItem(0).child(0))
+    panel.use_seed()
+    assert ui.SettingsStore.instance().settings.job.seed == 41
+    panel.apply_selected()  # the previewed result
+    assert doc.topLevelNodes()[-1].name() == "moss \u00b7 41"
+
+    doc.setActiveNode(doc.topLevelNodes()[-1])  # a result layer active: Run again still finds the painting
+    assert history.HISTORY.source_of(record) == (doc, layer)
+    layer.remove()
+    with pytest.raises(plugin.InpaintError, match="'Background' this job was made from is no longer"):
+        history.HISTORY.source_of(record)
+    krita.docs.remove(doc)  # closed: forgotten
+    history.HISTORY.prune({history.document_key(d) for d in krita.docs})
+    assert history.HISTORY.of(key) == []
+
+
+def test_a_batch_cancelled_part_way_keeps_what_was_done(plugin, qt, ui, krita, daemon):
+    doc, layer = new_document(krita, 96, 96)
+    feathered_selection(doc, 20, 20, 40, 40)
+    errors: list[str] = []
+    controller = ui.JobController(None, report_error=lambda _parent, message: errors.append(message))
+    arrived: list[object] = []
+    finished: list[object] = []
+    controller.resulted.connect(arrived.append)
+    controller.finished.connect(finished.append)
+    chosen = plugin.Settings.from_values(
+        {"prompt": "slow: batch", "count": 4, "seed": 9, "server": daemon.url, "steps": 3}
+    )
+    assert controller.start(doc, layer, chosen)
+    assert wait(qt, lambda: bool(arrived))
+    controller.cancel()
+    assert wait(qt, lambda: bool(finished))
+    group = finished[0]
+    assert group.type() == "grouplayer" and [n.name() for n in group.childNodes()] == ["slow: batch \u00b7 9"]
+    assert errors == [] and "1 of its 4 results" in controller.error.message
+    assert controller.job is None and controller.worker.job is None
