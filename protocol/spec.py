@@ -287,6 +287,29 @@ class JobParams:
         hi_open=True,
         hosts=frozenset({CLI}),
     )
+    smooth: bool = param(
+        True,
+        "Smooth strength",
+        "The change follows the mask's gray continuously, even at few steps; off: the paper's "
+        "rule, one band of strength per step",
+        advanced=True,
+    )
+    color_match: bool = param(
+        False,
+        "Colour match",
+        "Match the colours of partly changed areas to the original: against halos and colour drift",
+        advanced=True,
+    )
+    keep_threshold: float = param(
+        0.0,
+        "Keep unchanged",
+        "Pixels the sampler changed by less than this keep their original value exactly; 0: off",
+        lo=0.0,
+        hi=0.25,
+        step=0.005,
+        percent=True,
+        advanced=True,
+    )
     count: int = param(
         1,
         "Variations",

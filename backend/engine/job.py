@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ...protocol import DEFAULT_LIMITS, JobParams, Limits, ProtocolError
+from . import seams
 from .catalog import CatalogEntry, SearchFolder
 from .errors import EngineError, InvalidRequest, OutOfMemory
 from .masks import composite_alpha, process_mask
@@ -380,6 +381,7 @@ class _BatchRun:
             callback=on_step,
             on_stage=on_stage,
             max_strength=[plan.max_strength for plan in chunk],
+            smooth=params.smooth,
         )
         self.steps_done = done_before + num_run
         self.progress("decoding", 1, 1)
@@ -396,9 +398,13 @@ class _BatchRun:
         results = []
         for k, plan in enumerate(chunk):
             rgb = tensor_to_image(new_rgb[k : k + 1])
+            alpha = plan.alpha
+            if params.color_match:
+                rgb = seams.match_colors(rgb, image[..., :3], self.processed * plan.strength)
+            alpha = seams.keep_unchanged(alpha, rgb, image[..., :3], params.keep_threshold)
             # Mask-0 pixels keep the input's values bit for bit; the rest are the new pixels.
-            out_rgb = np.where(plan.alpha[..., None] > 0, rgb, image[..., :3])
-            out = np.concatenate([out_rgb, plan.alpha[..., None]], axis=-1).astype(np.float32, copy=False)
+            out_rgb = np.where(alpha[..., None] > 0, rgb, image[..., :3])
+            out = np.concatenate([out_rgb, alpha[..., None]], axis=-1).astype(np.float32, copy=False)
             own = {**timings, "total": time.perf_counter() - self.start}
             results.append(InpaintResult(out, plan.seed, own, plan.index, plan.strength))
         return results

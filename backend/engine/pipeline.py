@@ -66,6 +66,16 @@ def first_free_step(
     return num_steps - torch.minimum(free_steps.clamp(min=0), most.view(-1, *[1] * (strength.dim() - 1)))
 
 
+def partial_free(strength: torch.Tensor, num_steps: int, first_free: torch.Tensor) -> torch.Tensor:
+    """The smooth rule's fraction per pixel: how far N*e lies past its whole number k of
+    free steps, in [0, 1) (see the sampler's `smooth`); 0 where k was capped by where
+    sampling starts, as img2img drops that fraction too."""
+    scaled = strength.double() * num_steps  # no tolerance: e = 0 must have no fraction at all
+    whole = (num_steps - first_free).double()
+    fraction = (scaled - whole).clamp(0.0, 1.0)
+    return torch.where(fraction < 1.0, fraction, torch.zeros_like(fraction))
+
+
 def _per_sample(value: float | Sequence[float], batch_size: int) -> list[float]:
     return [float(v) for v in value] if isinstance(value, Sequence) else [float(value)] * batch_size
 
@@ -242,6 +252,7 @@ class DifferentialDiffusionPipeline:
         callback: Callable[[StepState], None] | None = None,
         on_stage: Callable[[str], None] | None = None,
         max_strength: float | Sequence[float] | None = None,
+        smooth: bool = False,
         output_type: str = "image",
     ) -> torch.Tensor:
         """Run Differential Diffusion.
@@ -258,6 +269,17 @@ class DifferentialDiffusionPipeline:
         Samples of one batch may start at different steps (a fan): the batch runs from
         the earliest, and a sample is held at its noised original, as a job of its own
         starts, until its own first step.
+
+        smooth: the change grows continuously with e instead of in N steps. Under the step
+        rule a pixel with k = floor(N*e) >= 1 free steps was last reset one step before
+        its first free one, so it is denoised k + 1 steps from its noised original, and one
+        with k = 0 not at all: levels 0, 2, 3, ... Under `smooth`, N*e = k + f is level
+        k + f: the pixel is reset up to step N - k - 1, at step N - k it is the blend
+        noised original + f * (latents - noised original) (f = 0: reset, level k; f = 1:
+        kept, level k + 1), and free after; with k = 0 it ends as z0 + f * (one step's
+        change). e = 0 still ends as z0 exactly, and a uniform map is still img2img
+        exactly: its blend falls on the first step, where the latents are the noised
+        original. The free sets stay nested.
         """
         batch_size = image.shape[0]
         num_steps = num_inference_steps
@@ -293,7 +315,9 @@ class DifferentialDiffusionPipeline:
         latent_strength = F.interpolate(
             strength.cpu().double(), size=latent_size, mode="bilinear", align_corners=False
         )
-        first_free = first_free_step(latent_strength, num_steps, max_strengths).to(self.device)
+        first_free = first_free_step(latent_strength, num_steps, max_strengths)
+        fraction = partial_free(latent_strength, num_steps, first_free).to(self.device, self.dtype)
+        first_free = first_free.to(self.device)
         never_free = first_free >= num_steps
 
         # 2. Start where the strongest pixel starts: img2img with strength max(e).
@@ -329,13 +353,20 @@ class DifferentialDiffusionPipeline:
                 # Free: e >= 1 - i/N. Every other pixel goes back to the original, noised to
                 # this step's level. One timestep at a time: with a begin index set, a
                 # vectorised add_noise would use one sigma (this step's) for every timestep.
-                free = first_free <= step_index
+                # Smooth: free one step later, and blended at the step between (see above).
+                free = first_free < step_index if smooth else first_free <= step_index
                 noised_original = scheduler.add_noise(
                     original_latents, noise, t.reshape(1).repeat(batch_size)
                 )
                 # At and before its own first step a sample is its noised original: what
                 # its latents are when it starts alone (the same values, bit for bit).
-                latents = torch.where(free & (sample_start < step_index), latents, noised_original)
+                started = sample_start < step_index
+                stepped = latents
+                latents = torch.where(free & started, latents, noised_original)
+                if smooth:
+                    blended = (first_free == step_index) & started & (fraction > 0)
+                    mixed = noised_original + fraction * (stepped - noised_original)
+                    latents = torch.where(blended, mixed, latents)
 
                 model_input = torch.cat([latents] * 2) if do_cfg else latents
                 model_input = scheduler.scale_model_input(model_input, t)
@@ -378,7 +409,11 @@ class DifferentialDiffusionPipeline:
                     )
 
         # 5. "Keep" means keep: pixels never free are the original latents exactly.
-        latents = torch.where(never_free, original_latents, latents)
+        kept = original_latents
+        if smooth:  # a fraction of one step's change, for pixels below 1/N
+            partly = never_free & (fraction > 0)
+            kept = torch.where(partly, original_latents + fraction * (latents - original_latents), kept)
+        latents = torch.where(never_free, kept, latents)
         if output_type == "latent":
             return latents
 

@@ -209,7 +209,8 @@ def _run_parser() -> argparse.ArgumentParser:
 def test_the_job_options_are_the_specs_parameters_with_its_defaults() -> None:
     parser = _run_parser()
     offered = {o for action in parser._actions for o in action.option_strings if o.startswith("--")}
-    assert offered - MACHINE_OPTIONS == {f"--{p.option}" for p in CLI_PARAMS}
+    negations = {f"--no-{p.option}" for p in CLI_PARAMS if p.kind is bool}  # --smooth / --no-smooth
+    assert offered - MACHINE_OPTIONS == {f"--{p.option}" for p in CLI_PARAMS} | negations
     assert {p.name for p in CLI_PARAMS} >= {"prompt", "strength", "steps", "scheduler", "snap", "model"}
     for p in CLI_PARAMS:
         assert parser.get_default(p.name) == p.default, p.name

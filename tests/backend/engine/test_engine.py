@@ -57,13 +57,13 @@ def test_kept_pixels_are_bit_for_bit_and_alpha_marks_the_change(engine: Engine) 
     assert np.abs(result.image[12:38, 25:55, :3] - image[12:38, 25:55, :3]).mean() > 0.02
 
 
-def test_gray_bands_change_monotonically_more(engine: Engine) -> None:
+def test_gray_bands_change_monotonically_more_under_the_papers_rule(engine: Engine) -> None:
     image = random_region(64, 256, seed=2)
     mask = np.zeros((64, 256), np.uint8)
     levels = [0, 85, 170, 255]
     for band, level in enumerate(levels):
         mask[:, band * 64 : (band + 1) * 64] = level
-    result = engine.inpaint(image, mask, _params(steps=8, snap=0.0), model=TINY)
+    result = engine.inpaint(image, mask, _params(steps=8, snap=0.0, smooth=False), model=TINY)
     change = [
         np.abs(
             result.image[:, b * 64 + 12 : (b + 1) * 64 - 12, :3]
