@@ -271,9 +271,15 @@ def _show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig, action
         if isinstance(entry, Gtk.Entry):
             entry.set_visibility(False)  # a secret: dots on screen, like a password
     choosing = _use_model_choice(config)
-    names = [
-        MODEL_CHOICE if choosing and param.choices == "models" else param.gimp_argument for param in SHOWN
-    ]
+
+    def widget_name(param: Param) -> str:
+        name = MODEL_CHOICE if choosing and param.choices == "models" else param.gimp_argument
+        if param.percent and param.kind is float:
+            dialog.get_spin_scale(name, 100.0)  # a slider in %, as Krita shows it
+        return name
+
+    basic = [widget_name(param) for param in SHOWN if not param.advanced]
+    advanced = [widget_name(param) for param in SHOWN if param.advanced]
     what = (
         "Nothing is selected: the whole layer is repainted at the chosen strength."
         if whole
@@ -282,7 +288,17 @@ def _show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig, action
     dialog.get_label("action", f"{action}. {what}", False, False)
     # Where the daemon stands, above the settings (a run starts a local one if needed).
     state = dialog.get_label("daemon-state", _daemon_state(config), False, False)
-    dialog.fill(["action", "daemon-state", *names])
+    # The advanced settings folded away, so the dialog fits a 768-pixel-high screen.
+    dialog.get_label("advanced-title", "Advanced", False, False)
+    half = (len(advanced) + 1) // 2  # two columns: open, it still fits 768 pixels
+    dialog.fill_box("advanced-left", advanced[:half])
+    dialog.fill_box("advanced-right", advanced[half:])
+    columns = dialog.fill_box("advanced-box", ["advanced-left", "advanced-right"])
+    columns.set_orientation(Gtk.Orientation.HORIZONTAL)
+    columns.set_spacing(12)
+    columns.set_homogeneous(True)
+    dialog.fill_expander("advanced", "advanced-title", False, "advanced-box")
+    dialog.fill(["action", "daemon-state", *basic, "advanced"])
     dialog.get_content_area().pack_start(_daemon_buttons(config, state), False, False, 0)
     ok = dialog.get_widget_for_response(Gtk.ResponseType.OK)
     if isinstance(ok, Gtk.Button):

@@ -43,8 +43,9 @@ def install_plugin() -> Path:
 class GimpRun:
     """One gimp-console run over a list of scenarios (see in_gimp.py for the spec)."""
 
-    def __init__(self, scenarios: list[dict[str, Any]]) -> None:
+    def __init__(self, scenarios: list[dict[str, Any]], screen: str = "") -> None:
         self.scenarios = scenarios
+        self.screen = screen  # Xvfb's screen, e.g. "1366x768x24" (xvfb-run's default: 640x480x8)
         self.verdicts: dict[str, dict[str, Any]] = {}
         self.seconds = 0.0
         self.output = ""
@@ -64,6 +65,7 @@ class GimpRun:
                 [
                     "xvfb-run",
                     "-a",
+                    *(["-s", f"-screen 0 {self.screen}"] if self.screen else []),
                     "gimp-console-3.0",
                     "-i",
                     "--batch-interpreter=python-fu-eval",

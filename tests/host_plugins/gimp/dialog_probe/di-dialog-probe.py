@@ -6,7 +6,8 @@ test chroot only, beside the real plug-in, whose package it imports).
 Procedure `python-fu-di-dialog-probe`: the real plug-in's arguments plus
 `answer` ("ok" or "cancel"), `typed-prompt` (entered while the dialog is
 open), `picked-model` (chosen in the model choice, when there is one),
-`screenshot` (a PNG of the dialog, when not empty) and `verdict` (a JSON file
+`screenshot` (a PNG of the dialog, and one beside it named `-advanced` with
+the Advanced fold open, when not empty) and `verdict` (a JSON file
 for what the dialog showed).
 """
 
@@ -43,6 +44,8 @@ def _hidden_entries(widget: Gtk.Widget) -> int:
 def _texts(widget: Gtk.Widget, found: list[str]) -> list[str]:
     if isinstance(widget, Gtk.Label) and widget.get_text():
         found.append(widget.get_text())
+    if type(widget).__name__ == "SpinScale" and widget.get_label():  # its label is drawn, not a Gtk.Label
+        found.append(widget.get_label().replace("_", ""))  # without its mnemonic mark
     if isinstance(widget, Gtk.Container):
         for child in widget.get_children():
             _texts(child, found)
@@ -58,6 +61,14 @@ def _combos(widget: Gtk.Widget, found: list[list[list[str]]]) -> list[list[list[
     if isinstance(widget, Gtk.Container):
         for child in widget.get_children():
             _combos(child, found)
+    return found
+
+
+def _all(widget: Gtk.Widget, kind: type) -> list[Any]:
+    found = [widget] if isinstance(widget, kind) else []
+    if isinstance(widget, Gtk.Container):
+        for child in widget.get_children():
+            found += _all(child, kind)
     return found
 
 
@@ -93,8 +104,14 @@ def probe(
         seen["combos"] = _combos(dialog, [])
         seen["hidden_entries"] = _hidden_entries(dialog)
         seen["has_model_choice"] = plugin.MODEL_CHOICE in [a.name for a in procedure.get_aux_arguments()]
-        if config.get_property("screenshot"):
-            seen["size"] = _screenshot(dialog, config.get_property("screenshot"))
+        shot = config.get_property("screenshot")
+        if shot and "size" not in seen:
+            seen["size"] = _screenshot(dialog, shot)
+            for expander in _all(dialog, Gtk.Expander):
+                expander.set_expanded(True)
+            return True  # drawn open on the next round
+        if shot:  # a second PNG with the Advanced fold open
+            seen["advanced_size"] = _screenshot(dialog, shot.replace(".png", "-advanced.png"))
         config.set_property("prompt", config.get_property("typed-prompt"))  # the widgets follow
         if config.get_property("picked-model"):
             config.set_property(plugin.MODEL_CHOICE, config.get_property("picked-model"))

@@ -1,0 +1,77 @@
+"""Screenshot of the GIMP plug-in's dialog, as a painter sees it after a run.
+
+    .venv/bin/python -m tests.host_plugins.gimp.screenshot_dialog [OUT.png]
+
+Installs the plug-in into the trixie chroot's GIMP 3 (tests/support/trixie_chroot.py),
+runs it once against the stand-in daemon (so the dialog lists that daemon's models),
+then opens its real dialog under Xvfb on a 1366x768 screen through the test-only probe
+plug-in (dialog_probe/), which saves the dialog's window as a PNG, then again with its
+Advanced fold open (OUT with `-advanced` before `.png`), and cancels it.
+Default OUT: host_plugins/gimp/screenshots/dialog.png (linked from the plug-in's README).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from tests.support import trixie_chroot as chroot
+from tests.support.fake_daemon import fake_daemon
+
+from . import gimp_host
+
+REPO = Path(__file__).resolve().parents[3]
+DEFAULT_OUT = REPO / "host_plugins/gimp/screenshots/dialog.png"
+SCREEN = "1366x768x24"
+INSIDE = Path("/root/di-screenshots")  # in the chroot
+
+
+def scenarios(url: str) -> list[dict[str, object]]:
+    image = {
+        "image": [1200, 800],
+        "precision": "u8",
+        "layer": {"x": 0, "y": 0, "width": 1200, "height": 800, "alpha": False},
+        "selection": {"shape": "ellipse", "rect": [400, 250, 300, 220], "feather": 24},
+    }
+    args = {"prompt": "a red barn in a snowy field", "server-url": url, "steps": 20}
+    return [
+        # A first run remembers the daemon's address, whose models the dialog then lists.
+        {"name": "first-run", **image, "args": args},
+        {
+            "name": "dialog",
+            **image,
+            "args": {**args, "negative-prompt": "blurry", "count": 3, "model": "fake"},
+            "probe": {"answer": "cancel", "screenshot": str(INSIDE / "dialog.png")},
+        },
+    ]
+
+
+def main(argv: list[str]) -> int:
+    out = Path(argv[0]) if argv else DEFAULT_OUT
+    ready, why = gimp_host.chroot_ready()
+    if not ready:
+        print(f"cannot run GIMP here: {why}", file=sys.stderr)
+        return 1
+    gimp_host.install_plugin()
+    shots = chroot.root() / INSIDE.relative_to("/")
+    shots.mkdir(parents=True, exist_ok=True)
+    with fake_daemon() as daemon:
+        run = gimp_host.GimpRun(scenarios(daemon.url), screen=SCREEN).run()
+    verdict = run.verdict("dialog")
+    if not (shots / "dialog.png").is_file():
+        print(f"no screenshot was written; GIMP said:\n{run.output}", file=sys.stderr)
+        return 1
+    out.parent.mkdir(parents=True, exist_ok=True)
+    advanced = out.with_name(out.stem + "-advanced.png")
+    shutil.copyfile(shots / "dialog.png", out)
+    shutil.copyfile(shots / "dialog-advanced.png", advanced)
+    shutil.rmtree(shots, ignore_errors=True)
+    screen = SCREEN.rsplit("x", 1)[0]
+    for path, size in ((out, verdict["dialog"]["size"]), (advanced, verdict["dialog"]["advanced_size"])):
+        print(f"{path}: the dialog is {size[0]}x{size[1]} on a {screen} screen")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
