@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,18 @@ def start_step(max_strength: float, num_steps: int) -> int:
     return num_steps - min(int(num_steps * float(max_strength)), num_steps)
 
 
+def flow_start_step(max_strength: float, num_steps: int) -> int:
+    """The first step FLUX's and SD3's img2img run: `int(N - N * strength)`, computed as they do.
+
+    They round the steps run up where SD rounds them down: 10 steps at 0.75 run 8 (SD: 7); at
+    0.7 also 8, as 10 * 0.7 is 7.000000000000001 in double precision.
+    """
+    return int(max(num_steps - min(num_steps * float(max_strength), num_steps), 0))
+
+
+StartRule = Callable[[float, int], int]  # (max strength, N) -> the first step that runs
+
+
 def raise_if_cancelled(should_cancel: Callable[[], bool] | None) -> None:
     """JobCancelled when the caller asked to stop: checked between steps and stages."""
     if should_cancel is not None and should_cancel():
@@ -50,20 +63,30 @@ def raise_if_cancelled(should_cancel: Callable[[], bool] | None) -> None:
 
 
 def first_free_step(
-    strength: torch.Tensor, num_steps: int, max_strength: float | Sequence[float]
+    strength: torch.Tensor,
+    num_steps: int,
+    max_strength: float | Sequence[float],
+    start: StartRule = start_step,
 ) -> torch.Tensor:
     """Per pixel, the first step index i at which it is free (num_steps: never).
 
     e >= 1 - i/N  <=>  i >= N - N*e  <=>  i >= N - floor(N*e) for whole i. The integer
     form avoids float ties, and makes the free sets nested by construction: free at
     step i implies free at every later step. `max_strength`: one, or one per sample.
+
+    The strongest pixel runs as many steps as the family's img2img runs at that strength
+    (`start`: SD rounds N*e down, FLUX and SD3 round it up), and every pixel in its last,
+    partial step with it: a uniform map is img2img. A resampled map cannot be stronger
+    than the pixel mask it came from.
     """
-    free_steps = torch.floor(strength.double() * num_steps + _THRESHOLD_TOLERANCE).long()
-    # A resampled map cannot be stronger than the pixel mask it came from.
-    if not isinstance(max_strength, Sequence):
-        return num_steps - free_steps.clamp(0, num_steps - start_step(max_strength, num_steps))
-    most = torch.tensor([num_steps - start_step(m, num_steps) for m in max_strength])
-    return num_steps - torch.minimum(free_steps.clamp(min=0), most.view(-1, *[1] * (strength.dim() - 1)))
+    strengths = max_strength if isinstance(max_strength, Sequence) else [max_strength]
+    per_sample = (-1, *[1] * (strength.dim() - 1))
+    most = torch.tensor([num_steps - start(m, num_steps) for m in strengths]).view(per_sample)
+    top = torch.tensor([math.floor(num_steps * float(m) + _THRESHOLD_TOLERANCE) for m in strengths]).view(
+        per_sample
+    )
+    free_steps = torch.floor(strength.double() * num_steps + _THRESHOLD_TOLERANCE).long().clamp(min=0)
+    return num_steps - torch.where((free_steps >= top) & (free_steps > 0), most, free_steps)
 
 
 def partial_free(strength: torch.Tensor, num_steps: int, first_free: torch.Tensor) -> torch.Tensor:
@@ -90,18 +113,108 @@ class StepState:
     timestep: torch.Tensor
     latents: torch.Tensor
     free: torch.Tensor  # bool (B, 1, h, w): pixels the sampler was allowed to change
-    noised_original: torch.Tensor  # add_noise(z0, eps, t_i) used for the reset
+    noised_original: torch.Tensor  # z0 noised to this step's level, used for the reset
     original_latents: torch.Tensor  # z0
     pred_original: torch.Tensor | None  # the scheduler's x0 estimate, where it gives one
 
 
-class DifferentialDiffusionPipeline:
-    """The differential sampler over a loaded StableDiffusion(XL)Pipeline's components.
+@dataclass
+class FreeSchedule:
+    """Which latent pixels are free at which step: steps 1, 2, 4 and 5 of the rule, the same
+    for every family (the samplers differ in the model call and how they noise z0).
 
-    `pipe` provides the UNet, VAE, text encoder(s), tokenizer(s) and encode_prompt();
-    this class only owns the sampling loop. Inpainting checkpoints (9-channel UNet) get
-    the per-step free mask and the masked-image latents in their extra channels.
+    first_free: long (B, 1, h, w), each pixel's first free step index (N: never).
+    fraction: the smooth rule's part of a step per pixel (zeros without `smooth`).
+    sample_start: long (B, 1, 1, 1), each sample's first step (a fan's samples differ).
+    t_start: the first step the batch runs.
     """
+
+    num_steps: int
+    first_free: torch.Tensor
+    fraction: torch.Tensor
+    sample_start: torch.Tensor
+    t_start: int
+    smooth: bool
+
+    @classmethod
+    def plan(
+        cls,
+        strength: torch.Tensor,
+        latent_size: tuple[int, int],
+        num_steps: int,
+        max_strength: float | Sequence[float] | None,
+        *,
+        start: StartRule = start_step,
+        smooth: bool = False,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> FreeSchedule:
+        """The schedule of the pixel strength map `strength` (B, 1, H, W) on a latent grid.
+
+        The map goes to latent resolution bilinearly, without antialias, as the references
+        do; on the CPU, as float64 is not for every device. `max_strength`: max(e) over the
+        full-resolution pixel mask (None: over `strength`), one or one per sample.
+        """
+        if max_strength is None:
+            max_strength = [float(m) for m in strength.flatten(1).max(dim=1).values]
+        max_strengths = _per_sample(max_strength, strength.shape[0])
+        latent_strength = F.interpolate(
+            strength.cpu().double(), size=latent_size, mode="bilinear", align_corners=False
+        )
+        first_free = first_free_step(latent_strength, num_steps, max_strengths, start)
+        fraction = partial_free(latent_strength, num_steps, first_free)
+        starts = [start(m, num_steps) for m in max_strengths]
+        return cls(
+            num_steps=num_steps,
+            first_free=first_free.to(device),
+            fraction=fraction.to(device, dtype),
+            sample_start=torch.tensor(starts, device=device).view(-1, 1, 1, 1),
+            t_start=min(starts),
+            smooth=smooth,
+        )
+
+    @property
+    def never_free(self) -> torch.Tensor:
+        return self.first_free >= self.num_steps
+
+    def reset(
+        self, step_index: int, latents: torch.Tensor, noised_original: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the latents the model step starts from, the free mask) before step `step_index`.
+
+        Free: e >= 1 - i/N; every other pixel goes back to the original noised to this step's
+        level. At and before its own first step a sample is its noised original: what its
+        latents are when it starts alone (the same values, bit for bit). Smooth: free one
+        step later, and blended at the step between (see the sampler's `smooth`).
+        """
+        first_free = self.first_free
+        free = first_free < step_index if self.smooth else first_free <= step_index
+        started = self.sample_start < step_index
+        stepped = latents
+        latents = torch.where(free & started, latents, noised_original)
+        if self.smooth:
+            blended = (first_free == step_index) & started & (self.fraction > 0)
+            mixed = noised_original + self.fraction * (stepped - noised_original)
+            latents = torch.where(blended, mixed, latents)
+        return latents, free
+
+    def finish(self, latents: torch.Tensor, original_latents: torch.Tensor) -> torch.Tensor:
+        """ "Keep" means keep: pixels never free are the original latents exactly (smooth: plus
+        their fraction of one step's change, for pixels below 1/N)."""
+        never_free = self.never_free
+        kept = original_latents
+        if self.smooth:
+            partly = never_free & (self.fraction > 0)
+            kept = torch.where(partly, original_latents + self.fraction * (latents - original_latents), kept)
+        return torch.where(never_free, kept, latents)
+
+
+class LatentSampler:
+    """What every differential sampler does around its loop: keeping the components on the
+    device while they run (or parked in CPU memory, with CPU offload), and the VAE's way
+    between pixels and the model's scaled latents."""
+
+    start_rule: StartRule = staticmethod(start_step)  # where img2img of this family starts
 
     def __init__(
         self,
@@ -112,19 +225,16 @@ class DifferentialDiffusionPipeline:
         cpu_offload: bool = False,
     ) -> None:
         self.pipe = pipe
-        self.unet = pipe.unet
         self.vae = pipe.vae
         self.device = torch.device(device)
         self.dtype = dtype
         self.cpu_offload = cpu_offload
-        self.is_sdxl = getattr(pipe, "text_encoder_2", None) is not None
-        self.is_inpaint = self.unet.config.in_channels == 9
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        # SDXL's VAE overflows in fp16 unless it is a fixed one; decode it in fp32.
         self.vae_dtype = dtype
-        if dtype == torch.float16 and self.is_sdxl and getattr(self.vae.config, "force_upcast", False):
-            self.vae_dtype = torch.float32
-            self.vae.to(dtype=torch.float32)
+
+    def components(self) -> list[torch.nn.Module]:
+        """Every module of the pipeline, for `offload`."""
+        return [m for m in self.pipe.components.values() if isinstance(m, torch.nn.Module)]
 
     # -- component placement -------------------------------------------------------
 
@@ -146,15 +256,96 @@ class DifferentialDiffusionPipeline:
     def offload(self) -> None:
         """With CPU offload, park every component in CPU memory (after a job that stopped)."""
         if self.cpu_offload:
-            pipe = self.pipe
-            components = (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None))
-            self._park([m for m in components if m is not None])
+            self._park(self.components())
 
     def _park(self, modules: list[torch.nn.Module]) -> None:
         for m in modules:
             m.to("cpu")
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+    # -- pixels and latents ----------------------------------------------------------
+
+    def encode_image(
+        self, image: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z0 sampled with the generator, as img2img does; the latent mean), both scaled.
+
+        image: (B, 3, H, W) RGB in [0, 1]."""
+        with self._on_device(self.vae):
+            pixels = (2.0 * image - 1.0).to(device=self.device, dtype=self.vae_dtype)
+            distribution = self.vae.encode(pixels).latent_dist
+            sample, mean = distribution.sample(generator), distribution.mode()
+        return self._scale_latents(sample), self._scale_latents(mean)
+
+    def encode_blank(self, image: torch.Tensor) -> torch.Tensor:
+        """Latents of an all-gray image: what an inpainting UNet sees where pixels are masked."""
+        with self._on_device(self.vae):
+            pixels = torch.zeros_like(image).to(device=self.device, dtype=self.vae_dtype)
+            return self._scale_latents(self.vae.encode(pixels).latent_dist.mode())
+
+    def _scale_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """The VAE's latents in the model's space: SD1.5 scales them, SDXL fixes may normalise
+        them per channel, FLUX and SD3 shift and scale them."""
+        config = self.vae.config
+        latents = latents.to(self.dtype)
+        mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+        if mean is not None and std is not None:
+            mean = torch.tensor(mean, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
+            std = torch.tensor(std, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
+            return (latents - mean) * config.scaling_factor / std
+        shift = getattr(config, "shift_factor", None)
+        if shift is not None:
+            return (latents - shift) * config.scaling_factor
+        return latents * config.scaling_factor
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> float32 (B, 3, H, W) RGB in [0, 1]."""
+        config = self.vae.config
+        mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+        shift = getattr(config, "shift_factor", None)
+        if mean is not None and std is not None:
+            mean = torch.tensor(mean, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
+            std = torch.tensor(std, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
+            latents = latents * std / config.scaling_factor + mean
+        elif shift is not None:
+            latents = latents / config.scaling_factor + shift
+        else:
+            latents = latents / config.scaling_factor
+        with self._on_device(self.vae):
+            image = self.vae.decode(latents.to(self.vae_dtype), return_dict=False)[0]
+        return (image.float() / 2.0 + 0.5).clamp(0.0, 1.0)
+
+
+class DifferentialDiffusionPipeline(LatentSampler):
+    """The differential sampler over a loaded StableDiffusion(XL)Pipeline's components.
+
+    `pipe` provides the UNet, VAE, text encoder(s), tokenizer(s) and encode_prompt();
+    this class only owns the sampling loop. Inpainting checkpoints (9-channel UNet) get
+    the per-step free mask and the masked-image latents in their extra channels.
+    """
+
+    def __init__(
+        self,
+        pipe: Any,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        cpu_offload: bool = False,
+    ) -> None:
+        super().__init__(pipe, device=device, dtype=dtype, cpu_offload=cpu_offload)
+        self.unet = pipe.unet
+        self.is_sdxl = getattr(pipe, "text_encoder_2", None) is not None
+        self.is_inpaint = self.unet.config.in_channels == 9
+        # SDXL's VAE overflows in fp16 unless it is a fixed one; decode it in fp32.
+        if dtype == torch.float16 and self.is_sdxl and getattr(self.vae.config, "force_upcast", False):
+            self.vae_dtype = torch.float32
+            self.vae.to(dtype=torch.float32)
+
+    def components(self) -> list[torch.nn.Module]:
+        pipe = self.pipe
+        modules = (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None))
+        return [m for m in modules if m is not None]
 
     # -- the pieces ----------------------------------------------------------------
 
@@ -194,46 +385,6 @@ class DifferentialDiffusionPipeline:
         time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=self.dtype, device=self.device)
         return time_ids.repeat(rows, 1)
 
-    def encode_image(
-        self, image: torch.Tensor, generator: torch.Generator | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z0 sampled with the generator, as img2img does; the latent mean), both scaled."""
-        with self._on_device(self.vae):
-            pixels = (2.0 * image - 1.0).to(device=self.device, dtype=self.vae_dtype)
-            distribution = self.vae.encode(pixels).latent_dist
-            sample, mean = distribution.sample(generator), distribution.mode()
-        return self._scale_latents(sample), self._scale_latents(mean)
-
-    def encode_blank(self, image: torch.Tensor) -> torch.Tensor:
-        """Latents of an all-gray image: what an inpainting UNet sees where pixels are masked."""
-        with self._on_device(self.vae):
-            pixels = torch.zeros_like(image).to(device=self.device, dtype=self.vae_dtype)
-            return self._scale_latents(self.vae.encode(pixels).latent_dist.mode())
-
-    def _scale_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        config = self.vae.config
-        latents = latents.to(self.dtype)
-        mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
-        if mean is not None and std is not None:
-            mean = torch.tensor(mean, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
-            std = torch.tensor(std, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
-            return (latents - mean) * config.scaling_factor / std
-        return latents * config.scaling_factor
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents -> float32 (B, 3, H, W) RGB in [0, 1]."""
-        config = self.vae.config
-        mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
-        if mean is not None and std is not None:
-            mean = torch.tensor(mean, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
-            std = torch.tensor(std, device=latents.device, dtype=latents.dtype).view(1, -1, 1, 1)
-            latents = latents * std / config.scaling_factor + mean
-        else:
-            latents = latents / config.scaling_factor
-        with self._on_device(self.vae):
-            image = self.vae.decode(latents.to(self.vae_dtype), return_dict=False)[0]
-        return (image.float() / 2.0 + 0.5).clamp(0.0, 1.0)
-
     # -- the sampler ---------------------------------------------------------------
 
     @torch.no_grad()
@@ -247,12 +398,13 @@ class DifferentialDiffusionPipeline:
         num_inference_steps: int = 20,
         guidance_scale: float = 7.0,
         scheduler: Any,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         should_cancel: Callable[[], bool] | None = None,
         callback: Callable[[StepState], None] | None = None,
         on_stage: Callable[[str], None] | None = None,
         max_strength: float | Sequence[float] | None = None,
         smooth: bool = False,
+        mask: torch.Tensor | None = None,
         output_type: str = "image",
     ) -> torch.Tensor:
         """Run Differential Diffusion.
@@ -264,6 +416,7 @@ class DifferentialDiffusionPipeline:
             one per sample where the samples' strengths differ (a strength fan).
         generator: one, or one per sample (a batch of variations: each sample draws
             what a job of its own with that generator would).
+        mask: unused here (FLUX Fill's conditioning mask; see FlowDifferentialPipeline).
         Returns decoded RGB (B, 3, H, W) in [0, 1], or the final latents for "latent".
 
         Samples of one batch may start at different steps (a fan): the batch runs from
@@ -306,25 +459,22 @@ class DifferentialDiffusionPipeline:
                 "time_ids": self.sdxl_time_ids(height, width, rows),
             }
 
-        # 1. The strength map at latent resolution (bilinear, no antialias, as the references),
-        #    as each latent pixel's first free step. On the CPU: float64 is not for every device.
-        if max_strength is None:
-            max_strength = [float(m) for m in strength.flatten(1).max(dim=1).values]
-        max_strengths = _per_sample(max_strength, batch_size)
+        # 1. The strength map at latent resolution, as each latent pixel's first free step.
         latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
-        latent_strength = F.interpolate(
-            strength.cpu().double(), size=latent_size, mode="bilinear", align_corners=False
+        schedule = FreeSchedule.plan(
+            strength,
+            latent_size,
+            num_steps,
+            max_strength,
+            start=self.start_rule,
+            smooth=smooth,
+            device=self.device,
+            dtype=self.dtype,
         )
-        first_free = first_free_step(latent_strength, num_steps, max_strengths)
-        fraction = partial_free(latent_strength, num_steps, first_free).to(self.device, self.dtype)
-        first_free = first_free.to(self.device)
-        never_free = first_free >= num_steps
 
         # 2. Start where the strongest pixel starts: img2img with strength max(e).
         scheduler.set_timesteps(num_steps, device=self.device)
-        starts = [start_step(m, num_steps) for m in max_strengths]
-        sample_start = torch.tensor(starts, device=self.device).view(-1, 1, 1, 1)
-        t_start = min(starts)
+        t_start = schedule.t_start
         timesteps = scheduler.timesteps[t_start:]
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(t_start)
@@ -350,23 +500,13 @@ class DifferentialDiffusionPipeline:
                 raise_if_cancelled(should_cancel)
                 step_index = t_start + i
 
-                # Free: e >= 1 - i/N. Every other pixel goes back to the original, noised to
-                # this step's level. One timestep at a time: with a begin index set, a
-                # vectorised add_noise would use one sigma (this step's) for every timestep.
-                # Smooth: free one step later, and blended at the step between (see above).
-                free = first_free < step_index if smooth else first_free <= step_index
+                # Non-free pixels go back to the original noised to this step's level. One
+                # timestep at a time: with a begin index set, a vectorised add_noise would use
+                # one sigma (this step's) for every timestep.
                 noised_original = scheduler.add_noise(
                     original_latents, noise, t.reshape(1).repeat(batch_size)
                 )
-                # At and before its own first step a sample is its noised original: what
-                # its latents are when it starts alone (the same values, bit for bit).
-                started = sample_start < step_index
-                stepped = latents
-                latents = torch.where(free & started, latents, noised_original)
-                if smooth:
-                    blended = (first_free == step_index) & started & (fraction > 0)
-                    mixed = noised_original + fraction * (stepped - noised_original)
-                    latents = torch.where(blended, mixed, latents)
+                latents, free = schedule.reset(step_index, latents, noised_original)
 
                 model_input = torch.cat([latents] * 2) if do_cfg else latents
                 model_input = scheduler.scale_model_input(model_input, t)
@@ -409,11 +549,7 @@ class DifferentialDiffusionPipeline:
                     )
 
         # 5. "Keep" means keep: pixels never free are the original latents exactly.
-        kept = original_latents
-        if smooth:  # a fraction of one step's change, for pixels below 1/N
-            partly = never_free & (fraction > 0)
-            kept = torch.where(partly, original_latents + fraction * (latents - original_latents), kept)
-        latents = torch.where(never_free, kept, latents)
+        latents = schedule.finish(latents, original_latents)
         if output_type == "latent":
             return latents
 
