@@ -191,6 +191,7 @@ class History:
             x, y, w, h = preview.rect
             current.setPixelData(bytes(len(image.data) // (image.width * image.height) * w * h), x, y, w, h)
             current.setPixelData(image.data, *rect)
+            document.refreshProjection()  # setPixelData on a layer in the image does not redraw it
             preview.entry, preview.rect = entry_id, rect
         else:
             self.end_preview()

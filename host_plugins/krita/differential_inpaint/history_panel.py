@@ -56,9 +56,10 @@ class HistoryPanel(QtWidgets.QWidget):
         self.note.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.tree, 1)
+        # The buttons first: opening the History in a short docker shows them at once.
         layout.addLayout(buttons)
         layout.addWidget(self.note)
+        layout.addWidget(self.tree, 1)
         self.document = ""
         self._version = -1
         self._update_buttons()
@@ -181,6 +182,8 @@ class HistoryPanel(QtWidgets.QWidget):
         self.run_again_requested.emit(record)
 
     def _do(self, work: Any, done: str, rebuild: bool = True) -> None:
+        document = history.find_document(self.document)
+        active = None if document is None else document.activeNode()
         try:
             work()
         except InpaintError as exc:
@@ -189,6 +192,11 @@ class HistoryPanel(QtWidgets.QWidget):
             self.say(as_inpaint_error(exc).message, error=True)
         else:
             self.say(done)
+        if active is not None and active.parentNode() is not None:
+            from .ui import keep_active
+
+            keep_active(document, active)  # the painting, not the preview or a result
+        del document, active  # no Krita object outlives this call
         if rebuild:
             self.refresh(self.document, force=True)
         else:  # called from the tree's own signal: relabel, never delete its items here

@@ -6,9 +6,10 @@ caller marshals to the GUI thread (ui.py wraps them in Qt signals).
 `run_blocking` is what `inpaint_layer` uses: it waits for the worker while
 letting Krita repaint, so even a Scripter call never freezes the window.
 
-A failure is handed over without its traceback: the traceback's frames hold the
-job, and through it Krita's document and node, in a reference cycle with the
-error; Krita would tear those down after its own objects at exit and crash.
+A failure is handed over without its traceback or the exceptions chained to it:
+their frames hold the job, and through it Krita's document and node, in a
+reference cycle with the error; Krita would tear those down after its own
+objects at exit and crash (seen after a cancel in Krita 5.2.9).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class JobThread(threading.Thread):
                 timeout=self.timeout,
             )
         except BaseException as exc:  # the worker must always report back
-            on_error(as_inpaint_error(exc).with_traceback(None))
+            on_error(detached(as_inpaint_error(exc)))
         else:
             on_done(results)
         finally:
@@ -85,6 +86,14 @@ class JobThread(threading.Thread):
 
 def _ignore(_value: object) -> None:
     pass
+
+
+def detached(error: InpaintError) -> InpaintError:
+    """The error without its traceback and the exceptions it was raised from or during
+    (a `JobCancelled` raised while handling the connection's own one, say): their
+    tracebacks' frames hold the job and so Krita's document."""
+    error.__traceback__ = error.__context__ = error.__cause__ = None
+    return error
 
 
 def _default_pump() -> Callable[[], None]:

@@ -176,6 +176,9 @@ class KritaDocument:
         if len(group.childNodes()) != len(children):
             raise _insert_failed("the layer group")
         self.add_above(group)
+        # Adding the group redraws the image but not the group's own projection of
+        # children it got outside the image (it stayed empty in Krita 5.1.5): redo it.
+        self.document.refreshProjection()
         return group
 
     def new_layer(self, name: str, result: p.Result) -> Any:

@@ -666,7 +666,7 @@ class JobController(QtCore.QObject):
             self.job = flow.prepare(KritaDocument(document, node), job_settings)
             self.settings = job_settings
         except Exception as exc:
-            self._fail(as_inpaint_error(exc).with_traceback(None))
+            self._fail(jobs.detached(as_inpaint_error(exc)))
             return False
         if self.panel is not None:
             self.progress = self.panel
@@ -730,10 +730,13 @@ class JobController(QtCore.QObject):
         try:
             layer = flow.finish(self.job, results)
         except Exception as exc:
-            self._fail(as_inpaint_error(exc).with_traceback(None))
+            self._fail(jobs.detached(as_inpaint_error(exc)))
             return None
         with contextlib.suppress(Exception):  # the layer is in; a history hiccup must not undo that
             history.HISTORY.record(self.job, self.settings, results, layer)
+        host = self.job.host
+        if isinstance(host, KritaDocument) and host.node.parentNode() is not None:
+            keep_active(host.document, host.node)
         return layer
 
     def _on_error(self, error: InpaintError) -> None:
@@ -772,6 +775,23 @@ class JobController(QtCore.QObject):
         self.job = None
         if self.worker is not None:
             self.worker.job = None
+
+
+def keep_active(document: Any, node: Any) -> None:
+    """Make `node` the active layer again once Krita has handled what was just added:
+    its Layers docker makes an added node active when the event loop next runs, after
+    any setActiveNode of ours (seen in Krita 5.1.5), and the next run must work on the
+    painting, not on a result. Only the keys wait in the timers, no Krita object."""
+    document_key, key = history.document_key(document), history.node_key(node)
+
+    def again() -> None:
+        found = history.find_document(document_key)
+        target = None if found is None else history.find_node(found, key)
+        if target is not None and found.activeNode() != target:
+            found.setActiveNode(target)
+
+    for delay in (0, 150):
+        QtCore.QTimer.singleShot(delay, again)
 
 
 def run_from_form(

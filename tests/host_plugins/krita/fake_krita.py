@@ -287,6 +287,9 @@ class Document:
     def waitForDone(self) -> None:  # noqa: N802
         pass
 
+    def refreshProjection(self) -> None:  # noqa: N802
+        self.events.append(Event("refreshProjection", "root"))
+
     # -- helpers for tests -----------------------------------------------------
     def add_layer(self, name: str, node_type: str = "paintlayer") -> Node:
         node = self.createNode(name, node_type)
