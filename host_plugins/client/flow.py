@@ -245,6 +245,7 @@ def follow(
             on_result(result)
 
     def submit() -> list[p.Result]:
+        cancelled = False
         try:
             run_job(
                 job.submit,
@@ -258,7 +259,11 @@ def follow(
                 client=client,
             )
         except JobCancelled:
-            raise JobCancelled(results, job.submit.params.results) from None
+            cancelled = True
+        if cancelled:
+            # Raised outside the `except`: no chained exception whose traceback holds this
+            # frame, the job and through it the host's document (Krita must not keep those).
+            raise JobCancelled(results, job.submit.params.results)
         return results
 
     try:

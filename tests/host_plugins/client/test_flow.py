@@ -4,6 +4,7 @@ same code runs inside Krita and GIMP (tested there by the hosts' own tests)."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -286,3 +287,16 @@ def test_progress_text_of_a_batch() -> None:
         "Decoding... (3 of 4 results done)",
         None,
     )
+
+
+def test_a_cancel_is_raised_without_a_chained_exception() -> None:
+    # A chained exception's traceback would hold the job's frames, and through them the
+    # host's document, beyond the job (Krita crashes at exit when its objects outlive it).
+    host = StandInHost(selection_rect=p.Rect(10, 10, 20, 20))
+    cancel = threading.Event()
+    cancel.set()
+    with fake_daemon() as daemon:
+        job = flow.prepare(host, chosen(server=daemon.url, prompt="slow: a barn"))
+        with pytest.raises(JobCancelled) as raised:
+            flow.follow(job, chosen(server=daemon.url), client="test", cancel=cancel)
+    assert raised.value.__context__ is None and raised.value.__cause__ is None
