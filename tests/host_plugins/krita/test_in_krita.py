@@ -1,13 +1,17 @@
 """The plugin inside real Krita (kritarunner, offscreen), installed as it ships.
 
 Kritarunner launches, each running a batch of scenarios from
-krita_scenarios.py (Krita's startup is paid once per batch):
+krita_scenarios.py (Krita's startup is paid once per batch), in this machine's
+Krita (5.1 on Debian 12):
   - byte-exact: against a stand-in daemon whose answers are known to the byte
     (all depths, offsets, groups, failures, the dialog/menu path, the zip);
   - end to end: against the real daemon (`serve --model builtin:tiny-sd15` on an
     ephemeral port);
   - started on demand: the plugin installed by `install-plugin krita --serve-args
     "--model builtin:tiny-sd15 --port P"` and no daemon running: the plugin starts it.
+and in Krita 5.2 (Python 3.13) inside the Debian trixie chroot (tests/support/trixie_chroot.py):
+  - quitting normally after failed, successful and cancelled jobs (also in 5.1);
+  - byte-exact, the same batch as in 5.1.
 Without Krita these skip on a developer machine and fail in CI (tests/support/hosts.py).
 """
 
@@ -18,10 +22,13 @@ import fcntl
 import json
 import os
 import shutil
+import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +38,7 @@ from differential_inpaint.backend.cli import main as cli
 from differential_inpaint.host_plugins.install import krita as krita_installer
 from differential_inpaint.host_plugins.install.daemon_record import start_command, write_record
 from tests.host_plugins.client import started as started_daemons
+from tests.support import trixie_chroot
 from tests.support.daemon import running_daemon
 from tests.support.fake_daemon import fake_daemon
 from tests.support.hosts import require_host
@@ -45,6 +53,10 @@ AUTOSTART = [name for name in krita_scenarios.SCENARIOS if name.startswith("auto
 EXACT = [name for name in krita_scenarios.SCENARIOS if not name.startswith(("real_", "autostart_"))]
 REAL = [name for name in krita_scenarios.SCENARIOS if name.startswith("real_")]
 LAUNCH_TIMEOUT = 900
+# A batch against the stand-in daemon takes seconds; a hang must not cost CI 15 minutes.
+FAKE_DAEMON_TIMEOUT = 300
+# The modules of this folder that kritarunner imports.
+IN_KRITA = ["krita_scenarios.py", "form_check.py"]
 
 
 def kritarunner() -> str | None:
@@ -58,8 +70,15 @@ def run_in_krita(
     servers: dict[str, str],
     extra: dict[str, Any],
     env_extra: dict[str, str] | None = None,
+    *,
+    chroot: Path | None = None,
+    timeout: float = LAUNCH_TIMEOUT,
 ) -> dict[str, Any]:
-    """One kritarunner launch; returns the verdict (with the launch's output on failure)."""
+    """One kritarunner launch; returns the verdict (with the launch's output on failure).
+
+    `chroot`: run the Krita inside that root (then `workdir` and `pykrita` lie inside it,
+    and paths in `extra` are given as seen from inside); None: this machine's Krita."""
+    seen = _seen_from(chroot)
     workdir.mkdir(parents=True, exist_ok=True)
     config_home = workdir / "config"
     config_home.mkdir(exist_ok=True)
@@ -67,56 +86,151 @@ def run_in_krita(
     # for its undo actions and our menu action).
     (config_home / "kritadisplayrc").write_text("[General]\nOpenGLRenderer=none\n", encoding="utf-8")
     verdict_path = workdir / "verdict.json"
-    config = {"verdict": str(verdict_path), "scenarios": scenarios, **servers, **extra}
+    config = {"verdict": seen(verdict_path), "scenarios": scenarios, **servers, **extra}
     config_path = workdir / "config.json"
     config_path.write_text(json.dumps(config), encoding="utf-8")
-    env = dict(os.environ)
-    env.update(
-        QT_QPA_PLATFORM="offscreen",
-        PYTHONPATH=os.pathsep.join([str(HERE), str(pykrita)]),
-        XDG_CONFIG_HOME=str(config_home),  # Krita's settings (and ours) stay in the temp folder
-        XDG_RUNTIME_DIR=str(workdir),
-        PYTHONDONTWRITEBYTECODE="1",
-    )
-    env.update(env_extra or {})
-    started = time.monotonic()
+    scenarios_dir = HERE
+    extras = dict(env_extra or {})
+    if chroot is not None:
+        scenarios_dir = workdir / "scenarios"  # the chroot's Krita cannot see this checkout
+        scenarios_dir.mkdir(exist_ok=True)
+        for name in IN_KRITA:
+            shutil.copyfile(HERE / name, scenarios_dir / name)
+        # Krita 5.2's kritarunner crashes opening a window without the menu layout that
+        # only the krita executable carries (5.1's opens one without): lend it that one.
+        rcc = workdir / "kritarunner.rcc"
+        rcc.write_bytes(qt_resource("kxmlgui5/krita5.xmlgui", krita_menu_layout(chroot / "usr/bin/krita")))
+        extras.setdefault("DI_KRITARUNNER_RESOURCES", seen(rcc))
+    env = {
+        "QT_QPA_PLATFORM": "offscreen",
+        "PYTHONPATH": os.pathsep.join([seen(scenarios_dir), seen(pykrita)]),
+        "XDG_CONFIG_HOME": seen(config_home),  # Krita's settings (and ours) stay in the temp folder
+        "XDG_RUNTIME_DIR": seen(workdir),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONFAULTHANDLER": "1",  # a crash prints every Python thread's stack into the output
+        **extras,
+    }
+    argv = ["kritarunner", "-s", "krita_scenarios", "-f", "main", seen(config_path)]
     with one_krita_at_a_time():
-        proc = _launch(config_path, env)
+        started = time.monotonic()
+        try:
+            if chroot is None:
+                proc = _launch([kritarunner() or argv[0], *argv[1:]], {**os.environ, **env}, timeout)
+            else:  # the chroot's own HOME and PATH plus ours; this machine's mean nothing there
+                proc = trixie_chroot.run(argv, env=env, timeout=timeout)
+            output, returncode = proc.stdout, proc.returncode
+        except subprocess.TimeoutExpired as exc:
+            # A hang (say, a modal dialog nobody closes): report what ran, and the output.
+            partial = exc.output.decode(errors="replace") if isinstance(exc.output, bytes) else exc.output
+            output, returncode = f"{partial or ''}\n[kritarunner killed after {timeout:.0f} s]", None
+        seconds = time.monotonic() - started
     verdict: dict[str, Any] = {"scenarios": {}, "done": False}
     if verdict_path.is_file():
         verdict = json.loads(verdict_path.read_text(encoding="utf-8"))
-    verdict["launch_seconds"] = round(time.monotonic() - started, 1)
-    verdict["output"] = proc.stdout[-6000:]
-    verdict["returncode"] = proc.returncode
+    verdict["launch_seconds"] = round(seconds, 1)
+    verdict["output"] = output[-6000:]
+    verdict["returncode"] = returncode
     return verdict
+
+
+def _seen_from(chroot: Path | None) -> Callable[[Path], str]:
+    """How kritarunner names a path of this machine: as is, or relative to its chroot."""
+    if chroot is None:
+        return str
+    return lambda path: "/" + str(path.relative_to(chroot))
+
+
+def krita_menu_layout(executable: Path) -> bytes:
+    """krita5.xmlgui as built into the krita executable (a zlib stream among its Qt resources)."""
+    data = executable.read_bytes()
+    start = data.find(b"x\x9c")
+    while start >= 0:
+        with contextlib.suppress(zlib.error):
+            if b"<kpartgui" in zlib.decompressobj().decompress(data[start : start + 4096], 256):
+                return zlib.decompressobj().decompress(data[start:])
+        start = data.find(b"x\x9c", start + 1)
+    raise AssertionError(f"no menu layout (<kpartgui>) in {executable}")
+
+
+def qt_resource(path: str, content: bytes) -> bytes:
+    """A Qt binary resource file (rcc format 1, uncompressed) holding `content` at ":/<path>"."""
+
+    def qt_hash(name: str) -> int:  # QResource finds a folder's children by this hash
+        h = 0
+        for char in name:  # names here are ASCII: one UTF-16 unit each
+            h = (h << 4) + ord(char)
+            h ^= (h & 0xF0000000) >> 23
+            h &= 0x0FFFFFFF
+        return h
+
+    parts = path.split("/")
+    names, offsets = b"", []
+    for part in parts:
+        offsets.append(len(names))
+        utf16 = part.encode("utf-16-be")
+        names += struct.pack(">HI", len(utf16) // 2, qt_hash(part)) + utf16
+    # Node 0 is the root, node i a folder holding node i + 1, the last one the file. Each:
+    # name offset, flags (2: folder), then child count and first child, or country (any),
+    # language (1: C, what rcc writes for files of no language) and data offset.
+    tree = struct.pack(">IHII", 0, 2, 1, 1)
+    for i, offset in enumerate(offsets[:-1]):
+        tree += struct.pack(">IHII", offset, 2, 1, i + 2)
+    tree += struct.pack(">IHHHI", offsets[-1], 0, 0, 1, 0)
+    payload = struct.pack(">I", len(content)) + content
+    header = 20
+    return (
+        b"qres"
+        + struct.pack(">IIII", 1, header, header + len(tree) + len(names), header + len(tree))
+        + tree
+        + names
+        + payload
+    )
 
 
 @contextlib.contextmanager
 def one_krita_at_a_time() -> Iterator[None]:
     """Krita locks its resource database (in ~/.local/share/krita): two launches at once,
-    from two test runs on one machine, would wait for each other forever."""
+    from two test runs on one machine, would wait for each other forever. The chroot's
+    Krita has its own ~ (and trixie_chroot.run holds the root's lock), but shares /dev/shm,
+    IPC and the network with this machine's: one Krita at a time, wherever it runs."""
     with open(Path(tempfile.gettempdir()) / "differential-inpaint-kritarunner.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
 
-def _launch(config_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _launch(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [kritarunner() or "kritarunner", "-s", "krita_scenarios", "-f", "main", str(config_path)],
+        argv,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         errors="replace",
-        timeout=LAUNCH_TIMEOUT,
+        timeout=timeout,
     )
 
 
 @pytest.fixture(scope="module")
 def krita_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     require_host(kritarunner() is not None, "kritarunner is not installed (apt-get install krita)")
-    base = tmp_path_factory.mktemp("in-krita")
+    return _installed(tmp_path_factory.mktemp("in-krita"), str)
+
+
+@pytest.fixture(scope="module")
+def krita52_env() -> Iterator[dict[str, Any]]:
+    """The same, for Krita 5.2 in the trixie chroot: the plugin installed into a folder inside it."""
+    require_host(*trixie_chroot.ready("krita"))
+    root = trixie_chroot.root()
+    base = root / "root" / "di-tests" / f"krita-{uuid.uuid4().hex}"
+    try:
+        yield {**_installed(base, _seen_from(root)), "chroot": root}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _installed(base: Path, seen: Callable[[Path], str]) -> dict[str, Any]:
+    """The plugin installed into base/resources/pykrita, and the zip the installer packages."""
     resources = base / "resources"
     krita_installer.install(resources / "pykrita")
     listing = sorted(str(p.relative_to(resources)) for p in resources.rglob("*") if p.is_file())
@@ -124,21 +238,41 @@ def krita_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {
         "base": base,
         "pykrita": resources / "pykrita",
+        "chroot": None,
         "extra": {
-            "zip": str(zip_path),
-            "zip_resources": str(base / "zip-resources"),
+            "zip": seen(zip_path),
+            "zip_resources": seen(base / "zip-resources"),
             "installed_listing": listing,
         },
     }
 
 
-@pytest.fixture(scope="module")
-def exact_verdict(krita_env: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def _against_fake_daemon(
+    env: dict[str, Any], name: str, scenarios: list[str], **extra: Any
+) -> Iterator[dict[str, Any]]:
+    """One launch of `scenarios` against the stand-in daemon (on this machine's loopback,
+    which the chroot shares) and a port where nothing listens."""
     with fake_daemon() as fake:
         servers = {"fake_daemon": fake.url, "dead_server": f"ws://127.0.0.1:{unused_port()}"}
         yield run_in_krita(
-            krita_env["base"] / "exact", krita_env["pykrita"], EXACT, servers, krita_env["extra"]
+            env["base"] / name,
+            env["pykrita"],
+            scenarios,
+            servers,
+            {**env["extra"], **extra},
+            chroot=env["chroot"],
+            timeout=FAKE_DAEMON_TIMEOUT,
         )
+
+
+@pytest.fixture(scope="module")
+def exact_verdict(krita_env: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield from _against_fake_daemon(krita_env, "exact", EXACT)
+
+
+@pytest.fixture(scope="module")
+def exact52_verdict(krita52_env: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield from _against_fake_daemon(krita52_env, "exact", EXACT)
 
 
 @pytest.fixture(scope="module")
@@ -166,18 +300,30 @@ QUIT_CLEANLY = [
 
 @pytest.fixture(scope="module")
 def quit_verdict(krita_env: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    with fake_daemon() as fake:
-        servers = {"fake_daemon": fake.url, "dead_server": f"ws://127.0.0.1:{unused_port()}"}
-        extra = {**krita_env["extra"], "hard_exit": False}
-        yield run_in_krita(krita_env["base"] / "quit", krita_env["pykrita"], QUIT_CLEANLY, servers, extra)
+    yield from _against_fake_daemon(krita_env, "quit", QUIT_CLEANLY, hard_exit=False)
+
+
+@pytest.fixture(scope="module")
+def quit52_verdict(krita52_env: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield from _against_fake_daemon(krita52_env, "quit", QUIT_CLEANLY, hard_exit=False)
 
 
 def test_krita_quits_cleanly_after_failed_successful_and_cancelled_jobs(quit_verdict: dict[str, Any]) -> None:
+    assert_quit_cleanly(quit_verdict)
+
+
+def test_krita_52_quits_cleanly_after_failed_successful_and_cancelled_jobs(
+    quit52_verdict: dict[str, Any],
+) -> None:
+    assert_quit_cleanly(quit52_verdict)
+    assert quit52_verdict["krita"].startswith("5.2."), quit52_verdict["krita"]
+    assert quit52_verdict["python"].startswith("3.13."), quit52_verdict["python"]
+
+
+def assert_quit_cleanly(verdict: dict[str, Any]) -> None:
     for name in QUIT_CLEANLY:
-        assert_scenario(quit_verdict, name)
-    assert quit_verdict["returncode"] == 0, (
-        f"kritarunner exited with {quit_verdict['returncode']}\n{quit_verdict['output']}"
-    )
+        assert_scenario(verdict, name)
+    assert verdict["returncode"] == 0, f"kritarunner exited with {verdict['returncode']}\n{verdict['output']}"
 
 
 def assert_scenario(verdict: dict[str, Any], name: str) -> None:
@@ -211,6 +357,11 @@ def test_the_installed_plugin_and_its_vendored_libraries_were_used(exact_verdict
 @pytest.mark.parametrize("name", EXACT)
 def test_in_krita_exact(exact_verdict: dict[str, Any], name: str) -> None:
     assert_scenario(exact_verdict, name)
+
+
+@pytest.mark.parametrize("name", EXACT)
+def test_in_krita_52_exact(exact52_verdict: dict[str, Any], name: str) -> None:
+    assert_scenario(exact52_verdict, name)
 
 
 @pytest.mark.parametrize("name", REAL)
