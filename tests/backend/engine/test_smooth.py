@@ -196,3 +196,56 @@ def test_the_engine_colour_matches_and_keeps_mask_zero_bit_for_bit() -> None:
     assert (kept.image[..., 3] == 0).sum() > (plain.image[..., 3] == 0).sum()
     untouched = kept.image[..., 3] == 0
     assert kept.image[untouched, :3].tobytes() == image[untouched, :3].tobytes()
+
+
+def _paper_reference(
+    pipe: Any, image: torch.Tensor, strength: torch.Tensor, steps: int, seed: int
+) -> torch.Tensor:
+    """The paper's rule written out plainly from diffusers' parts (SD1.5, Euler, no
+    guidance), independent of the sampler's code: its latents."""
+    scheduler = make_scheduler("euler", pipe.scheduler.config)
+    scheduler.set_timesteps(steps)
+    generator = torch.Generator().manual_seed(seed)
+    vae = pipe.vae
+    z0 = vae.encode(2.0 * image - 1.0).latent_dist.sample(generator) * vae.config.scaling_factor
+    noise = torch.randn(z0.shape, generator=generator)
+    e = torch.nn.functional.interpolate(strength, size=z0.shape[-2:], mode="bilinear", align_corners=False)
+    free_steps = torch.floor(e * steps + 1e-9).clamp(max=int(steps * float(strength.max())))
+    t_start = steps - int(steps * float(strength.max()))
+    timesteps = scheduler.timesteps[t_start:]
+    scheduler.set_begin_index(t_start)
+    embeds, _ = pipe.encode_prompt("a stone wall", "cpu", 1, False)
+    latents = scheduler.add_noise(z0, noise, timesteps[:1])
+    for i, t in enumerate(timesteps):
+        free = free_steps >= steps - (t_start + i)  # e >= 1 - i/N in whole steps
+        latents = torch.where(free, latents, scheduler.add_noise(z0, noise, t.reshape(1)))
+        model_input = scheduler.scale_model_input(latents, t)
+        predicted = pipe.unet(model_input, t, encoder_hidden_states=embeds).sample
+        latents = scheduler.step(predicted, t, latents).prev_sample
+    return torch.where(free_steps == 0, z0, latents)
+
+
+def test_smooth_off_is_the_papers_rule_latent_for_latent() -> None:
+    sampler = _sampler()
+    strength = torch.zeros(1, 1, 64, 64, dtype=torch.float64)
+    for band, value in enumerate([0.0, 0.3, 0.55, 0.9]):
+        strength[..., band * 16 : (band + 1) * 16] = value
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+    def ours(smooth: bool) -> torch.Tensor:
+        return sampler(
+            image,
+            strength,
+            prompt="a stone wall",
+            num_inference_steps=10,
+            guidance_scale=1.0,
+            scheduler=make_scheduler("euler", sampler.pipe.scheduler.config),
+            generator=torch.Generator().manual_seed(5),
+            output_type="latent",
+            smooth=smooth,
+        )
+
+    with torch.no_grad():
+        reference = _paper_reference(sampler.pipe, image, strength, 10, 5)
+    torch.testing.assert_close(ours(False), reference, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(ours(True), reference, atol=1e-3), "smooth changes the gray bands"
