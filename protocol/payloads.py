@@ -93,7 +93,7 @@ class Mask:
 @dataclass(frozen=True)
 class ModelInfo:
     name: str  # what a client puts in JobParams.model
-    family: str  # "sd15", "sdxl", "sd15-inpaint", "sdxl-inpaint"
+    family: str  # "sd15", "sdxl", "sd15-inpaint", "sdxl-inpaint", "flux", "flux-schnell", "flux-fill", "sd3"
 
     def to_wire(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family}

@@ -3,9 +3,11 @@
 A model spec is one of:
 
 - ``builtin:NAME``      a built-in tiny model (``builtin:tiny-sd15``, ``builtin:tiny-sdxl``,
-                        ``builtin:tiny-sd15-inpaint``, ``builtin:tiny-sdxl-inpaint``);
+                        ``builtin:tiny-sd15-inpaint``, ``builtin:tiny-sdxl-inpaint``,
+                        ``builtin:tiny-flux``, ``builtin:tiny-flux-fill``, ``builtin:tiny-sd3``);
 - ``hf:ORG/NAME``       a diffusers model already in the Hugging Face cache (never downloaded);
-- a discovered name     a checkpoint file or diffusers folder found in a model folder, named by
+- a discovered name     a checkpoint file or diffusers folder (SD1.5, SDXL; FLUX.1 and SD3 as
+                        diffusers folders only, for now) found in a model folder, named by
                         its path relative to that folder (``sd_xl_base_1.0.safetensors``,
                         ``sd15/dreamshaper_8.safetensors``), or by its file stem when unique;
 - a path               to a ``.safetensors``/``.ckpt`` file or a diffusers folder; once resolved

@@ -131,9 +131,30 @@ def _has_prefix(shapes: Shapes, prefix: str) -> bool:
     return any(key.startswith(prefix) for key in shapes)
 
 
+# Keys that only FLUX.1's and SD3's own (BFL / Stability) layouts have, with or without a prefix.
+_FLOW_MARKERS = {
+    "double_blocks.0.img_attn.qkv.weight": "FLUX.1",
+    "joint_blocks.0.x_block.attn.qkv.weight": "SD3",
+}
+
+
+def _flow_checkpoint_kind(shapes: Shapes) -> str | None:
+    for key in shapes:
+        for marker, kind in _FLOW_MARKERS.items():
+            if key.endswith(marker):
+                return kind
+    return None
+
+
 def detect_family(shapes: Shapes) -> str:
     """ "sd15", "sdxl", "sd15-inpaint" or "sdxl-inpaint"; UnsupportedCheckpoint otherwise."""
     conv_in = shapes.get(UNET + "input_blocks.0.0.weight")
+    flow = _flow_checkpoint_kind(shapes) if conv_in is None else None
+    if flow is not None:
+        raise UnsupportedCheckpoint(
+            f"it is a {flow} checkpoint; {flow} models load from diffusers folders only for now "
+            "(single files and ComfyUI's split files are not supported yet)"
+        )
     if conv_in is None:
         raise UnsupportedCheckpoint("no Stable Diffusion UNet in it (a LoRA, VAE or embedding?)")
     in_channels = conv_in[1]
@@ -461,11 +482,24 @@ def _finish(pipe: Any, dtype: torch.dtype) -> None:
 
 
 def folder_family(folder: Path) -> str:
-    """Family of a diffusers folder from its model_index.json and unet/config.json."""
+    """Family of a diffusers folder from its model_index.json and unet/config.json (FLUX.1
+    and SD3: transformer/config.json)."""
+    from .flow_models import flow_folder_family
+
     try:
         index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+        if index.get("transformer"):  # FLUX.1 or SD3: a transformer where SD has its UNet
+            transformer = json.loads((folder / "transformer" / "config.json").read_text(encoding="utf-8"))
+            flow = flow_folder_family(index, transformer)
+            if flow is None:
+                raise UnsupportedCheckpoint(
+                    f"it is a {index.get('_class_name', 'pipeline')}, not FLUX.1 or SD3"
+                )
+            return flow
         unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
+        if isinstance(exc, UnsupportedCheckpoint):
+            raise
         raise UnsupportedCheckpoint(f"not a readable diffusers folder ({exc})") from exc
     if "text_encoder" not in index or not index.get("text_encoder") or index["text_encoder"][0] is None:
         raise UnsupportedCheckpoint("it has no text encoder (an SDXL refiner?)")
@@ -485,12 +519,24 @@ def folder_family(folder: Path) -> str:
 
 
 def load_folder(folder: Path, dtype: torch.dtype = torch.float32) -> tuple[Any, str]:
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers import (
+        FluxFillPipeline,
+        FluxPipeline,
+        StableDiffusion3Pipeline,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+    )
 
     family = folder_family(folder)
     kwargs: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True}
-    if base_family(family) == "sdxl":
-        cls: Any = StableDiffusionXLPipeline
+    if family == "sd3":  # FLUX and SD3 keep the folder's own scheduler and tokenizers
+        cls: Any = StableDiffusion3Pipeline
+    elif family == "flux-fill":
+        cls = FluxFillPipeline
+    elif base_family(family) == "flux":
+        cls = FluxPipeline
+    elif base_family(family) == "sdxl":
+        cls = StableDiffusionXLPipeline
     else:
         cls = StableDiffusionPipeline
         kwargs.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)

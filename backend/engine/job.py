@@ -249,6 +249,8 @@ def _plan(processed: np.ndarray, params: JobParams, seed: int, index: int) -> _P
     strength = params.result_strength(index)
     alpha = composite_alpha(processed, params.snap, steps=params.steps, strength=strength)
     max_strength = float(processed.max()) * strength
+    # Some pixel is free at some step (N * max(e) >= 1), in every family: SD's start rule
+    # says so without the model (FLUX's and SD3's would start a step nothing keeps).
     samples = bool(np.any(alpha > 0)) and start_step(max_strength, params.steps) < params.steps
     return _Planned(index, params.result_seed(seed, index), strength, alpha, max_strength, samples)
 
@@ -296,7 +298,7 @@ class _BatchRun:
     def chunks(self, planned: list[_Planned]) -> list[list[_Planned]]:
         """Consecutive results that sample together, at most `batch_size` a chunk; a result
         that needs no sampling is a chunk of its own, so that results stay in order."""
-        from .pipeline import start_step
+        start_step = start_rule(self.loaded.family)
 
         most = self.engine.batch_size(self.size[0] * self.size[1])
         chunks: list[list[_Planned]] = []
@@ -329,7 +331,7 @@ class _BatchRun:
     def _sample(self, chunk: list[_Planned]) -> list[InpaintResult]:
         import torch
 
-        from .pipeline import raise_if_cancelled, start_step
+        from .pipeline import raise_if_cancelled
         from .preview import latent_preview
         from .regions import resize, tensor_to_image
         from .schedulers import make_scheduler
@@ -344,6 +346,7 @@ class _BatchRun:
                 for plan in chunk
             ]
         )
+        start_step = start_rule(loaded.family)
         num_run = params.steps - min(start_step(plan.max_strength, params.steps) for plan in chunk)
         done_before = self.steps_done
 
@@ -382,6 +385,8 @@ class _BatchRun:
             on_stage=on_stage,
             max_strength=[plan.max_strength for plan in chunk],
             smooth=params.smooth,
+            # The painter's mask: FLUX Fill is told to fill where it is at least half set.
+            mask=resize(pixel_mask, self.size, mode="bilinear").clamp(0.0, 1.0).repeat(len(chunk), 1, 1, 1),
         )
         self.steps_done = done_before + num_run
         self.progress("decoding", 1, 1)
@@ -408,6 +413,14 @@ class _BatchRun:
             own = {**timings, "total": time.perf_counter() - self.start}
             results.append(InpaintResult(out, plan.seed, own, plan.index, plan.strength))
         return results
+
+
+def start_rule(family: str) -> Callable[[float, int], int]:
+    """Where a family's img2img starts: FLUX and SD3 run ceil(N * s) steps, SD floor(N * s)."""
+    from .configs import is_flow
+    from .pipeline import flow_start_step, start_step
+
+    return flow_start_step if is_flow(family) else start_step
 
 
 def check_params(params: JobParams, limits: Limits = DEFAULT_LIMITS) -> JobParams:

@@ -47,8 +47,8 @@ def start_step(max_strength: float, num_steps: int) -> int:
 def flow_start_step(max_strength: float, num_steps: int) -> int:
     """The first step FLUX's and SD3's img2img run: `int(N - N * strength)`, computed as they do.
 
-    They round the steps run up where SD rounds them down: 10 steps at 0.75 run 8 (SD: 7); at
-    0.7 also 8, as 10 * 0.7 is 7.000000000000001 in double precision.
+    They round the steps run up where SD rounds them down: 10 steps at 0.75 run 8 (SD: 7), at
+    0.35 run 4 (SD: 3); at 0.7 both run 7.
     """
     return int(max(num_steps - min(num_steps * float(max_strength), num_steps), 0))
 

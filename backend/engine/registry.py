@@ -27,11 +27,13 @@ from .catalog import (
     search_folders,
     why_unusable,
 )
-from .configs import WORKING_AREA
+from .configs import WORKING_AREA, is_flow
 from .errors import EngineError, UnknownModel
 from .tiny import BUILTIN_PREFIX, BUILTINS, TINY_WORKING_AREA
 
-ModelFamily = str  # "sd15", "sdxl", "sd15-inpaint", "sdxl-inpaint"
+ModelFamily = (
+    str  # "sd15", "sdxl", "sd15-inpaint", "sdxl-inpaint", "flux", "flux-schnell", "flux-fill", "sd3"
+)
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class ModelInfo:
 class LoadedModel:
     name: str
     family: str
-    sampler: Any  # DifferentialDiffusionPipeline
+    sampler: Any  # DifferentialDiffusionPipeline, or FlowDifferentialPipeline for FLUX and SD3
     working_area: int  # pixels of area regions are resized to
     multiple: int  # working sizes are multiples of this
 
@@ -74,6 +76,14 @@ def pick_device(device: str | None) -> tuple[Any, Any]:
     if chosen.type not in ("cuda", "mps", "cpu"):
         raise EngineError(f"Unsupported device '{device}': use cuda, cuda:N, mps or cpu.")
     return chosen, (torch.float16 if chosen.type in ("cuda", "mps") else torch.float32)
+
+
+def flow_dtype(dtype: Any) -> Any:
+    """The dtype FLUX and SD3 run in: bfloat16 where SD runs in float16 (their activations
+    overflow float16), else the engine's."""
+    import torch
+
+    return torch.bfloat16 if dtype == torch.float16 else dtype
 
 
 class ModelRegistry:
@@ -185,8 +195,8 @@ class ModelRegistry:
             if family is not None:
                 return CatalogEntry(spec, family, "huggingface-cache", index.parent)
         raise UnknownModel(
-            f"'{spec}' is not a Stable Diffusion 1.5 or SDXL diffusers model in the Hugging Face cache "
-            f"({hf_cache_dir()}); models are never downloaded."
+            f"'{spec}' is not a Stable Diffusion 1.5, SDXL, FLUX.1 or SD3 diffusers model in the "
+            f"Hugging Face cache ({hf_cache_dir()}); models are never downloaded."
         )
 
     def _resolve_path(self, path: Path) -> CatalogEntry:
@@ -225,20 +235,21 @@ class ModelRegistry:
 
     def _load_uncached(self, entry: CatalogEntry) -> LoadedModel:
         from .checkpoints import UnsupportedCheckpoint, load_folder, load_single_file
-        from .pipeline import DifferentialDiffusionPipeline
         from .tiny import build_tiny_pipeline
 
+        # FLUX and SD3 overflow in float16: they run in bfloat16 where the engine picked float16.
+        dtype = flow_dtype(self.dtype) if is_flow(entry.family) else self.dtype
         try:
             if entry.location is None:
                 pipe = copy.deepcopy(build_tiny_pipeline(entry.name.removeprefix(BUILTIN_PREFIX)))
-                if self.dtype != pipe.unet.dtype:
-                    pipe.to(dtype=self.dtype)
+                if dtype != pipe.vae.dtype:
+                    pipe.to(dtype=dtype)
                 family, area = entry.family, TINY_WORKING_AREA
             elif entry.location.is_dir():
-                pipe, family = load_folder(entry.location, self.dtype)
+                pipe, family = load_folder(entry.location, dtype)
                 area = WORKING_AREA[family]
             else:
-                pipe, family = load_single_file(entry.location, self.dtype)
+                pipe, family = load_single_file(entry.location, dtype)
                 area = WORKING_AREA[family]
         except UnsupportedCheckpoint as exc:
             raise UnknownModel(f"Cannot use '{entry.name}' as a model: {exc}.") from exc
@@ -248,9 +259,15 @@ class ModelRegistry:
             pipe.to(self.device)
         if self.vae_tiling:
             pipe.vae.enable_tiling()
-        sampler = DifferentialDiffusionPipeline(
-            pipe, device=self.device, dtype=self.dtype, cpu_offload=self.cpu_offload
-        )
+        options = {"device": self.device, "dtype": dtype, "cpu_offload": self.cpu_offload}
+        if is_flow(family):
+            from .flow_pipeline import FlowDifferentialPipeline
+
+            flow = FlowDifferentialPipeline(pipe, **options)
+            return LoadedModel(entry.name, family, flow, area, flow.multiple)
+        from .pipeline import DifferentialDiffusionPipeline
+
+        sampler = DifferentialDiffusionPipeline(pipe, **options)
         multiple = sampler.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
         return LoadedModel(entry.name, family, sampler, area, multiple)
 

@@ -59,10 +59,25 @@ def check_scheduler_name(name: str) -> str:
     raise UnknownScheduler(f"Unknown scheduler '{name}'. Choose one of: {offered}.")
 
 
+# FLUX and SD3 are trained for flow matching: their one scheduler, with the model's shift.
+FLOW_SCHEDULER = "FlowMatchEulerDiscreteScheduler"
+
+
 def make_scheduler(name: str, base_config: dict[str, Any]) -> Any:
-    """A fresh scheduler of the named kind with the model's betas, offsets and spacing."""
+    """A fresh scheduler of the named kind with the model's betas, offsets and spacing.
+
+    For a flow-matching model (FLUX, SD3: its config names FlowMatchEulerDiscreteScheduler)
+    "euler" is flow-matching Euler with the model's shift, and the only one offered.
+    """
     import diffusers
 
+    if dict(base_config).get("_class_name") == FLOW_SCHEDULER:
+        if check_scheduler_name(name) != "euler":
+            raise UnknownScheduler(
+                f"Scheduler '{name}' is not available for FLUX and SD3 models: they sample with "
+                "flow-matching Euler ('euler')."
+            )
+        return getattr(diffusers, FLOW_SCHEDULER).from_config(dict(base_config))
     class_name, overrides = _OFFERED[check_scheduler_name(name)]
     scheduler_class = getattr(diffusers, class_name)
     config = {k: v for k, v in dict(base_config).items() if not k.startswith("_")}

@@ -95,3 +95,25 @@ def tokenizer_for_vocab_size(vocab_size: int, pad_token: str = EOS) -> Any:
         f"The text encoder has a vocabulary of {vocab_size} tokens; only CLIP's "
         f"({CLIP_VOCAB_SIZE}) is known. Convert the model to a diffusers folder with its tokenizer."
     )
+
+
+# T5 (FLUX's and SD3's third text encoder) tokenizes with a SentencePiece Unigram model:
+# "▁" marks a word start. The tiny one: every letter, alone and starting a word.
+_T5_SPECIALS = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+TINY_T5_VOCAB_SIZE = len(_T5_SPECIALS) + 1 + 2 * 26
+
+
+@functools.lru_cache(maxsize=2)
+def build_t5_tokenizer(kind: str = "tiny") -> Any:
+    """A T5 tokenizer built in code (pad 0, end 1, unknown 2, as T5's own), never downloaded.
+
+    Only "tiny" is known: the real T5-XXL vocabulary (32100 pieces) is not shipped yet.
+    """
+    from transformers import T5TokenizerFast
+
+    if kind != "tiny":
+        raise ValueError(f"Unknown T5 tokenizer '{kind}': only the tiny one is built in.")
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    pieces = [*_T5_SPECIALS, ("▁", -2.0)]
+    pieces += [("▁" + c, -3.0) for c in letters] + [(c, -3.5) for c in letters]
+    return T5TokenizerFast(vocab=pieces, extra_ids=0, model_max_length=512)

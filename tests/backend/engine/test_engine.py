@@ -206,7 +206,7 @@ def test_bad_pixels_are_clear_errors(engine: Engine) -> None:
 
 def test_unknown_models_are_clear_errors(engine: Engine) -> None:
     with pytest.raises(UnknownModel, match="builtin:tiny-sd15"):  # lists the real built-ins
-        engine.resolve_model("builtin:tiny-sd3")
+        engine.resolve_model("builtin:tiny-sd2")
     with pytest.raises(UnknownModel, match="no-such-model"):
         engine.inpaint(random_region(8, 8), np.full((8, 8), 255, np.uint8), _params(), model="no-such-model")
     with pytest.raises(UnknownModel, match="No model was chosen"):
