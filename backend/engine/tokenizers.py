@@ -1,9 +1,10 @@
-"""CLIP tokenizers built offline: OpenAI's BPE shipped with the engine, and a tiny one.
+"""Tokenizers built offline: CLIP's BPE shipped with the engine, a tiny CLIP and a tiny T5.
 
 A single-file checkpoint carries the text encoders' weights but not their tokenizer;
 diffusers would fetch it from the Hub. The CLIP BPE vocabulary is fully determined by
 its merge list (CLIP's own SimpleTokenizer builds it the same way), so shipping the
-merges is enough. The tiny vocabulary serves the built-in test models.
+merges is enough. The tiny vocabularies serve the built-in test models (the tiny T5 is a
+SentencePiece-style Unigram model built in code, for FLUX's and SD3's T5 encoder).
 """
 
 from __future__ import annotations
