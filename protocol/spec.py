@@ -34,6 +34,12 @@ ALL_HOSTS = frozenset((KRITA, GIMP, CLI))
 # Seeds are unsigned 63-bit: every host language holds them in a signed 64-bit int.
 MAX_SEED = 2**63 - 1
 
+# The model families a daemon reports (`ModelInfo.family`). A parameter's `families`
+# names those that take it; a family not listed here (a newer daemon's) takes every one.
+SD_FAMILIES = frozenset({"sd15", "sdxl", "sd15-inpaint", "sdxl-inpaint"})
+FLUX_FAMILIES = frozenset({"flux", "flux-schnell", "flux-fill"})
+FAMILIES = SD_FAMILIES | FLUX_FAMILIES | {"sd3"}
+
 
 @dataclass(frozen=True)
 class Param:
@@ -62,6 +68,8 @@ class Param:
     choices: str | None = None  # the daemon announces the names: "models" or "schedulers"
     hosts: frozenset[str] = ALL_HOSTS
     gimp_name: str | None = None  # GIMP's argument name, where it predates this spec
+    families: frozenset[str] | None = None  # the model families that take it; None: every one
+    family_defaults: tuple[tuple[str, Any], ...] = ()  # (family, default) where it differs
 
     @property
     def option(self) -> str:
@@ -71,6 +79,10 @@ class Param:
     @property
     def gimp_argument(self) -> str:
         return self.gimp_name or self.option
+
+    def default_for(self, family: str | None) -> Any:
+        """The default for a model of `family` (None or "": not known)."""
+        return dict(self.family_defaults).get(family or "", self.default)
 
     def bounds(self, limits: Limits = DEFAULT_LIMITS) -> tuple[Any, Any]:
         """(lo, hi) with limit names resolved; None where unbounded."""
@@ -178,8 +190,19 @@ def _number(value: float) -> str:
 
 
 def param(default: Any, label: str, help: str, **spec: Any) -> Any:  # noqa: A002 - the spec's word
-    """Declare a dataclass field as a parameter (see `Param` for the keywords)."""
+    """Declare a dataclass field as a parameter (see `Param` for the keywords;
+    `family_defaults` is given as a mapping, family -> default)."""
+    if "family_defaults" in spec:
+        spec["family_defaults"] = tuple(sorted(dict(spec["family_defaults"]).items()))
+    if spec.get("families") is not None:
+        spec["families"] = frozenset(spec["families"])
     return field(default=default, metadata={"param": {"label": label, "help": help, **spec}})
+
+
+def applies_to(q: Param, family: str | None) -> bool:
+    """Whether a model of `family` takes the parameter `q`. An unknown family (None, "",
+    or one this spec does not list) takes every parameter: the daemon decides."""
+    return q.families is None or not family or family not in FAMILIES or family in q.families
 
 
 def params_of(cls: type) -> tuple[Param, ...]:
@@ -213,7 +236,12 @@ class JobParams:
         "", "Prompt", "What to paint where the mask is white", max_len="max_prompt_chars", multiline=True
     )
     negative_prompt: str = param(
-        "", "Negative prompt", "What to keep out of it", max_len="max_prompt_chars", advanced=True
+        "",
+        "Negative prompt",
+        "What to keep out of it",
+        max_len="max_prompt_chars",
+        advanced=True,
+        families=SD_FAMILIES | {"sd3"},  # FLUX has no unconditional pass to steer away with
     )
     strength: float = param(
         1.0,
@@ -229,11 +257,14 @@ class JobParams:
     guidance: float = param(
         7.0,
         "Guidance",
-        "How closely to follow the prompt (CFG scale; 1 or less turns it off)",
+        "How closely to follow the prompt (CFG scale, 1 or less turns it off; FLUX dev: its "
+        "distilled guidance)",
         lo=0.0,
         hi=100.0,
         step=0.5,
         advanced=True,
+        families=FAMILIES - {"flux-schnell"},  # schnell is distilled to run without guidance
+        family_defaults={"flux": 3.5, "flux-fill": 30.0},  # diffusers' FluxPipeline, FluxFillPipeline
     )
     seed: int | None = param(
         None,

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from differential_inpaint import protocol as p
+from differential_inpaint.protocol import spec
 from differential_inpaint.protocol.spec import ALL_HOSTS
 
 NUMBERS = [q for q in p.JOB_PARAMS if q.kind in (int, float)]
@@ -140,3 +141,51 @@ def test_a_list_typed_by_a_painter() -> None:
     assert fan.parse_text(fan.format_text((0.3, 0.55))) == (0.3, 0.55)
     with pytest.raises(ValueError, match="'half' is not a number"):
         fan.parse_text("0.3, half")
+
+
+# --- which model families take which settings ---
+
+
+def test_schnell_takes_neither_negative_prompt_nor_guidance() -> None:
+    assert not spec.applies_to(spec.BY_NAME["negative_prompt"], "flux-schnell")
+    assert not spec.applies_to(spec.BY_NAME["guidance"], "flux-schnell")
+    assert spec.applies_to(spec.BY_NAME["prompt"], "flux-schnell")
+
+
+def test_flux_dev_takes_guidance_not_a_negative_prompt_and_sd3_takes_both() -> None:
+    for family in ("flux", "flux-fill"):
+        assert spec.applies_to(spec.BY_NAME["guidance"], family)
+        assert not spec.applies_to(spec.BY_NAME["negative_prompt"], family)
+    for family in ("sd3", *spec.SD_FAMILIES):
+        assert spec.applies_to(spec.BY_NAME["guidance"], family)
+        assert spec.applies_to(spec.BY_NAME["negative_prompt"], family)
+
+
+@pytest.mark.parametrize("family", [None, "", "a-family-of-tomorrow"])
+def test_an_unknown_family_takes_every_parameter(family: str | None) -> None:
+    assert all(spec.applies_to(q, family) for q in p.JOB_PARAMS)
+
+
+def test_family_declarations_name_known_families_only() -> None:
+    for q in p.JOB_PARAMS:
+        assert q.families is None or q.families <= spec.FAMILIES, q.name
+        for family, default in q.family_defaults:
+            assert family in spec.FAMILIES and spec.applies_to(q, family), (q.name, family)
+            assert q.read({q.name: default}, "test") == default, (q.name, family)
+    assert any(q.families is not None for q in p.JOB_PARAMS)
+
+
+def test_guidance_defaults_follow_the_family() -> None:
+    guidance = spec.BY_NAME["guidance"]
+    assert guidance.default_for("flux") == 3.5
+    assert guidance.default_for("flux-fill") == 30.0
+    for family in (None, "", "sd15", "sdxl", "sd3", "unknown"):
+        assert guidance.default_for(family) == guidance.default == p.JobParams().guidance
+    assert spec.BY_NAME["steps"].default_for("flux") == spec.BY_NAME["steps"].default
+
+
+def test_a_declaration_is_hashable_and_its_family_defaults_a_mapping_once_declared() -> None:
+    guidance = spec.BY_NAME["guidance"]
+    hash(guidance)
+    assert dict(guidance.family_defaults) == {"flux": 3.5, "flux-fill": 30.0}
+    assert isinstance(guidance.families, frozenset)
