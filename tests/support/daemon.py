@@ -119,13 +119,18 @@ class DaemonProcess:
 
 
 def daemon_command(
-    *extra_args: str, model: str | None = DEFAULT_MODEL, port: int = 0, host: str = "127.0.0.1"
+    *extra_args: str,
+    model: str | None = DEFAULT_MODEL,
+    port: int = 0,
+    host: str = "127.0.0.1",
+    models: Sequence[str] = (),
 ) -> list[str]:
-    """The argv of `differential-inpaint serve` run by this very Python (the venv's)."""
+    """The argv of `differential-inpaint serve` run by this very Python (the venv's);
+    `models` are offered after `model` (the default)."""
     command = [sys.executable, "-m", "differential_inpaint.backend.cli", "serve"]
     command += ["--host", host, "--port", str(port)]
-    if model is not None:
-        command += ["--model", model]
+    for spec in ([] if model is None else [model]) + list(models):
+        command += ["--model", spec]
     return command + list(extra_args)
 
 
@@ -137,10 +142,12 @@ def running_daemon(
     startup_timeout: float = 120.0,
     config_dir: str | Path | None = None,
     env: dict[str, str] | None = None,
+    models: Sequence[str] = (),
 ) -> Iterator[DaemonProcess]:
     """A listening daemon for the `with` block; stopped (SIGTERM) afterwards.
 
-    `extra_args` go to `serve` (e.g. "--preview-interval", "0.1").
+    `extra_args` go to `serve` (e.g. "--preview-interval", "0.1"); `models` are
+    offered too, after `model` (the default), e.g. ("builtin:tiny-flux",).
     `config_dir` becomes XDG_CONFIG_HOME, so a token the daemon generates
     lands there instead of the developer's real config folder.
     """
@@ -148,7 +155,7 @@ def running_daemon(
     full_env.setdefault("PYTHONUNBUFFERED", "1")
     if config_dir is not None:
         full_env["XDG_CONFIG_HOME"] = str(config_dir)
-    daemon = DaemonProcess(daemon_command(*extra_args, model=model, host=host), env=full_env)
+    daemon = DaemonProcess(daemon_command(*extra_args, model=model, host=host, models=models), env=full_env)
     try:
         daemon.wait_listening(startup_timeout)
         yield daemon

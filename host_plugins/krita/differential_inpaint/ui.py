@@ -16,6 +16,7 @@ from . import history, jobs, settings
 from . import protocol as p
 from .client import DEFAULT_SERVER, InpaintError, JobCancelled, Settings, as_inpaint_error, flow, server_info
 from .krita_io import KritaDocument
+from .protocol.spec import applies_to
 from .qt import QtCore, QtGui, QtWidgets, Signal, exec_dialog
 
 TITLE = "Differential Inpaint"
@@ -322,6 +323,10 @@ class ModelField(Field):
         self.warning.setWordWrap(True)
         self.warning.setStyleSheet("color: #d9822b;")
         self.warning.hide()
+        # The chosen model's family, and the settings it does not take (`family_note`).
+        self.note = QtWidgets.QLabel()
+        self.note.setWordWrap(True)
+        self.note.hide()
         self.default: str | None = None
         box = QtWidgets.QWidget()
         rows = QtWidgets.QVBoxLayout(box)
@@ -330,6 +335,7 @@ class ModelField(Field):
         line.addWidget(self.combo, 1)
         line.addWidget(self.refresh)
         rows.addLayout(line)
+        rows.addWidget(self.note)
         rows.addWidget(self.warning)
         super().__init__(param, box, self.combo.currentIndexChanged)
         self.combo.currentIndexChanged.connect(self._warn)
@@ -362,6 +368,12 @@ class ModelField(Field):
 
     def value(self) -> Any:
         return self.combo.currentData() or None
+
+    def family(self) -> str:
+        """The chosen model's family as the daemon listed it ("" when not known); for
+        "Daemon's default", the default model's."""
+        chosen = self.value() or self.default
+        return next((family or "" for name, family in self.listed() if name == chosen), "")
 
     def set_value(self, value: Any) -> None:
         if value != self.value():
@@ -435,8 +447,10 @@ class SettingsForm(QtWidgets.QWidget):
         self._fetcher.loaded.connect(self._models_loaded)
         self._fetcher.failed.connect(self._models_failed)
         self.model.refresh.clicked.connect(self.refresh_models)
+        self.model.combo.currentIndexChanged.connect(lambda _index: self._follow_family())
         self._store = SettingsStore.instance()
         self._showing = False
+        self.family = ""  # the family the form is shown for ("" when not known)
         self.set_values(self._store.settings)
         self._store.changed.connect(self._store_changed)
         self._store.seed_used.connect(self._seed_used)
@@ -450,7 +464,38 @@ class SettingsForm(QtWidgets.QWidget):
 
     def set_values(self, chosen: Settings) -> None:
         self._show(chosen)
+        self._follow_family()
         self._store.update(self.values(), self)
+
+    def _follow_family(self, *, defaults: bool = True) -> None:
+        """Offer only the settings the chosen model's family takes: the others are greyed
+        out with a tooltip saying why (the daemon ignores them). With `defaults`, a setting
+        whose default depends on the family (guidance: 3.5 for FLUX dev) follows the new
+        family's default while it still holds the old family's (the painter has not
+        changed it); without, the values shown stay as they are (another form's)."""
+        assert isinstance(self.model, ModelField)
+        family, before = self.model.family(), self.family
+        self.family = family
+        left_out = []
+        for name, field in self.fields.items():
+            param = field.param
+            takes = applies_to(param, family)
+            if not takes:
+                left_out.append(param.label)
+            why = param.help if takes else f"{family} models do not take this setting (the daemon ignores it)"
+            for widget in (field.widget, self.labels[name]):
+                widget.setEnabled(takes)
+                widget.setToolTip(why)
+            untouched = field.value() == param.default_for(before)
+            if defaults and family != before and takes and param.family_defaults and untouched:
+                field.set_value(param.default_for(family))
+        note = f"Family: {family}" if family else ""
+        if left_out:
+            note += f"; it takes no {' or '.join(left_out).lower()}"
+        self.model.note.setText(note)
+        self.model.note.setVisible(bool(note))
+        if defaults and family != before:
+            self._store.update(self.values(), self)
 
     def _show(self, chosen: Settings) -> None:
         """Put `chosen` in the widgets without reporting it as the painter's edit."""
@@ -459,6 +504,7 @@ class SettingsForm(QtWidgets.QWidget):
             values = chosen.values()
             for name, field in self.fields.items():
                 field.set_value(values[name])
+            self._follow_family(defaults=False)  # the values are the store's, already followed
         finally:
             self._showing = False
 
@@ -500,6 +546,7 @@ class SettingsForm(QtWidgets.QWidget):
         assert isinstance(self.model, ModelField)
         self.model.refresh.setEnabled(True)
         self.model.set_models(models, default, keep=self.model.value())
+        self._follow_family()
         count = "one model" if len(models) == 1 else f"{len(models)} models"
         self.status.setText(f"The daemon offers {count}.")
 

@@ -327,3 +327,44 @@ def test_a_batch_cancelled_part_way_keeps_what_was_done(plugin, qt, ui, krita, d
     assert group.type() == "grouplayer" and [n.name() for n in group.childNodes()] == ["slow: batch \u00b7 9"]
     assert errors == [] and "1 of its 4 results" in controller.error.message
     assert controller.job is None and controller.worker.job is None
+
+
+def test_the_form_offers_only_the_settings_the_models_family_takes(plugin, qt, ui):
+    form = ui.SettingsForm(fold_advanced=True)
+    form.set_values(plugin.Settings())
+    model, guidance, negative = form.model, form.fields["guidance"], form.fields["negative_prompt"]
+    models = [("real-xl", "sdxl"), ("dev", "flux"), ("fast", "flux-schnell"), ("big", "sd3")]
+    model.set_models(models, "real-xl", keep=None)
+    form._follow_family()
+    assert form.family == "sdxl" and negative.widget.isEnabled() and guidance.widget.isEnabled()
+    assert model.note.text() == "Family: sdxl"
+    model.combo.setCurrentIndex(model.combo.findData("fast"))
+    assert form.family == "flux-schnell"
+    for name in ("negative_prompt", "guidance"):
+        assert not form.fields[name].widget.isEnabled() and not form.labels[name].isEnabled()
+        assert "flux-schnell models do not take" in form.fields[name].widget.toolTip()
+    assert form.fields["prompt"].widget.isEnabled() and form.fields["steps"].widget.isEnabled()
+    assert model.note.text() == "Family: flux-schnell; it takes no negative prompt or guidance"
+    model.combo.setCurrentIndex(model.combo.findData("dev"))
+    assert guidance.widget.isEnabled() and not negative.widget.isEnabled()
+    assert guidance.value() == 3.5  # FLUX dev's distilled guidance, the painter not having changed it
+    assert ui.SettingsStore.instance().settings.job.guidance == 3.5  # and what a run sends
+    assert guidance.widget.toolTip() == guidance.param.help
+    model.combo.setCurrentIndex(model.combo.findData("big"))
+    assert guidance.value() == 7.0 and negative.widget.isEnabled()
+    guidance.set_value(5.0)  # the painter's own value stays whatever the family
+    model.combo.setCurrentIndex(model.combo.findData("dev"))
+    assert guidance.value() == 5.0
+    model.combo.setCurrentIndex(0)  # the daemon's default: its family
+    assert form.family == "sdxl" and negative.widget.isEnabled()
+
+
+def test_the_family_is_followed_when_the_daemons_list_arrives(plugin, qt, ui):
+    form = ui.SettingsForm()
+    form.set_values(plugin.Settings.from_values({"model": "dev", "guidance": 7.0}))
+    assert form.family == "" and form.fields["negative_prompt"].widget.isEnabled()  # not known yet
+    form._models_loaded([("dev", "flux"), ("other", "sd15")], "other")
+    assert form.family == "flux" and not form.fields["negative_prompt"].widget.isEnabled()
+    assert form.values().job.guidance == 3.5
+    other = ui.SettingsForm()  # another form (the docker) shows the store's values as they are
+    assert other.values().job.guidance == 3.5 and other.values().job.model == "dev"
