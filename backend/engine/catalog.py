@@ -6,8 +6,9 @@ A model spec is one of:
                         ``builtin:tiny-sd15-inpaint``, ``builtin:tiny-sdxl-inpaint``,
                         ``builtin:tiny-flux``, ``builtin:tiny-flux-fill``, ``builtin:tiny-sd3``);
 - ``hf:ORG/NAME``       a diffusers model already in the Hugging Face cache (never downloaded);
-- a discovered name     a checkpoint file or diffusers folder (SD1.5, SDXL; FLUX.1 and SD3 as
-                        diffusers folders only, for now) found in a model folder, named by
+- a discovered name     a checkpoint file or diffusers folder (SD1.5, SDXL, FLUX.1, SD3; FLUX.1
+                        and SD3 also as a transformer alone, its VAE and text encoders found
+                        by flow_checkpoints.py) found in a model folder, named by
                         its path relative to that folder (``sd_xl_base_1.0.safetensors``,
                         ``sd15/dreamshaper_8.safetensors``), or by its file stem when unique;
 - a path               to a ``.safetensors``/``.ckpt`` file or a diffusers folder; once resolved
@@ -15,9 +16,10 @@ A model spec is one of:
 
 Model folders, in search order: those given to the engine (``--model-dir``), those in
 ``DIFFERENTIAL_INPAINT_MODEL_DIRS`` (os.pathsep separated), then the usual ComfyUI
-(``models/checkpoints``) and Automatic1111/Forge (``models/Stable-diffusion``) folders
-under the home directory, then the Hugging Face cache. A folder that is itself a ComfyUI
-or Automatic1111 installation is searched in its checkpoint folder.
+(``models/checkpoints``, ``models/diffusion_models``, ``models/unet``) and
+Automatic1111/Forge (``models/Stable-diffusion``) folders under the home directory, then
+the Hugging Face cache. A folder that is itself a ComfyUI or Automatic1111 installation
+is searched in those model folders.
 """
 
 from __future__ import annotations
@@ -43,7 +45,13 @@ _APP_FOLDERS = (
     "stable-diffusion-webui-forge",
     "sd-webui-forge",
 )
-_CHECKPOINT_SUBFOLDERS = (("models/checkpoints", "comfyui"), ("models/Stable-diffusion", "automatic1111"))
+# ComfyUI keeps FLUX.1 / SD3 transformers alone in models/unet or models/diffusion_models.
+_CHECKPOINT_SUBFOLDERS = (
+    ("models/checkpoints", "comfyui"),
+    ("models/diffusion_models", "comfyui"),
+    ("models/unet", "comfyui"),
+    ("models/Stable-diffusion", "automatic1111"),
+)
 _MAX_DEPTH = 4
 
 

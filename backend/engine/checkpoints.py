@@ -14,13 +14,19 @@ import errno
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .configs import SD15_SCHEDULER_CONFIG, SDXL_SCHEDULER_CONFIG, VAE_SCALING_FACTOR, base_family
+from .configs import (
+    FLOW_FAMILIES,
+    SD15_SCHEDULER_CONFIG,
+    SDXL_SCHEDULER_CONFIG,
+    VAE_SCALING_FACTOR,
+    base_family,
+)
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 
@@ -147,14 +153,20 @@ def _flow_checkpoint_kind(shapes: Shapes) -> str | None:
 
 
 def detect_family(shapes: Shapes) -> str:
-    """ "sd15", "sdxl", "sd15-inpaint" or "sdxl-inpaint"; UnsupportedCheckpoint otherwise."""
+    """ "sd15", "sdxl", "sd15-inpaint" or "sdxl-inpaint"; for a FLUX.1 or SD3 transformer
+    (alone or with its parts) "flux", "flux-schnell", "flux-fill" or "sd3";
+    UnsupportedCheckpoint otherwise."""
     conv_in = shapes.get(UNET + "input_blocks.0.0.weight")
     flow = _flow_checkpoint_kind(shapes) if conv_in is None else None
     if flow is not None:
-        raise UnsupportedCheckpoint(
-            f"it is a {flow} checkpoint; {flow} models load from diffusers folders only for now "
-            "(single files and ComfyUI's split files are not supported yet)"
-        )
+        from .flow_checkpoints import flow_checkpoint_family
+
+        family = flow_checkpoint_family(shapes)
+        if family is None:
+            raise UnsupportedCheckpoint(
+                f"its {flow} transformer is stored under a prefix this version does not know"
+            )
+        return family
     if conv_in is None:
         raise UnsupportedCheckpoint("no Stable Diffusion UNet in it (a LoRA, VAE or embedding?)")
     in_channels = conv_in[1]
@@ -385,6 +397,8 @@ def pipeline_from_state_dict(
     fit together (a weight missing or of the wrong shape: a damaged file)."""
     shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
     family = detect_family(shapes)
+    if family in FLOW_FAMILIES:
+        raise UnsupportedCheckpoint(f"it is a {family} model, which loads from .safetensors files only")
     try:
         pipe = _pipeline_of_family(state_dict, shapes, family)
     except UnsupportedCheckpoint:
@@ -465,7 +479,26 @@ def _pipeline_of_family(state_dict: dict[str, torch.Tensor], shapes: Shapes, fam
     return pipe
 
 
-def load_single_file(path: Path, dtype: torch.dtype = torch.float32) -> tuple[Any, str]:
+def load_single_file(
+    path: Path,
+    dtype: torch.dtype = torch.float32,
+    text_encoders: Sequence[Path] = (),
+    vae: Path | None = None,
+) -> tuple[Any, str]:
+    """(pipeline, family) of a single-file checkpoint. FLUX.1 and SD3 take their text
+    encoders and VAE from the file, from `text_encoders` / `vae`, or from the ComfyUI
+    folders around it (flow_checkpoints.py); SD1.x and SDXL files hold everything."""
+    from .configs import is_flow
+
+    if path.suffix.lower() == ".safetensors":
+        try:
+            family = detect_family(read_shapes(path))
+        except UnsupportedCheckpoint:
+            family = None
+        if family is not None and is_flow(family):
+            from .flow_checkpoints import load_flow_single_file
+
+            return load_flow_single_file(path, dtype, text_encoders, vae)
     return pipeline_from_state_dict(read_state_dict(path), dtype)
 
 

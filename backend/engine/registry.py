@@ -99,6 +99,8 @@ class ModelRegistry:
     max_loaded: how many pipelines stay loaded (least recently used is dropped).
     scan_default_locations: also search the usual ComfyUI/A1111 folders and the HF cache.
     allow_paths: whether a spec may be a filesystem path.
+    text_encoders, vae: files FLUX.1 / SD3 single files take their text encoders and VAE
+        from, before their own and those found around them (see flow_checkpoints.py).
     """
 
     def __init__(
@@ -113,6 +115,8 @@ class ModelRegistry:
         max_loaded: int = 1,
         scan_default_locations: bool = True,
         allow_paths: bool = True,
+        text_encoders: Sequence[Path | str] = (),
+        vae: Path | str | None = None,
     ) -> None:
         self.device = device
         self.dtype = dtype
@@ -123,6 +127,8 @@ class ModelRegistry:
         self.max_loaded = max(1, max_loaded)
         self.scan_default_locations = scan_default_locations
         self.allow_paths = allow_paths
+        self.text_encoders = [Path(p).expanduser() for p in text_encoders]
+        self.vae = Path(vae).expanduser() if vae else None
         self._lock = threading.RLock()
         self._entries: dict[str, CatalogEntry] = {}
         self._by_path: dict[str, CatalogEntry] = {}  # models named by path, listed from then on
@@ -249,7 +255,7 @@ class ModelRegistry:
                 pipe, family = load_folder(entry.location, dtype)
                 area = WORKING_AREA[family]
             else:
-                pipe, family = load_single_file(entry.location, dtype)
+                pipe, family = load_single_file(entry.location, dtype, self.text_encoders, self.vae)
                 area = WORKING_AREA[family]
         except UnsupportedCheckpoint as exc:
             raise UnknownModel(f"Cannot use '{entry.name}' as a model: {exc}.") from exc
