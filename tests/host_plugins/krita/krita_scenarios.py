@@ -549,6 +549,60 @@ def controller_run(c: Checks, w: World, server: str, prompt: str, cancel: bool =
     c("one layer more", len(w.names(doc)) == len(names) + 1, w.names(doc))
 
 
+def real_flux_form(c: Checks, w: World) -> None:
+    """The docker's form with the real daemon's models: choosing builtin:tiny-flux (FLUX dev)
+    greys out the negative prompt, puts guidance at FLUX dev's 3.5, and a job with the
+    form's settings runs on that model."""
+    from differential_inpaint import ui
+
+    server = w.server("real_daemon")
+    form = ui.SettingsForm(fold_advanced=True)
+    form.set_values(
+        w.plugin.Settings.from_values(
+            {"prompt": "a flux meadow", "negative_prompt": "fog", "steps": 2, "seed": 4, "server": server}
+        )
+    )
+    form.refresh_models()
+    combo = form.model.combo
+    listed = w.wait_until(lambda: combo.findData("builtin:tiny-flux") >= 0, 60)
+    if not c("the daemon lists builtin:tiny-flux", listed, [combo.itemText(i) for i in range(combo.count())]):
+        return
+    c("shown with its family", combo.itemText(combo.findData("builtin:tiny-flux")).endswith("\u2014 flux"))
+    c("guidance starts at the SD default", form.values().job.guidance == 7.0, form.values().job.guidance)
+    combo.setCurrentIndex(combo.findData("builtin:tiny-flux"))
+    negative, guidance = form.fields["negative_prompt"], form.fields["guidance"]
+    c("the form follows the family", form.family == "flux", form.family)
+    c("no negative prompt for FLUX", not negative.widget.isEnabled(), negative.widget.toolTip())
+    why = negative.widget.toolTip()
+    c("the tooltip says why", "flux models do not take" in why, why)
+    c("guidance offered at FLUX dev's 3.5", guidance.widget.isEnabled() and guidance.value() == 3.5)
+    c("the family beside the model", "Family: flux" in form.model.note.text(), form.model.note.text())
+    chosen = form.values()
+    c("the settings carry it", chosen.job.model == "builtin:tiny-flux" and chosen.job.guidance == 3.5)
+
+    doc, layer = w.document(128, 128)
+    layer.setPixelData(pattern(128, 128, "U8"), 0, 0, 128, 128)
+    w.select_feathered(doc, (32, 32, 48, 48), 8)
+    region = w.region_for(doc)
+    mask = bytes(doc.selection().pixelData(region.x, region.y, region.width, region.height))
+    errors: list[str] = []
+    finished: list[Any] = []
+    controller = ui.JobController(
+        None, report_error=lambda _parent, message: errors.append(message), show_progress=False
+    )
+    controller.finished.connect(finished.append)
+    started = time.monotonic()
+    c("started", controller.start(doc, layer, chosen))
+    w.wait_until(lambda: bool(finished), 120)
+    c.info["seconds"] = round(time.monotonic() - started, 2)
+    c("no error", errors == [], errors)
+    if not c("finished with a layer", finished != [] and finished[0] is not None, finished):
+        return
+    models = [r.model for r in controller.results]
+    c("made by builtin:tiny-flux", models == ["builtin:tiny-flux"], models)
+    check_new_layer(c, w, doc, layer, finished[0], region, mask, "U8", "a flux meadow")
+
+
 def changed_mid_job(c: Checks, w: World) -> None:
     """The painter keeps working while a job runs: the layer deleted meanwhile puts the
     result on top of the image; the image closed meanwhile gets nothing, with a message."""
@@ -1059,7 +1113,7 @@ SCENARIOS: dict[str, Callable[[Checks, World], None]] = {
     "docker_history": docker_history,
     "history_without_window": history_without_window,
     "form_from_spec": form_from_spec,
-    # end to end, against the real daemon serving builtin:tiny-sd15
+    # end to end, against the real daemon serving builtin:tiny-sd15 (and builtin:tiny-flux)
     "real_feathered_undo": lambda c, w: inpaint_with_undo(
         c, w, w.server("real_daemon"), "a brick wall", False
     ),
@@ -1069,6 +1123,7 @@ SCENARIOS: dict[str, Callable[[Checks, World], None]] = {
     "real_offset_layer": lambda c, w: offset_layer(c, w, w.server("real_daemon"), False),
     "real_nested_layer": lambda c, w: nested_layer(c, w, w.server("real_daemon"), False),
     "real_controller": lambda c, w: controller_run(c, w, w.server("real_daemon"), "gui real"),
+    "real_flux_form": real_flux_form,  # builtin:tiny-flux, also offered by the real daemon
 }
 
 

@@ -5,8 +5,8 @@ krita_scenarios.py (Krita's startup is paid once per batch), in this machine's
 Krita (5.1 on Debian 12):
   - byte-exact: against a stand-in daemon whose answers are known to the byte
     (all depths, offsets, groups, failures, the dialog/menu path, the zip);
-  - end to end: against the real daemon (`serve --model builtin:tiny-sd15` on an
-    ephemeral port);
+  - end to end: against the real daemon (`serve --model builtin:tiny-sd15 --model
+    builtin:tiny-flux` on an ephemeral port);
   - started on demand: the plugin installed by `install-plugin krita --serve-args
     "--model builtin:tiny-sd15 --port P"` and no daemon running: the plugin starts it.
 and in Krita 5.2 (Python 3.13) inside the Debian trixie chroot (tests/support/trixie_chroot.py):
@@ -277,7 +277,7 @@ def exact52_verdict(krita52_env: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def real_verdict(krita_env: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    with running_daemon() as daemon:
+    with running_daemon(models=("builtin:tiny-flux",)) as daemon:
         servers = {"real_daemon": daemon.url}
         verdict = run_in_krita(
             krita_env["base"] / "real", krita_env["pykrita"], REAL, servers, krita_env["extra"]
