@@ -17,10 +17,8 @@ from diffusers import (
     FluxTransformer2DModel,
     StableDiffusion3Img2ImgPipeline,
 )
-from safetensors.torch import save_file
 
 from differential_inpaint.backend.engine import Engine, UnknownScheduler
-from differential_inpaint.backend.engine.catalog import classify, why_unusable
 from differential_inpaint.backend.engine.configs import FLUX_SCHNELL_SCHEDULER_CONFIG
 from differential_inpaint.backend.engine.errors import JobCancelled
 from differential_inpaint.backend.engine.flow_models import flow_family
@@ -313,21 +311,6 @@ def test_a_diffusers_folder_loads_offline_as_the_same_model(tmp_path: Path, name
     # The weights are equal bit for bit; SD3's reloaded text encoders compute their embeddings
     # at float rounding (4e-6) of the built ones, so the latents are compared at rounding.
     torch.testing.assert_close(latents[0], latents[1], rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize(
-    ("key", "kind"),
-    [
-        ("double_blocks.0.img_attn.qkv.weight", "FLUX.1"),  # ComfyUI's models/unet/flux1-dev.safetensors
-        ("model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", "SD3"),  # an all-in-one SD3.5 file
-    ],
-)
-def test_flux_and_sd3_single_files_are_named_and_refused_clearly(tmp_path: Path, key: str, kind: str) -> None:
-    path = tmp_path / "model.safetensors"
-    save_file({key: torch.zeros(3, 2)}, str(path))
-    reason = why_unusable(path)
-    assert reason is not None and f"a {kind} checkpoint" in reason and "diffusers folders" in reason
-    assert classify(path) is None
 
 
 def test_progress_counts_the_steps_flow_img2img_runs(engine: Engine) -> None:

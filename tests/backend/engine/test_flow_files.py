@@ -1,0 +1,181 @@
+"""FLUX.1 and SD3 from the files people keep: all-in-one checkpoints and ComfyUI's split
+folders, offline, loading back as the same model; missing and ambiguous parts named."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from differential_inpaint.backend.engine import Engine, UnknownModel
+from differential_inpaint.backend.engine.catalog import classify, why_unusable
+from differential_inpaint.backend.engine.flow_models import flow_family
+from differential_inpaint.backend.engine.flow_pipeline import FlowDifferentialPipeline
+from differential_inpaint.backend.engine.schedulers import make_scheduler
+from differential_inpaint.backend.engine.tiny import build_tiny_pipeline
+
+from .flow_export import save_all_in_one, save_comfy_tree
+
+COMPONENTS = ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
+NAMES = ["tiny-flux", "tiny-flux-fill", "tiny-sd3"]
+
+
+def _assert_same_model(original: Any, loaded: Any, cast: torch.dtype | None = None) -> None:
+    assert type(loaded) is type(original)
+    for component in COMPONENTS:
+        left, right = getattr(original, component, None), getattr(loaded, component, None)
+        assert (left is None) == (right is None), component
+        if left is None:
+            continue
+        ours, theirs = left.state_dict(), right.state_dict()
+        assert ours.keys() == theirs.keys(), component
+        for key, value in ours.items():
+            expected = (
+                value.to(cast).to(value.dtype) if cast is not None and value.is_floating_point() else value
+            )
+            assert torch.equal(expected, theirs[key]), (component, key)
+    for tokenizer in ("tokenizer", "tokenizer_2", "tokenizer_3"):
+        if getattr(original, tokenizer, None) is not None:
+            ids = [getattr(p, tokenizer)("a red door").input_ids for p in (original, loaded)]
+            assert ids[0] == ids[1], tokenizer
+
+
+def _latents(pipe: Any) -> torch.Tensor:
+    strength = torch.linspace(0, 1, 64).repeat(64, 1)[None, None]
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    return FlowDifferentialPipeline(pipe)(
+        image, strength, prompt="a red door", num_inference_steps=3,
+        scheduler=make_scheduler("euler", pipe.scheduler.config),
+        generator=torch.Generator().manual_seed(1), output_type="latent",
+    )  # fmt: skip
+
+
+def _load(engine: Engine, name: str) -> Any:
+    return engine.models.load(engine.models.resolve(name)).sampler.pipe
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_all_in_one_file_loads_offline_as_the_same_model(tmp_path: Path, name: str) -> None:
+    original = build_tiny_pipeline(name)
+    save_all_in_one(original, tmp_path / "ComfyUI" / "models" / "checkpoints" / f"{name}.safetensors")
+    engine = Engine(device="cpu", model_dirs=[tmp_path / "ComfyUI"], scan_default_locations=False)
+    listed = {m.name: m.family for m in engine.list_models()}
+    assert listed[f"{name}.safetensors"] == flow_family(original)
+    loaded = _load(engine, name)  # HF_HUB_OFFLINE=1: nothing is fetched
+    _assert_same_model(original, loaded)
+    # Equal weights; as for diffusers folders (test_flow.py), the reloaded model may compute at
+    # float rounding of the built one (FLUX Fill: 5e-7), so latents are compared at rounding.
+    torch.testing.assert_close(_latents(loaded), _latents(original), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "transformer_folder", "text_folder"),
+    [
+        ("tiny-flux", "diffusion_models", "text_encoders"),
+        ("tiny-flux-fill", "unet", "clip"),
+        ("tiny-sd3", "diffusion_models", "clip"),
+    ],
+)
+def test_comfyuis_split_files_are_matched_and_load_as_the_same_model(
+    tmp_path: Path, name: str, transformer_folder: str, text_folder: str
+) -> None:
+    original = build_tiny_pipeline(name)
+    models = tmp_path / "ComfyUI" / "models"
+    save_comfy_tree(original, models, transformer_folder, text_folder)
+    engine = Engine(device="cpu", model_dirs=[tmp_path / "ComfyUI"], scan_default_locations=False)
+    listed = {m.name: m.family for m in engine.list_models() if m.source != "builtin"}
+    assert listed == {"model.safetensors": flow_family(original)}  # the parts are not models
+    loaded = _load(engine, "model.safetensors")
+    _assert_same_model(original, loaded)
+    # Equal weights; as for diffusers folders (test_flow.py), the reloaded model may compute at
+    # float rounding of the built one (FLUX Fill: 5e-7), so latents are compared at rounding.
+    torch.testing.assert_close(_latents(loaded), _latents(original), rtol=1e-5, atol=1e-5)
+
+
+def test_a_missing_vae_or_text_encoder_is_named_with_every_folder_looked_in(tmp_path: Path) -> None:
+    models = tmp_path / "ComfyUI" / "models"
+    paths = save_comfy_tree(build_tiny_pipeline("tiny-sd3"), models)
+    paths["vae"].unlink()
+    paths["t5"].unlink()
+    engine = Engine(device="cpu", model_dirs=[tmp_path / "ComfyUI"], scan_default_locations=False)
+    with pytest.raises(UnknownModel) as error:
+        _load(engine, "model.safetensors")
+    message = str(error.value)
+    assert "no VAE" in message and "no T5-XXL text encoder" in message
+    assert "CLIP" not in message  # the CLIPs were found
+    for folder in ("diffusion_models", "vae", "text_encoders", "clip"):
+        assert str(models / folder) in message
+    assert "--vae" in message and "--text-encoder" in message
+
+
+def test_several_fitting_parts_are_an_error_and_chosen_explicitly(tmp_path: Path) -> None:
+    original = build_tiny_pipeline("tiny-flux")
+    models = tmp_path / "ComfyUI" / "models"
+    paths = save_comfy_tree(original, models)
+    (models / "clip").mkdir()
+    shutil.copy(paths["t5"], models / "clip" / "t5xxl_other.safetensors")
+    engine = Engine(device="cpu", model_dirs=[tmp_path / "ComfyUI"], scan_default_locations=False)
+    with pytest.raises(UnknownModel, match="several files could be its T5-XXL text encoder") as error:
+        _load(engine, "model.safetensors")
+    assert "t5xxl_fp16.safetensors" in str(error.value) and "t5xxl_other.safetensors" in str(error.value)
+    chosen = Engine(
+        device="cpu",
+        model_dirs=[tmp_path / "ComfyUI"],
+        scan_default_locations=False,
+        text_encoders=[models / "clip" / "t5xxl_other.safetensors"],
+    )
+    _assert_same_model(original, _load(chosen, "model.safetensors"))
+
+
+def test_a_lone_transformer_takes_parts_given_explicitly(tmp_path: Path) -> None:
+    original = build_tiny_pipeline("tiny-sd3")
+    paths = save_comfy_tree(original, tmp_path / "parts")
+    lone = tmp_path / "elsewhere" / "sd3.safetensors"
+    lone.parent.mkdir()
+    paths["transformer"].rename(lone)
+    engine = Engine(
+        device="cpu",
+        scan_default_locations=False,
+        text_encoders=[paths["clip_l"], paths["clip_g"], paths["t5"]],
+        vae=paths["vae"],
+    )
+    _assert_same_model(original, _load(engine, str(lone)))
+    bare = Engine(device="cpu", scan_default_locations=False)
+    with pytest.raises(UnknownModel, match=r"no VAE \(looked in the file and in .*elsewhere"):
+        _load(bare, str(lone))
+
+
+def test_a_part_of_the_wrong_kind_given_explicitly_is_refused(tmp_path: Path) -> None:
+    paths = save_comfy_tree(build_tiny_pipeline("tiny-flux"), tmp_path / "models")
+    engine = Engine(device="cpu", scan_default_locations=False, vae=paths["t5"])
+    with pytest.raises(UnknownModel, match="is not a VAE"):
+        _load(engine, str(paths["transformer"]))
+
+
+def test_fp8_files_load(tmp_path: Path) -> None:
+    """e4m3fn storage, as ComfyUI's fp8 files: the weights load as their fp8 values."""
+    original = build_tiny_pipeline("tiny-flux")
+    save_all_in_one(original, tmp_path / "models" / "flux-fp8.safetensors", dtype=torch.float8_e4m3fn)
+    engine = Engine(device="cpu", model_dirs=[tmp_path / "models"], scan_default_locations=False)
+    loaded = _load(engine, "flux-fp8")
+    assert loaded.transformer.dtype == torch.float32  # computed in float32 on the CPU
+    _assert_same_model(original, loaded, cast=torch.float8_e4m3fn)
+
+
+@pytest.mark.parametrize(
+    ("key", "kind"),
+    [
+        ("double_blocks.0.img_attn.qkv.weight", "FLUX.1"),
+        ("model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", "SD3"),
+    ],
+)
+def test_an_incomplete_transformer_file_is_refused_clearly(tmp_path: Path, key: str, kind: str) -> None:
+    path = tmp_path / "model.safetensors"
+    save_file({key: torch.zeros(3, 2)}, str(path))
+    reason = why_unusable(path)
+    assert reason is not None and f"its {kind} transformer is incomplete" in reason
+    assert classify(path) is None
