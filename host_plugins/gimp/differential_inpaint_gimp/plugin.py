@@ -111,6 +111,8 @@ class _Models:
         self.choice: Gimp.Choice | None = None
         self.server = ""
         self.names: list[str] = []
+        self.families: dict[str, str] = {}  # model name -> family, as the daemon listed them
+        self.default = ""  # the daemon's default model
 
     def load(self) -> None:
         from .client import connection
@@ -118,7 +120,7 @@ class _Models:
         self.server = connection.normalize_server(remembered_server())
         welcome = connection.server_info(self.server, timeout=1.0)
         choice = Gimp.Choice.new()
-        default = welcome.default_model or ""
+        default = self.default = welcome.default_model or ""
         choice.add("", 0, "Daemon's default" + (f" ({default})" if default else ""), "")
         for model in welcome.models:
             self.add(choice, model.name, model.family)
@@ -128,6 +130,7 @@ class _Models:
 
     def add(self, choice: Gimp.Choice, name: str, family: str) -> None:
         self.names.append(name)
+        self.families[name] = family
         label = f"{name} \u2014 {family}" if family else name
         if name.startswith(TEST_MODEL_PREFIX):
             label += " (test model: paints noise)"
@@ -254,6 +257,51 @@ def _use_model_choice(config: Gimp.ProcedureConfig) -> bool:
     return True
 
 
+def family_of(model: str) -> str:
+    """The family of `model` ("": the daemon's default) as the daemon listed it; "" when
+    not known."""
+    return MODELS.families.get(model or MODELS.default, "")
+
+
+def _follow_family(dialog: Any, config: Gimp.ProcedureConfig, shown: dict[str, Any]) -> None:
+    """While the dialog is open: the settings the chosen model's family does not take are
+    insensitive with a tooltip saying why (the daemon ignores them), and a setting whose
+    default depends on the family (guidance: 3.5 for FLUX dev) follows the new family's
+    default as long as it holds the old family's (the painter has not changed it)."""
+    from .protocol.spec import applies_to
+
+    family = {"now": family_of(config.get_property(MODEL_CHOICE) or "")}
+    note = dialog.get_label("model-family", "", False, False)
+
+    def apply(before: str) -> None:
+        now = family["now"]
+        left_out = []
+        for param in SHOWN:
+            takes = applies_to(param, now)
+            if not takes:
+                left_out.append(param.label.lower())
+            widget = shown.get(param.name)
+            if widget is not None:
+                widget.set_sensitive(takes)
+                why = f"{now} models do not take this setting (the daemon ignores it)"
+                widget.set_tooltip_text(param.help if takes else why)
+            name = param.gimp_argument
+            if takes and before != now and config.get_property(name) == param.default_for(before):
+                config.set_property(name, param.default_for(now))
+        text = f"Model family: {now}" if now else ""
+        if left_out:
+            text += f"; it takes no {' or '.join(left_out)}"
+        note.set_text(text)
+
+    def changed(*_args: Any) -> None:
+        before, family["now"] = family["now"], family_of(config.get_property(MODEL_CHOICE) or "")
+        if family["now"] != before:
+            apply(before)
+
+    apply(family["now"])
+    config.connect(f"notify::{MODEL_CHOICE}", changed)
+
+
 def _show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig, action: str, whole: bool) -> bool:
     """The settings dialog; True on OK. `action` ("Repaint whole layer", "Inpaint
     selection") heads it and labels its OK button, so nothing selected is no surprise."""
@@ -279,6 +327,15 @@ def _show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig, action
         return name
 
     basic = [widget_name(param) for param in SHOWN if not param.advanced]
+    if choosing:  # the chosen model's family under the choice (`_follow_family`)
+        basic.insert(basic.index(MODEL_CHOICE) + 1, "model-family")
+        # The widgets of the settings some family does not take, made before `fill` uses them.
+        family_bound = {
+            param.name: dialog.get_widget(widget_name(param), GObject.TYPE_NONE)
+            for param in SHOWN
+            if param.families is not None
+        }
+        _follow_family(dialog, config, family_bound)
     advanced = [widget_name(param) for param in SHOWN if param.advanced]
     what = (
         "Nothing is selected: the whole layer is repainted at the chosen strength."

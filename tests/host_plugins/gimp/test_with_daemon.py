@@ -59,6 +59,25 @@ def scenarios(url: str, dead_url: str) -> list[dict[str, Any]]:
             "selection": None,
             "args": args("everything"),
         },
+        # builtin:tiny-flux (FLUX dev), named as a script would, then picked in the dialog
+        # (the daemon the last run used answers, so its models are a choice there).
+        {
+            "name": "flux",
+            "image": [160, 128],
+            "precision": "u8",
+            "layer": {"x": 0, "y": 0, "width": 160, "height": 128, "alpha": False},
+            "selection": {"shape": "ellipse", "rect": [40, 30, 64, 48], "feather": 8},
+            "args": args("a flux meadow", model="builtin:tiny-flux", guidance=3.5, steps=2),
+        },
+        {
+            "name": "flux-dialog",
+            "image": [160, 128],
+            "precision": "u8",
+            "layer": {"x": 0, "y": 0, "width": 160, "height": 128, "alpha": False},
+            "selection": {"shape": "rect", "rect": [40, 30, 64, 48]},
+            "args": args("", model="", guidance=7.0, steps=2),
+            "probe": {"answer": "ok", "typed-prompt": "picked flux", "picked-model": "builtin:tiny-flux"},
+        },
         {
             "name": "daemon-down",
             "image": [200, 160],
@@ -74,7 +93,7 @@ def scenarios(url: str, dead_url: str) -> list[dict[str, Any]]:
 def gimp_run() -> Iterator[gimp_host.GimpRun]:
     require_host(*gimp_host.chroot_ready())
     gimp_host.install_plugin()
-    with running_daemon() as daemon:
+    with running_daemon(models=("builtin:tiny-flux",)) as daemon:
         run = gimp_host.GimpRun(scenarios(daemon.url, f"ws://127.0.0.1:{free_port()}")).run()
         print(f"\nGIMP + daemon ran {len(run.scenarios)} scenarios in {run.seconds:.1f} s")
         statuses = [run.verdicts.get(s["name"], {}).get("status") for s in run.scenarios]
@@ -126,3 +145,30 @@ def test_daemon_not_running(gimp_run: gimp_host.GimpRun) -> None:
     assert verdict["new_layer"] is None
     assert verdict["layers_after"] == verdict["layers_before"]
     assert verdict["drawable_sha_after"] == verdict["drawable_sha_before"]
+
+
+def test_a_flux_model_runs(gimp_run: gimp_host.GimpRun) -> None:
+    verdict = check_success(gimp_run, "flux", (0, 0, 160, 128))
+    assert verdict["new_layer"]["name"] == "a flux meadow \u00b7 7"
+
+
+def test_the_dialog_offers_only_what_the_models_family_takes(gimp_run: gimp_host.GimpRun) -> None:
+    """Picking builtin:tiny-flux (FLUX dev) in the dialog: its family shows under the choice,
+    the negative prompt goes insensitive with a tooltip saying why, guidance left at the
+    SD default follows FLUX dev's 3.5; the job then runs on that model."""
+    verdict = check_success(gimp_run, "flux-dialog", (0, 0, 160, 128))
+    dialog = verdict["dialog"]
+    assert dialog["has_model_choice"], dialog
+    texts = {text for combo in dialog["combos"] for row in combo for text in row}
+    assert "builtin:tiny-flux \u2014 flux (test model: paints noise)" in texts, dialog["combos"]
+
+    def ours(insensitive: list[str]) -> list[str]:  # not GIMP's own ("Load settings" with none saved)
+        return [text for text in insensitive if "models do not take" in text]
+
+    assert ours(dialog["insensitive"]) == [] and dialog["guidance"] == 7.0  # the default model: sd15
+    assert "Model family: sd15" in dialog["labels"], dialog["labels"]
+    picked = dialog["after_pick"]
+    assert "Model family: flux; it takes no negative prompt" in picked["labels"], picked["labels"]
+    assert ours(picked["insensitive"]) == ["flux models do not take this setting (the daemon ignores it)"]
+    assert picked["guidance"] == 3.5
+    assert verdict["new_layer"]["name"] == "picked flux \u00b7 7"

@@ -64,6 +64,17 @@ def _combos(widget: Gtk.Widget, found: list[list[list[str]]]) -> list[list[list[
     return found
 
 
+def _insensitive(widget: Gtk.Widget, found: list[str]) -> list[str]:
+    """The tooltips of the widgets made insensitive (outermost only): why a setting is off."""
+    if not widget.get_sensitive() and widget.get_tooltip_text():
+        found.append(widget.get_tooltip_text())
+        return found
+    if isinstance(widget, Gtk.Container):
+        for child in widget.get_children():
+            _insensitive(child, found)
+    return found
+
+
 def _all(widget: Gtk.Widget, kind: type) -> list[Any]:
     found = [widget] if isinstance(widget, kind) else []
     if isinstance(widget, Gtk.Container):
@@ -113,8 +124,16 @@ def probe(
         if shot:  # a second PNG with the Advanced fold open
             seen["advanced_size"] = _screenshot(dialog, shot.replace(".png", "-advanced.png"))
         config.set_property("prompt", config.get_property("typed-prompt"))  # the widgets follow
+        seen["insensitive"] = _insensitive(dialog, [])
+        seen["guidance"] = config.get_property("guidance")
         if config.get_property("picked-model"):
             config.set_property(plugin.MODEL_CHOICE, config.get_property("picked-model"))
+            # The dialog follows the model's family at once (plugin._follow_family).
+            seen["after_pick"] = {
+                "labels": _texts(dialog, []),
+                "insensitive": _insensitive(dialog, []),
+                "guidance": config.get_property("guidance"),
+            }
         ok = config.get_property("answer") == "ok"
         dialog.response(Gtk.ResponseType.OK if ok else Gtk.ResponseType.CANCEL)
         return False
