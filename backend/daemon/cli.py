@@ -53,6 +53,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="a folder of checkpoints to offer (repeatable), e.g. ComfyUI's models/checkpoints",
     )
+    parser.add_argument(
+        "--text-encoder",
+        action="append",
+        default=[],
+        metavar="FILE",
+        type=Path,
+        help="a text encoder file (clip_l, clip_g, t5xxl) for FLUX.1 / SD3 models that lack it, "
+        "or to choose among several found (repeatable)",
+    )
+    parser.add_argument(
+        "--vae",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the VAE file (ae.safetensors) for FLUX.1 / SD3 models",
+    )
     parser.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best found)")
     parser.add_argument(
         "--allow-origin",
@@ -209,6 +225,8 @@ def _load_engine(args: argparse.Namespace):  # noqa: ANN202 - the engine's own t
     return Engine(
         device=args.device,
         model_dirs=tuple(args.model_dir),
+        text_encoders=tuple(args.text_encoder),
+        vae=args.vae,
         default_model=(args.model or [None])[0],
         max_batch=args.max_batch,
     )

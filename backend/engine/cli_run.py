@@ -59,6 +59,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-dir", action="append", default=[], type=Path, help="also search this folder (repeatable)"
     )
+    parser.add_argument(
+        "--text-encoder",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="a text encoder file (clip_l, clip_g, t5xxl) for a FLUX.1 / SD3 model that lacks it, "
+        "or to choose among several found (repeatable)",
+    )
+    parser.add_argument(
+        "--vae",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the VAE file (ae.safetensors) for a FLUX.1 / SD3 model",
+    )
     parser.add_argument("--vae-tiling", action="store_true", help="run the VAE in tiles (less GPU memory)")
     parser.add_argument("--cpu-offload", action="store_true", help="keep models in CPU memory (small GPUs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -246,6 +262,8 @@ def run(args: argparse.Namespace) -> int:
             model_dirs=args.model_dir,
             vae_tiling=args.vae_tiling,
             cpu_offload=args.cpu_offload,
+            text_encoders=args.text_encoder,
+            vae=args.vae,
             limits=FILE_LIMITS,
         )
         results = engine.inpaint_batch(

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -179,3 +180,51 @@ def test_an_incomplete_transformer_file_is_refused_clearly(tmp_path: Path, key: 
     reason = why_unusable(path)
     assert reason is not None and f"its {kind} transformer is incomplete" in reason
     assert classify(path) is None
+
+
+def _run_argv(tmp_path: Path, model: Path, *extra: str) -> list[str]:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "in.png")
+    Image.fromarray(np.full((32, 32), 255, np.uint8)).save(tmp_path / "mask.png")
+    return [
+        "run", "--model", str(model), "--image", str(tmp_path / "in.png"),
+        "--mask", str(tmp_path / "mask.png"), "--prompt", "a red door", "--steps", "2", "--seed", "1", "--out", str(tmp_path / "out.png"), *extra,
+    ]  # fmt: skip
+
+
+def test_run_takes_text_encoders_and_the_vae_as_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from differential_inpaint.backend.cli import main
+
+    paths = save_comfy_tree(build_tiny_pipeline("tiny-flux"), tmp_path / "parts")
+    lone = tmp_path / "flux.safetensors"
+    paths["transformer"].rename(lone)
+    assert main(_run_argv(tmp_path, lone)) != 0
+    error = capsys.readouterr().err
+    assert "no VAE" in error and "no CLIP-L text encoder" in error and str(tmp_path) in error
+    options = [
+        "--text-encoder",
+        str(paths["clip_l"]),
+        "--text-encoder",
+        str(paths["t5"]),
+        "--vae",
+        str(paths["vae"]),
+    ]
+    assert main(_run_argv(tmp_path, lone, *options)) == 0
+    assert (tmp_path / "out.png").is_file()
+
+
+def test_serve_takes_text_encoders_and_the_vae_as_options() -> None:
+    import argparse
+
+    from differential_inpaint.backend.daemon.cli import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(
+        ["--text-encoder", "a.safetensors", "--text-encoder", "b.safetensors", "--vae", "ae.sft"]
+    )
+    assert args.text_encoder == [Path("a.safetensors"), Path("b.safetensors")] and args.vae == Path("ae.sft")
