@@ -190,7 +190,8 @@ def _run_argv(tmp_path: Path, model: Path, *extra: str) -> list[str]:
     Image.fromarray(np.full((32, 32), 255, np.uint8)).save(tmp_path / "mask.png")
     return [
         "run", "--model", str(model), "--image", str(tmp_path / "in.png"),
-        "--mask", str(tmp_path / "mask.png"), "--prompt", "a red door", "--steps", "2", "--seed", "1", "--out", str(tmp_path / "out.png"), *extra,
+        "--mask", str(tmp_path / "mask.png"), "--prompt", "a red door", "--steps", "2", "--seed", "1",
+        "--out", str(tmp_path / "out.png"), *extra,
     ]  # fmt: skip
 
 
