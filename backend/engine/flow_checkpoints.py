@@ -255,9 +255,9 @@ def parts_in(path: Path, shapes: Shapes) -> list[Part]:
         return [Part("t5", path, "", _width(shapes, "", "t5"))]
     if CLIP_KEY in shapes:
         width = _width(shapes, "", "clip_l")
-        role = _role_by_name(path) or {768: "clip_l", 1280: "clip_g"}.get(width)
-        if role in ("clip_l", "clip_g"):
-            return [Part(role, path, "", width)]
+        clip = _role_by_name(path) or {768: "clip_l", 1280: "clip_g"}.get(width)
+        if clip in ("clip_l", "clip_g"):
+            return [Part(clip, path, "", width)]
     return []
 
 
