@@ -502,9 +502,10 @@ def load_single_file(
     return pipeline_from_state_dict(read_state_dict(path), dtype)
 
 
-def _finish(pipe: Any, dtype: torch.dtype) -> None:
-    for module in pipe.components.values():
-        if isinstance(module, torch.nn.Module):
+def _finish(pipe: Any, dtype: torch.dtype, skip: Sequence[str] = ()) -> None:
+    """Every component in `dtype` and in eval mode (but those named in `skip`: already done)."""
+    for name, module in pipe.components.items():
+        if isinstance(module, torch.nn.Module) and name not in skip:
             # Checkpoints may mix precisions (an fp32 VAE, fp32 norms in an fp16 UNet).
             if any(p.dtype != dtype for p in module.parameters() if p.is_floating_point()):
                 module.to(dtype=dtype)

@@ -572,5 +572,36 @@ def load_flow_single_file(
             built["t5"],
             built["t5_tokenizer"],
         )
-    _finish(pipe, dtype)
+    fp8 = keep_float8(transformer, dtype)
+    _finish(pipe, dtype, skip=("transformer",) if fp8 else ())
     return pipe, family
+
+
+FLOAT8 = (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+def keep_float8(model: torch.nn.Module, dtype: torch.dtype) -> bool:
+    """Keep a model's float8 linear layers (an fp8 file's) in float8, each cast to `dtype`
+    while it runs (diffusers' layerwise casting); every other weight in `dtype`. False (and
+    nothing done) when no linear layer is all float8."""
+    from diffusers.hooks import apply_layerwise_casting
+
+    kept = 0
+    for module in model.modules():
+        own = list(module.parameters(recurse=False))
+        storage = {p.dtype for p in own}
+        if isinstance(module, torch.nn.Linear) and len(storage) == 1 and storage <= set(FLOAT8):
+            apply_layerwise_casting(module, storage.pop(), dtype, skip_modules_pattern=())
+            kept += 1
+        else:
+            for param in own:
+                if param.is_floating_point() and param.dtype != dtype:
+                    param.data = param.data.to(dtype)
+            for name, buffer in module.named_buffers(recurse=False):
+                if buffer.is_floating_point() and buffer.dtype != dtype:
+                    setattr(module, name, buffer.to(dtype))
+    if kept:
+        model.eval().requires_grad_(False)
+    else:
+        model.to(dtype=dtype)
+    return kept > 0

@@ -3,6 +3,7 @@ folders, offline, loading back as the same model; missing and ambiguous parts na
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ def _assert_same_model(original: Any, loaded: Any, cast: torch.dtype | None = No
             expected = (
                 value.to(cast).to(value.dtype) if cast is not None and value.is_floating_point() else value
             )
-            assert torch.equal(expected, theirs[key]), (component, key)
+            assert torch.equal(expected, theirs[key].to(expected.dtype)), (component, key)
     for tokenizer in ("tokenizer", "tokenizer_2", "tokenizer_3"):
         if getattr(original, tokenizer, None) is not None:
             ids = [getattr(p, tokenizer)("a red door").input_ids for p in (original, loaded)]
@@ -157,14 +158,27 @@ def test_a_part_of_the_wrong_kind_given_explicitly_is_refused(tmp_path: Path) ->
         _load(engine, str(paths["transformer"]))
 
 
-def test_fp8_files_load(tmp_path: Path) -> None:
-    """e4m3fn storage, as ComfyUI's fp8 files: the weights load as their fp8 values."""
-    original = build_tiny_pipeline("tiny-flux")
-    save_all_in_one(original, tmp_path / "models" / "flux-fp8.safetensors", dtype=torch.float8_e4m3fn)
+@pytest.mark.parametrize("name", ["tiny-flux", "tiny-sd3"])
+def test_fp8_files_load_and_keep_fp8_storage(tmp_path: Path, name: str) -> None:
+    """e4m3fn files, as ComfyUI's fp8 ones: the transformer's linear layers stay in fp8 and
+    compute in the engine's dtype (float32 on the CPU), the rest is converted; the model is
+    the original with every weight rounded to fp8, latent for latent."""
+    original = build_tiny_pipeline(name)
+    save_all_in_one(original, tmp_path / "models" / "fp8.safetensors", dtype=torch.float8_e4m3fn)
     engine = Engine(device="cpu", model_dirs=[tmp_path / "models"], scan_default_locations=False)
-    loaded = _load(engine, "flux-fp8")
-    assert loaded.transformer.dtype == torch.float32  # computed in float32 on the CPU
+    loaded = _load(engine, "fp8")
     _assert_same_model(original, loaded, cast=torch.float8_e4m3fn)
+    linear = [m for m in loaded.transformer.modules() if isinstance(m, torch.nn.Linear)]
+    assert linear and all(m.weight.dtype == torch.float8_e4m3fn for m in linear)
+    assert loaded.transformer.dtype == torch.float32  # the compute dtype
+    assert loaded.vae.dtype == loaded.text_encoder.dtype == torch.float32
+    rounded = copy.deepcopy(original)
+    for component in COMPONENTS:
+        module = getattr(rounded, component, None)
+        for tensor in [*module.parameters(), *module.buffers()] if module is not None else []:
+            if tensor.is_floating_point():
+                tensor.data = tensor.data.to(torch.float8_e4m3fn).to(tensor.dtype)
+    torch.testing.assert_close(_latents(loaded), _latents(rounded), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(
