@@ -32,7 +32,6 @@ from typing import Any
 import torch
 
 from .checkpoints import (
-    CHECKPOINT_SUFFIXES,
     Shapes,
     UnsupportedCheckpoint,
     _finish,
@@ -297,14 +296,13 @@ def part_folders(path: Path) -> dict[str, list[Path]]:
 
 
 def _candidates(folder: Path) -> list[Path]:
+    """.safetensors files in `folder` and its subfolders (parts come as .safetensors)."""
     if not folder.is_dir():
         return []
     found = []
     for depth_glob in ("*", "*/*"):
         found += [
-            p
-            for p in sorted(folder.glob(depth_glob))
-            if p.suffix.lower() in CHECKPOINT_SUFFIXES and p.is_file()
+            p for p in sorted(folder.glob(depth_glob)) if p.suffix.lower() == ".safetensors" and p.is_file()
         ]
     return found
 
@@ -327,14 +325,15 @@ def find_parts(
         given.insert(0, (Path(vae).expanduser(), True))
     for explicit, is_vae in given:
         try:
-            parts = [p for p in parts_in(explicit, read_shapes(explicit)) if p.role in roles]
+            parts = [p for p in parts_in(explicit, read_shapes(explicit)) if (p.role == "vae") == is_vae]
         except (OSError, UnsupportedCheckpoint) as exc:
             raise UnsupportedCheckpoint(f"'{explicit}' cannot be read ({exc})") from exc
-        parts = [p for p in parts if (p.role == "vae") == is_vae]
         if not parts:
-            kind = "a VAE" if is_vae else "a text encoder"
-            raise UnsupportedCheckpoint(f"'{explicit}' is not {kind} this {family} model takes")
-        for part in parts:
+            kind = "a VAE" if is_vae else "a text encoder (CLIP-L, CLIP-G or T5-XXL)"
+            raise UnsupportedCheckpoint(f"'{explicit}' is not {kind}")
+        # Parts of roles this family has no use for (CLIP-G for FLUX, given to `serve` for
+        # its SD3 models) are left for the models that take them.
+        for part in (p for p in parts if p.role in roles):
             if not _fits(part, family, transformer):
                 raise UnsupportedCheckpoint(
                     f"'{explicit.name}' does not fit this {family} model "
@@ -362,9 +361,12 @@ def find_parts(
                 if candidate == path:
                     continue
                 try:
-                    parts = parts_in(candidate, read_shapes(candidate))
+                    candidate_shapes = read_shapes(candidate)
                 except (OSError, UnsupportedCheckpoint):
                     continue
+                if _has(candidate_shapes, TRANSFORMER):
+                    continue  # a whole checkpoint: its parts belong to its own model
+                parts = parts_in(candidate, candidate_shapes)
                 if len(parts) == 1 and parts[0].role == role and _fits(parts[0], family, transformer):
                     fitting.append(parts[0])
         unique = {p.path.resolve(): p for p in fitting}

@@ -156,6 +156,23 @@ def test_a_part_of_the_wrong_kind_given_explicitly_is_refused(tmp_path: Path) ->
     engine = Engine(device="cpu", scan_default_locations=False, vae=paths["t5"])
     with pytest.raises(UnknownModel, match="is not a VAE"):
         _load(engine, str(paths["transformer"]))
+    engine = Engine(device="cpu", scan_default_locations=False, text_encoders=[paths["vae"]])
+    with pytest.raises(UnknownModel, match="is not a text encoder"):
+        _load(engine, str(paths["transformer"]))
+
+
+def test_parts_for_other_families_given_explicitly_are_left_alone(tmp_path: Path) -> None:
+    """`serve` may offer FLUX and SD3 with the parts of both: FLUX ignores CLIP-G."""
+    original = build_tiny_pipeline("tiny-flux")
+    paths = save_comfy_tree(original, tmp_path / "models")
+    sd3_parts = save_comfy_tree(build_tiny_pipeline("tiny-sd3"), tmp_path / "sd3")
+    engine = Engine(
+        device="cpu",
+        scan_default_locations=False,
+        text_encoders=[paths["clip_l"], paths["t5"], sd3_parts["clip_g"]],
+        vae=paths["vae"],
+    )
+    _assert_same_model(original, _load(engine, str(paths["transformer"])))
 
 
 @pytest.mark.parametrize("name", ["tiny-flux", "tiny-sd3"])
