@@ -67,6 +67,17 @@ def load(krita: Any | None = None) -> Settings:
     return Settings.from_values(values)
 
 
+_FAMILY = "model_family"  # the family the family-dependent values were set for (ui.SettingsStore)
+
+
+def load_family(krita: Any | None = None) -> str:
+    return str((krita or _krita()).readSetting(GROUP, _FAMILY, "") or "")
+
+
+def save_family(family: str, krita: Any | None = None) -> None:
+    (krita or _krita()).writeSetting(GROUP, _FAMILY, family)
+
+
 def save(settings: Settings, krita: Any | None = None) -> None:
     krita = krita or _krita()
     values = settings.values()

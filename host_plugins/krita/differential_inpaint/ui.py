@@ -69,6 +69,15 @@ class SettingsStore(QtCore.QObject):
     def __init__(self) -> None:
         super().__init__()
         self.settings = settings.load()
+        # The model family the settings' family defaults were last set for (kept in kritarc
+        # with them): a form that learns its model's family compares with this one, so a
+        # value the painter chose for a family is never taken for that family's default.
+        self.family = settings.load_family()
+
+    def set_family(self, family: str) -> None:
+        if family != self.family:
+            self.family = family
+            settings.save_family(family)
 
     @classmethod
     def instance(cls) -> SettingsStore:
@@ -463,18 +472,21 @@ class SettingsForm(QtWidgets.QWidget):
     # -- values ---------------------------------------------------------------
 
     def set_values(self, chosen: Settings) -> None:
+        """Show `chosen` as the settings, as they are (no family default follows)."""
         self._show(chosen)
-        self._follow_family()
         self._store.update(self.values(), self)
+        if self.family:
+            self._store.set_family(self.family)
 
     def _follow_family(self, *, defaults: bool = True) -> None:
         """Offer only the settings the chosen model's family takes: the others are greyed
         out with a tooltip saying why (the daemon ignores them). With `defaults`, a setting
         whose default depends on the family (guidance: 3.5 for FLUX dev) follows the new
         family's default while it still holds the old family's (the painter has not
-        changed it); without, the values shown stay as they are (another form's)."""
+        changed it), the old family being the store's, for which the values were last
+        set; without, the values shown stay as they are (another form's)."""
         assert isinstance(self.model, ModelField)
-        family, before = self.model.family(), self.family
+        family, before = self.model.family(), self._store.family
         self.family = family
         left_out = []
         for name, field in self.fields.items():
@@ -487,15 +499,16 @@ class SettingsForm(QtWidgets.QWidget):
                 widget.setEnabled(takes)
                 widget.setToolTip(why)
             untouched = field.value() == param.default_for(before)
-            if defaults and family != before and takes and param.family_defaults and untouched:
+            if defaults and family and family != before and takes and param.family_defaults and untouched:
                 field.set_value(param.default_for(family))
         note = f"Family: {family}" if family else ""
         if left_out:
             note += f"; it takes no {' or '.join(left_out).lower()}"
         self.model.note.setText(note)
         self.model.note.setVisible(bool(note))
-        if defaults and family != before:
+        if defaults and family and family != before:
             self._store.update(self.values(), self)
+            self._store.set_family(family)
 
     def _show(self, chosen: Settings) -> None:
         """Put `chosen` in the widgets without reporting it as the painter's edit."""

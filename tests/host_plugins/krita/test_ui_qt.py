@@ -330,6 +330,7 @@ def test_a_batch_cancelled_part_way_keeps_what_was_done(plugin, qt, ui, krita, d
 
 
 def test_the_form_offers_only_the_settings_the_models_family_takes(plugin, qt, ui):
+    ui.SettingsStore.instance().set_family("")
     form = ui.SettingsForm(fold_advanced=True)
     form.set_values(plugin.Settings())
     model, guidance, negative = form.model, form.fields["guidance"], form.fields["negative_prompt"]
@@ -360,6 +361,8 @@ def test_the_form_offers_only_the_settings_the_models_family_takes(plugin, qt, u
 
 
 def test_the_family_is_followed_when_the_daemons_list_arrives(plugin, qt, ui):
+    store = ui.SettingsStore.instance()
+    store.set_family("")
     form = ui.SettingsForm()
     form.set_values(plugin.Settings.from_values({"model": "dev", "guidance": 7.0}))
     assert form.family == "" and form.fields["negative_prompt"].widget.isEnabled()  # not known yet
@@ -368,3 +371,19 @@ def test_the_family_is_followed_when_the_daemons_list_arrives(plugin, qt, ui):
     assert form.values().job.guidance == 3.5
     other = ui.SettingsForm()  # another form (the docker) shows the store's values as they are
     assert other.values().job.guidance == 3.5 and other.values().job.model == "dev"
+
+
+def test_a_value_chosen_for_a_family_is_not_taken_for_its_default_by_a_new_form(plugin, qt, ui):
+    store = ui.SettingsStore.instance()
+    store.set_family("")
+    form = ui.SettingsForm()
+    form.set_values(plugin.Settings())
+    form._models_loaded([("dev", "flux"), ("other", "sd15")], "other")
+    form.model.combo.setCurrentIndex(form.model.combo.findData("dev"))
+    assert form.values().job.guidance == 3.5 and store.family == "flux"
+    form.fields["guidance"].set_value(7.0)  # the painter wants 7 with FLUX dev
+    assert store.settings.job.guidance == 7.0
+    again = ui.SettingsForm()  # the dialog opened later: no family known until its list comes
+    assert again.family == "" and again.values().job.guidance == 7.0
+    again._models_loaded([("dev", "flux"), ("other", "sd15")], "other")
+    assert again.family == "flux" and again.values().job.guidance == 7.0 == store.settings.job.guidance
