@@ -1,11 +1,13 @@
 """Every job parameter, declared once.
 
 A parameter is one field of `JobParams` below: its name, type and default, and
-in its `param(...)` call the bounds, unit, one-line help, label and the hosts
-that show it. Everything else is derived from these declarations, never
-written again: the wire (`JobParams.to_wire`/`from_wire`), the engine's
-validation (`JobParams.validated`), the `differential-inpaint run` options, the
-GIMP procedure's arguments, the Krita form's widgets and its kritarc keys.
+in its `param(...)` call the bounds, unit, one-line help, label, the hosts
+that show it and the model families that take it (`families=`, with
+`family_defaults=` where a family has its own default; see `applies_to`).
+Everything else is derived from these declarations, never written again: the
+wire (`JobParams.to_wire`/`from_wire`), the engine's validation
+(`JobParams.validated`), the `differential-inpaint run` options, the GIMP
+procedure's arguments, the Krita form's widgets and its kritarc keys.
 
 Adding a numeric parameter is one line here plus the engine code that uses it
 (CONTRIBUTING.md shows it).
