@@ -254,8 +254,10 @@ def parts_in(path: Path, shapes: Shapes) -> list[Part]:
         return [Part("t5", path, "", _width(shapes, "", "t5"))]
     if CLIP_KEY in shapes:
         width = _width(shapes, "", "clip_l")
-        clip = _role_by_name(path) or {768: "clip_l", 1280: "clip_g"}.get(width)
-        if clip in ("clip_l", "clip_g"):
+        clip = _role_by_name(path)  # by name (clip_l.safetensors), else by width (CLIP-L 768, bigG 1280)
+        if clip not in ("clip_l", "clip_g"):
+            clip = {768: "clip_l", 1280: "clip_g"}.get(width)
+        if clip is not None:
             return [Part(clip, path, "", width)]
     return []
 
