@@ -175,6 +175,19 @@ def test_parts_for_other_families_given_explicitly_are_left_alone(tmp_path: Path
     _assert_same_model(original, _load(engine, str(paths["transformer"])))
 
 
+def test_an_sd3_file_with_its_clips_only_runs_without_t5(tmp_path: Path) -> None:
+    """sd3_medium_incl_clips.safetensors: no T5, SD3 conditions on zeros in its place."""
+    from safetensors.torch import load_file
+
+    path = save_all_in_one(build_tiny_pipeline("tiny-sd3"), tmp_path / "models" / "sd3-clips.safetensors")
+    state = {k: v for k, v in load_file(str(path)).items() if not k.startswith("text_encoders.t5xxl.")}
+    save_file(state, str(path))
+    engine = Engine(device="cpu", model_dirs=[tmp_path / "models"], scan_default_locations=False)
+    loaded = _load(engine, "sd3-clips")
+    assert loaded.text_encoder_3 is None and loaded.text_encoder_2 is not None
+    assert torch.isfinite(_latents(loaded)).all()
+
+
 @pytest.mark.parametrize("name", ["tiny-flux", "tiny-sd3"])
 def test_fp8_files_load_and_keep_fp8_storage(tmp_path: Path, name: str) -> None:
     """e4m3fn files, as ComfyUI's fp8 ones: the transformer's linear layers stay in fp8 and
