@@ -20,7 +20,6 @@ encoders stay tiny, as they run once and are not timed.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_sampler import StepClock, import_engine  # noqa: E402 - after the path
+from bench_sampler import StepClock, import_engine, print_comparison, time_both  # noqa: E402 - after the path
 
 
 def build_pipeline(full_size: bool, device: torch.device, dtype: torch.dtype) -> Any:
@@ -146,27 +145,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         return clock.steps(), out
 
-    img2img.scheduler = make_scheduler("euler", pipe.scheduler.config)
-    with torch.inference_mode():
-        run_img2img()  # warm-up: kernels, allocator, caches
-        run_differential()
-        ours: list[float] = []
-        theirs: list[float] = []
-        for _ in range(args.runs):  # interleaved, so drift and other load hit both alike
-            img2img.scheduler = make_scheduler("euler", pipe.scheduler.config)
-            theirs += run_img2img()[0]
-            ours += run_differential()[0]
-        check = None
-        if args.check:
-            img2img.scheduler = make_scheduler("euler", pipe.scheduler.config)
-            _, reference = run_img2img(0.75)
-            _, latents = run_differential(torch.full((1, 1, size, size), 0.75, dtype=torch.float64))
-            check = float((latents.float() - reference.float()).abs().max())
+    ours, theirs, check = time_both(
+        run_img2img,
+        run_differential,
+        runs=args.runs,
+        reset=lambda: setattr(img2img, "scheduler", make_scheduler("euler", pipe.scheduler.config)),
+        check_strength=0.75 if args.check else None,
+        size=size,
+    )
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     params = sum(p.numel() for p in pipe.transformer.parameters()) / 1e6
     kind = "full-size FLUX.1" if args.full_size else "small FLUX.1-style"
-    ours_ms, theirs_ms = statistics.median(ours) * 1e3, statistics.median(theirs) * 1e3
     print(f"engine: {engine.__name__}; torch {torch.__version__}; {torch.get_num_threads()} threads")
     print(
         f"device: {name}, {str(dtype).removeprefix('torch.')}; "
@@ -176,12 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{size}x{size}, {args.steps} steps, flow-matching Euler, guidance {args.guidance}; "
         f"{args.runs} runs each after a warm-up; model built in {build_s:.1f} s"
     )
-    print("per step = interval between step callbacks: encode/decode excluded from both")
-    print(f"diffusers FLUX img2img: {theirs_ms:9.2f} ms/step (median of {len(theirs)})")
-    print(f"differential sampler:   {ours_ms:9.2f} ms/step (median of {len(ours)})")
-    print(f"ratio differential / img2img: {ours_ms / theirs_ms:.3f}   (goal <= 1.05)")
-    if check is not None:
-        print(f"uniform mask 0.75 vs img2img strength 0.75: max |latent difference| = {check:.3g}")
+    print_comparison("diffusers FLUX img2img", ours, theirs, check, 0.75)
     return 0
 
 

@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,55 @@ class StepClock:
         return [b - a for a, b in zip(self.stamps, self.stamps[1:], strict=False)]
 
 
+def time_both(
+    run_img2img: Callable[..., tuple[list[float], torch.Tensor]],
+    run_differential: Callable[..., tuple[list[float], torch.Tensor]],
+    *,
+    runs: int,
+    reset: Callable[[], None],
+    check_strength: float | None,
+    size: int,
+) -> tuple[list[float], list[float], float | None]:
+    """(our step times, img2img's, the check): one warm-up of each, then `runs` of each
+    interleaved, so drift and other load hit both alike; `reset` gives img2img a fresh
+    scheduler before each run. With `check_strength`, the largest latent difference of a
+    uniform map at that strength against img2img at it."""
+    with torch.inference_mode():
+        reset()
+        run_img2img()  # warm-up: kernels, allocator, caches
+        run_differential()
+        ours: list[float] = []
+        theirs: list[float] = []
+        for _ in range(runs):
+            reset()
+            theirs += run_img2img()[0]
+            ours += run_differential()[0]
+        check = None
+        if check_strength is not None:
+            reset()
+            _, reference = run_img2img(check_strength)
+            uniform = torch.full((1, 1, size, size), check_strength, dtype=torch.float64)
+            _, latents = run_differential(uniform)
+            check = float((latents.float() - reference.float()).abs().max())
+    return ours, theirs, check
+
+
+def print_comparison(
+    reference: str, ours: list[float], theirs: list[float], check: float | None, check_strength: float
+) -> None:
+    """The medians, their ratio against the goal, and the check."""
+    ours_ms, theirs_ms = statistics.median(ours) * 1e3, statistics.median(theirs) * 1e3
+    print("per step = interval between step callbacks: encode/decode excluded from both")
+    print(f"{reference + ':':<24}{theirs_ms:9.2f} ms/step (median of {len(theirs)})")
+    print(f"{'differential sampler:':<24}{ours_ms:9.2f} ms/step (median of {len(ours)})")
+    print(f"ratio differential / img2img: {ours_ms / theirs_ms:.3f}   (goal <= 1.05)")
+    if check is not None:
+        print(
+            f"uniform mask {check_strength:g} vs img2img strength {check_strength:g}: "
+            f"max |latent difference| = {check:.3g}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -213,27 +263,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         return clock.steps(), out
 
-    img2img.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
-    with torch.inference_mode():
-        run_img2img()  # warm-up: kernels, allocator, caches
-        run_differential()
-        ours: list[float] = []
-        theirs: list[float] = []
-        for _ in range(args.runs):  # interleaved, so drift and other load hit both alike
-            img2img.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
-            theirs += run_img2img()[0]
-            ours += run_differential()[0]
-        check = None
-        if args.check:
-            img2img.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
-            _, reference = run_img2img(0.7)
-            _, latents = run_differential(torch.full((1, 1, size, size), 0.7, dtype=torch.float64))
-            check = float((latents.float() - reference.float()).abs().max())
+    ours, theirs, check = time_both(
+        run_img2img,
+        run_differential,
+        runs=args.runs,
+        reset=lambda: setattr(img2img, "scheduler", make_scheduler(args.scheduler, pipe.scheduler.config)),
+        check_strength=0.7 if args.check else None,
+        size=size,
+    )
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     params = sum(p.numel() for p in pipe.unet.parameters()) / 1e6
     kind = "full-size SD1.5" if args.full_size else "small SD1.5-style"
-    ours_ms, theirs_ms = statistics.median(ours) * 1e3, statistics.median(theirs) * 1e3
     print(f"engine: {engine.__name__}; torch {torch.__version__}")
     print(
         f"device: {name}, {str(dtype).removeprefix('torch.')}; "
@@ -243,12 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{size}x{size}, {args.steps} steps, {args.scheduler}, CFG {args.guidance}; "
         f"{args.runs} runs each after a warm-up; model built in {build_s:.1f} s"
     )
-    print("per step = interval between step callbacks: encode/decode excluded from both")
-    print(f"diffusers img2img:      {theirs_ms:9.2f} ms/step (median of {len(theirs)})")
-    print(f"differential sampler:   {ours_ms:9.2f} ms/step (median of {len(ours)})")
-    print(f"ratio differential / img2img: {ours_ms / theirs_ms:.3f}   (goal <= 1.05)")
-    if check is not None:
-        print(f"uniform mask 0.7 vs img2img strength 0.7: max |latent difference| = {check:.3g}")
+    print_comparison("diffusers img2img", ours, theirs, check, 0.7)
     return 0
 
 
