@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ...protocol import DEFAULT_PORT
+from ..engine.cli_run import add_model_part_arguments
 
 LISTENING_PREFIX = "Differential Inpaint daemon listening on ws://"
 
@@ -53,22 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="a folder of checkpoints to offer (repeatable), e.g. ComfyUI's models/checkpoints",
     )
-    parser.add_argument(
-        "--text-encoder",
-        action="append",
-        default=[],
-        metavar="FILE",
-        type=Path,
-        help="a text encoder file (clip_l, clip_g, t5xxl) for FLUX.1 / SD3 models that lack it, "
-        "or to choose among several found (repeatable)",
-    )
-    parser.add_argument(
-        "--vae",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="the VAE file (ae.safetensors) for FLUX.1 / SD3 models",
-    )
+    add_model_part_arguments(parser)
     parser.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best found)")
     parser.add_argument(
         "--allow-origin",

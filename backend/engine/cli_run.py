@@ -59,13 +59,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-dir", action="append", default=[], type=Path, help="also search this folder (repeatable)"
     )
+    add_model_part_arguments(parser)
+    parser.add_argument("--vae-tiling", action="store_true", help="run the VAE in tiles (less GPU memory)")
+    parser.add_argument("--cpu-offload", action="store_true", help="keep models in CPU memory (small GPUs)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_model_part_arguments(parser: argparse.ArgumentParser) -> None:
+    """--text-encoder and --vae: the parts a FLUX.1 / SD3 model file may lack (`run` and `serve`)."""
     parser.add_argument(
         "--text-encoder",
         action="append",
         default=[],
         type=Path,
         metavar="FILE",
-        help="a text encoder file (clip_l, clip_g, t5xxl) for a FLUX.1 / SD3 model that lacks it, "
+        help="a text encoder file (clip_l, clip_g, t5xxl) for FLUX.1 / SD3 models that lack it, "
         "or to choose among several found (repeatable)",
     )
     parser.add_argument(
@@ -73,11 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="FILE",
-        help="the VAE file (ae.safetensors) for a FLUX.1 / SD3 model",
+        help="the VAE file (ae.safetensors) for FLUX.1 / SD3 models",
     )
-    parser.add_argument("--vae-tiling", action="store_true", help="run the VAE in tiles (less GPU memory)")
-    parser.add_argument("--cpu-offload", action="store_true", help="keep models in CPU memory (small GPUs)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _argument(param: Param) -> dict[str, Any]:
