@@ -296,15 +296,15 @@ class JobRunner:
                 int(result.seed),
                 job.model,
                 timings,
-                index=int(getattr(result, "index", 0)),
+                index=int(result.index),
                 total=params.results,
-                strength=float(getattr(result, "strength", params.strength)),
+                strength=float(result.strength),
             )
 
         def on_result(result: Any) -> None:
             # Every result but the last goes out as soon as it is done; the last is the
             # job's last word, sent by the queue (see Outcome).
-            if int(getattr(result, "index", 0)) < params.results - 1:
+            if result.index < params.results - 1:
                 self._post(_send_while_running, job, wire_frames(to_wire(result)))
 
         try:

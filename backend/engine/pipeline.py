@@ -124,7 +124,7 @@ class FreeSchedule:
     for every family (the samplers differ in the model call and how they noise z0).
 
     first_free: long (B, 1, h, w), each pixel's first free step index (N: never).
-    fraction: the smooth rule's part of a step per pixel (zeros without `smooth`).
+    fraction: the smooth rule's part of a step per pixel (empty without `smooth`).
     sample_start: long (B, 1, 1, 1), each sample's first step (a fan's samples differ).
     t_start: the first step the batch runs.
     """
@@ -162,7 +162,7 @@ class FreeSchedule:
             strength.cpu().double(), size=latent_size, mode="bilinear", align_corners=False
         )
         first_free = first_free_step(latent_strength, num_steps, max_strengths, start)
-        fraction = partial_free(latent_strength, num_steps, first_free)
+        fraction = partial_free(latent_strength, num_steps, first_free) if smooth else torch.zeros(0)
         starts = [start(m, num_steps) for m in max_strengths]
         return cls(
             num_steps=num_steps,
