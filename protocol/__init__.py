@@ -31,7 +31,7 @@ from .messages import (
     Submit,
     Welcome,
 )
-from .payloads import Image, Mask, ModelInfo
+from .payloads import Image, Mask, ModelInfo, WorkerInfo
 from .pixels import ColorEncoding, PixelFormat
 from .region import (
     DEFAULT_MIN_SIZE,
@@ -92,6 +92,7 @@ __all__ = [
     "Submit",
     "Unexpected",
     "Welcome",
+    "WorkerInfo",
     "context_region",
     "crop",
     "decode",

@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ._fields import read_bool, read_enum, read_float, read_int, read_map, read_str
+from ._fields import read_bool, read_enum, read_float, read_int, read_list, read_map, read_str
 from .errors import ErrorCode, ProtocolError
 from .limits import DEFAULT_LIMITS, Limits
-from .payloads import Image, Mask, ModelInfo, models_from_wire, str_list
+from .payloads import Image, Mask, ModelInfo, WorkerInfo, models_from_wire, str_list
 from .pixels import PixelFormat
 from .spec import MAX_SEED, JobParams
 
@@ -251,6 +251,9 @@ class Status(Message):
     running: bool  # a job is sampling now
     loaded_model: str | None = None
     device: str = ""
+    # Every worker (a daemon with several GPUs or a cluster has more than one); optional
+    # within v1: an older daemon sends none.
+    workers: list[WorkerInfo] = field(default_factory=list)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -258,6 +261,7 @@ class Status(Message):
             "running": self.running,
             "loaded_model": self.loaded_model,
             "device": self.device,
+            "workers": [w.to_wire() for w in self.workers],
         }
 
     @classmethod
@@ -267,6 +271,9 @@ class Status(Message):
             running=read_bool(d, "status", "running"),
             loaded_model=read_str(d, "status", "loaded_model", None, max_len=512, optional=True),
             device=read_str(d, "status", "device", ""),
+            workers=[
+                WorkerInfo.from_wire(w, "status.workers") for w in read_list(d, "status", "workers", [])
+            ],
         )
 
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._fields import read_bytes, read_enum, read_int, read_list, read_str
+from ._fields import read_bool, read_bytes, read_enum, read_int, read_list, read_str
 from .errors import ErrorCode, ProtocolError
 from .limits import Limits
 from .pixels import MASK_BYTES_PER_PIXEL, ColorEncoding, PixelFormat
@@ -103,6 +103,38 @@ class ModelInfo:
         if not isinstance(d, Mapping):
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"{where}: each model must be a map")
         return cls(read_str(d, where, "name", max_len=512), read_str(d, where, "family", max_len=64))
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One of a daemon's workers (a GPU, a process, a cluster actor) as `status` lists it."""
+
+    name: str  # e.g. "cuda:1" or "ray-2 (gpu-node-3)"
+    device: str = ""
+    model: str | None = None  # the model it holds loaded, if any
+    busy: bool = False  # running a job now
+    jobs: int = 0  # jobs it has finished since it joined
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "device": self.device,
+            "model": self.model,
+            "busy": self.busy,
+            "jobs": self.jobs,
+        }
+
+    @classmethod
+    def from_wire(cls, d: Any, where: str) -> WorkerInfo:
+        if not isinstance(d, Mapping):
+            raise ProtocolError(ErrorCode.INVALID_FIELD, f"{where}: each worker must be a map")
+        return cls(
+            name=read_str(d, where, "name", max_len=256),
+            device=read_str(d, where, "device", "", max_len=256),
+            model=read_str(d, where, "model", None, max_len=512, optional=True),
+            busy=read_bool(d, where, "busy", False),
+            jobs=read_int(d, where, "jobs", 0, lo=0),
+        )
 
 
 def models_from_wire(d: Mapping[str, Any], where: str) -> list[ModelInfo]:

@@ -316,6 +316,20 @@ def valid_vectors() -> list[Vector]:
             "a busy daemon",
             p.Status(queued=3, running=True, loaded_model="sdxl-base", device="cuda:0 (float16)"),
         ),
+        valid(
+            "status-workers",
+            "a daemon with two GPUs: one busy with a model loaded, one idle and empty",
+            p.Status(
+                queued=1,
+                running=True,
+                loaded_model="sdxl-base",
+                device="2 workers: cuda:0, cuda:1",
+                workers=[
+                    p.WorkerInfo("cuda:0", "cuda:0 (float16)", "sdxl-base", busy=True, jobs=12),
+                    p.WorkerInfo("cuda:1", "cuda:1 (float16)"),
+                ],
+            ),
+        ),
         valid("accepted", "a job accepted, next to run", p.Accepted("job-1", 0)),
         valid("accepted-behind", "a job accepted behind 3 others", p.Accepted("krita:doc-7.layer_2", 3)),
         valid(
@@ -412,6 +426,12 @@ def valid_vectors() -> list[Vector]:
             "decode-only: hello with only the required fields, 'type' first",
             pack({"type": "hello", "protocol": 1, "client": "web"}),
             p.Hello(client="web"),
+        ),
+        decode_only(
+            "status-without-workers",
+            "decode-only: status from a daemon older than the 'workers' field: no workers listed",
+            pack({"type": "status", "queued": 0, "running": False, "loaded_model": None, "device": "cpu"}),
+            p.Status(queued=0, running=False, device="cpu"),
         ),
         decode_only(
             "submit-minimal",
@@ -718,6 +738,12 @@ def malformed_vectors() -> list[Vector]:
             "status-running-int",
             "status with running 1 (not a bool)",
             edit(p.Status(0, False), {"running": 1}),
+            INVALID,
+        ),
+        malformed(
+            "status-worker-not-map",
+            "status whose workers list holds a string",
+            edit(p.Status(0, False), {"workers": ["cuda:0"]}),
             INVALID,
         ),
         malformed(

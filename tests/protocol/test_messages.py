@@ -52,6 +52,9 @@ EVERY_MESSAGE = [
     p.Models([p.ModelInfo("a", "sd15")], "a"),
     p.GetStatus(),
     p.Status(queued=2, running=True, loaded_model="a", device="cpu"),
+    p.Status(
+        queued=0, running=True, workers=[p.WorkerInfo("cuda:1", "cuda:1 (float16)", "m", busy=True, jobs=3)]
+    ),
     p.Accepted("job-1", 3),
     p.Progress("job-1", p.Stage.SAMPLING, 4, 20),
     p.Progress("job-1", p.Stage.QUEUED, position=2),
