@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
@@ -44,6 +44,7 @@ from ...protocol import (
     Result,
     Stage,
     Submit,
+    WorkerInfo,
     encode_parts,
     fragments,
 )
@@ -58,6 +59,14 @@ QUEUED, RUNNING, DONE = "queued", "running", "done"
 ANSWER_FIRST_TIMEOUT = 0.5
 SHUTDOWN_TEXT = (
     "The daemon was stopped while this job {when}; nothing was changed. Start the daemon again and resubmit."
+)
+LOST_TEXT = (
+    "The worker running this job was lost (its process or machine stopped) {when}; nothing was "
+    "changed. The daemon goes on with its other workers: resubmit"
+)
+NO_WORKER_TEXT = (
+    "No worker is left to run this job: every worker's process or machine stopped. The daemon "
+    "keeps serving and takes jobs again as soon as a worker is back: resubmit in a minute"
 )
 
 
@@ -103,6 +112,8 @@ class Job:
     stopping: bool = False  # cancelled because the daemon shuts down
     outcome: str = ""  # once DONE: "done", "cancelled" or "failed" (see Outcome)
     queued_at: float = field(default_factory=time.monotonic)
+    attempts: int = 0  # workers it was handed to (a lost worker's job runs once more)
+    worker: Worker | None = field(default=None, repr=False)  # the one running it
 
     @property
     def params(self) -> JobParams:
@@ -113,12 +124,30 @@ class Job:
         return f"job {self.job_id} ({self.owner.name}): {image.width}x{image.height} region"
 
 
-class QueueFull(Exception):
+class Refused(Exception):
+    """A job the queue does not take; the text is for its client, with this code."""
+
+    code = ErrorCode.QUEUE_FULL
+
+
+class QueueFull(Refused):
     pass
 
 
-class ShuttingDown(QueueFull):
+class ShuttingDown(Refused):
     """A job refused because the daemon is stopping."""
+
+    code = ErrorCode.SHUTTING_DOWN
+
+
+class NoWorker(Refused):
+    """A job refused because every worker was lost (and none has come back yet)."""
+
+    code = ErrorCode.JOB_FAILED
+
+
+class WorkerLost(Exception):
+    """The worker's process, actor or machine is gone, with the job it was running."""
 
 
 @dataclass
@@ -225,18 +254,20 @@ class JobRunner:
     def __init__(
         self,
         engine: Any,
-        loop: asyncio.AbstractEventLoop,
+        post: Callable[..., Any],
         *,
         preview_interval: float = 0.5,
     ) -> None:
         self.engine = engine
-        self.loop = loop
+        # How the worker hands a call to the job's owner: the loop's call_soon_threadsafe in
+        # the daemon, a direct call in a worker process (see workers.WorkerHost).
+        self.post = post
         self.preview_interval = preview_interval
         self.loaded_model: str | None = None
 
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
-            self.loop.call_soon_threadsafe(fn, *args)
+            self.post(fn, *args)
 
     def execute(self, job: Job) -> Outcome:
         """Worker thread. Never raises: every failure becomes this job's `error` (or
@@ -400,19 +431,101 @@ def _payload_bytes(job: Job) -> int:
     return len(job.submit.image.data) * job.params.results + len(job.submit.mask.data)
 
 
-class JobQueue:
-    """The daemon-wide queue (loop thread only) and the task feeding the worker."""
+class Worker:
+    """One engine the queue hands jobs to, one job at a time: a thread of this process
+    (`ThreadWorker`), a process of this machine or a Ray actor (workers.py, cluster.py).
 
-    def __init__(self, runner: JobRunner, max_queued: int, max_queued_bytes: int = 2 * 1024**3) -> None:
+    Loop thread only. `run` raises WorkerLost when the worker dies with the job.
+    """
+
+    def __init__(self, name: str, device: str) -> None:
+        self.name = name
+        self.device = device
+        self.loaded_model: str | None = None
+        self.job: Job | None = None  # the job it runs (or frees memory after); None: idle
+        self.jobs_done = 0
+        self.last_used = 0.0
+        # Set by the queue: how a worker found dead while idle says so (see `JobQueue.remove_worker`).
+        self.on_lost: Callable[[Worker, str], None] | None = None
+
+    async def run(self, job: Job) -> Outcome:
+        raise NotImplementedError
+
+    def cancel(self, job: Job) -> None:
+        """The job's cancel_event is set already; a worker elsewhere passes the cancel on."""
+
+    async def settle(self, job: Job) -> None:
+        """After a failed or cancelled job: free what it held before the next job."""
+
+    async def check(self) -> None:
+        """Raise WorkerLost if an idle worker has died (for workers that cannot tell by themselves)."""
+
+    async def close(self) -> None:
+        """Stop the worker (its process or actor), at shutdown."""
+
+    def info(self) -> WorkerInfo:
+        busy = self.job is not None and self.job.state == RUNNING
+        return WorkerInfo(self.name, self.device, self.loaded_model, busy, self.jobs_done)
+
+
+class ThreadWorker(Worker):
+    """The engine in a thread of the daemon's own process: the one-device daemon."""
+
+    def __init__(self, runner: JobRunner, name: str = "inpaint-worker") -> None:
+        super().__init__(name, str(getattr(runner.engine, "device", "") or ""))
         self.runner = runner
+        self._thread = _WorkerThread(name)
+
+    async def run(self, job: Job) -> Outcome:
+        try:
+            return await asyncio.wrap_future(self._thread.submit(partial(self.runner.execute, job)))
+        finally:
+            self.loaded_model = self.runner.loaded_model
+
+    async def settle(self, job: Job) -> None:
+        """Free what a failed or cancelled job held, in the worker, before the next job.
+
+        Only once its client has the answer: a full garbage collection holds the GIL for
+        tenths of a second, and would hold back the answer's sending with it. By now the
+        exception is gone too (its traceback kept the engine's frames, and their tensors,
+        alive).
+        """
+        await job.owner.flush(ANSWER_FIRST_TIMEOUT)
+        try:
+            await asyncio.wrap_future(self._thread.submit(partial(free_memory, self.runner.engine)))
+        except Exception:  # the queue goes on; the next job may run short of memory
+            log.exception("%s: freeing its memory failed", job.describe())
+
+
+def _pick(idle: list[Worker], model: str) -> Worker:
+    """The idle worker for a job: one holding its model (a load costs seconds to a minute),
+    else an empty one, else the one used least recently."""
+    return min(idle, key=lambda w: (w.loaded_model != model, w.loaded_model is not None, w.last_used))
+
+
+class JobQueue:
+    """The daemon-wide queue (loop thread only) and the task feeding its workers.
+
+    Jobs run first come, first served; each goes to an idle worker, one that has its model
+    loaded if there is one. A worker lost with its job is dropped and the job runs once more
+    on another; workers join (`add_worker`) whenever they are ready.
+    """
+
+    def __init__(
+        self, workers: Sequence[Worker], max_queued: int, max_queued_bytes: int = 2 * 1024**3
+    ) -> None:
         self.max_queued = max_queued
         self.max_queued_bytes = max_queued_bytes
+        self.workers: list[Worker] = []
+        # Told of each lost worker (the supervisor that starts it again); None: nobody.
+        self.on_lost: Callable[[Worker], None] | None = None
         self._pending: deque[Job] = deque()
-        self._running: Job | None = None
         self._wake = asyncio.Event()
         self._closing = False
-        self._worker = _WorkerThread()
         self._task: asyncio.Task | None = None
+        self._runs: set[asyncio.Task] = set()
+        for worker in workers:
+            self.add_worker(worker)
 
     # --- queries ---
 
@@ -421,11 +534,35 @@ class JobQueue:
         return len(self._pending)
 
     @property
-    def running(self) -> Job | None:
-        return self._running
+    def running(self) -> list[Job]:
+        return [w.job for w in self.workers if w.job is not None and w.job.state == RUNNING]
 
     def is_full(self) -> bool:
         return len(self._pending) >= self.max_queued
+
+    # --- workers ---
+
+    def add_worker(self, worker: Worker) -> None:
+        worker.on_lost = self.remove_worker
+        self.workers.append(worker)
+        if len(self.workers) > 1 or self._task is not None:
+            log.info("worker %s (%s) ready; %d in all", worker.name, worker.device, len(self.workers))
+        self._wake.set()
+
+    def remove_worker(self, worker: Worker, reason: str) -> None:
+        """A worker is gone (its process, actor or machine): the others go on. With none left,
+        the waiting jobs fail rather than wait for workers that may never come back."""
+        if worker not in self.workers:
+            return
+        self.workers.remove(worker)
+        log.warning("worker %s lost (%s); %d left", worker.name, reason, len(self.workers))
+        if self.on_lost is not None:
+            self.on_lost(worker)
+        if not self.workers:
+            while self._pending:
+                job = self._pending.popleft()
+                log.warning("%s: failed, no worker is left", job.describe())
+                self._finish(job, _failed(job, NO_WORKER_TEXT))
 
     # --- commands from connections ---
 
@@ -433,6 +570,8 @@ class JobQueue:
         """Queue `job`, telling its client `accepted` (always first) and its position."""
         if self._closing:
             raise ShuttingDown("The daemon is shutting down and takes no new jobs; start it again and retry")
+        if not self.workers:
+            raise NoWorker(NO_WORKER_TEXT)
         if self.is_full():
             raise QueueFull(
                 f"{len(self._pending)} jobs are already waiting, the most this daemon queues; "
@@ -458,7 +597,7 @@ class JobQueue:
             self._finish(job, Outcome(wire_frames(Cancelled(job.job_id)), "cancelled"))
             self._announce_positions()
         elif job.state == RUNNING:
-            job.cancel_event.set()
+            self._cancel_running(job)
 
     def drop_owner(self, owner: JobOwner, jobs: list[Job]) -> None:
         """The owner disconnected: its jobs are cancelled; nobody is left to tell."""
@@ -469,8 +608,13 @@ class JobQueue:
                 log.info("%s: dropped, its client disconnected", job.describe())
             elif job.state == RUNNING:
                 log.info("%s: cancelling, its client disconnected", job.describe())
-                job.cancel_event.set()
+                self._cancel_running(job)
         self._announce_positions()
+
+    def _cancel_running(self, job: Job) -> None:
+        job.cancel_event.set()
+        if job.worker is not None:
+            job.worker.cancel(job)
 
     # --- the feeding task ---
 
@@ -479,39 +623,70 @@ class JobQueue:
 
     async def _run(self) -> None:
         while not self._closing:
-            if not self._pending:
+            idle = [worker for worker in self.workers if worker.job is None]
+            if not self._pending or not idle:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             job = self._pending.popleft()
+            worker = _pick(idle, job.model)
+            worker.job, job.worker = job, worker
             job.state = RUNNING
-            self._running = job
+            job.attempts += 1
             self._announce_positions()
-            try:
-                outcome = await asyncio.wrap_future(self._worker.submit(partial(self.runner.execute, job)))
-            except Exception as exc:  # execute() catches everything; this is a daemon bug
-                log.exception("%s: internal error", job.describe())
-                text = f"Internal error in the daemon ({type(exc).__name__}); other jobs go on."
-                outcome = Outcome(wire_frames(Error(ErrorCode.INTERNAL, text, job.job_id)), "failed")
-            finally:
-                self._running = None
-            self._finish(job, outcome)
-            if outcome.kind != "done":
-                await self._free_memory(job)
+            run = asyncio.get_running_loop().create_task(self._execute(worker, job), name=f"job-{job.serial}")
+            self._runs.add(run)
+            run.add_done_callback(self._runs.discard)
 
-    async def _free_memory(self, job: Job) -> None:
-        """Free what a failed or cancelled job held, in the worker, before the next job.
-
-        Only once its client has the answer: a full garbage collection holds the GIL for
-        tenths of a second, and would hold back the answer's sending with it. By now the
-        exception is gone too (its traceback kept the engine's frames, and their tensors,
-        alive).
-        """
-        await job.owner.flush(ANSWER_FIRST_TIMEOUT)
+    async def _execute(self, worker: Worker, job: Job) -> None:
+        """One job on one worker, its last word, and the worker's clean-up after a failure."""
+        if job.attempts > 1 or len(self.workers) > 1:
+            log.debug("%s: on worker %s", job.describe(), worker.name)
         try:
-            await asyncio.wrap_future(self._worker.submit(partial(free_memory, self.runner.engine)))
-        except Exception:  # the queue goes on; the next job may run short of memory
-            log.exception("%s: freeing its memory failed", job.describe())
+            outcome = await worker.run(job)
+        except WorkerLost as exc:
+            worker.job = None
+            self.remove_worker(worker, str(exc) or "lost")
+            self._run_again_or_fail(job)
+            return
+        except Exception as exc:  # a worker's run() catches everything; this is a daemon bug
+            log.exception("%s: internal error", job.describe())
+            text = f"Internal error in the daemon ({type(exc).__name__}); other jobs go on."
+            outcome = Outcome(wire_frames(Error(ErrorCode.INTERNAL, text, job.job_id)), "failed")
+        worker.jobs_done += 1
+        worker.last_used = time.monotonic()
+        self._finish(job, outcome)
+        if outcome.kind != "done":
+            try:
+                await worker.settle(job)
+            except WorkerLost as exc:
+                self.remove_worker(worker, str(exc) or "lost")
+        worker.job = None
+        self._wake.set()
+
+    def _run_again_or_fail(self, job: Job) -> None:
+        """The job of a lost worker: once more at the head of the queue, else its last word."""
+        if job.state == DONE:
+            return  # answered meanwhile (its client left, or the daemon stops)
+        job.worker = None
+        if job.cancel_event.is_set():
+            when = "was running"
+            message = (
+                Error(ErrorCode.SHUTTING_DOWN, SHUTDOWN_TEXT.format(when=when), job.job_id)
+                if job.stopping
+                else Cancelled(job.job_id)
+            )
+            self._finish(job, Outcome(wire_frames(message), "cancelled"))
+        elif job.attempts < 2 and self.workers and not self._closing:
+            log.warning("%s: its worker was lost; running it again on another", job.describe())
+            job.state = QUEUED
+            self._pending.appendleft(job)
+            self._announce_positions()
+            self._wake.set()
+        else:
+            when = "twice" if job.attempts >= 2 else "and no other worker is left"
+            log.error("%s: failed, its worker was lost %s", job.describe(), when)
+            self._finish(job, _failed(job, LOST_TEXT.format(when=when)))
 
     def _finish(self, job: Job, outcome: Outcome) -> None:
         if job.state == DONE:
@@ -532,25 +707,32 @@ class JobQueue:
     # --- shutdown ---
 
     async def shutdown(self, grace: float = 30.0) -> None:
-        """Refuse new jobs, fail the queued ones, cancel the running one and tell its client."""
+        """Refuse new jobs, fail the queued ones, cancel the running ones and tell their clients."""
         self._closing = True
         self._wake.set()
         while self._pending:
             job = self._pending.popleft()
             error = Error(ErrorCode.SHUTTING_DOWN, SHUTDOWN_TEXT.format(when="was waiting"), job.job_id)
             self._finish(job, Outcome(wire_frames(error), "failed"))
-        running = self._running
-        if running is not None:
-            running.stopping = True
-            running.cancel_event.set()
-        if self._task is not None:
-            done, _ = await asyncio.wait({self._task}, timeout=grace)
-            if not done:
-                self._task.cancel()
-        if running is not None and running.state != DONE:
-            # The engine did not return within the grace time (a long model load):
-            # answer for it; the worker thread dies with the process.
-            log.warning("%s: still running after %.0f s; stopping anyway", running.describe(), grace)
-            text = SHUTDOWN_TEXT.format(when="was running")
-            error = Error(ErrorCode.SHUTTING_DOWN, text, running.job_id)
-            self._finish(running, Outcome(wire_frames(error), "failed"))
+        running = self.running
+        for job in running:
+            job.stopping = True
+            self._cancel_running(job)
+        tasks = {task for task in (self._task, *self._runs) if task is not None}
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=grace)
+            for task in late:
+                task.cancel()
+        for job in running:
+            if job.state != DONE:
+                # The engine did not return within the grace time (a long model load):
+                # answer for it; the worker thread dies with the process.
+                log.warning("%s: still running after %.0f s; stopping anyway", job.describe(), grace)
+                text = SHUTDOWN_TEXT.format(when="was running")
+                error = Error(ErrorCode.SHUTTING_DOWN, text, job.job_id)
+                self._finish(job, Outcome(wire_frames(error), "failed"))
+        await asyncio.gather(*(worker.close() for worker in self.workers), return_exceptions=True)
+
+
+def _failed(job: Job, text: str) -> Outcome:
+    return Outcome(wire_frames(Error(ErrorCode.JOB_FAILED, text, job.job_id)), "failed")

@@ -52,9 +52,10 @@ from .. import __version__
 from ..engine.errors import InvalidRequest
 from ..engine.schedulers import SCHEDULERS, check_scheduler_name
 from . import jobs as jobs_module
-from .jobs import Frames, Job, JobQueue, JobRunner, QueueFull, ShuttingDown, wire_frames
+from .jobs import Frames, Job, JobQueue, JobRunner, Refused, ThreadWorker, Worker, wire_frames
 from .models import ModelCatalog
 from .security import AccessPolicy, token_matches
+from .workers import WorkerSupervisor
 
 log = logging.getLogger("differential_inpaint.daemon")
 
@@ -317,14 +318,23 @@ class DaemonServer:
     """The daemon: start(), then wait; shutdown() cancels jobs, tells clients, closes."""
 
     def __init__(
-        self, engine: Any, catalog: ModelCatalog, config: ServerConfig, **runner_options: Any
+        self,
+        engine: Any,
+        catalog: ModelCatalog,
+        config: ServerConfig,
+        *,
+        supervisor: WorkerSupervisor | None = None,
+        **runner_options: Any,
     ) -> None:
+        """`engine` runs the jobs in a thread of this process; with a `supervisor`, the workers
+        it starts (other devices' processes, cluster actors) run them, and `engine` only names
+        the models and schedulers."""
         self.engine = engine
         self.catalog = catalog
         self.config = config
+        self.supervisor = supervisor
         self.policy = AccessPolicy.create(config.host, config.allowed_origins)
         self.schedulers: list[str] = list(getattr(engine, "schedulers", None) or SCHEDULERS)
-        self.device = str(getattr(engine, "device", "") or "")
         self._runner_options = runner_options
         self._sessions: set[Session] = set()
         self._serial = 0
@@ -339,15 +349,31 @@ class DaemonServer:
         self._idle_since: float | None = None  # when the watcher first saw it idle; None: busy
         self._idle_watcher: asyncio.Task[None] | None = None
 
+    @property
+    def device(self) -> str:
+        """What runs the jobs, for `welcome` and `status`: the device, or the workers' devices."""
+        if self.supervisor is None or self.jobs is None:
+            return str(getattr(self.engine, "device", "") or "")
+        devices = [worker.device for worker in self.jobs.workers]
+        return f"{len(devices)} workers: {', '.join(devices)}" if len(devices) != 1 else devices[0]
+
     # --- lifecycle ---
 
     async def start(self) -> int:
         """Bind and start serving; returns the real port (useful with port 0)."""
         loop = asyncio.get_running_loop()
-        runner = JobRunner(
-            self.engine, loop, preview_interval=self.config.preview_interval, **self._runner_options
-        )
-        self.jobs = JobQueue(runner, self.config.limits.max_queued_jobs, self.config.max_queued_bytes)
+        workers: list[Worker] = []
+        if self.supervisor is None:
+            runner = JobRunner(
+                self.engine,
+                loop.call_soon_threadsafe,
+                preview_interval=self.config.preview_interval,
+                **self._runner_options,
+            )
+            workers.append(ThreadWorker(runner))
+        self.jobs = JobQueue(workers, self.config.limits.max_queued_jobs, self.config.max_queued_bytes)
+        if self.supervisor is not None:
+            await self.supervisor.start(self.jobs)  # WorkerStartError: no worker could start
         self.jobs.start()
 
         class Connection(_Connection):
@@ -385,6 +411,8 @@ class DaemonServer:
         if self._idle_watcher is not None:
             self._idle_watcher.cancel()
             self._idle_watcher = None
+        if self.supervisor is not None:
+            await self.supervisor.close()  # no worker starts any more
         if self.jobs is not None:
             await self.jobs.shutdown(self.config.shutdown_grace)
         # Let the last words (the stopped job's error) reach their clients.
@@ -407,9 +435,7 @@ class DaemonServer:
         queued or running (a running job whose client left included)."""
         jobs = self.jobs
         return bool(
-            self._connection_count
-            or self._sessions
-            or (jobs is not None and (jobs.queued or jobs.running is not None))
+            self._connection_count or self._sessions or (jobs is not None and (jobs.queued or jobs.running))
         )
 
     def idle_expired(self) -> bool:
@@ -591,12 +617,14 @@ class DaemonServer:
             session.send(Models(list(self.catalog.models), self.catalog.default))
         elif isinstance(event, GetStatus):
             assert self.jobs is not None
+            workers = [worker.info() for worker in self.jobs.workers]
             session.send(
                 Status(
                     queued=self.jobs.queued,
-                    running=self.jobs.running is not None,
-                    loaded_model=self.jobs.runner.loaded_model,
+                    running=bool(self.jobs.running),
+                    loaded_model=next((w.model for w in workers if w.model is not None), None),
                     device=self.device,
+                    workers=workers,
                 )
             )
         # None: nothing to answer (a cancel that crossed its job's last word).
@@ -636,9 +664,8 @@ class DaemonServer:
         job = Job(job_id, session, submit, model)
         try:
             self.jobs.accept(job)
-        except QueueFull as exc:
-            code = ErrorCode.SHUTTING_DOWN if isinstance(exc, ShuttingDown) else ErrorCode.QUEUE_FULL
-            session.send(Error(code, str(exc), job_id))
+        except Refused as exc:
+            session.send(Error(exc.code, str(exc), job_id))
             return
         session.jobs[job_id] = job
         log.debug("%s: queued at position %d", job.describe(), job.position)

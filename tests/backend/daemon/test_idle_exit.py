@@ -135,7 +135,7 @@ def test_a_running_job_keeps_it_after_its_client_left(engine: FakeEngine, servin
         assert engine.running.wait(TIMEOUT)
     assert daemon.still_running_after(IDLE * 4)
     jobs = daemon.daemon.server.jobs
-    assert jobs is not None and jobs.running is not None  # only the job keeps it
+    assert jobs is not None and jobs.running  # only the job keeps it
     release.set()
     assert daemon.stopped_within(TIMEOUT)
     assert engine.calls and engine.calls[0].cancelled_at == 1  # the disconnect cancelled it

@@ -285,7 +285,8 @@ def test_queries_are_answered(daemon: Any) -> None:
         assert [m.name for m in models.models] == ["builtin:tiny-sd15", "test:sdxl"]
         client.send(p.GetStatus())
         status = client.recv()
-        assert status == p.Status(queued=0, running=False, loaded_model=None, device="cpu")
+        worker = p.WorkerInfo("inpaint-worker", "cpu")
+        assert status == p.Status(queued=0, running=False, loaded_model=None, device="cpu", workers=[worker])
 
 
 def test_a_silent_connection_is_closed_after_the_handshake_time(engine: Any, make_daemon: Any) -> None:
