@@ -55,7 +55,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a folder of checkpoints to offer (repeatable), e.g. ComfyUI's models/checkpoints",
     )
     add_model_part_arguments(parser)
-    parser.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best found)")
+    parser.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        help="cuda, cuda:1, mps or cpu (default: the best found); repeat for one worker per device, "
+        "each with its own models loaded, or 'all' for every CUDA GPU",
+    )
+    parser.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        default=None,
+        help="run the jobs on a Ray cluster: its head's HEAD:PORT, or 'auto' for the one this machine "
+        "belongs to; one worker per GPU it offers (needs pip install 'differential-inpaint[cluster]')",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_at_least_one,
+        default=None,
+        metavar="N",
+        help="with --ray: run N workers (default: one per GPU of the cluster; without GPUs, one per "
+        "node on one CPU core each)",
+    )
     parser.add_argument(
         "--allow-origin",
         action="append",
@@ -205,17 +226,66 @@ def run(args: argparse.Namespace) -> int:
         return 130
 
 
-def _load_engine(args: argparse.Namespace):  # noqa: ANN202 - the engine's own types
+def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The Engine's arguments but the device: the same for the daemon and each worker."""
+    return {
+        "model_dirs": tuple(args.model_dir),
+        "text_encoders": tuple(args.text_encoder),
+        "vae": args.vae,
+        "default_model": (args.model or [None])[0],
+        "max_batch": args.max_batch,
+    }
+
+
+def _load_engine(args: argparse.Namespace, device: str | None = None):  # noqa: ANN202 - the engine's own types
+    """The daemon's engine: it runs the jobs on its one device, or (given device "cpu" while
+    workers run them) only names the models and schedulers, loading none."""
     from ..engine import Engine
 
-    return Engine(
-        device=args.device,
-        model_dirs=tuple(args.model_dir),
-        text_encoders=tuple(args.text_encoder),
-        vae=args.vae,
-        default_model=(args.model or [None])[0],
-        max_batch=args.max_batch,
-    )
+    if device is None and args.device:
+        device = args.device[0]
+    return Engine(device=device, **_engine_options(args))
+
+
+def _devices(args: argparse.Namespace) -> list[str]:
+    """The --device list, 'all' made every CUDA GPU; EngineError when it cannot be."""
+    from ..engine.errors import EngineError
+
+    if "all" not in args.device:
+        return list(args.device)
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not count:
+        raise EngineError("--device all found no CUDA GPU; name the device instead (cpu, mps)")
+    return [f"cuda:{index}" for index in range(count)] + [d for d in args.device if d != "all"]
+
+
+def _supervisor(args: argparse.Namespace, devices: list[str]) -> Any:
+    """What starts the workers when they are not one engine of this process: the devices'
+    processes, or the cluster's actors (ClusterError); None for the one-device daemon."""
+    from .workers import ProcessWorker, WorkerSupervisor, local_host_options
+
+    host = {"models": tuple(args.model), "preview_interval": args.preview_interval}
+    if args.ray:
+        from .cluster import connect
+
+        options = {"engine_options": _engine_options(args), "torch_threads": None, **host}
+        return connect(args.ray, options, args.workers).supervisor()
+    if len(devices) < 2:
+        return None
+    names = [
+        d if devices.count(d) == 1 else f"{d}#{devices[: i + 1].count(d)}" for i, d in enumerate(devices)
+    ]
+
+    async def start(slot: int) -> Any:
+        options = local_host_options(devices[slot], _engine_options(args), devices, **host)
+        return await ProcessWorker.start(names[slot], options)
+
+    async def slots() -> int:
+        return len(devices)
+
+    return WorkerSupervisor(start, slots)
 
 
 def _print_models(catalog) -> None:  # noqa: ANN001
@@ -241,10 +311,23 @@ async def _main(args: argparse.Namespace, token: str | None, token_path: Path | 
     from .server import DaemonServer, ServerConfig, serve_until
 
     log = logging.getLogger("differential_inpaint.daemon")
+    from .cluster import ClusterError
+    from .workers import WorkerStartError
+
+    if args.ray and args.device:
+        _say("error: --ray runs the jobs on the cluster's GPUs: leave out --device")
+        return 2
+    if args.workers and not args.ray:
+        _say("error: --workers is for --ray; on this machine, give one --device per worker")
+        return 2
     try:
-        engine = await asyncio.to_thread(_load_engine, args)
+        devices = _devices(args)
+        supervisor = _supervisor(args, devices)
+        # With workers elsewhere, the daemon's own engine only lists models: on the CPU.
+        device = "cpu" if supervisor is not None else None
+        engine = await asyncio.to_thread(_load_engine, args, device)
         catalog = await asyncio.to_thread(build_catalog, engine, args.model)
-    except EngineError as exc:
+    except (EngineError, ClusterError) as exc:
         _say(f"error: {exc}")
         return 2
     if not catalog.models:
@@ -261,9 +344,14 @@ async def _main(args: argparse.Namespace, token: str | None, token_path: Path | 
         max_connections=args.max_connections,
         idle_exit=args.idle_exit,
     )
-    server = DaemonServer(engine, catalog, config)
+    server = DaemonServer(engine, catalog, config, supervisor=supervisor)
+    if supervisor is not None:
+        _say("Starting the workers...")
     try:
         port = await server.start()
+    except WorkerStartError as exc:
+        _say(f"error: {exc}")
+        return 2
     except OSError as exc:
         _say(listen_error(args.host, args.port, exc))
         return 1

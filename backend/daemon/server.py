@@ -376,11 +376,28 @@ class DaemonServer:
             await self.supervisor.start(self.jobs)  # WorkerStartError: no worker could start
         self.jobs.start()
 
+        try:
+            self._server = await self._listen()
+        except BaseException:
+            await self._stop_workers()
+            raise
+        self.port = next(iter(self._server.sockets)).getsockname()[1]
+        if self.config.idle_exit > 0:
+            log.info(
+                "stops by itself after %g s with no client connected and no job (--idle-exit)",
+                self.config.idle_exit,
+            )
+            self._idle_watcher = loop.create_task(
+                self._watch_idle(self.config.idle_exit), name="idle-watcher"
+            )
+        return self.port
+
+    async def _listen(self) -> Server:
         class Connection(_Connection):
             message_timeout = self.config.message_timeout
             log_limit = self._log_limit
 
-        self._server = await serve(
+        return await serve(
             self._handle,
             self.config.host,
             self.config.port,
@@ -392,16 +409,13 @@ class DaemonServer:
             server_header=f"{SERVER_NAME}/{__version__}",
             create_connection=Connection,
         )
-        self.port = next(iter(self._server.sockets)).getsockname()[1]
-        if self.config.idle_exit > 0:
-            log.info(
-                "stops by itself after %g s with no client connected and no job (--idle-exit)",
-                self.config.idle_exit,
-            )
-            self._idle_watcher = loop.create_task(
-                self._watch_idle(self.config.idle_exit), name="idle-watcher"
-            )
-        return self.port
+
+    async def _stop_workers(self) -> None:
+        """The workers' processes and actors, when the daemon cannot start after all."""
+        if self.supervisor is not None:
+            await self.supervisor.close()
+        if self.jobs is not None:
+            await asyncio.gather(*(worker.close() for worker in self.jobs.workers), return_exceptions=True)
 
     async def shutdown(self) -> None:
         if self._server is None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import multiprocessing
 import os
@@ -221,6 +222,12 @@ def _frames(data: bytes) -> Frames:
 def _host_main(conn: Any, host_options: dict[str, Any]) -> None:
     """A worker process: its engine, then the daemon's commands until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the daemon's to handle
+    name = multiprocessing.current_process().name
+    logging.basicConfig(
+        level=host_options.pop("log_level", logging.INFO),
+        format=f"%(asctime)s %(levelname)s [{name}] %(message)s",
+        datefmt="%H:%M:%S",
+    )
     try:
         host = WorkerHost(**host_options)
     except Exception as exc:
@@ -280,6 +287,7 @@ class ProcessWorker(RemoteWorker):
         if status != "ready":
             process.join(5)
             raise WorkerStartError(f"worker {name} could not start: {detail}")
+        log.info("worker %s: process %d on %s", name, process.pid, detail)
         return cls(name, detail, process, conn)
 
     def _read(self) -> None:
@@ -373,7 +381,7 @@ class WorkerSupervisor:
         self._live: dict[int, Worker] = {}
         self._slot_of: dict[Worker, int] = {}
         self._starting: dict[int, asyncio.Task[None]] = {}
-        self._retry_at: dict[int, float] = {}
+        self._not_before = 0.0  # no worker starts before then (after a loss or a failed start)
         self._queue: JobQueue | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._closed = False
@@ -408,7 +416,7 @@ class WorkerSupervisor:
         try:
             worker = await self._start(slot)
         except BaseException:
-            self._retry_at[slot] = time.monotonic() + self.restart_delay
+            self._not_before = time.monotonic() + self.restart_delay
             raise
         finally:
             self._starting.pop(slot, None)
@@ -423,7 +431,7 @@ class WorkerSupervisor:
         slot = self._slot_of.pop(worker, None)
         if slot is not None and self._live.get(slot) is worker:
             del self._live[slot]
-            self._retry_at[slot] = time.monotonic() + self.restart_delay
+            self._not_before = time.monotonic() + self.restart_delay
 
     async def _watch(self) -> None:
         while not self._closed:
@@ -433,12 +441,17 @@ class WorkerSupervisor:
             except Exception as exc:  # the cluster did not answer: try again next time
                 log.warning("cannot count the workers wanted: %s", exc)
                 continue
-            now = time.monotonic()
-            for slot in range(count):
-                if slot in self._live or slot in self._starting or self._retry_at.get(slot, 0) > now:
-                    continue
-                log.info("starting worker %d", slot)
-                self._begin(slot).add_done_callback(_log_start_failure)
+            # By number, not by slot: on a cluster, a worker waits (pending) for a free GPU.
+            missing = count - len(self._live) - len(self._starting)
+            if missing > 0 and time.monotonic() >= self._not_before:
+                free = (
+                    slot
+                    for slot in itertools.count()
+                    if slot not in self._live and slot not in self._starting
+                )
+                for slot in itertools.islice(free, missing):
+                    log.info("starting a worker (%d wanted, %d ready)", count, len(self._live))
+                    self._begin(slot).add_done_callback(_log_start_failure)
             for worker in list(self._live.values()):
                 if worker.job is None:
                     try:
