@@ -47,8 +47,9 @@ class EngineActor:
     def __init__(self, host_options: dict[str, Any]) -> None:
         self.host = WorkerHost(**host_options)
 
-    def describe(self) -> str:
-        return f"{self.host.device} on {socket.gethostname()}"
+    def describe(self) -> tuple[str, str, int]:
+        """(device, node, process id), for the status and the daemon's log."""
+        return self.host.device, socket.gethostname(), os.getpid()
 
     def run(self, spec: JobSpec) -> Any:
         yield from self.host.run(spec)
@@ -136,11 +137,12 @@ class RayCluster:
         ).remote(options)
         name = f"ray-{slot + 1}"
         try:
-            described = await actor.describe.remote()
+            device, node, pid = await actor.describe.remote()
         except Exception as exc:
             self.ray.kill(actor)
             raise WorkerStartError(f"worker {name} could not start on the cluster: {exc}") from exc
-        return RayWorker(name, described, self.ray, actor)
+        log.info("worker %s: process %d on %s, %s", name, pid, node, device)
+        return RayWorker(name, f"{device} on {node}", self.ray, actor)
 
     def supervisor(self) -> WorkerSupervisor:
         # Listening once one worker is ready: the others may wait for a GPU to be free.
