@@ -45,6 +45,8 @@ class EngineActor:
     cluster's GPUs, loading models from its own node's folders."""
 
     def __init__(self, host_options: dict[str, Any]) -> None:
+        # The job lines of the daemon's log, in the actor's own log (Ray keeps it per worker).
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         self.host = WorkerHost(**host_options)
 
     def describe(self) -> tuple[str, str, int]:
@@ -86,7 +88,10 @@ class RayWorker(RemoteWorker):
             raise self._lost(exc) from exc
 
     def cancel(self, job: Job) -> None:
-        self._actor.cancel.remote(job.serial, job.stopping)
+        try:
+            self._actor.cancel.remote(job.serial, job.stopping)
+        except Exception:  # the actor is gone: its job is lost with it, cancelled or not
+            log.debug("%s: cancel not sent", self.name, exc_info=True)
 
     async def check(self) -> None:
         try:

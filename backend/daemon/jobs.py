@@ -1,11 +1,14 @@
-"""One job queue for every client, one sampling job at a time, off the event loop.
+"""One job queue for every client, one job at a time on each worker, off the event loop.
 
-The queue lives on the asyncio loop; the engine runs in one worker thread, so
-the loop keeps answering pings, new connections, cancels and status queries
-while a job samples. The worker talks back only through
-`loop.call_soon_threadsafe`, handing over messages already encoded (the
-fragments of one websocket message; a 64 MiB result's pixels are sliced, not
-copied, see `protocol.encode_parts`).
+The queue lives on the asyncio loop; each worker runs one job at a time. The daemon
+with one device has one worker, a thread of its own process (`ThreadWorker`), so the
+loop keeps answering pings, new connections, cancels and status queries while a job
+samples. That thread talks back only through `loop.call_soon_threadsafe`, handing over
+messages already encoded (the fragments of one websocket message; a 64 MiB result's
+pixels are sliced, not copied, see `protocol.encode_parts`). With several devices, or
+a Ray cluster, the workers run elsewhere (workers.py, cluster.py) and the same
+messages come back from there; the next job goes to an idle worker, one that holds its
+model if any (a model load costs seconds to a minute).
 
 A job's owner is the connection that submitted it (`server.Session`): results,
 progress and previews go to it alone. Cancel of a queued job is immediate; of

@@ -8,7 +8,9 @@ The same with real worker processes and a Ray cluster: test_workers_real.py.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 
 from differential_inpaint import protocol as p
+from differential_inpaint.backend.daemon import cli
 from differential_inpaint.backend.daemon.jobs import (
     LOST_TEXT,
     NO_WORKER_TEXT,
@@ -222,3 +225,51 @@ def test_lost_workers_are_started_again_and_take_jobs(pool_daemon: Any) -> None:
             time.sleep(0.05)
         assert sorted(w.name for w in status(client).workers) == ["w3", "w4"]
         assert isinstance(client.run(make_submit("again")), p.Result)
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def _serve(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    code = cli.run(parser.parse_args(["--port", "0", *argv]))
+    return code, capsys.readouterr().out
+
+
+def test_ray_without_ray_installed_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails, as when it is not installed
+    code, out = _serve(capsys, "--ray", "auto")
+    assert code == 2
+    assert "pip install 'differential-inpaint[cluster]'" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (("--ray", "auto", "--device", "cuda:1"), "leave out --device"),
+        (
+            (
+                "--workers",
+                "2",
+            ),
+            "--workers is for --ray",
+        ),
+    ],
+)
+def test_options_that_do_not_go_together(
+    capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], words: str
+) -> None:
+    code, out = _serve(capsys, *argv)
+    assert code == 2 and words in out
+
+
+@pytest.mark.slow
+def test_a_device_that_cannot_start_stops_start_up_with_its_reason(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out = _serve(capsys, "--model", "builtin:tiny-sd15", "--device", "cpu", "--device", "cuda:99")
+    assert code == 2
+    assert "error: worker cuda:99 could not start" in out, out
