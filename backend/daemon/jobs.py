@@ -161,7 +161,7 @@ class Outcome:
     kind: str  # "done", "cancelled", "failed"
 
 
-class _WorkerThread:
+class WorkerThread:
     """A single daemon thread running submitted calls in order.
 
     Not a ThreadPoolExecutor: its threads are joined at interpreter exit, so a
@@ -339,7 +339,7 @@ class JobRunner:
             # Every result but the last goes out as soon as it is done; the last is the
             # job's last word, sent by the queue (see Outcome).
             if result.index < params.results - 1:
-                self._post(_send_while_running, job, wire_frames(to_wire(result)))
+                self._post(send_while_running, job, wire_frames(to_wire(result)))
 
         try:
             if job.cancel_event.is_set():
@@ -412,7 +412,7 @@ class JobRunner:
         return Outcome(wire_frames(Error(code, text or code.value, job.job_id)), "failed")
 
 
-def _send_while_running(job: Job, frames: Frames) -> None:
+def send_while_running(job: Job, frames: Frames) -> None:
     """Loop thread: one of a job's results, unless the job has had its last word meanwhile."""
     if job.state == RUNNING:
         job.owner.send_frames(frames)
@@ -477,7 +477,7 @@ class ThreadWorker(Worker):
     def __init__(self, runner: JobRunner, name: str = "inpaint-worker") -> None:
         super().__init__(name, str(getattr(runner.engine, "device", "") or ""))
         self.runner = runner
-        self._thread = _WorkerThread(name)
+        self._thread = WorkerThread(name)
 
     async def run(self, job: Job) -> Outcome:
         try:

@@ -42,9 +42,9 @@ from .jobs import (
     Outcome,
     Worker,
     WorkerLost,
-    _send_while_running,
-    _WorkerThread,
+    WorkerThread,
     free_memory,
+    send_while_running,
 )
 
 log = logging.getLogger("differential_inpaint.daemon")
@@ -134,7 +134,7 @@ class WorkerHost:
             self.engine.resolve_model(spec)
         self.device = describe_device(self.engine)
         self.runner = JobRunner(self.engine, _call_now, preview_interval=preview_interval)
-        self._thread = _WorkerThread("inpaint-engine")
+        self._thread = WorkerThread("inpaint-engine")
         self._lock = threading.Lock()
         self._jobs: dict[int, Job] = {}
         self._cancelled: dict[int, bool] = {}  # cancels that came before their job (serial: stopping)
@@ -160,6 +160,9 @@ class WorkerHost:
         finally:
             with self._lock:
                 self._jobs.pop(spec.serial, None)
+                # Any cancel still kept is for a job that ended: the daemon gives this host
+                # its next job only once this stream has ended.
+                self._cancelled.clear()
         if outcome.kind != "done":
             free_memory(self.engine)  # its client has the answer: now free what the job held
 
@@ -193,7 +196,7 @@ class RemoteWorker(Worker):
         async for event in stream:
             kind = event[0]
             if kind == "send":
-                _send_while_running(job, _frames(event[1]))
+                send_while_running(job, _frames(event[1]))
             elif kind == "preview":
                 job.owner.offer_preview(job, _frames(event[1]))
             elif kind == "outcome":
@@ -224,7 +227,7 @@ def _host_main(conn: Any, host_options: dict[str, Any]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the daemon's to handle
     name = multiprocessing.current_process().name
     logging.basicConfig(
-        level=host_options.pop("log_level", logging.INFO),
+        level=logging.INFO,
         format=f"%(asctime)s %(levelname)s [{name}] %(message)s",
         datefmt="%H:%M:%S",
     )

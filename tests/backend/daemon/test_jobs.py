@@ -604,9 +604,9 @@ def test_engine_messages_lose_paths_before_the_wire(text: str, expected: str) ->
 
 def test_the_worker_turns_a_system_exit_into_a_failure_and_goes_on() -> None:
     """A library calling sys.exit() inside a job must fail that job, never stop the daemon's loop."""
-    from differential_inpaint.backend.daemon.jobs import _WorkerThread
+    from differential_inpaint.backend.daemon.jobs import WorkerThread
 
-    worker = _WorkerThread("test-worker")
+    worker = WorkerThread("test-worker")
 
     def leave() -> None:
         raise SystemExit(3)
