@@ -125,6 +125,54 @@ def warm_up(url: str, workers: int) -> None:
         client.close()
 
 
+class CpuWatch:
+    """The machine's CPU during a run: the share other programs took (this machine's cores
+    are shared; a second worker cannot be faster than the cores left to it)."""
+
+    def __init__(self, daemon_pid: int) -> None:
+        self.daemon_pid = daemon_pid
+        self.others = 0.0
+
+    def __enter__(self) -> CpuWatch:
+        self._machine, self._ours = _machine_cpu(), self._our_cpu()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        (total, idle), (total0, idle0) = _machine_cpu(), self._machine
+        busy = (total - total0) - (idle - idle0)
+        ours = (self._our_cpu() - self._ours) * os.sysconf("SC_CLK_TCK")
+        self.others = max(0.0, busy - ours) / max(1, total - total0)
+
+    def _our_cpu(self) -> float:
+        """Seconds of CPU of this process, the daemon and the daemon's descendants."""
+        return time.process_time() + sum(_process_cpu(pid) for pid in _tree(self.daemon_pid))
+
+
+def _machine_cpu() -> tuple[int, int]:
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields[:8]), fields[3] + fields[4]  # all but guest time; idle + iowait
+
+
+def _process_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree(pid: int) -> list[int]:
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            pids += _tree(int(child))
+    return pids
+
+
 def jobs_per_minute(url: str, jobs: int, clients: int = 4) -> float:
     counter = iter(range(jobs))
     lock = threading.Lock()
@@ -309,8 +357,8 @@ async def _hold_connections(url: str, count: int, pid: int) -> tuple[int, float,
         await asyncio.gather(*(ws.close() for ws in held), return_exceptions=True)
 
 
-def _rounds(values: list[float]) -> str:
-    return "rounds: " + ", ".join(f"{value:.1f}" for value in values)
+def _rounds(values: list[tuple[float, float]]) -> str:
+    return "rounds: " + ", ".join(f"{rate:.1f} (others {others:.0%})" for rate, others in values)
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -334,18 +382,20 @@ def main(argv: list[str] | None = None) -> int:
         f"1. jobs per minute, tiny model, 64x64, 8 steps, one torch thread per worker ({cores} cores; "
         f"best of {args.rounds} rounds, taken in turns, against other load on the machine)"
     )
-    singles: list[float] = []
-    doubles: list[float] = []
+    singles: list[tuple[float, float]] = []  # (jobs/min, the CPU share other programs took)
+    doubles: list[tuple[float, float]] = []
     with daemon("--device", "cpu") as one, daemon("--device", "cpu", "--device", "cpu") as two:
         warm_up(one.url, 1)
         warm_up(two.url, 2)
         for _ in range(args.rounds):
-            singles.append(jobs_per_minute(one.url, args.jobs))
-            doubles.append(jobs_per_minute(two.url, args.jobs))
-    single, double = max(singles), max(doubles)
+            for process, results in ((one, singles), (two, doubles)):
+                with CpuWatch(process.process.pid) as watch:
+                    rate = jobs_per_minute(process.url, args.jobs)
+                results.append((rate, watch.others))
+    single, double = max(rate for rate, _ in singles), max(rate for rate, _ in doubles)
     print(f"   1 worker  (serve --device cpu):              {single:6.1f} jobs/min  ({_rounds(singles)})")
     print(f"   2 workers (serve --device cpu --device cpu): {double:6.1f} jobs/min  ({_rounds(doubles)})")
-    print(f"   = {double / single:.2f}x")
+    print(f"   = {double / single:.2f}x   (others: the machine's CPU other programs took in that round)")
     one_engine, two_threads = threads_in_one_process(args.jobs, args.rounds)
     print(
         f"   for the record, two engines in two threads of one process: {two_threads:.1f} against "
