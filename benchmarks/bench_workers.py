@@ -16,7 +16,7 @@ Prints figures, asserts nothing about time:
 
 Clients and daemon share this machine's cores: the front's figures are lower bounds.
 
-    .venv/bin/python benchmarks/bench_workers.py [--jobs 24] [--rounds 3] [--skip-ray] [--connections 2000]
+    .venv/bin/python benchmarks/bench_workers.py [--jobs 24] [--rounds 3] [--skip-ray] [--connections 8000]
 """
 
 from __future__ import annotations
@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=24, help="jobs per throughput run (default 24)")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each measure, in turns (default 3)")
     parser.add_argument("--skip-ray", action="store_true", help="leave out the Ray latency")
-    parser.add_argument("--connections", type=int, default=2000, help="connections to hold (default 2000)")
+    parser.add_argument("--connections", type=int, default=8000, help="connections to hold (default 8000)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds of big submits (default 10)")
     args = parser.parse_args(argv)
 

@@ -375,7 +375,6 @@ class DaemonServer:
         if self.supervisor is not None:
             await self.supervisor.start(self.jobs)  # WorkerStartError: no worker could start
         self.jobs.start()
-
         try:
             self._server = await self._listen()
         except BaseException:
