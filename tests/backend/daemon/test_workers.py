@@ -30,7 +30,7 @@ from differential_inpaint.backend.daemon.jobs import (
     WorkerLost,
 )
 from differential_inpaint.backend.daemon.server import ServerConfig
-from differential_inpaint.backend.daemon.workers import WorkerSupervisor
+from differential_inpaint.backend.daemon.workers import JobSpec, WorkerHost, WorkerSupervisor
 
 from .conftest import TIMEOUT, FakeEngine, InProcessDaemon, RawClient, make_submit
 
@@ -273,3 +273,57 @@ def test_a_device_that_cannot_start_stops_start_up_with_its_reason(
     code, out = _serve(capsys, "--model", "builtin:tiny-sd15", "--device", "cpu", "--device", "cuda:99")
     assert code == 2
     assert "error: worker cuda:99 could not start" in out, out
+
+
+# --- the far side of a worker (a process's or a Ray actor's), without the process ---------------
+
+
+@pytest.fixture
+def host(monkeypatch: pytest.MonkeyPatch) -> tuple[WorkerHost, FakeEngine]:
+    from differential_inpaint.backend import engine as engine_package
+
+    fake = FakeEngine()
+    fake.dtype = "torch.float32"  # type: ignore[attr-defined]
+    monkeypatch.setattr(engine_package, "Engine", lambda **options: fake, raising=False)
+    return WorkerHost({"device": "cpu"}, preview_interval=0.0), fake
+
+
+def _decoded(data: bytes) -> Any:
+    return p.decode(data, p.DEFAULT_LIMITS, p.SERVER_MESSAGES)
+
+
+def _spec(serial: int, job_id: str = "job") -> JobSpec:
+    return JobSpec(serial, job_id, "client #1", make_submit(job_id), SD15, 0.0)
+
+
+def test_a_worker_host_streams_the_jobs_messages_then_its_outcome(
+    host: tuple[WorkerHost, FakeEngine],
+) -> None:
+    worker_host, _ = host
+    events = list(worker_host.run(_spec(1)))
+    assert [kind for kind, *_ in events].count("outcome") == 1 and events[-1][0] == "outcome"
+    _, message, kind, loaded = events[-1]
+    assert kind == "done" and loaded == SD15 and isinstance(_decoded(message), p.Result)
+    messages = [_decoded(data) for kind, data, *_ in events[:-1]]
+    assert any(isinstance(m, p.Progress) and m.stage == p.Stage.SAMPLING for m in messages)
+    assert any(isinstance(m, p.Preview) for m in messages)
+    assert worker_host.device == "cpu (float32)"
+
+
+def test_a_worker_host_out_of_memory_fails_that_job_only(host: tuple[WorkerHost, FakeEngine]) -> None:
+    worker_host, fake = host
+    fake.fail_with = MemoryError()
+    _, message, kind, _ = list(worker_host.run(_spec(1)))[-1]
+    assert kind == "failed" and _decoded(message).code is p.ErrorCode.OUT_OF_MEMORY
+    _, message, kind, _ = list(worker_host.run(_spec(2, "next")))[-1]
+    assert kind == "done" and isinstance(_decoded(message), p.Result)
+
+
+def test_a_cancel_that_reaches_the_host_before_its_job_still_cancels_it(
+    host: tuple[WorkerHost, FakeEngine],
+) -> None:
+    worker_host, fake = host
+    worker_host.cancel(7, stopping=False)  # a Ray actor takes its calls in any order
+    _, message, kind, _ = list(worker_host.run(_spec(7)))[-1]
+    assert kind == "cancelled" and isinstance(_decoded(message), p.Cancelled)
+    assert not fake.calls  # never started
