@@ -28,11 +28,13 @@ from .messages import (
     Result,
     Stage,
     Status,
+    StrengthMap,
+    StrengthMapRequest,
     Submit,
     Welcome,
 )
 from .payloads import Image, Mask, ModelInfo
-from .pixels import ColorEncoding, PixelFormat
+from .pixels import ColorEncoding, MaskFormat, PixelFormat
 from .region import (
     DEFAULT_MIN_SIZE,
     DEFAULT_PADDING,
@@ -44,7 +46,7 @@ from .region import (
     to_region,
 )
 from .session import ClientSession, ServerSession, SessionState, Unexpected
-from .spec import JOB_PARAMS, MAX_SEED, JobParams, Param, param, params_of, shown_on
+from .spec import JOB_PARAMS, MAX_SEED, Combine, Depth, JobParams, Param, param, params_of, shown_on
 
 DEFAULT_PORT = 7865
 
@@ -64,6 +66,8 @@ __all__ = [
     "Cancelled",
     "ClientSession",
     "ColorEncoding",
+    "Combine",
+    "Depth",
     "Error",
     "ErrorCode",
     "GetStatus",
@@ -77,6 +81,7 @@ __all__ = [
     "Limits",
     "ListModels",
     "Mask",
+    "MaskFormat",
     "ModelInfo",
     "Models",
     "PixelFormat",
@@ -89,6 +94,8 @@ __all__ = [
     "SessionState",
     "Stage",
     "Status",
+    "StrengthMap",
+    "StrengthMapRequest",
     "Submit",
     "Unexpected",
     "Welcome",

@@ -14,8 +14,9 @@ class Limits:
     # send only the region around the selection.
     max_pixels: int = 4096 * 4096
     max_side: int = 8192
-    # Room for the largest region in the deepest format (RGBA float32) plus its mask.
-    max_message_bytes: int = 4096 * 4096 * 17 + 1 * MiB
+    # Room for the largest region in the deepest format (RGBA float32) with every map a
+    # submit may carry: a layer map and a blend map as deep, and the 8-bit selection.
+    max_message_bytes: int = 4096 * 4096 * (16 * 3 + 1) + 1 * MiB
     max_steps: int = 200
     max_prompt_chars: int = 4000
     max_queued_jobs: int = 16

@@ -141,7 +141,13 @@ class Welcome(Message):
 
 @dataclass(frozen=True)
 class Submit(Message):
-    """Client -> server: one inpainting job on one region of a document."""
+    """Client -> server: one inpainting job on one region of a document.
+
+    `mask` is the change map: the selection, or a layer picked as the map. `selection`,
+    sent only with a layer map, multiplies the map after its levels; `blend_mask`, when
+    sent, is the result's alpha instead of the one made from the change map. All three
+    are the image's size.
+    """
 
     TYPE: ClassVar[str] = "submit"
     job_id: str
@@ -150,9 +156,11 @@ class Submit(Message):
     params: JobParams = field(default_factory=JobParams)
     x: int = 0  # the region's offset in the document, returned untouched in `result`
     y: int = 0
+    selection: Mask | None = None
+    blend_mask: Mask | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire = {
             "job_id": self.job_id,
             "x": self.x,
             "y": self.y,
@@ -160,30 +168,88 @@ class Submit(Message):
             "mask": self.mask.to_wire(),
             "params": self.params.to_wire(),
         }
+        for key in _OPTIONAL_MAPS:
+            value = getattr(self, key)
+            if value is not None:
+                wire[key] = value.to_wire()
+        return wire
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any], limits: Limits) -> Submit:
-        job_id = _job_id(d, "submit")
+        w = cls.TYPE
+        job_id = _job_id(d, w)
         try:
-            image = Image.from_wire(read_map(d, "submit", "image"), "submit.image", limits)
-            mask = Mask.from_wire(read_map(d, "submit", "mask"), "submit.mask", limits)
-            if (mask.width, mask.height) != (image.width, image.height):
-                raise ProtocolError(
-                    ErrorCode.SIZE_MISMATCH,
-                    f"submit: the mask is {mask.width}x{mask.height} but the image is "
-                    f"{image.width}x{image.height}",
-                )
+            image = Image.from_wire(read_map(d, w, "image"), f"{w}.image", limits)
+            maps = {
+                key: Mask.from_wire(read_map(d, w, key), f"{w}.{key}", limits)
+                for key in ("mask", *_OPTIONAL_MAPS)
+                if key == "mask" or d.get(key) is not None
+            }
+            for key, mask in maps.items():
+                if (mask.width, mask.height) != (image.width, image.height):
+                    raise ProtocolError(
+                        ErrorCode.SIZE_MISMATCH,
+                        f"{w}: the {key} is {mask.width}x{mask.height} but the image is "
+                        f"{image.width}x{image.height}",
+                    )
             return cls(
                 job_id=job_id,
                 image=image,
-                mask=mask,
-                params=JobParams.from_wire(read_map(d, "submit", "params", {}), "submit.params", limits),
-                x=read_int(d, "submit", "x", 0, lo=-_MAX_COORD, hi=_MAX_COORD),
-                y=read_int(d, "submit", "y", 0, lo=-_MAX_COORD, hi=_MAX_COORD),
+                params=JobParams.from_wire(read_map(d, w, "params", {}), f"{w}.params", limits),
+                x=read_int(d, w, "x", 0, lo=-_MAX_COORD, hi=_MAX_COORD),
+                y=read_int(d, w, "y", 0, lo=-_MAX_COORD, hi=_MAX_COORD),
+                **maps,
             )
         except ProtocolError as exc:
             # Errors about a job name the job, so the client can fail the right one.
             raise ProtocolError(exc.code, exc.message, job_id) from None
+
+
+_OPTIONAL_MAPS = ("selection", "blend_mask")
+
+
+@dataclass(frozen=True)
+class StrengthMapRequest(Submit):
+    """Client -> server: what a `submit` with these fields would change, per pixel, without
+    sampling; a job of its own, answered with `map` (or `error`)."""
+
+    TYPE: ClassVar[str] = "strength_map"
+
+
+@dataclass(frozen=True)
+class StrengthMap(Message):
+    """Server -> client: the effective strength of each pixel (the change map after levels,
+    depth, the selection, grow, feather and x strength) as gray in the request's output
+    format (or its image's) and colour encoding, opaque: read back as a map it gives the
+    same strengths. The request's last word."""
+
+    TYPE: ClassVar[str] = "map"
+    job_id: str
+    image: Image
+    x: int
+    y: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "image": self.image.to_wire(),
+            "x": self.x,
+            "y": self.y,
+            "timings": {k: float(v) for k, v in self.timings.items()},
+        }
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any], limits: Limits) -> StrengthMap:
+        w = cls.TYPE
+        raw_timings = read_map(d, w, "timings", {})
+        return cls(
+            job_id=_job_id(d, w),
+            image=Image.from_wire(read_map(d, w, "image"), f"{w}.image", limits),
+            x=read_int(d, w, "x", lo=-_MAX_COORD, hi=_MAX_COORD),
+            y=read_int(d, w, "y", lo=-_MAX_COORD, hi=_MAX_COORD),
+            timings={k: read_float(raw_timings, w + ".timings", k) for k in raw_timings},
+        )
 
 
 @dataclass(frozen=True)
@@ -438,9 +504,10 @@ class Error(Message):
 
 
 CLIENT_MESSAGES: dict[str, type[Message]] = {
-    m.TYPE: m for m in (Hello, Submit, Cancel, ListModels, GetStatus)
+    m.TYPE: m for m in (Hello, Submit, StrengthMapRequest, Cancel, ListModels, GetStatus)
 }
 SERVER_MESSAGES: dict[str, type[Message]] = {
-    m.TYPE: m for m in (Welcome, Accepted, Progress, Preview, Result, Cancelled, Error, Models, Status)
+    m.TYPE: m
+    for m in (Welcome, Accepted, Progress, Preview, Result, StrengthMap, Cancelled, Error, Models, Status)
 }
 ALL_MESSAGES: dict[str, type[Message]] = {**CLIENT_MESSAGES, **SERVER_MESSAGES}

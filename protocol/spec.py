@@ -230,6 +230,22 @@ def params_of(cls: type) -> tuple[Param, ...]:
     return tuple(declared)
 
 
+class Depth(str, Enum):
+    """Whether the daemon's depth estimate of the region is the map, and which end changes."""
+
+    NONE = "none"
+    NEAR = "near"  # near things change most
+    FAR = "far"  # the far background changes most
+
+
+class Combine(str, Enum):
+    """How the depth map and the sent map (the selection) make one map."""
+
+    MULTIPLY = "multiply"
+    MIN = "min"
+    MAX = "max"
+
+
 @dataclass(frozen=True)
 class JobParams:
     """One job's parameters: every field is a declared `Param` (see `JOB_PARAMS`)."""
@@ -320,6 +336,61 @@ class JobParams:
         hi_open=True,
         hosts=frozenset({CLI}),
     )
+    invert_mask: bool = param(
+        False, "Invert map", "Swap what changes and what is kept: the map's white is kept, its black changes"
+    )
+    mask_black: float = param(
+        0.0,
+        "Map black point",
+        "Map values at or below this change nothing (levels, applied after invert)",
+        lo=0.0,
+        hi=1.0,
+        hi_open=True,
+        step=0.05,
+        percent=True,
+        advanced=True,
+    )
+    mask_white: float = param(
+        1.0,
+        "Map white point",
+        "Map values at or above this change fully (levels)",
+        lo=0.0,
+        hi=1.0,
+        lo_open=True,
+        step=0.05,
+        percent=True,
+        advanced=True,
+    )
+    mask_gamma: float = param(
+        1.0,
+        "Map gamma",
+        "Above 1 the map's grays change more, below 1 less (levels: value ** (1 / gamma))",
+        lo=0.0,
+        hi=10.0,
+        lo_open=True,
+        step=0.1,
+        advanced=True,
+    )
+    depth: Depth = param(
+        Depth.NONE,
+        "Depth map",
+        "The daemon estimates the region's depth and uses it as the map: near or far things change "
+        "most; levels apply to it, then it is combined with the selection",
+    )
+    depth_model: str | None = param(
+        None,
+        "Depth model",
+        "A Depth Anything model the daemon finds (file, folder or name); empty: the first found",
+        min_len=1,
+        max_len=512,
+        advanced=True,
+    )
+    depth_combine: Combine = param(
+        Combine.MULTIPLY,
+        "Depth with selection",
+        "How the depth map and the selection make the map: multiply, the lower (min) or the higher (max)",
+        advanced=True,
+    )
     smooth: bool = param(
         True,
         "Smooth strength",
@@ -373,13 +444,33 @@ class JobParams:
     @classmethod
     def from_wire(cls, d: Mapping[str, Any], where: str, limits: Limits = DEFAULT_LIMITS) -> JobParams:
         params = cls(**{p.name: p.read(d, where, limits) for p in JOB_PARAMS})
-        if params.count > 1 and params.fan:
-            raise ProtocolError(
-                ErrorCode.INVALID_FIELD,
-                f"{where}: fields 'count' and 'fan' cannot be used together: a fan gives one "
-                "result per strength, all with one seed",
-            )
+        conflicts = params.conflicts()
+        if conflicts:
+            raise ProtocolError(ErrorCode.INVALID_FIELD, f"{where}: " + "; ".join(w for w, _ in conflicts))
         return params
+
+    def conflicts(self) -> list[tuple[str, str]]:
+        """Values that are each allowed but not together: (in the wire's words, in a
+        painter's), for the daemon's errors and the plugins' alike."""
+        found = []
+        if self.count > 1 and self.fan:
+            found.append(
+                (
+                    "fields 'count' and 'fan' cannot be used together: a fan gives one result per "
+                    "strength, all with one seed",
+                    "Variations and Strength fan cannot be used together (a fan gives one result per "
+                    "strength, all with one seed): set Variations to 1 or clear the fan",
+                )
+            )
+        if self.mask_black >= self.mask_white:
+            found.append(
+                (
+                    f"field 'mask_black' ({self.mask_black:g}) must be below 'mask_white' "
+                    f"({self.mask_white:g})",
+                    "Map black point must be below Map white point",
+                )
+            )
+        return found
 
     def validated(self, limits: Limits = DEFAULT_LIMITS) -> JobParams:
         """A copy with numbers normalised, or ProtocolError naming the first bad value:

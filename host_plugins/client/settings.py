@@ -97,11 +97,8 @@ class Settings:
                 q.read(values, "settings")
             except p.ProtocolError:
                 problems.append(problem(q, values[q.name]))
-        if self.job.count > 1 and self.job.fan:
-            problems.append(
-                "Variations and Strength fan cannot be used together (a fan gives one result per "
-                "strength, all with one seed): set Variations to 1 or clear the fan"
-            )
+        if not problems:  # values of the right kinds: now whether they go together
+            problems = [painter for _wire, painter in self.job.conflicts()]
         if problems:
             raise InpaintError("Cannot start: " + "; ".join(problems) + ".", "invalid_settings")
         return self

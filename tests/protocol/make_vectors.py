@@ -143,6 +143,10 @@ def malformed(
 RED_GREEN_BLUE_WHITE_RGBA8 = bytes([255, 0, 0, 255, 0, 255, 0, 255, 0, 0, 255, 255, 255, 255, 255, 128])
 RED_GREEN_BLUE_BGRA8 = bytes([0, 0, 255, 255, 0, 255, 0, 255, 255, 0, 0, 255])
 RED_HALF_GREEN_RGBA16 = struct.pack("<8H", 65535, 0, 0, 65535, 0, 32768, 0, 65535)
+# A painted strength layer: black, 50% gray, white, transparent white.
+STRENGTH_LAYER_RGBA16 = struct.pack(
+    "<16H", 0, 0, 0, 65535, 32768, 32768, 32768, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 0
+)
 BLUE_CYAN_BGRA16 = struct.pack("<8H", 65535, 0, 0, 65535, 65535, 65535, 0, 4096)
 WARM_RGBAF16 = struct.pack("<4e", 1.0, 0.5, 0.25, 1.0)
 COOL_RGBAF32 = struct.pack("<4f", 0.125, 0.5, 0.75, 0.5)
@@ -198,6 +202,8 @@ ALL_PARAMS = every_field_set(
         grow=4.0,
         feather=2.5,
         snap=0.125,
+        mask_black=0.25,  # the bounds alone would give black 0 (its default) and white 0
+        mask_white=0.75,
         output_format=F.RGBAF32,
         preview=False,
         fan=(0.25, 0.5, 1.0),
@@ -303,6 +309,59 @@ def valid_vectors() -> list[Vector]:
                 p.JobParams(seed=0),
                 x=70000,
                 y=-70000,
+            ),
+        ),
+        valid(
+            "submit-layer-map",
+            "submit: a layer picked as the change map (2x2 rgba16, its luminance times alpha is "
+            "the map), the selection that limits it, and a gray16 blend map",
+            p.Submit(
+                "krita-6",
+                SUBMIT_DEFAULTS.image,
+                p.Mask(2, 2, STRENGTH_LAYER_RGBA16, F.RGBA16),
+                p.JobParams(prompt="moss", invert_mask=True, mask_black=0.25, mask_gamma=2.0),
+                selection=p.Mask(2, 2, bytes([255, 255, 0, 128])),
+                blend_mask=p.Mask(2, 2, bytes([0, 0, 0, 128, 255, 255, 255, 255]), p.MaskFormat.GRAY16),
+            ),
+        ),
+        valid(
+            "submit-depth",
+            "submit: the daemon's depth estimate as the map, far things changing, min with the selection",
+            p.Submit(
+                "gimp-7",
+                SUBMIT_DEFAULTS.image,
+                SUBMIT_DEFAULTS.mask,
+                p.JobParams(
+                    prompt="fog",
+                    depth=p.Depth.FAR,
+                    depth_model="depth-anything-v2-small",
+                    depth_combine="min",
+                ),
+            ),
+        ),
+        valid(
+            "strength_map",
+            "strength_map: the same fields as submit-layer-map, asking only for the map",
+            p.StrengthMapRequest(
+                "krita-6-map",
+                SUBMIT_DEFAULTS.image,
+                p.Mask(2, 2, bytes([0, 0, 0, 0, 0, 128, 0, 255]), p.MaskFormat.GRAY16),
+                p.JobParams(mask_black=0.25, strength=0.5, output_format=F.BGRA8),
+                x=10,
+                y=20,
+            ),
+        ),
+        valid(
+            "map",
+            "map: the answer to a strength_map, the effective strengths as opaque gray (0, 25%, 50%, 100%)",
+            p.StrengthMap(
+                "krita-6-map",
+                image(
+                    F.BGRA8, 2, 2, bytes([0, 0, 0, 255, 64, 64, 64, 255, 128, 128, 128, 255]) + b"\xff" * 4
+                ),
+                10,
+                20,
+                timings={"map": 0.01},
             ),
         ),
         valid("cancel", "cancel a job", p.Cancel("job-1")),
@@ -629,6 +688,23 @@ def malformed_vectors() -> list[Vector]:
         bad_submit(
             "mask-other-size", "a 4x1 mask for a 2x2 image", {"mask.width": 4, "mask.height": 1}, SIZE
         ),
+        bad_submit("mask-unknown-format", 'mask.format "gray32"', {"mask.format": "gray32"}, INVALID),
+        bad_submit("gray16-mask-short", "a 2x2 gray16 mask with 4 bytes", {"mask.format": "gray16"}, SIZE),
+        bad_submit(
+            "blend-mask-other-size",
+            "a 1x1 blend_mask for a 2x2 image",
+            {"blend_mask": {"width": 1, "height": 1, "data": b"\xff"}},
+            SIZE,
+        ),
+        bad_submit("selection-not-map", "selection as bin", {"selection": b"\xff\xff\xff\xff"}, INVALID),
+        bad_submit(
+            "mask-black-above-white",
+            "params.mask_black 0.6 and mask_white 0.4",
+            {"params.mask_black": 0.6, "params.mask_white": 0.4},
+            INVALID,
+        ),
+        bad_submit("mask-gamma-zero", "params.mask_gamma 0", {"params.mask_gamma": 0.0}, INVALID),
+        bad_submit("depth-unknown", 'params.depth "middle"', {"params.depth": "middle"}, INVALID),
         bad_submit("params-not-map", "params as an array", {"params": [1]}, INVALID),
         bad_submit("prompt-not-string", "params.prompt 5", {"params.prompt": 5}, INVALID),
         bad_submit(
