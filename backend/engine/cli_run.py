@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 from dataclasses import replace
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,15 @@ def _argument(param: Param) -> dict[str, Any]:
         return {"action": argparse.BooleanOptionalAction, "default": param.default, "help": _help(param)}
     if param.kind is tuple:
         return {"type": _list_of(param), "default": param.default, "help": _help(param), "metavar": "A,B,..."}
+    if isinstance(param.kind, type) and issubclass(param.kind, Enum):
+        names = [member.value for member in param.kind]
+        return {
+            "type": param.kind,
+            "default": param.default,
+            "choices": list(param.kind),
+            "metavar": "|".join(names),
+            "help": _help(param),
+        }
     if param.kind not in (str, int, float):
         raise TypeError(f"parameter {param.name}: no command-line form for {param.kind}")
     options: dict[str, Any] = {"type": param.kind, "default": param.default, "help": _help(param)}
@@ -118,9 +128,8 @@ def _help(param: Param) -> str:
     """The spec's help, then its range and default: "Sampling steps (between 1 and 200; default 20)"."""
     details = [param.describe_range() + (" each" if param.kind is tuple and param.describe_range() else "")]
     if param.default not in (None, "", ()):
-        details.append(
-            f"default {param.default:g}" if isinstance(param.default, float) else f"default {param.default}"
-        )
+        default = param.default.value if isinstance(param.default, Enum) else param.default
+        details.append(f"default {default:g}" if isinstance(default, float) else f"default {default}")
     text = param.help + (MODEL_HELP if param.name == "model" else "")
     said = "; ".join(d for d in details if d)
     return (f"{text} ({said})" if said else text).replace("%", "%%")  # argparse formats help with %
