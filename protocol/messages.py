@@ -224,6 +224,7 @@ class StrengthMap(Message):
     same strengths. The request's last word."""
 
     TYPE: ClassVar[str] = "map"
+    is_last: ClassVar[bool] = True  # as a `Result`'s: always its request's last word
     job_id: str
     image: Image
     x: int

@@ -62,6 +62,21 @@ class HostDocument(Protocol):
         """The layer's pixels over `region` in `pixel_format`."""
         ...
 
+    def find_layer(self, name: str) -> Any:
+        """The layer, mask or channel of the image called `name`, as `read_map` takes it;
+        an InpaintError ("missing_layer") when there is none."""
+        ...
+
+    def map_bounds(self, source: Any) -> p.Rect:
+        """Where `source` (from `find_layer`, or the host's own object) has pixels."""
+        ...
+
+    def read_map(self, source: Any, region: p.Rect) -> p.Mask:
+        """`source` over `region` as a map, placed by image coordinates: gray8 or gray16 for
+        masks, channels and selections; a layer's own pixels (any `PixelFormat`, whose
+        luminance times alpha is the map) otherwise; 0 where it has no pixels."""
+        ...
+
     def is_open(self) -> bool:
         """Whether the image is still open (a job may outlive it)."""
         ...
@@ -82,9 +97,24 @@ class PreparedJob:
 
     host: HostDocument
     region: p.Rect  # in the host's coordinates
-    submit: p.Submit = field(repr=False)
+    submit: p.Submit = field(repr=False)  # a StrengthMapRequest when only the map is asked for
     layer_name: str  # what result layers are named after (see result_name)
-    whole_layer: bool  # nothing was selected
+    whole_layer: bool  # nothing bounds the area to change: the whole layer
+
+
+@dataclass(frozen=True)
+class Maps:
+    """Where a job's maps come from, each a host object (a node, a drawable) or a name for
+    `HostDocument.find_layer`; None: the settings' choice (`mask_layer`, `blend_layer`,
+    `context`), and where those are empty the selection and the alpha made from it.
+
+    context: "auto", "image", "mask", "X,Y,W,H" or an (x, y, w, h) tuple in image pixels,
+    "layer:NAME", or a host object whose bounds are the context.
+    """
+
+    mask: Any = None
+    blend: Any = None
+    context: Any = None
 
 
 ProgressCallback = Callable[[p.Progress], None]
@@ -102,6 +132,9 @@ def layer_name(prompt: str, limit: int = 60) -> str:
     if len(name) > limit:
         name = name[: limit - 1].rstrip() + "\u2026"
     return name or "Differential Inpaint"
+
+
+MAP_LAYER_NAME = "Strength map"
 
 
 def result_name(base: str, result: p.Result, fan: bool) -> str:
@@ -124,23 +157,115 @@ def percent(fraction: float) -> str:
 # --- prepare -----------------------------------------------------------------------
 
 
-def plan_region(host: HostDocument, padding: int) -> tuple[p.Rect, p.Rect, bool]:
-    """(region to send, area to change, whether there is a selection)."""
+@dataclass(frozen=True)
+class _Sources:
+    """The maps of one job, resolved to host objects."""
+
+    mask: Any  # None: the selection (or the whole layer)
+    blend: Any
+    limited: bool  # the selection limits a layer map
+
+
+def _resolve(host: HostDocument, source: Any) -> Any:
+    if isinstance(source, str):
+        return host.find_layer(source) if source else None
+    return source
+
+
+def _bounded(params: p.JobParams) -> bool:
+    """Whether a map is 0 wherever its layer has no pixels: not when inverted or replaced
+    by the depth estimate."""
+    return not params.invert_mask and params.depth == p.Depth.NONE
+
+
+def plan_region(
+    host: HostDocument, settings: Settings, sources: _Sources | None = None, context: Any = None
+) -> tuple[p.Rect, p.Rect, bool]:
+    """(region to send, area to change, whether the area is bounded by a selection or a map
+    rather than the whole layer), in the host's coordinates."""
+    sources = sources or _Sources(None, None, True)
     canvas = host.canvas()
     selection = host.selection()
-    if selection is None:
-        # No selection: the whole layer, at the chosen strength.
+    target: p.Rect | None = None
+    if selection is not None and (sources.mask is None or sources.limited):
+        target = selection.intersect(canvas)
+        if target.is_empty:
+            raise InpaintError(
+                f"The selection does not touch the layer. Select an area on the layer {NO_SELECTION_HINT} "
+                "and try again.",
+                "empty_selection",
+            )
+    if sources.mask is not None and _bounded(settings.job):
+        painted = host.map_bounds(sources.mask).intersect(canvas)
+        target = painted if target is None else target.intersect(painted)
+        if target.is_empty:
+            raise InpaintError(
+                "The map layer has nothing where it could change the layer"
+                + (" inside the selection" if selection is not None and sources.limited else "")
+                + ". Paint on the map layer (white changes, black keeps), or pick another one.",
+                "empty_selection",
+            )
+    bounded = target is not None
+    if target is None:
+        # Nothing bounds it: the whole layer, at the chosen strength.
         target = host.layer_extent().intersect(canvas)
         target = canvas if target.is_empty else target
-        return p.context_region(target, canvas, padding=0), target, False
-    target = selection.intersect(canvas)
-    if target.is_empty:
+    region = context_rect(host, context if context is not None else settings.host.context, target, canvas)
+    if region is None:
+        padding = settings.host.padding if bounded else 0
+        region = p.context_region(target, canvas, padding=padding)
+    return region, target, bounded
+
+
+def context_rect(host: HostDocument, context: Any, target: p.Rect, canvas: p.Rect) -> p.Rect | None:
+    """The region `context` names, in the host's coordinates; None for "auto"."""
+    rect: p.Rect | None = None
+    if isinstance(context, str):
+        word = context.strip().lower()
+        if word == "auto":
+            return None
+        if word == "image":
+            return canvas
+        if word == "mask":
+            return p.context_region(target, canvas, padding=0, min_size=0)
+        if context.strip().startswith("layer:"):
+            rect = host.map_bounds(host.find_layer(context.strip()[len("layer:") :]))
+        else:
+            rect = _document_rect(host, context)
+    elif isinstance(context, (tuple, list)):
+        rect = _document_rect(host, ",".join(str(v) for v in context))
+    else:
+        rect = host.map_bounds(context)
+    rect = rect.intersect(canvas)
+    if rect.is_empty:
         raise InpaintError(
-            f"The selection does not touch the layer. Select an area on the layer {NO_SELECTION_HINT} "
-            "and try again.",
-            "empty_selection",
+            "The context area lies outside the image; choose auto, image, mask or a rectangle inside it.",
+            "invalid_settings",
         )
-    return p.context_region(target, canvas, padding=padding), target, True
+    if rect.intersect(target).is_empty:
+        raise InpaintError(
+            "The context area does not include any of the area to change, so nothing could change; "
+            "choose a context that covers the selection or the map.",
+            "invalid_settings",
+        )
+    return rect
+
+
+def _document_rect(host: HostDocument, text: str) -> p.Rect:
+    """ "X,Y,W,H" in image pixels -> the host's coordinates."""
+    try:
+        x, y, width, height = (int(part) for part in text.split(","))
+    except ValueError:
+        raise InpaintError(
+            f"Context '{text}' is not one of auto, image, mask, X,Y,W,H (four whole numbers) or layer:NAME.",
+            "invalid_settings",
+        ) from None
+    if width <= 0 or height <= 0:
+        raise InpaintError(
+            f"Context '{text}' has no area; width and height must be above 0.", "invalid_settings"
+        )
+    dx, dy = host.origin()
+    return p.Rect(x - dx, y - dy, width, height)
 
 
 def check_size(region: p.Rect, whole_layer: bool, limits: p.Limits = p.DEFAULT_LIMITS) -> None:
@@ -180,32 +305,70 @@ def _check_read(host: HostDocument, what: str, data: bytes, expected: int, regio
         )
 
 
-def prepare(host: HostDocument, settings: Settings, job_id: str | None = None) -> PreparedJob:
-    """Read what the job needs from the host and build its `submit`."""
+def prepare(
+    host: HostDocument,
+    settings: Settings,
+    job_id: str | None = None,
+    *,
+    maps: Maps = Maps(),
+    request: type[p.Submit] = p.Submit,
+) -> PreparedJob:
+    """Read what the job needs from the host and build its `submit` (or, with `request`
+    StrengthMapRequest, the request for its strength map only)."""
     settings.check()
-    region, target, selected = plan_region(host, settings.host.padding)
-    check_size(region, whole_layer=not selected)
-    mask = host.read_selection(region) if selected else full_mask(region, target)
-    _check_read(host, "selection", mask, region.area, region)
-    if not mask.strip(b"\x00"):
-        raise InpaintError(
-            f"Nothing is selected where the selection meets the layer. Select the area to change "
-            f"(soft or feathered selections change partly) {NO_SELECTION_HINT} and try again.",
-            "empty_selection",
-        )
+    sources = _Sources(
+        _resolve(host, maps.mask if maps.mask is not None else settings.host.mask_layer),
+        _resolve(host, maps.blend if maps.blend is not None else settings.host.blend_layer),
+        settings.host.limit_to_selection,
+    )
+    region, target, bounded = plan_region(host, settings, sources, maps.context)
+    selected = host.selection() is not None
+    check_size(region, whole_layer=not bounded)
+    selection = None
+    if sources.mask is None:
+        data = host.read_selection(region) if selected else full_mask(region, target)
+        _check_read(host, "selection", data, region.area, region)
+        if settings.job.depth == p.Depth.NONE and not data.strip(b"\x00"):
+            raise InpaintError(
+                f"Nothing is selected where the selection meets the layer. Select the area to change "
+                f"(soft or feathered selections change partly) {NO_SELECTION_HINT} and try again.",
+                "empty_selection",
+            )
+        mask = p.Mask(region.width, region.height, data)
+    else:
+        mask = _read_map(host, sources.mask, region, "map layer")
+        if selected and sources.limited:
+            data = host.read_selection(region)
+            _check_read(host, "selection", data, region.area, region)
+            selection = p.Mask(region.width, region.height, data)
+    blend = None if sources.blend is None else _read_map(host, sources.blend, region, "blend layer")
     pixels = host.read_pixels(region)
     _check_read(host, "pixels", pixels, region.area * host.pixel_format.bytes_per_pixel, region)
     dx, dy = host.origin()
     params = settings.job.replace(output_format=host.pixel_format, preview=host.shows_previews)
-    submit = p.Submit(
+    submit = request(
         job_id=job_id or new_job_id(),
         image=p.Image(region.width, region.height, host.pixel_format, pixels, host.color),
-        mask=p.Mask(region.width, region.height, mask),
+        mask=mask,
         params=params,
         x=region.x + dx,
         y=region.y + dy,
+        selection=selection,
+        blend_mask=blend,
     )
-    return PreparedJob(host, region, submit, layer_name(settings.job.prompt), whole_layer=not selected)
+    return PreparedJob(host, region, submit, layer_name(settings.job.prompt), whole_layer=not bounded)
+
+
+def _read_map(host: HostDocument, source: Any, region: p.Rect, what: str) -> p.Mask:
+    mask = host.read_map(source, region)
+    if (mask.width, mask.height) != (region.width, region.height) or len(mask.data) != mask.expected_bytes:
+        raise InpaintError(
+            f"{host.host_name} gave a {mask.width}x{mask.height} {what} of {len(mask.data)} bytes for "
+            f"the {region.width}x{region.height} region; nothing was sent. Pick another layer as the "
+            "map; please report this if it persists.",
+            "unreadable_layer",
+        )
+    return mask
 
 
 # --- follow ------------------------------------------------------------------------
@@ -331,14 +494,16 @@ def check_result(job: PreparedJob, result: p.Result) -> None:
         )
 
 
-def finish(job: PreparedJob, results: list[p.Result]) -> Any:
+def finish(job: PreparedJob, results: list[Any]) -> Any:
     """Insert the results above the job's layer, one undo step: one result as a layer
-    named `prompt · seed`, several as a group of them (the first visible). The new layer
-    or group."""
+    named `prompt · seed`, several as a group of them (the first visible); a strength map
+    as the layer "Strength map". The new layer or group."""
     for result in results:
         check_result(job, result)
     if not job.host.is_open():
         raise InpaintError("The image was closed while the job ran; nothing was inserted.", "document_closed")
+    if isinstance(job.submit, p.StrengthMapRequest):
+        return job.host.insert_layer(MAP_LAYER_NAME, results[-1])
     params = job.submit.params
     named = [(result_name(job.layer_name, r, bool(params.fan)), r) for r in results]
     if len(named) == 1 and params.results == 1:
@@ -346,10 +511,18 @@ def finish(job: PreparedJob, results: list[p.Result]) -> Any:
     return job.host.insert_group(group_name(job.layer_name, params), named)
 
 
-def run(host: HostDocument, settings: Settings, *, client: str, **follow_options: Any) -> Any:
+def run(
+    host: HostDocument,
+    settings: Settings,
+    *,
+    client: str,
+    maps: Maps = Maps(),
+    request: type[p.Submit] = p.Submit,
+    **follow_options: Any,
+) -> Any:
     """prepare, follow and finish in one blocking call (GIMP's plug-in process). A batch
     cancelled part-way inserts what was done, then raises its `JobCancelled`."""
-    job = prepare(host, settings)
+    job = prepare(host, settings, maps=maps, request=request)
     try:
         results = follow(job, settings, client=client, **follow_options)
     except JobCancelled as exc:

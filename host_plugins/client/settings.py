@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from .. import protocol as p
@@ -50,6 +51,37 @@ class HostParams:
         hosts=frozenset({KRITA}),
         advanced=True,
     )
+    mask_layer: str = p.param(
+        "",
+        "Map layer",
+        "A layer, mask or channel whose gray (times its opacity) is the change map, white changing "
+        "fully; empty: the selection",
+        hosts=frozenset({KRITA}),  # GIMP takes the drawable itself (mask-drawable)
+    )
+    blend_layer: str = p.param(
+        "",
+        "Blend layer",
+        "A layer, mask or channel whose gray becomes the result layer's opacity; empty: made from "
+        "the change map",
+        hosts=frozenset({KRITA}),  # GIMP: blend-drawable
+        advanced=True,
+    )
+    limit_to_selection: bool = p.param(
+        True,
+        "Selection limits the map",
+        "With a layer as the map, the selection multiplies it; off: the map alone",
+        hosts=HOSTS,
+        advanced=True,
+    )
+    context: str = p.param(
+        "auto",
+        "Context",
+        "What the model sees: auto (around the area to change), image (all of it), mask (the area's "
+        "bounds only), X,Y,W,H (a rectangle in image pixels) or layer:NAME (that layer's bounds)",
+        min_len=1,
+        hosts=HOSTS,
+        advanced=True,
+    )
 
 
 HOST_PARAMS: tuple[p.Param, ...] = p.params_of(HostParams)
@@ -77,8 +109,11 @@ class Settings:
             )
         kept = {k: v for k, v in values.items() if v is not None or known[k].optional}
         for k, v in kept.items():
-            if known[k].kind is tuple and isinstance(v, list):
+            kind = known[k].kind
+            if kind is tuple and isinstance(v, list):
                 kept[k] = tuple(v)  # `fan=[0.3, 0.6]` from a script: settings stay hashable
+            elif isinstance(kind, type) and issubclass(kind, Enum) and v in {m.value for m in kind}:
+                kept[k] = kind(v)  # `depth="far"`: the member (others are `check`'s to refuse)
         job = {q.name: kept[q.name] for q in p.JOB_PARAMS if q.name in kept}
         host = {q.name: kept[q.name] for q in HOST_PARAMS if q.name in kept}
         return cls(p.JobParams(**job), HostParams(**host))
