@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ...protocol import DEFAULT_PORT
-from ..engine.cli_run import add_model_part_arguments
+from ..engine.cli_run import add_depth_model_argument, add_model_part_arguments
 
 LISTENING_PREFIX = "Differential Inpaint daemon listening on ws://"
 
@@ -55,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a folder of checkpoints to offer (repeatable), e.g. ComfyUI's models/checkpoints",
     )
     add_model_part_arguments(parser)
+    add_depth_model_argument(parser)
     parser.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best found)")
     parser.add_argument(
         "--allow-origin",
@@ -208,14 +209,19 @@ def run(args: argparse.Namespace) -> int:
 def _load_engine(args: argparse.Namespace):  # noqa: ANN202 - the engine's own types
     from ..engine import Engine
 
-    return Engine(
+    engine = Engine(
         device=args.device,
         model_dirs=tuple(args.model_dir),
         text_encoders=tuple(args.text_encoder),
         vae=args.vae,
         default_model=(args.model or [None])[0],
         max_batch=args.max_batch,
+        depth_model=args.depth_model,
+        depth_model_paths=False,  # a client names the depth models found, never a path
     )
+    if args.depth_model:
+        engine.depth_models.resolve(args.depth_model)  # a bad --depth-model stops the start
+    return engine
 
 
 def _print_models(catalog) -> None:  # noqa: ANN001

@@ -35,6 +35,11 @@ JOB_OPTIONS: tuple[Param, ...] = shown_on("cli")
 
 # The daemon offers only the models it lists; the command line takes any spec catalog.py reads.
 MODEL_HELP = "; here also builtin:NAME, hf:ORG/NAME, or a checkpoint file or diffusers folder path"
+# depth.py's spec grammar, in a line.
+DEPTH_MODEL_HELP = (
+    "; a name from `differential-inpaint models`, hf:ORG/NAME in the Hugging Face cache, "
+    "builtin:tiny-depth (random, for tests), or a Depth Anything file or folder path"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,6 +91,18 @@ def add_model_part_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_depth_model_argument(parser: argparse.ArgumentParser) -> None:
+    """`serve --depth-model`: the depth model of jobs that name none (on `run` the option is
+    the job's own parameter, from the spec)."""
+    parser.add_argument(
+        "--depth-model",
+        default=None,
+        metavar="SPEC",
+        help="the depth model for jobs that ask for a depth map and name none (default: the first "
+        "found)" + DEPTH_MODEL_HELP,
+    )
+
+
 def _argument(param: Param) -> dict[str, Any]:
     """`add_argument`'s keywords for one spec parameter."""
     if param.kind is bool:
@@ -130,7 +147,7 @@ def _help(param: Param) -> str:
     if param.default not in (None, "", ()):
         default = param.default.value if isinstance(param.default, Enum) else param.default
         details.append(f"default {default:g}" if isinstance(default, float) else f"default {default}")
-    text = param.help + (MODEL_HELP if param.name == "model" else "")
+    text = param.help + {"model": MODEL_HELP, "depth_model": DEPTH_MODEL_HELP}.get(param.name, "")
     said = "; ".join(d for d in details if d)
     return (f"{text} ({said})" if said else text).replace("%", "%%")  # argparse formats help with %
 
