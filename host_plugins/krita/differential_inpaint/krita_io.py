@@ -109,6 +109,21 @@ def stack_order(node: Any) -> Iterator[Any]:
         yield from stack_order(child)
 
 
+def node_list(document: Any) -> list[tuple[str, int, str]]:
+    """(name, nesting depth, type) of every node in layer-stack order: what the map and
+    context pickers offer."""
+    listed: list[tuple[str, int, str]] = []
+
+    def walk(node: Any, depth: int) -> None:
+        for child in reversed(node.childNodes()):
+            listed.append((child.name(), depth, str(child.type())))
+            walk(child, depth + 1)
+
+    if document is not None:
+        walk(document.rootNode(), 0)
+    return listed
+
+
 def find_node(document: Any, name: str) -> Any:
     """The first node called `name` in layer-stack order, masks included; an
     InpaintError ("missing_layer") when there is none."""

@@ -9,6 +9,7 @@ kritarc falls back to the default for that value and never stops the plugin.
 from __future__ import annotations
 
 import contextlib
+from enum import Enum
 from typing import Any
 
 from . import protocol as p
@@ -30,6 +31,8 @@ def _krita() -> Any:
 def to_text(value: Any, param: p.Param | None = None) -> str:
     if param is not None and param.kind is tuple:
         return param.format_text(tuple(value))  # "30%, 60%": as the painter typed it
+    if isinstance(value, Enum):
+        return str(value.value)  # "far", not "Depth.FAR"
     return "" if value is None else str(value)
 
 

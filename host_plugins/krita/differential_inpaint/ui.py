@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
+from enum import Enum
 from typing import Any
 
 from . import history, jobs, settings
 from . import protocol as p
 from .client import DEFAULT_SERVER, InpaintError, JobCancelled, Settings, as_inpaint_error, flow, server_info
-from .krita_io import KritaDocument
+from .krita_io import KritaDocument, node_list
 from .protocol.spec import applies_to
 from .qt import QtCore, QtGui, QtWidgets, Signal, exec_dialog
 
@@ -392,9 +393,151 @@ class ModelField(Field):
 FAMILY_ROLE = QtCore.Qt.ItemDataRole.UserRole + 1
 
 
+def _combo() -> QtWidgets.QComboBox:
+    combo = QtWidgets.QComboBox()
+    # Long layer names must not widen the docker: the list shows them in full.
+    combo.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(12)
+    return combo
+
+
+class ChoiceField(Field):
+    """An Enum setting (depth: off/near/far) as a combo of its members."""
+
+    WORDS = {"none": "Off"}
+
+    def __init__(self, param: p.Param) -> None:
+        self.combo = _combo()
+        for member in param.kind:
+            self.combo.addItem(self.WORDS.get(member.value, member.value.capitalize()), member.value)
+        super().__init__(param, self.combo, self.combo.currentIndexChanged)
+
+    def value(self) -> Any:
+        return self.param.kind(self.combo.currentData())
+
+    def set_value(self, value: Any) -> None:
+        index = self.combo.findData(getattr(value, "value", value))
+        self.combo.setCurrentIndex(max(index, 0))
+
+
+class PopupCombo(QtWidgets.QComboBox):
+    """A combo that says when its list is about to open, so the list can be made fresh."""
+
+    about_to_show = Signal()
+
+    def showPopup(self) -> None:  # noqa: N802 - Qt's name
+        self.about_to_show.emit()
+        super().showPopup()
+
+
+NodeList = list[tuple[str, int, str]]  # (name, depth, type), as krita_io.node_list gives
+
+
+class NodeChoiceField(Field):
+    """A setting that names a node of the image (or a fixed choice): a combo of the fixed
+    choices, then the active image's layers and masks by name, indented as in the Layers
+    docker. A name not in the image (another image's, or deleted) stays chosen, marked."""
+
+    def __init__(self, param: p.Param, fixed: list[tuple[str, str]]) -> None:
+        self.combo = PopupCombo()
+        self.combo.setSizeAdjustPolicy(
+            QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.combo.setMinimumContentsLength(12)
+        self.fixed = fixed
+        self.nodes: NodeList = []
+        super().__init__(param, self.combo, self.combo.currentIndexChanged)
+        self._fill(self.param.default)
+
+    def item(self, name: str, depth: int, kind: str) -> tuple[str, str]:
+        """(text, value) of a node's entry."""
+        raise NotImplementedError
+
+    def missing(self, value: str) -> str:
+        """The text of a chosen value the image does not have."""
+        return f"{value} (not in this image)"
+
+    def set_nodes(self, nodes: NodeList) -> None:
+        if nodes != self.nodes:
+            self.nodes = list(nodes)
+            self._fill(self.value())
+
+    def _fill(self, keep: str) -> None:
+        blocked = self.combo.blockSignals(True)
+        self.combo.clear()
+        for text, value in self.fixed:
+            self.combo.addItem(text, value)
+        seen = {value for _, value in self.fixed}
+        for name, depth, kind in self.nodes:
+            text, value = self.item(name, depth, kind)
+            if value not in seen:  # two layers of one name: the first is the one used
+                seen.add(value)
+                self.combo.addItem(text, value)
+        if keep not in seen:
+            self.combo.addItem(self.missing(keep), keep)
+        self.combo.setCurrentIndex(max(self.combo.findData(keep), 0))
+        self.combo.blockSignals(blocked)
+
+    def value(self) -> Any:
+        data = self.combo.currentData()
+        return self.param.default if data is None else data
+
+    def set_value(self, value: Any) -> None:
+        value = value or ""
+        if value != self.value() or self.combo.findData(value) < 0:
+            self._fill(value)
+
+
+def _kind_word(kind: str) -> str:
+    """ "transparencymask" -> "transparency mask", for a mask's entry."""
+    return kind[: -len("mask")] + " mask" if kind.endswith("mask") and kind != "mask" else kind
+
+
+class LayerField(NodeChoiceField):
+    """The map or blend layer: the selection (or the alpha made from the map), or a node."""
+
+    FIXED = {"mask_layer": "Selection", "blend_layer": "From the change map"}
+
+    def __init__(self, param: p.Param) -> None:
+        super().__init__(param, [(self.FIXED.get(param.name, "None"), "")])
+
+    def item(self, name: str, depth: int, kind: str) -> tuple[str, str]:
+        suffix = f" ({_kind_word(kind)})" if kind.endswith("mask") else ""
+        return "    " * depth + name + suffix, name
+
+
+class ContextField(NodeChoiceField):
+    """What the model sees: auto, the whole image, the area's bounds, a rectangle kept from
+    a script or kritarc, or the bounds of a layer."""
+
+    def __init__(self, param: p.Param) -> None:
+        fixed = [("Auto", "auto"), ("Whole image", "image"), ("Selection bounds", "mask")]
+        super().__init__(param, fixed)
+
+    def item(self, name: str, depth: int, kind: str) -> tuple[str, str]:
+        return "    " * depth + f"Bounds of {name}", f"layer:{name}"
+
+    def missing(self, value: str) -> str:
+        if value.startswith("layer:"):
+            return f"Bounds of {value[len('layer:') :]} (not in this image)"
+        return f"Rectangle {value}"  # "X,Y,W,H" in image pixels
+
+
+# The settings that name a node of the image (host settings; GIMP takes drawables instead).
+NODE_FIELDS: dict[str, type[NodeChoiceField]] = {
+    "mask_layer": LayerField,
+    "blend_layer": LayerField,
+    "context": ContextField,
+}
+
+
 def make_field(param: p.Param) -> Field:
     if param.choices == "models":
         return ModelField(param)
+    if param.name in NODE_FIELDS:
+        return NODE_FIELDS[param.name](param)
+    if isinstance(param.kind, type) and issubclass(param.kind, Enum):
+        return ChoiceField(param)
     if param.kind is str:
         return TextField(param)
     if param.kind is tuple:
@@ -406,6 +549,27 @@ def make_field(param: p.Param) -> Field:
     if param.percent:
         return PercentField(param)
     return NumberField(param)
+
+
+# The map's settings sit together, after the others of their part (basic or advanced),
+# the picker first: the spec declares the job's settings before the host's.
+MAP_ROWS = (
+    "mask_layer",
+    "invert_mask",
+    "depth",
+    "blend_layer",
+    "limit_to_selection",
+    "mask_black",
+    "mask_white",
+    "mask_gamma",
+    "depth_combine",
+    "depth_model",
+    "context",
+)
+
+
+def _row_order(param: p.Param) -> int:
+    return 1 + MAP_ROWS.index(param.name) if param.name in MAP_ROWS else 0
 
 
 class SettingsForm(QtWidgets.QWidget):
@@ -442,8 +606,11 @@ class SettingsForm(QtWidgets.QWidget):
             field = self.fields[param.name] = make_field(param)
             label = self.labels[param.name] = QtWidgets.QLabel(param.label)
             label.setBuddy(field.widget)
-            (advanced if param.advanced else basic).addRow(label, field.widget)
             field.edited.connect(self._edited)
+        for param in sorted(settings.SHOWN, key=_row_order):
+            (advanced if param.advanced else basic).addRow(
+                self.labels[param.name], self.fields[param.name].widget
+            )
         self.status = QtWidgets.QLabel()
         self.status.setWordWrap(True)
         outer.addWidget(self.status)
@@ -457,12 +624,32 @@ class SettingsForm(QtWidgets.QWidget):
         self._fetcher.failed.connect(self._models_failed)
         self.model.refresh.clicked.connect(self.refresh_models)
         self.model.combo.currentIndexChanged.connect(lambda _index: self._follow_family())
+        for field in self.fields.values():
+            if isinstance(field, NodeChoiceField):
+                field.combo.about_to_show.connect(self.refresh_layers)
         self._store = SettingsStore.instance()
         self._showing = False
         self.family = ""  # the family the form is shown for ("" when not known)
+        self.refresh_layers()
         self.set_values(self._store.settings)
         self._store.changed.connect(self._store_changed)
         self._store.seed_used.connect(self._seed_used)
+
+    def refresh_layers(self, document: Any = None) -> None:
+        """Offer the layers and masks of `document` (default: the active image) in the map,
+        blend and context pickers; the chosen names stay chosen."""
+        if document is None:
+            with contextlib.suppress(ImportError):
+                from krita import Krita
+
+                document = Krita.instance().activeDocument()
+        try:
+            nodes = node_list(document)
+        except Exception:  # an image closing under us: keep the lists as they are
+            return
+        for field in self.fields.values():
+            if isinstance(field, NodeChoiceField):
+                field.set_nodes(nodes)
 
     def _fold(self, unfolded: bool) -> None:
         self.advanced_box.setVisible(unfolded)
@@ -720,10 +907,18 @@ class JobController(QtCore.QObject):
         self.succeeded.connect(self._on_results)
         self.failed.connect(self._on_error)
 
-    def start(self, document: Any, node: Any, job_settings: Settings, timeout: float | None = None) -> bool:
-        """Read the layer and start the job; False (after telling the painter) if it cannot start."""
+    def start(
+        self,
+        document: Any,
+        node: Any,
+        job_settings: Settings,
+        timeout: float | None = None,
+        request: type[p.Submit] = p.Submit,
+    ) -> bool:
+        """Read the layer and start the job (`request` StrengthMapRequest: ask for its strength
+        map only); False (after telling the painter) if it cannot start."""
         try:
-            self.job = flow.prepare(KritaDocument(document, node), job_settings)
+            self.job = flow.prepare(KritaDocument(document, node), job_settings, request=request)
             self.settings = job_settings
         except Exception as exc:
             self._fail(jobs.detached(as_inpaint_error(exc)))
@@ -792,8 +987,9 @@ class JobController(QtCore.QObject):
         except Exception as exc:
             self._fail(jobs.detached(as_inpaint_error(exc)))
             return None
-        with contextlib.suppress(Exception):  # the layer is in; a history hiccup must not undo that
-            history.HISTORY.record(self.job, self.settings, results, layer)
+        if not isinstance(self.job.submit, p.StrengthMapRequest):  # a map is no result to repeat
+            with contextlib.suppress(Exception):  # the layer is in; a history hiccup must not undo that
+                history.HISTORY.record(self.job, self.settings, results, layer)
         host = self.job.host
         if isinstance(host, KritaDocument) and host.node.parentNode() is not None:
             keep_active(host.document, host.node)
@@ -860,8 +1056,10 @@ def run_from_form(
     parent: QtWidgets.QWidget | None,
     panel: ProgressPanel | None = None,
     report_error: Callable[[QtWidgets.QWidget | None, str], None] | None = None,
+    request: type[p.Submit] = p.Submit,
 ) -> JobController | None:
-    """Start a job with the form's settings on the document's active layer."""
+    """Start a job with the form's settings on the document's active layer (`request`
+    StrengthMapRequest: its strength map only, as the layer "Strength map")."""
     report_error = report_error or show_error
     store = SettingsStore.instance()
     chosen = form.values()
@@ -872,7 +1070,7 @@ def run_from_form(
     if document is None:
         report_error(parent, "Open an image first.")
         return None
-    return start_job(document, None, chosen, parent, panel, report_error)
+    return start_job(document, None, chosen, parent, panel, report_error, request)
 
 
 def start_job(
@@ -882,17 +1080,18 @@ def start_job(
     parent: QtWidgets.QWidget | None,
     panel: ProgressPanel | None = None,
     report_error: Callable[[QtWidgets.QWidget | None, str], None] | None = None,
+    request: type[p.Submit] = p.Submit,
 ) -> JobController:
     """Start a job on `node` (None: the active layer); the seed it used goes to every form."""
     controller = JobController(parent, panel=panel, report_error=report_error or show_error)
     store = SettingsStore.instance()
 
     def done(layer: Any) -> None:
-        if controller.results:
+        if controller.results and isinstance(controller.results[0], p.Result):  # a map has no seed
             store.seed_used.emit(controller.results[0].seed)
 
     controller.finished.connect(done)
-    controller.start(document, node, chosen)
+    controller.start(document, node, chosen, request=request)
     return controller
 
 
@@ -909,3 +1108,15 @@ def open_dialog() -> None:
     dialog.form.refresh_models()
     if exec_dialog(dialog):  # 0 = rejected in both bindings; the settings are kept either way
         run_from_form(dialog.form, document, parent)
+
+
+def show_map_without_docker() -> None:
+    """The Show strength map action with no docker: the kept settings, a progress window."""
+    from krita import Krita
+
+    parent = main_window()
+    document = Krita.instance().activeDocument()
+    if document is None:
+        show_error(parent, "Open an image first, pick the map, then show the strength map.")
+        return
+    start_job(document, None, SettingsStore.instance().settings, parent, request=p.StrengthMapRequest)

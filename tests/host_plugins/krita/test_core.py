@@ -606,10 +606,15 @@ def test_unexpected_errors_still_arrive_as_inpaint_errors(plugin):
 def test_settings_round_trip_and_survive_bad_values(plugin, krita):
     s = importlib.import_module(plugin.__name__ + ".settings")
     chosen = plugin.Settings.from_values(
-        {"prompt": "p", "strength": 0.3, "seed": 2**40, "model": "fake-xl", "padding": 12, "token": "t"}
-    )
+        {
+            "prompt": "p", "strength": 0.3, "seed": 2**40, "model": "fake-xl", "padding": 12, "token": "t",
+            "depth": "far", "depth_combine": "max", "mask_layer": "Strength 2", "context": "layer:Sky",
+            "mask_gamma": 2.5, "invert_mask": True,
+        }
+    )  # fmt: skip
     s.save(chosen)
     assert s.load() == chosen
+    assert krita.readSetting(s.GROUP, "depth", "?") == "far"  # by name, as the CLI takes it
     krita.writeSetting(s.GROUP, "steps", "many")
     krita.writeSetting(s.GROUP, "strength", "7")  # a number, but out of bounds
     krita.writeSetting(s.GROUP, "seed", "perhaps")

@@ -160,7 +160,8 @@ def test_the_folded_form_shows_the_basic_settings_and_folds_the_rest(plugin, qt,
     form.show()
     shown = [q for q in plugin.client.SETTINGS_PARAMS if "krita" in q.hosts]
     basic = [q.name for q in shown if not q.advanced]
-    assert basic == ["prompt", "strength", "model", "count"]  # the fan is advanced
+    # The fan is advanced; the map's picker, invert and depth are not.
+    assert basic == ["prompt", "strength", "model", "invert_mask", "depth", "count", "mask_layer"]
     assert all(form.fields[name].widget.isVisible() for name in basic)
     assert not any(form.fields[q.name].widget.isVisible() for q in shown if q.advanced)
     form.advanced_toggle.setChecked(True)
@@ -387,3 +388,72 @@ def test_a_value_chosen_for_a_family_is_not_taken_for_its_default_by_a_new_form(
     assert again.family == "" and again.values().job.guidance == 7.0
     again._models_loaded([("dev", "flux"), ("other", "sd15")], "other")
     assert again.family == "flux" and again.values().job.guidance == 7.0 == store.settings.job.guidance
+
+
+def test_the_map_pickers_list_the_images_layers_and_masks_and_keep_a_missing_name(plugin, qt, ui, krita):
+    doc, layer = new_document(krita, 64, 64)
+    group = doc.add_layer("Group", "grouplayer")
+    doc.add_layer("Strength", parent=group)
+    doc.add_layer("Edge", "transparencymask", parent=layer)
+    form = ui.SettingsForm(fold_advanced=True)
+    picker = form.fields["mask_layer"]
+    items = [(picker.combo.itemText(i), picker.combo.itemData(i)) for i in range(picker.combo.count())]
+    assert items == [
+        ("Selection", ""),
+        ("Group", "Group"),
+        ("    Strength", "Strength"),
+        ("Background", "Background"),
+        ("    Edge (transparency mask)", "Edge"),
+    ]
+    picker.combo.setCurrentIndex(2)
+    assert form.values().host.mask_layer == "Strength"
+    assert ui.SettingsStore.instance().settings.host.mask_layer == "Strength"  # kept as chosen
+    context = form.fields["context"]
+    texts = [context.combo.itemText(i) for i in range(context.combo.count())]
+    assert texts[:3] == ["Auto", "Whole image", "Selection bounds"] and "    Bounds of Strength" in texts
+    # Another image: its layers are offered, the chosen name stays chosen, marked.
+    other, _ = new_document(krita, 32, 32)
+    form.refresh_layers()
+    assert picker.combo.currentText() == "Strength (not in this image)"
+    assert form.values().host.mask_layer == "Strength"
+    form.fields["context"].set_value("1,2,30,40")
+    assert context.combo.currentText() == "Rectangle 1,2,30,40" and form.values().host.context == "1,2,30,40"
+    form.set_values(plugin.Settings())
+
+
+def test_enum_settings_are_combos_and_round_trip(plugin, qt, ui):
+    form = ui.SettingsForm()
+    depth = form.fields["depth"]
+    assert [depth.combo.itemText(i) for i in range(depth.combo.count())] == ["Off", "Near", "Far"]
+    values = plugin.Settings.from_values(
+        {"depth": "far", "depth_combine": "min", "invert_mask": True, "mask_black": 0.25, "mask_gamma": 2.5}
+    )
+    form.set_values(values)
+    assert form.values() == values
+    form.set_values(plugin.Settings())
+
+
+def test_the_strength_map_through_the_controller_adds_one_layer_and_no_history(plugin, qt, ui, krita, daemon):
+    doc, layer = new_document(krita, 96, 96)
+    feathered_selection(doc, 20, 20, 40, 40)
+    finished: list[object] = []
+    errors: list[str] = []
+    seeds: list[object] = []
+    ui.SettingsStore.instance().seed_used.connect(seeds.append)
+    chosen = plugin.Settings.from_values({"prompt": "moss", "server": daemon.url})
+    controller = ui.start_job(
+        doc,
+        layer,
+        chosen,
+        None,
+        report_error=lambda _p, m: errors.append(m),
+        request=plugin.protocol.StrengthMapRequest,
+    )
+    controller.finished.connect(finished.append)
+    assert wait(qt, lambda: bool(finished))
+    assert errors == [] and finished[0].name() == "Strength map" and len(doc.undo_steps) == 1
+    assert type(daemon.submits[-1]).__name__ == "StrengthMapRequest"
+    assert seeds == []  # a map has no seed to reuse
+    history = importlib.import_module(plugin.__name__ + ".history")
+    assert history.HISTORY.of(history.document_key(doc)) == []
+    ui.SettingsStore.instance().seed_used.disconnect(seeds.append)
