@@ -7,6 +7,7 @@ steps, `_run` is the part that needs the model.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import threading
 import time
@@ -24,6 +25,7 @@ from .depth import DepthModels
 from .errors import EngineError, InvalidRequest, OutOfMemory
 from .maps import change_map, depth_map, pixel_strength, unit_map
 from .masks import composite_alpha, process_mask
+from .regions import Context, context_window
 from .registry import ModelInfo, ModelRegistry, pick_device
 from .schedulers import check_scheduler_name
 
@@ -131,6 +133,7 @@ class Engine:
         should_cancel: Callable[[], bool] | None = None,
         selection: np.ndarray | None = None,
         blend: np.ndarray | None = None,
+        context: Context = None,
     ) -> InpaintResult:
         """Inpaint one region once: `inpaint_batch` for a job of one result.
 
@@ -142,6 +145,7 @@ class Engine:
         model: the model spec; None takes `params.model` (None there too: the default model).
         should_cancel: polled between the sampling steps and before and after each stage;
             when it returns True the job stops with JobCancelled.
+        selection, blend, context: the other maps and the model's window (see inpaint_batch).
         Returns the result region (see InpaintResult). Raises InvalidRequest, UnknownModel,
         JobCancelled or OutOfMemory (all EngineError); the engine stays usable after any
         (see `free_memory`).
@@ -158,6 +162,7 @@ class Engine:
             should_cancel=should_cancel,
             selection=selection,
             blend=blend,
+            context=context,
         )[0]
 
     def inpaint_batch(
@@ -173,6 +178,7 @@ class Engine:
         should_cancel: Callable[[], bool] | None = None,
         selection: np.ndarray | None = None,
         blend: np.ndarray | None = None,
+        context: Context = None,
     ) -> list[InpaintResult]:
         """Every result of a job, in index order: `params.count` variations (seeds seed,
         seed + 1, ...) or one per `params.fan` strength (one seed, one noise).
@@ -185,7 +191,10 @@ class Engine:
 
         selection: a map (as `mask`) that multiplies the change map after its levels.
         blend: a map (as `mask`) that is every result's alpha instead of the composite
-            alpha; the change map still drives the sampler. Otherwise as `inpaint`.
+            alpha; the change map still drives the sampler.
+        context: the part of the region the model sees (regions.context_window: "mask", an
+            (x, y, w, h) rectangle; None: all of it); outside it the input stays, alpha 0
+            (the blend map where given). Otherwise as `inpaint`.
         """
         start = time.perf_counter()
         params = check_params(params, self.limits)
@@ -195,10 +204,22 @@ class Engine:
         seed = params.seed if params.seed is not None else secrets.randbits(32)
         entry = self.models.resolve(model if model is not None else params.model)
         processed = self._processed_map(image, mask, params, selection, on_progress, should_cancel)
-        planned = [_plan(processed, params, seed, index) for index in range(params.results)]
-        deliver = on_result or (lambda _result: None)
-        results: list[InpaintResult] = []
         blend_alpha = None if blend is None else blend.astype(np.float32)
+        window = context_window(context, processed)
+        if window is not None:
+            # The model sees the window alone; each result is placed back in the whole region.
+            whole = (image, outside_zeroed(processed, window), blend_alpha)
+            image, processed = image[window], processed[window]
+            blend_alpha = None if blend_alpha is None else blend_alpha[window]
+        planned = [_plan(processed, params, seed, index) for index in range(params.results)]
+        results: list[InpaintResult] = []
+
+        def deliver(result: InpaintResult) -> None:
+            if window is not None:
+                result = _placed(result, window, *whole)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
 
         def untouched(plan: _Planned) -> InpaintResult:
             # Nothing is ever free: the input, untouched, and no model needed.
@@ -215,8 +236,7 @@ class Engine:
 
         if not any(plan.samples for plan in planned):
             for plan in planned:
-                results.append(untouched(plan))
-                deliver(results[-1])
+                deliver(untouched(plan))
             return results
 
         with self._job_lock:
@@ -231,7 +251,6 @@ class Engine:
                 for chunk in run.chunks(planned):
                     made = [untouched(plan) for plan in chunk] if not chunk[0].samples else run.sample(chunk)
                     for result in made:
-                        results.append(result)
                         deliver(result)
                 return results
             except BaseException as exc:
@@ -254,17 +273,21 @@ class Engine:
         params: JobParams,
         *,
         selection: np.ndarray | None = None,
+        context: Context = None,
         on_progress: ProgressCallback | None = None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> np.ndarray:
         """Each pixel's effective strength (float64 HxW in [0, 1]) for a job with these
         inputs, without sampling: the map the sampler is given, at pixel resolution (with a
-        `fan`, its first strength). Needs the depth model when `params.depth` asks for one,
-        never the diffusion model. Raises as `inpaint`."""
+        `fan`, its first strength; 0 outside the `context`). Needs the depth model when
+        `params.depth` asks for one, never the diffusion model. Raises as `inpaint`."""
         params = check_params(params, self.limits)
         image, mask = check_pixels(image, mask, self.limits)
         selection = check_map(selection, image, "selection")
         processed = self._processed_map(image, mask, params, selection, on_progress, should_cancel)
+        window = context_window(context, processed)
+        if window is not None:
+            processed = outside_zeroed(processed, window)
         return pixel_strength(processed, params.result_strength(0))
 
     def _processed_map(
@@ -521,6 +544,28 @@ class _BatchRun:
             own = {**timings, "total": time.perf_counter() - self.start}
             results.append(InpaintResult(out, plan.seed, own, plan.index, plan.strength, self.processed))
         return results
+
+
+def outside_zeroed(m: np.ndarray, window: tuple[slice, slice]) -> np.ndarray:
+    """A copy of the map with 0 outside the window."""
+    out = np.zeros_like(m)
+    out[window] = m[window]
+    return out
+
+
+def _placed(
+    result: InpaintResult,
+    window: tuple[slice, slice],
+    image: np.ndarray,
+    processed: np.ndarray,
+    blend: np.ndarray | None,
+) -> InpaintResult:
+    """A result of the window, placed in the whole region: the input around it, alpha 0 there
+    (or the blend map's)."""
+    alpha = np.zeros_like(image[..., 0]) if blend is None else blend
+    out = np.concatenate([image[..., :3], alpha[..., None]], axis=-1)
+    out[window] = result.image
+    return dataclasses.replace(result, image=out, mask=processed)
 
 
 def start_rule(family: str) -> Callable[[float, int], int]:

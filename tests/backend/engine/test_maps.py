@@ -250,3 +250,19 @@ def test_a_depth_model_file_that_is_not_one_is_named(engine: Engine, tmp_path: P
         engine.strength_map(image, full, _params(depth="far", depth_model=str(other)))
     with pytest.raises(InvalidRequest, match="Unknown depth model 'nowhere'"):
         engine.strength_map(image, full, _params(depth="far", depth_model="nowhere"))
+
+
+def test_a_context_window_is_all_the_model_sees_and_all_that_changes(engine: Engine) -> None:
+    image = random_region(H, W, seed=10)
+    full = np.full((H, W), 255, np.uint8)
+    whole = engine.strength_map(image, full, _params(feather=2))
+    windowed = engine.strength_map(image, full, _params(feather=2), context=(10, 4, 20, 16))
+    inside = np.zeros((H, W), bool)
+    inside[4:20, 10:30] = True
+    assert (windowed[~inside] == 0).all() and np.array_equal(windowed[inside], whole[inside])
+    result = engine.inpaint(image, full, _params(), model=TINY, context=(10, 4, 20, 16))
+    assert result.image.shape == (H, W, 4) and np.array_equal(result.mask == 0, ~inside)
+    _assert_kept_where_the_map_is_zero(image, result)
+    assert np.abs(result.image[inside, :3] - image[inside, :3]).mean() > 0.01
+    with pytest.raises(InvalidRequest, match="lies outside the 48x32 image"):
+        engine.strength_map(image, full, _params(), context=(60, 0, 5, 5))
