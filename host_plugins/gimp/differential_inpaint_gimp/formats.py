@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .protocol import PixelFormat
+from .protocol import MaskFormat, PixelFormat
 
 
 @dataclass(frozen=True)
@@ -34,3 +34,16 @@ def depth_for_precision(precision_name: str) -> Depth:
     """
     kind = precision_name.upper().split("_", 1)[0]
     return {"U8": DEPTHS["u8"], "U16": DEPTHS["u16"], "HALF": DEPTHS["half"]}.get(kind, DEPTHS["float"])
+
+
+def gray_map_format(encoding: str, depth: Depth) -> tuple[str, MaskFormat]:
+    """How a channel or layer mask whose Babl format is `encoding` ("Y' u8", "Y u16",
+    "Y float") travels as a map in an image of `depth`: gray8 in 8-bit images, gray16
+    above. Its own gray model is kept (a channel of an 8-bit non-linear image is "Y'",
+    layer masks are "Y"), so the values sent are those GIMP shows and stores."""
+    model = encoding.split(" ", 1)[0]
+    if model not in ("Y", "Y'", "Y~"):  # not gray: Gegl converts to linear gray
+        model = "Y"
+    if depth.wire is PixelFormat.RGBA8:
+        return f"{model} u8", MaskFormat.GRAY8
+    return f"{model} u16", MaskFormat.GRAY16

@@ -14,13 +14,15 @@ from collections.abc import Callable
 
 import gi
 
+gi.require_version("Babl", "0.1")
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
-from gi.repository import Gegl, Gimp  # noqa: E402
+from gi.repository import Babl, Gegl, Gimp  # noqa: E402
 
+from .client.errors import InpaintError  # noqa: E402
 from .client.flow import progress_text  # noqa: E402
-from .formats import depth_for_precision  # noqa: E402
-from .protocol import ColorEncoding, Progress, Rect, Result  # noqa: E402
+from .formats import depth_for_precision, gray_map_format  # noqa: E402
+from .protocol import ColorEncoding, Mask, Progress, Rect, Result  # noqa: E402
 
 MASK_FORMAT = "Y u8"  # the selection as 8-bit gray: 0 keep, 255 change fully
 SOURCE_PARASITE = "differential-inpaint-source"  # on result layers: the source layer's tattoo
@@ -40,9 +42,7 @@ class GimpDocument:
         self.pixel_format = self.depth.wire
 
     def origin(self) -> tuple[int, int]:
-        # GIMP 3's python bindings return (ok, x, y) for get_offsets.
-        values = self.drawable.get_offsets()
-        return int(values[-2]), int(values[-1])
+        return offsets(self.drawable)
 
     def canvas(self) -> Rect:
         return Rect(0, 0, self.drawable.get_width(), self.drawable.get_height())
@@ -70,6 +70,62 @@ class GimpDocument:
         buffer = self.drawable.get_buffer()
         rect = Gegl.Rectangle.new(region.x, region.y, region.width, region.height)
         return bytes(buffer.get(rect, 1.0, self.depth.babl, Gegl.AbyssPolicy.NONE))
+
+    # --- maps: a channel, a layer mask or a layer in place of the selection ---
+
+    def find_layer(self, name: str) -> Gimp.Drawable:
+        """The first layer (groups searched, top to bottom), layer mask or channel of the
+        image called `name`."""
+        for item in drawables_of(self.image):
+            if item.get_name() == name:
+                return item
+        raise InpaintError(
+            f"There is no layer, layer mask or channel called '{name}' in this image. Pick the map "
+            "in the dialog's Map layer list (or rename the layer to match) and try again.",
+            "missing_layer",
+        )
+
+    def map_bounds(self, source: Gimp.Drawable) -> Rect:
+        self._check_map(source)
+        return self._placed(source, Rect(0, 0, source.get_width(), source.get_height()))
+
+    def read_map(self, source: Gimp.Drawable, region: Rect) -> Mask:
+        """A channel or layer mask as gray in its own encoding (the values GIMP shows: no
+        gamma change), 16-bit above 8-bit precision; a layer's own pixels in the image's
+        precision (the daemon takes luminance times alpha). 0 outside `source`."""
+        self._check_map(source)
+        dx, dy = self.origin()
+        sx, sy = offsets(source)
+        # The drawable's coordinates -> the image's -> `source`'s.
+        rect = Gegl.Rectangle.new(region.x + dx - sx, region.y + dy - sy, region.width, region.height)
+        buffer = source.get_buffer()
+        if isinstance(source, Gimp.Channel):  # channels, layer masks (and the selection)
+            babl, wire = gray_map_format(Babl.format_get_encoding(source.get_format()), self.depth)
+            data = bytes(buffer.get(rect, 1.0, babl, Gegl.AbyssPolicy.NONE))
+            return Mask(region.width, region.height, data, wire)
+        data = bytes(buffer.get(rect, 1.0, self.depth.babl, Gegl.AbyssPolicy.NONE))
+        return Mask(region.width, region.height, data, self.depth.wire, self.color)
+
+    def _check_map(self, source: Gimp.Drawable) -> None:
+        """A map must be a drawable of this image (the dialog's chooser offers every image's)."""
+        if not source.is_valid():
+            raise InpaintError(
+                "The layer or channel picked as a map was deleted. Pick the map again and retry.",
+                "missing_layer",
+            )
+        image = source.get_image()
+        if image is None or image.get_id() != self.image.get_id():
+            raise InpaintError(
+                f"The map '{source.get_name()}' belongs to another image; a map must be a layer, layer "
+                "mask or channel of the image being painted. Pick one of this image's and try again.",
+                "invalid_settings",
+            )
+
+    def _placed(self, source: Gimp.Drawable, rect: Rect) -> Rect:
+        """`rect` in `source`'s coordinates -> the job drawable's (by image coordinates)."""
+        sx, sy = offsets(source)
+        dx, dy = self.origin()
+        return Rect(rect.x + sx - dx, rect.y + sy - dy, rect.width, rect.height)
 
     def is_open(self) -> bool:
         # GIMP stays usable while the job runs: the image may have been closed meanwhile.
@@ -150,6 +206,30 @@ class GimpDocument:
         if self.drawable.is_valid():
             tattoo = str(self.drawable.get_tattoo()).encode()
             layer.attach_parasite(Gimp.Parasite.new(SOURCE_PARASITE, Gimp.PARASITE_PERSISTENT, tattoo))
+
+
+def offsets(drawable: Gimp.Drawable) -> tuple[int, int]:
+    """Where `drawable` sits in its image (a channel: 0, 0; a layer mask: its layer's place)."""
+    values = drawable.get_offsets()  # GIMP 3's python bindings return (ok, x, y)
+    return int(values[-2]), int(values[-1])
+
+
+def drawables_of(image: Gimp.Image) -> list[Gimp.Drawable]:
+    """Every layer of `image` top to bottom (a group's children after it), each followed
+    by its layer mask, then the channels: the order a map is looked up by name."""
+    found: list[Gimp.Drawable] = []
+
+    def walk(layers: list[Gimp.Layer]) -> None:
+        for layer in layers:
+            found.append(layer)
+            mask = layer.get_mask()
+            if mask is not None:
+                found.append(mask)
+            if layer.is_group():
+                walk(layer.get_children())
+
+    walk(image.get_layers())
+    return found + list(image.get_channels())
 
 
 def source_of(image: Gimp.Image, layer: Gimp.Layer) -> Gimp.Layer:

@@ -1,16 +1,21 @@
-"""The GIMP procedure `python-fu-differential-inpaint`: arguments, dialog, run.
+"""The GIMP procedures `python-fu-differential-inpaint` and
+`python-fu-differential-inpaint-strength-map`: arguments, dialog, run.
 
-`run` reads the region around the selection, sends it to the daemon through
-the shared job client and inserts the result as a new layer; every failure
-becomes EXECUTION_ERROR with a message that says what to do, and leaves the
-image untouched.
+`run` reads the region around the selection (or the map picked as
+`mask-drawable`), sends it to the daemon through the shared job client and
+inserts the result as a new layer; the strength-map procedure, with the same
+arguments, inserts the daemon's effective map instead, without sampling. Every
+failure becomes EXECUTION_ERROR with a message that says what to do, and leaves
+the image untouched.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import traceback
+from enum import Enum
 from typing import Any
 
 import gi
@@ -19,7 +24,8 @@ gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp, GLib, GObject  # noqa: E402
 
 PROCEDURE = "python-fu-differential-inpaint"
-_LABEL = "Differential Inpaint…"
+MAP_PROCEDURE = "python-fu-differential-inpaint-strength-map"  # the same arguments; adds the map
+_LABELS = {PROCEDURE: "Differential Inpaint…", MAP_PROCEDURE: "Differential Inpaint: Show Strength Map…"}
 _MENU = "<Image>/Filters/Generic"
 _RW = GObject.ParamFlags.READWRITE
 _GIMP_INT_MAX = 2**31 - 1  # GIMP's int arguments are 32-bit
@@ -34,10 +40,29 @@ try:
     from .protocol import Param, shown_on
     from .protocol.spec import GIMP
 
-    SHOWN: tuple[Param, ...] = shown_on(GIMP, SETTINGS_PARAMS)
     _INCOMPLETE: ImportError | None = None
 except ImportError as exc:  # reported by run()
-    SHOWN, _INCOMPLETE = (), exc
+    _INCOMPLETE = exc
+
+# GIMP takes the maps as drawables (picked in the dialog, passed by scripts), not as the
+# layer names Krita's settings hold: those declarations, under GIMP's argument names.
+DRAWABLE_MAPS = {"mask_layer": "mask-drawable", "blend_layer": "blend-drawable"}
+
+
+def gimp_arguments(declared: tuple[Param, ...]) -> tuple[Param, ...]:
+    """Every argument of both procedures, in order: the settings GIMP shows, with the
+    drawable maps just before the first setting that acts on a map (invert-mask)."""
+    maps = tuple(
+        dataclasses.replace(q, gimp_name=DRAWABLE_MAPS[q.name], hosts=q.hosts | {GIMP})
+        for q in declared
+        if q.name in DRAWABLE_MAPS
+    )
+    shown = shown_on(GIMP, declared)
+    at = next((i for i, q in enumerate(shown) if q.name == "invert_mask"), len(shown))
+    return (*shown[:at], *maps, *shown[at:])
+
+
+SHOWN: tuple[Param, ...] = gimp_arguments(SETTINGS_PARAMS) if _INCOMPLETE is None else ()
 
 
 def _nicks(params: tuple[Param, ...]) -> dict[str, str]:
@@ -68,14 +93,19 @@ def add_arguments(procedure: Gimp.Procedure) -> None:
 def _add_arguments(procedure: Gimp.Procedure) -> None:
     """One procedure argument per setting GIMP shows, named as the setting (dashes for
     underscores). An optional number is -1 for "none"; optional text is empty; a list
-    (the strength fan) is text such as "30%, 50%, 70%"."""
+    (the strength fan) is text such as "30%, 50%, 70%"; a choice (depth) is a Gimp.Choice
+    of its values; a map is a drawable (none: the selection)."""
     nicks = _nicks(SHOWN)
     for param in SHOWN:
         name, nick, blurb = param.gimp_argument, nicks[param.name], param.help
         lo, hi = param.bounds()
         if param.unit:  # the dialog shows the nick: the unit goes beside the label
             nick, blurb = f"{nick} ({param.unit})", f"{blurb} ({param.unit})"
-        if param.kind is str:
+        if param.name in DRAWABLE_MAPS:
+            procedure.add_drawable_argument(name, nick, blurb, True, _RW)
+        elif isinstance(param.kind, type) and issubclass(param.kind, Enum):
+            procedure.add_choice_argument(name, nick, blurb, choice_of(param.kind), param.default.value, _RW)
+        elif param.kind is str:
             procedure.add_string_argument(name, nick, blurb, param.default or "", _RW)
         elif param.kind is tuple:  # GIMP 3.0's dialog has no widget for a list of numbers
             default = param.format_text(param.default)
@@ -99,6 +129,20 @@ def _add_arguments(procedure: Gimp.Procedure) -> None:
             procedure.add_choice_aux_argument(
                 MODEL_CHOICE, nick, f"{blurb} (the models the daemon lists)", MODELS.choice, "", _RW
             )
+
+
+_CHOICES: dict[type, Gimp.Choice] = {}
+
+
+def choice_of(kind: type[Enum]) -> Gimp.Choice:
+    """The Gimp.Choice of an Enum setting: its values as nicks (what scripts pass), each
+    shown capitalised. Kept for the plug-in's life, like the models' choice (below)."""
+    if kind not in _CHOICES:
+        choice = Gimp.Choice.new()
+        for index, member in enumerate(kind):
+            choice.add(member.value, index, member.value.capitalize(), "")
+        _CHOICES[kind] = choice
+    return _CHOICES[kind]
 
 
 class _Models:
@@ -170,6 +214,8 @@ def settings_from_config(config: Gimp.ProcedureConfig) -> Any:
 
     values = {}
     for param in SHOWN:
+        if param.name in DRAWABLE_MAPS:  # the drawables themselves: `maps_from_config`
+            continue
         value = config.get_property(param.gimp_argument)
         if param.kind is str:
             value = (value or "").strip() or (None if param.optional else "")
@@ -189,8 +235,19 @@ def settings_from_config(config: Gimp.ProcedureConfig) -> Any:
     return Settings.from_values(values)
 
 
+def maps_from_config(config: Gimp.ProcedureConfig) -> Any:
+    """The drawables picked as the change map and the blend map (None: the selection, and
+    the alpha made from the change map), as `flow.Maps`."""
+    from .client import flow
+
+    return flow.Maps(
+        mask=config.get_property(DRAWABLE_MAPS["mask_layer"]),
+        blend=config.get_property(DRAWABLE_MAPS["blend_layer"]),
+    )
+
+
 def _fail(procedure: Gimp.Procedure, message: str) -> Gimp.ValueArray:
-    error = GLib.Error.new_literal(GLib.quark_from_string(PROCEDURE), message, 0)
+    error = GLib.Error.new_literal(GLib.quark_from_string(procedure.get_name()), message, 0)
     return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, error)
 
 
@@ -302,15 +359,18 @@ def _follow_family(dialog: Any, config: Gimp.ProcedureConfig, shown: dict[str, A
     config.connect(f"notify::{MODEL_CHOICE}", changed)
 
 
-def _show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig, action: str, whole: bool) -> bool:
+def _show_dialog(
+    procedure: Gimp.Procedure, config: Gimp.ProcedureConfig, action: str, what: str, title: str
+) -> bool:
     """The settings dialog; True on OK. `action` ("Repaint whole layer", "Inpaint
-    selection") heads it and labels its OK button, so nothing selected is no surprise."""
+    selection", "Show strength map") heads it with `what` it does and labels its OK button,
+    so nothing selected is no surprise."""
     gi.require_version("GimpUi", "3.0")
     gi.require_version("Gtk", "3.0")
     from gi.repository import GimpUi, Gtk
 
-    GimpUi.init(PROCEDURE)
-    dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config, title="Differential Inpaint")
+    GimpUi.init(procedure.get_name())
+    dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config, title=title)
     for param in SHOWN:
         if not param.secret:
             continue
@@ -337,11 +397,6 @@ def _show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig, action
         }
         _follow_family(dialog, config, family_bound)
     advanced = [widget_name(param) for param in SHOWN if param.advanced]
-    what = (
-        "Nothing is selected: the whole layer is repainted at the chosen strength."
-        if whole
-        else "The selection is repainted: white changes fully, gray partly, black not at all."
-    )
     dialog.get_label("action", f"{action}. {what}", False, False)
     # Where the daemon stands, above the settings (a run starts a local one if needed).
     state = dialog.get_label("daemon-state", _daemon_state(config), False, False)
@@ -372,6 +427,26 @@ def _show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig, action
     return accepted
 
 
+def _what(image: Gimp.Image, strength_map: bool) -> tuple[str, str, str]:
+    """(action, what it does, dialog title) of a run on `image`."""
+    from .client.flow import MAP_LAYER_NAME
+    from .gimp_io import action_text, whole_layer
+
+    if strength_map:
+        return (
+            "Show strength map",
+            f"The map a run would use (levels, depth, grow, feather, strength) is added as the layer "
+            f"'{MAP_LAYER_NAME}': white changes fully, black not at all. Nothing is painted.",
+            "Differential Inpaint: Strength Map",
+        )
+    whole = (
+        "Nothing is selected: the whole layer is repainted at the chosen strength"
+        if whole_layer(image)
+        else "The selection is repainted: white changes fully, gray partly, black not at all"
+    )
+    return action_text(image), f"{whole}; a Map layer picked below decides instead.", "Differential Inpaint"
+
+
 def run(
     procedure: Gimp.Procedure,
     run_mode: Gimp.RunMode,
@@ -380,37 +455,41 @@ def run(
     config: Gimp.ProcedureConfig,
     run_data: Any,
 ) -> Gimp.ValueArray:
+    """Both procedures: the strength-map one asks for the map only and adds it as a layer."""
     if len(drawables) != 1 or not isinstance(drawables[0], Gimp.Layer):
         return _fail(procedure, "Select exactly one layer (not a mask or channel) and try again.")
     try:
         if _INCOMPLETE is not None:
             raise _INCOMPLETE
         # The client and websockets load only when the filter runs.
+        from . import protocol as p
         from .client import InpaintError, flow
-        from .gimp_io import GimpDocument, ProgressBar, action_text, source_of, whole_layer
+        from .gimp_io import GimpDocument, ProgressBar, source_of
     except ImportError as exc:
         return _fail(
             procedure,
             f"The Differential Inpaint plug-in is incomplete ({exc}). Reinstall it with "
             "`differential-inpaint install-plugin gimp` and restart GIMP.",
         )
-    action = action_text(image)
-    if run_mode == Gimp.RunMode.INTERACTIVE and not _show_dialog(
-        procedure, config, action, whole_layer(image)
-    ):
+    strength_map = procedure.get_name() == MAP_PROCEDURE
+    action, what, title = _what(image, strength_map)
+    if run_mode == Gimp.RunMode.INTERACTIVE and not _show_dialog(procedure, config, action, what, title):
         return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
     try:
         chosen = settings_from_config(config)
+        maps = maps_from_config(config)
         remember_server(chosen.host.server)
         # A result layer (or its group) selected: the job works on the painting it came from.
         source = source_of(image, drawables[0])
-        bar = ProgressBar(action, chosen.job.results)
+        bar = ProgressBar(action, 1 if strength_map else chosen.job.results)
         Gimp.progress_init(f"{action}: connecting to {chosen.host.server}")
         try:
             flow.run(
                 GimpDocument(image, source),
                 chosen,
                 client=CLIENT_NAME,
+                maps=maps,
+                request=p.StrengthMapRequest if strength_map else p.Submit,
                 on_progress=bar.progress,
                 on_status=bar.status,
                 on_result=bar.result,
@@ -430,9 +509,26 @@ def run(
     return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, None)
 
 
+_DOCUMENTATION = {
+    PROCEDURE: (
+        "Repaint the selection with Differential Diffusion",
+        "Sends the active layer around the selection (or the map picked as mask-drawable: a "
+        "channel, layer mask or layer) to the local Differential Inpaint daemon. White changes "
+        "fully, gray partly, black not at all. The result is a new layer above; the original "
+        "layer is never modified.",
+    ),
+    MAP_PROCEDURE: (
+        "Show the strength map a Differential Inpaint run would use",
+        "With the same arguments as python-fu-differential-inpaint, asks the daemon for the "
+        "effective per-pixel strength (after invert, levels, depth, the selection, grow, "
+        "feather and strength) and adds it above the layer as a gray layer; nothing is sampled.",
+    ),
+}
+
+
 class DifferentialInpaint(Gimp.PlugIn):
     def do_query_procedures(self) -> list[str]:
-        return [PROCEDURE]
+        return [PROCEDURE, MAP_PROCEDURE]
 
     def do_set_i18n(self, name: str) -> bool:
         return False  # no translations shipped
@@ -441,15 +537,9 @@ class DifferentialInpaint(Gimp.PlugIn):
         procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, None)
         procedure.set_image_types("RGB*")
         procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
-        procedure.set_menu_label(_LABEL)
+        procedure.set_menu_label(_LABELS[name])
         procedure.add_menu_path(_MENU)
-        procedure.set_documentation(
-            "Repaint the selection with Differential Diffusion",
-            "Sends the active layer around the selection to the local Differential Inpaint "
-            "daemon. White selection changes fully, gray partly, black not at all. The result "
-            "is a new layer above; the original layer is never modified.",
-            name,
-        )
+        procedure.set_documentation(*_DOCUMENTATION[name], name)
         procedure.set_attribution("Differential Inpaint", "Differential Inpaint", "2025")
         add_arguments(procedure)
         return procedure
