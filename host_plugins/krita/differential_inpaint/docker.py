@@ -136,14 +136,14 @@ class DifferentialInpaintDocker(DockWidget):
         font = self.run_button.font()
         font.setBold(True)
         self.run_button.setFont(font)
-        self.run_button.clicked.connect(self.run)
+        self.run_button.clicked.connect(lambda _checked=False: self.run())
         self.form.submitted.connect(self.run)
         self.map_button = QtWidgets.QPushButton(SHOW_MAP)
         self.map_button.setToolTip(
             'Add the layer "Strength map": how much each pixel would change (white fully, black not '
             "at all), after the map's levels, depth, grow, feather and strength; nothing is sampled"
         )
-        self.map_button.clicked.connect(self.show_map)
+        self.map_button.clicked.connect(lambda _checked=False: self.show_map())
         self.panel = ui.ProgressPanel(inner, preview_size=160)
         self.panel.hide()
         self.message = QtWidgets.QLabel()
@@ -244,7 +244,14 @@ class DifferentialInpaintDocker(DockWidget):
         self.run_button.setEnabled(self.controller is None)
         self.map_button.setEnabled(self.controller is None)
 
-    def run(self, request: type[p.Submit] = p.Submit) -> None:
+    def run(self) -> None:
+        self._run(p.Submit)
+
+    def show_map(self) -> None:
+        """The strength map the settings give, as the layer "Strength map", without sampling."""
+        self._run(p.StrengthMapRequest)
+
+    def _run(self, request: type[p.Submit]) -> None:
         if self.controller is not None:
             return  # one job at a time from the docker; its panel shows it
         self.message.hide()
@@ -258,10 +265,6 @@ class DifferentialInpaintDocker(DockWidget):
             request=request,
         )
         self._started(controller)
-
-    def show_map(self) -> None:
-        """The strength map the settings give, as the layer "Strength map", without sampling."""
-        self.run(p.StrengthMapRequest)
 
     def run_again(self, record: history.JobRecord) -> None:
         """A job from the History again, with its settings, on the layer it was made from

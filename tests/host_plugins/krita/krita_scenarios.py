@@ -1084,6 +1084,435 @@ def form_from_spec(c: Checks, w: World) -> None:
     form.deleteLater()
 
 
+# --- maps: a layer or mask as the change map, a blend map, the context, the strength map ----------
+
+
+def ramp(w: int, h: int, alpha: int = 255, salt: int = 0) -> bytes:
+    """A gray BGRA8 ramp, darker to lighter left to right, a little different each row."""
+    rows = []
+    for y in range(h):
+        rows.append(
+            b"".join(
+                bytes((g, g, g, alpha))
+                for g in ((x * 255 // max(w - 1, 1) + y + salt) % 256 for x in range(w))
+            )
+        )
+    return b"".join(rows)
+
+
+def green(data: bytes) -> bytes:
+    """A BGRA8 map as the stand-in daemon reads it: its green byte."""
+    return data[1::4]
+
+
+def gray_bgra(gray: bytes) -> bytes:
+    """The stand-in daemon's strength map of `gray` in BGRA8: opaque gray."""
+    out = bytearray(len(gray) * 4)
+    for channel in range(3):
+        out[channel::4] = gray
+    out[3::4] = b"\xff" * len(gray)
+    return bytes(out)
+
+
+def paint_layer(doc: Any, name: str, data: bytes, box: tuple[int, int, int, int], parent: Any = None) -> Any:
+    """A hidden paint layer painted at its origin with `data`, then moved to box's x, y."""
+    node = doc.createNode(name, "paintlayer")
+    (parent or doc.rootNode()).addChildNode(node, None)
+    node.setPixelData(data, 0, 0, box[2], box[3])
+    if box[:2] != (0, 0):
+        node.move(box[0], box[1])
+    node.setVisible(False)  # a strength layer is hidden while it is a map
+    doc.waitForDone()
+    return node
+
+
+def region_of(w: World, submit: Any) -> Any:
+    return w.p.Rect(submit.x, submit.y, submit.image.width, submit.image.height)
+
+
+def read(node: Any, region: Any) -> bytes:
+    return bytes(node.pixelData(region.x, region.y, region.width, region.height))
+
+
+def map_submit(w: World, doc: Any, layer: Any, maps: dict[str, Any], **values: Any) -> Any:
+    """What the plugin would send for these maps (read from Krita; nothing sent)."""
+    flow = w.plugin.client.flow
+    chosen = w.plugin.Settings.from_values({"prompt": "map", "steps": 2, **values})
+    host = w.plugin.krita_io.KritaDocument(doc, layer)
+    return flow.prepare(host, chosen, maps=flow.Maps(**maps))
+
+
+def exact_map_sources(c: Checks, w: World) -> None:
+    """Each kind of node as the change map sends its own bytes, placed by document
+    coordinates, with the selection beside it; the stand-in daemon's result (alpha = the
+    map's green or gray) shows that those bytes went through. A blend map likewise."""
+    from krita import Selection
+
+    p = w.p
+    doc, layer = w.document(192, 160)
+    layer.setPixelData(pattern(192, 160, "U8"), 0, 0, 192, 160)
+    strength = paint_layer(doc, "Strength", ramp(60, 50), (100, 70, 60, 50))
+    c("the map layer moved", rect_of(strength) == (100, 70, 60, 50), rect_of(strength))
+    holder = paint_layer(doc, "Holder", pattern(192, 160, "U8"), (0, 0, 192, 160))
+    # A transparency mask as the Layers docker makes it (255 where not painted), painted here.
+    w.show(doc)
+    doc.setActiveNode(holder)
+    w.wait_until(lambda: doc.activeNode() is not None and doc.activeNode().name() == "Holder", 5.0)
+    w.krita.action("add_new_transparency_mask").trigger()
+    doc.waitForDone()
+    w.pump(0.2)
+    transparency = next((n for n in holder.childNodes() if n.type() == "transparencymask"), None)
+    if not c(
+        "a transparency mask was added", transparency is not None, [n.name() for n in holder.childNodes()]
+    ):
+        return
+    transparency.setName("Edge")
+    transparency.setPixelData(bytes(range(0, 250, 5)) * 40, 70, 60, 50, 40)
+    local = Selection()
+    local.select(0, 0, 192, 160, 0)
+    local.setPixelData(bytes((x * 3) % 256 for x in range(80)) * 60, 80, 50, 80, 60)
+    selection_mask = doc.createSelectionMask("Local")
+    holder.addChildNode(selection_mask, None)
+    selection_mask.setSelection(local)
+    box = Selection()
+    box.select(95, 65, 40, 30, 200)
+    filter_mask = doc.createFilterMask("Blurred", w.krita.filter("blur"), box)
+    holder.addChildNode(filter_mask, None)
+    group = doc.createGroupLayer("Group")
+    doc.rootNode().addChildNode(group, None)
+    paint_layer(doc, "Inside", ramp(192, 160, salt=40), (0, 0, 192, 160), parent=group).setVisible(True)
+    blend = paint_layer(doc, "Blend", ramp(192, 160, salt=90), (0, 0, 192, 160))
+    doc.refreshProjection()
+    doc.waitForDone()
+    w.select_feathered(doc, (90, 60, 60, 50), 8)
+    doc.setActiveNode(layer)
+    w.pump(0.2)
+    canvas = p.Rect(0, 0, 192, 160)
+    sel = doc.selection()
+    selected = p.Rect(sel.x(), sel.y(), sel.width(), sel.height())
+    before = bytes(layer.pixelData(0, 0, 192, 160))
+    sources = [
+        ("paint layer", "Strength", p.PixelFormat.BGRA8, lambda r: read(strength, r), green),
+        ("transparency mask", "Edge", p.MaskFormat.GRAY8, lambda r: read(transparency, r), bytes),
+        ("selection mask", "Local", p.MaskFormat.GRAY8, lambda r: read(local, r), bytes),
+        ("filter mask", "Blurred", p.MaskFormat.GRAY8, lambda r: read(filter_mask, r), bytes),
+        (
+            "group",
+            "Group",
+            p.PixelFormat.BGRA8,
+            lambda r: bytes(group.projectionPixelData(r.x, r.y, r.width, r.height)),
+            green,
+        ),
+    ]
+    for what, name, fmt, expected, alpha_of in sources:
+        submit = map_submit(w, doc, layer, {"mask": name}, server=w.server("fake_daemon")).submit
+        region = region_of(w, submit)
+        node = doc.nodeByName(name)
+        bounds = p.Rect(*rect_of(node)) if name != "Local" else canvas
+        want = p.context_region(selected.intersect(bounds).intersect(canvas), canvas, padding=64)
+        c(f"{what}: the region around selection and map", region == want, (region, want))
+        c(f"{what}: sent as {fmt.value}", submit.mask.format is fmt, submit.mask.format)
+        sent_map = expected(region)
+        c(f"{what}: the map's own bytes", submit.mask.data == sent_map, len(submit.mask.data))
+        grays = len(set(alpha_of(sent_map)))
+        c(f"{what}: more than one gray in it", grays > (1 if what == "filter mask" else 4), grays)
+        c(
+            f"{what}: the selection beside it",
+            submit.selection is not None and submit.selection.data == read(sel, region),
+        )
+        new = w.plugin.inpaint_layer(
+            doc, layer, prompt=f"map {name}", steps=2, seed=4, mask=name, server=w.server("fake_daemon")
+        )
+        c(
+            f"{what}: the result's alpha is that map",
+            read(new, region) == alpha_from_mask(read(layer, region), alpha_of(sent_map), "U8"),
+        )
+    # The moved map lines up: its own first pixel is read at the document point it moved to.
+    submit = map_submit(w, doc, layer, {"mask": strength}).submit
+    region = region_of(w, submit)
+    at = ((70 - region.y) * region.width + (100 - region.x)) * 4
+    c(
+        "the map's corner is read where the layer was moved",
+        region.contains(p.Rect(100, 70, 1, 1))
+        and submit.mask.data[at : at + 4] == ramp(60, 50)[:4]
+        and submit.mask.data[at - 4 : at] == bytes(4),
+        region,
+    )
+    # A blend map: its bytes travel, and they are the result's alpha.
+    submit = map_submit(w, doc, layer, {"mask": "Strength", "blend": "Blend"}).submit
+    region = region_of(w, submit)
+    c(
+        "blend: the blend layer's bytes",
+        submit.blend_mask is not None and submit.blend_mask.data == read(blend, region),
+    )
+    new = w.plugin.inpaint_layer(
+        doc,
+        layer,
+        prompt="blend",
+        steps=2,
+        seed=4,
+        mask="Strength",
+        blend_mask=blend,
+        server=w.server("fake_daemon"),
+    )
+    c(
+        "blend: the result's alpha is the blend map",
+        read(new, region) == alpha_from_mask(read(layer, region), green(read(blend, region)), "U8"),
+    )
+    # Not limited: no selection travels, the map alone bounds the area.
+    submit = map_submit(w, doc, layer, {"mask": "Strength"}, limit_to_selection=False).submit
+    c("unlimited: no selection sent", submit.selection is None)
+    c("unlimited: the whole map layer in the region", region_of(w, submit).contains(p.Rect(100, 70, 60, 50)))
+    c("the painting unchanged", bytes(layer.pixelData(0, 0, 192, 160)) == before)
+    doc.setModified(False)
+
+
+def exact_map_context(c: Checks, w: World) -> None:
+    """The context choices give the region they name."""
+    p = w.p
+    doc, layer = w.document(256, 200)
+    layer.setPixelData(pattern(256, 200, "U8"), 0, 0, 256, 200)
+    frame = paint_layer(doc, "Frame", ramp(80, 60), (90, 70, 80, 60))
+    w.select_feathered(doc, (100, 80, 40, 30), 4)
+    sel = doc.selection()
+    selected = p.Rect(sel.x(), sel.y(), sel.width(), sel.height())
+    canvas = p.Rect(0, 0, 256, 200)
+    cases = [
+        ("auto", p.context_region(selected, canvas, padding=64)),
+        ("image", canvas),
+        ("mask", p.context_region(selected, canvas, padding=0, min_size=0)),  # the bounds, snapped
+        ((20, 30, 150, 120), p.Rect(20, 30, 150, 120)),
+        ("20,30,150,120", p.Rect(20, 30, 150, 120)),
+        ("layer:Frame", p.Rect(90, 70, 80, 60)),
+        (frame, p.Rect(90, 70, 80, 60)),
+    ]
+    for context, want in cases:
+        job = map_submit(w, doc, layer, {"context": context})
+        label = context if isinstance(context, (str, tuple)) else "the Frame node"
+        c(f"context {label}", job.region == want, (job.region, want))
+    region = p.Rect(20, 30, 150, 120)
+    new = w.plugin.inpaint_layer(
+        doc,
+        layer,
+        prompt="context",
+        steps=2,
+        seed=1,
+        context=(20, 30, 150, 120),
+        server=w.server("fake_daemon"),
+    )
+    c(
+        "a rectangle's job: exactly there",
+        read(new, region) == alpha_from_mask(read(layer, region), read(sel, region), "U8"),
+    )
+    c("inside the rectangle", region.contains(p.Rect(*rect_of(new))), rect_of(new))
+
+
+def exact_strength_map_layer(c: Checks, w: World) -> None:
+    """strength_map_layer adds one layer, "Strength map", of the daemon's gray, above the
+    painting, one undo step."""
+    doc, layer = w.document(128, 112)
+    layer.setPixelData(pattern(128, 112, "U8"), 0, 0, 128, 112)
+    strength = paint_layer(doc, "Strength", ramp(70, 60), (30, 20, 70, 60))
+    doc.setActiveNode(layer)
+    names, before = w.names(doc), bytes(layer.pixelData(0, 0, 128, 112))
+    new = w.plugin.strength_map_layer(
+        doc, layer, mask="Strength", context="image", server=w.server("fake_daemon")
+    )
+    region = w.p.Rect(0, 0, 128, 112)
+    c("one layer more", len(w.names(doc)) == len(names) + 1, w.names(doc))
+    c("named Strength map", new is not None and new.name() == "Strength map", new and new.name())
+    after = w.names(doc)
+    c("right above the painting", after.index("Strength map") == after.index("Painted") + 1, after)
+    c("the daemon's gray", read(new, region) == gray_bgra(green(read(strength, region))))
+    c("the painting unchanged", bytes(layer.pixelData(0, 0, 128, 112)) == before)
+    w.show(doc)
+    w.krita.action("edit_undo").trigger()
+    doc.waitForDone()
+    w.pump(0.1)
+    c("one undo removes it", w.names(doc) == names, w.names(doc))
+    doc.setModified(False)
+
+
+def map_bad_input(c: Checks, w: World) -> None:
+    """A missing layer name, gamma 0, black above white, a context off the image: a clear
+    InpaintError before anything is sent, the image unchanged."""
+    doc, layer = w.document(96, 96)
+    layer.setPixelData(pattern(96, 96, "U8"), 0, 0, 96, 96)
+    paint_layer(doc, "Strength", ramp(96, 96), (0, 0, 96, 96))
+    w.select_feathered(doc, (20, 20, 40, 40), 4)
+    count, before = len(w.names(doc)), bytes(layer.pixelData(0, 0, 96, 96))
+    cases = [
+        ("missing layer", {"mask": "No such layer"}, "missing_layer", "'No such layer'"),
+        ("missing blend layer", {"mask": "Strength", "blend_mask": "Nope"}, "missing_layer", "'Nope'"),
+        ("gamma 0", {"mask": "Strength", "mask_gamma": 0.0}, "invalid_settings", "Map gamma"),
+        ("black above white", {"mask_black": 0.7, "mask_white": 0.2}, "invalid_settings", "black point"),
+        ("context off the image", {"context": (400, 400, 20, 20)}, "invalid_settings", "outside the image"),
+    ]
+    for what, values, code, words in cases:
+        for run in (w.plugin.inpaint_layer, w.plugin.strength_map_layer):
+            try:
+                run(doc, layer, prompt="bad", server=w.server("dead_server"), **values)
+            except w.plugin.InpaintError as exc:
+                c(
+                    f"{what}, {run.__name__}: {code}",
+                    exc.code == code and words in exc.message,
+                    f"{exc.code}: {exc.message}",
+                )
+            else:
+                c(f"{what}, {run.__name__}: {code}", False, "no exception")
+    c("no layer added", len(w.names(doc)) == count, w.names(doc))
+    c("the painting unchanged", bytes(layer.pixelData(0, 0, 96, 96)) == before)
+
+
+def strength_map_controller(c: Checks, w: World) -> None:
+    """The GUI's job path for the strength map: one layer; a map job that fails (a missing
+    name before it starts, the daemon's failure after) adds nothing and tells once."""
+    from differential_inpaint import ui
+
+    doc, layer = w.document(96, 96)
+    layer.setPixelData(pattern(96, 96, "U8"), 0, 0, 96, 96)
+    paint_layer(doc, "Strength", ramp(50, 40), (20, 20, 50, 40))
+    names = w.names(doc)
+    errors: list[str] = []
+    request = w.p.StrengthMapRequest
+    report = lambda _parent, message: errors.append(message)  # noqa: E731
+    for prompt, mask, added in (
+        ("map", "Strength", 1),
+        ("fail: on purpose", "Strength", 0),
+        ("map", "Nope", 0),
+    ):
+        finished: list[Any] = []
+        chosen = w.plugin.Settings.from_values(
+            dict(prompt=prompt, mask_layer=mask, server=w.server("fake_daemon"))
+        )
+        controller = ui.start_job(doc, layer, chosen, None, report_error=report, request=request)
+        controller.finished.connect(finished.append)
+        started = controller.job is not None
+        w.wait_until(lambda done=finished, s=started: bool(done) or not s, 30)
+        what = f"{prompt} with {mask}"
+        c(f"{what}: {added} layer added", len(w.names(doc)) == len(names) + added, w.names(doc))
+        names = w.names(doc)
+        c(f"{what}: the controller keeps no Krita object", controller.job is None, controller.job)
+    c("two messages, each once", len(errors) == 2, errors)
+    c("the missing name is said", any("'Nope'" in e for e in errors), errors)
+    c("the map layer is named", "Strength map" in names, names)
+
+
+def docker_show_map(c: Checks, w: World) -> None:
+    """The docker: the Map layer picker offers the image's layers and masks; Show strength
+    map and the menu action add the layer; a missing map says so in the docker."""
+    from differential_inpaint.docker import DifferentialInpaintDocker
+
+    w.open_window()
+    docker = next((d for d in w.krita.dockers() if isinstance(d, DifferentialInpaintDocker)), None)
+    if not c("the docker exists", docker is not None):
+        return
+    doc, layer = w.document(112, 96)
+    layer.setPixelData(pattern(112, 96, "U8"), 0, 0, 112, 96)
+    paint_layer(doc, "Strength", ramp(60, 50), (30, 20, 60, 50))
+    w.show(doc)
+    doc.setActiveNode(layer)
+    w.wait_until(lambda: doc.activeNode() is not None and doc.activeNode().name() == "Painted", 5.0)
+    docker.form.refresh_layers()
+    picker = docker.form.fields["mask_layer"].combo
+    offered = [picker.itemData(i) for i in range(picker.count())]
+    c(
+        "the picker offers Selection and the image's layers",
+        offered[:1] == [""] and "Strength" in offered,
+        offered,
+    )
+    picker.setCurrentIndex(picker.findData("Strength"))
+    values = {**docker.form.values().values(), "server": w.server("fake_daemon"), "fan": (), "count": 1}
+    docker.form.set_values(w.plugin.Settings.from_values(values))
+    docker.update_run_button()
+    c(
+        "Run says it inpaints by the map",
+        docker.run_button.text() == "Inpaint by map",
+        docker.run_button.text(),
+    )
+    names = w.names(doc)
+    docker.map_button.click()
+    c("the map job finished", w.wait_until(lambda: docker.controller is None, 30))
+    w.pump(0.3)
+    c(
+        "Show strength map added the layer",
+        w.names(doc) == [*names[:2], "Strength map", *names[2:]],
+        w.names(doc),
+    )
+    c("the painting stays active", doc.activeNode() == layer, doc.activeNode().name())
+    action = w.krita.action("differential_inpaint_show_map")
+    if c("the menu action exists", action is not None):
+        action.trigger()
+        c(
+            "the action's job finished",
+            w.wait_until(lambda: docker.controller is None and w.names(doc).count("Strength map") == 2, 30),
+        )
+    names = w.names(doc)
+    docker.form.fields["mask_layer"].set_value("Gone")
+    docker.form._edited()
+    docker.map_button.click()
+    w.pump(0.3)
+    c("a missing map: nothing added", w.names(doc) == names, w.names(doc))
+    c("and the docker says so", "'Gone'" in docker.message.text(), docker.message.text())
+    docker.form.set_values(w.plugin.Settings.from_values({**values, "mask_layer": ""}))
+    doc.setModified(False)
+    doc.close()
+    w.pump(0.2)
+
+
+def real_map_layer(c: Checks, w: World) -> None:
+    """The real daemon (builtin:tiny-sd15): a painted strength layer as the map; where the
+    effective map (the daemon's own strength map) is 0 the result keeps the painting's
+    bytes exactly, transparent; elsewhere it changed."""
+    doc, layer = w.document(128, 112)
+    layer.setPixelData(pattern(128, 112, "U8"), 0, 0, 128, 112)
+    painted = bytes((255, 255, 255, 255)) * 30 + bytes((255, 255, 255, 128)) * 10 + bytes(4) * 40
+    paint_layer(doc, "Strength", painted * 60, (20, 30, 80, 60))  # white, half-opaque, unpainted
+    server = w.server("real_daemon")
+    shown = w.plugin.strength_map_layer(doc, layer, mask="Strength", steps=2, seed=3, server=server)
+    new = w.plugin.inpaint_layer(doc, layer, prompt="fog", mask="Strength", steps=2, seed=3, server=server)
+    region = w.p.Rect(*rect_of(new))
+    c("the map covers the result", w.p.Rect(*rect_of(shown)).contains(region), (rect_of(shown), region))
+    effective, result, source = read(shown, region)[0::4], read(new, region), read(layer, region)
+    kept = [i for i, v in enumerate(effective) if v == 0]
+    changed = [i for i, v in enumerate(effective) if v > 100]
+    c("some pixels kept, some changed", len(kept) > 100 and len(changed) > 100, (len(kept), len(changed)))
+    same = all(
+        result[4 * i : 4 * i + 3] == source[4 * i : 4 * i + 3] and result[4 * i + 3] == 0 for i in kept
+    )
+    c("the effective map's zeros come back bit for bit, transparent", same)
+    moved = sum(1 for i in changed if result[4 * i : 4 * i + 3] != source[4 * i : 4 * i + 3])
+    c("the map's white changed", moved > len(changed) // 2, (moved, len(changed)))
+    c(
+        "half-opaque paint is half strength",
+        100 < effective[(35 - region.y) * region.width + (55 - region.x)] < 160,
+    )
+
+
+def real_depth(c: Checks, w: World) -> None:
+    """Depth with builtin:tiny-depth end to end: the strength map, then the job; the map's
+    zeros come back bit for bit."""
+    doc, layer = w.document(96, 96)
+    layer.setPixelData(pattern(96, 96, "U8"), 0, 0, 96, 96)
+    server = w.server("real_daemon")
+    settings = dict(depth="far", mask_black=0.5, steps=2, seed=5, server=server)
+    shown = w.plugin.strength_map_layer(doc, layer, **settings)
+    new = w.plugin.inpaint_layer(doc, layer, prompt="far hills", **settings)
+    region = w.p.Rect(0, 0, 96, 96)
+    effective, result, source = read(shown, region)[0::4], read(new, region), read(layer, region)
+    c(
+        "the map has kept and changed parts",
+        0 in effective and max(effective) > 128,
+        sorted(set(effective))[-3:],
+    )
+    kept = [i for i, v in enumerate(effective) if v == 0]
+    same = all(
+        result[4 * i : 4 * i + 3] == source[4 * i : 4 * i + 3] and result[4 * i + 3] == 0 for i in kept
+    )
+    c("the depth map's zeros come back bit for bit", same)
+    c("named after the prompt", named(new, "far hills"), new.name())
+
+
 SCENARIOS: dict[str, Callable[[Checks, World], None]] = {
     # byte-exact, against the fake daemon
     "exact_feathered_undo": lambda c, w: inpaint_with_undo(c, w, w.server("fake_daemon"), "exact door", True),
@@ -1113,6 +1542,12 @@ SCENARIOS: dict[str, Callable[[Checks, World], None]] = {
     "docker_history": docker_history,
     "history_without_window": history_without_window,
     "form_from_spec": form_from_spec,
+    "exact_map_sources": exact_map_sources,
+    "exact_map_context": exact_map_context,
+    "exact_strength_map_layer": exact_strength_map_layer,
+    "map_bad_input": map_bad_input,
+    "strength_map_controller": strength_map_controller,
+    "docker_show_map": docker_show_map,
     # end to end, against the real daemon serving builtin:tiny-sd15 (and builtin:tiny-flux)
     "real_feathered_undo": lambda c, w: inpaint_with_undo(
         c, w, w.server("real_daemon"), "a brick wall", False
@@ -1124,6 +1559,8 @@ SCENARIOS: dict[str, Callable[[Checks, World], None]] = {
     "real_nested_layer": lambda c, w: nested_layer(c, w, w.server("real_daemon"), False),
     "real_controller": lambda c, w: controller_run(c, w, w.server("real_daemon"), "gui real"),
     "real_flux_form": real_flux_form,  # builtin:tiny-flux, also offered by the real daemon
+    "real_map_layer": real_map_layer,
+    "real_depth": real_depth,  # builtin:tiny-depth, the daemon's --depth-model
 }
 
 
