@@ -1471,8 +1471,8 @@ def real_map_layer(c: Checks, w: World) -> None:
     server = w.server("real_daemon")
     shown = w.plugin.strength_map_layer(doc, layer, mask="Strength", steps=2, seed=3, server=server)
     new = w.plugin.inpaint_layer(doc, layer, prompt="fog", mask="Strength", steps=2, seed=3, server=server)
-    region = w.p.Rect(*rect_of(new))
-    c("the map covers the result", w.p.Rect(*rect_of(shown)).contains(region), (rect_of(shown), region))
+    region = w.p.Rect(*rect_of(shown))  # the map is opaque: its bounds are the job's region
+    c("the map covers the result", region.contains(w.p.Rect(*rect_of(new))), (rect_of(new), region))
     effective, result, source = read(shown, region)[0::4], read(new, region), read(layer, region)
     kept = [i for i, v in enumerate(effective) if v == 0]
     changed = [i for i, v in enumerate(effective) if v > 100]
