@@ -220,7 +220,9 @@ def _load_engine(args: argparse.Namespace):  # noqa: ANN202 - the engine's own t
         depth_model_paths=False,  # a client names the depth models found, never a path
     )
     if args.depth_model:
-        engine.depth_models.resolve(args.depth_model)  # a bad --depth-model stops the start
+        # A --depth-model that is not one stops the start; loaded now, the first depth job
+        # finds it ready.
+        engine.depth_models.load(None)
     return engine
 
 

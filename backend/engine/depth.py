@@ -251,9 +251,9 @@ def build_tiny_depth_model() -> Any:
     config = DepthAnythingConfig(
         backbone_config={
             "model_type": "dinov2",
-            "hidden_size": 32,
+            "hidden_size": 64,  # one head of 64 channels, as DINOv2's: files of it load by shapes
             "num_hidden_layers": 4,
-            "num_attention_heads": 2,
+            "num_attention_heads": 1,
             "mlp_ratio": 2,
             "image_size": TINY_INPUT_SIDE,
             "patch_size": 14,
@@ -261,7 +261,7 @@ def build_tiny_depth_model() -> Any:
             "apply_layernorm": True,
             "reshape_hidden_states": False,
         },
-        reassemble_hidden_size=32,
+        reassemble_hidden_size=64,
         neck_hidden_sizes=[8, 16, 32, 32],
         fusion_hidden_size=16,
         head_hidden_size=8,

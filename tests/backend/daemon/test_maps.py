@@ -4,7 +4,9 @@ levels, the `strength_map` request, and depth in a real `differential-inpaint se
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from differential_inpaint import protocol as p
 from differential_inpaint.backend.daemon import pixels
 from differential_inpaint.backend.engine import Engine
 from differential_inpaint.client import InpaintError, run_job
-from tests.support.daemon import running_daemon
+from tests.support.daemon import daemon_command, running_daemon
 
 from .test_real_engine import JOB_TIMEOUT, RealDaemon
 
@@ -163,3 +165,13 @@ def test_depth_end_to_end_in_a_real_daemon() -> None:
     assert out[kept, :3].tobytes() == wire[kept, :3].tobytes()
     assert (out[kept, 3] == 0).all()
     assert np.abs(out[~kept, :3].astype(int) - wire[~kept, :3]).mean() > 1
+
+
+def test_serve_refuses_a_depth_model_that_is_not_one(tmp_path: Path) -> None:
+    fake = tmp_path / "depth_anything_v2_vits.pth"
+    fake.write_text("not weights")
+    bad = subprocess.run(
+        daemon_command("--depth-model", str(fake)), capture_output=True, text=True, timeout=JOB_TIMEOUT
+    )
+    assert bad.returncode == 2
+    assert "Cannot use 'depth_anything_v2_vits.pth' as a depth model" in bad.stdout

@@ -279,17 +279,21 @@ def test_the_installed_command_fails_without_a_traceback(tmp_path: Path) -> None
 def test_models_lists_what_it_found_and_where_it_looked(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from differential_inpaint.backend.engine.depth import build_tiny_depth_model
     from differential_inpaint.backend.engine.tiny import build_tiny_pipeline
 
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     save_single_file(build_tiny_pipeline("tiny-sdxl"), folder / "my_xl.safetensors")
+    build_tiny_depth_model().save_pretrained(folder / "depth-v2")
     assert main(["models", "--model-dir", str(folder)]) == 0
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if line.startswith("my_xl.safetensors"))
     assert line.split()[1:] == ["sdxl", "folder"]
     assert "builtin:tiny-sd15" in out
     assert str(folder) in out.split("Searched:")[1]
+    depth = out.split("Depth models:")[1].split("Searched:")[0].split()
+    assert depth == ["depth-v2", "[folder]", "builtin:tiny-depth", "[builtin]"]
 
 
 def test_whole_files_may_be_bigger_than_a_region_on_the_wire() -> None:
