@@ -36,7 +36,7 @@ JOB_TIMEOUT = 30 * 60.0  # seconds; a stuck daemon must not hang GIMP forever
 # damaged install (no protocol copy, no msgpack) must still show its menu entry
 # and explain itself when run.
 try:
-    from .client.settings import SETTINGS_PARAMS
+    from .client.settings import HOST_PARAMS, SETTINGS_PARAMS
     from .protocol import Param, shown_on
     from .protocol.spec import GIMP
 
@@ -63,6 +63,24 @@ def gimp_arguments(declared: tuple[Param, ...]) -> tuple[Param, ...]:
 
 
 SHOWN: tuple[Param, ...] = gimp_arguments(SETTINGS_PARAMS) if _INCOMPLETE is None else ()
+HOST_SETTINGS = frozenset(q.name for q in HOST_PARAMS) if _INCOMPLETE is None else frozenset()
+# The settings that shape the map, kept together in the dialog: the map, invert and depth
+# on one row, the rest (levels, depth model, grow, feather, blend) in one column of Advanced.
+MAP_SETTINGS = frozenset(
+    {
+        "mask_layer",
+        "invert_mask",
+        "depth",
+        "grow",
+        "feather",
+        "mask_black",
+        "mask_white",
+        "mask_gamma",
+        "depth_model",
+        "depth_combine",
+        "blend_layer",
+    }
+)
 
 
 def _nicks(params: tuple[Param, ...]) -> dict[str, str]:
@@ -359,6 +377,17 @@ def _follow_family(dialog: Any, config: Gimp.ProcedureConfig, shown: dict[str, A
     config.connect(f"notify::{MODEL_CHOICE}", changed)
 
 
+def _row(dialog: Any, name: str, widgets: list[str], spacing: int = 18, homogeneous: bool = False) -> str:
+    """A horizontal box of the dialog's `widgets`, called `name`."""
+    from gi.repository import Gtk
+
+    box = dialog.fill_box(name, widgets)
+    box.set_orientation(Gtk.Orientation.HORIZONTAL)
+    box.set_spacing(spacing)
+    box.set_homogeneous(homogeneous)
+    return name
+
+
 def _show_dialog(
     procedure: Gimp.Procedure, config: Gimp.ProcedureConfig, action: str, what: str, title: str
 ) -> bool:
@@ -396,19 +425,28 @@ def _show_dialog(
             if param.families is not None
         }
         _follow_family(dialog, config, family_bound)
-    advanced = [widget_name(param) for param in SHOWN if param.advanced]
     dialog.get_label("action", f"{action}. {what}", False, False)
     # Where the daemon stands, above the settings (a run starts a local one if needed).
     state = dialog.get_label("daemon-state", _daemon_state(config), False, False)
-    # The advanced settings folded away, so the dialog fits a 768-pixel-high screen.
+    # The map, invert and depth side by side on one row where the first was: one glance.
+    in_row = [widget_name(q) for q in SHOWN if not q.advanced and q.name in MAP_SETTINGS]
+    if in_row:
+        basic[basic.index(in_row[0])] = _row(dialog, "map-row", in_row)
+        basic = [name for name in basic if name not in in_row]
+    # The advanced settings folded away in three columns (the sampling; the map's levels,
+    # depth and blend; where and how it runs), so that open the dialog fits 768 pixels.
+    advanced = [param for param in SHOWN if param.advanced]
+    columns = [
+        [q for q in advanced if q.name not in MAP_SETTINGS and q.name not in HOST_SETTINGS],
+        [q for q in advanced if q.name in MAP_SETTINGS],
+        [q for q in advanced if q.name not in MAP_SETTINGS and q.name in HOST_SETTINGS],
+    ]
+    names = []
+    for index, column in enumerate(columns):
+        names.append(f"advanced-{index}")
+        dialog.fill_box(names[-1], [widget_name(q) for q in column])
     dialog.get_label("advanced-title", "Advanced", False, False)
-    half = (len(advanced) + 1) // 2  # two columns: open, it still fits 768 pixels
-    dialog.fill_box("advanced-left", advanced[:half])
-    dialog.fill_box("advanced-right", advanced[half:])
-    columns = dialog.fill_box("advanced-box", ["advanced-left", "advanced-right"])
-    columns.set_orientation(Gtk.Orientation.HORIZONTAL)
-    columns.set_spacing(12)
-    columns.set_homogeneous(True)
+    _row(dialog, "advanced-box", names, spacing=12, homogeneous=True)
     dialog.fill_expander("advanced", "advanced-title", False, "advanced-box")
     dialog.fill(["action", "daemon-state", *basic, "advanced"])
     dialog.get_content_area().pack_start(_daemon_buttons(config, state), False, False, 0)
@@ -427,8 +465,9 @@ def _show_dialog(
     return accepted
 
 
-def _what(image: Gimp.Image, strength_map: bool) -> tuple[str, str, str]:
-    """(action, what it does, dialog title) of a run on `image`."""
+def _what(image: Gimp.Image, strength_map: bool, mask: Gimp.LayerMask | None) -> tuple[str, str, str]:
+    """(action, what it does, dialog title) of a run on `image`; `mask`: the layer mask the
+    painter is editing, then the map."""
     from .client.flow import MAP_LAYER_NAME
     from .gimp_io import action_text, whole_layer
 
@@ -438,6 +477,13 @@ def _what(image: Gimp.Image, strength_map: bool) -> tuple[str, str, str]:
             f"The map a run would use (levels, depth, grow, feather, strength) is added as the layer "
             f"'{MAP_LAYER_NAME}': white changes fully, black not at all. Nothing is painted.",
             "Differential Inpaint: Strength Map",
+        )
+    if mask is not None:
+        return (
+            "Inpaint by layer mask",
+            "The layer mask being edited is the map: white changes fully, gray partly, black not "
+            "at all (a Map layer picked below decides instead)",
+            "Differential Inpaint",
         )
     whole = (
         "Nothing is selected: the whole layer is repainted at the chosen strength"
@@ -456,8 +502,12 @@ def run(
     run_data: Any,
 ) -> Gimp.ValueArray:
     """Both procedures: the strength-map one asks for the map only and adds it as a layer."""
-    if len(drawables) != 1 or not isinstance(drawables[0], Gimp.Layer):
-        return _fail(procedure, "Select exactly one layer (not a mask or channel) and try again.")
+    # The layer mask being edited (its thumbnail clicked in the Layers dialog): the job
+    # works on its layer, the mask is the map unless mask-drawable names another.
+    mask = drawables[0] if len(drawables) == 1 and isinstance(drawables[0], Gimp.LayerMask) else None
+    layer = Gimp.Layer.from_mask(mask) if mask is not None else drawables[0] if len(drawables) == 1 else None
+    if not isinstance(layer, Gimp.Layer):
+        return _fail(procedure, "Select exactly one layer (or its layer mask, not a channel) and try again.")
     try:
         if _INCOMPLETE is not None:
             raise _INCOMPLETE
@@ -472,15 +522,17 @@ def run(
             "`differential-inpaint install-plugin gimp` and restart GIMP.",
         )
     strength_map = procedure.get_name() == MAP_PROCEDURE
-    action, what, title = _what(image, strength_map)
+    action, what, title = _what(image, strength_map, mask)
     if run_mode == Gimp.RunMode.INTERACTIVE and not _show_dialog(procedure, config, action, what, title):
         return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
     try:
         chosen = settings_from_config(config)
         maps = maps_from_config(config)
+        if maps.mask is None and mask is not None:
+            maps = dataclasses.replace(maps, mask=mask)
         remember_server(chosen.host.server)
         # A result layer (or its group) selected: the job works on the painting it came from.
-        source = source_of(image, drawables[0])
+        source = source_of(image, layer)
         bar = ProgressBar(action, 1 if strength_map else chosen.job.results)
         Gimp.progress_init(f"{action}: connecting to {chosen.host.server}")
         try:

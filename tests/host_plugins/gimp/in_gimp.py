@@ -342,7 +342,10 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
         config = proc.create_config()
         config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
         config.set_property("image", image)
-        config.set_core_object_array("drawables", [layer])
+        # "run_on": "mask": the painter is editing the layer mask (its thumbnail clicked).
+        config.set_core_object_array(
+            "drawables", [layer.get_mask() if spec.get("run_on") == "mask" else layer]
+        )
         refused = []
         for name, value in resolved({**spec["args"], **(probe or {})}, maps).items():
             config.set_property(name, value)

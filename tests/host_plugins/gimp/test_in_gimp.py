@@ -261,6 +261,16 @@ def map_scenarios(args: Any, small: dict[str, Any], rect: dict[str, Any]) -> lis
             "args": args("the layer mask as the map", **{"mask-drawable": "@mask"}),
         },
         {
+            "name": "map-mask-being-edited",
+            "image": [300, 200],
+            "precision": "u8",
+            "layer": {"x": 20, "y": 10, "width": 240, "height": 160, "alpha": True},
+            "selection": None,
+            "maps": [{"key": "mask", "kind": "mask"}],
+            "run_on": "mask",
+            "args": args("the mask being edited"),
+        },
+        {
             "name": "map-other-layer",
             "image": [800, 600],
             "precision": "u8",
@@ -915,6 +925,18 @@ def test_the_layer_mask_as_the_map(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon
     assert region_of(submit) == tuple(layer)
     assert submit.mask.data == expected_map(submit, layer, p.MaskFormat.GRAY8)
     assert submit.selection is None
+
+
+def test_a_run_on_the_layer_mask_being_edited_takes_it_as_the_map(
+    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
+) -> None:
+    """The painter clicked the layer mask's thumbnail (the mask is the active drawable) and
+    ran the filter: the job works on its layer, the mask is the map."""
+    run, daemon = gimp_run
+    layer = [20, 10, 240, 160]
+    verdict, submit = check_success(run, daemon, "map-mask-being-edited", p.PixelFormat.RGBA8, map_rect=layer)
+    assert submit.mask.data == expected_map(submit, layer, p.MaskFormat.GRAY8)
+    assert verdict["new_layer"]["name"] == "the mask being edited \u00b7 4242"
 
 
 def test_another_layer_at_other_offsets_as_the_map(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
