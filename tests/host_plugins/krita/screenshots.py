@@ -6,8 +6,10 @@
 (apt-get install krita xvfb). For each screen size it starts an X server of that
 size, Krita in it with the plugin installed as it ships, and the stand-in daemon
 (tests/support/fake_daemon.py, colours inverted so that a result shows), and saves
-the whole screen: before a run, after a run of three variations, and with the
-History open and one result previewed; plus the docker alone at each stage.
+the whole screen: before a run, after a run of three variations, with the
+History open and one result previewed, and after Show strength map with a painted
+"Strength" layer as the map, folded and with the map's settings unfolded; plus the
+docker alone at each stage.
 
 The part after "inside Krita" runs in Krita's own Python (standard library only).
 """
@@ -23,7 +25,7 @@ import traceback
 from typing import Any
 
 SIZES = [(1366, 768), (1920, 1080)]
-STAGES = ["before", "after", "history"]
+STAGES = ["before", "after", "history", "map", "map-settings"]
 
 
 def main(argv: list[str]) -> int:
@@ -129,6 +131,17 @@ def _picture(w: int, h: int) -> bytes:
     return bytes(out)
 
 
+def _strength(w: int, h: int) -> bytes:
+    """A painter's strength layer in B,G,R,A: white over the sky fading to black at the hills
+    (change the sky fully, the land not at all), painted on the left two thirds only."""
+    out = bytearray(w * h * 4)
+    for y in range(h):
+        g = max(0, min(255, round(255 * (1 - y / (h * 0.6)) * 1.4)))
+        row = bytes((g, g, g, 255)) * (w * 2 // 3) + bytes(4) * (w - w * 2 // 3)
+        out[y * w * 4 : (y + 1) * w * 4] = row
+    return bytes(out)
+
+
 def _shoot(config: dict[str, Any], saved: list[str]) -> None:
     from krita import Krita, Selection
 
@@ -153,9 +166,14 @@ def _shoot(config: dict[str, Any], saved: list[str]) -> None:
     layer = doc.createNode("Painting", "paintlayer")
     doc.rootNode().addChildNode(layer, None)
     layer.setPixelData(_picture(960, 640), 0, 0, 960, 640)
+    strength = doc.createNode("Strength", "paintlayer")
+    doc.rootNode().addChildNode(strength, layer)
+    strength.setPixelData(_strength(960, 640), 0, 0, 960, 640)
+    strength.setVisible(False)  # a map is painted, then hidden
     doc.refreshProjection()
     doc.waitForDone()
     window.addView(doc)
+    _pump(0.5)  # the Layers docker makes the top layer active once events run: the painting after
     doc.setActiveNode(layer)
     selection = Selection()
     selection.select(180, 300, 320, 200, 255)
@@ -216,6 +234,26 @@ def _shoot(config: dict[str, Any], saved: list[str]) -> None:
     scroll = docker.widget()
     scroll.ensureWidgetVisible(docker.history.tree)
     shot("history")
+    # The painted strength layer as the map: its strength map, nothing selected.
+    docker.history_toggle.setChecked(False)
+    krita.action("deselect").trigger()
+    doc.waitForDone()
+    values = docker.form.values().values()
+    values.update(mask_layer="Strength", count=1, mask_gamma=1.5)
+    docker.form.set_values(ui.Settings.from_values(values))
+    doc.setActiveNode(layer)
+    _pump(0.3)
+    docker.show_map()
+    end = time.monotonic() + 60
+    while docker.controller is not None and time.monotonic() < end:
+        _pump(0.1)
+    docker.update_run_button()
+    scroll.ensureWidgetVisible(docker.form.fields["prompt"].widget)
+    shot("map")
+    docker.form.advanced_toggle.setChecked(True)
+    _pump(0.3)
+    scroll.ensureWidgetVisible(docker.map_button)  # the map's settings sit right above it
+    shot("map-settings")
 
 
 if __name__ == "__main__":
