@@ -358,11 +358,12 @@ class JobRunner:
         try:
             if job.cancel_event.is_set():
                 raise engine_errors.JobCancelled("cancelled before it started")
+            selection = job.submit.selection  # a blend map changes no strength: left undecoded
             strength = self.engine.strength_map(
                 pixels.decode_image(job.submit.image),
                 pixels.decode_mask(job.submit.mask),
                 job.params,
-                selection=pixels.decode_maps(job.submit).get("selection"),
+                selection=None if selection is None else pixels.decode_mask(selection),
                 on_progress=partial(self._send_progress, job),
                 should_cancel=job.cancel_event.is_set,
             )

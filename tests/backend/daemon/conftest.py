@@ -143,6 +143,32 @@ class FakeEngine:
         finally:
             call.finished.set()
 
+    def strength_map(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray,
+        params: Any,
+        *,
+        selection: np.ndarray | None = None,
+        on_progress: Callable[[str, int, int], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> np.ndarray:
+        """The mask (times the selection) times the strength; held like a job by `hold`."""
+        call = Call(image.shape, params, "")
+        with self.lock:
+            self.calls.append(call)
+        try:
+            assert mask.dtype == np.float64 and mask.shape == image.shape[:2]
+            on_progress("encoding", 0, 1)
+            self.running.set()
+            while self.hold is not None and not self.hold.wait(0.005):
+                if should_cancel():
+                    call.cancelled_at = 0
+                    raise JobCancelled("cancelled")
+            return (mask if selection is None else mask * selection) * params.strength
+        finally:
+            call.finished.set()
+
 
 @dataclass
 class FakeResult:
@@ -300,10 +326,13 @@ class RawClient:
         )
 
     def final(self, job_id: str, timeout: float = TIMEOUT) -> Any:
-        """The job's last word: its last result, cancelled or error."""
+        """The job's last word: its last result (a strength map's `map`), cancelled or error."""
         return self.until(
             lambda m: (
-                (isinstance(m, (p.Cancelled, p.Error)) or (isinstance(m, p.Result) and m.is_last))
+                (
+                    isinstance(m, (p.Cancelled, p.Error, p.StrengthMap))
+                    or (isinstance(m, p.Result) and m.is_last)
+                )
                 and m.job_id == job_id
             ),
             timeout,
