@@ -297,6 +297,8 @@ async def _main(args: argparse.Namespace, token: str | None, token_path: Path | 
             loop.add_signal_handler(signum, request_stop, signum)
 
     _print_models(catalog)
+    if args.depth_model:
+        _say(f"Depth model (for jobs that name none): {engine.depth_models.resolve(None).name}")
     if args.allow_origin:
         _say(f"Browser origins allowed: {', '.join(args.allow_origin)}")
     if token is not None:
