@@ -769,8 +769,20 @@ class InpaintDialog(QtWidgets.QDialog):
         buttons.button(QtWidgets.QDialogButtonBox.StandardButton.Ok).setText("Inpaint")
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
+        # Every setting unfolded is taller than a 768 px screen (the map's settings added a
+        # dozen rows): the form scrolls, the buttons stay in view.
+        scroll = QtWidgets.QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(self.form)
+        hint = self.form.sizeHint()
+        scroll.setMinimumWidth(hint.width() + scroll.verticalScrollBar().sizeHint().width())
+        screen = QtGui.QGuiApplication.primaryScreen()
+        room = screen.availableGeometry().height() if screen is not None else 768
+        scroll.setMinimumHeight(min(hint.height(), room * 3 // 4 - buttons.sizeHint().height(), 560))
         layout = QtWidgets.QVBoxLayout(self)
-        layout.addWidget(self.form)
+        layout.addWidget(scroll)
         layout.addWidget(buttons)
 
 

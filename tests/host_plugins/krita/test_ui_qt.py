@@ -457,3 +457,11 @@ def test_the_strength_map_through_the_controller_adds_one_layer_and_no_history(p
     history = importlib.import_module(plugin.__name__ + ".history")
     assert history.HISTORY.of(history.document_key(doc)) == []
     ui.SettingsStore.instance().seed_used.disconnect(seeds.append)
+
+
+def test_the_dialog_fits_a_768_px_screen(plugin, qt, ui):
+    """All settings unfolded are taller than a laptop screen: the dialog scrolls instead."""
+    dialog = ui.InpaintDialog()
+    assert dialog.form.sizeHint().height() > 700  # why it scrolls
+    assert 400 <= dialog.sizeHint().height() <= 700, dialog.sizeHint()
+    assert dialog.form.fields["context"].widget.isVisibleTo(dialog)
