@@ -63,16 +63,14 @@ def gimp_arguments(declared: tuple[Param, ...]) -> tuple[Param, ...]:
 
 
 SHOWN: tuple[Param, ...] = gimp_arguments(SETTINGS_PARAMS) if _INCOMPLETE is None else ()
-HOST_SETTINGS = frozenset(q.name for q in HOST_PARAMS) if _INCOMPLETE is None else frozenset()
-# The settings that shape the map, kept together in the dialog: the map, invert and depth
-# on one row, the rest (levels, depth model, grow, feather, blend) in one column of Advanced.
+# The dialog's groups. The map's settings stay together: the map, invert and depth on one
+# row, its levels, depth model and the blend map in one column of Advanced; the area's
+# (grow, feather, the selection's part, context) beside the daemon's in another.
 MAP_SETTINGS = frozenset(
     {
         "mask_layer",
         "invert_mask",
         "depth",
-        "grow",
-        "feather",
         "mask_black",
         "mask_white",
         "mask_gamma",
@@ -80,6 +78,11 @@ MAP_SETTINGS = frozenset(
         "depth_combine",
         "blend_layer",
     }
+)
+AREA_SETTINGS = frozenset({"grow", "feather"}) | (
+    frozenset(q.name for q in HOST_PARAMS if q.name not in MAP_SETTINGS)
+    if _INCOMPLETE is None
+    else frozenset()
 )
 
 
@@ -388,6 +391,42 @@ def _row(dialog: Any, name: str, widgets: list[str], spacing: int = 18, homogene
     return name
 
 
+def map_name(drawable: Gimp.Drawable | None, param: Param) -> str:
+    """What the dialog says beside a map's chooser: the drawable picked and its kind."""
+    if drawable is None:
+        return "None: the selection" if param.name == "mask_layer" else "None: made from the map"
+    kind = (
+        "layer mask"
+        if isinstance(drawable, Gimp.LayerMask)
+        else "channel"
+        if isinstance(drawable, Gimp.Channel)
+        else "layer"
+    )
+    return f"{drawable.get_name()} ({kind})"
+
+
+def _name_the_map(dialog: Any, config: Gimp.ProcedureConfig, param: Param, label: Any) -> None:
+    """Keep `label` naming the drawable picked for `param`, and draw the chooser's thumbnail
+    once the dialog is shown (GIMP 3.0.4 draws it only when a drawable is set, at which time
+    a preset one has no size yet)."""
+    from gi.repository import GLib
+
+    name = param.gimp_argument
+
+    def show(*_args: Any) -> None:
+        label.set_text(map_name(config.get_property(name), param))
+
+    def redraw(chooser: Any) -> bool:
+        if chooser.get_drawable() is not None:
+            chooser.set_drawable(chooser.get_drawable())
+        return False  # once
+
+    chooser = dialog.get_widget(name, GObject.TYPE_NONE)
+    chooser.connect("map", lambda widget: GLib.idle_add(redraw, widget))
+    config.connect(f"notify::{name}", show)
+    show()
+
+
 def _show_dialog(
     procedure: Gimp.Procedure, config: Gimp.ProcedureConfig, action: str, what: str, title: str
 ) -> bool:
@@ -415,6 +454,15 @@ def _show_dialog(
             dialog.get_spin_scale(name, 100.0)  # a slider in %, as Krita shows it
         return name
 
+    def with_name(param: Param) -> list[str]:
+        """The widget, and for a drawable map the label naming the drawable picked: GIMP
+        3.0's chooser shows only a thumbnail, drawn only when a drawable is picked."""
+        if param.name not in DRAWABLE_MAPS:
+            return [widget_name(param)]
+        label = dialog.get_label(f"{param.gimp_argument}-name", "", False, False)
+        _name_the_map(dialog, config, param, label)
+        return [param.gimp_argument, f"{param.gimp_argument}-name"]
+
     basic = [widget_name(param) for param in SHOWN if not param.advanced]
     if choosing:  # the chosen model's family under the choice (`_follow_family`)
         basic.insert(basic.index(MODEL_CHOICE) + 1, "model-family")
@@ -429,27 +477,35 @@ def _show_dialog(
     # Where the daemon stands, above the settings (a run starts a local one if needed).
     state = dialog.get_label("daemon-state", _daemon_state(config), False, False)
     # The map, invert and depth side by side on one row where the first was: one glance.
-    in_row = [widget_name(q) for q in SHOWN if not q.advanced and q.name in MAP_SETTINGS]
+    in_row = [name for q in SHOWN if not q.advanced and q.name in MAP_SETTINGS for name in with_name(q)]
     if in_row:
         basic[basic.index(in_row[0])] = _row(dialog, "map-row", in_row)
         basic = [name for name in basic if name not in in_row]
     # The advanced settings folded away in three columns (the sampling; the map's levels,
-    # depth and blend; where and how it runs), so that open the dialog fits 768 pixels.
+    # depth and blend; the area and the daemon), so that open the dialog fits 768 pixels.
     advanced = [param for param in SHOWN if param.advanced]
     columns = [
-        [q for q in advanced if q.name not in MAP_SETTINGS and q.name not in HOST_SETTINGS],
-        [q for q in advanced if q.name in MAP_SETTINGS],
-        [q for q in advanced if q.name not in MAP_SETTINGS and q.name in HOST_SETTINGS],
+        [q for q in advanced if q.name not in MAP_SETTINGS and q.name not in AREA_SETTINGS],
+        [q for q in advanced if q.name in MAP_SETTINGS and q.name not in AREA_SETTINGS],
+        [q for q in advanced if q.name in AREA_SETTINGS],
     ]
     names = []
     for index, column in enumerate(columns):
         names.append(f"advanced-{index}")
-        dialog.fill_box(names[-1], [widget_name(q) for q in column])
+        dialog.fill_box(names[-1], [name for q in column for name in with_name(q)])
     dialog.get_label("advanced-title", "Advanced", False, False)
     _row(dialog, "advanced-box", names, spacing=12, homogeneous=True)
     dialog.fill_expander("advanced", "advanced-title", False, "advanced-box")
     dialog.fill(["action", "daemon-state", *basic, "advanced"])
-    dialog.get_content_area().pack_start(_daemon_buttons(config, state), False, False, 0)
+    # Start and Stop on the daemon's line (a row saved: open, the dialog fits 768 pixels).
+    line, row = state.get_parent(), Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=12)
+    position = line.child_get_property(state, "position")
+    line.remove(state)
+    row.pack_start(state, False, False, 0)
+    row.pack_start(_daemon_buttons(config, state), False, False, 0)
+    line.pack_start(row, False, False, 0)
+    line.reorder_child(row, position)
+    row.show_all()
     ok = dialog.get_widget_for_response(Gtk.ResponseType.OK)
     if isinstance(ok, Gtk.Button):
         ok.set_label(action)

@@ -73,13 +73,20 @@ def pattern16(ix: int, iy: int) -> int:
     return (ix * 521 + iy * 37) % 65536
 
 
-def fill_map(drawable: Gimp.Drawable, deep: bool, zero_left: int = 0) -> None:
+def fill_map(drawable: Gimp.Drawable, deep: bool, zero_left: int = 0, gradient: bool = False) -> None:
     """The test pattern by image coordinates, written in the drawable's own encoding (so it
     is stored exactly): gray for channels and masks (16-bit with `deep`), for a layer
     R'G'B'A u8 with gray from the pattern and alpha (ix + iy) % 128 + 128. Columns left of
-    image x `zero_left` are 0 (a map's keep area)."""
+    image x `zero_left` are 0 (a map's keep area). `gradient`: black to white, left to right
+    instead (what a painter might paint; for screenshots)."""
     _, ox, oy = drawable.get_offsets()
     width, height = drawable.get_width(), drawable.get_height()
+    if gradient:
+        row = bytes(x * 255 // max(1, width - 1) for x in range(width))
+        buffer = drawable.get_buffer()
+        buffer.set(Gegl.Rectangle.new(0, 0, width, height), "Y u8", row * height)
+        buffer.flush()
+        return
     if isinstance(drawable, Gimp.Channel):
         babl = Babl.format_get_encoding(drawable.get_format())
         if deep:
@@ -115,7 +122,7 @@ def fill_map(drawable: Gimp.Drawable, deep: bool, zero_left: int = 0) -> None:
 
 def add_maps(image: Gimp.Image, layer: Gimp.Layer, specs: list[dict[str, Any]], deep: bool) -> dict[str, Any]:
     """The drawables a scenario picks as maps, by key: {"key", "kind": channel | mask |
-    layer | other-image, "name", "rect" (a layer's [x, y, w, h]), "zero_left"}."""
+    layer | other-image, "name", "rect" (a layer's [x, y, w, h]), "zero_left", "gradient"}."""
     made: dict[str, Any] = {}
     for item in specs:
         kind, name = item["kind"], item.get("name", item["key"])
@@ -137,7 +144,7 @@ def add_maps(image: Gimp.Image, layer: Gimp.Layer, specs: list[dict[str, Any]], 
             )
             image.insert_layer(drawable, None, 0)
             drawable.set_offsets(x, y)
-        fill_map(drawable, deep, item.get("zero_left", 0))
+        fill_map(drawable, deep, item.get("zero_left", 0), item.get("gradient", False))
         made[item["key"]] = drawable
     return made
 

@@ -4,7 +4,8 @@
 
 Installs the plug-in into the trixie chroot's GIMP 3 (tests/support/trixie_chroot.py),
 runs it once against the stand-in daemon (so the dialog lists that daemon's models),
-then opens its real dialog under Xvfb on a 1366x768 screen through the test-only probe
+then opens its real dialog, a painted "Strength" channel picked as the map, under Xvfb
+on a 1366x768 screen through the test-only probe
 plug-in (dialog_probe/), which saves the dialog's window as a PNG, then again with its
 Advanced fold open (OUT with `-advanced` before `.png`), and cancels it.
 Default OUT: host_plugins/gimp/screenshots/dialog.png (linked from the plug-in's README).
@@ -41,7 +42,17 @@ def scenarios(url: str) -> list[dict[str, object]]:
         {
             "name": "dialog",
             **image,
-            "args": {**args, "negative-prompt": "blurry", "count": 3, "model": "fake"},
+            # A painted "Strength" channel picked as the map, far things changing most.
+            "maps": [{"key": "strength", "kind": "channel", "name": "Strength", "gradient": True}],
+            "args": {
+                **args,
+                "negative-prompt": "blurry",
+                "count": 3,
+                "model": "fake",
+                "mask-drawable": "@strength",
+                "mask-black": 0.2,
+                "mask-gamma": 1.4,
+            },
             "probe": {"answer": "cancel", "screenshot": str(INSIDE / "dialog.png")},
         },
     ]

@@ -251,6 +251,15 @@ def map_scenarios(args: Any, small: dict[str, Any], rect: dict[str, Any]) -> lis
             "maps": [STRENGTH],
             "args": args("a channel as the map", **{"mask-drawable": "@strength"}),
         },
+        # Picked in the dialog, as GIMP's chooser popup sets it.
+        {
+            "name": "dialog-map-pick",
+            **small,
+            "selection": rect,
+            "maps": [STRENGTH],
+            "args": args("not typed"),
+            "probe": {"answer": "ok", "typed-prompt": "picked in the dialog", "picked-map": "@strength"},
+        },
         {
             "name": "map-layer-mask",
             "image": [300, 200],
@@ -914,6 +923,22 @@ def test_a_channel_as_the_map_travels_as_stored_with_the_selection_beside_it(
     assert submit.mask.data == expected_map(submit, image_rect(spec), p.MaskFormat.GRAY8)
     assert submit.selection is not None and submit.selection.format is p.MaskFormat.GRAY8
     assert submit.blend_mask is None
+
+
+def test_a_channel_picked_in_the_dialog_is_the_map(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    """The Map layer chooser (Browse...) names what is picked beside it; the job then sends
+    that channel with the selection beside it."""
+    run, daemon = gimp_run
+    spec = next(s for s in run.scenarios if s["name"] == "dialog-map-pick")
+    dialog = run.verdict("dialog-map-pick")["dialog"]
+    assert {"Map layer", "None: the selection", "Blend layer", "None: made from the map"} <= set(
+        dialog["labels"]
+    ), dialog["labels"]
+    assert "Strength (channel)" in dialog["after_map_pick"]["labels"]
+    _, submit = check_success(
+        run, daemon, "dialog-map-pick", p.PixelFormat.RGBA8, "picked in the dialog", map_rect=image_rect(spec)
+    )
+    assert submit.mask.data == expected_map(submit, image_rect(spec), p.MaskFormat.GRAY8)
 
 
 def test_the_layer_mask_as_the_map(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:

@@ -6,6 +6,8 @@ test chroot only, beside the real plug-in, whose package it imports).
 Procedure `python-fu-di-dialog-probe`: the real plug-in's arguments plus
 `answer` ("ok" or "cancel"), `typed-prompt` (entered while the dialog is
 open), `picked-model` (chosen in the model choice, when there is one),
+`picked-map` (a drawable set on the first drawable chooser, the map's, as
+GIMP's chooser popup sets it when a painter clicks a layer or channel there),
 `screenshot` (a PNG of the dialog, and one beside it named `-advanced` with
 the Advanced fold open, when not empty) and `verdict` (a JSON file
 for what the dialog showed).
@@ -25,10 +27,11 @@ sys.path[:0] = [os.path.join(PLUGIN, "differential_inpaint_gimp", "_vendor"), PL
 import gi  # noqa: E402
 
 gi.require_version("Gimp", "3.0")
+gi.require_version("GimpUi", "3.0")
 gi.require_version("Gtk", "3.0")
 gi.require_version("Gdk", "3.0")
 from differential_inpaint_gimp import plugin  # noqa: E402
-from gi.repository import Gdk, Gimp, GLib, GObject, Gtk  # noqa: E402
+from gi.repository import Gdk, Gimp, GimpUi, GLib, GObject, Gtk  # noqa: E402
 
 NAME = "python-fu-di-dialog-probe"
 
@@ -134,6 +137,10 @@ def probe(
                 "insensitive": _insensitive(dialog, []),
                 "guidance": config.get_property("guidance"),
             }
+        picked = config.get_property("picked-map")
+        if picked is not None:  # the popup's pick: the chooser's drawable, bound to the config
+            _all(dialog, GimpUi.DrawableChooser)[0].set_drawable(picked)
+            seen["after_map_pick"] = {"labels": _texts(dialog, [])}
         ok = config.get_property("answer") == "ok"
         dialog.response(Gtk.ResponseType.OK if ok else Gtk.ResponseType.CANCEL)
         return False
@@ -164,6 +171,7 @@ class Probe(Gimp.PlugIn):
         procedure.add_string_argument("verdict", "Verdict", "JSON file to write", "", rw)
         procedure.add_string_argument("picked-model", "Picked", "model picked in the choice", "", rw)
         procedure.add_string_argument("screenshot", "Screenshot", "PNG of the dialog", "", rw)
+        procedure.add_drawable_argument("picked-map", "Picked map", "drawable picked as the map", True, rw)
         return procedure
 
 
