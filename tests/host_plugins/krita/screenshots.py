@@ -9,7 +9,7 @@ size, Krita in it with the plugin installed as it ships, and the stand-in daemon
 the whole screen: before a run, after a run of three variations, with the
 History open and one result previewed, and after Show strength map with a painted
 "Strength" layer as the map, folded and with the map's settings unfolded; plus the
-docker alone at each stage.
+docker alone at each stage; and the menu's dialog.
 
 The part after "inside Krita" runs in Krita's own Python (standard library only).
 """
@@ -254,6 +254,15 @@ def _shoot(config: dict[str, Any], saved: list[str]) -> None:
     _pump(0.3)
     scroll.ensureWidgetVisible(docker.map_button)  # the map's settings sit right above it
     shot("map-settings")
+    # Tools > Scripts > Differential Inpaint's dialog: every setting, scrolling.
+    dialog = ui.InpaintDialog(qwindow)
+    dialog.show()
+    _pump(1.0)
+    path = os.path.join(config["out"], f"dialog-{width}x{height}.png")
+    if not dialog.grab().save(path, "PNG"):
+        raise RuntimeError(f"could not save {path}")
+    saved.append(path)
+    dialog.close()
 
 
 if __name__ == "__main__":
