@@ -406,22 +406,29 @@ def map_name(drawable: Gimp.Drawable | None, param: Param) -> str:
 
 
 def _name_the_map(dialog: Any, config: Gimp.ProcedureConfig, param: Param, label: Any) -> None:
-    """Keep `label` naming the drawable picked for `param`, and draw the chooser's thumbnail
-    once the dialog is shown (GIMP 3.0.4 draws it only when a drawable is set, at which time
-    a preset one has no size yet)."""
-    from gi.repository import GLib
+    """Keep `label` naming the drawable picked for `param`, add Clear to its chooser (whose
+    popup cannot pick "none"), and draw the chooser's thumbnail once the dialog is shown
+    (GIMP 3.0.4 draws it only when a drawable is set, when a preset one has no size yet)."""
+    from gi.repository import GLib, Gtk
 
     name = param.gimp_argument
+    chooser = dialog.get_widget(name, GObject.TYPE_NONE)
+    clear = Gtk.Button(label="Clear")
+    clear.set_tooltip_text(map_name(None, param))
+    clear.connect("clicked", lambda _button: config.set_property(name, None))
+    chooser.pack_start(clear, False, False, 0)  # the chooser is a horizontal box
+    clear.show()
 
     def show(*_args: Any) -> None:
-        label.set_text(map_name(config.get_property(name), param))
+        drawable = config.get_property(name)
+        label.set_text(map_name(drawable, param))
+        clear.set_sensitive(drawable is not None)
 
     def redraw(chooser: Any) -> bool:
         if chooser.get_drawable() is not None:
             chooser.set_drawable(chooser.get_drawable())
         return False  # once
 
-    chooser = dialog.get_widget(name, GObject.TYPE_NONE)
     chooser.connect("map", lambda widget: GLib.idle_add(redraw, widget))
     config.connect(f"notify::{name}", show)
     show()

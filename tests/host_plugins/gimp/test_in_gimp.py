@@ -261,6 +261,14 @@ def map_scenarios(args: Any, small: dict[str, Any], rect: dict[str, Any]) -> lis
             "probe": {"answer": "ok", "typed-prompt": "picked in the dialog", "picked-map": "@strength"},
         },
         {
+            "name": "dialog-map-clear",
+            **small,
+            "selection": rect,
+            "maps": [STRENGTH],
+            "args": args("not typed either", **{"mask-drawable": "@strength"}),
+            "probe": {"answer": "ok", "typed-prompt": "cleared in the dialog", "clear-map": True},
+        },
+        {
             "name": "map-layer-mask",
             "image": [300, 200],
             "precision": "u8",
@@ -939,6 +947,19 @@ def test_a_channel_picked_in_the_dialog_is_the_map(gimp_run: tuple[gimp_host.Gim
         run, daemon, "dialog-map-pick", p.PixelFormat.RGBA8, "picked in the dialog", map_rect=image_rect(spec)
     )
     assert submit.mask.data == expected_map(submit, image_rect(spec), p.MaskFormat.GRAY8)
+
+
+def test_clear_in_the_dialog_goes_back_to_the_selection(
+    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
+) -> None:
+    """A map kept from the last run is named beside its chooser; Clear (the chooser's popup
+    cannot pick "none") goes back to the selection, which the job then sends."""
+    run, daemon = gimp_run
+    dialog = run.verdict("dialog-map-clear")["dialog"]
+    assert "Strength (channel)" in dialog["labels"], dialog["labels"]
+    assert "None: the selection" in dialog["after_map_clear"]["labels"]
+    _, submit = check_success(run, daemon, "dialog-map-clear", p.PixelFormat.RGBA8, "cleared in the dialog")
+    assert submit.selection is None and submit.mask.format is p.MaskFormat.GRAY8
 
 
 def test_the_layer_mask_as_the_map(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:

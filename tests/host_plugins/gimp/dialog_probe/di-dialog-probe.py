@@ -8,6 +8,7 @@ Procedure `python-fu-di-dialog-probe`: the real plug-in's arguments plus
 open), `picked-model` (chosen in the model choice, when there is one),
 `picked-map` (a drawable set on the first drawable chooser, the map's, as
 GIMP's chooser popup sets it when a painter clicks a layer or channel there),
+`clear-map` (click the map's Clear button),
 `screenshot` (a PNG of the dialog, and one beside it named `-advanced` with
 the Advanced fold open, when not empty) and `verdict` (a JSON file
 for what the dialog showed).
@@ -141,6 +142,9 @@ def probe(
         if picked is not None:  # the popup's pick: the chooser's drawable, bound to the config
             _all(dialog, GimpUi.DrawableChooser)[0].set_drawable(picked)
             seen["after_map_pick"] = {"labels": _texts(dialog, [])}
+        if config.get_property("clear-map"):
+            next(b for b in _all(dialog, Gtk.Button) if b.get_label() == "Clear").clicked()
+            seen["after_map_clear"] = {"labels": _texts(dialog, [])}
         ok = config.get_property("answer") == "ok"
         dialog.response(Gtk.ResponseType.OK if ok else Gtk.ResponseType.CANCEL)
         return False
@@ -172,6 +176,7 @@ class Probe(Gimp.PlugIn):
         procedure.add_string_argument("picked-model", "Picked", "model picked in the choice", "", rw)
         procedure.add_string_argument("screenshot", "Screenshot", "PNG of the dialog", "", rw)
         procedure.add_drawable_argument("picked-map", "Picked map", "drawable picked as the map", True, rw)
+        procedure.add_boolean_argument("clear-map", "Clear map", "click the map's Clear", False, rw)
         return procedure
 
 
