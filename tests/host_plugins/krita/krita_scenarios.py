@@ -1267,6 +1267,55 @@ def exact_map_sources(c: Checks, w: World) -> None:
     doc.setModified(False)
 
 
+def map_colour_spaces(c: Checks, w: World) -> None:
+    """A map layer needs not be in the image's colour space: a 16-bit RGBA layer goes in its
+    own bytes, a Grayscale/Alpha one spread into RGBA, a CMYK one is refused in words."""
+    p = w.p
+    doc, layer = w.document(64, 64)
+    layer.setPixelData(pattern(64, 64, "U8"), 0, 0, 64, 64)
+    deep = paint_layer(doc, "Deep", ramp(64, 64), (0, 0, 64, 64))
+    gray = paint_layer(doc, "Gray", ramp(64, 64, alpha=200), (0, 0, 64, 64))
+    cmyk = paint_layer(doc, "Cmyk", ramp(64, 64), (0, 0, 64, 64))
+    converted = (
+        deep.setColorSpace("RGBA", "U16", "sRGB-elle-V2-srgbtrc.icc"),
+        gray.setColorSpace("GRAYA", "U8", "Gray-D50-elle-V2-srgbtrc.icc"),
+        cmyk.setColorSpace("CMYKA", "U8", (w.krita.profiles("CMYKA", "U8") or [""])[0]),
+    )
+    doc.waitForDone()
+    c(
+        "the layers were converted",
+        converted[:2] == (True, True),
+        [converted, deep.colorDepth(), gray.colorModel()],
+    )
+    region = p.Rect(0, 0, 64, 64)
+    submit = map_submit(w, doc, layer, {"mask": "Deep", "context": "image"}).submit
+    c(
+        "16-bit: its own bytes as bgra16",
+        submit.mask.format is p.PixelFormat.BGRA16 and submit.mask.data == read(deep, region),
+    )
+    submit = map_submit(w, doc, layer, {"mask": "Gray", "context": "image"}).submit
+    raw = read(gray, region)
+    spread = bytearray(len(raw) * 2)
+    for channel in range(3):
+        spread[channel::4] = raw[0::2]
+    spread[3::4] = raw[1::2]
+    c(
+        "gray: spread into bgra8",
+        submit.mask.format is p.PixelFormat.BGRA8 and submit.mask.data == bytes(spread),
+    )
+    if cmyk.colorModel() == "CMYKA":
+        try:
+            map_submit(w, doc, layer, {"mask": "Cmyk"})
+        except w.plugin.InpaintError as exc:
+            c(
+                "CMYK: refused in words",
+                exc.code == "unsupported_color_model" and "Cmyk" in exc.message,
+                exc.message,
+            )
+        else:
+            c("CMYK: refused in words", False, "no exception")
+
+
 def exact_map_context(c: Checks, w: World) -> None:
     """The context choices give the region they name."""
     p = w.p
@@ -1544,6 +1593,7 @@ SCENARIOS: dict[str, Callable[[Checks, World], None]] = {
     "form_from_spec": form_from_spec,
     "exact_map_sources": exact_map_sources,
     "exact_map_context": exact_map_context,
+    "map_colour_spaces": map_colour_spaces,
     "exact_strength_map_layer": exact_strength_map_layer,
     "map_bad_input": map_bad_input,
     "strength_map_controller": strength_map_controller,
