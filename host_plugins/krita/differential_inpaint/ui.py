@@ -393,8 +393,8 @@ class ModelField(Field):
 FAMILY_ROLE = QtCore.Qt.ItemDataRole.UserRole + 1
 
 
-def _combo() -> QtWidgets.QComboBox:
-    combo = QtWidgets.QComboBox()
+def _combo(kind: type[QtWidgets.QComboBox] = QtWidgets.QComboBox) -> Any:
+    combo = kind()
     # Long layer names must not widen the docker: the list shows them in full.
     combo.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
     combo.setMinimumContentsLength(12)
@@ -439,11 +439,7 @@ class NodeChoiceField(Field):
     docker. A name not in the image (another image's, or deleted) stays chosen, marked."""
 
     def __init__(self, param: p.Param, fixed: list[tuple[str, str]]) -> None:
-        self.combo = PopupCombo()
-        self.combo.setSizeAdjustPolicy(
-            QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
-        )
-        self.combo.setMinimumContentsLength(12)
+        self.combo = _combo(PopupCombo)
         self.fixed = fixed
         self.nodes: NodeList = []
         super().__init__(param, self.combo, self.combo.currentIndexChanged)
