@@ -75,13 +75,13 @@ class GimpDocument:
 
     def find_layer(self, name: str) -> Gimp.Drawable:
         """The first layer (groups searched, top to bottom), layer mask or channel of the
-        image called `name`."""
+        image called `name` (GIMP's maps are drawables: names come from Context's layer:NAME)."""
         for item in drawables_of(self.image):
             if item.get_name() == name:
                 return item
         raise InpaintError(
-            f"There is no layer, layer mask or channel called '{name}' in this image. Pick the map "
-            "in the dialog's Map layer list (or rename the layer to match) and try again.",
+            f"There is no layer, layer mask or channel called '{name}' in this image. Check the "
+            "name after layer: in Context (or rename the layer to match) and try again.",
             "missing_layer",
         )
 

@@ -354,6 +354,7 @@ def map_scenarios(args: Any, small: dict[str, Any], rect: dict[str, Any]) -> lis
                 ("layer", "layer:Other"),
                 ("channel", "layer:Strength"),
                 ("words", "somewhere"),
+                ("missing", "layer:Gone"),
             )
         ),
         {
@@ -1074,6 +1075,12 @@ def test_a_context_that_is_not_one_of_the_words(gimp_run: tuple[gimp_host.GimpRu
     message = check_failure(gimp_run[0], "context-words")
     assert "Context 'somewhere' is not one of auto, image, mask, X,Y,W,H" in message
     assert "context words" not in gimp_run[1].submit_by_prompt
+
+
+def test_a_context_layer_that_is_not_there(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    message = check_failure(gimp_run[0], "context-missing")
+    assert "There is no layer, layer mask or channel called 'Gone'" in message, message
+    assert "context missing" not in gimp_run[1].submit_by_prompt
 
 
 def test_the_strength_map_procedure_adds_one_layer(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
