@@ -36,14 +36,10 @@ def depth_for_precision(precision_name: str) -> Depth:
     return {"U8": DEPTHS["u8"], "U16": DEPTHS["u16"], "HALF": DEPTHS["half"]}.get(kind, DEPTHS["float"])
 
 
-def gray_map_format(encoding: str, depth: Depth) -> tuple[str, MaskFormat]:
-    """How a channel or layer mask whose Babl format is `encoding` ("Y' u8", "Y u16",
-    "Y float") travels as a map in an image of `depth`: gray8 in 8-bit images, gray16
-    above. Its own gray model is kept (a channel of an 8-bit non-linear image is "Y'",
-    layer masks are "Y"), so the values sent are those GIMP shows and stores."""
-    model = encoding.split(" ", 1)[0]
-    if model not in ("Y", "Y'", "Y~"):  # not gray: Gegl converts to linear gray
-        model = "Y"
+def gray_map_format(depth: Depth) -> tuple[str, MaskFormat]:
+    """How a channel or layer mask travels as a map in an image of `depth`: linear gray as
+    GIMP reads a channel as a selection (so a channel saved from the selection is the same
+    map as the selection), gray8 in 8-bit images, gray16 above."""
     if depth.wire is PixelFormat.RGBA8:
-        return f"{model} u8", MaskFormat.GRAY8
-    return f"{model} u16", MaskFormat.GRAY16
+        return "Y u8", MaskFormat.GRAY8
+    return "Y u16", MaskFormat.GRAY16

@@ -14,10 +14,9 @@ from collections.abc import Callable
 
 import gi
 
-gi.require_version("Babl", "0.1")
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
-from gi.repository import Babl, Gegl, Gimp  # noqa: E402
+from gi.repository import Gegl, Gimp  # noqa: E402
 
 from .client.errors import InpaintError  # noqa: E402
 from .client.flow import progress_text  # noqa: E402
@@ -90,9 +89,9 @@ class GimpDocument:
         return self._placed(source, Rect(0, 0, source.get_width(), source.get_height()))
 
     def read_map(self, source: Gimp.Drawable, region: Rect) -> Mask:
-        """A channel or layer mask as gray in its own encoding (the values GIMP shows: no
-        gamma change), 16-bit above 8-bit precision; a layer's own pixels in the image's
-        precision (the daemon takes luminance times alpha). 0 outside `source`."""
+        """A channel or layer mask as linear gray, as GIMP reads it as a selection (16-bit
+        above 8-bit precision); a layer's own pixels in the image's precision (the daemon
+        takes luminance times alpha). 0 outside `source`."""
         self._check_map(source)
         dx, dy = self.origin()
         sx, sy = offsets(source)
@@ -100,7 +99,7 @@ class GimpDocument:
         rect = Gegl.Rectangle.new(region.x + dx - sx, region.y + dy - sy, region.width, region.height)
         buffer = source.get_buffer()
         if isinstance(source, Gimp.Channel):  # channels, layer masks (and the selection)
-            babl, wire = gray_map_format(Babl.format_get_encoding(source.get_format()), self.depth)
+            babl, wire = gray_map_format(self.depth)
             data = bytes(buffer.get(rect, 1.0, babl, Gegl.AbyssPolicy.NONE))
             return Mask(region.width, region.height, data, wire)
         data = bytes(buffer.get(rect, 1.0, self.depth.babl, Gegl.AbyssPolicy.NONE))

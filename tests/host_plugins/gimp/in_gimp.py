@@ -18,10 +18,9 @@ from typing import Any
 
 import gi
 
-gi.require_version("Babl", "0.1")
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
-from gi.repository import Babl, Gegl, Gimp, GObject  # noqa: E402
+from gi.repository import Gegl, Gimp, GObject  # noqa: E402
 
 PROCEDURE = "python-fu-differential-inpaint"
 MAP_PROCEDURE = "python-fu-differential-inpaint-strength-map"
@@ -65,8 +64,9 @@ def fill(layer: Gimp.Layer, alpha: bool) -> None:
 
 
 def pattern8(ix: int, iy: int) -> int:
-    """A map's 8-bit value at image pixel (ix, iy); test_in_gimp.map_bytes knows it too."""
-    return (ix * 3 + iy * 7) % 256
+    """A map's 8-bit value at image pixel (ix, iy); test_in_gimp.pattern8 knows it too.
+    Below 75: linear gray that an 8-bit non-linear channel ("Y' u8") stores exactly."""
+    return (ix * 3 + iy * 7) % 64
 
 
 def pattern16(ix: int, iy: int) -> int:
@@ -82,13 +82,13 @@ def fill_map(drawable: Gimp.Drawable, deep: bool, zero_left: int = 0, gradient: 
     _, ox, oy = drawable.get_offsets()
     width, height = drawable.get_width(), drawable.get_height()
     if gradient:
-        row = bytes(x * 255 // max(1, width - 1) for x in range(width))
+        row = bytes(0 if x + ox < zero_left else x * 255 // max(1, width - 1) for x in range(width))
         buffer = drawable.get_buffer()
         buffer.set(Gegl.Rectangle.new(0, 0, width, height), "Y u8", row * height)
         buffer.flush()
         return
-    if isinstance(drawable, Gimp.Channel):
-        babl = Babl.format_get_encoding(drawable.get_format())
+    if isinstance(drawable, Gimp.Channel):  # written as the plug-in reads it: linear gray
+        babl = "Y u16" if deep else "Y u8"
         if deep:
             data = array(
                 "H",

@@ -886,7 +886,7 @@ def test_the_model_is_free_text_when_no_daemon_answers(
 
 def pattern8(ix: int, iy: int) -> int:
     """A map's 8-bit value at image pixel (ix, iy), as in_gimp.fill_map writes it."""
-    return (ix * 3 + iy * 7) % 256
+    return (ix * 3 + iy * 7) % 64
 
 
 def pattern16(ix: int, iy: int) -> int:
@@ -923,8 +923,8 @@ def region_of(submit: p.Submit) -> tuple[int, int, int, int]:
 def test_a_channel_as_the_map_travels_as_stored_with_the_selection_beside_it(
     gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
 ) -> None:
-    """A channel of an 8-bit image is the map exactly as GIMP stores it (its own gray model,
-    no gamma change); the selection limits it and travels beside it."""
+    """A channel of an 8-bit image (stored non-linear) is the map as linear gray, as GIMP reads
+    it as a selection; the selection limits it and travels beside it."""
     run, daemon = gimp_run
     spec = next(s for s in run.scenarios if s["name"] == "map-channel")
     _, submit = check_success(run, daemon, "map-channel", p.PixelFormat.RGBA8, map_rect=image_rect(spec))

@@ -88,7 +88,9 @@ def scenarios(url: str, dead_url: str) -> list[dict[str, Any]]:
             "precision": "u8",
             "layer": {"x": 0, "y": 0, "width": 128, "height": 112, "alpha": False},
             "selection": None,
-            "maps": [{"key": "strength", "kind": "channel", "name": "Strength", "zero_left": 64}],
+            "maps": [
+                {"key": "strength", "kind": "channel", "name": "Strength", "zero_left": 64, "gradient": True}
+            ],
             "procedure": MAP_PROCEDURE,
             "args": args("fog", steps=2, **{"mask-drawable": "@strength"}),
             "then": {"select": "selected", "args": {}, "kept_where_zero": True},
