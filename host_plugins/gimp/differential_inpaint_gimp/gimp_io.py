@@ -89,7 +89,7 @@ class GimpDocument:
         return self._placed(source, Rect(0, 0, source.get_width(), source.get_height()))
 
     def read_map(self, source: Gimp.Drawable, region: Rect) -> Mask:
-        """A channel or layer mask as linear gray, as GIMP reads it as a selection (16-bit
+        """A channel or layer mask as the gray the painter sees (`gray_map_format`; 16-bit
         above 8-bit precision); a layer's own pixels in the image's precision (the daemon
         takes luminance times alpha). 0 outside `source`."""
         self._check_map(source)

@@ -65,12 +65,13 @@ def fill(layer: Gimp.Layer, alpha: bool) -> None:
 
 def pattern8(ix: int, iy: int) -> int:
     """A map's 8-bit value at image pixel (ix, iy); test_in_gimp.pattern8 knows it too.
-    Below 75: linear gray that an 8-bit non-linear channel ("Y' u8") stores exactly."""
-    return (ix * 3 + iy * 7) % 64
+    128 and up: gray (Y') that a linear 8-bit layer mask stores exactly."""
+    return 128 + (ix * 3 + iy * 7) % 128
 
 
 def pattern16(ix: int, iy: int) -> int:
-    return (ix * 521 + iy * 37) % 65536
+    """Light grays with detail below 8 bits (a linear 16-bit channel keeps them within 1)."""
+    return 40000 + (ix * 521 + iy * 37) % 25000
 
 
 def fill_map(drawable: Gimp.Drawable, deep: bool, zero_left: int = 0, gradient: bool = False) -> None:
@@ -84,11 +85,11 @@ def fill_map(drawable: Gimp.Drawable, deep: bool, zero_left: int = 0, gradient: 
     if gradient:
         row = bytes(0 if x + ox < zero_left else x * 255 // max(1, width - 1) for x in range(width))
         buffer = drawable.get_buffer()
-        buffer.set(Gegl.Rectangle.new(0, 0, width, height), "Y u8", row * height)
+        buffer.set(Gegl.Rectangle.new(0, 0, width, height), "Y' u8", row * height)
         buffer.flush()
         return
-    if isinstance(drawable, Gimp.Channel):  # written as the plug-in reads it: linear gray
-        babl = "Y u16" if deep else "Y u8"
+    if isinstance(drawable, Gimp.Channel):  # written as the plug-in reads it: gray as seen
+        babl = "Y' u16" if deep else "Y' u8"
         if deep:
             data = array(
                 "H",
