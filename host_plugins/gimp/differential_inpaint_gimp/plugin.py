@@ -24,7 +24,8 @@ gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp, GLib, GObject  # noqa: E402
 
 PROCEDURE = "python-fu-differential-inpaint"
-MAP_PROCEDURE = "python-fu-differential-inpaint-strength-map"  # the same arguments; adds the map
+STRENGTH_MAP = "-strength-map"
+MAP_PROCEDURE = PROCEDURE + STRENGTH_MAP  # the same arguments; adds the map
 _LABELS = {PROCEDURE: "Differential Inpaint…", MAP_PROCEDURE: "Differential Inpaint: Show Strength Map…"}
 _MENU = "<Image>/Filters/Generic"
 _RW = GObject.ParamFlags.READWRITE
@@ -584,7 +585,9 @@ def run(
             f"The Differential Inpaint plug-in is incomplete ({exc}). Reinstall it with "
             "`differential-inpaint install-plugin gimp` and restart GIMP.",
         )
-    strength_map = procedure.get_name() == MAP_PROCEDURE
+    # By the name's end, so that a procedure wrapping `run` (the tests' dialog probe) can
+    # stand for either.
+    strength_map = procedure.get_name().endswith(STRENGTH_MAP)
     action, what, title = _what(image, strength_map, mask)
     if run_mode == Gimp.RunMode.INTERACTIVE and not _show_dialog(procedure, config, action, what, title):
         return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)

@@ -346,7 +346,10 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
             return verdict
     else:
         probe = spec.get("probe")  # answer the real dialog through the test-only probe plug-in
-        proc = Gimp.get_pdb().lookup_procedure(PROBE if probe else spec.get("procedure", PROCEDURE))
+        name = spec.get("procedure", PROCEDURE)
+        if probe:  # the probe's twin of the procedure: its name ends the same
+            name = PROBE + name[len(PROCEDURE) :]
+        proc = Gimp.get_pdb().lookup_procedure(name)
         config = proc.create_config()
         config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
         config.set_property("image", image)
@@ -471,10 +474,12 @@ def main(spec_path: str) -> None:
         except Exception:
             verdicts[key] = {"crashed": traceback.format_exc()}
     for item in spec["scenarios"]:
+        started = time.monotonic()
         try:
             verdicts[item["name"]] = scenario(item)
         except Exception:
             verdicts[item["name"]] = {"crashed": traceback.format_exc()}
+        verdicts[item["name"]]["scenario_seconds"] = round(time.monotonic() - started, 3)
         # Written after each scenario, so a crash of GIMP itself still leaves the rest.
         with open(spec["out"], "w") as f:
             json.dump(verdicts, f, indent=1)

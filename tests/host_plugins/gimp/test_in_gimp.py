@@ -365,6 +365,15 @@ def map_scenarios(args: Any, small: dict[str, Any], rect: dict[str, Any]) -> lis
             "procedure": "python-fu-differential-inpaint-strength-map",
             "args": args("only the map", **{"mask-drawable": "@strength", "mask-gamma": 1.5}),
         },
+        {
+            "name": "dialog-strength-map",
+            **small,
+            "selection": rect,
+            "maps": [STRENGTH],
+            "procedure": "python-fu-differential-inpaint-strength-map",
+            "args": args("not typed for the map", **{"mask-drawable": "@strength"}),
+            "probe": {"answer": "ok", "typed-prompt": "the map from its dialog"},
+        },
         # Bad map settings: nothing is sent, the image stays as it was.
         {
             "name": "map-of-another-image",
@@ -1104,6 +1113,20 @@ def test_the_strength_map_procedure_adds_one_layer(gimp_run: tuple[gimp_host.Gim
     assert new["index"] == new["source_index"] - 1
     assert verdict["selected_after"] == ["source"]
     assert verdict["drawable_sha_after"] == verdict["drawable_sha_before"]
+
+
+def test_the_strength_map_dialog(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    """Interactive, the strength-map procedure's dialog says what it does (its OK button:
+    Show strength map), then adds the map layer only."""
+    run, daemon = gimp_run
+    verdict = run.verdict("dialog-strength-map")
+    dialog = verdict["dialog"]
+    assert dialog["title"] == "Differential Inpaint: Strength Map"
+    assert "Show strength map" in dialog["labels"] and "Strength (channel)" in dialog["labels"]
+    assert any(text.startswith("Show strength map. The map a run would use") for text in dialog["labels"])
+    assert verdict["status"] == "success", verdict["message"]
+    assert isinstance(daemon.submit_by_prompt["the map from its dialog"], p.StrengthMapRequest)
+    assert [item["name"] for item in verdict["new_items"]] == ["Strength map"]
 
 
 def test_a_map_of_another_image_is_refused(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:

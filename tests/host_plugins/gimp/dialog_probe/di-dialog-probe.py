@@ -3,7 +3,9 @@
 and answers its GimpUi.ProcedureDialog like a user would (installed into the
 test chroot only, beside the real plug-in, whose package it imports).
 
-Procedure `python-fu-di-dialog-probe`: the real plug-in's arguments plus
+Procedures `python-fu-di-dialog-probe` and `python-fu-di-dialog-probe-strength-map`
+(which the plug-in's `run` takes for its strength-map procedure, by the name's end):
+the real plug-in's arguments plus
 `answer` ("ok" or "cancel"), `typed-prompt` (entered while the dialog is
 open), `picked-model` (chosen in the model choice, when there is one),
 `picked-map` (a drawable set on the first drawable chooser, the map's, as
@@ -160,7 +162,7 @@ def probe(
 
 class Probe(Gimp.PlugIn):
     def do_query_procedures(self) -> list[str]:
-        return [NAME]
+        return [NAME, NAME + plugin.STRENGTH_MAP]
 
     def do_set_i18n(self, name: str) -> bool:
         return False
