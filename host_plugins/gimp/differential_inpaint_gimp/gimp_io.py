@@ -2,10 +2,11 @@
 
 Everything goes through Gegl buffers in memory (no temporary image files), in
 the Babl format matching the image's precision, so 16-bit and float images
-keep their depth. Rectangles are in drawable coordinates; the selection lives
-in image coordinates, shifted by the drawable's offsets — the two meet here
-only. Everything host-neutral (the region, the checks, the messages) is in
-the shared `client.flow`.
+keep their depth. Rectangles are in drawable coordinates; the selection and
+the maps (a channel, a layer mask, another layer) live in image coordinates or
+at their own offsets, shifted by the drawable's — they meet here only.
+Everything host-neutral (the region, the checks, the messages) is in the
+shared `client.flow`.
 """
 
 from __future__ import annotations
