@@ -15,6 +15,7 @@ import dataclasses
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
@@ -381,15 +382,15 @@ def _follow_family(dialog: Any, config: Gimp.ProcedureConfig, shown: dict[str, A
     config.connect(f"notify::{MODEL_CHOICE}", changed)
 
 
-def _row(dialog: Any, name: str, widgets: list[str], spacing: int = 18, homogeneous: bool = False) -> str:
-    """A horizontal box of the dialog's `widgets`, called `name`."""
+def _row(dialog: Any, name: str, widgets: list[str], spacing: int = 18, homogeneous: bool = False) -> Any:
+    """A horizontal box (a Gtk.Box) of the dialog's `widgets`, called `name`."""
     from gi.repository import Gtk
 
     box = dialog.fill_box(name, widgets)
     box.set_orientation(Gtk.Orientation.HORIZONTAL)
     box.set_spacing(spacing)
     box.set_homogeneous(homogeneous)
-    return name
+    return box
 
 
 def map_name(drawable: Gimp.Drawable | None, param: Param) -> str:
@@ -435,12 +436,44 @@ def _name_the_map(dialog: Any, config: Gimp.ProcedureConfig, param: Param, label
     show()
 
 
+def _show_map_button(show_map: Callable[[Callable[[str], None]], None], status: Any) -> Any:
+    """Show strength map, in the dialog: the map as the dialog's settings stand is added as a
+    layer at once (replacing the one added before), so levels can be tried before painting.
+    Its outcome shows on the dialog's status line (`status`, a Gtk.Label)."""
+    from gi.repository import Gtk
+
+    button = Gtk.Button(label="Show strength map")
+    button.set_valign(Gtk.Align.CENTER)  # the row is as tall as the map's thumbnail
+    button.set_tooltip_text(
+        "Add the strength map these settings give as a gray layer (white changes fully), "
+        "without painting; the dialog stays open"
+    )
+
+    def done(text: str) -> None:
+        status.set_text(f"Strength map: {text}")
+        button.set_sensitive(True)
+
+    def clicked(_button: Any) -> None:
+        button.set_sensitive(False)
+        status.set_text("Strength map: asking the daemon...")
+        show_map(done)
+
+    button.connect("clicked", clicked)
+    button.show()
+    return button
+
+
 def _show_dialog(
-    procedure: Gimp.Procedure, config: Gimp.ProcedureConfig, action: str, what: str, title: str
+    procedure: Gimp.Procedure,
+    config: Gimp.ProcedureConfig,
+    action: str,
+    what: str,
+    title: str,
+    show_map: Callable[[Callable[[str], None]], None] | None = None,
 ) -> bool:
     """The settings dialog; True on OK. `action` ("Repaint whole layer", "Inpaint
     selection", "Show strength map") heads it with `what` it does and labels its OK button,
-    so nothing selected is no surprise."""
+    so nothing selected is no surprise. `show_map`: the Show strength map button's job."""
     gi.require_version("GimpUi", "3.0")
     gi.require_version("Gtk", "3.0")
     from gi.repository import GimpUi, Gtk
@@ -487,7 +520,10 @@ def _show_dialog(
     # The map, invert and depth side by side on one row where the first was: one glance.
     in_row = [name for q in SHOWN if not q.advanced and q.name in MAP_SETTINGS for name in with_name(q)]
     if in_row:
-        basic[basic.index(in_row[0])] = _row(dialog, "map-row", in_row)
+        map_row = _row(dialog, "map-row", in_row)
+        if show_map is not None:  # the map as the settings stand, without leaving the dialog
+            map_row.pack_start(_show_map_button(show_map, state), False, False, 0)
+        basic[basic.index(in_row[0])] = "map-row"
         basic = [name for name in basic if name not in in_row]
     # The advanced settings folded away in three columns (the sampling; the map's levels,
     # depth and blend; the area and the daemon), so that open the dialog fits 768 pixels.
@@ -557,6 +593,64 @@ def _what(image: Gimp.Image, strength_map: bool, mask: Gimp.LayerMask | None) ->
     return action_text(image), f"{whole}; a Map layer picked below decides instead.", "Differential Inpaint"
 
 
+def _failure(exc: Exception) -> str:
+    """An exception as one line for the dialog: an InpaintError's message; a bug, said so."""
+    from .client import InpaintError
+
+    if isinstance(exc, InpaintError):
+        return exc.message
+    traceback.print_exc(file=sys.stderr)
+    return f"failed unexpectedly ({exc.__class__.__name__}: {exc}); please report this."
+
+
+def _map_in_dialog(inputs: Callable[[], tuple[Any, Any, Any]]) -> Callable[[Callable[[str], None]], None]:
+    """The dialog's Show strength map: read and send on GIMP's thread (PDB calls belong
+    there), wait for the daemon in a worker thread, insert back on GIMP's thread (the
+    shared flow's prepare / follow / finish); the layer it added before goes. `report`
+    gets one line: what was added, or what went wrong."""
+    from gi.repository import GLib
+
+    from . import protocol as p
+    from .client import flow
+
+    added: list[Any] = []
+
+    def show_map(report: Callable[[str], None]) -> None:
+        def on_main(text: str) -> bool:
+            report(text)
+            return False  # once
+
+        try:
+            document, chosen, maps = inputs()
+            job = flow.prepare(document, chosen, maps=maps, request=p.StrengthMapRequest)
+        except Exception as exc:
+            report(_failure(exc))
+            return
+
+        def insert(results: list[Any]) -> bool:
+            try:
+                layer = flow.finish(job, results)
+                for old in added:
+                    if old.is_valid():
+                        old.get_image().remove_layer(old)
+            except Exception as exc:
+                return on_main(_failure(exc))
+            added[:] = [layer]
+            return on_main(f"added as the layer '{layer.get_name()}' above '{document.drawable.get_name()}'.")
+
+        def work() -> None:
+            try:
+                results = flow.follow(job, chosen, client=CLIENT_NAME, timeout=JOB_TIMEOUT)
+            except Exception as exc:
+                GLib.idle_add(on_main, _failure(exc))
+                return
+            GLib.idle_add(insert, results)
+
+        threading.Thread(target=work, name="strength-map", daemon=True).start()
+
+    return show_map
+
+
 def run(
     procedure: Gimp.Procedure,
     run_mode: Gimp.RunMode,
@@ -589,21 +683,28 @@ def run(
     # stand for either.
     strength_map = procedure.get_name().endswith(STRENGTH_MAP)
     action, what, title = _what(image, strength_map, mask)
-    if run_mode == Gimp.RunMode.INTERACTIVE and not _show_dialog(procedure, config, action, what, title):
-        return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
-    try:
+
+    def inputs() -> tuple[Any, Any, Any]:
+        """The document, settings and maps of a job as the config stands."""
         chosen = settings_from_config(config)
         maps = maps_from_config(config)
         if maps.mask is None and mask is not None:
             maps = dataclasses.replace(maps, mask=mask)
-        remember_server(chosen.host.server)
         # A result layer (or its group) selected: the job works on the painting it came from.
-        source = source_of(image, layer)
+        return GimpDocument(image, source_of(image, layer)), chosen, maps
+
+    if run_mode == Gimp.RunMode.INTERACTIVE and not _show_dialog(
+        procedure, config, action, what, title, None if strength_map else _map_in_dialog(inputs)
+    ):
+        return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
+    try:
+        document, chosen, maps = inputs()
+        remember_server(chosen.host.server)
         bar = ProgressBar(action, 1 if strength_map else chosen.job.results)
         Gimp.progress_init(f"{action}: connecting to {chosen.host.server}")
         try:
             flow.run(
-                GimpDocument(image, source),
+                document,
                 chosen,
                 client=CLIENT_NAME,
                 maps=maps,

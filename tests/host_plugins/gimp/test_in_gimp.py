@@ -374,6 +374,14 @@ def map_scenarios(args: Any, small: dict[str, Any], rect: dict[str, Any]) -> lis
             "args": args("not typed for the map", **{"mask-drawable": "@strength"}),
             "probe": {"answer": "ok", "typed-prompt": "the map from its dialog"},
         },
+        {
+            "name": "dialog-map-button",
+            **small,
+            "selection": rect,
+            "maps": [STRENGTH],
+            "args": args("not typed for the button", **{"mask-drawable": "@strength", "mask-gamma": 2.5}),
+            "probe": {"answer": "cancel", "typed-prompt": "map tried", "click": "Show strength map"},
+        },
         # Bad map settings: nothing is sent, the image stays as it was.
         {
             "name": "map-of-another-image",
@@ -1127,6 +1135,21 @@ def test_the_strength_map_dialog(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon])
     assert verdict["status"] == "success", verdict["message"]
     assert isinstance(daemon.submit_by_prompt["the map from its dialog"], p.StrengthMapRequest)
     assert [item["name"] for item in verdict["new_items"]] == ["Strength map"]
+
+
+def test_show_strength_map_in_the_dialog(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    """The main dialog's Show strength map: the map as the settings stand is added at once
+    and the dialog stays open; Cancel then paints nothing, the map layer stays."""
+    run, daemon = gimp_run
+    verdict = run.verdict("dialog-map-button")
+    clicked = verdict["dialog"]["after_click"]
+    assert "Strength map: added as the layer 'Strength map' above 'source'." in clicked["labels"], clicked
+    assert clicked["layers"] == ["Strength map", "source"]
+    submit = daemon.submit_by_prompt["map tried"]  # typed before the click
+    assert isinstance(submit, p.StrengthMapRequest) and submit.params.mask_gamma == 2.5
+    assert verdict["status"] == "cancel"  # so only the map was asked for: nothing painted
+    assert [item["name"] for item in verdict["new_items"]] == ["Strength map"]
+    assert verdict["drawable_sha_after"] == verdict["drawable_sha_before"]
 
 
 def test_a_map_of_another_image_is_refused(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:

@@ -10,7 +10,8 @@ the real plug-in's arguments plus
 open), `picked-model` (chosen in the model choice, when there is one),
 `picked-map` (a drawable set on the first drawable chooser, the map's, as
 GIMP's chooser popup sets it when a painter clicks a layer or channel there),
-`clear-map` (click the map's Clear button),
+`clear-map` (click the map's Clear button), `click` (a button's label: clicked,
+then the dialog's status line is awaited and recorded with the image's layers),
 `screenshot` (a PNG of the dialog, and one beside it named `-advanced` with
 the Advanced fold open, when not empty) and `verdict` (a JSON file
 for what the dialog showed).
@@ -140,6 +141,21 @@ def probe(
                 "insensitive": _insensitive(dialog, []),
                 "guidance": config.get_property("guidance"),
             }
+        click = config.get_property("click")
+        if click and "clicked" not in seen:
+            next(b for b in _all(dialog, Gtk.Button) if b.get_label() == click).clicked()
+            seen["clicked"] = 0
+            return True
+        if click and "after_click" not in seen:
+            labels = _texts(dialog, [])
+            waiting = any(text.endswith("asking the daemon...") for text in labels)
+            seen["clicked"] += 1
+            if waiting and seen["clicked"] < 150:
+                return True  # the job runs in a thread: look again
+            seen["after_click"] = {
+                "labels": labels,
+                "layers": [item.get_name() for item in image.get_layers()],
+            }
         picked = config.get_property("picked-map")
         if picked is not None:  # the popup's pick: the chooser's drawable, bound to the config
             _all(dialog, GimpUi.DrawableChooser)[0].set_drawable(picked)
@@ -179,6 +195,7 @@ class Probe(Gimp.PlugIn):
         procedure.add_string_argument("screenshot", "Screenshot", "PNG of the dialog", "", rw)
         procedure.add_drawable_argument("picked-map", "Picked map", "drawable picked as the map", True, rw)
         procedure.add_boolean_argument("clear-map", "Clear map", "click the map's Clear", False, rw)
+        procedure.add_string_argument("click", "Click", "label of a button to click first", "", rw)
         return procedure
 
 
