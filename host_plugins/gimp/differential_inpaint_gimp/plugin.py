@@ -466,14 +466,14 @@ def _show_map_button(show_map: Callable[[Callable[[str], None]], None], status: 
 def _show_dialog(
     procedure: Gimp.Procedure,
     config: Gimp.ProcedureConfig,
-    action: str,
-    what: str,
+    describe: Callable[[], tuple[str, str]],
     title: str,
     show_map: Callable[[Callable[[str], None]], None] | None = None,
 ) -> bool:
-    """The settings dialog; True on OK. `action` ("Repaint whole layer", "Inpaint
-    selection", "Show strength map") heads it with `what` it does and labels its OK button,
-    so nothing selected is no surprise. `show_map`: the Show strength map button's job."""
+    """The settings dialog; True on OK. `describe()` gives the action ("Repaint whole
+    layer", "Inpaint selection", "Inpaint by map", "Show strength map") and what it does:
+    they head the dialog, the action labels its OK button (both follow the map picked), so
+    nothing selected is no surprise. `show_map`: the Show strength map button's job."""
     gi.require_version("GimpUi", "3.0")
     gi.require_version("Gtk", "3.0")
     from gi.repository import GimpUi, Gtk
@@ -514,7 +514,8 @@ def _show_dialog(
             if param.families is not None
         }
         _follow_family(dialog, config, family_bound)
-    dialog.get_label("action", f"{action}. {what}", False, False)
+    action, what = describe()
+    header = dialog.get_label("action", f"{action}. {what}", False, False)
     # Where the daemon stands, above the settings (a run starts a local one if needed).
     state = dialog.get_label("daemon-state", _daemon_state(config), False, False)
     # The map, invert and depth side by side on one row where the first was: one glance.
@@ -551,8 +552,15 @@ def _show_dialog(
     line.reorder_child(row, position)
     row.show_all()
     ok = dialog.get_widget_for_response(Gtk.ResponseType.OK)
-    if isinstance(ok, Gtk.Button):
-        ok.set_label(action)
+
+    def follow_the_map(*_args: Any) -> None:
+        action, what = describe()
+        header.set_text(f"{action}. {what}")
+        if isinstance(ok, Gtk.Button):
+            ok.set_label(action)
+
+    follow_the_map()
+    config.connect(f"notify::{DRAWABLE_MAPS['mask_layer']}", follow_the_map)
     try:
         accepted = bool(dialog.run())
     finally:
@@ -565,9 +573,11 @@ def _show_dialog(
     return accepted
 
 
-def _what(image: Gimp.Image, strength_map: bool, mask: Gimp.LayerMask | None) -> tuple[str, str, str]:
-    """(action, what it does, dialog title) of a run on `image`; `mask`: the layer mask the
-    painter is editing, then the map."""
+def _what(
+    image: Gimp.Image, strength_map: bool, mask: Gimp.LayerMask | None, picked: Gimp.Drawable | None
+) -> tuple[str, str]:
+    """(action, what it does) of a run on `image`; `mask`: the layer mask the painter is
+    editing; `picked`: the drawable picked as the map (mask-drawable). Either is the map."""
     from .client.flow import MAP_LAYER_NAME
     from .gimp_io import action_text, whole_layer
 
@@ -576,21 +586,26 @@ def _what(image: Gimp.Image, strength_map: bool, mask: Gimp.LayerMask | None) ->
             "Show strength map",
             f"The map a run would use (levels, depth, grow, feather, strength) is added as the layer "
             f"'{MAP_LAYER_NAME}': white changes fully, black not at all. Nothing is painted.",
-            "Differential Inpaint: Strength Map",
+        )
+    within = "" if whole_layer(image) else ", within the selection"
+    if picked is not None:
+        return (
+            "Inpaint by map",
+            f"The map '{picked.get_name()}' decides: white changes fully, gray partly, black not at "
+            f"all{within}",
         )
     if mask is not None:
         return (
             "Inpaint by layer mask",
-            "The layer mask being edited is the map: white changes fully, gray partly, black not "
-            "at all (a Map layer picked below decides instead)",
-            "Differential Inpaint",
+            f"The layer mask being edited is the map: white changes fully, gray partly, black not at "
+            f"all{within} (a Map layer picked below decides instead)",
         )
     whole = (
         "Nothing is selected: the whole layer is repainted at the chosen strength"
         if whole_layer(image)
         else "The selection is repainted: white changes fully, gray partly, black not at all"
     )
-    return action_text(image), f"{whole}; a Map layer picked below decides instead.", "Differential Inpaint"
+    return action_text(image), f"{whole}; a Map layer picked below decides instead."
 
 
 def _failure(exc: Exception) -> str:
@@ -682,7 +697,10 @@ def run(
     # By the name's end, so that a procedure wrapping `run` (the tests' dialog probe) can
     # stand for either.
     strength_map = procedure.get_name().endswith(STRENGTH_MAP)
-    action, what, title = _what(image, strength_map, mask)
+    title = "Differential Inpaint: Strength Map" if strength_map else "Differential Inpaint"
+
+    def describe() -> tuple[str, str]:
+        return _what(image, strength_map, mask, config.get_property(DRAWABLE_MAPS["mask_layer"]))
 
     def inputs() -> tuple[Any, Any, Any]:
         """The document, settings and maps of a job as the config stands."""
@@ -694,10 +712,11 @@ def run(
         return GimpDocument(image, source_of(image, layer)), chosen, maps
 
     if run_mode == Gimp.RunMode.INTERACTIVE and not _show_dialog(
-        procedure, config, action, what, title, None if strength_map else _map_in_dialog(inputs)
+        procedure, config, describe, title, None if strength_map else _map_in_dialog(inputs)
     ):
         return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
     try:
+        action = describe()[0]
         document, chosen, maps = inputs()
         remember_server(chosen.host.server)
         bar = ProgressBar(action, 1 if strength_map else chosen.job.results)

@@ -960,7 +960,13 @@ def test_a_channel_picked_in_the_dialog_is_the_map(gimp_run: tuple[gimp_host.Gim
     assert {"Map layer", "None: the selection", "Blend layer", "None: made from the map"} <= set(
         dialog["labels"]
     ), dialog["labels"]
-    assert "Strength (channel)" in dialog["after_map_pick"]["labels"]
+    assert "Inpaint selection" in dialog["labels"]  # the OK button, before the pick
+    picked = dialog["after_map_pick"]["labels"]
+    assert "Strength (channel)" in picked and "Inpaint by map" in picked, picked  # and after
+    assert (
+        "Inpaint by map. The map 'Strength' decides: white changes fully, gray partly, black not "
+        "at all, within the selection" in picked
+    )
     _, submit = check_success(
         run, daemon, "dialog-map-pick", p.PixelFormat.RGBA8, "picked in the dialog", map_rect=image_rect(spec)
     )
