@@ -33,7 +33,7 @@ from .messages import (
     Submit,
     Welcome,
 )
-from .payloads import Image, Mask, ModelInfo
+from .payloads import Control, Image, Mask, ModelInfo, Reference
 from .pixels import ColorEncoding, MaskFormat, PixelFormat
 from .region import (
     DEFAULT_MIN_SIZE,
@@ -46,7 +46,22 @@ from .region import (
     to_region,
 )
 from .session import ClientSession, ServerSession, SessionState, Unexpected
-from .spec import JOB_PARAMS, MAX_SEED, Combine, Depth, JobParams, Param, param, params_of, shown_on
+from .spec import (
+    CONTROL_PARAMS,
+    JOB_PARAMS,
+    MAX_SEED,
+    REFERENCE_PARAMS,
+    Combine,
+    ControlParams,
+    Depth,
+    JobParams,
+    Lora,
+    Param,
+    ReferenceParams,
+    param,
+    params_of,
+    shown_on,
+)
 
 DEFAULT_PORT = 7865
 
@@ -65,7 +80,10 @@ __all__ = [
     "Cancel",
     "Cancelled",
     "ClientSession",
+    "CONTROL_PARAMS",
     "ColorEncoding",
+    "Control",
+    "ControlParams",
     "Combine",
     "Depth",
     "Error",
@@ -80,6 +98,7 @@ __all__ = [
     "Param",
     "Limits",
     "ListModels",
+    "Lora",
     "Mask",
     "MaskFormat",
     "ModelInfo",
@@ -88,7 +107,10 @@ __all__ = [
     "Preview",
     "Progress",
     "ProtocolError",
+    "REFERENCE_PARAMS",
     "Rect",
+    "Reference",
+    "ReferenceParams",
     "Result",
     "ServerSession",
     "SessionState",

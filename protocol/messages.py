@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ._fields import read_bool, read_enum, read_float, read_int, read_map, read_str
+from ._fields import read_bool, read_enum, read_float, read_int, read_list, read_map, read_str
 from .errors import ErrorCode, ProtocolError
 from .limits import DEFAULT_LIMITS, Limits
-from .payloads import Image, Mask, ModelInfo, models_from_wire, str_list
+from .payloads import Control, Image, Mask, ModelInfo, Reference, models_from_wire, str_list
 from .pixels import PixelFormat
 from .spec import MAX_SEED, JobParams
 
@@ -146,7 +146,8 @@ class Submit(Message):
     `mask` is the change map: the selection, or a layer picked as the map. `selection`,
     sent only with a layer map, multiplies the map after its levels; `blend_mask`, when
     sent, is the result's alpha instead of the one made from the change map. All three
-    are the image's size.
+    are the image's size, as are `controls`' images (ControlNet); `ip_adapters`' reference
+    images may have any size.
     """
 
     TYPE: ClassVar[str] = "submit"
@@ -158,9 +159,11 @@ class Submit(Message):
     y: int = 0
     selection: Mask | None = None
     blend_mask: Mask | None = None
+    controls: tuple[Control, ...] = ()
+    ip_adapters: tuple[Reference, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
-        wire = {
+        wire: dict[str, Any] = {
             "job_id": self.job_id,
             "x": self.x,
             "y": self.y,
@@ -172,6 +175,9 @@ class Submit(Message):
             value = getattr(self, key)
             if value is not None:
                 wire[key] = value.to_wire()
+        for key in _CONDITIONING:
+            if getattr(self, key):
+                wire[key] = [item.to_wire() for item in getattr(self, key)]
         return wire
 
     @classmethod
@@ -185,11 +191,13 @@ class Submit(Message):
                 for key in ("mask", *_OPTIONAL_MAPS)
                 if key == "mask" or d.get(key) is not None
             }
-            for key, mask in maps.items():
-                if (mask.width, mask.height) != (image.width, image.height):
+            controls = _items(d, w, "controls", Control, limits.max_controls, limits)
+            sized = {**maps, **{f"controls[{i}] image": c.image for i, c in enumerate(controls)}}
+            for key, item in sized.items():
+                if (item.width, item.height) != (image.width, image.height):
                     raise ProtocolError(
                         ErrorCode.SIZE_MISMATCH,
-                        f"{w}: the {key} is {mask.width}x{mask.height} but the image is "
+                        f"{w}: the {key} is {item.width}x{item.height} but the image is "
                         f"{image.width}x{image.height}",
                     )
             return cls(
@@ -198,6 +206,8 @@ class Submit(Message):
                 params=JobParams.from_wire(read_map(d, w, "params", {}), f"{w}.params", limits),
                 x=read_int(d, w, "x", 0, lo=-_MAX_COORD, hi=_MAX_COORD),
                 y=read_int(d, w, "y", 0, lo=-_MAX_COORD, hi=_MAX_COORD),
+                controls=controls,
+                ip_adapters=_items(d, w, "ip_adapters", Reference, limits.max_ip_adapters, limits),
                 **maps,
             )
         except ProtocolError as exc:
@@ -206,6 +216,19 @@ class Submit(Message):
 
 
 _OPTIONAL_MAPS = ("selection", "blend_mask")
+_CONDITIONING = ("controls", "ip_adapters")
+
+
+def _items(
+    d: Mapping[str, Any], where: str, key: str, kind: Any, most: int, limits: Limits
+) -> tuple[Any, ...]:
+    """A list of `kind` (Control, Reference) under `key`, at most `most` of them."""
+    items = read_list(d, where, key, [])
+    if len(items) > most:
+        raise ProtocolError(
+            ErrorCode.INVALID_FIELD, f"{where}: field '{key}' has {len(items)} items, over {most}"
+        )
+    return tuple(kind.from_wire(item, f"{where}.{key}[{i}]", limits) for i, item in enumerate(items))
 
 
 @dataclass(frozen=True)

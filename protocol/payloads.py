@@ -6,10 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._fields import read_bytes, read_enum, read_int, read_list, read_str
+from ._fields import read_bytes, read_enum, read_int, read_list, read_map, read_str
 from .errors import ErrorCode, ProtocolError
 from .limits import Limits
 from .pixels import ColorEncoding, MaskFormat, PixelFormat, map_bytes_per_pixel, map_format
+from .spec import ControlParams, ReferenceParams
 
 
 def _check_size(where: str, width: int, height: int, limits: Limits) -> None:
@@ -122,6 +123,46 @@ class Mask:
                 f"got {len(data)}",
             )
         return mask
+
+
+@dataclass(frozen=True)
+class Control:
+    """One control image of a job (the region's size) and how it steers (ControlNet)."""
+
+    image: Image
+    params: ControlParams = field(default_factory=ControlParams)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"image": self.image.to_wire(), **self.params.to_wire()}
+
+    @classmethod
+    def from_wire(cls, d: Any, where: str, limits: Limits) -> Control:
+        d = _item_map(d, where)
+        image = Image.from_wire(read_map(d, where, "image"), f"{where}.image", limits)
+        return cls(image, ControlParams.from_wire(d, where, limits))
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One reference image of a job (any size) and its weight (IP-Adapter)."""
+
+    image: Image
+    params: ReferenceParams = field(default_factory=ReferenceParams)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"image": self.image.to_wire(), **self.params.to_wire()}
+
+    @classmethod
+    def from_wire(cls, d: Any, where: str, limits: Limits) -> Reference:
+        d = _item_map(d, where)
+        image = Image.from_wire(read_map(d, where, "image"), f"{where}.image", limits)
+        return cls(image, ReferenceParams.from_wire(d, where, limits))
+
+
+def _item_map(d: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(d, Mapping):
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{where}: must be a map")
+    return d
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,7 @@ def every_field_set(params: p.JobParams, keep: tuple[str, ...] = ()) -> p.JobPar
         elif q.kind is str:
             changes[q.name] = f"{q.name}-1"
         elif q.kind is tuple:
-            changes[q.name] = (float(hi),)
+            changes[q.name] = (p.Lora(f"{q.name}-1", float(hi)),) if q.item is p.Lora else (float(hi),)
         elif q.kind in (int, float):
             changes[q.name] = q.kind(hi) if not q.hi_open and hi != q.default else q.kind(lo)
         else:  # an enum
@@ -362,6 +362,27 @@ def valid_vectors() -> list[Vector]:
                 10,
                 20,
                 timings={"map": 0.01},
+            ),
+        ),
+        valid(
+            "submit-conditioning",
+            "submit: two LoRAs, a canny control image made from a photo active in the first 60% "
+            "of the steps, a depth control image, and a 1x1 reference image (IP-Adapter)",
+            p.Submit(
+                "krita-8",
+                SUBMIT_DEFAULTS.image,
+                SUBMIT_DEFAULTS.mask,
+                p.JobParams(
+                    prompt="castle", loras=(p.Lora("watercolor", 0.8), p.Lora("detail-tweaker", -0.5))
+                ),
+                controls=(
+                    p.Control(
+                        image(F.RGBA8, 2, 2, RED_GREEN_BLUE_WHITE_RGBA8),
+                        p.ControlParams("canny", "control-canny-sd15", 0.75, 0.0, 0.6, preprocess=True),
+                    ),
+                    p.Control(image(F.RGBA8, 2, 2, bytes(16)), p.ControlParams("depth")),
+                ),
+                ip_adapters=(p.Reference(image(F.RGBA8, 1, 1, b"\x10\x20\x30\xff"), p.ReferenceParams(0.5)),),
             ),
         ),
         valid("cancel", "cancel a job", p.Cancel("job-1")),
@@ -705,6 +726,31 @@ def malformed_vectors() -> list[Vector]:
         ),
         bad_submit("mask-gamma-zero", "params.mask_gamma 0", {"params.mask_gamma": 0.0}, INVALID),
         bad_submit("depth-unknown", 'params.depth "middle"', {"params.depth": "middle"}, INVALID),
+        bad_submit(
+            "control-other-size",
+            "a 1x1 control image for a 2x2 image",
+            {"controls": [{"image": {"width": 1, "height": 1, "format": "rgba8", "data": bytes(4)}}]},
+            SIZE,
+        ),
+        bad_submit(
+            "control-start-after-end",
+            "a control with start 0.8 and end 0.5",
+            {"controls": [{"image": SUBMIT_DEFAULTS.image.to_wire(), "start": 0.8, "end": 0.5}]},
+            INVALID,
+        ),
+        bad_submit(
+            "five-controls",
+            "five control images (max_controls is 4)",
+            {"controls": [{"image": SUBMIT_DEFAULTS.image.to_wire()}] * 5},
+            INVALID,
+        ),
+        bad_submit(
+            "lora-weight-over",
+            "a LoRA of weight 2.5",
+            {"params.loras": [{"name": "watercolor", "weight": 2.5}]},
+            INVALID,
+        ),
+        bad_submit("lora-not-map", 'params.loras ["watercolor"]', {"params.loras": ["watercolor"]}, INVALID),
         bad_submit("params-not-map", "params as an array", {"params": [1]}, INVALID),
         bad_submit("prompt-not-string", "params.prompt 5", {"params.prompt": 5}, INVALID),
         bad_submit(
