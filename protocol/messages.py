@@ -105,6 +105,10 @@ class Welcome(Message):
     capabilities: list[str] = field(default_factory=list)  # e.g. "preview", "cancel"
     device: str = ""
     protocol: int = PROTOCOL_VERSION
+    # What a job's conditioning may name, each with the model family it fits.
+    loras: list[ModelInfo] = field(default_factory=list)
+    controlnets: list[ModelInfo] = field(default_factory=list)
+    ip_adapters: list[ModelInfo] = field(default_factory=list)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -118,6 +122,7 @@ class Welcome(Message):
             "pixel_formats": list(self.pixel_formats),
             "capabilities": list(self.capabilities),
             "device": self.device,
+            **_addons_to_wire(self),
         }
 
     @classmethod
@@ -136,7 +141,20 @@ class Welcome(Message):
             pixel_formats=str_list(d, w, "pixel_formats"),
             capabilities=str_list(d, w, "capabilities"),
             device=read_str(d, w, "device", ""),
+            **_addons_from_wire(d, w),
         )
+
+
+# The add-ons a daemon lists beside its models (`welcome`, `models`); absent: none.
+_ADDONS = ("loras", "controlnets", "ip_adapters")
+
+
+def _addons_to_wire(message: Any) -> dict[str, Any]:
+    return {key: [m.to_wire() for m in getattr(message, key)] for key in _ADDONS}
+
+
+def _addons_from_wire(d: Mapping[str, Any], where: str) -> dict[str, list[ModelInfo]]:
+    return {key: models_from_wire(d, where, key) for key in _ADDONS}
 
 
 @dataclass(frozen=True)
@@ -308,15 +326,23 @@ class Models(Message):
     TYPE: ClassVar[str] = "models"
     models: list[ModelInfo]
     default_model: str | None = None
+    loras: list[ModelInfo] = field(default_factory=list)
+    controlnets: list[ModelInfo] = field(default_factory=list)
+    ip_adapters: list[ModelInfo] = field(default_factory=list)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"models": [m.to_wire() for m in self.models], "default_model": self.default_model}
+        return {
+            "models": [m.to_wire() for m in self.models],
+            "default_model": self.default_model,
+            **_addons_to_wire(self),
+        }
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any], limits: Limits) -> Models:
         return cls(
             models_from_wire(d, "models"),
             read_str(d, "models", "default_model", None, max_len=512, optional=True),
+            **_addons_from_wire(d, "models"),
         )
 
 

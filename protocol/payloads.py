@@ -180,8 +180,10 @@ class ModelInfo:
         return cls(read_str(d, where, "name", max_len=512), read_str(d, where, "family", max_len=64))
 
 
-def models_from_wire(d: Mapping[str, Any], where: str) -> list[ModelInfo]:
-    return [ModelInfo.from_wire(m, where) for m in read_list(d, where, "models")]
+def models_from_wire(d: Mapping[str, Any], where: str, key: str = "models") -> list[ModelInfo]:
+    """The list under `key`; only `models` itself is required."""
+    items = read_list(d, where, key) if key == "models" else read_list(d, where, key, [])
+    return [ModelInfo.from_wire(m, where) for m in items]
 
 
 def str_list(d: Mapping[str, Any], where: str, key: str) -> list[str]:

@@ -226,8 +226,13 @@ WELCOME = p.Welcome(
     schedulers=["euler", "ddim"],
     capabilities=["preview", "cancel"],
     device="cuda:0 (float16)",
+    loras=[p.ModelInfo("watercolor", "sd15"), p.ModelInfo("detail-tweaker-xl", "sdxl")],
+    controlnets=[p.ModelInfo("control-canny-sd15", "sd15"), p.ModelInfo("controlnet-union-sdxl", "sdxl")],
+    ip_adapters=[p.ModelInfo("ip-adapter_sd15", "sd15")],
 )
-WELCOME_MODELS = p.Models(WELCOME.models, WELCOME.default_model)
+WELCOME_MODELS = p.Models(
+    WELCOME.models, WELCOME.default_model, WELCOME.loras, WELCOME.controlnets, WELCOME.ip_adapters
+)
 
 
 def valid_vectors() -> list[Vector]:
