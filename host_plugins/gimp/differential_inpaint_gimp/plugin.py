@@ -130,9 +130,10 @@ def _add_arguments(procedure: Gimp.Procedure) -> None:
             procedure.add_choice_argument(name, nick, blurb, choice_of(param.kind), param.default.value, _RW)
         elif param.kind is str:
             procedure.add_string_argument(name, nick, blurb, param.default or "", _RW)
-        elif param.kind is tuple:  # GIMP 3.0's dialog has no widget for a list of numbers
+        elif param.kind is tuple:  # GIMP 3.0's dialog has no widget for a list: text
             default = param.format_text(param.default)
-            blurb = f"{blurb}; e.g. {param.format_text((0.3, 0.5, 0.7))}"
+            if param.item is float:  # other lists (LoRAs) give their example in their help
+                blurb = f"{blurb}; e.g. {param.format_text((0.3, 0.5, 0.7))}"
             procedure.add_string_argument(name, nick, blurb, default, _RW)
         elif param.kind is bool:
             procedure.add_boolean_argument(name, nick, blurb, param.default, _RW)
@@ -246,10 +247,13 @@ def settings_from_config(config: Gimp.ProcedureConfig) -> Any:
             try:
                 value = param.parse_text(value or "")
             except ValueError as exc:
-                example = param.format_text((0.3, 0.5, 0.7))
+                what = (
+                    f"numbers separated by commas, such as {param.format_text((0.3, 0.5, 0.7))}"
+                    if param.item is float
+                    else "as its help says"
+                )
                 raise InpaintError(
-                    f"Cannot start: {param.label} must be numbers separated by commas, such as "
-                    f"{example} ({exc}); or leave it empty.",
+                    f"Cannot start: {param.label} must be {what} ({exc}); or leave it empty.",
                     "invalid_settings",
                 ) from None
         elif param.optional and value is not None and value < 0:
@@ -561,6 +565,7 @@ def _show_dialog(
 
     follow_the_map()
     config.connect(f"notify::{DRAWABLE_MAPS['mask_layer']}", follow_the_map)
+    config.connect("notify::depth", follow_the_map)
     try:
         accepted = bool(dialog.run())
     finally:
@@ -574,10 +579,15 @@ def _show_dialog(
 
 
 def _what(
-    image: Gimp.Image, strength_map: bool, mask: Gimp.LayerMask | None, picked: Gimp.Drawable | None
+    image: Gimp.Image,
+    strength_map: bool,
+    mask: Gimp.LayerMask | None,
+    picked: Gimp.Drawable | None,
+    depth: str = "none",
 ) -> tuple[str, str]:
     """(action, what it does) of a run on `image`; `mask`: the layer mask the painter is
-    editing; `picked`: the drawable picked as the map (mask-drawable). Either is the map."""
+    editing; `picked`: the drawable picked as the map (mask-drawable); `depth`: "near" or
+    "far" when the daemon's depth estimate is the map."""
     from .client.flow import MAP_LAYER_NAME
     from .gimp_io import action_text, whole_layer
 
@@ -588,6 +598,11 @@ def _what(
             f"'{MAP_LAYER_NAME}': white changes fully, black not at all. Nothing is painted.",
         )
     within = "" if whole_layer(image) else ", within the selection"
+    if depth in ("near", "far"):
+        return (
+            "Inpaint by depth",
+            f"The daemon's depth estimate decides: {depth} things change most{within}",
+        )
     if picked is not None:
         return (
             "Inpaint by map",
@@ -700,7 +715,8 @@ def run(
     title = "Differential Inpaint: Strength Map" if strength_map else "Differential Inpaint"
 
     def describe() -> tuple[str, str]:
-        return _what(image, strength_map, mask, config.get_property(DRAWABLE_MAPS["mask_layer"]))
+        picked = config.get_property(DRAWABLE_MAPS["mask_layer"])
+        return _what(image, strength_map, mask, picked, config.get_property("depth"))
 
     def inputs() -> tuple[Any, Any, Any]:
         """The document, settings and maps of a job as the config stands."""
