@@ -115,6 +115,9 @@ def probe(
         dialog = dialogs[0]
         if config.get_property("screenshot") and not seen.get("drawn"):
             seen["drawn"] = True
+            # The pointer off the dialog: a tooltip popping up under it would cover the shot.
+            pointer = Gdk.Display.get_default().get_default_seat().get_pointer()
+            pointer.warp(dialog.get_screen(), 0, 0)
             return True  # one more round of the main loop, so the window is drawn
         seen["dialogs"] = len(dialogs)
         seen["title"] = dialog.get_title()
