@@ -148,6 +148,8 @@ class Param:
         bounds = {"lo": lo, "hi": hi, "lo_open": self.lo_open, "hi_open": self.hi_open}
         indexed = {f"{self.name}[{i}]": v for i, v in enumerate(items)}
         if self.item is Lora:
+            # Values built in code (a plugin's settings) are read as their wire maps.
+            indexed = {k: self.to_wire((v,))[0] if isinstance(v, Lora) else v for k, v in indexed.items()}
             return tuple(
                 Lora(
                     read_str(entry, f"{where}.{key}", "name", min_len=1, max_len=512),

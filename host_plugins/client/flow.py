@@ -71,6 +71,12 @@ class HostDocument(Protocol):
         """Where `source` (from `find_layer`, or the host's own object) has pixels."""
         ...
 
+    def read_layer(self, source: Any, region: p.Rect) -> p.Image:
+        """`source`'s pixels over `region` as an image in its own format (a group: what it
+        shows), placed by image coordinates, transparent where it has none: a control or
+        reference image."""
+        ...
+
     def read_map(self, source: Any, region: p.Rect) -> p.Mask:
         """`source` over `region` as a map, placed by image coordinates: gray8 or gray16 for
         masks, channels and selections; a layer's own pixels (any `PixelFormat`, whose
@@ -103,10 +109,27 @@ class PreparedJob:
 
 
 @dataclass(frozen=True)
+class ControlInput:
+    """A layer whose pixels over the job's region steer it (ControlNet), and how."""
+
+    layer: Any  # a host object or a name for `HostDocument.find_layer`
+    params: p.ControlParams = field(default_factory=p.ControlParams)
+
+
+@dataclass(frozen=True)
+class ReferenceInput:
+    """A layer whose whole picture is a reference image (IP-Adapter), and its weight."""
+
+    layer: Any
+    params: p.ReferenceParams = field(default_factory=p.ReferenceParams)
+
+
+@dataclass(frozen=True)
 class Maps:
-    """Where a job's maps come from, each a host object (a node, a drawable) or a name for
-    `HostDocument.find_layer`; None: the settings' choice (`mask_layer`, `blend_layer`,
-    `context`), and where those are empty the selection and the alpha made from it.
+    """The layers a job reads besides its own, each a host object (a node, a drawable) or
+    a name for `HostDocument.find_layer`. mask, blend, context: None takes the settings'
+    choice (`mask_layer`, `blend_layer`, `context`), and where those are empty the
+    selection and the alpha made from it. controls, references: conditioning images.
 
     context: "auto", "image", "mask", "X,Y,W,H" or an (x, y, w, h) tuple in image pixels,
     "layer:NAME", or a host object whose bounds are the context.
@@ -115,6 +138,8 @@ class Maps:
     mask: Any = None
     blend: Any = None
     context: Any = None
+    controls: tuple[ControlInput, ...] = ()
+    references: tuple[ReferenceInput, ...] = ()
 
 
 ProgressCallback = Callable[[p.Progress], None]
@@ -342,6 +367,7 @@ def prepare(
             _check_read(host, "selection", data, region.area, region)
             selection = p.Mask(region.width, region.height, data)
     blend = None if sources.blend is None else _read_map(host, sources.blend, region, "blend layer")
+    controls, references = _read_conditioning(host, maps, region)
     pixels = host.read_pixels(region)
     _check_read(host, "pixels", pixels, region.area * host.pixel_format.bytes_per_pixel, region)
     dx, dy = host.origin()
@@ -355,8 +381,54 @@ def prepare(
         y=region.y + dy,
         selection=selection,
         blend_mask=blend,
+        controls=controls,
+        ip_adapters=references,
     )
     return PreparedJob(host, region, submit, layer_name(settings.job.prompt), whole_layer=not bounded)
+
+
+def _read_conditioning(
+    host: HostDocument, maps: Maps, region: p.Rect
+) -> tuple[tuple[p.Control, ...], tuple[p.Reference, ...]]:
+    """The control images (the job's region of each control layer) and the reference
+    images (each reference layer whole), refused before sending when they cannot travel."""
+    limits = p.DEFAULT_LIMITS
+    for what, given, most in (
+        ("control layers", maps.controls, limits.max_controls),
+        ("reference layers", maps.references, limits.max_ip_adapters),
+    ):
+        if len(given) > most:
+            raise InpaintError(f"A job takes at most {most} {what}, not {len(given)}.", "invalid_settings")
+    controls = []
+    for given in maps.controls:
+        image = host.read_layer(_resolve(host, given.layer), region)
+        _check_image(host, image, region, "control layer")
+        controls.append(p.Control(image, given.params))
+    references = []
+    for given in maps.references:
+        layer = _resolve(host, given.layer)
+        bounds = host.map_bounds(layer).intersect(host.canvas())
+        if bounds.is_empty or not limits.fits(bounds.width, bounds.height):
+            raise InpaintError(
+                f"A reference layer must have pixels inside the image and at most {limits.max_pixels:,} "
+                f"of them; this one covers {bounds.width}x{bounds.height}. Pick or crop another layer.",
+                "invalid_settings",
+            )
+        image = host.read_layer(layer, bounds)
+        _check_image(host, image, bounds, "reference layer")
+        references.append(p.Reference(image, given.params))
+    return tuple(controls), tuple(references)
+
+
+def _check_image(host: HostDocument, image: p.Image, region: p.Rect, what: str) -> None:
+    fits = (image.width, image.height) == (region.width, region.height)
+    if not fits or len(image.data) != image.expected_bytes:
+        raise InpaintError(
+            f"{host.host_name} gave a {image.width}x{image.height} {what} of {len(image.data)} bytes for "
+            f"the {region.width}x{region.height} area; nothing was sent. Pick another layer; please "
+            "report this if it persists.",
+            "unreadable_layer",
+        )
 
 
 def _read_map(host: HostDocument, source: Any, region: p.Rect, what: str) -> p.Mask:

@@ -155,5 +155,10 @@ def problem(q: p.Param, value: Any) -> str:
             high = f"below {hi * 100:g}%" if q.hi_open else f"at most {hi * 100:g}%"
             bad = tuple(v for v in value if not isinstance(v, (int, float)) or not lo < v <= hi) or value
             return f"each {q.label} value must be {low} and {high}, not {q.format_text(bad)}"
+        if q.item is p.Lora and isinstance(value, tuple) and all(isinstance(v, p.Lora) for v in value):
+            if not all(v.name.strip() for v in value):
+                return f"each of the {q.label} needs a name: name:weight"
+            bad = tuple(v for v in value if not lo <= v.weight <= hi) or value
+            return f"each of the {q.label}' weights must be {q.describe_range()}, not {q.format_text(bad)}"
     allowed = q.describe_range()
     return f"{q.label} must be {allowed}, not {value}" if allowed else f"{q.label} cannot be {value!r}"

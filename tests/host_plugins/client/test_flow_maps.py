@@ -37,6 +37,14 @@ class MapHost(StandInHost):
     def map_bounds(self, source: Any) -> p.Rect:
         return source.bounds
 
+    def read_layer(self, source: Any, region: p.Rect) -> p.Image:
+        self.map_reads.append((source.name, region))
+        gray = flow.full_mask(region, source.bounds).replace(b"\xff", bytes([source.level]))
+        rgba = bytearray(region.area * 4)
+        for c in range(4):
+            rgba[c::4] = gray
+        return p.Image(region.width, region.height, p.PixelFormat.RGBA8, bytes(rgba))
+
     def read_map(self, source: Any, region: p.Rect) -> p.Mask:
         self.map_reads.append((source.name, region))
         data = flow.full_mask(region, source.bounds).replace(b"\xff", bytes([source.level]))
@@ -137,6 +145,13 @@ def test_a_context_rectangle_is_in_image_coordinates_whatever_the_layers_offset(
         ({"context": "5000,5000,10,10"}, flow.Maps(), "invalid_settings", "outside the image"),
         ({"mask_black": 0.6, "mask_white": 0.4}, flow.Maps(), "invalid_settings", "black point must be"),
         ({"mask_gamma": 0.0}, flow.Maps(), "invalid_settings", "Map gamma"),
+        (
+            {"loras": (p.Lora("a", 3.0),)},
+            flow.Maps(),
+            "invalid_settings",
+            "weights must be between -2 and 2, not a:3",
+        ),
+        ({"loras": (p.Lora("", 1.0),)}, flow.Maps(), "invalid_settings", "LoRAs needs a name"),
         ({"mask_layer": "Empty"}, flow.Maps(), "empty_selection", "map layer has nothing"),
     ],
 )
@@ -167,6 +182,35 @@ def test_the_strength_map_is_requested_and_inserted_as_its_own_layer() -> None:
     [(name, answer)] = host.inserted
     assert name == flow.MAP_LAYER_NAME and isinstance(answer, p.StrengthMap)
     assert (answer.x, answer.y) == (submitted.x, submitted.y)
+
+
+def test_control_layers_are_read_over_the_jobs_region_and_references_whole() -> None:
+    lines = MapLayer("Lines", p.Rect(0, 0, 4000, 3000), 90)
+    photo = MapLayer("Photo", p.Rect(100, 100, 300, 200), 40)
+    host = MapHost(size=(4000, 3000), layers=[lines, photo], selection_rect=p.Rect(1000, 900, 40, 30))
+    canny = p.ControlParams("canny", strength=0.7, end=0.6)
+    maps = flow.Maps(
+        controls=(flow.ControlInput("Lines", canny), flow.ControlInput(photo)),
+        references=(flow.ReferenceInput("Photo", p.ReferenceParams(0.4)),),
+    )
+    job = flow.prepare(host, chosen(loras=(p.Lora("ink", 0.5),)), maps=maps)
+    region = job.region
+    assert region.width == 512  # a 256² selection on an 8K canvas still sends only the region
+    assert [(c.image.width, c.image.height) for c in job.submit.controls] == [(512, 512)] * 2
+    assert [c.params for c in job.submit.controls] == [canny, p.ControlParams()]
+    assert job.submit.controls[0].image.data[:4] == bytes([90] * 4)
+    [reference] = job.submit.ip_adapters
+    assert (reference.image.width, reference.image.height, reference.params.weight) == (300, 200, 0.4)
+    assert job.submit.params.loras == (p.Lora("ink", 0.5),)
+    assert host.map_reads == [("Lines", region), ("Photo", region), ("Photo", photo.bounds)]
+
+
+def test_too_many_control_layers_are_refused_before_reading() -> None:
+    host = MapHost(size=(300, 200), layers=[STRENGTH])
+    maps = flow.Maps(controls=(flow.ControlInput("Strength"),) * 5)
+    with pytest.raises(InpaintError, match="at most 4 control layers, not 5"):
+        flow.prepare(host, chosen(), maps=maps)
+    assert host.reads == [] and host.map_reads == []
 
 
 def _size(region: p.Rect) -> tuple[int, int]:
