@@ -27,7 +27,9 @@ The prompt's prefix picks a failure instead:
 A `hello` whose token is WRONG_TOKEN is refused as unauthorized. Every decoded
 `submit` is kept in `submits`, and its connection's hello token in `tokens`
 (same order); `submit_by_prompt` and `token_by_prompt` look them up by prompt.
-A connection that closes after the welcome (a models query) is fine.
+A connection that closes after the welcome (a models query) is fine. Its welcome lists
+one LoRA, ControlNet and IP-Adapter per family ("fake-lora", "fake-canny",
+"fake-ip-adapter"; "-xl" for SDXL); conditioning changes no answer.
 Run it as a script to serve on a given port: `python -m tests.support.fake_daemon PORT`.
 """
 
@@ -189,6 +191,10 @@ class FakeDaemon:
             models=[p.ModelInfo("fake", "sd15"), p.ModelInfo("fake-xl", "sdxl")],
             default_model="fake",
             capabilities=["cancel", "preview"],
+            # Add-ons to pick in a plugin's form; jobs get the same answer whatever they name.
+            loras=[p.ModelInfo("fake-lora", "sd15"), p.ModelInfo("fake-lora-xl", "sdxl")],
+            controlnets=[p.ModelInfo("fake-canny", "sd15"), p.ModelInfo("fake-canny-xl", "sdxl")],
+            ip_adapters=[p.ModelInfo("fake-ip-adapter", "sd15")],
         )
         ws.send(p.encode(welcome))
         try:

@@ -3,11 +3,13 @@ Scripter and for tests."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import jobs
 from . import protocol as p
 from .client import SETTINGS_PARAMS, InpaintError, JobCancelled, Settings, as_inpaint_error, flow
+from .conditioning import conditioning_maps, loras_of
 from .krita_io import KritaDocument
 
 
@@ -19,6 +21,8 @@ def inpaint_layer(
     mask: Any = None,
     blend_mask: Any = None,
     context: Any = "auto",
+    controls: Any = None,
+    references: Any = None,
     **settings: Any,
 ) -> Any:
     """Inpaint the selection of `node` (default: the active layer) and return the new layer
@@ -41,6 +45,13 @@ def inpaint_layer(
     (`depth_model`, `depth_combine` "multiply", "min" or "max" with the selection).
     `context`: "auto", "image", "mask" (the area's bounds), an (x, y, w, h) tuple in
     document pixels, "layer:NAME" or a node, whose bounds are what the model sees.
+
+    Conditioning: `controls`, a list of control layers (ControlNet), each a dict
+    {"layer": "Lines", "kind": "canny", "model": None, "strength": 0.8, "start": 0,
+    "end": 0.6, "preprocess": False} (every key but "layer" optional; "layer" a node or a
+    name), read over the job's region; `references`, a list of reference layers
+    (IP-Adapter), each {"layer": "Photo", "weight": 0.5, "model": None}, read whole;
+    `loras` "name:0.8, other:-0.5" or [("name", 0.8), ...] (weights -2..2).
     The other settings, by name: {names}.
 
     Call it on Krita's GUI thread (the Scripter does): it waits for the job in a
@@ -52,8 +63,11 @@ def inpaint_layer(
         layer = inpaint_layer(doc, prompt="a red brick wall")
         group = inpaint_layer(doc, prompt="moss", fan=[0.3, 0.6, 0.9])
         layer = inpaint_layer(doc, prompt="fog", mask="Strength", mask_gamma=2.0)
+        layer = inpaint_layer(doc, prompt="a castle", loras="watercolor:0.8",
+                              controls=[{"layer": "Lines", "kind": "lineart", "end": 0.6}])
     """
-    return _run(document, node, timeout, mask, blend_mask, context, settings, p.Submit)
+    maps = _Given(mask, blend_mask, context, controls, references)
+    return _run(document, node, timeout, maps, settings, p.Submit)
 
 
 def strength_map_layer(
@@ -64,33 +78,53 @@ def strength_map_layer(
     mask: Any = None,
     blend_mask: Any = None,
     context: Any = "auto",
+    controls: Any = None,
+    references: Any = None,
     **settings: Any,
 ) -> Any:
     """Add the layer "Strength map" above `node` and return it: what `inpaint_layer` with
     the same arguments would change, per pixel (the map after levels, depth, the selection,
     grow, feather and times strength; white changes fully), without sampling. One undo
-    step; `InpaintError` and the document unchanged on any failure.
+    step; `InpaintError` and the document unchanged on any failure. `controls`,
+    `references` and `loras` are accepted (and checked) as there; they change no map.
 
         from differential_inpaint import strength_map_layer
         strength_map_layer(doc, mask="Strength", mask_black=0.5)
     """
-    return _run(document, node, timeout, mask, blend_mask, context, settings, p.StrengthMapRequest)
+    maps = _Given(mask, blend_mask, context, controls, references)
+    return _run(document, node, timeout, maps, settings, p.StrengthMapRequest)
+
+
+@dataclass(frozen=True)
+class _Given:
+    """The layers a call names besides its own, as given."""
+
+    mask: Any
+    blend: Any
+    context: Any
+    controls: Any
+    references: Any
 
 
 def _run(
     document: Any,
     node: Any,
     timeout: float | None,
-    mask: Any,
-    blend_mask: Any,
-    context: Any,
+    given: _Given,
     settings: dict[str, Any],
     request: type[p.Submit],
 ) -> Any:
     try:
+        if "loras" in settings:
+            settings = {**settings, "loras": loras_of(settings["loras"])}
         chosen = Settings.from_values(settings)
-        maps = flow.Maps(mask=mask, blend=blend_mask, context=context)
-        job = flow.prepare(KritaDocument(document, node), chosen, maps=maps, request=request)
+        chosen.check()  # the settings' own words before any layer is looked up
+        host = KritaDocument(document, node)
+        conditioning = conditioning_maps(document, given.controls, given.references)
+        maps = replace(conditioning, mask=given.mask, blend=given.blend, context=given.context)
+        if issubclass(request, p.StrengthMapRequest):
+            maps = replace(maps, controls=(), references=())  # checked, but they change no map
+        job = flow.prepare(host, chosen, maps=maps, request=request)
         try:
             results = jobs.run_blocking(job, chosen, timeout=timeout)
         except JobCancelled as exc:

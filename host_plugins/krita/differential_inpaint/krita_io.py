@@ -141,35 +141,67 @@ def map_source(source: Any, region: p.Rect) -> p.Mask:
     """A node as a map over `region` (document coordinates): a mask's selection as gray8;
     a paint layer's own pixels, any other layer's projection (a group: what it shows),
     in its own depth and colour encoding (the daemon takes luminance times alpha)."""
-    x, y, w, h = region.x, region.y, region.width, region.height
     if _is_mask(source):
-        data = bytes(source.pixelData(x, y, w, h))
-        if len(data) != region.area:
-            # A mask made by script and never painted has no paint device to read; its
-            # selection (TransparencyMask/SelectionMask in 5.2) may still have pixels.
-            selection = source.selection() if hasattr(source, "selection") else None
-            data = b"" if selection is None else bytes(selection.pixelData(x, y, w, h))
-        if len(data) != region.area:
-            raise InpaintError(
-                f"The mask '{source.name()}' has no pixels Krita can read. Paint on it (or pick another "
-                "layer or mask as the map) and try again.",
-                "unreadable_layer",
-            )
-        return p.Mask(w, h, data, p.MaskFormat.GRAY8)
+        return p.Mask(region.width, region.height, _mask_gray(source, region), p.MaskFormat.GRAY8)
+    data, fmt, color = _layer_pixels(source, region, "as a map", "as the map")
+    return p.Mask(region.width, region.height, data, fmt, color)
+
+
+def layer_image(source: Any, region: p.Rect) -> p.Image:
+    """A node's pixels over `region` as an image (a control or reference image): a layer's
+    own pixels (a group: what it shows) in its own depth and colour encoding, as `map_source`
+    reads them; a mask's gray as opaque gray."""
+    if _is_mask(source):
+        gray = _mask_gray(source, region)
+        pairs = bytearray(len(gray) * 2)
+        pairs[0::2], pairs[1::2] = gray, b"\xff" * len(gray)
+        data, fmt, color = gray_as_rgba(bytes(pairs), "B"), p.PixelFormat.BGRA8, p.ColorEncoding.SRGB
+    else:
+        data, fmt, color = _layer_pixels(
+            source, region, "as a control or reference image", "as the control or reference"
+        )
+    return p.Image(region.width, region.height, fmt, data, color)
+
+
+def _mask_gray(source: Any, region: p.Rect) -> bytes:
+    """A mask node's selection over `region`, one byte a pixel."""
+    x, y, w, h = region.x, region.y, region.width, region.height
+    data = bytes(source.pixelData(x, y, w, h))
+    if len(data) != region.area:
+        # A mask made by script and never painted has no paint device to read; its
+        # selection (TransparencyMask/SelectionMask in 5.2) may still have pixels.
+        selection = source.selection() if hasattr(source, "selection") else None
+        data = b"" if selection is None else bytes(selection.pixelData(x, y, w, h))
+    if len(data) != region.area:
+        raise InpaintError(
+            f"The mask '{source.name()}' has no pixels Krita can read. Paint on it (or pick another "
+            "layer or mask) and try again.",
+            "unreadable_layer",
+        )
+    return data
+
+
+def _layer_pixels(
+    source: Any, region: p.Rect, reads: str, pick: str
+) -> tuple[bytes, p.PixelFormat, p.ColorEncoding]:
+    """A layer's bytes over `region` in its own depth (Grayscale/Alpha spread into RGBA):
+    a paint layer's own pixels, any other layer's projection. `reads`, `pick`: the use, in
+    the refusal's words."""
+    x, y, w, h = region.x, region.y, region.width, region.height
     if source.type() == "paintlayer":
         data = bytes(source.pixelData(x, y, w, h))
     else:  # groups, vector, file, clone and fill layers: their rendered pixels
         data = bytes(source.projectionPixelData(x, y, w, h))
     model, depth, profile = source.colorModel(), source.colorDepth(), source.colorProfile()
     if model == "RGBA" and depth in PIXEL_FORMATS:
-        return p.Mask(w, h, data, PIXEL_FORMATS[depth], color_encoding(profile))
+        return data, PIXEL_FORMATS[depth], color_encoding(profile)
     if model == "GRAYA" and depth in _GRAY_AS_RGBA:
         fmt, code = _GRAY_AS_RGBA[depth]
-        return p.Mask(w, h, gray_as_rgba(data, code), fmt, color_encoding(profile))
+        return gray_as_rgba(data, code), fmt, color_encoding(profile)
     raise InpaintError(
-        f"The layer '{source.name()}' uses {model} {depth}; as a map Differential Inpaint reads "
+        f"The layer '{source.name()}' uses {model} {depth}; {reads} Differential Inpaint reads "
         "RGB/Alpha and Grayscale/Alpha layers and masks. Convert it with Layer > Convert > Convert "
-        "Layer Color Space... or pick another layer as the map.",
+        f"Layer Color Space... or pick another layer {pick}.",
         "unsupported_color_model",
     )
 
@@ -251,6 +283,9 @@ class KritaDocument:
 
     def read_map(self, source: Any, region: p.Rect) -> p.Mask:
         return map_source(source, region)
+
+    def read_layer(self, source: Any, region: p.Rect) -> p.Image:
+        return layer_image(source, region)
 
     def is_open(self) -> bool:
         try:

@@ -1562,6 +1562,233 @@ def real_depth(c: Checks, w: World) -> None:
     c("named after the prompt", named(new, "far hills"), new.name())
 
 
+def _capturing_prepare(w: World) -> tuple[list[Any], Callable[[], None]]:
+    """Keep every job `inpaint_layer` prepares (what it sends); the second value undoes it."""
+    flow = w.plugin.api.flow
+    original, seen = flow.prepare, []
+
+    def prepare(*args: Any, **kwargs: Any) -> Any:
+        job = original(*args, **kwargs)
+        seen.append(job.submit)
+        return job
+
+    flow.prepare = prepare
+    return seen, lambda: setattr(flow, "prepare", original)
+
+
+def exact_conditioning(c: Checks, w: World) -> None:
+    """A control layer at another offset than the painting sends its own pixels over the
+    job's region, a reference layer its whole picture, the LoRAs their names and weights;
+    the stand-in daemon takes the job (its decoder checks them) and the result comes back."""
+    p = w.p
+    doc, layer = w.document(192, 160)
+    layer.setPixelData(pattern(192, 160, "U8"), 0, 0, 192, 160)
+    layer.move(4, 6)  # the painting off its origin, the control layer elsewhere
+    lines = paint_layer(doc, "Lines", ramp(120, 100, salt=7), (30, 20, 120, 100))
+    photo = paint_layer(doc, "Photo", ramp(50, 40, salt=50), (10, 12, 50, 40))
+    group = doc.createGroupLayer("Sketch")
+    doc.rootNode().addChildNode(group, None)
+    paint_layer(doc, "Inside", ramp(192, 160, salt=90), (0, 0, 192, 160), parent=group).setVisible(True)
+    doc.refreshProjection()
+    doc.waitForDone()
+    w.select_feathered(doc, (70, 60, 60, 50), 8)
+    names = w.names(doc)
+    seen, restore = _capturing_prepare(w)
+    try:
+        new = w.plugin.inpaint_layer(
+            doc,
+            layer,
+            prompt="controlled",
+            server=w.server("fake_daemon"),
+            controls=[
+                {"layer": "Lines", "kind": "canny", "strength": 0.8, "start": 0, "end": 0.6},
+                {"layer": group, "kind": "Depth", "preprocess": True},
+            ],
+            references=[{"layer": "Photo", "weight": 0.5}],
+            loras="fake-lora:0.8, other:-0.5",
+        )
+    finally:
+        restore()
+    if not c("one job prepared", len(seen) == 1, len(seen)):
+        return
+    submit = seen[0]
+    region = region_of(w, submit)
+    c("the region is not the control layer's bounds", region != p.Rect(30, 20, 120, 100), region)
+    controls, references = submit.controls, submit.ip_adapters
+    c("two control images", len(controls) == 2, len(controls))
+    first = controls[0]
+    c(
+        "the control image is the layer's pixels over the job's region",
+        (first.image.width, first.image.height) == (region.width, region.height)
+        and first.image.format is p.PixelFormat.BGRA8
+        and first.image.data == read(lines, region),
+    )
+    if region.x < 30 and region.y < 20:
+        c("transparent where the control layer has no pixels", first.image.data[:4] == bytes(4))
+    c(
+        "its settings",
+        first.params == p.ControlParams("canny", None, 0.8, 0.0, 0.6, False),
+        first.params,
+    )
+    second = controls[1]
+    projection = bytes(group.projectionPixelData(region.x, region.y, region.width, region.height))
+    c("a group as the control: what it shows", second.image.data == projection)
+    c(
+        "the type in lower case, from a photo",
+        (second.params.kind, second.params.preprocess) == ("depth", True),
+        second.params,
+    )
+    c("one reference image", len(references) == 1, len(references))
+    if references:
+        ref = references[0]
+        c(
+            "the reference is the whole layer",
+            (ref.image.width, ref.image.height) == (50, 40)
+            and ref.image.data == read(photo, p.Rect(10, 12, 50, 40)),
+            (ref.image.width, ref.image.height),
+        )
+        c("its weight", ref.params == p.ReferenceParams(0.5, None), ref.params)
+    c(
+        "the LoRAs",
+        submit.params.loras == (p.Lora("fake-lora", 0.8), p.Lora("other", -0.5)),
+        submit.params.loras,
+    )
+    after = w.names(doc)
+    c(
+        "the result arrived above the painting",
+        new is not None and after[after.index("Painted") + 1] == new.name() and len(after) == len(names) + 1,
+        after,
+    )
+    # The same with a list of (name, weight) and the control layer as a node.
+    seen, restore = _capturing_prepare(w)
+    try:
+        w.plugin.inpaint_layer(
+            doc,
+            layer,
+            prompt="again",
+            server=w.server("fake_daemon"),
+            controls=[lines],
+            loras=[("fake-lora", 1.5)],
+        )
+    finally:
+        restore()
+    c(
+        "a node alone is a control with the defaults",
+        seen
+        and seen[0].controls[0].params == p.ControlParams()
+        and seen[0].controls[0].image.data == read(lines, region_of(w, seen[0])),
+    )
+    c(
+        "LoRAs as pairs",
+        seen and seen[0].params.loras == (p.Lora("fake-lora", 1.5),),
+        seen and seen[0].params.loras,
+    )
+    doc.setModified(False)
+    doc.close()
+
+
+def conditioning_bad_input(c: Checks, w: World) -> None:
+    """A control layer that is not in the image, a strength out of bounds, an unknown key,
+    a LoRA weight out of bounds, start after end: a clear InpaintError before anything is
+    sent, the image unchanged; strength_map_layer checks them the same way."""
+    doc, layer = w.document(96, 96)
+    layer.setPixelData(pattern(96, 96, "U8"), 0, 0, 96, 96)
+    paint_layer(doc, "Lines", ramp(96, 96), (0, 0, 96, 96))
+    w.select_feathered(doc, (20, 20, 40, 40), 4)
+    count, before = len(w.names(doc)), bytes(layer.pixelData(0, 0, 96, 96))
+    cases = [
+        (
+            "missing control layer",
+            {"controls": [{"layer": "No such layer"}]},
+            "missing_layer",
+            "'No such layer'",
+        ),
+        ("missing reference layer", {"references": [{"layer": "Nope"}]}, "missing_layer", "'Nope'"),
+        (
+            "strength 5",
+            {"controls": [{"layer": "Lines", "strength": 5}]},
+            "invalid_settings",
+            "Control strength",
+        ),
+        (
+            "start after end",
+            {"controls": [{"layer": "Lines", "start": 0.8, "end": 0.2}]},
+            "invalid_settings",
+            "Start",
+        ),
+        ("unknown key", {"controls": [{"layer": "Lines", "weight": 1}]}, "invalid_settings", "'weight'"),
+        ("LoRA weight 3", {"loras": "fake-lora:3"}, "invalid_settings", "LoRAs"),
+        ("LoRA weight not a number", {"loras": "fake-lora:heavy"}, "invalid_settings", "heavy"),
+    ]
+    for what, values, code, words in cases:
+        for run in (w.plugin.inpaint_layer, w.plugin.strength_map_layer):
+            try:
+                run(doc, layer, prompt="bad", server=w.server("dead_server"), **values)
+            except w.plugin.InpaintError as exc:
+                c(
+                    f"{what}, {run.__name__}: {code}",
+                    exc.code == code and words in exc.message,
+                    f"{exc.code}: {exc.message}",
+                )
+            else:
+                c(f"{what}, {run.__name__}: {code}", False, "no exception")
+    c("no layer added", len(w.names(doc)) == count, w.names(doc))
+    c("the painting unchanged", bytes(layer.pixelData(0, 0, 96, 96)) == before)
+    doc.setModified(False)
+    doc.close()
+
+
+CONTROLNET, LORA = "builtin:tiny-controlnet-sd15", "builtin:tiny-lora-sd15"
+
+
+def real_conditioning(c: Checks, w: World) -> None:
+    """The real daemon (builtin:tiny-sd15) with a control layer (builtin:tiny-controlnet-sd15)
+    and a LoRA (builtin:tiny-lora-sd15): the job runs end to end, and where the strength map
+    is 0 the result keeps the painting's bytes exactly. Skipped (said in the verdict) while
+    the daemon does not list those built-in models."""
+    server = w.server("real_daemon")
+    welcome = w.plugin.client.server_info(server)
+    controlnets = [m.name for m in welcome.controlnets]
+    loras = [m.name for m in welcome.loras]
+    if CONTROLNET not in controlnets or LORA not in loras:
+        c.info["skipped"] = (
+            f"the daemon lists no {CONTROLNET} or {LORA} (controlnets {controlnets}, loras {loras})"
+        )
+        c("skipped", True)
+        return
+    doc, layer = w.document(128, 112)
+    layer.setPixelData(pattern(128, 112, "U8"), 0, 0, 128, 112)
+    paint_layer(doc, "Lines", ramp(90, 70, salt=3), (25, 30, 90, 70))
+    w.select_feathered(doc, (40, 40, 48, 40), 6)
+    settings = dict(steps=2, seed=11, server=server, model="builtin:tiny-sd15")
+    shown = w.plugin.strength_map_layer(doc, layer, **settings)
+    started = time.monotonic()
+    new = w.plugin.inpaint_layer(
+        doc,
+        layer,
+        prompt="ink drawing",
+        controls=[{"layer": "Lines", "kind": "canny", "model": CONTROLNET, "strength": 1.0, "end": 0.8}],
+        loras=[(LORA, 0.8)],
+        **settings,
+    )
+    c.info["seconds"] = round(time.monotonic() - started, 2)
+    region = w.p.Rect(*rect_of(shown))
+    c("the map covers the result", region.contains(w.p.Rect(*rect_of(new))), (rect_of(new), region))
+    effective, result, source = read(shown, region)[0::4], read(new, region), read(layer, region)
+    kept = [i for i, v in enumerate(effective) if v == 0]
+    changed = [i for i, v in enumerate(effective) if v > 200]
+    c("some pixels kept, some changed", len(kept) > 100 and len(changed) > 100, (len(kept), len(changed)))
+    same = all(
+        result[4 * i : 4 * i + 3] == source[4 * i : 4 * i + 3] and result[4 * i + 3] == 0 for i in kept
+    )
+    c("the map's zeros come back bit for bit, transparent", same)
+    moved = sum(1 for i in changed if result[4 * i : 4 * i + 3] != source[4 * i : 4 * i + 3])
+    c("the selection changed", moved > len(changed) // 2, (moved, len(changed)))
+    c("named after the prompt", named(new, "ink drawing"), new.name())
+    doc.setModified(False)
+    doc.close()
+
+
 SCENARIOS: dict[str, Callable[[Checks, World], None]] = {
     # byte-exact, against the fake daemon
     "exact_feathered_undo": lambda c, w: inpaint_with_undo(c, w, w.server("fake_daemon"), "exact door", True),
@@ -1598,6 +1825,8 @@ SCENARIOS: dict[str, Callable[[Checks, World], None]] = {
     "map_bad_input": map_bad_input,
     "strength_map_controller": strength_map_controller,
     "docker_show_map": docker_show_map,
+    "exact_conditioning": exact_conditioning,
+    "conditioning_bad_input": conditioning_bad_input,
     # end to end, against the real daemon serving builtin:tiny-sd15 (and builtin:tiny-flux)
     "real_feathered_undo": lambda c, w: inpaint_with_undo(
         c, w, w.server("real_daemon"), "a brick wall", False
@@ -1611,6 +1840,7 @@ SCENARIOS: dict[str, Callable[[Checks, World], None]] = {
     "real_flux_form": real_flux_form,  # builtin:tiny-flux, also offered by the real daemon
     "real_map_layer": real_map_layer,
     "real_depth": real_depth,  # builtin:tiny-depth, the daemon's --depth-model
+    "real_conditioning": real_conditioning,  # builtin:tiny-controlnet-sd15, builtin:tiny-lora-sd15
 }
 
 
