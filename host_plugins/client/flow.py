@@ -197,18 +197,29 @@ def _resolve(host: HostDocument, source: Any) -> Any:
     return source
 
 
+def _sources(host: HostDocument, settings: Settings, maps: Maps) -> _Sources:
+    return _Sources(
+        _resolve(host, maps.mask if maps.mask is not None else settings.host.mask_layer),
+        _resolve(host, maps.blend if maps.blend is not None else settings.host.blend_layer),
+        settings.host.limit_to_selection,
+    )
+
+
 def _bounded(params: p.JobParams) -> bool:
     """Whether a map is 0 wherever its layer has no pixels: not when inverted or replaced
     by the depth estimate."""
     return not params.invert_mask and params.depth == p.Depth.NONE
 
 
-def plan_region(
-    host: HostDocument, settings: Settings, sources: _Sources | None = None, context: Any = None
-) -> tuple[p.Rect, p.Rect, bool]:
+def plan_region(host: HostDocument, settings: Settings, maps: Maps = Maps()) -> tuple[p.Rect, p.Rect, bool]:
     """(region to send, area to change, whether the area is bounded by a selection or a map
     rather than the whole layer), in the host's coordinates."""
-    sources = sources or _Sources(None, None, True)
+    return _plan(host, settings, _sources(host, settings, maps), maps.context)
+
+
+def _plan(
+    host: HostDocument, settings: Settings, sources: _Sources, context: Any
+) -> tuple[p.Rect, p.Rect, bool]:
     canvas = host.canvas()
     selection = host.selection()
     target: p.Rect | None = None
@@ -341,12 +352,8 @@ def prepare(
     """Read what the job needs from the host and build its `submit` (or, with `request`
     StrengthMapRequest, the request for its strength map only)."""
     settings.check()
-    sources = _Sources(
-        _resolve(host, maps.mask if maps.mask is not None else settings.host.mask_layer),
-        _resolve(host, maps.blend if maps.blend is not None else settings.host.blend_layer),
-        settings.host.limit_to_selection,
-    )
-    region, target, bounded = plan_region(host, settings, sources, maps.context)
+    sources = _sources(host, settings, maps)
+    region, target, bounded = _plan(host, settings, sources, maps.context)
     selected = host.selection() is not None
     check_size(region, whole_layer=not bounded)
     selection = None

@@ -118,6 +118,5 @@ def expected_region(
         map_bounds=lambda rect: rect,
     )
     chosen = Settings.from_values(settings or {})
-    sources = flow._Sources(source, None, chosen.host.limit_to_selection)  # as `flow.prepare` resolves
-    region, _, _ = flow.plan_region(host, chosen, sources)
+    region, _, _ = flow.plan_region(host, chosen, flow.Maps(mask=source))
     return p.Rect(region.x + dx, region.y + dy, region.width, region.height)
