@@ -12,7 +12,7 @@ import secrets
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,9 +20,11 @@ import numpy as np
 
 from ...protocol import DEFAULT_LIMITS, Depth, JobParams, Limits, ProtocolError
 from . import seams
+from .addons import AddonInfo
 from .catalog import CatalogEntry, SearchFolder
 from .depth import DepthModels
 from .errors import EngineError, InvalidRequest, OutOfMemory
+from .loras import LoraLibrary
 from .maps import change_map, depth_map, pixel_strength, unit_map
 from .masks import composite_alpha, process_mask
 from .regions import Context, context_window
@@ -64,6 +66,8 @@ class Engine:
     max_batch: how many results of one job sample together at most; None: as memory allows.
     depth_model: the depth model spec a job that names none takes (depth.py); None: the first found.
     depth_model_paths: whether a job's `depth_model` may be a path (the daemon's clients: no).
+    lora_dirs: folders of LoRAs, searched before the installations' (loras.py).
+    lora_paths: whether a job's LoRA may be a path (the daemon's clients: no).
     model_options: how models are found and kept, passed to `ModelRegistry`; depth models are
         searched in its folders too.
     """
@@ -76,6 +80,8 @@ class Engine:
         max_batch: int | None = None,
         depth_model: str | None = None,
         depth_model_paths: bool = True,
+        lora_dirs: Sequence[str | Any] = (),
+        lora_paths: bool = True,
         **model_options: Any,
     ) -> None:
         self.device, self.dtype = pick_device(device)
@@ -90,6 +96,12 @@ class Engine:
             scan_default_locations=self.models.scan_default_locations,
             allow_paths=depth_model_paths,
         )
+        self.loras = LoraLibrary(
+            lora_dirs,
+            self.models.model_dirs,
+            scan_default_locations=self.models.scan_default_locations,
+            allow_paths=lora_paths,
+        )
         self._job_lock = threading.Lock()
         self._memory_left = False  # a job stopped half-way and nobody has freed memory since
 
@@ -102,6 +114,10 @@ class Engine:
     def list_models(self) -> list[ModelInfo]:
         """Every model found now (re-scans the folders), built-ins last."""
         return self.models.list_models()
+
+    def list_loras(self) -> list[AddonInfo]:
+        """Every LoRA found now (re-scans the folders), built-ins last, each with its family."""
+        return self.loras.list()
 
     def resolve_model(self, spec: str | None) -> str:
         """The canonical name for `spec` (see catalog.py for the grammar); UnknownModel if none."""
@@ -203,6 +219,7 @@ class Engine:
         blend = check_map(blend, image, "blend mask")
         seed = params.seed if params.seed is not None else secrets.randbits(32)
         entry = self.models.resolve(model if model is not None else params.model)
+        loras = self.loras.resolve(params.loras, entry.name, entry.family)
         processed = self._processed_map(image, mask, params, selection, on_progress, should_cancel)
         blend_alpha = None if blend is None else blend.astype(np.float32)
         window = context_window(context, processed)
@@ -248,6 +265,8 @@ class Engine:
                     self, entry, image, processed, params, start, on_progress, on_preview, should_cancel
                 )
                 run.blend = blend_alpha
+                # Every job sets the model's LoRAs: its own on, any earlier job's off.
+                self.loras.apply(run.loaded.sampler.pipe, loras, entry.name)
                 for chunk in run.chunks(planned):
                     made = [untouched(plan) for plan in chunk] if not chunk[0].samples else run.sample(chunk)
                     for result in made:
