@@ -14,6 +14,7 @@ from typing import Any
 
 from . import protocol as p
 from .client import SETTINGS_PARAMS, Settings
+from .conditioning import Conditioning
 from .protocol.spec import KRITA
 
 GROUP = "differential_inpaint"
@@ -79,6 +80,17 @@ def load_family(krita: Any | None = None) -> str:
 
 def save_family(family: str, krita: Any | None = None) -> None:
     (krita or _krita()).writeSetting(GROUP, _FAMILY, family)
+
+
+_CONDITIONING = "conditioning"  # the control and reference layers, as `Conditioning.to_text`
+
+
+def load_conditioning(krita: Any | None = None) -> Conditioning:
+    return Conditioning.from_text(str((krita or _krita()).readSetting(GROUP, _CONDITIONING, "") or ""))
+
+
+def save_conditioning(conditioning: Conditioning, krita: Any | None = None) -> None:
+    (krita or _krita()).writeSetting(GROUP, _CONDITIONING, conditioning.to_text())
 
 
 def save(settings: Settings, krita: Any | None = None) -> None:
