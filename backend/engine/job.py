@@ -22,6 +22,7 @@ from ...protocol import DEFAULT_LIMITS, Depth, JobParams, Limits, ProtocolError
 from . import seams
 from .addons import AddonInfo
 from .catalog import CatalogEntry, SearchFolder
+from .controlnet import ControlInput, ControlNetInfo, ControlNets, check_controls
 from .depth import DepthModels
 from .errors import EngineError, InvalidRequest, OutOfMemory
 from .loras import LoraLibrary
@@ -68,8 +69,10 @@ class Engine:
     depth_model_paths: whether a job's `depth_model` may be a path (the daemon's clients: no).
     lora_dirs: folders of LoRAs, searched before the installations' (loras.py).
     lora_paths: whether a job's LoRA may be a path (the daemon's clients: no).
-    model_options: how models are found and kept, passed to `ModelRegistry`; depth models are
-        searched in its folders too.
+    controlnet_dirs: folders of ControlNets, searched before the installations' (controlnet.py).
+    controlnet_paths: whether a job's ControlNet may be a path (the daemon's clients: no).
+    model_options: how models are found and kept, passed to `ModelRegistry`; depth models and
+        ControlNets are searched in its folders too.
     """
 
     def __init__(
@@ -82,6 +85,8 @@ class Engine:
         depth_model_paths: bool = True,
         lora_dirs: Sequence[str | Any] = (),
         lora_paths: bool = True,
+        controlnet_dirs: Sequence[str | Any] = (),
+        controlnet_paths: bool = True,
         **model_options: Any,
     ) -> None:
         self.device, self.dtype = pick_device(device)
@@ -95,6 +100,14 @@ class Engine:
             depth_model,
             scan_default_locations=self.models.scan_default_locations,
             allow_paths=depth_model_paths,
+        )
+        self.controlnets = ControlNets(
+            self.device,
+            self.dtype,
+            self.models.model_dirs,
+            controlnet_dirs,
+            scan_default_locations=self.models.scan_default_locations,
+            allow_paths=controlnet_paths,
         )
         self.loras = LoraLibrary(
             lora_dirs,
@@ -114,6 +127,10 @@ class Engine:
     def list_models(self) -> list[ModelInfo]:
         """Every model found now (re-scans the folders), built-ins last."""
         return self.models.list_models()
+
+    def list_controlnets(self) -> list[ControlNetInfo]:
+        """Every ControlNet found now (re-scans the folders), built-ins last."""
+        return self.controlnets.list_controlnets()
 
     def list_loras(self) -> list[AddonInfo]:
         """Every LoRA found now (re-scans the folders), built-ins last, each with its family."""
@@ -150,6 +167,7 @@ class Engine:
         selection: np.ndarray | None = None,
         blend: np.ndarray | None = None,
         context: Context = None,
+        controls: Sequence[ControlInput] = (),
     ) -> InpaintResult:
         """Inpaint one region once: `inpaint_batch` for a job of one result.
 
@@ -161,7 +179,8 @@ class Engine:
         model: the model spec; None takes `params.model` (None there too: the default model).
         should_cancel: polled between the sampling steps and before and after each stage;
             when it returns True the job stops with JobCancelled.
-        selection, blend, context: the other maps and the model's window (see inpaint_batch).
+        selection, blend, context, controls: the other maps, the model's window and the
+            ControlNets (see inpaint_batch).
         Returns the result region (see InpaintResult). Raises InvalidRequest, UnknownModel,
         JobCancelled or OutOfMemory (all EngineError); the engine stays usable after any
         (see `free_memory`).
@@ -179,6 +198,7 @@ class Engine:
             selection=selection,
             blend=blend,
             context=context,
+            controls=controls,
         )[0]
 
     def inpaint_batch(
@@ -195,6 +215,7 @@ class Engine:
         selection: np.ndarray | None = None,
         blend: np.ndarray | None = None,
         context: Context = None,
+        controls: Sequence[ControlInput] = (),
     ) -> list[InpaintResult]:
         """Every result of a job, in index order: `params.count` variations (seeds seed,
         seed + 1, ...) or one per `params.fan` strength (one seed, one noise).
@@ -210,24 +231,31 @@ class Engine:
             alpha; the change map still drives the sampler.
         context: the part of the region the model sees (regions.context_window: "mask", an
             (x, y, w, h) rectangle; None: all of it); outside it the input stays, alpha 0
-            (the blend map where given). Otherwise as `inpaint`.
+            (the blend map where given).
+        controls: ControlNet inputs, each an image of the region's size with its kind, model,
+            strength and start/end (controlnet.ControlInput); `preprocess` makes canny edges or
+            the depth of the image first; an `inpaint` control is told to fill where the change
+            map is above half. Otherwise as `inpaint`.
         """
         start = time.perf_counter()
         params = check_params(params, self.limits)
         image, mask = check_pixels(image, mask, self.limits)
         selection = check_map(selection, image, "selection")
         blend = check_map(blend, image, "blend mask")
+        controls = check_controls(controls, image)
         seed = params.seed if params.seed is not None else secrets.randbits(32)
         entry = self.models.resolve(model if model is not None else params.model)
         loras = self.loras.resolve(params.loras, entry.name, entry.family)
         processed = self._processed_map(image, mask, params, selection, on_progress, should_cancel)
         blend_alpha = None if blend is None else blend.astype(np.float32)
+        control_images = self._control_images(controls, params.depth_model, on_progress, should_cancel)
         window = context_window(context, processed)
         if window is not None:
             # The model sees the window alone; each result is placed back in the whole region.
             whole = (image, outside_zeroed(processed, window), blend_alpha)
             image, processed = image[window], processed[window]
             blend_alpha = None if blend_alpha is None else blend_alpha[window]
+            control_images = [picture[window] for picture in control_images]
         planned = [_plan(processed, params, seed, index) for index in range(params.results)]
         results: list[InpaintResult] = []
 
@@ -267,6 +295,7 @@ class Engine:
                 run.blend = blend_alpha
                 # Every job sets the model's LoRAs: its own on, any earlier job's off.
                 self.loras.apply(run.loaded.sampler.pipe, loras, entry.name)
+                run.add_controls(controls, control_images)
                 for chunk in run.chunks(planned):
                     made = [untouched(plan) for plan in chunk] if not chunk[0].samples else run.sample(chunk)
                     for result in made:
@@ -326,6 +355,22 @@ class Engine:
             )
         changed = change_map(mask, params, depth=depth, selection=selection)
         return process_mask(changed, grow=params.grow, feather=params.feather, snap=params.snap)
+
+    def _control_images(
+        self,
+        controls: Sequence[ControlInput],
+        depth_model: str | None,
+        on_progress: ProgressCallback | None,
+        should_cancel: Callable[[], bool] | None,
+    ) -> list[np.ndarray]:
+        """Each control's image (float32 HxWx3): as sent, or made from it (preprocess.py; depth
+        with the job's depth model)."""
+        from .preprocess import control_image
+
+        def depth(rgba: np.ndarray) -> np.ndarray:
+            return self.estimate_depth(rgba, depth_model, on_progress, should_cancel)
+
+        return [control_image(c.image, c.params.kind, c.params.preprocess, depth) for c in controls]
 
     def estimate_depth(
         self,
@@ -438,6 +483,30 @@ class _BatchRun:
         self.steps_done = 0
         self.steps_total = 0
         self.blend: np.ndarray | None = None  # float32 HxW: the results' alpha, when given
+        self.guides: list[Any] = []  # controlnet.ControlGuide, one per control
+
+    def add_controls(self, controls: Sequence[ControlInput], images: Sequence[np.ndarray]) -> None:
+        """Load each control's ControlNet (one that fits the model's family and this kind) and
+        put its image at the working size."""
+        import torch
+
+        from .controlnet import check_fits, guide_for
+        from .pipeline import raise_if_cancelled
+        from .regions import image_to_tensor, resize
+
+        if not controls:
+            return
+        family, unet = self.loaded.family, getattr(self.loaded.sampler, "unet", None)
+        fill = resize(torch.from_numpy(self.processed)[None, None].float(), self.size, mode="bilinear")
+        for control, picture in zip(controls, images, strict=True):
+            info = self.engine.controlnets.resolve(control.params.model, control.params.kind, family)
+            self.progress("loading", 0, 1)
+            model = self.engine.controlnets.load(info, self.loaded.sampler.dtype)
+            self.progress("loading", 1, 1)
+            raise_if_cancelled(self.should_cancel)
+            check_fits(model, unet, info.name, self.loaded.name)
+            rgb = resize(image_to_tensor(picture), self.size, mode="bilinear")
+            self.guides.append(guide_for(info, model, control.params, rgb, fill))
 
     def chunks(self, planned: list[_Planned]) -> list[list[_Planned]]:
         """Consecutive results that sample together, at most `batch_size` a chunk; a result
@@ -535,6 +604,7 @@ class _BatchRun:
             smooth=params.smooth,
             # The painter's mask: FLUX Fill is told to fill where it is at least half set.
             mask=resize(pixel_mask, self.size, mode="bilinear").clamp(0.0, 1.0).repeat(len(chunk), 1, 1, 1),
+            **({"controls": self.guides} if self.guides else {}),
         )
         self.steps_done = done_before + num_run
         self.progress("decoding", 1, 1)

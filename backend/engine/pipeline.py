@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 
+from .controlnet import ControlGuide, control_residuals
 from .errors import JobCancelled
 
 # Added to N * e before rounding down: resampling a uniform map in float64 can return
@@ -406,6 +407,7 @@ class DifferentialDiffusionPipeline(LatentSampler):
         smooth: bool = False,
         mask: torch.Tensor | None = None,
         output_type: str = "image",
+        controls: Sequence[ControlGuide] = (),
     ) -> torch.Tensor:
         """Run Differential Diffusion.
 
@@ -417,6 +419,8 @@ class DifferentialDiffusionPipeline(LatentSampler):
         generator: one, or one per sample (a batch of variations: each sample draws
             what a job of its own with that generator would).
         mask: unused here (FLUX Fill's conditioning mask; see FlowDifferentialPipeline).
+        controls: ControlNets with their images (controlnet.py): in each step they act in, their
+            residuals are computed from the latents after that step's reset and added to the UNet's.
         Returns decoded RGB (B, 3, H, W) in [0, 1], or the final latents for "latent".
 
         Samples of one batch may start at different steps (a fan): the batch runs from
@@ -495,7 +499,7 @@ class DifferentialDiffusionPipeline(LatentSampler):
 
         # 4. The differential loop (i = step_index, in the full schedule of N steps).
         stage("sampling")
-        with self._on_device(self.unet):
+        with self._on_device(self.unet, *[guide.model for guide in controls]):
             for i, t in enumerate(timesteps):
                 raise_if_cancelled(should_cancel)
                 step_index = t_start + i
@@ -510,6 +514,11 @@ class DifferentialDiffusionPipeline(LatentSampler):
 
                 model_input = torch.cat([latents] * 2) if do_cfg else latents
                 model_input = scheduler.scale_model_input(model_input, t)
+                # ControlNets see the same reset latents as the UNet (never an inpainting
+                # UNet's extra channels).
+                residuals = control_residuals(
+                    controls, model_input, t, cond["prompt_embeds"], added_cond_kwargs, step_index, num_steps
+                )
                 if self.is_inpaint:
                     # The model inpaints what is free now and sees the rest of the image.
                     mask_channel = free.to(self.dtype)
@@ -525,6 +534,7 @@ class DifferentialDiffusionPipeline(LatentSampler):
                     encoder_hidden_states=cond["prompt_embeds"],
                     added_cond_kwargs=added_cond_kwargs,
                     return_dict=False,
+                    **residuals,
                 )[0]
                 if do_cfg:
                     noise_uncond, noise_text = noise_pred.chunk(2)
