@@ -22,7 +22,7 @@ from gi.repository import Gegl, Gimp  # noqa: E402
 from .client.errors import InpaintError  # noqa: E402
 from .client.flow import progress_text  # noqa: E402
 from .formats import depth_for_precision, gray_map_format  # noqa: E402
-from .protocol import ColorEncoding, Mask, Progress, Rect, Result  # noqa: E402
+from .protocol import ColorEncoding, Image, Mask, Progress, Rect, Result  # noqa: E402
 
 MASK_FORMAT = "Y u8"  # the selection as 8-bit gray: 0 keep, 255 change fully
 SOURCE_PARASITE = "differential-inpaint-source"  # on result layers: the source layer's tattoo
@@ -86,40 +86,37 @@ class GimpDocument:
         )
 
     def map_bounds(self, source: Gimp.Drawable) -> Rect:
-        self._check_map(source)
+        # Reference layers come here too; the plug-in checked them first, under their own name.
+        check_drawable(self.image, source, "map")
         return self._placed(source, Rect(0, 0, source.get_width(), source.get_height()))
 
     def read_map(self, source: Gimp.Drawable, region: Rect) -> Mask:
         """A channel or layer mask as the gray the painter sees (`gray_map_format`; 16-bit
         above 8-bit precision); a layer's own pixels in the image's precision (the daemon
         takes luminance times alpha). 0 outside `source`."""
-        self._check_map(source)
+        check_drawable(self.image, source, "map")
+        if isinstance(source, Gimp.Channel):  # channels, layer masks (and the selection)
+            babl, wire = gray_map_format(self.depth)
+            return Mask(region.width, region.height, self._read(source, region, babl), wire)
+        data = self._read(source, region, self.depth.babl)
+        return Mask(region.width, region.height, data, self.depth.wire, self.color)
+
+    def read_layer(self, source: Gimp.Drawable, region: Rect) -> Image:
+        """`source`'s pixels over `region` in the image's precision (a group: what it shows;
+        a channel or mask: its gray as seen, opaque), transparent outside it: a control or
+        reference image."""
+        check_drawable(self.image, source, "control or reference layer")
+        data = self._read(source, region, self.depth.babl)
+        return Image(region.width, region.height, self.depth.wire, data, self.color)
+
+    def _read(self, source: Gimp.Drawable, region: Rect, babl: str) -> bytes:
+        """`source` over `region` (the job drawable's coordinates), placed by image
+        coordinates; the abyss (transparent, 0) where it has no pixels."""
         dx, dy = self.origin()
         sx, sy = offsets(source)
         # The drawable's coordinates -> the image's -> `source`'s.
         rect = Gegl.Rectangle.new(region.x + dx - sx, region.y + dy - sy, region.width, region.height)
-        buffer = source.get_buffer()
-        if isinstance(source, Gimp.Channel):  # channels, layer masks (and the selection)
-            babl, wire = gray_map_format(self.depth)
-            data = bytes(buffer.get(rect, 1.0, babl, Gegl.AbyssPolicy.NONE))
-            return Mask(region.width, region.height, data, wire)
-        data = bytes(buffer.get(rect, 1.0, self.depth.babl, Gegl.AbyssPolicy.NONE))
-        return Mask(region.width, region.height, data, self.depth.wire, self.color)
-
-    def _check_map(self, source: Gimp.Drawable) -> None:
-        """A map must be a drawable of this image (the dialog's chooser offers every image's)."""
-        if not source.is_valid():
-            raise InpaintError(
-                "The layer or channel picked as a map was deleted. Pick the map again and retry.",
-                "missing_layer",
-            )
-        image = source.get_image()
-        if image is None or image.get_id() != self.image.get_id():
-            raise InpaintError(
-                f"The map '{source.get_name()}' belongs to another image; a map must be a layer, layer "
-                "mask or channel of the image being painted. Pick one of this image's and try again.",
-                "invalid_settings",
-            )
+        return bytes(source.get_buffer().get(rect, 1.0, babl, Gegl.AbyssPolicy.NONE))
 
     def _placed(self, source: Gimp.Drawable, rect: Rect) -> Rect:
         """`rect` in `source`'s coordinates -> the job drawable's (by image coordinates)."""
@@ -206,6 +203,23 @@ class GimpDocument:
         if self.drawable.is_valid():
             tattoo = str(self.drawable.get_tattoo()).encode()
             layer.attach_parasite(Gimp.Parasite.new(SOURCE_PARASITE, Gimp.PARASITE_PERSISTENT, tattoo))
+
+
+def check_drawable(image: Gimp.Image, source: Gimp.Drawable, what: str) -> None:
+    """A drawable a job reads besides its own (a map, a control or reference layer) must
+    still exist and belong to `image` (GIMP's drawable chooser offers every open image's)."""
+    if not source.is_valid():
+        raise InpaintError(
+            f"The layer or channel picked as the {what} was deleted. Pick it again and retry.",
+            "missing_layer",
+        )
+    owner = source.get_image()
+    if owner is None or owner.get_id() != image.get_id():
+        raise InpaintError(
+            f"The {what} '{source.get_name()}' belongs to another image; it must be a layer, layer "
+            "mask or channel of the image being painted. Pick one of this image's and try again.",
+            "invalid_settings",
+        )
 
 
 def offsets(drawable: Gimp.Drawable) -> tuple[int, int]:

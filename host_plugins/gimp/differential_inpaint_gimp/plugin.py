@@ -39,7 +39,7 @@ JOB_TIMEOUT = 30 * 60.0  # seconds; a stuck daemon must not hang GIMP forever
 # and explain itself when run.
 try:
     from .client.settings import HOST_PARAMS, SETTINGS_PARAMS
-    from .protocol import Param, shown_on
+    from .protocol import CONTROL_PARAMS, REFERENCE_PARAMS, Param, shown_on
     from .protocol.spec import GIMP
 
     _INCOMPLETE: ImportError | None = None
@@ -88,6 +88,83 @@ AREA_SETTINGS = frozenset({"grow", "feather"}) | (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """One conditioning input of the procedures. GIMP 3.0 has no list arguments, so each
+    input is a fixed slot a script fills by name: the drawable `<prefix>-drawable` (none:
+    the slot is unused) and one argument per declared parameter, `<prefix>-<option>`
+    (control-kind, control-2-strength, reference-weight)."""
+
+    prefix: str  # "control", "control-2", "reference"
+    what: str  # in the dialog and in messages: "control layer 2"
+    declared: tuple[Param, ...]  # the protocol's CONTROL_PARAMS or REFERENCE_PARAMS
+    reference: bool = False  # an IP-Adapter's reference image, else a ControlNet's control image
+
+    @property
+    def drawable(self) -> Param:
+        """The drawable argument, declared as the maps are (a text setting GIMP takes as a drawable)."""
+        text = (
+            "A layer whose whole picture steers the job as a reference image (IP-Adapter); none: off"
+            if self.reference
+            else "A layer (or channel) whose pixels over the job's region are a ControlNet's control "
+            "image; none: off"
+        )
+        return Param(
+            name=f"{self.prefix.replace('-', '_')}_layer",
+            kind=str,
+            default="",
+            label=self.what.capitalize(),
+            help=text,
+            hosts=frozenset({GIMP}),
+            gimp_name=f"{self.prefix}-drawable",
+        )
+
+    @property
+    def params(self) -> tuple[Param, ...]:
+        """The declared parameters under this slot's argument names, their help saying whose."""
+        return tuple(
+            dataclasses.replace(
+                q,
+                name=f"{self.prefix.replace('-', '_')}_{q.name}",
+                gimp_name=f"{self.prefix}-{q.option}",
+                help=f"{q.help} ({self.what})",
+                advanced=False,
+            )
+            for q in self.declared
+        )
+
+    def values(self, config: Gimp.ProcedureConfig) -> dict[str, Any]:
+        """The slot's parameters by their protocol names, as the config holds them (empty
+        optional text: None, the daemon's choice)."""
+        values = {}
+        for q, mine in zip(self.declared, self.params, strict=True):
+            value = config.get_property(mine.gimp_argument)
+            if q.kind is str:
+                value = (value or "").strip() or (None if q.optional else "")
+            values[q.name] = value
+        return values
+
+
+SLOTS: tuple[Slot, ...] = (
+    (
+        Slot("control", "control layer", CONTROL_PARAMS),
+        Slot("control-2", "control layer 2", CONTROL_PARAMS),
+        Slot("reference", "reference layer", REFERENCE_PARAMS, reference=True),
+    )
+    if _INCOMPLETE is None
+    else ()
+)
+# Every drawable argument by its setting's name: the maps, then each slot's.
+DRAWABLES: dict[str, str] = {
+    **DRAWABLE_MAPS,
+    **{slot.drawable.name: slot.drawable.gimp_argument for slot in SLOTS},
+}
+# The settings shown with the conditioning rather than with the prompt.
+CONDITIONING_SETTINGS = frozenset({"loras"})
+# Every argument after run-mode, image and drawables: the settings, then the slots'.
+ARGUMENTS: tuple[Param, ...] = SHOWN + tuple(q for slot in SLOTS for q in (slot.drawable, *slot.params))
+
+
 def _nicks(params: tuple[Param, ...]) -> dict[str, str]:
     """Each label with a mnemonic: its first letter no earlier label took."""
     taken: set[str] = set()
@@ -117,14 +194,15 @@ def _add_arguments(procedure: Gimp.Procedure) -> None:
     """One procedure argument per setting GIMP shows, named as the setting (dashes for
     underscores). An optional number is -1 for "none"; optional text is empty; a list
     (the strength fan) is text such as "30%, 50%, 70%"; a choice (depth) is a Gimp.Choice
-    of its values; a map is a drawable (none: the selection)."""
-    nicks = _nicks(SHOWN)
-    for param in SHOWN:
+    of its values; a map is a drawable (none: the selection); so is each conditioning slot's
+    input, its parameters following it."""
+    nicks = _nicks(ARGUMENTS)
+    for param in ARGUMENTS:
         name, nick, blurb = param.gimp_argument, nicks[param.name], param.help
         lo, hi = param.bounds()
         if param.unit:  # the dialog shows the nick: the unit goes beside the label
             nick, blurb = f"{nick} ({param.unit})", f"{blurb} ({param.unit})"
-        if param.name in DRAWABLE_MAPS:
+        if param.name in DRAWABLES:
             procedure.add_drawable_argument(name, nick, blurb, True, _RW)
         elif isinstance(param.kind, type) and issubclass(param.kind, Enum):
             procedure.add_choice_argument(name, nick, blurb, choice_of(param.kind), param.default.value, _RW)
@@ -262,15 +340,53 @@ def settings_from_config(config: Gimp.ProcedureConfig) -> Any:
     return Settings.from_values(values)
 
 
-def maps_from_config(config: Gimp.ProcedureConfig) -> Any:
+def maps_from_config(config: Gimp.ProcedureConfig, image: Gimp.Image) -> Any:
     """The drawables picked as the change map and the blend map (None: the selection, and
-    the alpha made from the change map), as `flow.Maps`."""
+    the alpha made from the change map), and the slots' control and reference layers with
+    their parameters, as `flow.Maps`. InpaintError naming the argument when a drawable is
+    not this image's or a slot's parameters do not go together (start after end)."""
     from .client import flow
+    from .gimp_io import check_drawable
 
+    picked = {name: config.get_property(argument) for name, argument in DRAWABLES.items()}
+    for name, what in (("mask_layer", "map"), ("blend_layer", "blend map")):
+        if picked[name] is not None:
+            check_drawable(image, picked[name], what)
+    controls, references = [], []
+    for slot in SLOTS:
+        drawable = picked[slot.drawable.name]
+        if drawable is None:
+            continue
+        check_drawable(image, drawable, slot.what)
+        if slot.reference:
+            references.append(flow.ReferenceInput(drawable, slot_params(slot, slot.values(config))))
+        else:
+            controls.append(flow.ControlInput(drawable, slot_params(slot, slot.values(config))))
     return flow.Maps(
-        mask=config.get_property(DRAWABLE_MAPS["mask_layer"]),
-        blend=config.get_property(DRAWABLE_MAPS["blend_layer"]),
+        mask=picked["mask_layer"],
+        blend=picked["blend_layer"],
+        controls=tuple(controls),
+        references=tuple(references),
     )
+
+
+def slot_params(slot: Slot, values: dict[str, Any]) -> Any:
+    """A slot's `ControlParams` or `ReferenceParams` by the protocol's own check, its words
+    made the dialog's (labels for wire names): "Cannot start: control layer: Start (0.6)
+    must be below End (0.5)"."""
+    from . import protocol as p
+    from .client import InpaintError
+
+    if isinstance(values.get("kind"), str):
+        values["kind"] = values["kind"].lower()  # "Canny" typed: the daemon's word is "canny"
+    read = p.ReferenceParams.from_wire if slot.reference else p.ControlParams.from_wire
+    try:
+        return read(values, slot.what)
+    except p.ProtocolError as exc:
+        words = exc.message
+        for q in slot.declared:
+            words = words.replace(f"field '{q.name}'", q.label).replace(f"'{q.name}'", q.label)
+        raise InpaintError(f"Cannot start: {words}.", "invalid_settings") from None
 
 
 def _fail(procedure: Gimp.Procedure, message: str) -> Gimp.ValueArray:
@@ -397,10 +513,14 @@ def _row(dialog: Any, name: str, widgets: list[str], spacing: int = 18, homogene
     return box
 
 
+_NONE_PICKED = {"mask_layer": "None: the selection", "blend_layer": "None: made from the map"}
+
+
 def map_name(drawable: Gimp.Drawable | None, param: Param) -> str:
-    """What the dialog says beside a map's chooser: the drawable picked and its kind."""
+    """What the dialog says beside a drawable's chooser (a map's, a control or reference
+    layer's): the drawable picked and its kind."""
     if drawable is None:
-        return "None: the selection" if param.name == "mask_layer" else "None: made from the map"
+        return _NONE_PICKED.get(param.name, "None: not used")
     kind = (
         "layer mask"
         if isinstance(drawable, Gimp.LayerMask)
@@ -467,6 +587,37 @@ def _show_map_button(show_map: Callable[[Callable[[str], None]], None], status: 
     return button
 
 
+def conditioning_summary(config: Gimp.ProcedureConfig) -> str:
+    """The conditioning fold's title: what steers the job besides the prompt, so that it
+    shows with the fold closed ("Conditioning: 1 control layer, 2 LoRAs")."""
+    controls = sum(
+        config.get_property(s.drawable.gimp_argument) is not None for s in SLOTS if not s.reference
+    )
+    references = sum(config.get_property(s.drawable.gimp_argument) is not None for s in SLOTS if s.reference)
+    loras = (config.get_property("loras") or "").replace(";", ",")
+    count = sum(bool(part.strip()) for part in loras.split(","))
+    parts = [
+        f"{n} {word}{'s' if n > 1 else ''}"
+        for n, word in ((controls, "control layer"), (references, "reference layer"), (count, "LoRA"))
+        if n
+    ]
+    return "Conditioning: " + (", ".join(parts) if parts else "ControlNet, reference image, LoRAs")
+
+
+def _one_fold_open(folds: list[Any]) -> None:
+    """Opening one of the dialog's folds (Gtk.Expanders) closes the others: each alone fits
+    a 768-pixel screen, both together would not."""
+
+    def opened(fold: Any, _spec: Any) -> None:
+        if fold.get_expanded():
+            for other in folds:
+                if other is not fold:
+                    other.set_expanded(False)
+
+    for fold in folds:
+        fold.connect("notify::expanded", opened)
+
+
 def _show_dialog(
     procedure: Gimp.Procedure,
     config: Gimp.ProcedureConfig,
@@ -502,13 +653,13 @@ def _show_dialog(
     def with_name(param: Param) -> list[str]:
         """The widget, and for a drawable map the label naming the drawable picked: GIMP
         3.0's chooser shows only a thumbnail, drawn only when a drawable is picked."""
-        if param.name not in DRAWABLE_MAPS:
+        if param.name not in DRAWABLES:
             return [widget_name(param)]
         label = dialog.get_label(f"{param.gimp_argument}-name", "", False, False)
         _name_the_map(dialog, config, param, label)
         return [param.gimp_argument, f"{param.gimp_argument}-name"]
 
-    basic = [widget_name(param) for param in SHOWN if not param.advanced]
+    basic = [widget_name(q) for q in SHOWN if not q.advanced and q.name not in CONDITIONING_SETTINGS]
     if choosing:  # the chosen model's family under the choice (`_follow_family`)
         basic.insert(basic.index(MODEL_CHOICE) + 1, "model-family")
         # The widgets of the settings some family does not take, made before `fill` uses them.
@@ -544,8 +695,20 @@ def _show_dialog(
         dialog.fill_box(names[-1], [name for q in column for name in with_name(q)])
     dialog.get_label("advanced-title", "Advanced", False, False)
     _row(dialog, "advanced-box", names, spacing=12, homogeneous=True)
-    dialog.fill_expander("advanced", "advanced-title", False, "advanced-box")
-    dialog.fill(["action", "daemon-state", *basic, "advanced"])
+    folds = [dialog.fill_expander("advanced", "advanced-title", False, "advanced-box")]
+    # The conditioning in its own fold, a column per slot (the LoRAs under the reference).
+    names = []
+    for index, slot in enumerate(SLOTS):
+        names.append(f"conditioning-{index}")
+        extra = [q for q in SHOWN if q.name in CONDITIONING_SETTINGS] if index == len(SLOTS) - 1 else []
+        dialog.fill_box(names[-1], [n for q in (slot.drawable, *slot.params, *extra) for n in with_name(q)])
+    fold_title = dialog.get_label("conditioning-title", conditioning_summary(config), False, False)
+    _row(dialog, "conditioning-box", names, spacing=12, homogeneous=True)
+    folds.insert(0, dialog.fill_expander("conditioning", "conditioning-title", False, "conditioning-box"))
+    dialog.fill(["action", "daemon-state", *basic, "conditioning", "advanced"])
+    _one_fold_open(folds)
+    for name in (*(slot.drawable.gimp_argument for slot in SLOTS), "loras"):
+        config.connect(f"notify::{name}", lambda *_a: fold_title.set_text(conditioning_summary(config)))
     # Start and Stop on the daemon's line (a row saved: open, the dialog fits 768 pixels).
     line, row = state.get_parent(), Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=12)
     position = line.child_get_property(state, "position")
@@ -721,7 +884,7 @@ def run(
     def inputs() -> tuple[Any, Any, Any]:
         """The document, settings and maps of a job as the config stands."""
         chosen = settings_from_config(config)
-        maps = maps_from_config(config)
+        maps = maps_from_config(config, image)
         if maps.mask is None and mask is not None:
             maps = dataclasses.replace(maps, mask=mask)
         # A result layer (or its group) selected: the job works on the painting it came from.

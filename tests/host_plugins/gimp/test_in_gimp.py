@@ -491,10 +491,20 @@ def check_failure(run: gimp_host.GimpRun, name: str) -> str:
 
 def gimp_arguments() -> list[str]:
     """The arguments after run-mode, image and drawables, in order: the settings GIMP shows,
-    the drawable maps just before invert-mask."""
+    the drawable maps just before invert-mask; then the conditioning slots, each a drawable
+    and the protocol's parameters of a control or reference image under its prefix."""
     names = [q.gimp_argument for q in p.shown_on("gimp", SETTINGS_PARAMS)]
     at = names.index("invert-mask")
-    return [*names[:at], "mask-drawable", "blend-drawable", *names[at:]]
+    slots = [
+        f"{prefix}-{name}"
+        for prefix, declared in (
+            ("control", p.CONTROL_PARAMS),
+            ("control-2", p.CONTROL_PARAMS),
+            ("reference", p.REFERENCE_PARAMS),
+        )
+        for name in ("drawable", *(q.option for q in declared))
+    ]
+    return [*names[:at], "mask-drawable", "blend-drawable", *names[at:], *slots]
 
 
 def test_procedure_registration(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
@@ -528,10 +538,15 @@ def test_the_procedure_offers_exactly_the_declared_settings(
 ) -> None:
     """Every setting GIMP shows, walked from the spec: name, default, bounds, help."""
     info = gimp_run[0].verdict("procedure")
-    shown = p.shown_on("gimp", SETTINGS_PARAMS)
     assert info["arguments"][3:] == gimp_arguments()
-    for q in shown:
-        name = q.gimp_argument
+    check_declared(info, p.shown_on("gimp", SETTINGS_PARAMS))
+
+
+def check_declared(info: dict[str, Any], declared: tuple[p.Param, ...], prefix: str = "") -> None:
+    """Each declared parameter's argument (under `prefix`, a conditioning slot's) as GIMP
+    registered it (`info`: in_gimp.procedure_info): help, default, bounds."""
+    for q in declared:
+        name = f"{prefix}-{q.option}" if prefix else q.gimp_argument
         assert info["blurbs"][name].startswith(q.help), name
         if isinstance(q.default, Enum):  # a choice of the values, by name
             assert info["defaults"][name] == q.default.value and info["choices"][name], name

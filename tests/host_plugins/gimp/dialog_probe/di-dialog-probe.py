@@ -12,9 +12,10 @@ open), `picked-model` (chosen in the model choice, when there is one),
 GIMP's chooser popup sets it when a painter clicks a layer or channel there),
 `clear-map` (click the map's Clear button), `click` (a button's label: clicked,
 then the dialog's status line is awaited and recorded with the image's layers),
-`screenshot` (a PNG of the dialog, and one beside it named `-advanced` with
-the Advanced fold open, when not empty) and `verdict` (a JSON file
-for what the dialog showed).
+`picked-control` (a drawable set on the control layer's chooser, as its popup
+would), `screenshot` (a PNG of the dialog, and beside it one per fold opened
+in turn: `-conditioning` and `-advanced`, when not empty) and `verdict` (a
+JSON file for what the dialog showed).
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ def probe(
     data: Any,
 ) -> Gimp.ValueArray:
     seen = {"dialogs": 0}
+    folds: dict[str, Any] = {}  # the screenshots' folds: those left to open, the one open
 
     def answer() -> bool:
         dialogs = [w for w in Gtk.Window.list_toplevels() if isinstance(w, Gtk.Dialog) and w.get_visible()]
@@ -128,11 +130,17 @@ def probe(
         shot = config.get_property("screenshot")
         if shot and "size" not in seen:
             seen["size"] = _screenshot(dialog, shot)
-            for expander in _all(dialog, Gtk.Expander):
-                expander.set_expanded(True)
+            folds["left"], folds["open"] = _all(dialog, Gtk.Expander), None
+        if shot and folds["open"] is not None:  # a PNG per fold, drawn open on this round
+            fold = folds["open"]
+            key = "conditioning" if fold.get_label().startswith("Conditioning") else "advanced"
+            seen[f"{key}_size"] = _screenshot(dialog, shot.replace(".png", f"-{key}.png"))
+            seen[f"{key}_open"] = [other.get_expanded() for other in _all(dialog, Gtk.Expander)]
+            folds["open"] = None
+        if shot and folds["left"]:
+            folds["open"] = folds["left"].pop(0)
+            folds["open"].set_expanded(True)
             return True  # drawn open on the next round
-        if shot:  # a second PNG with the Advanced fold open
-            seen["advanced_size"] = _screenshot(dialog, shot.replace(".png", "-advanced.png"))
         config.set_property("prompt", config.get_property("typed-prompt"))  # the widgets follow
         seen["insensitive"] = _insensitive(dialog, [])
         seen["guidance"] = config.get_property("guidance")
@@ -163,6 +171,10 @@ def probe(
         if picked is not None:  # the popup's pick: the chooser's drawable, bound to the config
             _all(dialog, GimpUi.DrawableChooser)[0].set_drawable(picked)
             seen["after_map_pick"] = {"labels": _texts(dialog, [])}
+        control = config.get_property("picked-control")
+        if control is not None:  # the control layer chooser's popup pick
+            dialog.get_widget("control-drawable", GObject.TYPE_NONE).set_drawable(control)
+            seen["after_control_pick"] = {"labels": _texts(dialog, [])}
         if config.get_property("clear-map"):
             next(b for b in _all(dialog, Gtk.Button) if b.get_label() == "Clear").clicked()
             seen["after_map_clear"] = {"labels": _texts(dialog, [])}
@@ -197,6 +209,9 @@ class Probe(Gimp.PlugIn):
         procedure.add_string_argument("picked-model", "Picked", "model picked in the choice", "", rw)
         procedure.add_string_argument("screenshot", "Screenshot", "PNG of the dialog", "", rw)
         procedure.add_drawable_argument("picked-map", "Picked map", "drawable picked as the map", True, rw)
+        procedure.add_drawable_argument(
+            "picked-control", "Picked control", "drawable picked as the control layer", True, rw
+        )
         procedure.add_boolean_argument("clear-map", "Clear map", "click the map's Clear", False, rw)
         procedure.add_string_argument("click", "Click", "label of a button to click first", "", rw)
         return procedure
