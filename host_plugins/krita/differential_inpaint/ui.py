@@ -1049,10 +1049,14 @@ class SettingsForm(QtWidgets.QWidget):
         )
         self.conditioning.hide()
         self.conditioning_toggle.toggled.connect(self._fold_conditioning)
-        outer.addWidget(self.conditioning_toggle)
+        toggles = QtWidgets.QHBoxLayout()  # one line for both folds: compact on a 768 px screen
+        toggles.addWidget(self.conditioning_toggle)
+        if fold_advanced:
+            toggles.addWidget(self.advanced_toggle)
+        toggles.addStretch(1)
+        outer.addLayout(toggles)
         outer.addWidget(self.conditioning)
         if fold_advanced:
-            outer.addWidget(self.advanced_toggle)
             outer.addWidget(self.advanced_box)
         self.addons: dict[str, AddonList] = {}
         self.conditioning.changed.connect(self._conditioning_edited)
