@@ -267,8 +267,8 @@ class DifferentialInpaintDocker(DockWidget):
         self._started(controller)
 
     def run_again(self, record: history.JobRecord) -> None:
-        """A job from the History again, with its settings, on the layer it was made from
-        (never on a result layer, whichever layer is active now)."""
+        """A job from the History again, with its settings and control and reference layers,
+        on the layer it was made from (never on a result layer, whichever layer is active now)."""
         if self.controller is not None:
             return
         self.message.hide()
@@ -279,7 +279,13 @@ class DifferentialInpaintDocker(DockWidget):
             return
         history.HISTORY.end_preview()
         controller = ui.start_job(
-            document, node, record.settings, ui.main_window(), self.panel, self.show_message
+            document,
+            node,
+            record.settings,
+            ui.main_window(),
+            self.panel,
+            self.show_message,
+            conditioning=record.conditioning,  # the same control and reference layers, by name
         )
         self._started(controller)
 

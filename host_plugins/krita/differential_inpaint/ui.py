@@ -1399,6 +1399,7 @@ class JobController(QtCore.QObject):
         self.worker: jobs.JobThread | None = None
         self.results: list[p.Result] = []
         self.settings: Settings | None = None
+        self.conditioning: Conditioning | None = None  # by layer name, for the History
         self.error: InpaintError | None = None
         self.progressed.connect(self._on_progress)
         self.previewed.connect(self._on_preview)
@@ -1426,6 +1427,7 @@ class JobController(QtCore.QObject):
                 maps = conditioning.inputs(document)
             self.job = flow.prepare(host, job_settings, maps=maps, request=request)
             self.settings = job_settings
+            self.conditioning = conditioning
         except Exception as exc:
             self._fail(jobs.detached(as_inpaint_error(exc)))
             return False
@@ -1495,7 +1497,7 @@ class JobController(QtCore.QObject):
             return None
         if not isinstance(self.job.submit, p.StrengthMapRequest):  # a map is no result to repeat
             with contextlib.suppress(Exception):  # the layer is in; a history hiccup must not undo that
-                history.HISTORY.record(self.job, self.settings, results, layer)
+                history.HISTORY.record(self.job, self.settings, results, layer, self.conditioning)
         host = self.job.host
         if isinstance(host, KritaDocument) and host.node.parentNode() is not None:
             keep_active(host.document, host.node)

@@ -1738,6 +1738,85 @@ def conditioning_bad_input(c: Checks, w: World) -> None:
     doc.close()
 
 
+def docker_conditioning(c: Checks, w: World) -> None:
+    """The docker's Conditioning fold: a LoRA and a control layer picked there go with Run
+    (the layer's pixels over the job's region), are kept in kritarc, and the History's Run
+    again sends them again."""
+    from differential_inpaint import history, settings, ui
+    from differential_inpaint.docker import DifferentialInpaintDocker
+
+    p = w.p
+    w.open_window()
+    docker = next((d for d in w.krita.dockers() if isinstance(d, DifferentialInpaintDocker)), None)
+    if not c("the docker exists", docker is not None):
+        return
+    doc, layer = w.document(128, 112)
+    layer.setPixelData(pattern(128, 112, "U8"), 0, 0, 128, 112)
+    lines = paint_layer(doc, "Lines", ramp(70, 60, salt=21), (40, 30, 70, 60))
+    w.show(doc)
+    doc.setActiveNode(layer)
+    w.wait_until(lambda: doc.activeNode() is not None and doc.activeNode().name() == "Painted", 5.0)
+    w.select_feathered(doc, (30, 30, 50, 40), 6)
+    form = docker.form
+    values = {**form.values().values(), "prompt": "docker lines", "server": w.server("fake_daemon")}
+    form.set_values(w.plugin.Settings.from_values({**values, "fan": (), "count": 1, "mask_layer": ""}))
+    form.refresh_models()
+    c("the daemon's LoRAs arrived", w.wait_until(lambda: bool(form.addons.get("loras")), 10), form.addons)
+    form.conditioning_toggle.setChecked(True)
+    loras = form.fields["loras"]
+    loras.rows.add_button.click()
+    row = loras.rows.rows[-1]
+    row.combo.setCurrentIndex(row.combo.findData("fake-lora"))
+    row.weight.setValue(0.8)
+    form.conditioning.controls.add_button.click()
+    control = form.conditioning.rows()[-1]
+    control.layer.combo.showPopup()  # the list is made fresh as it opens
+    control.layer.combo.hidePopup()
+    control.layer.combo.setCurrentIndex(control.layer.combo.findData("Lines"))
+    control.fields["end"].box.setValue(50)
+    c(
+        "kept in kritarc",
+        settings.load_conditioning().controls[:1] == (ui.ControlLayer("Lines", p.ControlParams(end=0.5)),)
+        and settings.load().job.loras == (p.Lora("fake-lora", 0.8),),
+        settings.load_conditioning(),
+    )
+    seen, restore = _capturing_prepare(w)
+    try:
+        docker.run()
+        c("the job finished", w.wait_until(lambda: docker.controller is None, 30))
+        w.pump(0.3)
+        record = history.HISTORY.of(history.document_key(doc))[0]
+        docker.run_again(record)
+        c("run again finished", w.wait_until(lambda: docker.controller is None, 30))
+        w.pump(0.3)
+    finally:
+        restore()
+    c("two jobs sent", len(seen) == 2, len(seen))
+    for what, submit in zip(("run", "run again"), seen, strict=False):
+        region = region_of(w, submit)
+        c(
+            f"{what}: the control layer's pixels over the job's region",
+            len(submit.controls) == 1
+            and submit.controls[0].image.data == read(lines, region)
+            and submit.controls[0].params.end == 0.5,
+        )
+        c(f"{what}: the LoRA", submit.params.loras == (p.Lora("fake-lora", 0.8),), submit.params.loras)
+    c("no message", docker.message.isHidden(), docker.message.text())
+    # Back to none, for the scenarios after this one.
+    form.conditioning.controls.remove(control)
+    loras.set_value(())
+    form._edited()
+    form.conditioning_toggle.setChecked(False)
+    c(
+        "none kept",
+        ui.SettingsStore.instance().conditioning == ui.Conditioning(),
+        settings.load_conditioning(),
+    )
+    doc.setModified(False)
+    doc.close()
+    w.pump(0.2)
+
+
 CONTROLNET, LORA = "builtin:tiny-controlnet-sd15", "builtin:tiny-lora-sd15"
 
 
@@ -1827,6 +1906,7 @@ SCENARIOS: dict[str, Callable[[Checks, World], None]] = {
     "docker_show_map": docker_show_map,
     "exact_conditioning": exact_conditioning,
     "conditioning_bad_input": conditioning_bad_input,
+    "docker_conditioning": docker_conditioning,
     # end to end, against the real daemon serving builtin:tiny-sd15 (and builtin:tiny-flux)
     "real_feathered_undo": lambda c, w: inpaint_with_undo(
         c, w, w.server("real_daemon"), "a brick wall", False
