@@ -533,8 +533,8 @@ def map_name(drawable: Gimp.Drawable | None, param: Param) -> str:
 
 def _name_the_map(dialog: Any, config: Gimp.ProcedureConfig, param: Param, label: Any) -> None:
     """Keep `label` naming the drawable picked for `param`, add Clear to its chooser (whose
-    popup cannot pick "none"), and draw the chooser's thumbnail once the dialog is shown
-    (GIMP 3.0.4 draws it only when a drawable is set, when a preset one has no size yet)."""
+    popup cannot pick "none"), and draw the chooser's thumbnail once it has a size (GIMP
+    3.0.4 draws it only when a drawable is set, when a preset one has no size yet)."""
     from gi.repository import GLib, Gtk
 
     name = param.gimp_argument
@@ -555,7 +555,17 @@ def _name_the_map(dialog: Any, config: Gimp.ProcedureConfig, param: Param, label
             chooser.set_drawable(chooser.get_drawable())
         return False  # once
 
-    chooser.connect("map", lambda widget: GLib.idle_add(redraw, widget))
+    sized = {"size": (0, 0)}
+
+    def allocated(widget: Any, allocation: Any) -> None:
+        # Each new size (shown at last, a fold opened: a chooser in a closed fold has
+        # none), once: the chooser draws its thumbnail at the size it has when set.
+        size = (allocation.width, allocation.height)
+        if size != sized["size"] and min(size) > 1:
+            sized["size"] = size
+            GLib.idle_add(redraw, widget)
+
+    chooser.connect("size-allocate", allocated)
     config.connect(f"notify::{name}", show)
     show()
 

@@ -36,6 +36,7 @@ SMALL = {
     "layer": {"x": 10, "y": 5, "width": 380, "height": 290, "alpha": False},
     "selection": {"shape": "rect", "rect": [200, 120, 60, 50]},
 }
+SCREEN = "1366x768x24"  # a small laptop's: the dialog must fit it with either fold open
 CONTROLNET, LORA = "builtin:tiny-controlnet-sd15", "builtin:tiny-lora-sd15"
 
 
@@ -83,6 +84,7 @@ def fake_scenarios(url: str) -> list[dict[str, Any]]:
                 "answer": "ok",
                 "typed-prompt": "control picked in the dialog",
                 "picked-control": "@lines",
+                "screenshot": "/tmp/di-conditioning-test.png",  # each fold opened in turn, measured
             },
         },
         # Nothing is sent and the image stays as it was.
@@ -113,7 +115,7 @@ def fake_run() -> Iterator[tuple[gimp_host.GimpRun, FakeDaemon]]:
     require_host(*gimp_host.chroot_ready())
     gimp_host.install_plugin()
     with fake_daemon(invert_colours=True) as daemon:
-        run = gimp_host.GimpRun(fake_scenarios(daemon.url)).run()
+        run = gimp_host.GimpRun(fake_scenarios(daemon.url), screen=SCREEN).run()
         print(f"\nGIMP ran {len(run.scenarios)} conditioning scenarios in {run.seconds:.1f} s")
         yield run, daemon
 
@@ -188,6 +190,11 @@ def test_a_control_layer_picked_in_the_dialog(fake_run: tuple[gimp_host.GimpRun,
     assert {"Control layer", "Control layer 2", "Reference layer", "None: not used"} <= set(dialog["labels"])
     picked = dialog["after_control_pick"]["labels"]
     assert "Lines (layer)" in picked and "Conditioning: 1 control layer, 1 LoRA" in picked, picked
+    # Opening one fold closes the other (Conditioning, then Advanced), so either fits 768 pixels.
+    assert dialog["conditioning_open"] == [True, False] and dialog["advanced_open"] == [False, True]
+    for fold in ("conditioning", "advanced"):
+        width, height = dialog[f"{fold}_size"]
+        assert width <= 1366 and height <= 768 - 48, (fold, width, height)  # a title bar and a panel
     _, submit = check_success(
         run, daemon, "dialog-control-pick", p.PixelFormat.RGBA8, "control picked in the dialog"
     )

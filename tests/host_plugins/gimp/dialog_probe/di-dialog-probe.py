@@ -131,14 +131,17 @@ def probe(
         if shot and "size" not in seen:
             seen["size"] = _screenshot(dialog, shot)
             folds["left"], folds["open"] = _all(dialog, Gtk.Expander), None
-        if shot and folds["open"] is not None:  # a PNG per fold, drawn open on this round
+        if shot and folds["open"] is not None and folds["rounds"] < 2:
+            folds["rounds"] += 1  # the fold's thumbnails are drawn in idle time after it opens
+            return True
+        if shot and folds["open"] is not None:  # a PNG per fold, drawn open by now
             fold = folds["open"]
             key = "conditioning" if fold.get_label().startswith("Conditioning") else "advanced"
             seen[f"{key}_size"] = _screenshot(dialog, shot.replace(".png", f"-{key}.png"))
             seen[f"{key}_open"] = [other.get_expanded() for other in _all(dialog, Gtk.Expander)]
             folds["open"] = None
         if shot and folds["left"]:
-            folds["open"] = folds["left"].pop(0)
+            folds["open"], folds["rounds"] = folds["left"].pop(0), 0
             folds["open"].set_expanded(True)
             return True  # drawn open on the next round
         config.set_property("prompt", config.get_property("typed-prompt"))  # the widgets follow
