@@ -55,6 +55,7 @@ class AddonKind:
     family: the family of a file's tensors (name -> shape), None when the file is not of this kind.
     wanted: whether a file in a folder shared with other kinds may be of this kind at all (by
         its name; A1111 keeps IP-Adapters among ControlNets), before its header is read.
+    shapes: how a file's tensors' shapes are read (default: checkpoints.read_shapes).
     """
 
     what: str
@@ -63,6 +64,7 @@ class AddonKind:
     suffixes: tuple[str, ...]
     family: Callable[[Shapes], str | None]
     wanted: Callable[[Path, str], bool] = lambda _path, _source: True
+    shapes: Callable[[Path], Shapes] | None = None
 
 
 class AddonFinder:
@@ -146,7 +148,7 @@ class AddonFinder:
             if key in self._families:
                 return self._families[key]
         try:
-            family = self.kind.family(read_shapes(path))
+            family = self.kind.family((self.kind.shapes or read_shapes)(path))
         except (UnsupportedCheckpoint, OSError, ValueError, RuntimeError):
             family = None
         with self._lock:

@@ -25,6 +25,7 @@ from .catalog import CatalogEntry, SearchFolder
 from .controlnet import ControlInput, ControlNetInfo, ControlNets, check_controls
 from .depth import DepthModels
 from .errors import EngineError, InvalidRequest, OutOfMemory
+from .ip_adapter import IPAdapters, ReferenceImage
 from .loras import LoraLibrary
 from .maps import change_map, depth_map, pixel_strength, unit_map
 from .masks import composite_alpha, process_mask
@@ -69,6 +70,8 @@ class Engine:
     depth_model_paths: whether a job's `depth_model` may be a path (the daemon's clients: no).
     lora_dirs: folders of LoRAs, searched before the installations' (loras.py).
     lora_paths: whether a job's LoRA may be a path (the daemon's clients: no).
+    ip_adapter_dirs: folders of IP-Adapters and their image encoders (ip_adapter.py).
+    ip_adapter_paths: whether a job's IP-Adapter may be a path (the daemon's clients: no).
     controlnet_dirs: folders of ControlNets, searched before the installations' (controlnet.py).
     controlnet_paths: whether a job's ControlNet may be a path (the daemon's clients: no).
     model_options: how models are found and kept, passed to `ModelRegistry`; depth models and
@@ -85,6 +88,8 @@ class Engine:
         depth_model_paths: bool = True,
         lora_dirs: Sequence[str | Any] = (),
         lora_paths: bool = True,
+        ip_adapter_dirs: Sequence[str | Any] = (),
+        ip_adapter_paths: bool = True,
         controlnet_dirs: Sequence[str | Any] = (),
         controlnet_paths: bool = True,
         **model_options: Any,
@@ -115,6 +120,12 @@ class Engine:
             scan_default_locations=self.models.scan_default_locations,
             allow_paths=lora_paths,
         )
+        self.ip_adapters = IPAdapters(
+            ip_adapter_dirs,
+            self.models.model_dirs,
+            scan_default_locations=self.models.scan_default_locations,
+            allow_paths=ip_adapter_paths,
+        )
         self._job_lock = threading.Lock()
         self._memory_left = False  # a job stopped half-way and nobody has freed memory since
 
@@ -135,6 +146,10 @@ class Engine:
     def list_loras(self) -> list[AddonInfo]:
         """Every LoRA found now (re-scans the folders), built-ins last, each with its family."""
         return self.loras.list()
+
+    def list_ip_adapters(self) -> list[AddonInfo]:
+        """Every IP-Adapter found now (re-scans the folders), built-ins last, each with its family."""
+        return self.ip_adapters.list()
 
     def resolve_model(self, spec: str | None) -> str:
         """The canonical name for `spec` (see catalog.py for the grammar); UnknownModel if none."""
@@ -168,6 +183,7 @@ class Engine:
         blend: np.ndarray | None = None,
         context: Context = None,
         controls: Sequence[ControlInput] = (),
+        references: Sequence[ReferenceImage] = (),
     ) -> InpaintResult:
         """Inpaint one region once: `inpaint_batch` for a job of one result.
 
@@ -199,6 +215,7 @@ class Engine:
             blend=blend,
             context=context,
             controls=controls,
+            references=references,
         )[0]
 
     def inpaint_batch(
@@ -216,6 +233,7 @@ class Engine:
         blend: np.ndarray | None = None,
         context: Context = None,
         controls: Sequence[ControlInput] = (),
+        references: Sequence[ReferenceImage] = (),
     ) -> list[InpaintResult]:
         """Every result of a job, in index order: `params.count` variations (seeds seed,
         seed + 1, ...) or one per `params.fan` strength (one seed, one noise).
@@ -231,7 +249,8 @@ class Engine:
             alpha; the change map still drives the sampler.
         context: the part of the region the model sees (regions.context_window: "mask", an
             (x, y, w, h) rectangle; None: all of it); outside it the input stays, alpha 0
-            (the blend map where given).
+            (the blend map where given). `params.loras` are switched on in the model (loras.py).
+        references: IP-Adapter reference images with their weights and adapters (ip_adapter.py).
         controls: ControlNet inputs, each an image of the region's size with its kind, model,
             strength and start/end (controlnet.ControlInput); `preprocess` makes canny edges or
             the depth of the image first; an `inpaint` control is told to fill where the change
@@ -246,6 +265,7 @@ class Engine:
         seed = params.seed if params.seed is not None else secrets.randbits(32)
         entry = self.models.resolve(model if model is not None else params.model)
         loras = self.loras.resolve(params.loras, entry.name, entry.family)
+        chosen_references = self.ip_adapters.resolve(references, entry.name, entry.family)
         processed = self._processed_map(image, mask, params, selection, on_progress, should_cancel)
         blend_alpha = None if blend is None else blend.astype(np.float32)
         control_images = self._control_images(controls, params.depth_model, on_progress, should_cancel)
@@ -295,6 +315,7 @@ class Engine:
                 run.blend = blend_alpha
                 # Every job sets the model's LoRAs: its own on, any earlier job's off.
                 self.loras.apply(run.loaded.sampler.pipe, loras, entry.name)
+                run.references = self.ip_adapters.apply(run.loaded.sampler, chosen_references, entry.name)
                 run.add_controls(controls, control_images)
                 for chunk in run.chunks(planned):
                     made = [untouched(plan) for plan in chunk] if not chunk[0].samples else run.sample(chunk)
@@ -483,6 +504,7 @@ class _BatchRun:
         self.steps_done = 0
         self.steps_total = 0
         self.blend: np.ndarray | None = None  # float32 HxW: the results' alpha, when given
+        self.references: Any = None  # ip_adapter.ReferenceEmbeds, when the job has references
         self.guides: list[Any] = []  # controlnet.ControlGuide, one per control
 
     def add_controls(self, controls: Sequence[ControlInput], images: Sequence[np.ndarray]) -> None:
@@ -604,6 +626,7 @@ class _BatchRun:
             smooth=params.smooth,
             # The painter's mask: FLUX Fill is told to fill where it is at least half set.
             mask=resize(pixel_mask, self.size, mode="bilinear").clamp(0.0, 1.0).repeat(len(chunk), 1, 1, 1),
+            **({"references": self.references} if self.references is not None else {}),
             **({"controls": self.guides} if self.guides else {}),
         )
         self.steps_done = done_before + num_run

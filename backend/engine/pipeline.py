@@ -407,6 +407,7 @@ class DifferentialDiffusionPipeline(LatentSampler):
         smooth: bool = False,
         mask: torch.Tensor | None = None,
         output_type: str = "image",
+        references: Any = None,
         controls: Sequence[ControlGuide] = (),
     ) -> torch.Tensor:
         """Run Differential Diffusion.
@@ -419,6 +420,8 @@ class DifferentialDiffusionPipeline(LatentSampler):
         generator: one, or one per sample (a batch of variations: each sample draws
             what a job of its own with that generator would).
         mask: unused here (FLUX Fill's conditioning mask; see FlowDifferentialPipeline).
+        references: IP-Adapter reference images' embeddings (ip_adapter.ReferenceEmbeds), given to
+            the UNet with the text's; its adapters are installed by the caller.
         controls: ControlNets with their images (controlnet.py): in each step they act in, their
             residuals are computed from the latents after that step's reset and added to the UNet's.
         Returns decoded RGB (B, 3, H, W) in [0, 1], or the final latents for "latent".
@@ -462,6 +465,9 @@ class DifferentialDiffusionPipeline(LatentSampler):
                 "text_embeds": cond["pooled"],
                 "time_ids": self.sdxl_time_ids(height, width, rows),
             }
+        if references is not None:
+            image_embeds = references.for_batch(batch_size, do_cfg)
+            added_cond_kwargs = {**(added_cond_kwargs or {}), "image_embeds": image_embeds}
 
         # 1. The strength map at latent resolution, as each latent pixel's first free step.
         latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
