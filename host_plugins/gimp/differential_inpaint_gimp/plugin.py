@@ -231,6 +231,11 @@ def _add_arguments(procedure: Gimp.Procedure) -> None:
             procedure.add_choice_aux_argument(
                 MODEL_CHOICE, nick, f"{blurb} (the models the daemon lists)", MODELS.choice, "", _RW
             )
+        elif param.choices in MODELS.addons:  # a slot's ControlNet or IP-Adapter, the same way
+            choice = MODELS.addons[param.choices][0]
+            procedure.add_choice_aux_argument(
+                choice_argument(param), nick, f"{blurb} (as the daemon lists them)", choice, "", _RW
+            )
 
 
 _CHOICES: dict[type, Gimp.Choice] = {}
@@ -259,6 +264,9 @@ class _Models:
         self.names: list[str] = []
         self.families: dict[str, str] = {}  # model name -> family, as the daemon listed them
         self.default = ""  # the daemon's default model
+        # "controlnets", "ip_adapters": the choice of a slot's model and the names in it.
+        self.addons: dict[str, tuple[Gimp.Choice, list[str]]] = {}
+        self.loras: list[tuple[str, str]] = []  # (name, family) of the LoRAs the daemon lists
 
     def load(self) -> None:
         from .client import connection
@@ -270,6 +278,19 @@ class _Models:
         choice.add("", 0, "Daemon's default" + (f" ({default})" if default else ""), "")
         for model in welcome.models:
             self.add(choice, model.name, model.family)
+        for key, automatic in ADDON_CHOICES.items():
+            addon, names = Gimp.Choice.new(), []
+            addon.add("", 0, automatic, "")
+            for info in getattr(welcome, key):
+                names.append(info.name)
+                addon.add(
+                    info.name,
+                    len(names),
+                    f"{info.name} \u2014 {info.family}" if info.family else info.name,
+                    "",
+                )
+            self.addons[key] = (addon, names)
+        self.loras = [(info.name, info.family) for info in welcome.loras]
         # Kept here for the plug-in's life: GIMP 3.0.4's Python bindings let it be freed
         # while the procedure still uses it (a crash when the procedure runs).
         self.choice = choice
@@ -283,8 +304,18 @@ class _Models:
         choice.add(name, len(self.names), label, "")
 
 
+# The add-on lists a slot's model is picked from in the dialog, and what empty is called
+# there (short: a combo is as wide as its longest item; the tooltip says what it picks).
+ADDON_CHOICES = {"controlnets": "Automatic", "ip_adapters": "Automatic"}
 MODELS = _Models()
 MODEL_CHOICE = "model-choice"  # the auxiliary argument holding the daemon's list
+
+
+def choice_argument(param: Param) -> str:
+    """The auxiliary argument holding the daemon's list for a text argument (model-choice)."""
+    return f"{param.gimp_argument}-choice"
+
+
 TEST_MODEL_PREFIX = "builtin:"  # the daemon's random-weight test models
 SERVER_PARASITE = "differential-inpaint-server"  # global: the address the last run used
 
@@ -455,6 +486,37 @@ def _use_model_choice(config: Gimp.ProcedureConfig) -> bool:
         MODELS.add(choice, model, "")
     config.set_property(MODEL_CHOICE, model)
     return True
+
+
+def _use_addon_choices(config: Gimp.ProcedureConfig) -> dict[str, str]:
+    """The slots' model arguments the dialog shows as the daemon's lists (ControlNets,
+    IP-Adapters), each text argument -> its auxiliary choice, which holds the name already
+    there (added to the list when the daemon does not list it); empty when the daemon did
+    not answer or is not the one the settings name."""
+    from .client import connection
+
+    if not MODELS.addons or connection.normalize_server(config.get_property("server-url")) != MODELS.server:
+        return {}
+    listed = {}
+    for param in ARGUMENTS:
+        if param.choices not in MODELS.addons:
+            continue
+        choice, names = MODELS.addons[param.choices]
+        value = (config.get_property(param.gimp_argument) or "").strip()
+        if value and value not in names:
+            names.append(value)
+            choice.add(value, len(names), value, "")
+        config.set_property(choice_argument(param), value)
+        listed[param.gimp_argument] = choice_argument(param)
+    return listed
+
+
+def loras_listed(family: str) -> str:
+    """What the dialog says under LoRAs: the daemon's, those for the model's family first."""
+    if not MODELS.loras:
+        return "The daemon lists no LoRAs."
+    ordered = sorted(MODELS.loras, key=lambda item: item[1] != family)
+    return "The daemon's LoRAs: " + ", ".join(f"{name} ({kind})" if kind else name for name, kind in ordered)
 
 
 def family_of(model: str) -> str:
@@ -653,9 +715,11 @@ def _show_dialog(
         if isinstance(entry, Gtk.Entry):
             entry.set_visibility(False)  # a secret: dots on screen, like a password
     choosing = _use_model_choice(config)
+    listed = _use_addon_choices(config)
 
     def widget_name(param: Param) -> str:
         name = MODEL_CHOICE if choosing and param.choices == "models" else param.gimp_argument
+        name = listed.get(name, name)  # a slot's ControlNet or IP-Adapter: the daemon's list
         if param.percent and param.kind is float:
             dialog.get_spin_scale(name, 100.0)  # a slider in %, as Krita shows it
         return name
@@ -711,7 +775,17 @@ def _show_dialog(
     for index, slot in enumerate(SLOTS):
         names.append(f"conditioning-{index}")
         extra = [q for q in SHOWN if q.name in CONDITIONING_SETTINGS] if index == len(SLOTS) - 1 else []
-        dialog.fill_box(names[-1], [n for q in (slot.drawable, *slot.params, *extra) for n in with_name(q)])
+        widgets = [n for q in (slot.drawable, *slot.params, *extra) for n in with_name(q)]
+        if extra and listed:  # the daemon answered: which LoRAs it has, to type their names
+            family = family_of(
+                config.get_property(MODEL_CHOICE) if choosing else config.get_property("model")
+            )
+            note = dialog.get_label("loras-listed", loras_listed(family), False, False)
+            note.set_line_wrap(True)
+            note.set_max_width_chars(32)
+            note.set_xalign(0.0)
+            widgets.append("loras-listed")
+        dialog.fill_box(names[-1], widgets)
     fold_title = dialog.get_label("conditioning-title", conditioning_summary(config), False, False)
     _row(dialog, "conditioning-box", names, spacing=12, homogeneous=True)
     folds.insert(0, dialog.fill_expander("conditioning", "conditioning-title", False, "conditioning-box"))
@@ -748,6 +822,10 @@ def _show_dialog(
             config.set_property("model", config.get_property(MODEL_CHOICE))
         # Saved with the last values: "" is in every later list, a model name may not be.
         config.set_property(MODEL_CHOICE, "")
+    for text, aux in listed.items():
+        if accepted:
+            config.set_property(text, config.get_property(aux))
+        config.set_property(aux, "")
     return accepted
 
 

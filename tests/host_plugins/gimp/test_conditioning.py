@@ -79,7 +79,7 @@ def fake_scenarios(url: str) -> list[dict[str, Any]]:
             "name": "dialog-control-pick",
             **SMALL,
             "maps": [lines],
-            "args": args("not typed", loras="fake-lora"),
+            "args": args("not typed", loras="fake-lora", **{"control-model": "fake-canny"}),
             "probe": {
                 "answer": "ok",
                 "typed-prompt": "control picked in the dialog",
@@ -188,6 +188,11 @@ def test_a_control_layer_picked_in_the_dialog(fake_run: tuple[gimp_host.GimpRun,
     dialog = run.verdict("dialog-control-pick")["dialog"]
     assert "Conditioning: 1 LoRA" in dialog["labels"], dialog["labels"]
     assert {"Control layer", "Control layer 2", "Reference layer", "None: not used"} <= set(dialog["labels"])
+    # The daemon's ControlNets and IP-Adapters as lists (empty: automatic), its LoRAs named.
+    texts = {text for combo in dialog["combos"] for row in combo for text in row}
+    assert {"fake-canny \u2014 sd15", "fake-ip-adapter \u2014 sd15"} <= texts, dialog["combos"]
+    assert "Automatic" in texts
+    assert "The daemon's LoRAs: fake-lora (sd15), fake-lora-xl (sdxl)" in dialog["labels"]
     picked = dialog["after_control_pick"]["labels"]
     assert "Lines (layer)" in picked and "Conditioning: 1 control layer, 1 LoRA" in picked, picked
     # Opening one fold closes the other (Conditioning, then Advanced), so either fits 768 pixels.
@@ -199,7 +204,8 @@ def test_a_control_layer_picked_in_the_dialog(fake_run: tuple[gimp_host.GimpRun,
         run, daemon, "dialog-control-pick", p.PixelFormat.RGBA8, "control picked in the dialog"
     )
     (control,) = submit.controls
-    assert control.image.data == layer_over(submit, LINES) and control.params == p.ControlParams()
+    assert control.image.data == layer_over(submit, LINES)
+    assert control.params == p.ControlParams(model="fake-canny")  # kept through the dialog's list
     assert submit.params.loras == (p.Lora("fake-lora", 1.0),)
 
 
