@@ -683,17 +683,13 @@ class Rows(QtWidgets.QWidget):
         remove.setAutoRaise(True)
         remove.setToolTip("Remove this row")
         remove.clicked.connect(lambda _checked=False, r=row: self.remove(r))
-        row.remove_button = remove  # type: ignore[attr-defined]  # placed by make_row's layout
-        self.attach_remove(row, remove)
+        row.first_line.addWidget(remove)  # type: ignore[attr-defined]  # every row type has one
         self.rows.append(row)
         self.box.insertWidget(len(self.rows) - 1, row)
         self.add_button.setEnabled(len(self.rows) < self.most)
         if emit:
             self.changed.emit()
         return row
-
-    def attach_remove(self, row: QtWidgets.QWidget, remove: QtWidgets.QToolButton) -> None:
-        row.layout().itemAt(0).layout().addWidget(remove)  # beside the row's first widget
 
     def remove(self, row: QtWidgets.QWidget) -> None:
         self.rows.remove(row)
@@ -720,27 +716,33 @@ class LoraRows(Rows):
         self.family = ""
 
     def make_row(self) -> QtWidgets.QWidget:
-        row = QtWidgets.QWidget()
-        line = QtWidgets.QHBoxLayout()
-        line.setContentsMargins(0, 0, 0, 0)
-        combo = AddonCombo("(pick a LoRA)")
-        combo.offer(self.listed, self.family)
-        weight = QtWidgets.QDoubleSpinBox()
-        lo, hi = self.param.bounds()
-        weight.setRange(lo, hi)
-        weight.setSingleStep(0.1)
-        weight.setDecimals(2)
-        weight.setValue(1.0)
-        weight.setToolTip("The LoRA's weight: 0 off, 1 as made, negative against it")
-        line.addWidget(combo, 1)
-        line.addWidget(weight)
-        outer = QtWidgets.QVBoxLayout(row)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addLayout(line)
-        row.combo, row.weight = combo, weight  # type: ignore[attr-defined]
-        combo.currentIndexChanged.connect(lambda _i: self.changed.emit())
-        weight.valueChanged.connect(lambda _v: self.changed.emit())
+        row = LoraRow(self.param)
+        row.combo.offer(self.listed, self.family)
+        row.combo.currentIndexChanged.connect(lambda _i: self.changed.emit())
+        row.weight.valueChanged.connect(lambda _v: self.changed.emit())
         return row
+
+    def loras(self) -> list[LoraRow]:
+        return [row for row in self.rows if isinstance(row, LoraRow)]
+
+
+class LoraRow(QtWidgets.QWidget):
+    """One LoRA: the daemon's LoRAs for the model's family, and its weight."""
+
+    def __init__(self, param: p.Param) -> None:
+        super().__init__()
+        self.combo = AddonCombo("(pick a LoRA)")
+        self.weight = QtWidgets.QDoubleSpinBox()
+        lo, hi = param.bounds()
+        self.weight.setRange(lo, hi)
+        self.weight.setSingleStep(0.1)
+        self.weight.setDecimals(2)
+        self.weight.setValue(1.0)
+        self.weight.setToolTip("The LoRA's weight: 0 off, 1 as made, negative against it")
+        self.first_line = QtWidgets.QHBoxLayout(self)
+        self.first_line.setContentsMargins(0, 0, 0, 0)
+        self.first_line.addWidget(self.combo, 1)
+        self.first_line.addWidget(self.weight)
 
 
 class LoraListField(Field):
@@ -754,14 +756,14 @@ class LoraListField(Field):
     def offer(self, listed: AddonList | None = None, family: str | None = None) -> None:
         self.rows.listed = self.rows.listed if listed is None else list(listed)
         self.rows.family = self.rows.family if family is None else family
-        for row in self.rows.rows:
-            row.combo.offer(self.rows.listed, self.rows.family)  # type: ignore[attr-defined]
+        for row in self.rows.loras():
+            row.combo.offer(self.rows.listed, self.rows.family)
 
     def value(self) -> Any:
         return tuple(
-            p.Lora(row.combo.name(), round(row.weight.value(), 2))  # type: ignore[attr-defined]
-            for row in self.rows.rows
-            if row.combo.name()  # type: ignore[attr-defined]
+            p.Lora(row.combo.name(), round(row.weight.value(), 2))
+            for row in self.rows.loras()
+            if row.combo.name()
         )
 
     def set_value(self, value: Any) -> None:
@@ -770,9 +772,9 @@ class LoraListField(Field):
             return
         blocked = self.rows.blockSignals(True)
         self.rows.resize_to(len(value))
-        for row, lora in zip(self.rows.rows, value, strict=True):
-            row.combo.fill(lora.name)  # type: ignore[attr-defined]
-            row.weight.setValue(lora.weight)  # type: ignore[attr-defined]
+        for row, lora in zip(self.rows.loras(), value, strict=True):
+            row.combo.fill(lora.name)
+            row.weight.setValue(lora.weight)
         self.rows.blockSignals(blocked)
 
 
@@ -861,10 +863,6 @@ class ControlRows(Rows):
         row.changed.connect(self.changed.emit)
         row.layer.combo.about_to_show.connect(self.wants_layers.emit)
         return row
-
-    def attach_remove(self, row: QtWidgets.QWidget, remove: QtWidgets.QToolButton) -> None:
-        assert isinstance(row, ControlRow)
-        row.first_line.addWidget(remove)
 
 
 class ReferenceRow(ConditioningFields):

@@ -702,3 +702,48 @@ def test_the_core_needs_no_qt(installed_pykrita: Path):
             module = getattr(node, "module", None) or ""
             names = [a.name for a in node.names]
             assert "qt" not in module and "PyQt" not in module and "qt" not in names, (name, module)
+
+
+def test_control_and_reference_layers_are_read_as_images_in_their_own_format(plugin, krita):
+    """read_layer shares the map's reader: a paint layer's own bytes over the region, a mask
+    as opaque gray, Grayscale/Alpha spread into RGBA, other models refused in words."""
+    p = plugin.protocol
+    doc, layer = new_document(krita, 64, 64)
+    lines = strength_layer(doc, "Lines", x=10, y=6, w=30, h=20)
+    mask = doc.add_layer("Mask", "transparencymask", parent=layer)
+    mask.paint(bytes(range(64)) * 64, 0, 0, 64, 64)
+    host = plugin.krita_io.KritaDocument(doc, layer)
+    region = p.Rect(4, 4, 40, 30)
+    image = host.read_layer(lines, region)
+    assert (image.width, image.height, image.format) == (40, 30, p.PixelFormat.BGRA8)
+    assert image.data == lines.pixelData(4, 4, 40, 30)
+    gray = host.read_layer(mask, p.Rect(0, 0, 4, 1))
+    assert gray.format is p.PixelFormat.BGRA8
+    assert gray.data == bytes([0, 0, 0, 255, 1, 1, 1, 255, 2, 2, 2, 255, 3, 3, 3, 255])
+    lines.model = "CMYKA"
+    with pytest.raises(plugin.InpaintError) as caught:
+        host.read_layer(lines, region)
+    assert caught.value.code == "unsupported_color_model" and "control or reference" in caught.value.message
+
+
+def test_control_layers_by_name_and_loras_as_text_or_pairs(plugin, krita):
+    p = plugin.protocol
+    conditioning = importlib.import_module(plugin.__name__ + ".conditioning")
+    doc, layer = new_document(krita, 64, 64)
+    lines = strength_layer(doc, "Lines", x=0, y=0, w=64, h=64)
+    maps = conditioning.conditioning_maps(
+        doc, [{"layer": "Lines", "kind": " Canny ", "end": 0.5}], {"layer": lines, "weight": 0.3}
+    )
+    assert maps.controls[0].layer is lines and maps.controls[0].params == p.ControlParams("canny", end=0.5)
+    assert maps.references[0].params == p.ReferenceParams(0.3)
+    assert conditioning.loras_of("a:0.5, b") == (p.Lora("a", 0.5), p.Lora("b", 1.0))
+    assert conditioning.loras_of([("a", -1), "b:2"]) == (p.Lora("a", -1.0), p.Lora("b", 2.0))
+    with pytest.raises(plugin.InpaintError) as caught:
+        conditioning.conditioning_maps(doc, [{"layer": "Nope"}], None)
+    assert caught.value.code == "missing_layer" and "'Nope'" in caught.value.message
+    saved = conditioning.Conditioning(
+        (conditioning.ControlLayer("Lines", p.ControlParams("depth", "cn", 0.5, 0.1, 0.9, True)),),
+        (conditioning.ReferenceLayer("Photo", p.ReferenceParams(0.4, "ip")),),
+    )
+    assert conditioning.Conditioning.from_text(saved.to_text()) == saved
+    assert conditioning.Conditioning.from_text("not json") == conditioning.Conditioning()
