@@ -28,11 +28,13 @@ from .messages import (
     Result,
     Stage,
     Status,
+    StrengthMap,
+    StrengthMapRequest,
     Submit,
     Welcome,
 )
-from .payloads import Image, Mask, ModelInfo, WorkerInfo
-from .pixels import ColorEncoding, PixelFormat
+from .payloads import Control, Image, Mask, ModelInfo, Reference, WorkerInfo
+from .pixels import ColorEncoding, MaskFormat, PixelFormat
 from .region import (
     DEFAULT_MIN_SIZE,
     DEFAULT_PADDING,
@@ -44,7 +46,22 @@ from .region import (
     to_region,
 )
 from .session import ClientSession, ServerSession, SessionState, Unexpected
-from .spec import JOB_PARAMS, MAX_SEED, JobParams, Param, param, params_of, shown_on
+from .spec import (
+    CONTROL_PARAMS,
+    JOB_PARAMS,
+    MAX_SEED,
+    REFERENCE_PARAMS,
+    Combine,
+    ControlParams,
+    Depth,
+    JobParams,
+    Lora,
+    Param,
+    ReferenceParams,
+    param,
+    params_of,
+    shown_on,
+)
 
 DEFAULT_PORT = 7865
 
@@ -63,7 +80,12 @@ __all__ = [
     "Cancel",
     "Cancelled",
     "ClientSession",
+    "CONTROL_PARAMS",
     "ColorEncoding",
+    "Control",
+    "ControlParams",
+    "Combine",
+    "Depth",
     "Error",
     "ErrorCode",
     "GetStatus",
@@ -76,19 +98,26 @@ __all__ = [
     "Param",
     "Limits",
     "ListModels",
+    "Lora",
     "Mask",
+    "MaskFormat",
     "ModelInfo",
     "Models",
     "PixelFormat",
     "Preview",
     "Progress",
     "ProtocolError",
+    "REFERENCE_PARAMS",
     "Rect",
+    "Reference",
+    "ReferenceParams",
     "Result",
     "ServerSession",
     "SessionState",
     "Stage",
     "Status",
+    "StrengthMap",
+    "StrengthMapRequest",
     "Submit",
     "Unexpected",
     "Welcome",

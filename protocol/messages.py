@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from ._fields import read_bool, read_enum, read_float, read_int, read_list, read_map, read_str
 from .errors import ErrorCode, ProtocolError
 from .limits import DEFAULT_LIMITS, Limits
-from .payloads import Image, Mask, ModelInfo, WorkerInfo, models_from_wire, str_list
+from .payloads import Control, Image, Mask, ModelInfo, Reference, WorkerInfo, models_from_wire, str_list
 from .pixels import PixelFormat
 from .spec import MAX_SEED, JobParams
 
@@ -105,6 +105,10 @@ class Welcome(Message):
     capabilities: list[str] = field(default_factory=list)  # e.g. "preview", "cancel"
     device: str = ""
     protocol: int = PROTOCOL_VERSION
+    # What a job's conditioning may name, each with the model family it fits.
+    loras: list[ModelInfo] = field(default_factory=list)
+    controlnets: list[ModelInfo] = field(default_factory=list)
+    ip_adapters: list[ModelInfo] = field(default_factory=list)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -118,6 +122,7 @@ class Welcome(Message):
             "pixel_formats": list(self.pixel_formats),
             "capabilities": list(self.capabilities),
             "device": self.device,
+            **_addons_to_wire(self),
         }
 
     @classmethod
@@ -136,12 +141,32 @@ class Welcome(Message):
             pixel_formats=str_list(d, w, "pixel_formats"),
             capabilities=str_list(d, w, "capabilities"),
             device=read_str(d, w, "device", ""),
+            **_addons_from_wire(d, w),
         )
+
+
+# The add-ons a daemon lists beside its models (`welcome`, `models`); absent: none.
+_ADDONS = ("loras", "controlnets", "ip_adapters")
+
+
+def _addons_to_wire(message: Any) -> dict[str, Any]:
+    return {key: [m.to_wire() for m in getattr(message, key)] for key in _ADDONS}
+
+
+def _addons_from_wire(d: Mapping[str, Any], where: str) -> dict[str, list[ModelInfo]]:
+    return {key: models_from_wire(d, where, key) for key in _ADDONS}
 
 
 @dataclass(frozen=True)
 class Submit(Message):
-    """Client -> server: one inpainting job on one region of a document."""
+    """Client -> server: one inpainting job on one region of a document.
+
+    `mask` is the change map: the selection, or a layer picked as the map. `selection`,
+    sent only with a layer map, multiplies the map after its levels; `blend_mask`, when
+    sent, is the result's alpha instead of the one made from the change map. All three
+    are the image's size, as are `controls`' images (ControlNet); `ip_adapters`' reference
+    images may have any size.
+    """
 
     TYPE: ClassVar[str] = "submit"
     job_id: str
@@ -150,9 +175,13 @@ class Submit(Message):
     params: JobParams = field(default_factory=JobParams)
     x: int = 0  # the region's offset in the document, returned untouched in `result`
     y: int = 0
+    selection: Mask | None = None
+    blend_mask: Mask | None = None
+    controls: tuple[Control, ...] = ()
+    ip_adapters: tuple[Reference, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire: dict[str, Any] = {
             "job_id": self.job_id,
             "x": self.x,
             "y": self.y,
@@ -160,30 +189,109 @@ class Submit(Message):
             "mask": self.mask.to_wire(),
             "params": self.params.to_wire(),
         }
+        for key in _OPTIONAL_MAPS:
+            value = getattr(self, key)
+            if value is not None:
+                wire[key] = value.to_wire()
+        for key in _CONDITIONING:
+            if getattr(self, key):
+                wire[key] = [item.to_wire() for item in getattr(self, key)]
+        return wire
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any], limits: Limits) -> Submit:
-        job_id = _job_id(d, "submit")
+        w = cls.TYPE
+        job_id = _job_id(d, w)
         try:
-            image = Image.from_wire(read_map(d, "submit", "image"), "submit.image", limits)
-            mask = Mask.from_wire(read_map(d, "submit", "mask"), "submit.mask", limits)
-            if (mask.width, mask.height) != (image.width, image.height):
-                raise ProtocolError(
-                    ErrorCode.SIZE_MISMATCH,
-                    f"submit: the mask is {mask.width}x{mask.height} but the image is "
-                    f"{image.width}x{image.height}",
-                )
+            image = Image.from_wire(read_map(d, w, "image"), f"{w}.image", limits)
+            maps = {
+                key: Mask.from_wire(read_map(d, w, key), f"{w}.{key}", limits)
+                for key in ("mask", *_OPTIONAL_MAPS)
+                if key == "mask" or d.get(key) is not None
+            }
+            controls = _items(d, w, "controls", Control, limits.max_controls, limits)
+            sized = {**maps, **{f"controls[{i}] image": c.image for i, c in enumerate(controls)}}
+            for key, item in sized.items():
+                if (item.width, item.height) != (image.width, image.height):
+                    raise ProtocolError(
+                        ErrorCode.SIZE_MISMATCH,
+                        f"{w}: the {key} is {item.width}x{item.height} but the image is "
+                        f"{image.width}x{image.height}",
+                    )
             return cls(
                 job_id=job_id,
                 image=image,
-                mask=mask,
-                params=JobParams.from_wire(read_map(d, "submit", "params", {}), "submit.params", limits),
-                x=read_int(d, "submit", "x", 0, lo=-_MAX_COORD, hi=_MAX_COORD),
-                y=read_int(d, "submit", "y", 0, lo=-_MAX_COORD, hi=_MAX_COORD),
+                params=JobParams.from_wire(read_map(d, w, "params", {}), f"{w}.params", limits),
+                x=read_int(d, w, "x", 0, lo=-_MAX_COORD, hi=_MAX_COORD),
+                y=read_int(d, w, "y", 0, lo=-_MAX_COORD, hi=_MAX_COORD),
+                controls=controls,
+                ip_adapters=_items(d, w, "ip_adapters", Reference, limits.max_ip_adapters, limits),
+                **maps,
             )
         except ProtocolError as exc:
             # Errors about a job name the job, so the client can fail the right one.
             raise ProtocolError(exc.code, exc.message, job_id) from None
+
+
+_OPTIONAL_MAPS = ("selection", "blend_mask")
+_CONDITIONING = ("controls", "ip_adapters")
+
+
+def _items(
+    d: Mapping[str, Any], where: str, key: str, kind: Any, most: int, limits: Limits
+) -> tuple[Any, ...]:
+    """A list of `kind` (Control, Reference) under `key`, at most `most` of them."""
+    items = read_list(d, where, key, [])
+    if len(items) > most:
+        raise ProtocolError(
+            ErrorCode.INVALID_FIELD, f"{where}: field '{key}' has {len(items)} items, over {most}"
+        )
+    return tuple(kind.from_wire(item, f"{where}.{key}[{i}]", limits) for i, item in enumerate(items))
+
+
+@dataclass(frozen=True)
+class StrengthMapRequest(Submit):
+    """Client -> server: what a `submit` with these fields would change, per pixel, without
+    sampling; a job of its own, answered with `map` (or `error`)."""
+
+    TYPE: ClassVar[str] = "strength_map"
+
+
+@dataclass(frozen=True)
+class StrengthMap(Message):
+    """Server -> client: the effective strength of each pixel (the change map after levels,
+    depth, the selection, grow, feather and x strength) as gray in the request's output
+    format (or its image's) and colour encoding, opaque: read back as a map it gives the
+    same strengths. The request's last word."""
+
+    TYPE: ClassVar[str] = "map"
+    is_last: ClassVar[bool] = True  # as a `Result`'s: always its request's last word
+    job_id: str
+    image: Image
+    x: int
+    y: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "image": self.image.to_wire(),
+            "x": self.x,
+            "y": self.y,
+            "timings": {k: float(v) for k, v in self.timings.items()},
+        }
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any], limits: Limits) -> StrengthMap:
+        w = cls.TYPE
+        raw_timings = read_map(d, w, "timings", {})
+        return cls(
+            job_id=_job_id(d, w),
+            image=Image.from_wire(read_map(d, w, "image"), f"{w}.image", limits),
+            x=read_int(d, w, "x", lo=-_MAX_COORD, hi=_MAX_COORD),
+            y=read_int(d, w, "y", lo=-_MAX_COORD, hi=_MAX_COORD),
+            timings={k: read_float(raw_timings, w + ".timings", k) for k in raw_timings},
+        )
 
 
 @dataclass(frozen=True)
@@ -218,15 +326,23 @@ class Models(Message):
     TYPE: ClassVar[str] = "models"
     models: list[ModelInfo]
     default_model: str | None = None
+    loras: list[ModelInfo] = field(default_factory=list)
+    controlnets: list[ModelInfo] = field(default_factory=list)
+    ip_adapters: list[ModelInfo] = field(default_factory=list)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"models": [m.to_wire() for m in self.models], "default_model": self.default_model}
+        return {
+            "models": [m.to_wire() for m in self.models],
+            "default_model": self.default_model,
+            **_addons_to_wire(self),
+        }
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any], limits: Limits) -> Models:
         return cls(
             models_from_wire(d, "models"),
             read_str(d, "models", "default_model", None, max_len=512, optional=True),
+            **_addons_from_wire(d, "models"),
         )
 
 
@@ -445,9 +561,10 @@ class Error(Message):
 
 
 CLIENT_MESSAGES: dict[str, type[Message]] = {
-    m.TYPE: m for m in (Hello, Submit, Cancel, ListModels, GetStatus)
+    m.TYPE: m for m in (Hello, Submit, StrengthMapRequest, Cancel, ListModels, GetStatus)
 }
 SERVER_MESSAGES: dict[str, type[Message]] = {
-    m.TYPE: m for m in (Welcome, Accepted, Progress, Preview, Result, Cancelled, Error, Models, Status)
+    m.TYPE: m
+    for m in (Welcome, Accepted, Progress, Preview, Result, StrengthMap, Cancelled, Error, Models, Status)
 }
 ALL_MESSAGES: dict[str, type[Message]] = {**CLIENT_MESSAGES, **SERVER_MESSAGES}

@@ -6,10 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._fields import read_bool, read_bytes, read_enum, read_int, read_list, read_str
+from ._fields import read_bool, read_bytes, read_enum, read_int, read_list, read_map, read_str
 from .errors import ErrorCode, ProtocolError
 from .limits import Limits
-from .pixels import MASK_BYTES_PER_PIXEL, ColorEncoding, PixelFormat
+from .pixels import ColorEncoding, MaskFormat, PixelFormat, map_bytes_per_pixel, map_format
+from .spec import ControlParams, ReferenceParams
 
 
 def _check_size(where: str, width: int, height: int, limits: Limits) -> None:
@@ -67,27 +68,101 @@ class Image:
 
 @dataclass(frozen=True)
 class Mask:
-    """8-bit grayscale, one byte a pixel: 0 keep, 255 change fully, between: partly."""
+    """A per-pixel map: 0 keep, full scale change fully, between: partly.
+
+    `gray8` (the default, one byte a pixel: the selection's own convention) or `gray16`;
+    or a layer's pixels in a `PixelFormat`, whose luminance times alpha is the map
+    (`color` says how those pixels encode light, as for an `Image`).
+    """
 
     width: int
     height: int
     data: bytes = field(repr=False)
+    format: MaskFormat | PixelFormat = MaskFormat.GRAY8
+    color: ColorEncoding = ColorEncoding.SRGB
+
+    def __post_init__(self) -> None:
+        fmt = self.format
+        object.__setattr__(self, "format", fmt if isinstance(fmt, PixelFormat) else map_format(fmt))
+        object.__setattr__(self, "color", ColorEncoding(self.color))
+
+    @property
+    def expected_bytes(self) -> int:
+        return self.width * self.height * map_bytes_per_pixel(self.format)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"width": self.width, "height": self.height, "data": self.data}
+        return {
+            "width": self.width,
+            "height": self.height,
+            "format": self.format.value,
+            "color": self.color.value,
+            "data": self.data,
+        }
 
     @classmethod
     def from_wire(cls, d: Mapping[str, Any], where: str, limits: Limits) -> Mask:
         width = read_int(d, where, "width", lo=1, hi=limits.max_side)
         height = read_int(d, where, "height", lo=1, hi=limits.max_side)
         _check_size(where, width, height, limits)
+        name = read_str(d, where, "format", MaskFormat.GRAY8.value, max_len=32)
+        try:
+            fmt = map_format(name)
+        except ValueError:
+            known = [f.value for f in MaskFormat] + [f.value for f in PixelFormat]
+            raise ProtocolError(
+                ErrorCode.INVALID_FIELD,
+                f"{where}: field 'format' is '{name}'; a map is one of {', '.join(known)}",
+            ) from None
+        color = read_enum(d, where, "color", ColorEncoding, ColorEncoding.SRGB.value)
         data = read_bytes(d, where, "data")
-        if len(data) != width * height * MASK_BYTES_PER_PIXEL:
+        mask = cls(width, height, data, fmt, color)
+        if len(data) != mask.expected_bytes:
             raise ProtocolError(
                 ErrorCode.SIZE_MISMATCH,
-                f"{where}: a {width}x{height} mask needs {width * height} bytes, got {len(data)}",
+                f"{where}: a {width}x{height} {fmt.value} map needs {mask.expected_bytes} bytes, "
+                f"got {len(data)}",
             )
-        return cls(width, height, data)
+        return mask
+
+
+@dataclass(frozen=True)
+class Control:
+    """One control image of a job (the region's size) and how it steers (ControlNet)."""
+
+    image: Image
+    params: ControlParams = field(default_factory=ControlParams)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"image": self.image.to_wire(), **self.params.to_wire()}
+
+    @classmethod
+    def from_wire(cls, d: Any, where: str, limits: Limits) -> Control:
+        d = _item_map(d, where)
+        image = Image.from_wire(read_map(d, where, "image"), f"{where}.image", limits)
+        return cls(image, ControlParams.from_wire(d, where, limits))
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One reference image of a job (any size) and its weight (IP-Adapter)."""
+
+    image: Image
+    params: ReferenceParams = field(default_factory=ReferenceParams)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"image": self.image.to_wire(), **self.params.to_wire()}
+
+    @classmethod
+    def from_wire(cls, d: Any, where: str, limits: Limits) -> Reference:
+        d = _item_map(d, where)
+        image = Image.from_wire(read_map(d, where, "image"), f"{where}.image", limits)
+        return cls(image, ReferenceParams.from_wire(d, where, limits))
+
+
+def _item_map(d: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(d, Mapping):
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{where}: must be a map")
+    return d
 
 
 @dataclass(frozen=True)
@@ -137,8 +212,10 @@ class WorkerInfo:
         )
 
 
-def models_from_wire(d: Mapping[str, Any], where: str) -> list[ModelInfo]:
-    return [ModelInfo.from_wire(m, where) for m in read_list(d, where, "models")]
+def models_from_wire(d: Mapping[str, Any], where: str, key: str = "models") -> list[ModelInfo]:
+    """The list under `key`; only `models` itself is required."""
+    items = read_list(d, where, key) if key == "models" else read_list(d, where, key, [])
+    return [ModelInfo.from_wire(m, where) for m in items]
 
 
 def str_list(d: Mapping[str, Any], where: str, key: str) -> list[str]:

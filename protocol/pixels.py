@@ -47,4 +47,23 @@ class ColorEncoding(str, Enum):
     LINEAR = "linear"
 
 
-MASK_BYTES_PER_PIXEL = 1  # masks are 8-bit gray: 0 keep, 255 change fully
+class MaskFormat(str, Enum):
+    """One-channel map formats; a map may also come in a `PixelFormat` (a layer picked as
+    the map: the daemon takes its luminance times its alpha)."""
+
+    GRAY8 = "gray8"  # 0 keep ... 255 change fully: selections and the default
+    GRAY16 = "gray16"  # unsigned 16-bit, 0 ... 65535: 16-bit channels and selections
+
+
+def map_format(value: str) -> MaskFormat | PixelFormat:
+    """A map's format from its wire name; ValueError when it is neither kind."""
+    try:
+        return MaskFormat(value)
+    except ValueError:
+        return PixelFormat(value)
+
+
+def map_bytes_per_pixel(fmt: MaskFormat | PixelFormat) -> int:
+    if isinstance(fmt, PixelFormat):
+        return fmt.bytes_per_pixel
+    return 2 if fmt is MaskFormat.GRAY16 else 1

@@ -51,9 +51,13 @@ from .messages import (
     Progress,
     Result,
     Status,
+    StrengthMap,
     Submit,
     Welcome,
 )
+
+# A job's successful last word: its last `result`, or the `map` of a `strength_map`.
+_DONE = (Result, StrengthMap)
 
 # Errors that answer a request about a job id rather than end a job: a duplicate
 # `submit` names the live job whose id it reuses, a `cancel` of an unknown job
@@ -146,7 +150,7 @@ class ServerSession:
         A message naming a job that has had its last word (or was never
         submitted) is refused: each job gets one last `result` (the one whose
         index is its total - 1; the results before it do not end the job),
-        `cancelled` or `error`, and nothing after it.
+        `map` (of a `strength_map`), `cancelled` or `error`, and nothing after it.
         """
         job_id = getattr(message, "job_id", None)
         if job_id is None:
@@ -157,8 +161,8 @@ class ServerSession:
             return False
         if isinstance(message, Result) and not message.is_last:
             return True  # one of several results: the job goes on
-        if isinstance(message, (Result, Cancelled, Error)):
-            if isinstance(message, Result):
+        if isinstance(message, (*_DONE, Cancelled, Error)):
+            if isinstance(message, _DONE):
                 self.job_ended(job_id, "done")
             else:
                 self.job_ended(job_id, "cancelled" if isinstance(message, Cancelled) else "failed")
@@ -298,7 +302,7 @@ class ClientSession:
         if isinstance(message, Result) and not message.is_last:
             return message  # done before any cancel took effect: the painter keeps it
         cancel_sent = self._jobs.pop(job_id)
-        if isinstance(message, Result) and cancel_sent:
+        if isinstance(message, _DONE) and cancel_sent:
             return Cancelled(job_id)
         return message
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from ._fields import read_bool, read_enum, read_float, read_int, read_list, read_str
+from ._fields import read_bool, read_enum, read_float, read_int, read_list, read_map, read_str
 from .errors import ErrorCode, ProtocolError
 from .limits import DEFAULT_LIMITS, Limits
 from .pixels import PixelFormat
@@ -44,6 +44,17 @@ FAMILIES = SD_FAMILIES | FLUX_FAMILIES | {"sd3"}
 
 
 @dataclass(frozen=True)
+class Lora:
+    """One LoRA of a job: a name the daemon lists and its weight (the parameter's bounds)."""
+
+    name: str
+    weight: float = 1.0
+
+    def text(self) -> str:
+        return f"{self.name}:{self.weight:g}"
+
+
+@dataclass(frozen=True)
 class Param:
     """One declared parameter. Bounds given as a string name a `Limits` field, so
     that the limits the daemon announces and these bounds are one number."""
@@ -60,7 +71,7 @@ class Param:
     hi_open: bool = False  # hi itself is refused
     min_len: int = 0
     max_len: int | str = 256  # characters of a str, items of a tuple
-    item: type | None = None  # a tuple's item kind (float); lo/hi bound each item
+    item: type | None = None  # a tuple's item kind (float or Lora); lo/hi bound each number
     unit: str = ""  # "px": shown after the value
     step: float | None = None  # a form's single step for numbers
     multiline: bool = False
@@ -134,42 +145,53 @@ class Param:
                 f"{where}: field '{self.name}' has {len(items)} values, over {most}",
             )
         lo, hi = self.bounds(limits)
+        bounds = {"lo": lo, "hi": hi, "lo_open": self.lo_open, "hi_open": self.hi_open}
         indexed = {f"{self.name}[{i}]": v for i, v in enumerate(items)}
-        return tuple(
-            read_float(indexed, where, key, lo=lo, hi=hi, lo_open=self.lo_open, hi_open=self.hi_open)
-            for key in indexed
-        )
+        if self.item is Lora:
+            # Values built in code (a plugin's settings) are read as their wire maps.
+            indexed = {k: self.to_wire((v,))[0] if isinstance(v, Lora) else v for k, v in indexed.items()}
+            return tuple(
+                Lora(
+                    read_str(entry, f"{where}.{key}", "name", min_len=1, max_len=512),
+                    read_float(entry, f"{where}.{key}", "weight", 1.0, **bounds),
+                )
+                for key in indexed
+                for entry in [read_map(indexed, where, key)]
+            )
+        return tuple(read_float(indexed, where, key, **bounds) for key in indexed)
 
     def to_wire(self, value: Any) -> Any:
         if value is None:
             return None
         if isinstance(value, Enum):
             return value.value
+        if self.kind is tuple and self.item is Lora:
+            return [{"name": v.name, "weight": float(v.weight)} for v in value]
         if self.kind is tuple:
             return [float(v) for v in value]
         return float(value) if self.kind is float else value
 
-    def parse_text(self, text: str) -> tuple[float, ...]:
+    def parse_text(self, text: str) -> tuple[Any, ...]:
         """A list parameter typed by a painter: "0.3, 0.5" or "30%, 50%" (a number with "%"
-        is a percentage). ValueError in words when a part is not a number; bounds are
-        `read`'s business."""
-        values = []
+        is a percentage); LoRAs as "name:0.8, other:-0.5" (no weight: 1). ValueError in
+        words when a part is not a number; bounds are `read`'s business."""
+        values: list[Any] = []
         for part in text.replace(";", ",").split(","):
             part = part.strip()
             if not part:
                 continue
-            number = part.rstrip("%").strip()
-            try:
-                value = float(number)
-            except ValueError:
-                raise ValueError(f"'{part}' is not a number") from None
-            if part.endswith("%"):
-                value /= 100.0
-            values.append(value)
+            if self.item is Lora:
+                name, _, weight = part.rpartition(":") if ":" in part else (part, "", "1")
+                values.append(Lora(name.strip(), _number_in(part, weight)))
+                continue
+            value = _number_in(part, part.rstrip("%"))
+            values.append(value / 100.0 if part.endswith("%") else value)
         return tuple(values)
 
-    def format_text(self, values: tuple[float, ...]) -> str:
+    def format_text(self, values: tuple[Any, ...]) -> str:
         """The inverse of `parse_text`: "30%, 50%" for a percent list, else "0.3, 0.5"."""
+        if self.item is Lora:
+            return ", ".join(v.text() for v in values)
         if self.percent:
             return ", ".join(f"{round(v * 100, 2):g}%" for v in values)
         return ", ".join(f"{v:g}" for v in values)
@@ -185,6 +207,14 @@ class Param:
         low = f"above {_number(lo)}" if self.lo_open else f"at least {_number(lo)}"
         high = f"below {_number(hi)}" if self.hi_open else f"at most {_number(hi)}"
         return f"{low} and {high}{unit}"
+
+
+def _number_in(part: str, number: str) -> float:
+    try:
+        return float(number.strip())
+    except ValueError:
+        why = "the weight after ':' is not a number" if ":" in part else "is not a number"
+        raise ValueError(f"'{part}' {why}") from None
 
 
 def _number(value: float) -> str:
@@ -228,6 +258,22 @@ def params_of(cls: type) -> tuple[Param, ...]:
             )
         )
     return tuple(declared)
+
+
+class Depth(str, Enum):
+    """Whether the daemon's depth estimate of the region is the map, and which end changes."""
+
+    NONE = "none"
+    NEAR = "near"  # near things change most
+    FAR = "far"  # the far background changes most
+
+
+class Combine(str, Enum):
+    """How the depth map and the sent map (the selection) make one map."""
+
+    MULTIPLY = "multiply"
+    MIN = "min"
+    MAX = "max"
 
 
 @dataclass(frozen=True)
@@ -320,6 +366,61 @@ class JobParams:
         hi_open=True,
         hosts=frozenset({CLI}),
     )
+    invert_mask: bool = param(
+        False, "Invert map", "Swap what changes and what is kept: the map's white is kept, its black changes"
+    )
+    mask_black: float = param(
+        0.0,
+        "Map black point",
+        "Map values at or below this change nothing (levels, applied after invert)",
+        lo=0.0,
+        hi=1.0,
+        hi_open=True,
+        step=0.05,
+        percent=True,
+        advanced=True,
+    )
+    mask_white: float = param(
+        1.0,
+        "Map white point",
+        "Map values at or above this change fully (levels)",
+        lo=0.0,
+        hi=1.0,
+        lo_open=True,
+        step=0.05,
+        percent=True,
+        advanced=True,
+    )
+    mask_gamma: float = param(
+        1.0,
+        "Map gamma",
+        "Above 1 the map's grays change more, below 1 less (levels: value ** (1 / gamma))",
+        lo=0.0,
+        hi=10.0,
+        lo_open=True,
+        step=0.1,
+        advanced=True,
+    )
+    depth: Depth = param(
+        Depth.NONE,
+        "Depth map",
+        "The daemon estimates the region's depth and uses it as the map: near or far things change "
+        "most; levels apply to it, then it is combined with the selection",
+    )
+    depth_model: str | None = param(
+        None,
+        "Depth model",
+        "A Depth Anything model the daemon finds (file, folder or name); empty: the first found",
+        min_len=1,
+        max_len=512,
+        advanced=True,
+    )
+    depth_combine: Combine = param(
+        Combine.MULTIPLY,
+        "Depth with selection",
+        "How the depth map and the selection make the map: multiply, the lower (min) or the higher (max)",
+        advanced=True,
+    )
     smooth: bool = param(
         True,
         "Smooth strength",
@@ -362,6 +463,14 @@ class JobParams:
         percent=True,
         advanced=True,
     )
+    loras: tuple[Lora, ...] = param(
+        (),
+        "LoRAs",
+        "LoRAs the daemon lists, each with a weight: name:0.8, other:-0.5",
+        lo=-2.0,
+        hi=2.0,
+        max_len="max_loras",
+    )
     output_format: PixelFormat | None = param(
         None, "Output format", "The result's pixel format; empty: the input's", hosts=frozenset()
     )
@@ -373,13 +482,33 @@ class JobParams:
     @classmethod
     def from_wire(cls, d: Mapping[str, Any], where: str, limits: Limits = DEFAULT_LIMITS) -> JobParams:
         params = cls(**{p.name: p.read(d, where, limits) for p in JOB_PARAMS})
-        if params.count > 1 and params.fan:
-            raise ProtocolError(
-                ErrorCode.INVALID_FIELD,
-                f"{where}: fields 'count' and 'fan' cannot be used together: a fan gives one "
-                "result per strength, all with one seed",
-            )
+        conflicts = params.conflicts()
+        if conflicts:
+            raise ProtocolError(ErrorCode.INVALID_FIELD, f"{where}: " + "; ".join(w for w, _ in conflicts))
         return params
+
+    def conflicts(self) -> list[tuple[str, str]]:
+        """Values that are each allowed but not together: (in the wire's words, in a
+        painter's), for the daemon's errors and the plugins' alike."""
+        found = []
+        if self.count > 1 and self.fan:
+            found.append(
+                (
+                    "fields 'count' and 'fan' cannot be used together: a fan gives one result per "
+                    "strength, all with one seed",
+                    "Variations and Strength fan cannot be used together (a fan gives one result per "
+                    "strength, all with one seed): set Variations to 1 or clear the fan",
+                )
+            )
+        if self.mask_black >= self.mask_white:
+            found.append(
+                (
+                    f"field 'mask_black' ({self.mask_black:g}) must be below 'mask_white' "
+                    f"({self.mask_white:g})",
+                    "Map black point must be below Map white point",
+                )
+            )
+        return found
 
     def validated(self, limits: Limits = DEFAULT_LIMITS) -> JobParams:
         """A copy with numbers normalised, or ProtocolError naming the first bad value:
@@ -406,6 +535,81 @@ class JobParams:
 
 
 JOB_PARAMS: tuple[Param, ...] = params_of(JobParams)
+
+
+@dataclass(frozen=True)
+class ControlParams:
+    """How one control image of a job steers it (ControlNet); the image travels beside them
+    (`payloads.Control`)."""
+
+    kind: str = param(
+        "canny",
+        "Type",
+        "What the control image shows: canny, depth, lineart, scribble, pose, tile, inpaint, ...",
+        min_len=1,
+        max_len=32,
+    )
+    model: str | None = param(
+        None,
+        "ControlNet",
+        "A ControlNet the daemon lists; empty: the first that takes this type and the model's family",
+        min_len=1,
+        max_len=512,
+        choices="controlnets",
+    )
+    strength: float = param(1.0, "Control strength", "How strongly it steers; 0: not at all", lo=0.0, hi=2.0)
+    start: float = param(
+        0.0, "Start", "The fraction of the steps where it starts", lo=0.0, hi=1.0, hi_open=True, percent=True
+    )
+    end: float = param(
+        1.0, "End", "The fraction of the steps where it stops", lo=0.0, hi=1.0, lo_open=True, percent=True
+    )
+    preprocess: bool = param(
+        False,
+        "From a photo",
+        "The image is a photo: the daemon makes the control image for the type (canny edges or depth)",
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        return {q.name: q.to_wire(getattr(self, q.name)) for q in CONTROL_PARAMS}
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any], where: str, limits: Limits = DEFAULT_LIMITS) -> ControlParams:
+        params = cls(**{q.name: q.read(d, where, limits) for q in CONTROL_PARAMS})
+        if params.start >= params.end:
+            raise ProtocolError(
+                ErrorCode.INVALID_FIELD,
+                f"{where}: field 'start' ({params.start:g}) must be below 'end' ({params.end:g})",
+            )
+        return params
+
+
+@dataclass(frozen=True)
+class ReferenceParams:
+    """How one reference image steers a job (IP-Adapter); the image travels beside them."""
+
+    weight: float = param(
+        0.6, "Reference weight", "How much the reference steers; 0: not at all", lo=0.0, hi=2.0
+    )
+    model: str | None = param(
+        None,
+        "IP-Adapter",
+        "An IP-Adapter the daemon lists; empty: the first that fits the model's family",
+        min_len=1,
+        max_len=512,
+        choices="ip_adapters",
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        return {q.name: q.to_wire(getattr(self, q.name)) for q in REFERENCE_PARAMS}
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any], where: str, limits: Limits = DEFAULT_LIMITS) -> ReferenceParams:
+        return cls(**{q.name: q.read(d, where, limits) for q in REFERENCE_PARAMS})
+
+
+CONTROL_PARAMS: tuple[Param, ...] = params_of(ControlParams)
+REFERENCE_PARAMS: tuple[Param, ...] = params_of(ReferenceParams)
 BY_NAME: dict[str, Param] = {p.name: p for p in JOB_PARAMS}
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ...protocol import DEFAULT_PORT
-from ..engine.cli_run import add_model_part_arguments
+from ..engine.cli_run import add_depth_model_argument, add_model_part_arguments
 
 LISTENING_PREFIX = "Differential Inpaint daemon listening on ws://"
 
@@ -55,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a folder of checkpoints to offer (repeatable), e.g. ComfyUI's models/checkpoints",
     )
     add_model_part_arguments(parser)
+    add_depth_model_argument(parser)
     parser.add_argument(
         "--device",
         action="append",
@@ -234,6 +235,8 @@ def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
         "vae": args.vae,
         "default_model": (args.model or [None])[0],
         "max_batch": args.max_batch,
+        "depth_model": args.depth_model,
+        "depth_model_paths": False,  # a client names the depth models found, never a path
     }
 
 
@@ -242,9 +245,18 @@ def _load_engine(args: argparse.Namespace, device: str | None = None):  # noqa: 
     workers run them) only names the models and schedulers, loading none."""
     from ..engine import Engine
 
+    runs_jobs = device is None
     if device is None and args.device:
         device = args.device[0]
-    return Engine(device=device, **_engine_options(args))
+    engine = Engine(device=device, **_engine_options(args))
+    if args.depth_model:
+        # A --depth-model that is not one stops the start; loaded now (by the engine that
+        # runs the jobs), the first depth job finds it ready.
+        if runs_jobs:
+            engine.depth_models.load(None)
+        else:
+            engine.depth_models.resolve(None)
+    return engine
 
 
 def _devices(args: argparse.Namespace) -> list[str]:
@@ -377,6 +389,8 @@ async def _main(args: argparse.Namespace, token: str | None, token_path: Path | 
             loop.add_signal_handler(signum, request_stop, signum)
 
     _print_models(catalog)
+    if args.depth_model:
+        _say(f"Depth model (for jobs that name none): {engine.depth_models.resolve(None).name}")
     if args.allow_origin:
         _say(f"Browser origins allowed: {', '.join(args.allow_origin)}")
     if token is not None:

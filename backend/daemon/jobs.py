@@ -46,6 +46,8 @@ from ...protocol import (
     Progress,
     Result,
     Stage,
+    StrengthMap,
+    StrengthMapRequest,
     Submit,
     WorkerInfo,
     encode_parts,
@@ -272,9 +274,16 @@ class JobRunner:
         with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
             self.post(fn, *args)
 
+    def _send_progress(self, job: Job, stage: str, step: int, steps: int) -> None:
+        if stage in Stage.ALL:  # the wire knows only these stages
+            message = Progress(job.job_id, stage, max(0, int(step)), max(0, int(steps)))
+            self._post(job.owner.send_frames, wire_frames(message))
+
     def execute(self, job: Job) -> Outcome:
         """Worker thread. Never raises: every failure becomes this job's `error` (or
         `cancelled`); the queue frees what a failed job held once its client has that."""
+        if isinstance(job.submit, StrengthMapRequest):
+            return self.execute_strength_map(job)
         start = time.monotonic()
         waited = start - job.queued_at
         params = job.params
@@ -289,16 +298,13 @@ class JobRunner:
         last_preview = [start]  # the first preview comes one interval into the job
 
         def on_progress(stage: str, step: int, steps: int) -> None:
-            if stage not in Stage.ALL:
-                return  # the wire knows only these stages
             if stage == Stage.SAMPLING:
                 now = time.monotonic()
                 if len(sampling) < 2:
                     sampling.append((now, step))
                 else:
                     sampling[1] = (now, step)
-            message = Progress(job.job_id, stage, max(0, int(step)), max(0, int(steps)))
-            self._post(job.owner.send_frames, wire_frames(message))
+            self._send_progress(job, stage, step, steps)
 
         def on_preview(index: int, step: int, make_preview: Callable[[], Any]) -> None:
             if not params.preview or job.cancel_event.is_set():
@@ -318,7 +324,7 @@ class JobRunner:
             self._post(job.owner.offer_preview, job, data)
 
         def to_wire(result: Any) -> Result:
-            wire = pixels.encode_result(result.image, job.submit.image, mask, params.output_format)
+            wire = pixels.encode_result(result.image, job.submit.image, result.mask, params.output_format)
             timings = {k: float(v) for k, v in dict(result.timings).items()}
             timings["queued"] = waited  # in the daemon's queue, before the engine
             timings["daemon"] = time.monotonic() - start  # engine + pixel conversion
@@ -350,6 +356,7 @@ class JobRunner:
                 image,
                 mask,
                 params,
+                **pixels.decode_maps(job.submit),
                 model=job.model,
                 on_progress=on_progress,
                 on_preview=on_preview,
@@ -374,6 +381,35 @@ class JobRunner:
             "seed" if len(results) == 1 else f"{len(results)} results, seeds",
             seeds,
         )
+        return Outcome(data, "done")
+
+    def execute_strength_map(self, job: Job) -> Outcome:
+        """Worker thread, for a `strength_map` request: the effective map, answered with `map`.
+        Never raises, as `execute`."""
+        start = time.monotonic()
+        waited = start - job.queued_at
+        log.info("%s: strength map, started after %.1f s in the queue", job.describe(), waited)
+        try:
+            if job.cancel_event.is_set():
+                raise engine_errors.JobCancelled("cancelled before it started")
+            selection = job.submit.selection  # a blend map changes no strength: left undecoded
+            strength = self.engine.strength_map(
+                pixels.decode_image(job.submit.image),
+                pixels.decode_mask(job.submit.mask),
+                job.params,
+                selection=None if selection is None else pixels.decode_mask(selection),
+                on_progress=partial(self._send_progress, job),
+                should_cancel=job.cancel_event.is_set,
+            )
+            if job.cancel_event.is_set():
+                raise engine_errors.JobCancelled("cancelled at the last step")
+            image = pixels.encode_strength_map(strength, job.submit.image, job.params.output_format)
+            seconds = time.monotonic() - start
+            timings = {"map": seconds, "queued": waited, "daemon": seconds}
+            data = wire_frames(StrengthMap(job.job_id, image, job.submit.x, job.submit.y, timings))
+        except Exception as exc:
+            return self._failure(job, exc, time.monotonic() - start)
+        log.info("%s: strength map done in %.1f s", job.describe(), time.monotonic() - start)
         return Outcome(data, "done")
 
     def _failure(self, job: Job, exc: Exception, seconds: float) -> Outcome:
@@ -430,8 +466,10 @@ def _per_step(sampling: list[tuple[float, int]], timings: dict[str, float], step
 
 def _payload_bytes(job: Job) -> int:
     """A waiting job's pixels: its region once per result it makes (a batch of 4 counts
-    four times), and its mask."""
-    return len(job.submit.image.data) * job.params.results + len(job.submit.mask.data)
+    four times), and its maps."""
+    submit = job.submit
+    maps = [m for m in (submit.mask, submit.selection, submit.blend_mask) if m is not None]
+    return len(submit.image.data) * job.params.results + sum(len(m.data) for m in maps)
 
 
 class Worker:

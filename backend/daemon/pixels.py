@@ -9,9 +9,12 @@ numpy; nothing loops over pixels in Python.
 Round trips are exact: u8 -> float32 -> u8, u16 -> float32 -> u16,
 f16 -> float32 -> f16 and f32 -> f32 give the same bits back. Linear
 conversion and clipping of out-of-range floats are not exact, so
-`encode_result` copies the client's own bytes back wherever the mask is 0:
-pixels the user asked to keep come back bit for bit (in another output
-format: the client's own values, converted straight to it).
+`encode_result` copies the client's own bytes back wherever the effective
+change map is 0: pixels the user asked to keep come back bit for bit (in
+another output format: the client's own values, converted straight to it).
+
+Maps (`Mask`) decode to float64 HxW in [0, 1], whatever their format: gray8,
+gray16, or a layer's pixels, whose luminance times alpha is the map.
 
 A result is in the input's colour encoding, values and label, whatever the
 output format: linear in, linear out; sRGB in, sRGB out.
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...protocol import ColorEncoding, Image, Mask, PixelFormat
+from ...protocol import ColorEncoding, Image, Mask, MaskFormat, PixelFormat, Submit
 
 PREVIEW_MAX_SIDE = 256
 
@@ -41,6 +44,8 @@ _INT_SCALE = {
     PixelFormat.BGRA16: 65535.0,
 }
 _BGRA = (PixelFormat.BGRA8, PixelFormat.BGRA16)
+# Luminance of sRGB-encoded values, as the protocol defines a layer's map (Rec. 709 weights).
+REC709 = np.array([0.2126, 0.7152, 0.0722])
 _SWAP_RB = [2, 1, 0, 3]  # RGBA <-> BGRA; its own inverse
 
 
@@ -90,8 +95,30 @@ def decode_image(image: Image) -> np.ndarray:
 
 
 def decode_mask(mask: Mask) -> np.ndarray:
-    """Wire mask -> uint8 HxW (0 keep, 255 change fully), a writable copy the engine may keep."""
-    return np.frombuffer(mask.data, dtype=np.uint8).reshape(mask.height, mask.width).copy()
+    """Wire map -> float64 HxW in [0, 1] (0 keep, 1 change fully), an array the engine may keep.
+
+    gray8 / 255, gray16 / 65535; a layer's pixels (any image format): its luminance (Rec. 709
+    on sRGB-encoded values, linear ones converted first) times its alpha. A gray pixel's
+    luminance is its value exactly, so a map read back from `encode_strength_map` is the
+    strength it was written from (to the format's precision).
+    """
+    fmt = mask.format
+    if fmt is MaskFormat.GRAY8:
+        return np.frombuffer(mask.data, dtype=np.uint8).reshape(mask.height, mask.width) / 255.0
+    if fmt is MaskFormat.GRAY16:
+        return np.frombuffer(mask.data, dtype="<u2").reshape(mask.height, mask.width) / 65535.0
+    rgba = decode_image(Image(mask.width, mask.height, fmt, mask.data, mask.color)).astype(np.float64)
+    rgb = rgba[..., :3]
+    gray = (rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])
+    luminance = np.where(gray, rgb[..., 0], np.clip(rgb @ REC709, 0.0, 1.0))
+    return luminance * rgba[..., 3]
+
+
+def decode_maps(submit: Submit) -> dict[str, np.ndarray]:
+    """The optional maps a submit carries, as the engine's keywords: `selection` and `blend`
+    (from `blend_mask`), each decoded as `decode_mask`; absent ones are left out."""
+    sent = {"selection": submit.selection, "blend": submit.blend_mask}
+    return {key: decode_mask(value) for key, value in sent.items() if value is not None}
 
 
 def encode_image(rgba: np.ndarray, fmt: PixelFormat, color: ColorEncoding = ColorEncoding.SRGB) -> Image:
@@ -123,6 +150,17 @@ def encode_image(rgba: np.ndarray, fmt: PixelFormat, color: ColorEncoding = Colo
     return Image(width, height, fmt, np.ascontiguousarray(wire).tobytes(), color)
 
 
+def encode_strength_map(
+    strength: np.ndarray, source: Image, output_format: PixelFormat | None = None
+) -> Image:
+    """Each pixel's strength (float HxW in [0, 1]) -> an opaque gray wire image, in
+    `output_format` or the source's format and in the source's colour encoding, so that a
+    host reading it back as a map (see `decode_mask`) gets the same strengths."""
+    gray = np.asarray(strength, dtype=np.float32)
+    rgba = np.stack([gray, gray, gray, np.ones_like(gray)], axis=-1)
+    return encode_image(rgba, PixelFormat(output_format or source.format), ColorEncoding(source.color))
+
+
 def encode_result(
     rgba: np.ndarray,
     source: Image,
@@ -137,7 +175,9 @@ def encode_result(
     encoding). Where `mask` is 0 the RGB channels are the client's own values:
     its very bytes when the output format is the source's, else its values
     converted straight to the output format (no trip through sRGB; integers
-    clip to [0, 1]). Alpha is always the engine's composite alpha.
+    clip to [0, 1]). `mask` is the effective change map the engine made the result
+    with (`InpaintResult.mask`), not the wire's: levels, depth and grow move its zeros.
+    Alpha is always the engine's.
     """
     fmt = PixelFormat(output_format or source.format)
     color = ColorEncoding(source.color)

@@ -1,4 +1,5 @@
-"""`differential-inpaint models`: the models found on this machine and where it looked."""
+"""`differential-inpaint models`: the models found on this machine (depth models too) and where
+it looked."""
 
 from __future__ import annotations
 
@@ -26,9 +27,11 @@ def run(args: argparse.Namespace) -> int:
     engine = Engine(device="cpu", model_dirs=args.model_dir)
     models = engine.list_models()
     folders = engine.search_folders()
+    depth_models = engine.depth_models.list_models()
     if args.json:
         payload = {
             "models": [{"name": m.name, "family": m.family, "source": m.source} for m in models],
+            "depth_models": [{"name": m.name, "source": m.source} for m in depth_models],
             "searched": [{"path": str(f.path), "kind": f.source, "exists": f.path.is_dir()} for f in folders],
         }
         json.dump(payload, sys.stdout, indent=2)
@@ -40,6 +43,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{m.name:<{width}}  {m.family:<12}  {m.source}")
     if all(m.source == "builtin" for m in models):
         print("\nNo checkpoint found: only the built-in tiny test models (random weights) are available.")
+    # Depth models (for --depth near|far) are searched in these folders and their installations'
+    # depth folders (depth.py); the first found is the default.
+    print("\nDepth models:")
+    for m in depth_models:
+        print(f"  {m.name}  [{m.source}]")
     print("\nSearched:")
     for f in folders:
         state = "" if f.path.is_dir() else "  (missing)"

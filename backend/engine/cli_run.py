@@ -2,8 +2,12 @@
 
 The output has the input's size and mode: RGB stays RGB, RGBA stays RGBA, grayscale
 stays grayscale, 16-bit grayscale PNGs stay 16-bit. Palette and other modes are written
-as RGB (RGBA when they had transparency). Pixels where the processed mask is 0 are
-copied from the input file unchanged.
+as RGB (RGBA when they had transparency). Pixels where the effective change map is 0
+are copied from the input file unchanged.
+
+Map files (--mask, --blend-mask): grayscale as is (16-bit PNGs at 16 bits), colour as its
+luminance, and with transparency times its alpha (a painted strength layer exported
+as a PNG). --show-map writes the effective strength map and samples nothing.
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ import argparse
 import os
 import sys
 from dataclasses import replace
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from ...protocol import DEFAULT_LIMITS, JobParams, Param, ProtocolError, shown_on
+from ...protocol import DEFAULT_LIMITS, Depth, JobParams, Param, ProtocolError, shown_on
 from .errors import EngineError, InvalidRequest, JobCancelled, UnknownModel
 from .schedulers import SCHEDULERS, check_scheduler_name
 
@@ -34,18 +39,53 @@ JOB_OPTIONS: tuple[Param, ...] = shown_on("cli")
 
 # The daemon offers only the models it lists; the command line takes any spec catalog.py reads.
 MODEL_HELP = "; here also builtin:NAME, hf:ORG/NAME, or a checkpoint file or diffusers folder path"
+# depth.py's spec grammar, in a line.
+DEPTH_MODEL_HELP = (
+    "; a name from `differential-inpaint models`, hf:ORG/NAME in the Hugging Face cache, "
+    "builtin:tiny-depth (random, for tests), or a Depth Anything file or folder path"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True, type=Path, help="the image to change (PNG, JPEG, ...)")
     parser.add_argument(
-        "--mask", required=True, type=Path, help="white = change fully, black = keep, gray between"
+        "--mask",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the change map: white = change fully, black = keep, gray between (16-bit PNGs are read "
+        "at 16 bits; transparency counts as black); optional with --depth (then the depth alone)",
     )
     parser.add_argument(
         "--out",
-        required=True,
         type=Path,
+        default=None,
         help="where to write the result; several (--count, --fan): OUT-1, OUT-2, ... before the extension",
+    )
+    parser.add_argument(
+        "--blend-mask",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the result's opacity instead of the one made from the change map (which still decides "
+        "what the sampler changes); read like --mask",
+    )
+    parser.add_argument(
+        "--context",
+        type=_context,
+        default="auto",
+        metavar="auto|image|mask|X,Y,W,H",
+        help="the part of the image the model sees: auto and image = the whole image, mask = the "
+        "effective map's bounds only, or a rectangle in pixels; outside it nothing changes "
+        "(default auto)",
+    )
+    parser.add_argument(
+        "--show-map",
+        type=Path,
+        default=None,
+        metavar="OUT.png",
+        help="write the effective strength map (after levels, depth, grow, feather and x strength) "
+        "as 8-bit grayscale and exit without sampling",
     )
     parser.add_argument(
         "--grid",
@@ -85,12 +125,33 @@ def add_model_part_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_depth_model_argument(parser: argparse.ArgumentParser) -> None:
+    """`serve --depth-model`: the depth model of jobs that name none (on `run` the option is
+    the job's own parameter, from the spec)."""
+    parser.add_argument(
+        "--depth-model",
+        default=None,
+        metavar="SPEC",
+        help="the depth model for jobs that ask for a depth map and name none (default: the first "
+        "found)" + DEPTH_MODEL_HELP,
+    )
+
+
 def _argument(param: Param) -> dict[str, Any]:
     """`add_argument`'s keywords for one spec parameter."""
     if param.kind is bool:
         return {"action": argparse.BooleanOptionalAction, "default": param.default, "help": _help(param)}
     if param.kind is tuple:
         return {"type": _list_of(param), "default": param.default, "help": _help(param), "metavar": "A,B,..."}
+    if isinstance(param.kind, type) and issubclass(param.kind, Enum):
+        names = [member.value for member in param.kind]
+        return {
+            "type": param.kind,
+            "default": param.default,
+            "choices": list(param.kind),
+            "metavar": "|".join(names),
+            "help": _help(param),
+        }
     if param.kind not in (str, int, float):
         raise TypeError(f"parameter {param.name}: no command-line form for {param.kind}")
     options: dict[str, Any] = {"type": param.kind, "default": param.default, "help": _help(param)}
@@ -118,12 +179,29 @@ def _help(param: Param) -> str:
     """The spec's help, then its range and default: "Sampling steps (between 1 and 200; default 20)"."""
     details = [param.describe_range() + (" each" if param.kind is tuple and param.describe_range() else "")]
     if param.default not in (None, "", ()):
-        details.append(
-            f"default {param.default:g}" if isinstance(param.default, float) else f"default {param.default}"
-        )
-    text = param.help + (MODEL_HELP if param.name == "model" else "")
+        default = param.default.value if isinstance(param.default, Enum) else param.default
+        details.append(f"default {default:g}" if isinstance(default, float) else f"default {default}")
+    text = param.help + {"model": MODEL_HELP, "depth_model": DEPTH_MODEL_HELP}.get(param.name, "")
     said = "; ".join(d for d in details if d)
     return (f"{text} ({said})" if said else text).replace("%", "%%")  # argparse formats help with %
+
+
+def _context(text: str) -> Any:
+    """--context: a word, or "X,Y,W,H" as a tuple of ints."""
+    from .regions import CONTEXT_WORDS
+
+    word = text.strip().lower()
+    if word in CONTEXT_WORDS:
+        return word
+    try:
+        x, y, w, h = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not one of {', '.join(CONTEXT_WORDS)} or X,Y,W,H in whole pixels (10,20,256,128)"
+        ) from None
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"'{text}': the width and height must be above 0")
+    return (x, y, w, h)
 
 
 def _scheduler_name(name: str) -> str:
@@ -176,17 +254,20 @@ def read_image(path: Path) -> tuple[Any, Any, str]:
 
 
 def read_mask(path: Path) -> Any:
-    """uint8 HxW: grayscale as is, colour as its luminance, 16-bit scaled to 8-bit."""
+    """A map file as the engine takes it: uint8 HxW for 8-bit grayscale and colour (its
+    luminance), uint16 for 16-bit grayscale, float64 in [0, 1] when it has transparency
+    (luminance times alpha: a painted layer exported as a PNG)."""
     import numpy as np
     from PIL import Image
 
     with Image.open(path) as image:
         image.load()
         if image.mode in ("I;16", "I;16L", "I;16B", "I"):
-            raw = np.asarray(image).astype(np.float64)
-            return np.clip(np.round(raw / 257.0), 0, 255).astype(np.uint8)
-        if image.mode == "LA":
-            return np.asarray(image)[..., 0].copy()
+            # "I" is 32-bit: 16-bit PNGs in older Pillow, or a TIFF beyond 16 bits (clipped).
+            return np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
+        if image.mode in ("LA", "RGBA", "PA", "La", "RGBa") or "transparency" in image.info:
+            gray, alpha = image.convert("RGBA").convert("LA").split()
+            return (np.asarray(gray) / 255.0) * (np.asarray(alpha) / 255.0)
         return np.asarray(image.convert("L")).copy()
 
 
@@ -225,8 +306,19 @@ def run(args: argparse.Namespace) -> int:
         params = job_params(args)
     except ProtocolError as exc:
         return _error(exc.message, EXIT_BAD_INPUT)
+    if args.out is None and args.show_map is None:
+        return _error(
+            "give --out FILE for the result (or --show-map OUT.png for the map alone)", EXIT_BAD_INPUT
+        )
+    if args.mask is None and params.depth is Depth.NONE:
+        return _error(
+            "give --mask FILE (white = change, black = keep), or --depth near|far to use the image's "
+            "depth as the map",
+            EXIT_BAD_INPUT,
+        )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network
     quiet_libraries()
+    import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     from .job import Engine
@@ -237,22 +329,31 @@ def run(args: argparse.Namespace) -> int:
         image, raw, mode = read_image(args.image)
     except unreadable as exc:
         return _error(f"cannot read the image '{args.image}': {exc}", EXIT_BAD_INPUT)
-    try:
-        mask = read_mask(args.mask)
-    except unreadable as exc:
-        return _error(f"cannot read the mask '{args.mask}': {exc}", EXIT_BAD_INPUT)
-    if mask.shape != image.shape[:2]:
-        return _error(
-            f"the mask is {mask.shape[1]}x{mask.shape[0]} pixels but the image is "
-            f"{image.shape[1]}x{image.shape[0]}; they must be the same size",
-            EXIT_BAD_INPUT,
-        )
+    maps: dict[str, Any] = {}
+    for what, path in (("mask", args.mask), ("blend mask", args.blend_mask)):
+        if path is None:
+            continue
+        try:
+            maps[what] = read_mask(path)
+        except unreadable as exc:
+            return _error(f"cannot read the {what} '{path}': {exc}", EXIT_BAD_INPUT)
+        if maps[what].shape != image.shape[:2]:
+            return _error(
+                f"the {what} is {maps[what].shape[1]}x{maps[what].shape[0]} pixels but the "
+                f"image is {image.shape[1]}x{image.shape[0]}; they must be the same size",
+                EXIT_BAD_INPUT,
+            )
+    # Without --mask the depth alone is the map: an all-white mask changes nothing in the
+    # combination (multiply, min), while max makes everything change, as it says.
+    mask = maps["mask"] if "mask" in maps else np.full(image.shape[:2], 255, np.uint8)
     progress = _ProgressBar(enabled=not args.quiet)
     written: list[tuple[Any, Any]] = []  # (result, pixels as written)
 
     def write(result: Any) -> None:
         # Each result is written as soon as it is done: an interrupt keeps the finished ones.
-        pixels = to_output(composite_over(image, result.image), raw, mode, keep=result.image[..., 3] == 0)
+        # Where the change map is 0 (or the result is transparent) the file's own pixels stay.
+        keep = (result.image[..., 3] == 0) | (result.mask == 0)
+        pixels = to_output(composite_over(image, result.image), raw, mode, keep=keep)
         path = output_path(args.out, result.index, params.results)
         Image.fromarray(pixels).save(path)
         written.append((result, pixels))
@@ -271,13 +372,31 @@ def run(args: argparse.Namespace) -> int:
             vae=args.vae,
             limits=FILE_LIMITS,
         )
+        if args.show_map is not None:
+            strength = engine.strength_map(
+                image, mask, params, context=args.context, on_progress=progress.update
+            )
+            Image.fromarray(strength_image(strength)).save(args.show_map)
+            progress.close()
+            print(f"wrote {args.show_map} (the strength map, {image.shape[1]}x{image.shape[0]})")
+            return 0
         results = engine.inpaint_batch(
-            image, mask, params, model=params.model, on_progress=progress.update, on_result=write
+            image,
+            mask,
+            params,
+            model=params.model,
+            on_progress=progress.update,
+            on_result=write,
+            blend=maps.get("blend mask"),
+            context=args.context,
         )
     except (OSError, ValueError, KeyError) as exc:
-        code = _error(
-            f"cannot write '{output_path(args.out, len(written), params.results)}': {exc}", EXIT_FAILED
+        target = (
+            args.show_map
+            if args.show_map is not None
+            else output_path(args.out, len(written), params.results)
         )
+        code = _error(f"cannot write '{target}': {exc}", EXIT_FAILED)
     except InvalidRequest as exc:
         code = _error(str(exc), EXIT_BAD_INPUT)
     except UnknownModel as exc:
@@ -305,6 +424,13 @@ def run(args: argparse.Namespace) -> int:
     if args.grid is not None:
         print(f"wrote {args.grid}")
     return 0
+
+
+def strength_image(strength: Any) -> Any:
+    """The strength map (float in [0, 1]) as 8-bit gray: 0 keep ... 255 change fully."""
+    import numpy as np
+
+    return np.clip(np.round(np.asarray(strength) * 255.0), 0, 255).astype(np.uint8)
 
 
 def output_path(out: Path, index: int, total: int) -> Path:

@@ -7,21 +7,29 @@ steps, `_run` is the part that needs the model.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ...protocol import DEFAULT_LIMITS, JobParams, Limits, ProtocolError
+from ...protocol import DEFAULT_LIMITS, Depth, JobParams, Limits, ProtocolError
 from . import seams
+from .addons import AddonInfo
 from .catalog import CatalogEntry, SearchFolder
+from .controlnet import ControlInput, ControlNetInfo, ControlNets, check_controls
+from .depth import DepthModels
 from .errors import EngineError, InvalidRequest, OutOfMemory
+from .ip_adapter import IPAdapters, ReferenceImage
+from .loras import LoraLibrary
+from .maps import change_map, depth_map, pixel_strength, unit_map
 from .masks import composite_alpha, process_mask
+from .regions import Context, context_window
 from .registry import ModelInfo, ModelRegistry, pick_device
 from .schedulers import check_scheduler_name
 
@@ -34,8 +42,11 @@ class InpaintResult:
     """The result region, the size of the request's region.
 
     image: float32 HxWx4 RGBA in [0, 1], straight alpha. RGB holds the new pixels (and
-    the input's RGB, bit for bit, wherever alpha is 0); A is the composite alpha: 0
-    where the processed mask is 0, 1 as soon as the mask is clearly above 0.
+    the input's RGB, bit for bit, wherever the composite alpha is 0); A is the blend map
+    where the job gave one, else the composite alpha: 0 where the processed mask is 0, 1
+    as soon as the mask is clearly above 0.
+    mask: the processed change map it was made with (float64 HxW in [0, 1], before x
+    strength; one array shared by a job's results): where it is 0, RGB is the input's.
     """
 
     image: np.ndarray
@@ -43,6 +54,7 @@ class InpaintResult:
     timings: dict[str, float] = field(default_factory=dict)
     index: int = 0  # in the job's results
     strength: float = 1.0  # the global strength it was made with
+    mask: np.ndarray | None = None
 
 
 ResultCallback = Callable[[InpaintResult], None]
@@ -54,7 +66,16 @@ class Engine:
     device: None picks cuda (fp16) > mps (fp16) > cpu (fp32).
     limits: the protocol's limits a job must keep to (steps, region size, prompt length).
     max_batch: how many results of one job sample together at most; None: as memory allows.
-    model_options: how models are found and kept, passed to `ModelRegistry`.
+    depth_model: the depth model spec a job that names none takes (depth.py); None: the first found.
+    depth_model_paths: whether a job's `depth_model` may be a path (the daemon's clients: no).
+    lora_dirs: folders of LoRAs, searched before the installations' (loras.py).
+    lora_paths: whether a job's LoRA may be a path (the daemon's clients: no).
+    ip_adapter_dirs: folders of IP-Adapters and their image encoders (ip_adapter.py).
+    ip_adapter_paths: whether a job's IP-Adapter may be a path (the daemon's clients: no).
+    controlnet_dirs: folders of ControlNets, searched before the installations' (controlnet.py).
+    controlnet_paths: whether a job's ControlNet may be a path (the daemon's clients: no).
+    model_options: how models are found and kept, passed to `ModelRegistry`; depth models and
+        ControlNets are searched in its folders too.
     """
 
     def __init__(
@@ -63,12 +84,48 @@ class Engine:
         *,
         limits: Limits = DEFAULT_LIMITS,
         max_batch: int | None = None,
+        depth_model: str | None = None,
+        depth_model_paths: bool = True,
+        lora_dirs: Sequence[str | Any] = (),
+        lora_paths: bool = True,
+        ip_adapter_dirs: Sequence[str | Any] = (),
+        ip_adapter_paths: bool = True,
+        controlnet_dirs: Sequence[str | Any] = (),
+        controlnet_paths: bool = True,
         **model_options: Any,
     ) -> None:
         self.device, self.dtype = pick_device(device)
         self.limits = limits
         self.max_batch = max_batch  # samples run together at most; None: by free memory (batch_size)
         self.models = ModelRegistry(self.device, self.dtype, **model_options)
+        self.depth_models = DepthModels(
+            self.device,
+            self.dtype,
+            self.models.model_dirs,
+            depth_model,
+            scan_default_locations=self.models.scan_default_locations,
+            allow_paths=depth_model_paths,
+        )
+        self.controlnets = ControlNets(
+            self.device,
+            self.dtype,
+            self.models.model_dirs,
+            controlnet_dirs,
+            scan_default_locations=self.models.scan_default_locations,
+            allow_paths=controlnet_paths,
+        )
+        self.loras = LoraLibrary(
+            lora_dirs,
+            self.models.model_dirs,
+            scan_default_locations=self.models.scan_default_locations,
+            allow_paths=lora_paths,
+        )
+        self.ip_adapters = IPAdapters(
+            ip_adapter_dirs,
+            self.models.model_dirs,
+            scan_default_locations=self.models.scan_default_locations,
+            allow_paths=ip_adapter_paths,
+        )
         self._job_lock = threading.Lock()
         self._memory_left = False  # a job stopped half-way and nobody has freed memory since
 
@@ -81,6 +138,18 @@ class Engine:
     def list_models(self) -> list[ModelInfo]:
         """Every model found now (re-scans the folders), built-ins last."""
         return self.models.list_models()
+
+    def list_controlnets(self) -> list[ControlNetInfo]:
+        """Every ControlNet found now (re-scans the folders), built-ins last."""
+        return self.controlnets.list_controlnets()
+
+    def list_loras(self) -> list[AddonInfo]:
+        """Every LoRA found now (re-scans the folders), built-ins last, each with its family."""
+        return self.loras.list()
+
+    def list_ip_adapters(self) -> list[AddonInfo]:
+        """Every IP-Adapter found now (re-scans the folders), built-ins last, each with its family."""
+        return self.ip_adapters.list()
 
     def resolve_model(self, spec: str | None) -> str:
         """The canonical name for `spec` (see catalog.py for the grammar); UnknownModel if none."""
@@ -110,16 +179,24 @@ class Engine:
         on_progress: ProgressCallback | None = None,
         on_preview: PreviewCallback | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        selection: np.ndarray | None = None,
+        blend: np.ndarray | None = None,
+        context: Context = None,
+        controls: Sequence[ControlInput] = (),
+        references: Sequence[ReferenceImage] = (),
     ) -> InpaintResult:
         """Inpaint one region once: `inpaint_batch` for a job of one result.
 
         image: float32 HxWx4 RGBA in [0, 1], straight alpha, sRGB.
-        mask: uint8 HxW, 0 keep ... 255 change fully; gray = partial strength.
+        mask: the change map, HxW: uint8 (0 keep ... 255 change fully; gray = partial
+            strength), uint16 (0 ... 65535) or float in [0, 1] (see maps.unit_map).
         params: checked against the protocol's spec and `limits` (see check_params); a
             `count` or `fan` of several results is refused here (InvalidRequest).
         model: the model spec; None takes `params.model` (None there too: the default model).
         should_cancel: polled between the sampling steps and before and after each stage;
             when it returns True the job stops with JobCancelled.
+        selection, blend, context, controls: the other maps, the model's window and the
+            ControlNets (see inpaint_batch).
         Returns the result region (see InpaintResult). Raises InvalidRequest, UnknownModel,
         JobCancelled or OutOfMemory (all EngineError); the engine stays usable after any
         (see `free_memory`).
@@ -134,6 +211,11 @@ class Engine:
             on_progress=on_progress,
             on_preview=on_preview,
             should_cancel=should_cancel,
+            selection=selection,
+            blend=blend,
+            context=context,
+            controls=controls,
+            references=references,
         )[0]
 
     def inpaint_batch(
@@ -147,6 +229,11 @@ class Engine:
         on_preview: PreviewCallback | None = None,
         on_result: ResultCallback | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        selection: np.ndarray | None = None,
+        blend: np.ndarray | None = None,
+        context: Context = None,
+        controls: Sequence[ControlInput] = (),
+        references: Sequence[ReferenceImage] = (),
     ) -> list[InpaintResult]:
         """Every result of a job, in index order: `params.count` variations (seeds seed,
         seed + 1, ...) or one per `params.fan` strength (one seed, one noise).
@@ -155,30 +242,66 @@ class Engine:
         bit for bit (samples run one at a time); on a GPU samples run together in
         batches as memory allows (`batch_size`), equal up to the device's rounding.
         `on_result` gets each result as soon as it is done; after a cancel the results
-        already handed over stay valid (JobCancelled is raised for the rest). Otherwise
-        as `inpaint`.
+        already handed over stay valid (JobCancelled is raised for the rest).
+
+        selection: a map (as `mask`) that multiplies the change map after its levels.
+        blend: a map (as `mask`) that is every result's alpha instead of the composite
+            alpha; the change map still drives the sampler.
+        context: the part of the region the model sees (regions.context_window: "mask", an
+            (x, y, w, h) rectangle; None: all of it); outside it the input stays, alpha 0
+            (the blend map where given). `params.loras` are switched on in the model (loras.py).
+        references: IP-Adapter reference images with their weights and adapters (ip_adapter.py).
+        controls: ControlNet inputs, each an image of the region's size with its kind, model,
+            strength and start/end (controlnet.ControlInput); `preprocess` makes canny edges or
+            the depth of the image first; an `inpaint` control is told to fill where the change
+            map is above half. Otherwise as `inpaint`.
         """
         start = time.perf_counter()
         params = check_params(params, self.limits)
         image, mask = check_pixels(image, mask, self.limits)
+        selection = check_map(selection, image, "selection")
+        blend = check_map(blend, image, "blend mask")
+        controls = check_controls(controls, image)
         seed = params.seed if params.seed is not None else secrets.randbits(32)
         entry = self.models.resolve(model if model is not None else params.model)
-        processed = process_mask(mask, grow=params.grow, feather=params.feather, snap=params.snap)
+        loras = self.loras.resolve(params.loras, entry.name, entry.family)
+        chosen_references = self.ip_adapters.resolve(references, entry.name, entry.family)
+        processed = self._processed_map(image, mask, params, selection, on_progress, should_cancel)
+        blend_alpha = None if blend is None else blend.astype(np.float32)
+        control_images = self._control_images(controls, params.depth_model, on_progress, should_cancel)
+        window = context_window(context, processed)
+        if window is not None:
+            # The model sees the window alone; each result is placed back in the whole region.
+            whole = (image, outside_zeroed(processed, window), blend_alpha)
+            image, processed = image[window], processed[window]
+            blend_alpha = None if blend_alpha is None else blend_alpha[window]
+            control_images = [picture[window] for picture in control_images]
         planned = [_plan(processed, params, seed, index) for index in range(params.results)]
-        deliver = on_result or (lambda _result: None)
         results: list[InpaintResult] = []
+
+        def deliver(result: InpaintResult) -> None:
+            if window is not None:
+                result = _placed(result, window, *whole)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
 
         def untouched(plan: _Planned) -> InpaintResult:
             # Nothing is ever free: the input, untouched, and no model needed.
-            out = np.concatenate([image[..., :3], np.zeros_like(image[..., :1])], axis=-1)
+            alpha = np.zeros_like(image[..., 0]) if blend_alpha is None else blend_alpha
+            out = np.concatenate([image[..., :3], alpha[..., None]], axis=-1)
             return InpaintResult(
-                out, plan.seed, {"total": time.perf_counter() - start}, plan.index, plan.strength
+                out,
+                plan.seed,
+                {"total": time.perf_counter() - start},
+                plan.index,
+                plan.strength,
+                processed,
             )
 
         if not any(plan.samples for plan in planned):
             for plan in planned:
-                results.append(untouched(plan))
-                deliver(results[-1])
+                deliver(untouched(plan))
             return results
 
         with self._job_lock:
@@ -189,10 +312,14 @@ class Engine:
                 run = _BatchRun(
                     self, entry, image, processed, params, start, on_progress, on_preview, should_cancel
                 )
+                run.blend = blend_alpha
+                # Every job sets the model's LoRAs: its own on, any earlier job's off.
+                self.loras.apply(run.loaded.sampler.pipe, loras, entry.name)
+                run.references = self.ip_adapters.apply(run.loaded.sampler, chosen_references, entry.name)
+                run.add_controls(controls, control_images)
                 for chunk in run.chunks(planned):
                     made = [untouched(plan) for plan in chunk] if not chunk[0].samples else run.sample(chunk)
                     for result in made:
-                        results.append(result)
                         deliver(result)
                 return results
             except BaseException as exc:
@@ -207,6 +334,88 @@ class Engine:
                         "region, fewer results, fewer loaded models, VAE tiling or CPU offload."
                     ) from exc
                 raise
+
+    def strength_map(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray,
+        params: JobParams,
+        *,
+        selection: np.ndarray | None = None,
+        context: Context = None,
+        on_progress: ProgressCallback | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> np.ndarray:
+        """Each pixel's effective strength (float64 HxW in [0, 1]) for a job with these
+        inputs, without sampling: the map the sampler is given, at pixel resolution (with a
+        `fan`, its first strength; 0 outside the `context`). Needs the depth model when
+        `params.depth` asks for one, never the diffusion model. Raises as `inpaint`."""
+        params = check_params(params, self.limits)
+        image, mask = check_pixels(image, mask, self.limits)
+        selection = check_map(selection, image, "selection")
+        processed = self._processed_map(image, mask, params, selection, on_progress, should_cancel)
+        window = context_window(context, processed)
+        if window is not None:
+            processed = outside_zeroed(processed, window)
+        return pixel_strength(processed, params.result_strength(0))
+
+    def _processed_map(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray,
+        params: JobParams,
+        selection: np.ndarray | None,
+        on_progress: ProgressCallback | None,
+        should_cancel: Callable[[], bool] | None,
+    ) -> np.ndarray:
+        """The change map the sampler works from (maps.change_map, then grow, feather and snap)."""
+        depth = None
+        if params.depth is not Depth.NONE:
+            depth = depth_map(
+                self.estimate_depth(image, params.depth_model, on_progress, should_cancel), params.depth
+            )
+        changed = change_map(mask, params, depth=depth, selection=selection)
+        return process_mask(changed, grow=params.grow, feather=params.feather, snap=params.snap)
+
+    def _control_images(
+        self,
+        controls: Sequence[ControlInput],
+        depth_model: str | None,
+        on_progress: ProgressCallback | None,
+        should_cancel: Callable[[], bool] | None,
+    ) -> list[np.ndarray]:
+        """Each control's image (float32 HxWx3): as sent, or made from it (preprocess.py; depth
+        with the job's depth model)."""
+        from .preprocess import control_image
+
+        def depth(rgba: np.ndarray) -> np.ndarray:
+            return self.estimate_depth(rgba, depth_model, on_progress, should_cancel)
+
+        return [control_image(c.image, c.params.kind, c.params.preprocess, depth) for c in controls]
+
+    def estimate_depth(
+        self,
+        image: np.ndarray,
+        model: str | None = None,
+        on_progress: ProgressCallback | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> np.ndarray:
+        """The region's relative depth (float64 HxW, larger = nearer) from a depth model
+        (depth.py; None: the engine's default, else the first found)."""
+        from .pipeline import raise_if_cancelled
+
+        raise_if_cancelled(should_cancel)
+        progress = on_progress or (lambda _stage, _step, _steps: None)
+        with self._job_lock:  # one job at a time on the device, depth included
+            progress("loading", 0, 1)
+            estimator = self.depth_models.load(model)
+            progress("loading", 1, 1)
+            raise_if_cancelled(should_cancel)
+            progress("encoding", 0, 1)
+            estimate = estimator.estimate(image)
+            progress("encoding", 1, 1)
+        raise_if_cancelled(should_cancel)
+        return estimate
 
     def batch_size(self, pixels: int) -> int:
         """How many samples of `pixels` working pixels sample together: one on the CPU (as
@@ -294,6 +503,32 @@ class _BatchRun:
         self.rgb = resize(image_to_tensor(image[..., :3]), self.size).clamp_(0.0, 1.0)
         self.steps_done = 0
         self.steps_total = 0
+        self.blend: np.ndarray | None = None  # float32 HxW: the results' alpha, when given
+        self.references: Any = None  # ip_adapter.ReferenceEmbeds, when the job has references
+        self.guides: list[Any] = []  # controlnet.ControlGuide, one per control
+
+    def add_controls(self, controls: Sequence[ControlInput], images: Sequence[np.ndarray]) -> None:
+        """Load each control's ControlNet (one that fits the model's family and this kind) and
+        put its image at the working size."""
+        import torch
+
+        from .controlnet import check_fits, guide_for
+        from .pipeline import raise_if_cancelled
+        from .regions import image_to_tensor, resize
+
+        if not controls:
+            return
+        family, unet = self.loaded.family, getattr(self.loaded.sampler, "unet", None)
+        fill = resize(torch.from_numpy(self.processed)[None, None].float(), self.size, mode="bilinear")
+        for control, picture in zip(controls, images, strict=True):
+            info = self.engine.controlnets.resolve(control.params.model, control.params.kind, family)
+            self.progress("loading", 0, 1)
+            model = self.engine.controlnets.load(info, self.loaded.sampler.dtype)
+            self.progress("loading", 1, 1)
+            raise_if_cancelled(self.should_cancel)
+            check_fits(model, unet, info.name, self.loaded.name)
+            rgb = resize(image_to_tensor(picture), self.size, mode="bilinear")
+            self.guides.append(guide_for(info, model, control.params, rgb, fill))
 
     def chunks(self, planned: list[_Planned]) -> list[list[_Planned]]:
         """Consecutive results that sample together, at most `batch_size` a chunk; a result
@@ -342,7 +577,11 @@ class _BatchRun:
         pixel_mask = torch.from_numpy(self.processed)[None, None]
         strength_work = torch.cat(
             [
-                resize(pixel_mask * plan.strength, self.size, mode="bilinear").clamp_(0.0, 1.0)
+                resize(
+                    torch.from_numpy(pixel_strength(self.processed, plan.strength))[None, None],
+                    self.size,
+                    mode="bilinear",
+                ).clamp_(0.0, 1.0)
                 for plan in chunk
             ]
         )
@@ -387,6 +626,8 @@ class _BatchRun:
             smooth=params.smooth,
             # The painter's mask: FLUX Fill is told to fill where it is at least half set.
             mask=resize(pixel_mask, self.size, mode="bilinear").clamp(0.0, 1.0).repeat(len(chunk), 1, 1, 1),
+            **({"references": self.references} if self.references is not None else {}),
+            **({"controls": self.guides} if self.guides else {}),
         )
         self.steps_done = done_before + num_run
         self.progress("decoding", 1, 1)
@@ -405,14 +646,38 @@ class _BatchRun:
             rgb = tensor_to_image(new_rgb[k : k + 1])
             alpha = plan.alpha
             if params.color_match:
-                rgb = seams.match_colors(rgb, image[..., :3], self.processed * plan.strength)
+                rgb = seams.match_colors(rgb, image[..., :3], pixel_strength(self.processed, plan.strength))
             alpha = seams.keep_unchanged(alpha, rgb, image[..., :3], params.keep_threshold)
             # Mask-0 pixels keep the input's values bit for bit; the rest are the new pixels.
             out_rgb = np.where(alpha[..., None] > 0, rgb, image[..., :3])
+            if self.blend is not None:
+                alpha = self.blend  # the painter's own opacity; the RGB stays the sampler's
             out = np.concatenate([out_rgb, alpha[..., None]], axis=-1).astype(np.float32, copy=False)
             own = {**timings, "total": time.perf_counter() - self.start}
-            results.append(InpaintResult(out, plan.seed, own, plan.index, plan.strength))
+            results.append(InpaintResult(out, plan.seed, own, plan.index, plan.strength, self.processed))
         return results
+
+
+def outside_zeroed(m: np.ndarray, window: tuple[slice, slice]) -> np.ndarray:
+    """A copy of the map with 0 outside the window."""
+    out = np.zeros_like(m)
+    out[window] = m[window]
+    return out
+
+
+def _placed(
+    result: InpaintResult,
+    window: tuple[slice, slice],
+    image: np.ndarray,
+    processed: np.ndarray,
+    blend: np.ndarray | None,
+) -> InpaintResult:
+    """A result of the window, placed in the whole region: the input around it, alpha 0 there
+    (or the blend map's)."""
+    alpha = np.zeros_like(image[..., 0]) if blend is None else blend
+    out = np.concatenate([image[..., :3], alpha[..., None]], axis=-1)
+    out[window] = result.image
+    return dataclasses.replace(result, image=out, mask=processed)
 
 
 def start_rule(family: str) -> Callable[[float, int], int]:
@@ -434,7 +699,7 @@ def check_params(params: JobParams, limits: Limits = DEFAULT_LIMITS) -> JobParam
 
 
 def check_pixels(image: Any, mask: Any, limits: Limits = DEFAULT_LIMITS) -> tuple[np.ndarray, np.ndarray]:
-    """Validate the region and mask; returns (float32 HxWx4, uint8 HxW)."""
+    """Validate the region and mask; returns (float32 HxWx4, float64 HxW in [0, 1])."""
     if not isinstance(image, np.ndarray) or not isinstance(mask, np.ndarray):
         raise InvalidRequest("The image and the mask must be arrays of pixels.")
     if image.ndim != 3 or image.shape[2] not in (3, 4):
@@ -443,19 +708,8 @@ def check_pixels(image: Any, mask: Any, limits: Limits = DEFAULT_LIMITS) -> tupl
         raise InvalidRequest(f"The image must be float32 RGBA in [0, 1], got {image.dtype}.")
     if image.shape[2] == 3:
         image = np.concatenate([image, np.ones_like(image[..., :1])], axis=-1)
-    if mask.ndim == 3 and mask.shape[2] == 1:
-        mask = mask[..., 0]
-    if mask.ndim != 2:
-        raise InvalidRequest(f"The mask must be H x W (one channel), got shape {mask.shape}.")
-    if mask.dtype == np.bool_:
-        mask = mask.astype(np.uint8) * 255
-    if mask.dtype != np.uint8:
-        raise InvalidRequest(f"The mask must be 8-bit (uint8), got {mask.dtype}.")
+    mask = check_map(mask, image, "mask")
     height, width = image.shape[:2]
-    if mask.shape != (height, width):
-        raise InvalidRequest(
-            f"The mask is {mask.shape[1]}x{mask.shape[0]} pixels but the image is {width}x{height}."
-        )
     if height == 0 or width == 0:
         raise InvalidRequest("The region is empty.")
     if not limits.fits(width, height):
@@ -466,6 +720,19 @@ def check_pixels(image: Any, mask: Any, limits: Limits = DEFAULT_LIMITS) -> tupl
     if not np.isfinite(image).all():
         raise InvalidRequest("The image contains NaN or infinite values.")
     return image, mask
+
+
+def check_map(array: Any, image: np.ndarray, what: str) -> Any:
+    """A map of the image's size as float64 HxW in [0, 1] (maps.unit_map); None stays None."""
+    if array is None:
+        return None
+    m = unit_map(array, what)
+    height, width = image.shape[:2]
+    if m.shape != (height, width):
+        raise InvalidRequest(
+            f"The {what} is {m.shape[1]}x{m.shape[0]} pixels but the image is {width}x{height}."
+        )
+    return m
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

@@ -21,8 +21,11 @@ COMPOSITE_RAMP = 0.05
 def process_mask(
     mask: np.ndarray, *, grow: float = 0.0, feather: float = 0.0, snap: float = 0.0
 ) -> np.ndarray:
-    """uint8 HxW (0 keep, 255 change) -> float64 HxW in [0, 1]: grown, feathered, snapped."""
-    m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float64) / 255.0)[None, None]
+    """A map (float in [0, 1], or uint8 0 keep ... 255 change; see maps.unit_map) ->
+    float64 HxW in [0, 1]: grown, feathered, snapped."""
+    from .maps import unit_map
+
+    m = torch.from_numpy(unit_map(mask))[None, None]
     radius = round(grow)
     if radius > 0:
         m = dilate(m, radius)

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 
+from .controlnet import ControlGuide, control_residuals
 from .errors import JobCancelled
 
 # Added to N * e before rounding down: resampling a uniform map in float64 can return
@@ -406,6 +407,8 @@ class DifferentialDiffusionPipeline(LatentSampler):
         smooth: bool = False,
         mask: torch.Tensor | None = None,
         output_type: str = "image",
+        references: Any = None,
+        controls: Sequence[ControlGuide] = (),
     ) -> torch.Tensor:
         """Run Differential Diffusion.
 
@@ -417,6 +420,10 @@ class DifferentialDiffusionPipeline(LatentSampler):
         generator: one, or one per sample (a batch of variations: each sample draws
             what a job of its own with that generator would).
         mask: unused here (FLUX Fill's conditioning mask; see FlowDifferentialPipeline).
+        references: IP-Adapter reference images' embeddings (ip_adapter.ReferenceEmbeds), given to
+            the UNet with the text's; its adapters are installed by the caller.
+        controls: ControlNets with their images (controlnet.py): in each step they act in, their
+            residuals are computed from the latents after that step's reset and added to the UNet's.
         Returns decoded RGB (B, 3, H, W) in [0, 1], or the final latents for "latent".
 
         Samples of one batch may start at different steps (a fan): the batch runs from
@@ -458,6 +465,9 @@ class DifferentialDiffusionPipeline(LatentSampler):
                 "text_embeds": cond["pooled"],
                 "time_ids": self.sdxl_time_ids(height, width, rows),
             }
+        if references is not None:
+            image_embeds = references.for_batch(batch_size, do_cfg)
+            added_cond_kwargs = {**(added_cond_kwargs or {}), "image_embeds": image_embeds}
 
         # 1. The strength map at latent resolution, as each latent pixel's first free step.
         latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
@@ -495,7 +505,7 @@ class DifferentialDiffusionPipeline(LatentSampler):
 
         # 4. The differential loop (i = step_index, in the full schedule of N steps).
         stage("sampling")
-        with self._on_device(self.unet):
+        with self._on_device(self.unet, *[guide.model for guide in controls]):
             for i, t in enumerate(timesteps):
                 raise_if_cancelled(should_cancel)
                 step_index = t_start + i
@@ -510,6 +520,11 @@ class DifferentialDiffusionPipeline(LatentSampler):
 
                 model_input = torch.cat([latents] * 2) if do_cfg else latents
                 model_input = scheduler.scale_model_input(model_input, t)
+                # ControlNets see the same reset latents as the UNet (never an inpainting
+                # UNet's extra channels).
+                residuals = control_residuals(
+                    controls, model_input, t, cond["prompt_embeds"], added_cond_kwargs, step_index, num_steps
+                )
                 if self.is_inpaint:
                     # The model inpaints what is free now and sees the rest of the image.
                     mask_channel = free.to(self.dtype)
@@ -525,6 +540,7 @@ class DifferentialDiffusionPipeline(LatentSampler):
                     encoder_hidden_states=cond["prompt_embeds"],
                     added_cond_kwargs=added_cond_kwargs,
                     return_dict=False,
+                    **residuals,
                 )[0]
                 if do_cfg:
                     noise_uncond, noise_text = noise_pred.chunk(2)

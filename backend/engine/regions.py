@@ -59,3 +59,42 @@ def composite_over(base: np.ndarray, layer: np.ndarray) -> np.ndarray:
     out_rgb = np.divide(premultiplied, out_a, out=np.zeros_like(premultiplied), where=out_a > 0)
     out = np.concatenate([out_rgb, out_a], axis=-1).astype(base.dtype)
     return np.where(a > 0, out, base)
+
+
+Context = str | tuple[int, int, int, int] | None
+CONTEXT_WORDS = ("auto", "image", "mask")
+
+
+def context_window(context: Context, processed: np.ndarray) -> tuple[slice, slice] | None:
+    """The part of a region the model sees, as (rows, columns); None for the whole region.
+
+    context: None, "auto" or "image": the whole region (the hosts send the region they chose);
+    "mask": the bounds of the processed change map (above 0); (x, y, w, h): that rectangle,
+    cut to the region. Pixels outside it stay the input's.
+    """
+    from .errors import InvalidRequest
+
+    height, width = processed.shape
+    if context is None or context in ("auto", "image"):
+        return None
+    if context == "mask":
+        rows, columns = np.nonzero(np.asarray(processed) > 0)
+        if rows.size == 0:
+            return None  # nothing changes anywhere: no window to cut
+        y0, y1, x0, x1 = int(rows.min()), int(rows.max()) + 1, int(columns.min()), int(columns.max()) + 1
+    elif isinstance(context, tuple) and len(context) == 4 and all(isinstance(v, int) for v in context):
+        x, y, w, h = context
+        if w <= 0 or h <= 0:
+            raise InvalidRequest(
+                f"The context {x},{y},{w},{h} is empty: its width and height must be above 0."
+            )
+        y0, y1, x0, x1 = max(0, y), min(height, y + h), max(0, x), min(width, x + w)
+        if y0 >= y1 or x0 >= x1:
+            raise InvalidRequest(f"The context {x},{y},{w},{h} lies outside the {width}x{height} image.")
+    else:
+        raise InvalidRequest(
+            f"The context is {context!r}; it is one of {', '.join(CONTEXT_WORDS)} or X,Y,W,H."
+        )
+    if (y0, y1, x0, x1) == (0, height, 0, width):
+        return None
+    return slice(y0, y1), slice(x0, x1)

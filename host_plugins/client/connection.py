@@ -225,7 +225,8 @@ def run_job(
     timeout: float | None = None,
     client: str = "differential-inpaint-client",
 ) -> p.Result:
-    """Run one job to its end and return its last `result`; raise `InpaintError` otherwise.
+    """Run one job to its end and return its last `result` (a `strength_map` request: its
+    `map`); raise `InpaintError` otherwise.
 
     `on_result` gets every result as it arrives, the last included (a job of `count`
     or `fan` gives several). `cancel` may be set from another thread: the job is
@@ -250,7 +251,7 @@ def run_job(
                     # The daemon confirms within one sampling step; do not wait forever.
                     deadline = time.monotonic() + 30.0
             event = None if message is None else conn.session.receive(message)
-            if isinstance(event, p.Result):
+            if isinstance(event, (p.Result, p.StrengthMap)):
                 if on_result is not None:
                     on_result(event)
                 if event.is_last:

@@ -62,6 +62,27 @@ class HostDocument(Protocol):
         """The layer's pixels over `region` in `pixel_format`."""
         ...
 
+    def find_layer(self, name: str) -> Any:
+        """The layer, mask or channel of the image called `name`, as `read_map` takes it;
+        an InpaintError ("missing_layer") when there is none."""
+        ...
+
+    def map_bounds(self, source: Any) -> p.Rect:
+        """Where `source` (from `find_layer`, or the host's own object) has pixels."""
+        ...
+
+    def read_layer(self, source: Any, region: p.Rect) -> p.Image:
+        """`source`'s pixels over `region` as an image in its own format (a group: what it
+        shows), placed by image coordinates, transparent where it has none: a control or
+        reference image."""
+        ...
+
+    def read_map(self, source: Any, region: p.Rect) -> p.Mask:
+        """`source` over `region` as a map, placed by image coordinates: gray8 or gray16 for
+        masks, channels and selections; a layer's own pixels (any `PixelFormat`, whose
+        luminance times alpha is the map) otherwise; 0 where it has no pixels."""
+        ...
+
     def is_open(self) -> bool:
         """Whether the image is still open (a job may outlive it)."""
         ...
@@ -82,9 +103,43 @@ class PreparedJob:
 
     host: HostDocument
     region: p.Rect  # in the host's coordinates
-    submit: p.Submit = field(repr=False)
+    submit: p.Submit = field(repr=False)  # a StrengthMapRequest when only the map is asked for
     layer_name: str  # what result layers are named after (see result_name)
-    whole_layer: bool  # nothing was selected
+    whole_layer: bool  # nothing bounds the area to change: the whole layer
+
+
+@dataclass(frozen=True)
+class ControlInput:
+    """A layer whose pixels over the job's region steer it (ControlNet), and how."""
+
+    layer: Any  # a host object or a name for `HostDocument.find_layer`
+    params: p.ControlParams = field(default_factory=p.ControlParams)
+
+
+@dataclass(frozen=True)
+class ReferenceInput:
+    """A layer whose whole picture is a reference image (IP-Adapter), and its weight."""
+
+    layer: Any
+    params: p.ReferenceParams = field(default_factory=p.ReferenceParams)
+
+
+@dataclass(frozen=True)
+class Maps:
+    """The layers a job reads besides its own, each a host object (a node, a drawable) or
+    a name for `HostDocument.find_layer`. mask, blend, context: None takes the settings'
+    choice (`mask_layer`, `blend_layer`, `context`), and where those are empty the
+    selection and the alpha made from it. controls, references: conditioning images.
+
+    context: "auto", "image", "mask", "X,Y,W,H" or an (x, y, w, h) tuple in image pixels,
+    "layer:NAME", or a host object whose bounds are the context.
+    """
+
+    mask: Any = None
+    blend: Any = None
+    context: Any = None
+    controls: tuple[ControlInput, ...] = ()
+    references: tuple[ReferenceInput, ...] = ()
 
 
 ProgressCallback = Callable[[p.Progress], None]
@@ -102,6 +157,9 @@ def layer_name(prompt: str, limit: int = 60) -> str:
     if len(name) > limit:
         name = name[: limit - 1].rstrip() + "\u2026"
     return name or "Differential Inpaint"
+
+
+MAP_LAYER_NAME = "Strength map"
 
 
 def result_name(base: str, result: p.Result, fan: bool) -> str:
@@ -124,23 +182,126 @@ def percent(fraction: float) -> str:
 # --- prepare -----------------------------------------------------------------------
 
 
-def plan_region(host: HostDocument, padding: int) -> tuple[p.Rect, p.Rect, bool]:
-    """(region to send, area to change, whether there is a selection)."""
+@dataclass(frozen=True)
+class _Sources:
+    """The maps of one job, resolved to host objects."""
+
+    mask: Any  # None: the selection (or the whole layer)
+    blend: Any
+    limited: bool  # the selection limits a layer map
+
+
+def _resolve(host: HostDocument, source: Any) -> Any:
+    if isinstance(source, str):
+        return host.find_layer(source) if source else None
+    return source
+
+
+def _sources(host: HostDocument, settings: Settings, maps: Maps) -> _Sources:
+    return _Sources(
+        _resolve(host, maps.mask if maps.mask is not None else settings.host.mask_layer),
+        _resolve(host, maps.blend if maps.blend is not None else settings.host.blend_layer),
+        settings.host.limit_to_selection,
+    )
+
+
+def _bounded(params: p.JobParams) -> bool:
+    """Whether a map is 0 wherever its layer has no pixels: not when inverted or replaced
+    by the depth estimate."""
+    return not params.invert_mask and params.depth == p.Depth.NONE
+
+
+def plan_region(host: HostDocument, settings: Settings, maps: Maps = Maps()) -> tuple[p.Rect, p.Rect, bool]:
+    """(region to send, area to change, whether the area is bounded by a selection or a map
+    rather than the whole layer), in the host's coordinates."""
+    return _plan(host, settings, _sources(host, settings, maps), maps.context)
+
+
+def _plan(
+    host: HostDocument, settings: Settings, sources: _Sources, context: Any
+) -> tuple[p.Rect, p.Rect, bool]:
     canvas = host.canvas()
     selection = host.selection()
-    if selection is None:
-        # No selection: the whole layer, at the chosen strength.
+    target: p.Rect | None = None
+    if selection is not None and (sources.mask is None or sources.limited):
+        target = selection.intersect(canvas)
+        if target.is_empty:
+            raise InpaintError(
+                f"The selection does not touch the layer. Select an area on the layer {NO_SELECTION_HINT} "
+                "and try again.",
+                "empty_selection",
+            )
+    if sources.mask is not None and _bounded(settings.job):
+        painted = host.map_bounds(sources.mask).intersect(canvas)
+        target = painted if target is None else target.intersect(painted)
+        if target.is_empty:
+            raise InpaintError(
+                "The map layer has nothing where it could change the layer"
+                + (" inside the selection" if selection is not None and sources.limited else "")
+                + ". Paint on the map layer (white changes, black keeps), or pick another one.",
+                "empty_selection",
+            )
+    bounded = target is not None
+    if target is None:
+        # Nothing bounds it: the whole layer, at the chosen strength.
         target = host.layer_extent().intersect(canvas)
         target = canvas if target.is_empty else target
-        return p.context_region(target, canvas, padding=0), target, False
-    target = selection.intersect(canvas)
-    if target.is_empty:
+    region = context_rect(host, context if context is not None else settings.host.context, target, canvas)
+    if region is None:
+        padding = settings.host.padding if bounded else 0
+        region = p.context_region(target, canvas, padding=padding)
+    return region, target, bounded
+
+
+def context_rect(host: HostDocument, context: Any, target: p.Rect, canvas: p.Rect) -> p.Rect | None:
+    """The region `context` names, in the host's coordinates; None for "auto"."""
+    rect: p.Rect | None = None
+    if isinstance(context, str):
+        word = context.strip().lower()
+        if word == "auto":
+            return None
+        if word == "image":
+            return canvas
+        if word == "mask":
+            return p.context_region(target, canvas, padding=0, min_size=0)
+        if context.strip().startswith("layer:"):
+            rect = host.map_bounds(host.find_layer(context.strip()[len("layer:") :]))
+        else:
+            rect = _document_rect(host, context)
+    elif isinstance(context, (tuple, list)):
+        rect = _document_rect(host, ",".join(str(v) for v in context))
+    else:
+        rect = host.map_bounds(context)
+    rect = rect.intersect(canvas)
+    if rect.is_empty:
         raise InpaintError(
-            f"The selection does not touch the layer. Select an area on the layer {NO_SELECTION_HINT} "
-            "and try again.",
-            "empty_selection",
+            "The context area lies outside the image; choose auto, image, mask or a rectangle inside it.",
+            "invalid_settings",
         )
-    return p.context_region(target, canvas, padding=padding), target, True
+    if rect.intersect(target).is_empty:
+        raise InpaintError(
+            "The context area does not include any of the area to change, so nothing could change; "
+            "choose a context that covers the selection or the map.",
+            "invalid_settings",
+        )
+    return rect
+
+
+def _document_rect(host: HostDocument, text: str) -> p.Rect:
+    """ "X,Y,W,H" in image pixels -> the host's coordinates."""
+    try:
+        x, y, width, height = (int(part) for part in text.split(","))
+    except ValueError:
+        raise InpaintError(
+            f"Context '{text}' is not one of auto, image, mask, X,Y,W,H (four whole numbers) or layer:NAME.",
+            "invalid_settings",
+        ) from None
+    if width <= 0 or height <= 0:
+        raise InpaintError(
+            f"Context '{text}' has no area; width and height must be above 0.", "invalid_settings"
+        )
+    dx, dy = host.origin()
+    return p.Rect(x - dx, y - dy, width, height)
 
 
 def check_size(region: p.Rect, whole_layer: bool, limits: p.Limits = p.DEFAULT_LIMITS) -> None:
@@ -180,32 +341,113 @@ def _check_read(host: HostDocument, what: str, data: bytes, expected: int, regio
         )
 
 
-def prepare(host: HostDocument, settings: Settings, job_id: str | None = None) -> PreparedJob:
-    """Read what the job needs from the host and build its `submit`."""
+def prepare(
+    host: HostDocument,
+    settings: Settings,
+    job_id: str | None = None,
+    *,
+    maps: Maps = Maps(),
+    request: type[p.Submit] = p.Submit,
+) -> PreparedJob:
+    """Read what the job needs from the host and build its `submit` (or, with `request`
+    StrengthMapRequest, the request for its strength map only)."""
     settings.check()
-    region, target, selected = plan_region(host, settings.host.padding)
-    check_size(region, whole_layer=not selected)
-    mask = host.read_selection(region) if selected else full_mask(region, target)
-    _check_read(host, "selection", mask, region.area, region)
-    if not mask.strip(b"\x00"):
-        raise InpaintError(
-            f"Nothing is selected where the selection meets the layer. Select the area to change "
-            f"(soft or feathered selections change partly) {NO_SELECTION_HINT} and try again.",
-            "empty_selection",
-        )
+    sources = _sources(host, settings, maps)
+    region, target, bounded = _plan(host, settings, sources, maps.context)
+    selected = host.selection() is not None
+    check_size(region, whole_layer=not bounded)
+    selection = None
+    if sources.mask is None:
+        data = host.read_selection(region) if selected else full_mask(region, target)
+        _check_read(host, "selection", data, region.area, region)
+        if settings.job.depth == p.Depth.NONE and not data.strip(b"\x00"):
+            raise InpaintError(
+                f"Nothing is selected where the selection meets the layer. Select the area to change "
+                f"(soft or feathered selections change partly) {NO_SELECTION_HINT} and try again.",
+                "empty_selection",
+            )
+        mask = p.Mask(region.width, region.height, data)
+    else:
+        mask = _read_map(host, sources.mask, region, "map layer")
+        if selected and sources.limited:
+            data = host.read_selection(region)
+            _check_read(host, "selection", data, region.area, region)
+            selection = p.Mask(region.width, region.height, data)
+    blend = None if sources.blend is None else _read_map(host, sources.blend, region, "blend layer")
+    controls, references = _read_conditioning(host, maps, region)
     pixels = host.read_pixels(region)
     _check_read(host, "pixels", pixels, region.area * host.pixel_format.bytes_per_pixel, region)
     dx, dy = host.origin()
     params = settings.job.replace(output_format=host.pixel_format, preview=host.shows_previews)
-    submit = p.Submit(
+    submit = request(
         job_id=job_id or new_job_id(),
         image=p.Image(region.width, region.height, host.pixel_format, pixels, host.color),
-        mask=p.Mask(region.width, region.height, mask),
+        mask=mask,
         params=params,
         x=region.x + dx,
         y=region.y + dy,
+        selection=selection,
+        blend_mask=blend,
+        controls=controls,
+        ip_adapters=references,
     )
-    return PreparedJob(host, region, submit, layer_name(settings.job.prompt), whole_layer=not selected)
+    return PreparedJob(host, region, submit, layer_name(settings.job.prompt), whole_layer=not bounded)
+
+
+def _read_conditioning(
+    host: HostDocument, maps: Maps, region: p.Rect
+) -> tuple[tuple[p.Control, ...], tuple[p.Reference, ...]]:
+    """The control images (the job's region of each control layer) and the reference
+    images (each reference layer whole), refused before sending when they cannot travel."""
+    limits = p.DEFAULT_LIMITS
+    for what, given, most in (
+        ("control layers", maps.controls, limits.max_controls),
+        ("reference layers", maps.references, limits.max_ip_adapters),
+    ):
+        if len(given) > most:
+            raise InpaintError(f"A job takes at most {most} {what}, not {len(given)}.", "invalid_settings")
+    controls = []
+    for given in maps.controls:
+        image = host.read_layer(_resolve(host, given.layer), region)
+        _check_image(host, image, region, "control layer")
+        controls.append(p.Control(image, given.params))
+    references = []
+    for given in maps.references:
+        layer = _resolve(host, given.layer)
+        bounds = host.map_bounds(layer).intersect(host.canvas())
+        if bounds.is_empty or not limits.fits(bounds.width, bounds.height):
+            raise InpaintError(
+                f"A reference layer must have pixels inside the image and at most {limits.max_pixels:,} "
+                f"of them; this one covers {bounds.width}x{bounds.height}. Pick or crop another layer.",
+                "invalid_settings",
+            )
+        image = host.read_layer(layer, bounds)
+        _check_image(host, image, bounds, "reference layer")
+        references.append(p.Reference(image, given.params))
+    return tuple(controls), tuple(references)
+
+
+def _check_image(host: HostDocument, image: p.Image, region: p.Rect, what: str) -> None:
+    fits = (image.width, image.height) == (region.width, region.height)
+    if not fits or len(image.data) != image.expected_bytes:
+        raise InpaintError(
+            f"{host.host_name} gave a {image.width}x{image.height} {what} of {len(image.data)} bytes for "
+            f"the {region.width}x{region.height} area; nothing was sent. Pick another layer; please "
+            "report this if it persists.",
+            "unreadable_layer",
+        )
+
+
+def _read_map(host: HostDocument, source: Any, region: p.Rect, what: str) -> p.Mask:
+    mask = host.read_map(source, region)
+    if (mask.width, mask.height) != (region.width, region.height) or len(mask.data) != mask.expected_bytes:
+        raise InpaintError(
+            f"{host.host_name} gave a {mask.width}x{mask.height} {what} of {len(mask.data)} bytes for "
+            f"the {region.width}x{region.height} region; nothing was sent. Pick another layer as the "
+            "map; please report this if it persists.",
+            "unreadable_layer",
+        )
+    return mask
 
 
 # --- follow ------------------------------------------------------------------------
@@ -331,14 +573,16 @@ def check_result(job: PreparedJob, result: p.Result) -> None:
         )
 
 
-def finish(job: PreparedJob, results: list[p.Result]) -> Any:
+def finish(job: PreparedJob, results: list[Any]) -> Any:
     """Insert the results above the job's layer, one undo step: one result as a layer
-    named `prompt · seed`, several as a group of them (the first visible). The new layer
-    or group."""
+    named `prompt · seed`, several as a group of them (the first visible); a strength map
+    as the layer "Strength map". The new layer or group."""
     for result in results:
         check_result(job, result)
     if not job.host.is_open():
         raise InpaintError("The image was closed while the job ran; nothing was inserted.", "document_closed")
+    if isinstance(job.submit, p.StrengthMapRequest):
+        return job.host.insert_layer(MAP_LAYER_NAME, results[-1])
     params = job.submit.params
     named = [(result_name(job.layer_name, r, bool(params.fan)), r) for r in results]
     if len(named) == 1 and params.results == 1:
@@ -346,10 +590,18 @@ def finish(job: PreparedJob, results: list[p.Result]) -> Any:
     return job.host.insert_group(group_name(job.layer_name, params), named)
 
 
-def run(host: HostDocument, settings: Settings, *, client: str, **follow_options: Any) -> Any:
+def run(
+    host: HostDocument,
+    settings: Settings,
+    *,
+    client: str,
+    maps: Maps = Maps(),
+    request: type[p.Submit] = p.Submit,
+    **follow_options: Any,
+) -> Any:
     """prepare, follow and finish in one blocking call (GIMP's plug-in process). A batch
     cancelled part-way inserts what was done, then raises its `JobCancelled`."""
-    job = prepare(host, settings)
+    job = prepare(host, settings, maps=maps, request=request)
     try:
         results = follow(job, settings, client=client, **follow_options)
     except JobCancelled as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from .. import protocol as p
@@ -50,6 +51,37 @@ class HostParams:
         hosts=frozenset({KRITA}),
         advanced=True,
     )
+    mask_layer: str = p.param(
+        "",
+        "Map layer",
+        "A layer, mask or channel whose gray (times its opacity) is the change map, white changing "
+        "fully; empty: the selection",
+        hosts=frozenset({KRITA}),  # GIMP takes the drawable itself (mask-drawable)
+    )
+    blend_layer: str = p.param(
+        "",
+        "Blend layer",
+        "A layer, mask or channel whose gray becomes the result layer's opacity; empty: made from "
+        "the change map",
+        hosts=frozenset({KRITA}),  # GIMP: blend-drawable
+        advanced=True,
+    )
+    limit_to_selection: bool = p.param(
+        True,
+        "Selection limits the map",
+        "With a layer as the map, the selection multiplies it; off: the map alone",
+        hosts=HOSTS,
+        advanced=True,
+    )
+    context: str = p.param(
+        "auto",
+        "Context",
+        "What the model sees: auto (around the area to change), image (all of it), mask (the area's "
+        "bounds only), X,Y,W,H (a rectangle in image pixels) or layer:NAME (that layer's bounds)",
+        min_len=1,
+        hosts=HOSTS,
+        advanced=True,
+    )
 
 
 HOST_PARAMS: tuple[p.Param, ...] = p.params_of(HostParams)
@@ -77,8 +109,11 @@ class Settings:
             )
         kept = {k: v for k, v in values.items() if v is not None or known[k].optional}
         for k, v in kept.items():
-            if known[k].kind is tuple and isinstance(v, list):
+            kind = known[k].kind
+            if kind is tuple and isinstance(v, list):
                 kept[k] = tuple(v)  # `fan=[0.3, 0.6]` from a script: settings stay hashable
+            elif isinstance(kind, type) and issubclass(kind, Enum) and v in {m.value for m in kind}:
+                kept[k] = kind(v)  # `depth="far"`: the member (others are `check`'s to refuse)
         job = {q.name: kept[q.name] for q in p.JOB_PARAMS if q.name in kept}
         host = {q.name: kept[q.name] for q in HOST_PARAMS if q.name in kept}
         return cls(p.JobParams(**job), HostParams(**host))
@@ -97,11 +132,8 @@ class Settings:
                 q.read(values, "settings")
             except p.ProtocolError:
                 problems.append(problem(q, values[q.name]))
-        if self.job.count > 1 and self.job.fan:
-            problems.append(
-                "Variations and Strength fan cannot be used together (a fan gives one result per "
-                "strength, all with one seed): set Variations to 1 or clear the fan"
-            )
+        if not problems:  # values of the right kinds: now whether they go together
+            problems = [painter for _wire, painter in self.job.conflicts()]
         if problems:
             raise InpaintError("Cannot start: " + "; ".join(problems) + ".", "invalid_settings")
         return self
@@ -123,5 +155,10 @@ def problem(q: p.Param, value: Any) -> str:
             high = f"below {hi * 100:g}%" if q.hi_open else f"at most {hi * 100:g}%"
             bad = tuple(v for v in value if not isinstance(v, (int, float)) or not lo < v <= hi) or value
             return f"each {q.label} value must be {low} and {high}, not {q.format_text(bad)}"
+        if q.item is p.Lora and isinstance(value, tuple) and all(isinstance(v, p.Lora) for v in value):
+            if not all(v.name.strip() for v in value):
+                return f"each of the {q.label} needs a name: name:weight"
+            bad = tuple(v for v in value if not lo <= v.weight <= hi) or value
+            return f"each of the {q.label}' weights must be {q.describe_range()}, not {q.format_text(bad)}"
     allowed = q.describe_range()
     return f"{q.label} must be {allowed}, not {value}" if allowed else f"{q.label} cannot be {value!r}"

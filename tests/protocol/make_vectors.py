@@ -143,6 +143,10 @@ def malformed(
 RED_GREEN_BLUE_WHITE_RGBA8 = bytes([255, 0, 0, 255, 0, 255, 0, 255, 0, 0, 255, 255, 255, 255, 255, 128])
 RED_GREEN_BLUE_BGRA8 = bytes([0, 0, 255, 255, 0, 255, 0, 255, 255, 0, 0, 255])
 RED_HALF_GREEN_RGBA16 = struct.pack("<8H", 65535, 0, 0, 65535, 0, 32768, 0, 65535)
+# A painted strength layer: black, 50% gray, white, transparent white.
+STRENGTH_LAYER_RGBA16 = struct.pack(
+    "<16H", 0, 0, 0, 65535, 32768, 32768, 32768, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 65535, 0
+)
 BLUE_CYAN_BGRA16 = struct.pack("<8H", 65535, 0, 0, 65535, 65535, 65535, 0, 4096)
 WARM_RGBAF16 = struct.pack("<4e", 1.0, 0.5, 0.25, 1.0)
 COOL_RGBAF32 = struct.pack("<4f", 0.125, 0.5, 0.75, 0.5)
@@ -177,7 +181,7 @@ def every_field_set(params: p.JobParams, keep: tuple[str, ...] = ()) -> p.JobPar
         elif q.kind is str:
             changes[q.name] = f"{q.name}-1"
         elif q.kind is tuple:
-            changes[q.name] = (float(hi),)
+            changes[q.name] = (p.Lora(f"{q.name}-1", float(hi)),) if q.item is p.Lora else (float(hi),)
         elif q.kind in (int, float):
             changes[q.name] = q.kind(hi) if not q.hi_open and hi != q.default else q.kind(lo)
         else:  # an enum
@@ -198,6 +202,8 @@ ALL_PARAMS = every_field_set(
         grow=4.0,
         feather=2.5,
         snap=0.125,
+        mask_black=0.25,  # the bounds alone would give black 0 (its default) and white 0
+        mask_white=0.75,
         output_format=F.RGBAF32,
         preview=False,
         fan=(0.25, 0.5, 1.0),
@@ -220,8 +226,13 @@ WELCOME = p.Welcome(
     schedulers=["euler", "ddim"],
     capabilities=["preview", "cancel"],
     device="cuda:0 (float16)",
+    loras=[p.ModelInfo("watercolor", "sd15"), p.ModelInfo("detail-tweaker-xl", "sdxl")],
+    controlnets=[p.ModelInfo("control-canny-sd15", "sd15"), p.ModelInfo("controlnet-union-sdxl", "sdxl")],
+    ip_adapters=[p.ModelInfo("ip-adapter_sd15", "sd15")],
 )
-WELCOME_MODELS = p.Models(WELCOME.models, WELCOME.default_model)
+WELCOME_MODELS = p.Models(
+    WELCOME.models, WELCOME.default_model, WELCOME.loras, WELCOME.controlnets, WELCOME.ip_adapters
+)
 
 
 def valid_vectors() -> list[Vector]:
@@ -303,6 +314,80 @@ def valid_vectors() -> list[Vector]:
                 p.JobParams(seed=0),
                 x=70000,
                 y=-70000,
+            ),
+        ),
+        valid(
+            "submit-layer-map",
+            "submit: a layer picked as the change map (2x2 rgba16, its luminance times alpha is "
+            "the map), the selection that limits it, and a gray16 blend map",
+            p.Submit(
+                "krita-6",
+                SUBMIT_DEFAULTS.image,
+                p.Mask(2, 2, STRENGTH_LAYER_RGBA16, F.RGBA16),
+                p.JobParams(prompt="moss", invert_mask=True, mask_black=0.25, mask_gamma=2.0),
+                selection=p.Mask(2, 2, bytes([255, 255, 0, 128])),
+                blend_mask=p.Mask(2, 2, bytes([0, 0, 0, 128, 255, 255, 255, 255]), p.MaskFormat.GRAY16),
+            ),
+        ),
+        valid(
+            "submit-depth",
+            "submit: the daemon's depth estimate as the map, far things changing, min with the selection",
+            p.Submit(
+                "gimp-7",
+                SUBMIT_DEFAULTS.image,
+                SUBMIT_DEFAULTS.mask,
+                p.JobParams(
+                    prompt="fog",
+                    depth=p.Depth.FAR,
+                    depth_model="depth-anything-v2-small",
+                    depth_combine="min",
+                ),
+            ),
+        ),
+        valid(
+            "strength_map",
+            "strength_map: the same fields as submit-layer-map, asking only for the map",
+            p.StrengthMapRequest(
+                "krita-6-map",
+                SUBMIT_DEFAULTS.image,
+                p.Mask(2, 2, bytes([0, 0, 0, 0, 0, 128, 0, 255]), p.MaskFormat.GRAY16),
+                p.JobParams(mask_black=0.25, strength=0.5, output_format=F.BGRA8),
+                x=10,
+                y=20,
+            ),
+        ),
+        valid(
+            "map",
+            "map: the answer to a strength_map, the effective strengths as opaque gray (0, 25%, 50%, 100%)",
+            p.StrengthMap(
+                "krita-6-map",
+                image(
+                    F.BGRA8, 2, 2, bytes([0, 0, 0, 255, 64, 64, 64, 255, 128, 128, 128, 255]) + b"\xff" * 4
+                ),
+                10,
+                20,
+                timings={"map": 0.01},
+            ),
+        ),
+        valid(
+            "submit-conditioning",
+            "submit: two LoRAs, a canny control image made from a photo active in the first 60% "
+            "of the steps, a depth control image, and a 1x1 reference image (IP-Adapter)",
+            p.Submit(
+                "krita-8",
+                SUBMIT_DEFAULTS.image,
+                SUBMIT_DEFAULTS.mask,
+                p.JobParams(
+                    prompt="castle", loras=(p.Lora("watercolor", 0.8), p.Lora("detail-tweaker", -0.5))
+                ),
+                controls=(
+                    p.Control(
+                        image(F.RGBA8, 2, 2, RED_GREEN_BLUE_WHITE_RGBA8),
+                        p.ControlParams("canny", "control-canny-sd15", 0.75, 0.0, 0.6, preprocess=True),
+                    ),
+                    p.Control(image(F.RGBA8, 2, 2, bytes(16)), p.ControlParams("depth")),
+                ),
+                ip_adapters=(p.Reference(image(F.RGBA8, 1, 1, b"\x10\x20\x30\xff"), p.ReferenceParams(0.5)),),
             ),
         ),
         valid("cancel", "cancel a job", p.Cancel("job-1")),
@@ -649,6 +734,48 @@ def malformed_vectors() -> list[Vector]:
         bad_submit(
             "mask-other-size", "a 4x1 mask for a 2x2 image", {"mask.width": 4, "mask.height": 1}, SIZE
         ),
+        bad_submit("mask-unknown-format", 'mask.format "gray32"', {"mask.format": "gray32"}, INVALID),
+        bad_submit("gray16-mask-short", "a 2x2 gray16 mask with 4 bytes", {"mask.format": "gray16"}, SIZE),
+        bad_submit(
+            "blend-mask-other-size",
+            "a 1x1 blend_mask for a 2x2 image",
+            {"blend_mask": {"width": 1, "height": 1, "data": b"\xff"}},
+            SIZE,
+        ),
+        bad_submit("selection-not-map", "selection as bin", {"selection": b"\xff\xff\xff\xff"}, INVALID),
+        bad_submit(
+            "mask-black-above-white",
+            "params.mask_black 0.6 and mask_white 0.4",
+            {"params.mask_black": 0.6, "params.mask_white": 0.4},
+            INVALID,
+        ),
+        bad_submit("mask-gamma-zero", "params.mask_gamma 0", {"params.mask_gamma": 0.0}, INVALID),
+        bad_submit("depth-unknown", 'params.depth "middle"', {"params.depth": "middle"}, INVALID),
+        bad_submit(
+            "control-other-size",
+            "a 1x1 control image for a 2x2 image",
+            {"controls": [{"image": {"width": 1, "height": 1, "format": "rgba8", "data": bytes(4)}}]},
+            SIZE,
+        ),
+        bad_submit(
+            "control-start-after-end",
+            "a control with start 0.8 and end 0.5",
+            {"controls": [{"image": SUBMIT_DEFAULTS.image.to_wire(), "start": 0.8, "end": 0.5}]},
+            INVALID,
+        ),
+        bad_submit(
+            "five-controls",
+            "five control images (max_controls is 4)",
+            {"controls": [{"image": SUBMIT_DEFAULTS.image.to_wire()}] * 5},
+            INVALID,
+        ),
+        bad_submit(
+            "lora-weight-over",
+            "a LoRA of weight 2.5",
+            {"params.loras": [{"name": "watercolor", "weight": 2.5}]},
+            INVALID,
+        ),
+        bad_submit("lora-not-map", 'params.loras ["watercolor"]', {"params.loras": ["watercolor"]}, INVALID),
         bad_submit("params-not-map", "params as an array", {"params": [1]}, INVALID),
         bad_submit("prompt-not-string", "params.prompt 5", {"params.prompt": 5}, INVALID),
         bad_submit(

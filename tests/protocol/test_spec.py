@@ -143,6 +143,29 @@ def test_a_list_typed_by_a_painter() -> None:
         fan.parse_text("0.3, half")
 
 
+def test_loras_typed_by_a_painter() -> None:
+    loras = p.spec.BY_NAME["loras"]
+    assert loras.parse_text("watercolor:0.8, detail tweaker : -0.5; plain") == (
+        p.Lora("watercolor", 0.8),
+        p.Lora("detail tweaker", -0.5),
+        p.Lora("plain", 1.0),
+    )
+    assert loras.format_text((p.Lora("a", 0.8), p.Lora("b", -1.0))) == "a:0.8, b:-1"
+    assert loras.parse_text(loras.format_text((p.Lora("a", 0.25),))) == (p.Lora("a", 0.25),)
+    with pytest.raises(ValueError, match="'a:much' the weight after ':' is not a number"):
+        loras.parse_text("a:much")
+    # The weights keep to the declared bounds on the wire.
+    with pytest.raises(p.ProtocolError, match=r"loras\[1\].*weight"):
+        p.JobParams.from_wire({"loras": [{"name": "a"}, {"name": "b", "weight": -2.5}]}, "params")
+    assert p.JobParams.from_wire({"loras": [{"name": "a"}]}, "params").loras == (p.Lora("a", 1.0),)
+
+
+def test_a_control_acts_over_a_range_of_steps() -> None:
+    assert p.ControlParams.from_wire({"kind": "depth", "end": 0.5}, "c") == p.ControlParams("depth", end=0.5)
+    with pytest.raises(p.ProtocolError, match="'start' \\(0.5\\) must be below 'end' \\(0.5\\)"):
+        p.ControlParams.from_wire({"start": 0.5, "end": 0.5}, "c")
+
+
 # --- which model families take which settings ---
 
 

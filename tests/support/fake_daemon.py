@@ -7,9 +7,11 @@
         submit = daemon.submits[-1]
         assert new_pixels == expected_result(submit.image, submit.mask.data)
 
-It answers every job with the submitted pixels, alpha replaced by the mask, in
+It answers every job with the submitted pixels, alpha replaced by the mask (its
+blend map when it has one; a map of another format as `map_bytes` reads it), in
 the submitted format, so a test can predict the new layer exactly in every
-depth (`expected_result`). With `invert_colours=True` (the GIMP tests) the
+depth (`expected_result`). A `strength_map` request gets a `map` of that mask as
+opaque gray, in the submitted format (`gray_image`). With `invert_colours=True` (the GIMP tests) the
 colours come back inverted too, so a new layer that merely copied the source
 could not pass. When the job asks for previews it gets one 2x2 red preview.
 The prompt's prefix picks a failure instead:
@@ -25,7 +27,9 @@ The prompt's prefix picks a failure instead:
 A `hello` whose token is WRONG_TOKEN is refused as unauthorized. Every decoded
 `submit` is kept in `submits`, and its connection's hello token in `tokens`
 (same order); `submit_by_prompt` and `token_by_prompt` look them up by prompt.
-A connection that closes after the welcome (a models query) is fine.
+A connection that closes after the welcome (a models query) is fine. Its welcome lists
+one LoRA, ControlNet and IP-Adapter per family ("fake-lora", "fake-canny",
+"fake-ip-adapter"; "-xl" for SDXL); conditioning changes no answer.
 Run it as a script to serve on a given port: `python -m tests.support.fake_daemon PORT`.
 """
 
@@ -78,6 +82,48 @@ def expected_result(image: p.Image, mask: bytes, *, invert_colours: bool = False
             floats[c::4] = [1.0 - v for v in floats[c::4]]
     floats[3::4] = [m / 255 for m in mask]
     return struct.pack(f"<{count}{code}", *floats)
+
+
+def map_bytes(mask: p.Mask) -> bytes:
+    """One byte a pixel of a map, as this fake reads it (no levels, no luminance): gray8 as
+    it is, gray16's high byte, a layer's green channel (rounded from 16 bits and floats)."""
+    fmt = mask.format
+    if fmt is p.MaskFormat.GRAY8:
+        return mask.data
+    if fmt is p.MaskFormat.GRAY16:
+        return mask.data[1::2]
+    if fmt in (p.PixelFormat.RGBA8, p.PixelFormat.BGRA8):
+        return mask.data[1::4]
+    if fmt in (p.PixelFormat.RGBA16, p.PixelFormat.BGRA16):
+        return bytes(round(v / 257) for v in array("H", mask.data)[1::4])
+    code = "e" if fmt is p.PixelFormat.RGBAF16 else "f"
+    count = len(mask.data) // struct.calcsize(code)
+    greens = struct.unpack(f"<{count}{code}", mask.data)[1::4]
+    return bytes(min(255, max(0, round(v * 255))) for v in greens)
+
+
+def gray_image(like: p.Image, gray: bytes) -> p.Image:
+    """An opaque image of `gray` (one byte a pixel) in `like`'s format and encoding label."""
+    rgba8 = bytearray(len(gray) * 4)
+    for c in range(3):
+        rgba8[c::4] = gray
+    rgba8[3::4] = b"\xff" * len(gray)
+    eight = p.Image(like.width, like.height, p.PixelFormat.RGBA8, bytes(rgba8))
+    data = expected_result(_as_format(eight, like.format), b"\xff" * len(gray))
+    return p.Image(like.width, like.height, like.format, data, like.color)
+
+
+def _as_format(image: p.Image, fmt: p.PixelFormat) -> p.Image:
+    """An RGBA8 image's values in `fmt` (channel order and scale), for `gray_image`."""
+    values = list(image.data)
+    if fmt in (p.PixelFormat.RGBA8, p.PixelFormat.BGRA8):
+        data = bytes(values)
+    elif fmt in (p.PixelFormat.RGBA16, p.PixelFormat.BGRA16):
+        data = array("H", [v * 257 for v in values]).tobytes()
+    else:
+        code = "e" if fmt is p.PixelFormat.RGBAF16 else "f"
+        data = struct.pack(f"<{len(values)}{code}", *[v / 255 for v in values])
+    return p.Image(image.width, image.height, fmt, data)  # gray and opaque: channel order is moot
 
 
 def _tcp_inode(local_port: int, remote_port: int) -> str | None:
@@ -145,6 +191,10 @@ class FakeDaemon:
             models=[p.ModelInfo("fake", "sd15"), p.ModelInfo("fake-xl", "sdxl")],
             default_model="fake",
             capabilities=["cancel", "preview"],
+            # Add-ons to pick in a plugin's form; jobs get the same answer whatever they name.
+            loras=[p.ModelInfo("fake-lora", "sd15"), p.ModelInfo("fake-lora-xl", "sdxl")],
+            controlnets=[p.ModelInfo("fake-canny", "sd15"), p.ModelInfo("fake-canny-xl", "sdxl")],
+            ip_adapters=[p.ModelInfo("fake-ip-adapter", "sd15")],
         )
         ws.send(p.encode(welcome))
         try:
@@ -182,8 +232,12 @@ class FakeDaemon:
             ws.send(p.encode(p.Preview(job, 1, preview)))
         for step in range(2, steps + 1):
             ws.send(p.encode(p.Progress(job, p.Stage.SAMPLING, step, steps)))
-        for index in range(submit.params.results):  # a job of several: one result each, in order
-            ws.send(p.encode(self._result(submit, index)))
+        if isinstance(submit, p.StrengthMapRequest):
+            gray = gray_image(submit.image, map_bytes(submit.mask))
+            ws.send(p.encode(p.StrengthMap(job, gray, submit.x, submit.y, {"total": 0.01})))
+        else:
+            for index in range(submit.params.results):  # a job of several: one result each, in order
+                ws.send(p.encode(self._result(submit, index)))
         with suppress(TimeoutError):
             ws.recv(timeout=10)  # until the client closes
 
@@ -191,7 +245,8 @@ class FakeDaemon:
         image, params = submit.image, submit.params
         fmt = params.output_format or image.format
         assert fmt == image.format, "this fake only answers in the submitted format"
-        data = expected_result(image, submit.mask.data, invert_colours=self.invert_colours)
+        alpha = map_bytes(submit.blend_mask or submit.mask)
+        data = expected_result(image, alpha, invert_colours=self.invert_colours)
         shift = 8 if params.prompt.startswith("shift:") else 0
         return p.Result(
             submit.job_id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .protocol import PixelFormat
+from .protocol import MaskFormat, PixelFormat
 
 
 @dataclass(frozen=True)
@@ -34,3 +34,14 @@ def depth_for_precision(precision_name: str) -> Depth:
     """
     kind = precision_name.upper().split("_", 1)[0]
     return {"U8": DEPTHS["u8"], "U16": DEPTHS["u16"], "HALF": DEPTHS["half"]}.get(kind, DEPTHS["float"])
+
+
+def gray_map_format(depth: Depth) -> tuple[str, MaskFormat]:
+    """How a channel or layer mask travels as a map in an image of `depth`: its gray as the
+    painter sees it (perceptual, Y': a channel painted #808080 is 0.5, as a layer painted so
+    is and as the "Strength map" layer shows 0.5), whether GIMP stores it non-linear (a
+    channel of an 8-bit image) or linear (layer masks, deeper images); gray8 in 8-bit
+    images, gray16 above."""
+    if depth.wire is PixelFormat.RGBA8:
+        return "Y' u8", MaskFormat.GRAY8
+    return "Y' u16", MaskFormat.GRAY16

@@ -2,10 +2,11 @@
 
 Everything goes through Gegl buffers in memory (no temporary image files), in
 the Babl format matching the image's precision, so 16-bit and float images
-keep their depth. Rectangles are in drawable coordinates; the selection lives
-in image coordinates, shifted by the drawable's offsets — the two meet here
-only. Everything host-neutral (the region, the checks, the messages) is in
-the shared `client.flow`.
+keep their depth. Rectangles are in drawable coordinates; the selection and
+the maps (a channel, a layer mask, another layer) live in image coordinates or
+at their own offsets, shifted by the drawable's — they meet here only.
+Everything host-neutral (the region, the checks, the messages) is in the
+shared `client.flow`.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp  # noqa: E402
 
+from .client.errors import InpaintError  # noqa: E402
 from .client.flow import progress_text  # noqa: E402
-from .formats import depth_for_precision  # noqa: E402
-from .protocol import ColorEncoding, Progress, Rect, Result  # noqa: E402
+from .formats import depth_for_precision, gray_map_format  # noqa: E402
+from .protocol import ColorEncoding, Image, Mask, Progress, Rect, Result  # noqa: E402
 
 MASK_FORMAT = "Y u8"  # the selection as 8-bit gray: 0 keep, 255 change fully
 SOURCE_PARASITE = "differential-inpaint-source"  # on result layers: the source layer's tattoo
@@ -40,9 +42,7 @@ class GimpDocument:
         self.pixel_format = self.depth.wire
 
     def origin(self) -> tuple[int, int]:
-        # GIMP 3's python bindings return (ok, x, y) for get_offsets.
-        values = self.drawable.get_offsets()
-        return int(values[-2]), int(values[-1])
+        return offsets(self.drawable)
 
     def canvas(self) -> Rect:
         return Rect(0, 0, self.drawable.get_width(), self.drawable.get_height())
@@ -70,6 +70,59 @@ class GimpDocument:
         buffer = self.drawable.get_buffer()
         rect = Gegl.Rectangle.new(region.x, region.y, region.width, region.height)
         return bytes(buffer.get(rect, 1.0, self.depth.babl, Gegl.AbyssPolicy.NONE))
+
+    # --- maps: a channel, a layer mask or a layer in place of the selection ---
+
+    def find_layer(self, name: str) -> Gimp.Drawable:
+        """The first layer (groups searched, top to bottom), layer mask or channel of the
+        image called `name` (GIMP's maps are drawables: names come from Context's layer:NAME)."""
+        for item in drawables_of(self.image):
+            if item.get_name() == name:
+                return item
+        raise InpaintError(
+            f"There is no layer, layer mask or channel called '{name}' in this image. Check the "
+            "name after layer: in Context (or rename the layer to match) and try again.",
+            "missing_layer",
+        )
+
+    def map_bounds(self, source: Gimp.Drawable) -> Rect:
+        # Reference layers come here too; the plug-in checked them first, under their own name.
+        check_drawable(self.image, source, "map")
+        return self._placed(source, Rect(0, 0, source.get_width(), source.get_height()))
+
+    def read_map(self, source: Gimp.Drawable, region: Rect) -> Mask:
+        """A channel or layer mask as the gray the painter sees (`gray_map_format`; 16-bit
+        above 8-bit precision); a layer's own pixels in the image's precision (the daemon
+        takes luminance times alpha). 0 outside `source`."""
+        check_drawable(self.image, source, "map")
+        if isinstance(source, Gimp.Channel):  # channels, layer masks (and the selection)
+            babl, wire = gray_map_format(self.depth)
+            return Mask(region.width, region.height, self._read(source, region, babl), wire)
+        data = self._read(source, region, self.depth.babl)
+        return Mask(region.width, region.height, data, self.depth.wire, self.color)
+
+    def read_layer(self, source: Gimp.Drawable, region: Rect) -> Image:
+        """`source`'s pixels over `region` in the image's precision (a group: what it shows;
+        a channel or mask: its gray as seen, opaque), transparent outside it: a control or
+        reference image."""
+        check_drawable(self.image, source, "control or reference layer")
+        data = self._read(source, region, self.depth.babl)
+        return Image(region.width, region.height, self.depth.wire, data, self.color)
+
+    def _read(self, source: Gimp.Drawable, region: Rect, babl: str) -> bytes:
+        """`source` over `region` (the job drawable's coordinates), placed by image
+        coordinates; the abyss (transparent, 0) where it has no pixels."""
+        dx, dy = self.origin()
+        sx, sy = offsets(source)
+        # The drawable's coordinates -> the image's -> `source`'s.
+        rect = Gegl.Rectangle.new(region.x + dx - sx, region.y + dy - sy, region.width, region.height)
+        return bytes(source.get_buffer().get(rect, 1.0, babl, Gegl.AbyssPolicy.NONE))
+
+    def _placed(self, source: Gimp.Drawable, rect: Rect) -> Rect:
+        """`rect` in `source`'s coordinates -> the job drawable's (by image coordinates)."""
+        sx, sy = offsets(source)
+        dx, dy = self.origin()
+        return Rect(rect.x + sx - dx, rect.y + sy - dy, rect.width, rect.height)
 
     def is_open(self) -> bool:
         # GIMP stays usable while the job runs: the image may have been closed meanwhile.
@@ -150,6 +203,47 @@ class GimpDocument:
         if self.drawable.is_valid():
             tattoo = str(self.drawable.get_tattoo()).encode()
             layer.attach_parasite(Gimp.Parasite.new(SOURCE_PARASITE, Gimp.PARASITE_PERSISTENT, tattoo))
+
+
+def check_drawable(image: Gimp.Image, source: Gimp.Drawable, what: str) -> None:
+    """A drawable a job reads besides its own (a map, a control or reference layer) must
+    still exist and belong to `image` (GIMP's drawable chooser offers every open image's)."""
+    if not source.is_valid():
+        raise InpaintError(
+            f"The layer or channel picked as the {what} was deleted. Pick it again and retry.",
+            "missing_layer",
+        )
+    owner = source.get_image()
+    if owner is None or owner.get_id() != image.get_id():
+        raise InpaintError(
+            f"The {what} '{source.get_name()}' belongs to another image; it must be a layer, layer "
+            "mask or channel of the image being painted. Pick one of this image's and try again.",
+            "invalid_settings",
+        )
+
+
+def offsets(drawable: Gimp.Drawable) -> tuple[int, int]:
+    """Where `drawable` sits in its image (a channel: 0, 0; a layer mask: its layer's place)."""
+    values = drawable.get_offsets()  # GIMP 3's python bindings return (ok, x, y)
+    return int(values[-2]), int(values[-1])
+
+
+def drawables_of(image: Gimp.Image) -> list[Gimp.Drawable]:
+    """Every layer of `image` top to bottom (a group's children after it), each followed
+    by its layer mask, then the channels: the order a map is looked up by name."""
+    found: list[Gimp.Drawable] = []
+
+    def walk(layers: list[Gimp.Layer]) -> None:
+        for layer in layers:
+            found.append(layer)
+            mask = layer.get_mask()
+            if mask is not None:
+                found.append(mask)
+            if layer.is_group():
+                walk(layer.get_children())
+
+    walk(image.get_layers())
+    return found + list(image.get_channels())
 
 
 def source_of(image: Gimp.Image, layer: Gimp.Layer) -> Gimp.Layer:

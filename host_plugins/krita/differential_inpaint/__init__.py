@@ -21,7 +21,7 @@ _VENDOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_vendor")
 if _VENDOR not in sys.path:
     sys.path.insert(0, _VENDOR)
 
-from .api import inpaint_layer  # noqa: E402
+from .api import inpaint_layer, strength_map_layer  # noqa: E402
 from .client import DaemonUnavailable, InpaintError, JobCancelled, Settings  # noqa: E402
 from .client.version import VERSION as __version__  # noqa: E402
 
@@ -32,6 +32,7 @@ __all__ = [
     "Settings",
     "__version__",
     "inpaint_layer",
+    "strength_map_layer",
 ]
 
 

@@ -25,12 +25,16 @@ from typing import Any
 from krita import DockWidget, Krita
 
 from . import history, ui
+from . import protocol as p
 from .client import InpaintError, as_inpaint_error, launcher
 from .history_panel import HistoryPanel
 from .qt import QtCore, QtWidgets, Signal
 
 RUN_SELECTION = "Inpaint selection"
 RUN_WHOLE_LAYER = "Repaint whole layer"
+RUN_MAP = "Inpaint by map"
+RUN_DEPTH = "Inpaint by depth"
+SHOW_MAP = "Show strength map"
 _SELECTION_POLL_MS = 400  # how often the Run button checks whether something is selected
 _DAEMON_POLL_MS = 5000  # how often the docker asks whether the daemon runs (off the GUI thread)
 
@@ -132,8 +136,14 @@ class DifferentialInpaintDocker(DockWidget):
         font = self.run_button.font()
         font.setBold(True)
         self.run_button.setFont(font)
-        self.run_button.clicked.connect(self.run)
+        self.run_button.clicked.connect(lambda _checked=False: self.run())
         self.form.submitted.connect(self.run)
+        self.map_button = QtWidgets.QPushButton(SHOW_MAP)
+        self.map_button.setToolTip(
+            'Add the layer "Strength map": how much each pixel would change (white fully, black not '
+            "at all), after the map's levels, depth, grow, feather and strength; nothing is sampled"
+        )
+        self.map_button.clicked.connect(lambda _checked=False: self.show_map())
         self.panel = ui.ProgressPanel(inner, preview_size=160)
         self.panel.hide()
         self.message = QtWidgets.QLabel()
@@ -156,6 +166,7 @@ class DifferentialInpaintDocker(DockWidget):
         layout.addWidget(self.daemon)
         layout.addWidget(self.form)
         layout.addWidget(self.run_button)
+        layout.addWidget(self.map_button)
         layout.addWidget(self.panel)
         layout.addWidget(self.message)
         layout.addWidget(self.history_toggle)
@@ -178,10 +189,12 @@ class DifferentialInpaintDocker(DockWidget):
         self.daemon.refresh()
 
     def canvasChanged(self, canvas: Any) -> None:  # noqa: N802 - Krita's name
+        self.form.refresh_layers()
         self.update_run_button()
 
     def _poll(self) -> None:
         if self.isVisible():
+            self.form.refresh_layers()  # layers added, renamed or removed; another image
             self.update_run_button()
             self.update_history()
 
@@ -205,29 +218,57 @@ class DifferentialInpaintDocker(DockWidget):
             self.daemon.refresh()
 
     def update_run_button(self) -> None:
-        """Say what Run will do: with nothing selected the whole layer is repainted."""
-        whole = not has_selection(Krita.instance().activeDocument())
-        self.run_button.setText(RUN_WHOLE_LAYER if whole else RUN_SELECTION)
-        self.run_button.setToolTip(
-            "Nothing is selected: the whole active layer is repainted at the chosen strength."
-            if whole
-            else "Repaint the selection: white changes fully, gray partly, black not at all."
-        )
+        """Say what Run will do: with nothing selected the whole layer is repainted; with a
+        map layer or depth chosen, the map says where."""
+        selected = has_selection(Krita.instance().activeDocument())
+        chosen = self.form.values()
+        if chosen.job.depth != p.Depth.NONE:
+            text, tip = RUN_DEPTH, "The daemon's depth estimate of the region is the map"
+        elif chosen.host.mask_layer:
+            text, tip = RUN_MAP, f"'{chosen.host.mask_layer}' is the map: white changes fully, gray partly"
+        elif selected:
+            text, tip = (
+                RUN_SELECTION,
+                "Repaint the selection: white changes fully, gray partly, black not at all.",
+            )
+        else:
+            text, tip = (
+                RUN_WHOLE_LAYER,
+                "Nothing is selected: the whole active layer is repainted at the chosen strength.",
+            )
+        if text in (RUN_DEPTH, RUN_MAP):
+            tip += "; the selection limits it" if selected and chosen.host.limit_to_selection else ""
+            tip += "."
+        self.run_button.setText(text)
+        self.run_button.setToolTip(tip)
         self.run_button.setEnabled(self.controller is None)
+        self.map_button.setEnabled(self.controller is None)
 
     def run(self) -> None:
+        self._run(p.Submit)
+
+    def show_map(self) -> None:
+        """The strength map the settings give, as the layer "Strength map", without sampling."""
+        self._run(p.StrengthMapRequest)
+
+    def _run(self, request: type[p.Submit]) -> None:
         if self.controller is not None:
             return  # one job at a time from the docker; its panel shows it
         self.message.hide()
         history.HISTORY.end_preview()  # the new results must not sit under a preview
         controller = ui.run_from_form(
-            self.form, Krita.instance().activeDocument(), ui.main_window(), self.panel, self.show_message
+            self.form,
+            Krita.instance().activeDocument(),
+            ui.main_window(),
+            self.panel,
+            self.show_message,
+            request=request,
         )
         self._started(controller)
 
     def run_again(self, record: history.JobRecord) -> None:
-        """A job from the History again, with its settings, on the layer it was made from
-        (never on a result layer, whichever layer is active now)."""
+        """A job from the History again, with its settings and control and reference layers,
+        on the layer it was made from (never on a result layer, whichever layer is active now)."""
         if self.controller is not None:
             return
         self.message.hide()
@@ -238,7 +279,13 @@ class DifferentialInpaintDocker(DockWidget):
             return
         history.HISTORY.end_preview()
         controller = ui.start_job(
-            document, node, record.settings, ui.main_window(), self.panel, self.show_message
+            document,
+            node,
+            record.settings,
+            ui.main_window(),
+            self.panel,
+            self.show_message,
+            conditioning=record.conditioning,  # the same control and reference layers, by name
         )
         self._started(controller)
 

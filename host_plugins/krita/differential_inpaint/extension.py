@@ -17,6 +17,7 @@ RUN_ACTION_ID = "differential_inpaint_run"
 CANCEL_ACTION_ID = "differential_inpaint_cancel"
 APPLY_ACTION_ID = "differential_inpaint_apply"
 DISCARD_ACTION_ID = "differential_inpaint_discard"
+SHOW_MAP_ACTION_ID = "differential_inpaint_show_map"
 
 
 def the_docker() -> DifferentialInpaintDocker | None:
@@ -30,6 +31,15 @@ def run_from_docker() -> None:
         ui.open_dialog()
     else:
         docker.run()
+
+
+def show_map_from_docker() -> None:
+    """The strength map with the docker's settings; without the docker, those kept in kritarc."""
+    docker = the_docker()
+    if docker is not None:
+        docker.show_map()
+    else:
+        ui.show_map_without_docker()
 
 
 def cancel_from_docker() -> None:
@@ -67,6 +77,12 @@ class DifferentialInpaintExtension(Extension):
             ),
             (RUN_ACTION_ID, "Differential Inpaint: Run", "Run with the docker's settings", run_from_docker),
             (CANCEL_ACTION_ID, "Differential Inpaint: Cancel", "Cancel the docker's job", cancel_from_docker),
+            (
+                SHOW_MAP_ACTION_ID,
+                "Differential Inpaint: Show strength map",
+                "Add the strength map the settings give as a gray layer, without sampling",
+                show_map_from_docker,
+            ),
             (
                 APPLY_ACTION_ID,
                 "Differential Inpaint: Apply",

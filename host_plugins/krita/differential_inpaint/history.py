@@ -31,6 +31,7 @@ from typing import Any
 
 from . import protocol as p
 from .client import InpaintError, Settings, flow
+from .conditioning import Conditioning
 
 PREVIEW_NAME = "Differential Inpaint preview"
 MAX_RESULTS = 32  # per document; the oldest jobs go first
@@ -67,6 +68,7 @@ class JobRecord:
     source_image: p.Image = field(repr=False)  # the pixels sent, for thumbnails
     entries: list[Entry] = field(default_factory=list)
     applied: list[str] = field(default_factory=list)  # keys of the layers Apply made
+    conditioning: Conditioning | None = None  # its control and reference layers, by name
     id: int = field(default_factory=lambda: next(_ids))
 
     def title(self) -> str:
@@ -102,7 +104,12 @@ class History:
     # -- the record -------------------------------------------------------------
 
     def record(
-        self, job: flow.PreparedJob, chosen: Settings, results: list[p.Result], inserted: Any
+        self,
+        job: flow.PreparedJob,
+        chosen: Settings,
+        results: list[p.Result],
+        inserted: Any,
+        conditioning: Conditioning | None = None,
     ) -> JobRecord:
         host = job.host
         document = document_key(getattr(host, "document", None))
@@ -118,6 +125,7 @@ class History:
             model=results[0].model if results else "",
             created=time.time(),
             source_image=job.submit.image,
+            conditioning=conditioning,
         )
         for result in results:
             record.entries.append(

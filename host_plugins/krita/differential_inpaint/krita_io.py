@@ -9,10 +9,17 @@ Krita facts this relies on (checked in Krita 5.1.5): `Node.pixelData(x, y, w, h)
 takes document coordinates whatever the layer's offset, and gives B,G,R,A for
 integer depths and R,G,B,A for float depths, straight alpha; reading outside
 the layer gives transparent black. `Selection.pixelData` is one byte a pixel.
+A mask node's `pixelData` (transparency, selection, filter mask) is its selection,
+one byte a pixel, 255 outside what was painted for a transparency mask made in the
+Layers docker; a mask made by `createNode`/`createSelectionMask` and never given a
+selection gives no bytes at all (5.1.5 and 5.2.9 alike). A GRAYA layer's pixels are
+gray, alpha in its depth.
 """
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,12 +83,139 @@ def color_encoding(profile: str) -> p.ColorEncoding:
     return p.ColorEncoding.SRGB
 
 
+# GRAYA depth -> (the RGBA wire format its gray is spread into, array code of one channel).
+# Copying channels moves bits, whatever they mean: half floats travel as 16-bit words.
+_GRAY_AS_RGBA: dict[str, tuple[p.PixelFormat, str]] = {
+    "U8": (p.PixelFormat.BGRA8, "B"),
+    "U16": (p.PixelFormat.BGRA16, "H"),
+    "F16": (p.PixelFormat.RGBAF16, "H"),
+    "F32": (p.PixelFormat.RGBAF32, "f"),
+}
+
+
 def _rect(rect: Any) -> p.Rect:
     return p.Rect(rect.x(), rect.y(), rect.width(), rect.height())
 
 
 def _is_mask(node: Any) -> bool:
     return str(node.type()).endswith("mask")
+
+
+def stack_order(node: Any) -> Iterator[Any]:
+    """Every node under `node` as the Layers docker lists them: top to bottom, each
+    layer followed by its masks and children (Krita's childNodes are bottom to top)."""
+    for child in reversed(node.childNodes()):
+        yield child
+        yield from stack_order(child)
+
+
+def node_list(document: Any) -> list[tuple[str, int, str]]:
+    """(name, nesting depth, type) of every node in layer-stack order: what the map and
+    context pickers offer."""
+    listed: list[tuple[str, int, str]] = []
+
+    def walk(node: Any, depth: int) -> None:
+        for child in reversed(node.childNodes()):
+            listed.append((child.name(), depth, str(child.type())))
+            walk(child, depth + 1)
+
+    if document is not None:
+        walk(document.rootNode(), 0)
+    return listed
+
+
+def find_node(document: Any, name: str) -> Any:
+    """The first node called `name` in layer-stack order, masks included; an
+    InpaintError ("missing_layer") when there is none."""
+    found = next((n for n in stack_order(document.rootNode()) if n.name() == name), None)
+    if found is None:
+        raise InpaintError(
+            f"There is no layer or mask called '{name}' in this image. Pick the map in the docker's "
+            "Map layer list (or rename the layer to match) and try again.",
+            "missing_layer",
+        )
+    return found
+
+
+def map_source(source: Any, region: p.Rect) -> p.Mask:
+    """A node as a map over `region` (document coordinates): a mask's selection as gray8;
+    a paint layer's own pixels, any other layer's projection (a group: what it shows),
+    in its own depth and colour encoding (the daemon takes luminance times alpha)."""
+    if _is_mask(source):
+        return p.Mask(region.width, region.height, _mask_gray(source, region), p.MaskFormat.GRAY8)
+    data, fmt, color = _layer_pixels(source, region, "as a map", "as the map")
+    return p.Mask(region.width, region.height, data, fmt, color)
+
+
+def layer_image(source: Any, region: p.Rect) -> p.Image:
+    """A node's pixels over `region` as an image (a control or reference image): a layer's
+    own pixels (a group: what it shows) in its own depth and colour encoding, as `map_source`
+    reads them; a mask's gray as opaque gray."""
+    if _is_mask(source):
+        gray = _mask_gray(source, region)
+        pairs = bytearray(len(gray) * 2)
+        pairs[0::2], pairs[1::2] = gray, b"\xff" * len(gray)
+        data, fmt, color = gray_as_rgba(bytes(pairs), "B"), p.PixelFormat.BGRA8, p.ColorEncoding.SRGB
+    else:
+        data, fmt, color = _layer_pixels(
+            source, region, "as a control or reference image", "as the control or reference"
+        )
+    return p.Image(region.width, region.height, fmt, data, color)
+
+
+def _mask_gray(source: Any, region: p.Rect) -> bytes:
+    """A mask node's selection over `region`, one byte a pixel."""
+    x, y, w, h = region.x, region.y, region.width, region.height
+    data = bytes(source.pixelData(x, y, w, h))
+    if len(data) != region.area:
+        # A mask made by script and never painted has no paint device to read; its
+        # selection (TransparencyMask/SelectionMask in 5.2) may still have pixels.
+        selection = source.selection() if hasattr(source, "selection") else None
+        data = b"" if selection is None else bytes(selection.pixelData(x, y, w, h))
+    if len(data) != region.area:
+        raise InpaintError(
+            f"The mask '{source.name()}' has no pixels Krita can read. Paint on it (or pick another "
+            "layer or mask) and try again.",
+            "unreadable_layer",
+        )
+    return data
+
+
+def _layer_pixels(
+    source: Any, region: p.Rect, reads: str, pick: str
+) -> tuple[bytes, p.PixelFormat, p.ColorEncoding]:
+    """A layer's bytes over `region` in its own depth (Grayscale/Alpha spread into RGBA):
+    a paint layer's own pixels, any other layer's projection. `reads`, `pick`: the use, in
+    the refusal's words."""
+    x, y, w, h = region.x, region.y, region.width, region.height
+    if source.type() == "paintlayer":
+        data = bytes(source.pixelData(x, y, w, h))
+    else:  # groups, vector, file, clone and fill layers: their rendered pixels
+        data = bytes(source.projectionPixelData(x, y, w, h))
+    model, depth, profile = source.colorModel(), source.colorDepth(), source.colorProfile()
+    if model == "RGBA" and depth in PIXEL_FORMATS:
+        return data, PIXEL_FORMATS[depth], color_encoding(profile)
+    if model == "GRAYA" and depth in _GRAY_AS_RGBA:
+        fmt, code = _GRAY_AS_RGBA[depth]
+        return gray_as_rgba(data, code), fmt, color_encoding(profile)
+    raise InpaintError(
+        f"The layer '{source.name()}' uses {model} {depth}; {reads} Differential Inpaint reads "
+        "RGB/Alpha and Grayscale/Alpha layers and masks. Convert it with Layer > Convert > Convert "
+        f"Layer Color Space... or pick another layer {pick}.",
+        "unsupported_color_model",
+    )
+
+
+def gray_as_rgba(data: bytes, code: str) -> bytes:
+    """Gray, alpha pixels as gray, gray, gray, alpha (the same for B,G,R,A and R,G,B,A), by
+    slices of whole channels: no per-pixel Python."""
+    channels = array(code, data)
+    gray, alpha = channels[0::2], channels[1::2]
+    out = array(code, bytes(len(channels) * 2 * channels.itemsize))
+    for c in range(3):
+        out[c::4] = gray
+    out[3::4] = alpha
+    return out.tobytes()
 
 
 def resolve_node(document: Any, node: Any | None) -> Any:
@@ -139,6 +273,19 @@ class KritaDocument:
         else:  # groups, vector, file, clone and fill layers: their rendered pixels
             data = self.node.projectionPixelData(region.x, region.y, region.width, region.height)
         return bytes(data)
+
+    def find_layer(self, name: str) -> Any:
+        return find_node(self.document, name)
+
+    def map_bounds(self, source: Any) -> p.Rect:
+        # Document coordinates already: a moved layer's bounds include the move.
+        return _rect(source.bounds())
+
+    def read_map(self, source: Any, region: p.Rect) -> p.Mask:
+        return map_source(source, region)
+
+    def read_layer(self, source: Any, region: p.Rect) -> p.Image:
+        return layer_image(source, region)
 
     def is_open(self) -> bool:
         try:

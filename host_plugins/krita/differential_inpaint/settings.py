@@ -9,10 +9,12 @@ kritarc falls back to the default for that value and never stops the plugin.
 from __future__ import annotations
 
 import contextlib
+from enum import Enum
 from typing import Any
 
 from . import protocol as p
 from .client import SETTINGS_PARAMS, Settings
+from .conditioning import Conditioning
 from .protocol.spec import KRITA
 
 GROUP = "differential_inpaint"
@@ -30,6 +32,8 @@ def _krita() -> Any:
 def to_text(value: Any, param: p.Param | None = None) -> str:
     if param is not None and param.kind is tuple:
         return param.format_text(tuple(value))  # "30%, 60%": as the painter typed it
+    if isinstance(value, Enum):
+        return str(value.value)  # "far", not "Depth.FAR"
     return "" if value is None else str(value)
 
 
@@ -76,6 +80,17 @@ def load_family(krita: Any | None = None) -> str:
 
 def save_family(family: str, krita: Any | None = None) -> None:
     (krita or _krita()).writeSetting(GROUP, _FAMILY, family)
+
+
+_CONDITIONING = "conditioning"  # the control and reference layers, as `Conditioning.to_text`
+
+
+def load_conditioning(krita: Any | None = None) -> Conditioning:
+    return Conditioning.from_text(str((krita or _krita()).readSetting(GROUP, _CONDITIONING, "") or ""))
+
+
+def save_conditioning(conditioning: Conditioning, krita: Any | None = None) -> None:
+    (krita or _krita()).writeSetting(GROUP, _CONDITIONING, conditioning.to_text())
 
 
 def save(settings: Settings, krita: Any | None = None) -> None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
+from enum import Enum
 from typing import Any
 
 from . import history, jobs, settings
 from . import protocol as p
 from .client import DEFAULT_SERVER, InpaintError, JobCancelled, Settings, as_inpaint_error, flow, server_info
-from .krita_io import KritaDocument
+from .conditioning import CONTROL_KINDS, Conditioning, ControlLayer, ReferenceLayer
+from .krita_io import KritaDocument, node_list
 from .protocol.spec import applies_to
 from .qt import QtCore, QtGui, QtWidgets, Signal, exec_dialog
 
@@ -36,7 +38,9 @@ def main_window() -> QtWidgets.QWidget | None:
 class ModelFetcher(QtCore.QObject):
     """Asks the daemon for its models in a worker thread (never on the GUI thread)."""
 
-    loaded = Signal(object, object)  # [(name, family)], default model name or None
+    loaded = Signal(
+        object, object, object
+    )  # [(name, family)], default model, {add-on list: [(name, family)]}
     failed = Signal(str)
 
     def fetch(self, server: str, token: str = "") -> None:
@@ -52,7 +56,8 @@ class ModelFetcher(QtCore.QObject):
         except Exception as exc:  # a bug: still a sentence, never a silent combo
             outcome = ("failed", as_inpaint_error(exc).message)
         else:
-            outcome = ("loaded", [(m.name, m.family) for m in welcome.models], welcome.default_model)
+            addons = {key: [(m.name, m.family) for m in getattr(welcome, key)] for key in ADDON_LISTS}
+            outcome = ("loaded", [(m.name, m.family) for m in welcome.models], welcome.default_model, addons)
         with contextlib.suppress(RuntimeError):  # the form was closed meanwhile
             getattr(self, outcome[0]).emit(*outcome[1:])
 
@@ -63,6 +68,7 @@ class SettingsStore(QtCore.QObject):
     other at once."""
 
     changed = Signal(object, object)  # the settings, the form that changed them (or None)
+    conditioning_changed = Signal(object, object)  # the control and reference layers, the form
     seed_used = Signal(object)  # the seed of the last result, for every form to show
     _instance: SettingsStore | None = None
 
@@ -73,6 +79,15 @@ class SettingsStore(QtCore.QObject):
         # with them): a form that learns its model's family compares with this one, so a
         # value the painter chose for a family is never taken for that family's default.
         self.family = settings.load_family()
+        # Control and reference layers are the plugin's own (no job setting holds layers).
+        self.conditioning = settings.load_conditioning()
+
+    def update_conditioning(self, chosen: Conditioning, source: object = None) -> None:
+        if chosen == self.conditioning:
+            return
+        self.conditioning = chosen
+        settings.save_conditioning(chosen)
+        self.conditioning_changed.emit(chosen, source)
 
     def set_family(self, family: str) -> None:
         if family != self.family:
@@ -392,9 +407,556 @@ class ModelField(Field):
 FAMILY_ROLE = QtCore.Qt.ItemDataRole.UserRole + 1
 
 
-def make_field(param: p.Param) -> Field:
+def _combo(kind: type[QtWidgets.QComboBox] = QtWidgets.QComboBox) -> Any:
+    combo = kind()
+    # Long layer names must not widen the docker: the list shows them in full.
+    combo.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(12)
+    return combo
+
+
+class ChoiceField(Field):
+    """An Enum setting (depth: off/near/far) as a combo of its members."""
+
+    WORDS = {"none": "Off"}
+
+    def __init__(self, param: p.Param) -> None:
+        self.combo = _combo()
+        for member in param.kind:
+            self.combo.addItem(self.WORDS.get(member.value, member.value.capitalize()), member.value)
+        super().__init__(param, self.combo, self.combo.currentIndexChanged)
+
+    def value(self) -> Any:
+        return self.param.kind(self.combo.currentData())
+
+    def set_value(self, value: Any) -> None:
+        index = self.combo.findData(getattr(value, "value", value))
+        self.combo.setCurrentIndex(max(index, 0))
+
+
+class PopupCombo(QtWidgets.QComboBox):
+    """A combo that says when its list is about to open, so the list can be made fresh."""
+
+    about_to_show = Signal()
+
+    def showPopup(self) -> None:  # noqa: N802 - Qt's name
+        self.about_to_show.emit()
+        super().showPopup()
+
+
+NodeList = list[tuple[str, int, str]]  # (name, depth, type), as krita_io.node_list gives
+
+
+class NodeChoiceField(Field):
+    """A setting that names a node of the image (or a fixed choice): a combo of the fixed
+    choices, then the active image's layers and masks by name, indented as in the Layers
+    docker. A name not in the image (another image's, or deleted) stays chosen, marked."""
+
+    def __init__(self, param: p.Param, fixed: list[tuple[str, str]]) -> None:
+        self.combo = _combo(PopupCombo)
+        self.fixed = fixed
+        self.nodes: NodeList = []
+        super().__init__(param, self.combo, self.combo.currentIndexChanged)
+        self._fill(self.param.default)
+
+    def item(self, name: str, depth: int, kind: str) -> tuple[str, str]:
+        """(text, value) of a node's entry."""
+        raise NotImplementedError
+
+    def missing(self, value: str) -> str:
+        """The text of a chosen value the image does not have."""
+        return f"{value} (not in this image)"
+
+    def set_nodes(self, nodes: NodeList) -> None:
+        if nodes != self.nodes:
+            self.nodes = list(nodes)
+            self._fill(self.value())
+
+    def _fill(self, keep: str) -> None:
+        blocked = self.combo.blockSignals(True)
+        self.combo.clear()
+        for text, value in self.fixed:
+            self.combo.addItem(text, value)
+        seen = {value for _, value in self.fixed}
+        for name, depth, kind in self.nodes:
+            text, value = self.item(name, depth, kind)
+            if value not in seen:  # two layers of one name: the first is the one used
+                seen.add(value)
+                self.combo.addItem(text, value)
+        if keep not in seen:
+            self.combo.addItem(self.missing(keep), keep)
+        self.combo.setCurrentIndex(max(self.combo.findData(keep), 0))
+        self.combo.blockSignals(blocked)
+
+    def value(self) -> Any:
+        data = self.combo.currentData()
+        return self.param.default if data is None else data
+
+    def set_value(self, value: Any) -> None:
+        value = value or ""
+        if value != self.value() or self.combo.findData(value) < 0:
+            self._fill(value)
+
+
+def _kind_word(kind: str) -> str:
+    """ "transparencymask" -> "transparency mask", for a mask's entry."""
+    return kind[: -len("mask")] + " mask" if kind.endswith("mask") and kind != "mask" else kind
+
+
+class LayerField(NodeChoiceField):
+    """The map or blend layer: the selection (or the alpha made from the map), or a node."""
+
+    FIXED = {
+        "mask_layer": "Selection",
+        "blend_layer": "From the change map",
+        "control_layer": "(pick a layer)",
+        "reference_layer": "None",
+    }
+
+    def __init__(self, param: p.Param) -> None:
+        super().__init__(param, [(self.FIXED.get(param.name, "None"), "")])
+
+    def item(self, name: str, depth: int, kind: str) -> tuple[str, str]:
+        suffix = f" ({_kind_word(kind)})" if kind.endswith("mask") else ""
+        return "    " * depth + name + suffix, name
+
+
+class ContextField(NodeChoiceField):
+    """What the model sees: auto, the whole image, the area's bounds, a rectangle kept from
+    a script or kritarc, or the bounds of a layer."""
+
+    def __init__(self, param: p.Param) -> None:
+        fixed = [("Auto", "auto"), ("Whole image", "image"), ("Selection bounds", "mask")]
+        super().__init__(param, fixed)
+
+    def item(self, name: str, depth: int, kind: str) -> tuple[str, str]:
+        return "    " * depth + f"Bounds of {name}", f"layer:{name}"
+
+    def missing(self, value: str) -> str:
+        if value.startswith("layer:"):
+            return f"Bounds of {value[len('layer:') :]} (not in this image)"
+        return f"Rectangle {value}"  # "X,Y,W,H" in image pixels
+
+
+# The settings that name a node of the image (host settings; GIMP takes drawables instead).
+NODE_FIELDS: dict[str, type[NodeChoiceField]] = {
+    "mask_layer": LayerField,
+    "blend_layer": LayerField,
+    "context": ContextField,
+}
+
+
+# --- conditioning: LoRAs, control layers, the reference layer --------------------------
+
+# The welcome's add-on lists, each offered where a setting's `choices` names it.
+ADDON_LISTS = ("loras", "controlnets", "ip_adapters")
+AddonList = list[tuple[str, str]]  # (name, family) as the daemon lists them
+
+
+def base_family(family: str) -> str:
+    """ "sd15", "sdxl", "flux" or "sd3": an add-on made for a family fits its inpaint, fill
+    and schnell variants too (the engine's `configs.base_family`)."""
+    return family.removesuffix("-inpaint").removesuffix("-fill").removesuffix("-schnell")
+
+
+def fits(addon_family: str, model_family: str) -> bool:
+    """Whether an add-on of `addon_family` is offered for a model of `model_family`; either
+    unknown: offered (the daemon says no in words)."""
+    return not addon_family or not model_family or base_family(addon_family) == base_family(model_family)
+
+
+class AddonCombo(QtWidgets.QComboBox):
+    """The daemon's add-ons of one kind (LoRAs, ControlNets, IP-Adapters) that fit the
+    model's family, after a first entry for none (`empty`); a remembered name the list
+    lacks stays chosen, marked."""
+
+    def __init__(self, empty: str) -> None:
+        super().__init__()
+        self.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(8)
+        self.empty = empty
+        self.listed: AddonList = []
+        self.family = ""
+        self.fill("")
+
+    def name(self) -> str:
+        return str(self.currentData() or "")
+
+    def offer(self, listed: AddonList | None = None, family: str | None = None) -> None:
+        self.listed = self.listed if listed is None else list(listed)
+        self.family = self.family if family is None else family
+        self.fill(self.name())
+
+    def fill(self, keep: str) -> None:
+        blocked = self.blockSignals(True)
+        self.clear()
+        self.addItem(self.empty, "")
+        for name, family in self.listed:
+            if fits(family, self.family):
+                self.addItem(name, name)
+        if keep and self.findData(keep) < 0:
+            self.addItem(f"{keep} (not listed)", keep)
+        self.setCurrentIndex(max(self.findData(keep), 0))
+        self.blockSignals(blocked)
+
+
+class AddonField(Field):
+    """A ControlNet or IP-Adapter setting (`choices` "controlnets", "ip_adapters"): the
+    daemon's list for the model's family; "Automatic" is None, the daemon's pick."""
+
+    def __init__(self, param: p.Param) -> None:
+        self.combo = AddonCombo("Automatic")
+        super().__init__(param, self.combo, self.combo.currentIndexChanged)
+
+    def value(self) -> Any:
+        return self.combo.name() or None
+
+    def set_value(self, value: Any) -> None:
+        if (value or "") != self.combo.name():
+            self.combo.fill(value or "")
+
+
+class KindField(Field):
+    """A control image's type: the usual ones offered, any other typed (a Union model's)."""
+
+    def __init__(self, param: p.Param) -> None:
+        self.combo = QtWidgets.QComboBox()
+        self.combo.setEditable(True)
+        self.combo.addItems(list(CONTROL_KINDS))
+        self.combo.setMinimumContentsLength(7)
+        self.combo.setSizeAdjustPolicy(
+            QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        super().__init__(param, self.combo, self.combo.currentTextChanged)
+
+    def value(self) -> Any:
+        return self.combo.currentText().strip().lower() or self.param.default
+
+    def set_value(self, value: Any) -> None:
+        if value != self.value():
+            self.combo.setCurrentText(value or self.param.default)
+
+
+class PercentSpinField(Field):
+    """A fraction as a whole-percent spin box: the compact form of `PercentField`."""
+
+    def __init__(self, param: p.Param) -> None:
+        lo, hi = param.bounds()
+        self.box = QtWidgets.QSpinBox()
+        self.box.setRange(round(lo * 100) + param.lo_open, round(hi * 100) - param.hi_open)
+        self.box.setSuffix(" %")
+        self.box.setSingleStep(5)
+        super().__init__(param, self.box, self.box.valueChanged)
+
+    def value(self) -> Any:
+        return self.box.value() / 100
+
+    def set_value(self, value: Any) -> None:
+        self.box.setValue(round(value * 100))
+
+
+class Rows(QtWidgets.QWidget):
+    """A list of rows with a remove button each and an add button under them; `changed`
+    fires on any edit, addition or removal."""
+
+    changed = Signal()
+
+    def __init__(self, add_text: str, add_tip: str, most: int) -> None:
+        super().__init__()
+        self.most = most
+        self.rows: list[QtWidgets.QWidget] = []
+        self.box = QtWidgets.QVBoxLayout(self)
+        self.box.setContentsMargins(0, 0, 0, 0)
+        self.box.setSpacing(2)
+        self.add_button = QtWidgets.QPushButton(add_text)
+        self.add_button.setToolTip(add_tip)
+        self.add_button.clicked.connect(lambda _checked=False: self.add())
+        self.box.addWidget(self.add_button)
+
+    def make_row(self) -> QtWidgets.QWidget:
+        raise NotImplementedError
+
+    def add(self, emit: bool = True) -> QtWidgets.QWidget:
+        row = self.make_row()
+        remove = QtWidgets.QToolButton()
+        remove.setText("\u2715")
+        remove.setAutoRaise(True)
+        remove.setToolTip("Remove this row")
+        remove.clicked.connect(lambda _checked=False, r=row: self.remove(r))
+        row.first_line.addWidget(remove)  # type: ignore[attr-defined]  # every row type has one
+        self.rows.append(row)
+        self.box.insertWidget(len(self.rows) - 1, row)
+        self.add_button.setEnabled(len(self.rows) < self.most)
+        if emit:
+            self.changed.emit()
+        return row
+
+    def remove(self, row: QtWidgets.QWidget) -> None:
+        self.rows.remove(row)
+        row.setParent(None)
+        row.deleteLater()
+        self.add_button.setEnabled(len(self.rows) < self.most)
+        self.changed.emit()
+
+    def resize_to(self, count: int) -> None:
+        while len(self.rows) > count:
+            row = self.rows.pop()
+            row.setParent(None)
+            row.deleteLater()
+        while len(self.rows) < count:
+            self.add(emit=False)
+        self.add_button.setEnabled(len(self.rows) < self.most)
+
+
+class LoraRows(Rows):
+    def __init__(self, param: p.Param) -> None:
+        self.param = param
+        super().__init__("Add LoRA", "Add a LoRA the daemon lists, with its weight", param.max_chars())
+        self.listed: AddonList = []
+        self.family = ""
+
+    def make_row(self) -> QtWidgets.QWidget:
+        row = LoraRow(self.param)
+        row.combo.offer(self.listed, self.family)
+        row.combo.currentIndexChanged.connect(lambda _i: self.changed.emit())
+        row.weight.valueChanged.connect(lambda _v: self.changed.emit())
+        return row
+
+    def loras(self) -> list[LoraRow]:
+        return [row for row in self.rows if isinstance(row, LoraRow)]
+
+
+class LoraRow(QtWidgets.QWidget):
+    """One LoRA: the daemon's LoRAs for the model's family, and its weight."""
+
+    def __init__(self, param: p.Param) -> None:
+        super().__init__()
+        self.combo = AddonCombo("(pick a LoRA)")
+        self.weight = QtWidgets.QDoubleSpinBox()
+        lo, hi = param.bounds()
+        self.weight.setRange(lo, hi)
+        self.weight.setSingleStep(0.1)
+        self.weight.setDecimals(2)
+        self.weight.setValue(1.0)
+        self.weight.setToolTip("The LoRA's weight: 0 off, 1 as made, negative against it")
+        self.first_line = QtWidgets.QHBoxLayout(self)
+        self.first_line.setContentsMargins(0, 0, 0, 0)
+        self.first_line.addWidget(self.combo, 1)
+        self.first_line.addWidget(self.weight)
+
+
+class LoraListField(Field):
+    """The LoRAs (`loras`, a list of name:weight): one row each, a combo of the daemon's
+    LoRAs for the model's family and a weight; rows with no LoRA picked are left out."""
+
+    def __init__(self, param: p.Param) -> None:
+        self.rows = LoraRows(param)
+        super().__init__(param, self.rows, self.rows.changed)
+
+    def offer(self, listed: AddonList | None = None, family: str | None = None) -> None:
+        self.rows.listed = self.rows.listed if listed is None else list(listed)
+        self.rows.family = self.rows.family if family is None else family
+        for row in self.rows.loras():
+            row.combo.offer(self.rows.listed, self.rows.family)
+
+    def value(self) -> Any:
+        return tuple(
+            p.Lora(row.combo.name(), round(row.weight.value(), 2))
+            for row in self.rows.loras()
+            if row.combo.name()
+        )
+
+    def set_value(self, value: Any) -> None:
+        value = tuple(value or ())
+        if value == self.value() and len(self.rows.rows) == len(value):
+            return
+        blocked = self.rows.blockSignals(True)
+        self.rows.resize_to(len(value))
+        for row, lora in zip(self.rows.loras(), value, strict=True):
+            row.combo.fill(lora.name)
+            row.weight.setValue(lora.weight)
+        self.rows.blockSignals(blocked)
+
+
+def _pair(*widgets: QtWidgets.QWidget) -> QtWidgets.QWidget:
+    box = QtWidgets.QWidget()
+    line = QtWidgets.QHBoxLayout(box)
+    line.setContentsMargins(0, 0, 0, 0)
+    for widget in widgets:
+        line.addWidget(widget, 1 if isinstance(widget, QtWidgets.QComboBox) else 0)
+    return box
+
+
+CONTROL_LAYER = p.Param(
+    "control_layer", str, "", "Layer", "The layer whose pixels over the job's region steer it"
+)
+REFERENCE_LAYER = p.Param(
+    "reference_layer", str, "", "Reference", "A layer whose whole picture steers the style (IP-Adapter)"
+)
+
+
+class ConditioningFields(QtWidgets.QWidget):
+    """One control or reference layer: a layer picker and the fields its spec declares."""
+
+    changed = Signal()
+
+    def __init__(self, layer: p.Param, declared: tuple[p.Param, ...], cls: type) -> None:
+        super().__init__()
+        self.layer = LayerField(layer)
+        self.fields = {q.name: make_field(q, compact=True) for q in declared}
+        self.show_params(cls())  # a new row starts at the spec's defaults
+        for field in (self.layer, *self.fields.values()):
+            field.edited.connect(lambda *_args: self.changed.emit())
+
+    def params(self, cls: type) -> Any:
+        return cls(**{name: field.value() for name, field in self.fields.items()})
+
+    def show_params(self, params: Any) -> None:
+        for name, field in self.fields.items():
+            field.set_value(getattr(params, name))
+
+
+class ControlRow(ConditioningFields):
+    """Layer [x] / Type, ControlNet / Strength, Steps start-end / From a photo."""
+
+    def __init__(self) -> None:
+        super().__init__(CONTROL_LAYER, p.CONTROL_PARAMS, p.ControlParams)
+        f = self.fields
+        strength = f["strength"]
+        if isinstance(strength, NumberField):
+            strength.box.setSingleStep(0.05)
+        form = QtWidgets.QFormLayout(self)
+        form.setContentsMargins(0, 4, 0, 4)
+        self.first_line = QtWidgets.QHBoxLayout()
+        self.first_line.addWidget(self.layer.widget, 1)
+        form.addRow(QtWidgets.QLabel("Layer"), self.first_line)
+        form.addRow(QtWidgets.QLabel(f["kind"].param.label), _pair(f["kind"].widget, f["model"].widget))
+        dash = QtWidgets.QLabel("\u2013")
+        steps = _pair(
+            f["strength"].widget, QtWidgets.QLabel(" Steps"), f["start"].widget, dash, f["end"].widget
+        )
+        steps.layout().addStretch(1)
+        form.addRow(QtWidgets.QLabel("Strength"), steps)
+        f["preprocess"].check.setText(f["preprocess"].param.label)  # type: ignore[attr-defined]
+        form.addRow(QtWidgets.QLabel(""), f["preprocess"].widget)
+
+    def value(self) -> ControlLayer:
+        return ControlLayer(self.layer.value(), self.params(p.ControlParams))
+
+    def set_value(self, control: ControlLayer) -> None:
+        self.layer.set_value(control.layer)
+        self.show_params(control.params)
+
+
+class ControlRows(Rows):
+    wants_layers = Signal()  # a row's layer list is about to open
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Add control layer",
+            "Steer the job with a layer (line art, depth, pose...) through a ControlNet",
+            p.DEFAULT_LIMITS.max_controls,
+        )
+
+    def make_row(self) -> QtWidgets.QWidget:
+        row = ControlRow()
+        row.changed.connect(self.changed.emit)
+        row.layer.combo.about_to_show.connect(self.wants_layers.emit)
+        return row
+
+
+class ReferenceRow(ConditioningFields):
+    """Reference layer (none, or a layer) / weight, IP-Adapter."""
+
+    def __init__(self) -> None:
+        super().__init__(REFERENCE_LAYER, p.REFERENCE_PARAMS, p.ReferenceParams)
+        f = self.fields
+        weight = f["weight"]
+        if isinstance(weight, NumberField):
+            weight.box.setSingleStep(0.05)
+        form = QtWidgets.QFormLayout(self)
+        form.setContentsMargins(0, 0, 0, 0)
+        form.addRow(QtWidgets.QLabel("Reference"), self.layer.widget)
+        form.addRow(QtWidgets.QLabel("Weight"), _pair(f["weight"].widget, f["model"].widget))
+
+    def value(self) -> tuple[ReferenceLayer, ...]:
+        name = self.layer.value()
+        return (ReferenceLayer(name, self.params(p.ReferenceParams)),) if name else ()
+
+    def set_value(self, references: tuple[ReferenceLayer, ...]) -> None:
+        chosen = references[0] if references else ReferenceLayer("")
+        self.layer.set_value(chosen.layer)
+        self.show_params(chosen.params)
+
+
+class ConditioningPanel(QtWidgets.QWidget):
+    """Under the form's "Conditioning" fold: the LoRAs (the job setting `loras`, a field of
+    the form), the control layers and the reference layer (the store's `conditioning`)."""
+
+    changed = Signal()
+
+    def __init__(self, loras: QtWidgets.QWidget) -> None:
+        super().__init__()
+        self.controls = ControlRows()
+        self.reference = ReferenceRow()
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        parts = (("LoRAs", loras), ("Control layers", self.controls), ("Image prompt", self.reference))
+        for title, widget in parts:
+            heading = QtWidgets.QLabel(f"<b>{title}</b>")
+            layout.addWidget(heading)
+            layout.addWidget(widget)
+        self.controls.changed.connect(self.changed.emit)
+        self.reference.changed.connect(self.changed.emit)
+
+    def rows(self) -> list[ControlRow]:
+        return [row for row in self.controls.rows if isinstance(row, ControlRow)]
+
+    def node_fields(self) -> list[NodeChoiceField]:
+        return [self.reference.layer, *(row.layer for row in self.rows())]
+
+    def addon_fields(self) -> list[AddonField]:
+        found = [row.fields["model"] for row in self.rows()] + [self.reference.fields["model"]]
+        return [f for f in found if isinstance(f, AddonField)]
+
+    def value(self) -> Conditioning:
+        return Conditioning(tuple(row.value() for row in self.rows()), self.reference.value())
+
+    def set_value(self, chosen: Conditioning) -> None:
+        if chosen == self.value():
+            return
+        blocked = self.controls.blockSignals(True)
+        self.controls.resize_to(len(chosen.controls))
+        for row, control in zip(self.rows(), chosen.controls, strict=True):
+            row.set_value(control)
+        self.controls.blockSignals(blocked)
+        self.reference.set_value(chosen.references)
+
+    def problem(self) -> str:
+        missing = [str(i) for i, row in enumerate(self.rows(), 1) if not row.layer.value()]
+        if not missing:
+            return ""
+        return f"Pick a layer for control layer {', '.join(missing)}, or remove the row."
+
+
+# The fields a setting's own name picks (a control image's type).
+NAMED_FIELDS: dict[str, type[Field]] = {"kind": KindField}
+
+
+def make_field(param: p.Param, compact: bool = False) -> Field:
+    """The widget for `param`; `compact`: percentages as spin boxes, not sliders."""
     if param.choices == "models":
         return ModelField(param)
+    if param.choices in ADDON_LISTS:
+        return AddonField(param)
+    if param.item is p.Lora:
+        return LoraListField(param)
+    if param.name in NAMED_FIELDS:
+        return NAMED_FIELDS[param.name](param)
+    if param.name in NODE_FIELDS:
+        return NODE_FIELDS[param.name](param)
+    if isinstance(param.kind, type) and issubclass(param.kind, Enum):
+        return ChoiceField(param)
     if param.kind is str:
         return TextField(param)
     if param.kind is tuple:
@@ -404,8 +966,45 @@ def make_field(param: p.Param) -> Field:
     if param.optional and param.kind is int:
         return OptionalIntField(param)
     if param.percent:
-        return PercentField(param)
+        return PercentSpinField(param) if compact else PercentField(param)
     return NumberField(param)
+
+
+# The map's settings sit together, after the others of their part (basic or advanced),
+# the picker first: the spec declares the job's settings before the host's.
+MAP_ROWS = (
+    "mask_layer",
+    "invert_mask",
+    "depth",
+    "blend_layer",
+    "limit_to_selection",
+    "mask_black",
+    "mask_white",
+    "mask_gamma",
+    "depth_combine",
+    "depth_model",
+    "context",
+)
+
+
+def _row_order(param: p.Param) -> int:
+    return 1 + MAP_ROWS.index(param.name) if param.name in MAP_ROWS else 0
+
+
+# Settings shown under the Conditioning fold rather than with the others.
+CONDITIONING_ROWS = ("loras",)
+
+
+def fold_button(text: str, tip: str) -> QtWidgets.QToolButton:
+    """A flat arrow button that opens and closes a part of the form."""
+    button = QtWidgets.QToolButton()
+    button.setText(text)
+    button.setToolTip(tip)
+    button.setCheckable(True)
+    button.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+    button.setArrowType(QtCore.Qt.ArrowType.RightArrow)
+    button.setAutoRaise(True)
+    return button
 
 
 class SettingsForm(QtWidgets.QWidget):
@@ -425,25 +1024,41 @@ class SettingsForm(QtWidgets.QWidget):
         outer.addLayout(basic)
         advanced = basic
         if fold_advanced:
-            self.advanced_toggle = QtWidgets.QToolButton()
-            self.advanced_toggle.setText("Advanced")
-            self.advanced_toggle.setCheckable(True)
-            self.advanced_toggle.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-            self.advanced_toggle.setArrowType(QtCore.Qt.ArrowType.RightArrow)
-            self.advanced_toggle.setAutoRaise(True)
+            self.advanced_toggle = fold_button("Advanced", "Sampling, the map's levels, context, the daemon")
             self.advanced_box = QtWidgets.QWidget()
             advanced = QtWidgets.QFormLayout(self.advanced_box)
             advanced.setContentsMargins(0, 0, 0, 0)
             self.advanced_box.hide()
             self.advanced_toggle.toggled.connect(self._fold)
-            outer.addWidget(self.advanced_toggle)
-            outer.addWidget(self.advanced_box)
         for param in settings.SHOWN:
             field = self.fields[param.name] = make_field(param)
             label = self.labels[param.name] = QtWidgets.QLabel(param.label)
             label.setBuddy(field.widget)
-            (advanced if param.advanced else basic).addRow(label, field.widget)
             field.edited.connect(self._edited)
+        for param in sorted(settings.SHOWN, key=_row_order):
+            if param.name not in CONDITIONING_ROWS:
+                (advanced if param.advanced else basic).addRow(
+                    self.labels[param.name], self.fields[param.name].widget
+                )
+        # LoRAs, control layers and the reference: folded, closed until the painter opens it.
+        self.conditioning = ConditioningPanel(self.fields["loras"].widget)
+        self.conditioning_toggle = fold_button(
+            "Conditioning", "LoRAs, control layers (ControlNet) and an image prompt"
+        )
+        self.conditioning.hide()
+        self.conditioning_toggle.toggled.connect(self._fold_conditioning)
+        toggles = QtWidgets.QHBoxLayout()  # one line for both folds: compact on a 768 px screen
+        toggles.addWidget(self.conditioning_toggle)
+        if fold_advanced:
+            toggles.addWidget(self.advanced_toggle)
+        toggles.addStretch(1)
+        outer.addLayout(toggles)
+        outer.addWidget(self.conditioning)
+        if fold_advanced:
+            outer.addWidget(self.advanced_box)
+        self.addons: dict[str, AddonList] = {}
+        self.conditioning.changed.connect(self._conditioning_edited)
+        self.conditioning.controls.wants_layers.connect(self.refresh_layers)
         self.status = QtWidgets.QLabel()
         self.status.setWordWrap(True)
         outer.addWidget(self.status)
@@ -457,17 +1072,70 @@ class SettingsForm(QtWidgets.QWidget):
         self._fetcher.failed.connect(self._models_failed)
         self.model.refresh.clicked.connect(self.refresh_models)
         self.model.combo.currentIndexChanged.connect(lambda _index: self._follow_family())
+        for field in self.fields.values():
+            if isinstance(field, NodeChoiceField):
+                field.combo.about_to_show.connect(self.refresh_layers)
         self._store = SettingsStore.instance()
         self._showing = False
         self.family = ""  # the family the form is shown for ("" when not known)
+        self.refresh_layers()
         self.set_values(self._store.settings)
+        self.conditioning.set_value(self._store.conditioning)
+        self._offer_addons()
         self._store.changed.connect(self._store_changed)
+        self._store.conditioning_changed.connect(self._store_conditioning_changed)
         self._store.seed_used.connect(self._seed_used)
+
+    def refresh_layers(self, document: Any = None) -> None:
+        """Offer the layers and masks of `document` (default: the active image) in the map,
+        blend and context pickers; the chosen names stay chosen."""
+        if document is None:
+            with contextlib.suppress(ImportError):
+                from krita import Krita
+
+                document = Krita.instance().activeDocument()
+        try:
+            nodes = node_list(document)
+        except Exception:  # an image closing under us: keep the lists as they are
+            return
+        for field in [*self.fields.values(), *self.conditioning.node_fields()]:
+            if isinstance(field, NodeChoiceField):
+                field.set_nodes(nodes)
 
     def _fold(self, unfolded: bool) -> None:
         self.advanced_box.setVisible(unfolded)
         arrow = QtCore.Qt.ArrowType.DownArrow if unfolded else QtCore.Qt.ArrowType.RightArrow
         self.advanced_toggle.setArrowType(arrow)
+
+    def _fold_conditioning(self, unfolded: bool) -> None:
+        self.conditioning.setVisible(unfolded)
+        arrow = QtCore.Qt.ArrowType.DownArrow if unfolded else QtCore.Qt.ArrowType.RightArrow
+        self.conditioning_toggle.setArrowType(arrow)
+
+    def _offer_addons(self) -> None:
+        """Offer the daemon's LoRAs, ControlNets and IP-Adapters that fit the model's family."""
+        loras = self.fields["loras"]
+        if isinstance(loras, LoraListField):
+            loras.offer(self.addons.get("loras"), self.family)
+        for field in self.conditioning.addon_fields():
+            field.combo.offer(self.addons.get(field.param.choices or ""), self.family)
+
+    def _conditioning_edited(self) -> None:
+        self.refresh_layers()  # a new row's layer list
+        self._offer_addons()  # and its ControlNets
+        if not self._showing:
+            self._store.update_conditioning(self.conditioning.value(), self)
+
+    def _store_conditioning_changed(self, chosen: Conditioning, source: object) -> None:
+        if source is not self:
+            with contextlib.suppress(RuntimeError):  # this form's widgets are gone
+                self._showing = True
+                try:
+                    self.conditioning.set_value(chosen)
+                    self.refresh_layers()
+                    self._offer_addons()
+                finally:
+                    self._showing = False
 
     # -- values ---------------------------------------------------------------
 
@@ -501,6 +1169,7 @@ class SettingsForm(QtWidgets.QWidget):
             untouched = field.value() == param.default_for(before)
             if defaults and family and family != before and takes and param.family_defaults and untouched:
                 field.set_value(param.default_for(family))
+        self._offer_addons()
         note = f"Family: {family}" if family else ""
         if left_out:
             note += f"; it takes no {' or '.join(left_out).lower()}"
@@ -527,7 +1196,8 @@ class SettingsForm(QtWidgets.QWidget):
 
     def problem(self) -> str:
         """What is wrong with what was typed (a list that does not parse), "" when nothing."""
-        return " ".join(f.problem() for f in self.fields.values() if isinstance(f, ListField) and f.problem())
+        problems = [f.problem() for f in self.fields.values() if isinstance(f, ListField) and f.problem()]
+        return " ".join([*problems, self.conditioning.problem()]).strip()
 
     def _edited(self, *_args: object) -> None:
         if not self._showing:
@@ -555,9 +1225,12 @@ class SettingsForm(QtWidgets.QWidget):
         host = self.values().host
         self._fetcher.fetch(host.server, host.token)
 
-    def _models_loaded(self, models: list[tuple[str, str]], default: str | None) -> None:
+    def _models_loaded(
+        self, models: list[tuple[str, str]], default: str | None, addons: dict[str, AddonList] | None = None
+    ) -> None:
         assert isinstance(self.model, ModelField)
         self.model.refresh.setEnabled(True)
+        self.addons = dict(addons or {})
         self.model.set_models(models, default, keep=self.model.value())
         self._follow_family()
         count = "one model" if len(models) == 1 else f"{len(models)} models"
@@ -582,8 +1255,20 @@ class InpaintDialog(QtWidgets.QDialog):
         buttons.button(QtWidgets.QDialogButtonBox.StandardButton.Ok).setText("Inpaint")
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
+        # Every setting unfolded is taller than a 768 px screen (the map's settings added a
+        # dozen rows): the form scrolls, the buttons stay in view.
+        scroll = QtWidgets.QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(self.form)
+        hint = self.form.sizeHint()
+        scroll.setMinimumWidth(hint.width() + scroll.verticalScrollBar().sizeHint().width())
+        screen = QtGui.QGuiApplication.primaryScreen()
+        room = screen.availableGeometry().height() if screen is not None else 768
+        scroll.setMinimumHeight(min(hint.height(), room * 3 // 4 - buttons.sizeHint().height(), 560))
         layout = QtWidgets.QVBoxLayout(self)
-        layout.addWidget(self.form)
+        layout.addWidget(scroll)
         layout.addWidget(buttons)
 
 
@@ -712,6 +1397,7 @@ class JobController(QtCore.QObject):
         self.worker: jobs.JobThread | None = None
         self.results: list[p.Result] = []
         self.settings: Settings | None = None
+        self.conditioning: Conditioning | None = None  # by layer name, for the History
         self.error: InpaintError | None = None
         self.progressed.connect(self._on_progress)
         self.previewed.connect(self._on_preview)
@@ -720,11 +1406,26 @@ class JobController(QtCore.QObject):
         self.succeeded.connect(self._on_results)
         self.failed.connect(self._on_error)
 
-    def start(self, document: Any, node: Any, job_settings: Settings, timeout: float | None = None) -> bool:
-        """Read the layer and start the job; False (after telling the painter) if it cannot start."""
+    def start(
+        self,
+        document: Any,
+        node: Any,
+        job_settings: Settings,
+        timeout: float | None = None,
+        request: type[p.Submit] = p.Submit,
+        conditioning: Conditioning | None = None,
+    ) -> bool:
+        """Read the layer and start the job (`request` StrengthMapRequest: ask for its strength
+        map only; `conditioning`: its control and reference layers, which a map ignores); False
+        (after telling the painter) if it cannot start."""
         try:
-            self.job = flow.prepare(KritaDocument(document, node), job_settings)
+            host = KritaDocument(document, node)
+            maps = flow.Maps()
+            if conditioning is not None and not issubclass(request, p.StrengthMapRequest):
+                maps = conditioning.inputs(document)
+            self.job = flow.prepare(host, job_settings, maps=maps, request=request)
             self.settings = job_settings
+            self.conditioning = conditioning
         except Exception as exc:
             self._fail(jobs.detached(as_inpaint_error(exc)))
             return False
@@ -792,8 +1493,9 @@ class JobController(QtCore.QObject):
         except Exception as exc:
             self._fail(jobs.detached(as_inpaint_error(exc)))
             return None
-        with contextlib.suppress(Exception):  # the layer is in; a history hiccup must not undo that
-            history.HISTORY.record(self.job, self.settings, results, layer)
+        if not isinstance(self.job.submit, p.StrengthMapRequest):  # a map is no result to repeat
+            with contextlib.suppress(Exception):  # the layer is in; a history hiccup must not undo that
+                history.HISTORY.record(self.job, self.settings, results, layer, self.conditioning)
         host = self.job.host
         if isinstance(host, KritaDocument) and host.node.parentNode() is not None:
             keep_active(host.document, host.node)
@@ -860,8 +1562,10 @@ def run_from_form(
     parent: QtWidgets.QWidget | None,
     panel: ProgressPanel | None = None,
     report_error: Callable[[QtWidgets.QWidget | None, str], None] | None = None,
+    request: type[p.Submit] = p.Submit,
 ) -> JobController | None:
-    """Start a job with the form's settings on the document's active layer."""
+    """Start a job with the form's settings on the document's active layer (`request`
+    StrengthMapRequest: its strength map only, as the layer "Strength map")."""
     report_error = report_error or show_error
     store = SettingsStore.instance()
     chosen = form.values()
@@ -872,7 +1576,7 @@ def run_from_form(
     if document is None:
         report_error(parent, "Open an image first.")
         return None
-    return start_job(document, None, chosen, parent, panel, report_error)
+    return start_job(document, None, chosen, parent, panel, report_error, request, store.conditioning)
 
 
 def start_job(
@@ -882,17 +1586,20 @@ def start_job(
     parent: QtWidgets.QWidget | None,
     panel: ProgressPanel | None = None,
     report_error: Callable[[QtWidgets.QWidget | None, str], None] | None = None,
+    request: type[p.Submit] = p.Submit,
+    conditioning: Conditioning | None = None,
 ) -> JobController:
-    """Start a job on `node` (None: the active layer); the seed it used goes to every form."""
+    """Start a job on `node` (None: the active layer), with `conditioning`'s control and
+    reference layers; the seed it used goes to every form."""
     controller = JobController(parent, panel=panel, report_error=report_error or show_error)
     store = SettingsStore.instance()
 
     def done(layer: Any) -> None:
-        if controller.results:
+        if controller.results and isinstance(controller.results[0], p.Result):  # a map has no seed
             store.seed_used.emit(controller.results[0].seed)
 
     controller.finished.connect(done)
-    controller.start(document, node, chosen)
+    controller.start(document, node, chosen, request=request, conditioning=conditioning)
     return controller
 
 
@@ -909,3 +1616,15 @@ def open_dialog() -> None:
     dialog.form.refresh_models()
     if exec_dialog(dialog):  # 0 = rejected in both bindings; the settings are kept either way
         run_from_form(dialog.form, document, parent)
+
+
+def show_map_without_docker() -> None:
+    """The Show strength map action with no docker: the kept settings, a progress window."""
+    from krita import Krita
+
+    parent = main_window()
+    document = Krita.instance().activeDocument()
+    if document is None:
+        show_error(parent, "Open an image first, pick the map, then show the strength map.")
+        return
+    start_job(document, None, SettingsStore.instance().settings, parent, request=p.StrengthMapRequest)

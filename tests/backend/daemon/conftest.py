@@ -90,6 +90,8 @@ class FakeEngine:
         on_preview: Callable[[int, int, Callable[[], np.ndarray]], None] | None = None,
         on_result: Callable[[Any], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        selection: np.ndarray | None = None,
+        blend: np.ndarray | None = None,
     ) -> list[Any]:
         """Each result: `steps` steps, then the input with the mask's area inverted;
         result k's seed is the job's + k (42 + k without one)."""
@@ -99,7 +101,7 @@ class FakeEngine:
             failure, self.fail_with = self.fail_with, None
         try:
             assert image.dtype == np.float32 and image.ndim == 3 and image.shape[2] == 4
-            assert mask.dtype == np.uint8 and mask.shape == image.shape[:2]
+            assert mask.dtype == np.float64 and mask.shape == image.shape[:2]
             if failure is not None:
                 raise failure
             steps = params.steps
@@ -133,11 +135,37 @@ class FakeEngine:
                 out[..., 3] = changed.astype(np.float32)
                 seed = params.result_seed(42 if params.seed is None else params.seed, index)
                 results.append(
-                    FakeResult(out, seed, {"sampling": 0.01}, index, params.result_strength(index))
+                    FakeResult(out, seed, {"sampling": 0.01}, index, params.result_strength(index), mask)
                 )
                 if on_result is not None:
                     on_result(results[-1])
             return results
+        finally:
+            call.finished.set()
+
+    def strength_map(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray,
+        params: Any,
+        *,
+        selection: np.ndarray | None = None,
+        on_progress: Callable[[str, int, int], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> np.ndarray:
+        """The mask (times the selection) times the strength; held like a job by `hold`."""
+        call = Call(image.shape, params, "")
+        with self.lock:
+            self.calls.append(call)
+        try:
+            assert mask.dtype == np.float64 and mask.shape == image.shape[:2]
+            on_progress("encoding", 0, 1)
+            self.running.set()
+            while self.hold is not None and not self.hold.wait(0.005):
+                if should_cancel():
+                    call.cancelled_at = 0
+                    raise JobCancelled("cancelled")
+            return (mask if selection is None else mask * selection) * params.strength
         finally:
             call.finished.set()
 
@@ -149,6 +177,7 @@ class FakeResult:
     timings: dict[str, float]
     index: int = 0
     strength: float = 1.0
+    mask: np.ndarray | None = None  # the map the result was made with: its zeros are kept
 
 
 def catalog_for(engine: Any) -> ModelCatalog:
@@ -297,10 +326,13 @@ class RawClient:
         )
 
     def final(self, job_id: str, timeout: float = TIMEOUT) -> Any:
-        """The job's last word: its last result, cancelled or error."""
+        """The job's last word: its last result (a strength map's `map`), cancelled or error."""
         return self.until(
             lambda m: (
-                (isinstance(m, (p.Cancelled, p.Error)) or (isinstance(m, p.Result) and m.is_last))
+                (
+                    isinstance(m, (p.Cancelled, p.Error, p.StrengthMap))
+                    or (isinstance(m, p.Result) and m.is_last)
+                )
                 and m.job_id == job_id
             ),
             timeout,

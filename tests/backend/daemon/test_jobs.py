@@ -163,6 +163,44 @@ def test_cancel_while_queued_is_immediate(daemon: Any, engine: FakeEngine) -> No
         assert client.until_type(p.Error, "waiting").code is p.ErrorCode.UNKNOWN_JOB
 
 
+def test_a_strength_map_request_queues_answers_map_and_cancels_like_a_job(
+    daemon: Any, engine: FakeEngine
+) -> None:
+    def request(job_id: str) -> p.StrengthMapRequest:
+        submit = make_submit(job_id, strength=0.5, output_format=p.PixelFormat.RGBAF32)
+        return p.StrengthMapRequest(
+            **{f: getattr(submit, f) for f in ("job_id", "image", "mask", "params", "x", "y")}
+        )
+
+    engine.hold = threading.Event()
+    with RawClient(daemon.url) as client:
+        client.send(make_submit("running"))
+        client.send(request("map"))
+        client.send(request("dropped"))
+        client.until_type(p.Accepted, "dropped")
+        engine.running.wait(TIMEOUT)
+        client.send(p.Cancel("dropped"))
+        assert isinstance(client.final("dropped"), p.Cancelled)
+        engine.hold.set()
+        assert isinstance(client.final("running"), p.Result)
+        answer = client.final("map")
+        assert isinstance(answer, p.StrengthMap) and (answer.x, answer.y) == (10, 20)
+        assert answer.image.format is p.PixelFormat.RGBAF32 and {"map", "queued", "daemon"} <= set(
+            answer.timings
+        )
+        gray = np.frombuffer(answer.image.data, "<f4").reshape(24, 32, 4)
+        assert gray[12, 16, 0] == 0.5 and gray[0, 0, 0] == 0.0 and (gray[..., 3] == 1.0).all()
+        engine.hold = threading.Event()
+        client.send(request("held"))
+        engine.running.clear()
+        engine.running.wait(TIMEOUT)
+        client.send(p.Cancel("held"))
+        assert isinstance(client.final("held"), p.Cancelled)
+        assert engine.calls[-1].cancelled_at == 0
+        engine.hold = None
+        assert isinstance(client.run(make_submit("next")), p.Result)
+
+
 def test_cancel_while_running_takes_effect_within_one_step(daemon: Any, engine: FakeEngine) -> None:
     engine.hold = threading.Event()
     with RawClient(daemon.url) as client:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from differential_inpaint.backend.daemon import pixels
-from differential_inpaint.protocol import ColorEncoding, Image, Mask, PixelFormat
+from differential_inpaint.protocol import ColorEncoding, Image, Mask, MaskFormat, PixelFormat
 
 H, W = 5, 7
 
@@ -228,11 +228,52 @@ def test_result_of_the_wrong_size_is_refused() -> None:
         pixels.encode_result(np.zeros((H + 1, W, 4), np.float32), source, np.zeros((H, W), np.uint8))
 
 
-def test_mask_decodes_to_a_writable_uint8_copy() -> None:
+def test_gray8_and_gray16_maps_decode_to_unit_floats() -> None:
     data = bytes(range(H * W))
     mask = pixels.decode_mask(Mask(W, H, data))
-    assert mask.dtype == np.uint8 and mask.shape == (H, W) and mask.flags.writeable
-    assert mask[1, 0] == W
+    assert mask.dtype == np.float64 and mask.shape == (H, W)
+    assert mask[1, 0] == W / 255.0
+    deep = np.arange(H * W, dtype="<u2") * 1000
+    gray16 = pixels.decode_mask(Mask(W, H, deep.tobytes(), MaskFormat.GRAY16))
+    np.testing.assert_array_equal(gray16, deep.reshape(H, W) / 65535.0)
+    # An 8-bit value sent as 16 bits (x 257) is the same map, exactly.
+    as16 = (np.frombuffer(data, np.uint8).astype("<u2") * 257).tobytes()
+    np.testing.assert_array_equal(pixels.decode_mask(Mask(W, H, as16, MaskFormat.GRAY16)), mask)
+
+
+@pytest.mark.parametrize("fmt", list(PixelFormat))
+def test_a_layer_map_is_its_luminance_times_its_alpha(fmt: PixelFormat) -> None:
+    values = np.zeros((H, W, 4), np.float32)
+    values[..., :3] = 0.5  # gray: its luminance is its value
+    values[0, 0] = [1.0, 0.0, 0.0, 1.0]  # pure red: Rec. 709's red weight
+    values[0, 1] = [1.0, 1.0, 1.0, 0.25]  # white, a quarter opaque
+    values[0, 2] = [0.0, 0.0, 0.0, 1.0]  # black: keep
+    values[1:, :, 3] = 1.0
+    layer = pixels.encode_image(values, fmt)
+    decoded = pixels.decode_mask(Mask(W, H, layer.data, fmt))
+    tolerance = _PRECISION[fmt] * 2
+    assert abs(decoded[0, 0] - 0.2126) < tolerance
+    assert abs(decoded[0, 1] - 0.25) < tolerance
+    assert decoded[0, 2] == 0.0 and decoded[0, 3] == 0.0  # alpha 0: no map there
+    assert np.abs(decoded[1:] - 0.5).max() < tolerance
+
+
+@pytest.mark.parametrize("color", list(ColorEncoding))
+@pytest.mark.parametrize("fmt", list(PixelFormat))
+def test_a_strength_map_read_back_as_a_map_gives_its_strengths(
+    fmt: PixelFormat, color: ColorEncoding
+) -> None:
+    strength = np.linspace(0.0, 1.0, H * W).reshape(H, W)
+    source = Image(W, H, fmt, bytes(H * W * fmt.bytes_per_pixel), color)
+    image = pixels.encode_strength_map(strength, source)
+    assert (image.format, image.color) == (fmt, color)
+    back = pixels.decode_mask(Mask(W, H, image.data, fmt, color))
+    if color is ColorEncoding.LINEAR:  # the format's precision is in linear light there
+        back, strength = pixels.srgb_to_linear(back), pixels.srgb_to_linear(strength)
+    assert np.abs(back - strength).max() <= _PRECISION[fmt] * 2
+    assert back[0, 0] == 0.0  # keep stays keep, exactly
+    opaque = pixels.decode_image(image)[..., 3]
+    assert (opaque == 1.0).all()
 
 
 def test_preview_is_shrunk_to_256_and_rgba8() -> None:

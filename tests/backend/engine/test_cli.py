@@ -197,6 +197,7 @@ def test_run_errors_are_one_clear_line_and_a_non_zero_exit(
 # The options `run` has besides the job's parameters.
 MACHINE_OPTIONS = {"--help", "--image", "--mask", "--out", "--device", "--model-dir", "--quiet"}
 MACHINE_OPTIONS |= {"--vae-tiling", "--cpu-offload", "--grid", "--text-encoder", "--vae"}
+MACHINE_OPTIONS |= {"--blend-mask", "--context", "--show-map"}
 CLI_PARAMS = protocol.shown_on("cli")
 
 
@@ -278,17 +279,21 @@ def test_the_installed_command_fails_without_a_traceback(tmp_path: Path) -> None
 def test_models_lists_what_it_found_and_where_it_looked(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from differential_inpaint.backend.engine.depth import build_tiny_depth_model
     from differential_inpaint.backend.engine.tiny import build_tiny_pipeline
 
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     save_single_file(build_tiny_pipeline("tiny-sdxl"), folder / "my_xl.safetensors")
+    build_tiny_depth_model().save_pretrained(folder / "depth-v2")
     assert main(["models", "--model-dir", str(folder)]) == 0
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if line.startswith("my_xl.safetensors"))
     assert line.split()[1:] == ["sdxl", "folder"]
     assert "builtin:tiny-sd15" in out
     assert str(folder) in out.split("Searched:")[1]
+    depth = out.split("Depth models:")[1].split("Searched:")[0].split()
+    assert depth == ["depth-v2", "[folder]", "builtin:tiny-depth", "[builtin]"]
 
 
 def test_whole_files_may_be_bigger_than_a_region_on_the_wire() -> None:
@@ -305,3 +310,174 @@ def test_whole_files_may_be_bigger_than_a_region_on_the_wire() -> None:
         check_pixels(image, mask, DEFAULT_LIMITS)
     assert check_pixels(image, mask, FILE_LIMITS)[0].shape == (4200, 4200, 4)
     assert FILE_LIMITS.max_side == DEFAULT_LIMITS.max_side
+
+
+# --- maps: levels, depth, the blend map, the context, --show-map ------------------------
+
+
+def _photo(tmp_path: Path, height: int = 40, width: int = 56) -> tuple[np.ndarray, Path]:
+    array = np.random.default_rng(11).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    path = tmp_path / "photo.png"
+    Image.fromarray(array).save(path)
+    return array, path
+
+
+def _ramp_file(tmp_path: Path, height: int = 40, width: int = 56) -> Path:
+    ramp = np.tile(np.linspace(0, 255, width).round().astype(np.uint8), (height, 1))
+    path = tmp_path / "ramp.png"
+    Image.fromarray(ramp).save(path)
+    return path
+
+
+def test_show_map_equals_the_map_the_sampler_was_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from differential_inpaint.backend.engine import job
+
+    _, photo = _photo(tmp_path)
+    levels = ["--mask-black", "0.2", "--mask-white", "0.9", "--mask-gamma", "1.6", "--strength", "0.7"]
+    levels += ["--feather", "3", "--invert-mask"]
+    argv = _run(tmp_path, photo, _ramp_file(tmp_path), *levels)
+    shown_path = tmp_path / "map.png"
+    assert main([*argv, "--show-map", str(shown_path)]) == 0
+    assert "wrote" in capsys.readouterr().out and not (tmp_path / "out.png").exists()  # no sampling
+    shown = Image.open(shown_path)
+    assert shown.mode == "L" and shown.size == (56, 40)
+    given: list[np.ndarray] = []
+    pixel_strength = job.pixel_strength
+    monkeypatch.setattr(job, "pixel_strength", lambda m, s: given.append(pixel_strength(m, s)) or given[-1])
+    assert main(argv) == 0
+    assert given and given[0].shape == (40, 56)
+    np.testing.assert_array_equal(np.asarray(shown), cli_run.strength_image(given[0]))
+    assert np.asarray(shown).max() == round(0.7 * 255) and np.asarray(shown)[:, -1].max() == 0
+
+
+def test_a_ramp_with_black_point_one_half_leaves_its_left_half_unchanged(tmp_path: Path) -> None:
+    array, photo = _photo(tmp_path)
+    assert main(_run(tmp_path, photo, _ramp_file(tmp_path), "--mask-black", "0.5", "--seed", "3")) == 0
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    assert np.array_equal(out[:, :28], array[:, :28])
+    assert np.abs(out[:, -10:].astype(int) - array[:, -10:]).mean() > 2
+
+
+def test_depth_far_without_a_mask_repaints_the_background(tmp_path: Path) -> None:
+    array, photo = _photo(tmp_path)
+    depth = ["--depth", "far", "--depth-model", "builtin:tiny-depth", "--mask-black", "0.3"]
+    common = ["run", "--model", "builtin:tiny-sd15", "--image", str(photo), "--steps", "3", *depth]
+    assert main([*common, "--show-map", str(tmp_path / "map.png")]) == 0
+    assert main([*common, "--out", str(tmp_path / "out.png"), "--seed", "2"]) == 0
+    kept = np.asarray(Image.open(tmp_path / "map.png")) == 0
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    assert kept.any() and (~kept).any()
+    assert np.array_equal(out[kept], array[kept])  # the near part, bit for bit
+    assert np.abs(out[~kept].astype(int) - array[~kept]).mean() > 1
+
+
+def test_a_blend_mask_is_the_results_opacity(tmp_path: Path) -> None:
+    array, photo = _photo(tmp_path)
+    full, blend = np.full((40, 56), 255, np.uint8), np.full((40, 56), 255, np.uint8)
+    blend[:, :20] = 0
+    Image.fromarray(full).save(tmp_path / "full.png")
+    Image.fromarray(blend).save(tmp_path / "blend.png")
+    argv = _run(tmp_path, photo, tmp_path / "full.png", "--seed", "4")
+    assert main([*argv, "--blend-mask", str(tmp_path / "blend.png")]) == 0
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    assert np.array_equal(out[:, :20], array[:, :20])  # transparent there: the photo shows
+    assert np.abs(out[:, 24:].astype(int) - array[:, 24:]).mean() > 2
+
+
+def test_a_context_rectangle_is_all_that_changes(tmp_path: Path) -> None:
+    array, photo = _photo(tmp_path)
+    Image.fromarray(np.full((40, 56), 255, np.uint8)).save(tmp_path / "full.png")
+    assert main(_run(tmp_path, photo, tmp_path / "full.png", "--context", "8,4,30,20", "--seed", "6")) == 0
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    inside = np.zeros((40, 56), bool)
+    inside[4:24, 8:38] = True
+    assert np.array_equal(out[~inside], array[~inside])  # the map is white there, yet kept
+    assert np.abs(out[inside].astype(int) - array[inside]).mean() > 2
+
+
+def test_a_mask_context_shows_the_model_the_maps_bounds_only(tmp_path: Path) -> None:
+    array, photo = _photo(tmp_path)
+    box = np.zeros((40, 56), np.uint8)
+    box[10:20, 12:30] = 255
+    Image.fromarray(box).save(tmp_path / "box.png")
+    results = {}
+    for context in ("image", "mask"):
+        assert main(_run(tmp_path, photo, tmp_path / "box.png", "--context", context, "--seed", "6")) == 0
+        results[context] = np.asarray(Image.open(tmp_path / "out.png"))
+        assert np.array_equal(results[context][box == 0], array[box == 0])
+    # The same job, seen whole or cropped to the box: the model painted the box differently.
+    assert not np.array_equal(results["image"][box > 0], results["mask"][box > 0])
+
+
+def test_a_context_outside_the_image_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, photo = _photo(tmp_path)
+    argv = _run(tmp_path, photo, _ramp_file(tmp_path), "--context", "100,100,10,10")
+    assert _exit_code(argv) == cli_run.EXIT_BAD_INPUT
+    assert "The context 100,100,10,10 lies outside the 56x40 image" in capsys.readouterr().err
+    assert _exit_code([*argv[:-2], "--context", "left"]) == 2  # argparse: not a word nor X,Y,W,H
+    assert "X,Y,W,H" in capsys.readouterr().err
+
+
+def test_sixteen_bit_and_transparent_map_files(tmp_path: Path) -> None:
+    deep = np.zeros((8, 8), np.uint16)
+    deep[:, 4:] = 100  # 0 in 8 bits
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    read = cli_run.read_mask(tmp_path / "deep.png")
+    assert read.dtype == np.uint16 and np.array_equal(read, deep)
+    layer = np.zeros((8, 8, 4), np.uint8)
+    layer[..., :3], layer[..., 3] = 255, 64  # white, a quarter opaque
+    Image.fromarray(layer).save(tmp_path / "layer.png")
+    np.testing.assert_allclose(cli_run.read_mask(tmp_path / "layer.png"), 64 / 255)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--mask-gamma", "0"], "field 'mask_gamma' is 0"),
+        (
+            ["--mask-black", "0.6", "--mask-white", "0.4"],
+            "'mask_black' (0.6) must be below 'mask_white' (0.4)",
+        ),
+        (["--blend-mask", "SMALL"], "the blend mask is 20x32 pixels but the image is 56x40"),
+        (
+            ["--depth", "far", "--depth-model", "NOT_A_MODEL"],
+            "Cannot use 'depth_anything_v2_vits.pth' as a depth",
+        ),
+        (["--depth", "far"], "No depth model was found: put a Depth Anything V2 model"),
+        (["NO_MASK"], "give --mask FILE (white = change, black = keep), or --depth near|far"),
+    ],
+)
+def test_bad_maps_are_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    _, photo = _photo(tmp_path)
+    Image.fromarray(np.zeros((32, 20), np.uint8)).save(tmp_path / "small.png")
+    (tmp_path / "depth_anything_v2_vits.pth").write_bytes(b"PK not a model")
+    full = _run(tmp_path, photo, _ramp_file(tmp_path))
+    if argv == ["NO_MASK"]:
+        at = full.index("--mask")
+        full, argv = full[:at] + full[at + 2 :], []
+    argv = [
+        str(tmp_path / "small.png")
+        if a == "SMALL"
+        else str(tmp_path / "depth_anything_v2_vits.pth")
+        if a == "NOT_A_MODEL"
+        else a
+        for a in argv
+    ]
+    assert _exit_code([*full, *argv]) == cli_run.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_depth_options_show_their_words(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = capsys.readouterr().out
+    assert "--depth none|near|far" in text and "--depth-combine multiply|min|max" in text
+    assert "--show-map OUT.png" in text and "--context auto|image|mask|X,Y,W,H" in text

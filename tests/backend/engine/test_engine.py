@@ -191,8 +191,10 @@ def test_bad_pixels_are_clear_errors(engine: Engine) -> None:
     image = random_region(16, 24)
     with pytest.raises(InvalidRequest, match="mask is 24x15 pixels but the image is 24x16"):
         engine.inpaint(image, np.zeros((15, 24), np.uint8), _params(), model=TINY)
-    with pytest.raises(InvalidRequest, match="uint8"):
-        engine.inpaint(image, np.zeros((16, 24), np.float32), _params(), model=TINY)
+    with pytest.raises(InvalidRequest, match="8-bit, 16-bit or float"):
+        engine.inpaint(image, np.zeros((16, 24), np.int32), _params(), model=TINY)
+    with pytest.raises(InvalidRequest, match="values from 2 to 2; a map is 0 to 1"):
+        engine.inpaint(image, np.full((16, 24), 2.0), _params(), model=TINY)
     with pytest.raises(InvalidRequest, match="float32"):
         engine.inpaint(image.astype(np.float64), np.zeros((16, 24), np.uint8), _params(), model=TINY)
     broken = image.copy()

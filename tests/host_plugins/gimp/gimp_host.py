@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from differential_inpaint import protocol as p
-from differential_inpaint.client import flow
+from differential_inpaint.client import Settings, flow
 from differential_inpaint.host_plugins.install.gimp import install
 from tests.support import trixie_chroot as chroot
 
@@ -92,8 +92,16 @@ class GimpRun:
         return verdict
 
 
-def expected_region(verdict: dict[str, Any], layer: dict[str, Any]) -> p.Rect:
-    """Where the new layer must be, in image coordinates, by the shared region maths."""
+def expected_region(
+    verdict: dict[str, Any],
+    layer: dict[str, Any],
+    *,
+    map_rect: list[int] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> p.Rect:
+    """Where the new layer must be, in image coordinates, by the shared region maths:
+    around the selection, or around a map drawable at `map_rect` ([x, y, w, h] in image
+    coordinates) limited by the selection; `settings` by name (limit_to_selection, context)."""
     bounds = verdict["selection_bounds"]
     dx, dy = layer["x"], layer["y"]
     selection = None
@@ -101,8 +109,14 @@ def expected_region(verdict: dict[str, Any], layer: dict[str, Any]) -> p.Rect:
         x1, y1, x2, y2 = bounds
         selection = p.Rect.from_edges(x1 - dx, y1 - dy, x2 - dx, y2 - dy)
     drawable = p.Rect(0, 0, layer["width"], layer["height"])
+    source = None if map_rect is None else p.Rect(map_rect[0] - dx, map_rect[1] - dy, *map_rect[2:])
     host = SimpleNamespace(
-        canvas=lambda: drawable, layer_extent=lambda: drawable, selection=lambda: selection
+        canvas=lambda: drawable,
+        layer_extent=lambda: drawable,
+        selection=lambda: selection,
+        origin=lambda: (dx, dy),
+        map_bounds=lambda rect: rect,
     )
-    region, _, _ = flow.plan_region(host, p.DEFAULT_PADDING)  # GIMP sends the default context
+    chosen = Settings.from_values(settings or {})
+    region, _, _ = flow.plan_region(host, chosen, flow.Maps(mask=source))
     return p.Rect(region.x + dx, region.y + dy, region.width, region.height)

@@ -20,9 +20,10 @@ import gi
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
-from gi.repository import Gegl, Gimp  # noqa: E402
+from gi.repository import Gegl, Gimp, GObject  # noqa: E402
 
 PROCEDURE = "python-fu-differential-inpaint"
+MAP_PROCEDURE = "python-fu-differential-inpaint-strength-map"
 PROBE = "python-fu-di-dialog-probe"
 SOURCE_PARASITE = "differential-inpaint-source"
 spec_dir = SPEC.rsplit("/", 1)[0]  # noqa: F821 - SPEC is set by the -b code
@@ -62,6 +63,122 @@ def fill(layer: Gimp.Layer, alpha: bool) -> None:
     buffer.flush()
 
 
+def pattern8(ix: int, iy: int) -> int:
+    """A map's 8-bit value at image pixel (ix, iy); test_in_gimp.pattern8 knows it too.
+    128 and up: gray (Y') that a linear 8-bit layer mask stores exactly."""
+    return 128 + (ix * 3 + iy * 7) % 128
+
+
+def pattern16(ix: int, iy: int) -> int:
+    """Light grays with detail below 8 bits (a linear 16-bit channel keeps them within 1)."""
+    return 40000 + (ix * 521 + iy * 37) % 25000
+
+
+def fill_map(drawable: Gimp.Drawable, deep: bool, zero_left: int = 0, gradient: bool = False) -> None:
+    """The test pattern by image coordinates, written in the drawable's own encoding (so it
+    is stored exactly): gray for channels and masks (16-bit with `deep`), for a layer
+    R'G'B'A u8 with gray from the pattern and alpha (ix + iy) % 128 + 128. Columns left of
+    image x `zero_left` are 0 (a map's keep area). `gradient`: black to white, left to right
+    instead (what a painter might paint; for screenshots)."""
+    _, ox, oy = drawable.get_offsets()
+    width, height = drawable.get_width(), drawable.get_height()
+    if gradient:
+        row = bytes(0 if x + ox < zero_left else x * 255 // max(1, width - 1) for x in range(width))
+        buffer = drawable.get_buffer()
+        buffer.set(Gegl.Rectangle.new(0, 0, width, height), "Y' u8", row * height)
+        buffer.flush()
+        return
+    if isinstance(drawable, Gimp.Channel):  # written as the plug-in reads it: gray as seen
+        babl = "Y' u16" if deep else "Y' u8"
+        if deep:
+            data = array(
+                "H",
+                (
+                    0 if x + ox < zero_left else pattern16(x + ox, y + oy)
+                    for y in range(height)
+                    for x in range(width)
+                ),
+            )
+            raw = data.tobytes()
+        else:
+            raw = bytes(
+                0 if x + ox < zero_left else pattern8(x + ox, y + oy)
+                for y in range(height)
+                for x in range(width)
+            )
+    else:
+        babl = "R'G'B'A u8"
+        raw = bytes(
+            0
+            if x + ox < zero_left
+            else (pattern8(x + ox, y + oy) if c < 3 else (x + ox + y + oy) % 128 + 128)
+            for y in range(height)
+            for x in range(width)
+            for c in range(4)
+        )
+    buffer = drawable.get_buffer()
+    buffer.set(Gegl.Rectangle.new(0, 0, width, height), babl, raw)
+    buffer.flush()
+
+
+def add_maps(image: Gimp.Image, layer: Gimp.Layer, specs: list[dict[str, Any]], deep: bool) -> dict[str, Any]:
+    """The drawables a scenario picks as maps, by key: {"key", "kind": channel | mask |
+    layer | other-image, "name", "rect" (a layer's [x, y, w, h]), "zero_left", "gradient"}."""
+    made: dict[str, Any] = {}
+    for item in specs:
+        kind, name = item["kind"], item.get("name", item["key"])
+        if kind == "channel" or kind == "other-image":
+            owner = image
+            if kind == "other-image":
+                owner = Gimp.Image.new(image.get_width(), image.get_height(), Gimp.ImageBaseType.RGB)
+            drawable = Gimp.Channel.new(
+                owner, name, owner.get_width(), owner.get_height(), 100.0, Gegl.Color.new("black")
+            )
+            owner.insert_channel(drawable, None, 0)
+        elif kind == "mask":
+            drawable = layer.create_mask(Gimp.AddMaskType.WHITE)
+            layer.add_mask(drawable)
+        else:
+            x, y, w, h = item["rect"]
+            drawable = Gimp.Layer.new(
+                image, name, w, h, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL
+            )
+            image.insert_layer(drawable, None, 0)
+            drawable.set_offsets(x, y)
+        fill_map(drawable, deep, item.get("zero_left", 0), item.get("gradient", False))
+        made[item["key"]] = drawable
+    return made
+
+
+def resolved(args: dict[str, Any], maps: dict[str, Any]) -> dict[str, Any]:
+    """Arguments with "@key" values replaced by the map drawables they name."""
+    return {k: maps[v[1:]] if isinstance(v, str) and v.startswith("@") else v for k, v in args.items()}
+
+
+def kept_where_zero(result: Gimp.Layer, source: Gimp.Layer, strength_map: Gimp.Layer) -> dict[str, int]:
+    """Over the result's rectangle: pixels where the strength map is 0 whose RGB differs
+    from the source's (must be none) or whose alpha is not 0, and pixels where it is not 0
+    that changed (some must)."""
+    _, x, y = result.get_offsets()
+    _, sx, sy = source.get_offsets()
+    _, mx, my = strength_map.get_offsets()
+    w, h = result.get_width(), result.get_height()
+    new = read(result, 0, 0, w, h, "R'G'B'A u8")
+    old = read(source, x - sx, y - sy, w, h, "R'G'B'A u8")
+    gray = read(strength_map, x - mx, y - my, w, h, "R'G'B'A u8")[1::4]
+    counts = {"zeros": 0, "zeros_changed": 0, "zeros_alpha": 0, "nonzero": 0, "nonzero_changed": 0}
+    for i, g in enumerate(gray):
+        changed = new[i * 4 : i * 4 + 3] != old[i * 4 : i * 4 + 3]
+        if g == 0:
+            counts["zeros"] += 1
+            counts["zeros_changed"] += changed
+            counts["zeros_alpha"] += new[i * 4 + 3] != 0
+        else:
+            counts["nonzero"] += 1
+            counts["nonzero_changed"] += changed
+    return counts
+
+
 def describe(layer: Gimp.Layer) -> dict[str, Any]:
     _, x, y = layer.get_offsets()
     parent = layer.get_parent()
@@ -79,11 +196,15 @@ def describe(layer: Gimp.Layer) -> dict[str, Any]:
 
 
 def run_procedure(
-    image: Gimp.Image, drawables: list[Gimp.Layer], args: dict[str, Any], mode: Gimp.RunMode
+    image: Gimp.Image,
+    drawables: list[Gimp.Layer],
+    args: dict[str, Any],
+    mode: Gimp.RunMode,
+    procedure: str = PROCEDURE,
 ) -> dict[str, Any]:
     """Run the plug-in as a script does; which arguments GIMP refused to set (out of range:
     GObject keeps the old value and prints a warning), its status and message."""
-    proc = Gimp.get_pdb().lookup_procedure(PROCEDURE)
+    proc = Gimp.get_pdb().lookup_procedure(procedure)
     config = proc.create_config()
     config.set_property("run-mode", mode)
     config.set_property("image", image)
@@ -195,6 +316,7 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
             image.select_rectangle(Gimp.ChannelOps.REPLACE, x, y, w, h)
         if sel.get("feather"):
             Gimp.Selection.feather(image, sel["feather"])
+    maps = add_maps(image, layer, spec.get("maps", []), spec["precision"] != "u8")
     ids_before = {item.get_id() for item in all_layers(image)}
     verdict = {
         "precision_read": image.get_precision().value_nick,
@@ -224,13 +346,19 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
             return verdict
     else:
         probe = spec.get("probe")  # answer the real dialog through the test-only probe plug-in
-        proc = Gimp.get_pdb().lookup_procedure(PROBE if probe else PROCEDURE)
+        name = spec.get("procedure", PROCEDURE)
+        if probe:  # the probe's twin of the procedure: its name ends the same
+            name = PROBE + name[len(PROCEDURE) :]
+        proc = Gimp.get_pdb().lookup_procedure(name)
         config = proc.create_config()
         config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
         config.set_property("image", image)
-        config.set_core_object_array("drawables", [layer])
+        # "run_on": "mask": the painter is editing the layer mask (its thumbnail clicked).
+        config.set_core_object_array(
+            "drawables", [layer.get_mask() if spec.get("run_on") == "mask" else layer]
+        )
         refused = []
-        for name, value in {**spec["args"], **(probe or {})}.items():
+        for name, value in resolved({**spec["args"], **(probe or {})}, maps).items():
             config.set_property(name, value)
             if config.get_property(name) != value:
                 refused.append(name)
@@ -263,10 +391,20 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
         else:
             drawables = [new_items[then["select"]]]
         verdict["then_on"] = [item.get_name() for item in drawables]
-        ran = run_procedure(image, drawables, {**spec["args"], **then["args"]}, Gimp.RunMode.NONINTERACTIVE)
+        ran = run_procedure(
+            image,
+            drawables,
+            resolved({**spec["args"], **then["args"]}, maps),
+            Gimp.RunMode.NONINTERACTIVE,
+            then.get("procedure", PROCEDURE),
+        )
         verdict["then_status"], verdict["then_message"] = ran["status"], ran["message"]
         later = [item for item in all_layers(image) if item.get_id() not in ids_before]
         verdict["then_new_items"] = [describe(item) for item in later[len(new_items) :]]
+        if then.get("kept_where_zero") and new_items and later[len(new_items) :]:
+            # The first run added the strength map, the second the result: where the map is 0
+            # the result must be the source's pixels, bit for bit.
+            verdict["kept"] = kept_where_zero(later[len(new_items)], layer, new_items[0])
         verdict["then_layers_after"] = [describe(item) for item in all_layers(image)]
         verdict["then_selected_after"] = [item.get_name() for item in image.get_selected_layers()]
     verdict["drawable_sha_after"] = sha(read(layer, 0, 0, src["width"], src["height"], babl))
@@ -294,9 +432,16 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
     return verdict
 
 
-def procedure_info() -> dict[str, Any]:
+def choices(arg: Any) -> list[str] | None:
+    """The values a choice argument takes, or None for another kind."""
+    if "Choice" not in GObject.type_name(arg.__gtype__):  # GimpParamChoice
+        return None
+    return list(Gimp.param_spec_choice_get_choice(arg).list_nicks())
+
+
+def procedure_info(name: str) -> dict[str, Any]:
     """How GIMP registered the procedure (a wrong registration fails silently in GIMP)."""
-    proc = Gimp.get_pdb().lookup_procedure(PROCEDURE)
+    proc = Gimp.get_pdb().lookup_procedure(name)
     if proc is None:
         return {"registered": False}
     return {
@@ -314,21 +459,27 @@ def procedure_info() -> dict[str, Any]:
             arg.name: [arg.minimum, arg.maximum] for arg in proc.get_arguments() if hasattr(arg, "minimum")
         },
         "blurbs": {arg.name: arg.get_blurb() for arg in proc.get_arguments()},
+        "kinds": {arg.name: GObject.type_name(arg.__gtype__) for arg in proc.get_arguments()},
+        "choices": {arg.name: choices(arg) for arg in proc.get_arguments() if choices(arg) is not None},
     }
 
 
 def main(spec_path: str) -> None:
     with open(spec_path) as f:
         spec = json.load(f)
-    try:
-        verdicts = {"procedure": procedure_info()}
-    except Exception:
-        verdicts = {"procedure": {"crashed": traceback.format_exc()}}
+    verdicts: dict[str, Any] = {}
+    for key, name in (("procedure", PROCEDURE), ("map-procedure", MAP_PROCEDURE)):
+        try:
+            verdicts[key] = procedure_info(name)
+        except Exception:
+            verdicts[key] = {"crashed": traceback.format_exc()}
     for item in spec["scenarios"]:
+        started = time.monotonic()
         try:
             verdicts[item["name"]] = scenario(item)
         except Exception:
             verdicts[item["name"]] = {"crashed": traceback.format_exc()}
+        verdicts[item["name"]]["scenario_seconds"] = round(time.monotonic() - started, 3)
         # Written after each scenario, so a crash of GIMP itself still leaves the rest.
         with open(spec["out"], "w") as f:
             json.dump(verdicts, f, indent=1)

@@ -4,9 +4,11 @@
 
 Installs the plug-in into the trixie chroot's GIMP 3 (tests/support/trixie_chroot.py),
 runs it once against the stand-in daemon (so the dialog lists that daemon's models),
-then opens its real dialog under Xvfb on a 1366x768 screen through the test-only probe
-plug-in (dialog_probe/), which saves the dialog's window as a PNG, then again with its
-Advanced fold open (OUT with `-advanced` before `.png`), and cancels it.
+then opens its real dialog, a painted "Strength" channel picked as the map, under Xvfb
+on a 1366x768 screen through the test-only probe
+plug-in (dialog_probe/), which saves the dialog's window as a PNG, then again with each
+fold open in turn (OUT with `-conditioning` and `-advanced` before `.png`: a "Lines"
+layer as the control layer, a "Photo" layer as the reference, a LoRA), and cancels it.
 Default OUT: host_plugins/gimp/screenshots/dialog.png (linked from the plug-in's README).
 """
 
@@ -41,7 +43,29 @@ def scenarios(url: str) -> list[dict[str, object]]:
         {
             "name": "dialog",
             **image,
-            "args": {**args, "negative-prompt": "blurry", "count": 3, "model": "fake"},
+            # A painted "Strength" channel picked as the map, far things changing most; line
+            # art steering the job through a ControlNet, a photo as the reference, a LoRA.
+            "maps": [
+                {"key": "strength", "kind": "channel", "name": "Strength", "gradient": True},
+                {"key": "lines", "kind": "layer", "name": "Lines", "rect": [380, 230, 340, 260]},
+                {"key": "photo", "kind": "layer", "name": "Photo", "rect": [0, 0, 300, 200]},
+            ],
+            "args": {
+                **args,
+                "negative-prompt": "blurry",
+                "count": 3,
+                "model": "fake",
+                "mask-drawable": "@strength",
+                "mask-black": 0.2,
+                "mask-gamma": 1.4,
+                "control-drawable": "@lines",
+                "control-kind": "lineart",
+                "control-model": "fake-canny",
+                "control-strength": 0.8,
+                "control-end": 0.7,
+                "reference-drawable": "@photo",
+                "loras": "fake-lora:0.8",
+            },
             "probe": {"answer": "cancel", "screenshot": str(INSIDE / "dialog.png")},
         },
     ]
@@ -63,13 +87,15 @@ def main(argv: list[str]) -> int:
         print(f"no screenshot was written; GIMP said:\n{run.output}", file=sys.stderr)
         return 1
     out.parent.mkdir(parents=True, exist_ok=True)
-    advanced = out.with_name(out.stem + "-advanced.png")
     shutil.copyfile(shots / "dialog.png", out)
-    shutil.copyfile(shots / "dialog-advanced.png", advanced)
-    shutil.rmtree(shots, ignore_errors=True)
     screen = SCREEN.rsplit("x", 1)[0]
-    for path, size in ((out, verdict["dialog"]["size"]), (advanced, verdict["dialog"]["advanced_size"])):
-        print(f"{path}: the dialog is {size[0]}x{size[1]} on a {screen} screen")
+    print(f"{out}: the dialog is {'x'.join(map(str, verdict['dialog']['size']))} on a {screen} screen")
+    for fold in ("conditioning", "advanced"):
+        path = out.with_name(f"{out.stem}-{fold}.png")
+        shutil.copyfile(shots / f"dialog-{fold}.png", path)
+        size = verdict["dialog"][f"{fold}_size"]
+        print(f"{path}: {fold} open, the dialog is {size[0]}x{size[1]} on a {screen} screen")
+    shutil.rmtree(shots, ignore_errors=True)
     return 0
 
 

@@ -24,3 +24,12 @@ def test_depths(plugin_formats: ModuleType) -> None:
     }
     for name, (babl, wire) in cases.items():
         assert (depth(name).babl, depth(name).wire) == (babl, wire), name
+
+
+def test_gray_map_formats(plugin_formats: ModuleType) -> None:
+    """Channels and layer masks travel as the gray the painter sees (Y'): gray8 in 8-bit
+    images, gray16 above."""
+    gray = plugin_formats.gray_map_format
+    M, D = plugin_formats.MaskFormat, plugin_formats.DEPTHS
+    assert gray(D["u8"]) == ("Y' u8", M.GRAY8)
+    assert gray(D["u16"]) == gray(D["half"]) == gray(D["float"]) == ("Y' u16", M.GRAY16)

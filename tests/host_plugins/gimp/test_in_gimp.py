@@ -9,14 +9,24 @@ from __future__ import annotations
 
 import hashlib
 import socket
+from array import array
 from collections.abc import Iterator
+from enum import Enum
 from typing import Any
 
 import pytest
 
 from differential_inpaint import protocol as p
 from differential_inpaint.client import SETTINGS_PARAMS
-from tests.support.fake_daemon import FAIL_MESSAGE, WRONG_TOKEN, FakeDaemon, expected_result, fake_daemon
+from tests.support.fake_daemon import (
+    FAIL_MESSAGE,
+    WRONG_TOKEN,
+    FakeDaemon,
+    expected_result,
+    fake_daemon,
+    gray_image,
+    map_bytes,
+)
 from tests.support.hosts import require_host
 
 from . import gimp_host
@@ -222,6 +232,182 @@ def scenarios(url: str, dead_url: str) -> list[dict[str, Any]]:
             "mid_job": "delete-image",
             "args": args("the image went away"),
         },
+        *map_scenarios(args, small, rect),
+    ]
+
+
+STRENGTH = {"key": "strength", "kind": "channel", "name": "Strength"}
+OTHER_LAYER = [300, 250, 120, 90]  # the map layer "Other" of "map-other-layer", image coordinates
+
+
+def map_scenarios(args: Any, small: dict[str, Any], rect: dict[str, Any]) -> list[dict[str, Any]]:
+    """A channel, the layer mask or another layer as the map (mask-drawable), the blend map,
+    the context choices, the strength-map procedure and bad map settings."""
+    return [
+        {
+            "name": "map-channel",
+            **small,
+            "selection": rect,
+            "maps": [STRENGTH],
+            "args": args("a channel as the map", **{"mask-drawable": "@strength"}),
+        },
+        # Picked in the dialog, as GIMP's chooser popup sets it.
+        {
+            "name": "dialog-map-pick",
+            **small,
+            "selection": rect,
+            "maps": [STRENGTH],
+            "args": args("not typed"),
+            "probe": {"answer": "ok", "typed-prompt": "picked in the dialog", "picked-map": "@strength"},
+        },
+        {
+            "name": "dialog-map-clear",
+            **small,
+            "selection": rect,
+            "maps": [STRENGTH],
+            "args": args("not typed either", **{"mask-drawable": "@strength"}),
+            "probe": {"answer": "ok", "typed-prompt": "cleared in the dialog", "clear-map": True},
+        },
+        {
+            "name": "map-layer-mask",
+            "image": [300, 200],
+            "precision": "u8",
+            "layer": {"x": 20, "y": 10, "width": 240, "height": 160, "alpha": True},
+            "selection": None,
+            "maps": [{"key": "mask", "kind": "mask"}],
+            "args": args("the layer mask as the map", **{"mask-drawable": "@mask"}),
+        },
+        {
+            "name": "map-mask-being-edited",
+            "image": [300, 200],
+            "precision": "u8",
+            "layer": {"x": 20, "y": 10, "width": 240, "height": 160, "alpha": True},
+            "selection": None,
+            "maps": [{"key": "mask", "kind": "mask"}],
+            "run_on": "mask",
+            "args": args("the mask being edited"),
+        },
+        {
+            "name": "map-other-layer",
+            "image": [800, 600],
+            "precision": "u8",
+            "layer": {"x": 10, "y": 5, "width": 780, "height": 590, "alpha": False},
+            "selection": None,
+            "maps": [{"key": "other", "kind": "layer", "name": "Other", "rect": OTHER_LAYER}],
+            "args": args("another layer as the map", **{"mask-drawable": "@other"}),
+        },
+        {
+            "name": "map-deep16",
+            "image": [320, 240],
+            "precision": "u16",
+            "layer": {"x": 0, "y": 0, "width": 320, "height": 240, "alpha": False},
+            "selection": {"shape": "rect", "rect": [50, 40, 100, 80]},
+            "maps": [STRENGTH],
+            "args": args("a sixteen-bit channel", **{"mask-drawable": "@strength"}),
+        },
+        {
+            "name": "map-not-limited",
+            **small,
+            "selection": rect,
+            "maps": [STRENGTH],
+            "args": args("the map alone", **{"mask-drawable": "@strength", "limit-to-selection": False}),
+        },
+        {
+            "name": "blend",
+            **small,
+            "selection": rect,
+            "maps": [{"key": "blend", "kind": "channel", "name": "Blend"}],
+            "args": args("a blend map", **{"blend-drawable": "@blend"}),
+        },
+        {
+            "name": "levels-and-depth",
+            **small,
+            "selection": rect,
+            "args": args(
+                "levels and depth",
+                **{
+                    "invert-mask": True,
+                    "mask-black": 0.1,
+                    "mask-white": 0.9,
+                    "mask-gamma": 2.0,
+                    "depth": "far",
+                    "depth-combine": "max",
+                    "depth-model": "tiny",
+                },
+            ),
+        },
+        *(
+            {
+                "name": f"context-{name}",
+                **small,
+                "selection": rect,
+                "maps": [
+                    {"key": "other", "kind": "layer", "name": "Other", "rect": [40, 30, 150, 120]},
+                    STRENGTH,
+                ],
+                "args": args(f"context {name}", context=context),
+            }
+            for name, context in (
+                ("image", "image"),
+                ("mask", "mask"),
+                ("rect", "10,20,200,150"),
+                ("layer", "layer:Other"),
+                ("channel", "layer:Strength"),
+                ("words", "somewhere"),
+                ("missing", "layer:Gone"),
+            )
+        ),
+        {
+            "name": "strength-map",
+            **small,
+            "selection": rect,
+            "maps": [STRENGTH],
+            "procedure": "python-fu-differential-inpaint-strength-map",
+            "args": args("only the map", **{"mask-drawable": "@strength", "mask-gamma": 1.5}),
+        },
+        {
+            "name": "dialog-strength-map",
+            **small,
+            "selection": rect,
+            "maps": [STRENGTH],
+            "procedure": "python-fu-differential-inpaint-strength-map",
+            "args": args("not typed for the map", **{"mask-drawable": "@strength"}),
+            "probe": {"answer": "ok", "typed-prompt": "the map from its dialog"},
+        },
+        {
+            "name": "dialog-map-button",
+            **small,
+            "selection": rect,
+            "maps": [STRENGTH],
+            "args": args("not typed for the button", **{"mask-drawable": "@strength", "mask-gamma": 2.5}),
+            "probe": {"answer": "cancel", "typed-prompt": "map tried", "click": "Show strength map"},
+        },
+        # Bad map settings: nothing is sent, the image stays as it was.
+        {
+            "name": "map-of-another-image",
+            **small,
+            "selection": rect,
+            "maps": [{"key": "elsewhere", "kind": "other-image", "name": "Elsewhere"}],
+            "args": args("a map from elsewhere", **{"mask-drawable": "@elsewhere"}),
+        },
+        {
+            "name": "gamma-0",
+            **small,
+            "selection": rect,
+            "args": args("gamma zero", **{"mask-gamma": 0.0}),
+        },
+        {
+            "name": "black-above-white",
+            **small,
+            "selection": rect,
+            "args": args("black above white", **{"mask-black": 0.6, "mask-white": 0.4}),
+        },
+        {
+            "name": "depth-sideways",
+            **small,
+            "selection": rect,
+            "args": args("sideways", depth="sideways"),
+        },
     ]
 
 
@@ -241,16 +427,23 @@ def check_success(
     name: str,
     wire: p.PixelFormat,
     prompt: str | None = None,
+    *,
+    map_rect: list[int] | None = None,
 ) -> tuple[dict[str, Any], p.Submit]:
+    """A job that succeeded: region, bytes sent, the new layer. `map_rect`: where the
+    drawable picked as the map lies ([x, y, w, h], image coordinates); the selection then
+    travels beside the map (when it limits it) and the new layer's alpha is the map's."""
     spec = next(s for s in run.scenarios if s["name"] == name)
     verdict = run.verdict(name)
     assert verdict["status"] == "success", verdict["message"]
     submit = daemon.submit_by_prompt[prompt or spec["args"]["prompt"]]
     new = verdict["new_layer"]
     assert new is not None, verdict
+    limited = spec["args"].get("limit-to-selection", True)
 
-    # Where: the region around the selection, at the region's offset in the image.
-    region = gimp_host.expected_region(verdict, spec["layer"])
+    # Where: the region around the selection (or the map), at the region's offset in the image.
+    settings = {"limit_to_selection": limited}
+    region = gimp_host.expected_region(verdict, spec["layer"], map_rect=map_rect, settings=settings)
     assert (new["x"], new["y"], new["width"], new["height"]) == (
         region.x,
         region.y,
@@ -267,13 +460,19 @@ def check_success(
     assert submit.image.format == wire
     assert submit.image.color == p.ColorEncoding.SRGB
     assert sha(submit.image.data) == new["source_region_sha"]
-    assert sha(submit.mask.data) == new["mask_sha"]
+    selection = submit.mask if map_rect is None else submit.selection
+    if map_rect is None or (limited and verdict["selection_bounds"] is not None):
+        assert selection is not None and sha(selection.data) == new["mask_sha"]
+    else:
+        assert selection is None
     # What landed: exactly the daemon's result, alpha included (never re-multiplied by the mask).
-    assert new["sha"] == sha(expected_result(submit.image, submit.mask.data, invert_colours=True))
+    alpha = map_bytes(submit.blend_mask or submit.mask)
+    assert new["sha"] == sha(expected_result(submit.image, alpha, invert_colours=True))
     assert new["has_alpha"]
-    assert new["alpha"]["outside_nonzero"] == 0
-    assert new["alpha"]["inside"] > 0 and new["alpha"]["inside_max"] > 0
-    assert new["alpha"]["full_zero"] == 0
+    if map_rect is None and submit.blend_mask is None:  # the alpha is the selection
+        assert new["alpha"]["outside_nonzero"] == 0
+        assert new["alpha"]["inside"] > 0 and new["alpha"]["inside_max"] > 0
+        assert new["alpha"]["full_zero"] == 0
     # A new layer just above the drawable; the original untouched.
     assert new["index"] == new["source_index"] - 1
     assert len(verdict["layers_after"]) == len(verdict["layers_before"]) + 1
@@ -290,12 +489,40 @@ def check_failure(run: gimp_host.GimpRun, name: str) -> str:
     return verdict["message"]
 
 
+def gimp_arguments() -> list[str]:
+    """The arguments after run-mode, image and drawables, in order: the settings GIMP shows,
+    the drawable maps just before invert-mask; then the conditioning slots, each a drawable
+    and the protocol's parameters of a control or reference image under its prefix."""
+    names = [q.gimp_argument for q in p.shown_on("gimp", SETTINGS_PARAMS)]
+    at = names.index("invert-mask")
+    slots = [
+        f"{prefix}-{name}"
+        for prefix, declared in (
+            ("control", p.CONTROL_PARAMS),
+            ("control-2", p.CONTROL_PARAMS),
+            ("reference", p.REFERENCE_PARAMS),
+        )
+        for name in ("drawable", *(q.option for q in declared))
+    ]
+    return [*names[:at], "mask-drawable", "blend-drawable", *names[at:], *slots]
+
+
 def test_procedure_registration(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
     info = gimp_run[0].verdict("procedure")
     assert info["registered"], gimp_run[0].output
     assert info["menu_label"] == "Differential Inpaint…"
     assert info["menu_paths"] == ["<Image>/Filters/Generic"]
     assert info["image_types"] == "RGB*"
+    # The strength map beside it, with the very same arguments.
+    shown = gimp_run[0].verdict("map-procedure")
+    assert shown["registered"], gimp_run[0].output
+    assert shown["menu_label"] == "Differential Inpaint: Show Strength Map…"
+    assert shown["menu_paths"] == ["<Image>/Filters/Generic"]
+    assert shown["arguments"] == info["arguments"] and shown["defaults"] == info["defaults"]
+    # The maps are drawables (none: the selection); depth and its combination are choices.
+    assert info["kinds"]["mask-drawable"] == info["kinds"]["blend-drawable"] == "GimpParamDrawable"
+    assert info["choices"] == {"depth": ["none", "near", "far"], "depth-combine": ["multiply", "min", "max"]}
+    assert (info["defaults"]["depth"], info["defaults"]["depth-combine"]) == ("none", "multiply")
     # (The sensitivity mask does not travel through the PDB, so it cannot be read back here.)
     # The names scripts already use stay (more may come: the spec walk below checks them all).
     public = "prompt negative-prompt strength steps guidance seed model grow feather server-url token"
@@ -311,11 +538,19 @@ def test_the_procedure_offers_exactly_the_declared_settings(
 ) -> None:
     """Every setting GIMP shows, walked from the spec: name, default, bounds, help."""
     info = gimp_run[0].verdict("procedure")
-    shown = p.shown_on("gimp", SETTINGS_PARAMS)
-    assert info["arguments"][3:] == [q.gimp_argument for q in shown]
-    for q in shown:
-        name = q.gimp_argument
+    assert info["arguments"][3:] == gimp_arguments()
+    check_declared(info, p.shown_on("gimp", SETTINGS_PARAMS))
+
+
+def check_declared(info: dict[str, Any], declared: tuple[p.Param, ...], prefix: str = "") -> None:
+    """Each declared parameter's argument (under `prefix`, a conditioning slot's) as GIMP
+    registered it (`info`: in_gimp.procedure_info): help, default, bounds."""
+    for q in declared:
+        name = f"{prefix}-{q.option}" if prefix else q.gimp_argument
         assert info["blurbs"][name].startswith(q.help), name
+        if isinstance(q.default, Enum):  # a choice of the values, by name
+            assert info["defaults"][name] == q.default.value and info["choices"][name], name
+            continue
         if q.kind is str:
             assert info["defaults"][name] == (q.default or ""), name
             continue
@@ -676,6 +911,294 @@ def test_the_model_is_free_text_when_no_daemon_answers(
     texts = {text for combo in dialog["combos"] for row in combo for text in row}
     assert not any("Daemon's default" in text for text in texts)
     assert "Model" in dialog["labels"]
+
+
+# --- maps ---------------------------------------------------------------------------
+
+
+def pattern8(ix: int, iy: int) -> int:
+    """A map's 8-bit value at image pixel (ix, iy), as in_gimp.fill_map writes it."""
+    return 128 + (ix * 3 + iy * 7) % 128
+
+
+def pattern16(ix: int, iy: int) -> int:
+    return 40000 + (ix * 521 + iy * 37) % 25000
+
+
+def expected_map(submit: p.Submit, drawable: list[int], fmt: p.MaskFormat | p.PixelFormat) -> bytes:
+    """What a map drawable at `drawable` ([x, y, w, h], image coordinates) filled with the
+    test pattern gives over the submit's region: its own bytes where it lies, 0 elsewhere."""
+    x0, y0, w, h = drawable
+    inside = [
+        (ix, iy, x0 <= ix < x0 + w and y0 <= iy < y0 + h)
+        for iy in range(submit.y, submit.y + submit.image.height)
+        for ix in range(submit.x, submit.x + submit.image.width)
+    ]
+    if fmt is p.MaskFormat.GRAY8:
+        return bytes(pattern8(ix, iy) if on else 0 for ix, iy, on in inside)
+    if fmt is p.MaskFormat.GRAY16:
+        return array("H", (pattern16(ix, iy) if on else 0 for ix, iy, on in inside)).tobytes()
+    assert fmt is p.PixelFormat.RGBA8  # a layer: gray from the pattern, its own alpha
+    return b"".join(
+        bytes([pattern8(ix, iy)] * 3 + [(ix + iy) % 128 + 128]) if on else bytes(4) for ix, iy, on in inside
+    )
+
+
+def image_rect(spec: dict[str, Any]) -> list[int]:
+    return [0, 0, *spec["image"]]
+
+
+def region_of(submit: p.Submit) -> tuple[int, int, int, int]:
+    return submit.x, submit.y, submit.image.width, submit.image.height
+
+
+def test_a_channel_as_the_map_travels_as_stored_with_the_selection_beside_it(
+    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
+) -> None:
+    """A channel of an 8-bit image is the map as the gray the painter sees (stored so); the
+    selection limits it and travels beside it."""
+    run, daemon = gimp_run
+    spec = next(s for s in run.scenarios if s["name"] == "map-channel")
+    _, submit = check_success(run, daemon, "map-channel", p.PixelFormat.RGBA8, map_rect=image_rect(spec))
+    assert submit.mask.format is p.MaskFormat.GRAY8
+    assert submit.mask.data == expected_map(submit, image_rect(spec), p.MaskFormat.GRAY8)
+    assert submit.selection is not None and submit.selection.format is p.MaskFormat.GRAY8
+    assert submit.blend_mask is None
+
+
+def test_a_channel_picked_in_the_dialog_is_the_map(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    """The Map layer chooser (Browse...) names what is picked beside it; the job then sends
+    that channel with the selection beside it."""
+    run, daemon = gimp_run
+    spec = next(s for s in run.scenarios if s["name"] == "dialog-map-pick")
+    dialog = run.verdict("dialog-map-pick")["dialog"]
+    assert {"Map layer", "None: the selection", "Blend layer", "None: made from the map"} <= set(
+        dialog["labels"]
+    ), dialog["labels"]
+    assert "Inpaint selection" in dialog["labels"]  # the OK button, before the pick
+    picked = dialog["after_map_pick"]["labels"]
+    assert "Strength (channel)" in picked and "Inpaint by map" in picked, picked  # and after
+    assert (
+        "Inpaint by map. The map 'Strength' decides: white changes fully, gray partly, black not "
+        "at all, within the selection" in picked
+    )
+    _, submit = check_success(
+        run, daemon, "dialog-map-pick", p.PixelFormat.RGBA8, "picked in the dialog", map_rect=image_rect(spec)
+    )
+    assert submit.mask.data == expected_map(submit, image_rect(spec), p.MaskFormat.GRAY8)
+
+
+def test_clear_in_the_dialog_goes_back_to_the_selection(
+    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
+) -> None:
+    """A map kept from the last run is named beside its chooser; Clear (the chooser's popup
+    cannot pick "none") goes back to the selection, which the job then sends."""
+    run, daemon = gimp_run
+    dialog = run.verdict("dialog-map-clear")["dialog"]
+    assert "Strength (channel)" in dialog["labels"], dialog["labels"]
+    assert "None: the selection" in dialog["after_map_clear"]["labels"]
+    _, submit = check_success(run, daemon, "dialog-map-clear", p.PixelFormat.RGBA8, "cleared in the dialog")
+    assert submit.selection is None and submit.mask.format is p.MaskFormat.GRAY8
+
+
+def test_the_layer_mask_as_the_map(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    """The drawable's own layer mask (at its layer's offsets); nothing selected: the region is
+    the layer, no selection travels."""
+    run, daemon = gimp_run
+    layer = [20, 10, 240, 160]
+    verdict, submit = check_success(run, daemon, "map-layer-mask", p.PixelFormat.RGBA8, map_rect=layer)
+    assert region_of(submit) == tuple(layer)
+    assert submit.mask.data == expected_map(submit, layer, p.MaskFormat.GRAY8)
+    assert submit.selection is None
+
+
+def test_a_run_on_the_layer_mask_being_edited_takes_it_as_the_map(
+    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
+) -> None:
+    """The painter clicked the layer mask's thumbnail (the mask is the active drawable) and
+    ran the filter: the job works on its layer, the mask is the map."""
+    run, daemon = gimp_run
+    layer = [20, 10, 240, 160]
+    verdict, submit = check_success(run, daemon, "map-mask-being-edited", p.PixelFormat.RGBA8, map_rect=layer)
+    assert submit.mask.data == expected_map(submit, layer, p.MaskFormat.GRAY8)
+    assert verdict["new_layer"]["name"] == "the mask being edited \u00b7 4242"
+
+
+def test_another_layer_at_other_offsets_as_the_map(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    """A layer elsewhere in the image: its own pixels (the daemon takes luminance times alpha),
+    placed by image coordinates, 0 where it has none; the region is around it."""
+    run, daemon = gimp_run
+    verdict, submit = check_success(run, daemon, "map-other-layer", p.PixelFormat.RGBA8, map_rect=OTHER_LAYER)
+    assert submit.mask.format is p.PixelFormat.RGBA8 and submit.mask.color is p.ColorEncoding.SRGB
+    assert submit.mask.data == expected_map(submit, OTHER_LAYER, p.PixelFormat.RGBA8)
+    x, y, w, h = OTHER_LAYER
+    assert p.Rect(*region_of(submit)).contains(p.Rect(x, y, w, h))
+    assert submit.image.width == 512  # the context around the map, not the 780x590 layer
+    assert [item["name"] for item in verdict["layers_after"]] == [
+        "Other",
+        "another layer as the map \u00b7 4242",
+        "source",
+    ]
+
+
+def test_a_16_bit_image_sends_a_gray16_map(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    run, daemon = gimp_run
+    spec = next(s for s in run.scenarios if s["name"] == "map-deep16")
+    _, submit = check_success(run, daemon, "map-deep16", p.PixelFormat.RGBA16, map_rect=image_rect(spec))
+    assert submit.mask.format is p.MaskFormat.GRAY16
+    # GIMP keeps a 16-bit image's channels linear: the gray as seen comes back within 1 of 65535.
+    sent = array("H", submit.mask.data)
+    expected = array("H", expected_map(submit, image_rect(spec), p.MaskFormat.GRAY16))
+    assert len(sent) == len(expected) and max(abs(a - b) for a, b in zip(sent, expected, strict=True)) <= 1
+    assert sum(v % 257 != 0 for v in sent) > len(sent) // 2  # more than 8 bits of it travelled
+
+
+def test_limit_to_selection_off_sends_the_map_alone(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    run, daemon = gimp_run
+    spec = next(s for s in run.scenarios if s["name"] == "map-not-limited")
+    _, submit = check_success(run, daemon, "map-not-limited", p.PixelFormat.RGBA8, map_rect=image_rect(spec))
+    assert submit.selection is None
+    assert region_of(submit) == (0, 0, 300, 200)  # around the channel: the whole layer
+
+
+def test_a_blend_map_is_sent_beside_the_selection(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    """The selection stays the change map; the blend channel travels as blend_mask and the
+    fake daemon makes it the new layer's alpha."""
+    run, daemon = gimp_run
+    spec = next(s for s in run.scenarios if s["name"] == "blend")
+    _, submit = check_success(run, daemon, "blend", p.PixelFormat.RGBA8)
+    assert submit.blend_mask is not None and submit.selection is None
+    assert submit.blend_mask.data == expected_map(submit, image_rect(spec), p.MaskFormat.GRAY8)
+
+
+def test_levels_and_depth_arguments_reach_the_daemon(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    run, daemon = gimp_run
+    check_success(run, daemon, "levels-and-depth", p.PixelFormat.RGBA8)
+    params = daemon.submit_by_prompt["levels and depth"].params
+    assert (params.invert_mask, params.mask_black, params.mask_white, params.mask_gamma) == (
+        True,
+        0.1,
+        0.9,
+        2.0,
+    )
+    assert (params.depth, params.depth_combine, params.depth_model) == (p.Depth.FAR, p.Combine.MAX, "tiny")
+    defaults = daemon.submit_by_prompt["a red barn"].params
+    assert (defaults.depth, defaults.depth_combine, defaults.invert_mask) == (
+        p.Depth.NONE,
+        p.Combine.MULTIPLY,
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "region"),
+    [
+        ("image", (0, 0, 300, 200)),
+        ("mask", (60, 48, 80, 64)),  # the selection's bounds (60, 50, 80, 60), sides widened to 8s
+        ("rect", (10, 20, 200, 150)),
+        ("layer", (40, 30, 150, 120)),  # the bounds of the layer "Other"
+        ("channel", (0, 0, 300, 200)),  # a channel is the image's size
+    ],
+)
+def test_context_choices(
+    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon], name: str, region: tuple[int, int, int, int]
+) -> None:
+    run, daemon = gimp_run
+    verdict = run.verdict(f"context-{name}")
+    assert verdict["status"] == "success", verdict["message"]
+    submit = daemon.submit_by_prompt[f"context {name}"]
+    assert region_of(submit) == region
+    new = verdict["new_layer"]
+    assert (new["x"], new["y"], new["width"], new["height"]) == region
+    assert sha(submit.mask.data) == new["mask_sha"]  # the selection over that region
+
+
+def test_a_context_that_is_not_one_of_the_words(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    message = check_failure(gimp_run[0], "context-words")
+    assert "Context 'somewhere' is not one of auto, image, mask, X,Y,W,H" in message
+    assert "context words" not in gimp_run[1].submit_by_prompt
+
+
+def test_a_context_layer_that_is_not_there(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    message = check_failure(gimp_run[0], "context-missing")
+    assert "There is no layer, layer mask or channel called 'Gone'" in message, message
+    assert "context missing" not in gimp_run[1].submit_by_prompt
+
+
+def test_the_strength_map_procedure_adds_one_layer(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    """python-fu-differential-inpaint-strength-map asks for the map only (no sampling) and
+    adds the daemon's answer as the one layer "Strength map" just above the source."""
+    run, daemon = gimp_run
+    verdict = run.verdict("strength-map")
+    assert verdict["status"] == "success", verdict["message"]
+    submit = daemon.submit_by_prompt["only the map"]
+    assert isinstance(submit, p.StrengthMapRequest)
+    assert submit.params.mask_gamma == 1.5 and submit.selection is not None
+    assert [item["name"] for item in verdict["new_items"]] == ["Strength map"]
+    assert [item["name"] for item in verdict["layers_after"]] == ["Strength map", "source"]
+    new = verdict["new_layer"]
+    assert (new["x"], new["y"], new["width"], new["height"]) == region_of(submit)
+    assert new["sha"] == sha(gray_image(submit.image, map_bytes(submit.mask)).data)
+    assert new["index"] == new["source_index"] - 1
+    assert verdict["selected_after"] == ["source"]
+    assert verdict["drawable_sha_after"] == verdict["drawable_sha_before"]
+
+
+def test_the_strength_map_dialog(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    """Interactive, the strength-map procedure's dialog says what it does (its OK button:
+    Show strength map), then adds the map layer only."""
+    run, daemon = gimp_run
+    verdict = run.verdict("dialog-strength-map")
+    dialog = verdict["dialog"]
+    assert dialog["title"] == "Differential Inpaint: Strength Map"
+    assert "Show strength map" in dialog["labels"] and "Strength (channel)" in dialog["labels"]
+    assert any(text.startswith("Show strength map. The map a run would use") for text in dialog["labels"])
+    assert verdict["status"] == "success", verdict["message"]
+    assert isinstance(daemon.submit_by_prompt["the map from its dialog"], p.StrengthMapRequest)
+    assert [item["name"] for item in verdict["new_items"]] == ["Strength map"]
+
+
+def test_show_strength_map_in_the_dialog(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    """The main dialog's Show strength map: the map as the settings stand is added at once
+    and the dialog stays open; Cancel then paints nothing, the map layer stays."""
+    run, daemon = gimp_run
+    verdict = run.verdict("dialog-map-button")
+    clicked = verdict["dialog"]["after_click"]
+    assert "Strength map: added as the layer 'Strength map' above 'source'." in clicked["labels"], clicked
+    assert clicked["layers"] == ["Strength map", "source"]
+    submit = daemon.submit_by_prompt["map tried"]  # typed before the click
+    assert isinstance(submit, p.StrengthMapRequest) and submit.params.mask_gamma == 2.5
+    assert verdict["status"] == "cancel"  # so only the map was asked for: nothing painted
+    assert [item["name"] for item in verdict["new_items"]] == ["Strength map"]
+    assert verdict["drawable_sha_after"] == verdict["drawable_sha_before"]
+
+
+def test_a_map_of_another_image_is_refused(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
+    message = check_failure(gimp_run[0], "map-of-another-image")
+    assert "'Elsewhere' belongs to another image" in message, message
+    assert "a map from elsewhere" not in gimp_run[1].submit_by_prompt
+
+
+@pytest.mark.parametrize(("name", "argument"), [("gamma-0", "mask-gamma"), ("depth-sideways", "depth")])
+def test_gimp_refuses_a_map_value_out_of_range(
+    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon], name: str, argument: str
+) -> None:
+    """Gamma's range starts above 0 and depth takes none, near or far: GIMP itself refuses
+    another value with a warning (the dialog's widgets stop there too); nothing runs."""
+    run, daemon = gimp_run
+    verdict = run.verdict(name)
+    assert verdict["refused"] == [argument]
+    assert f"for property '{argument}'" in run.output
+    assert verdict["layers_after"] == verdict["layers_before"]
+    assert verdict["drawable_sha_after"] == verdict["drawable_sha_before"]
+
+
+def test_a_black_point_above_the_white_point_is_refused(
+    gimp_run: tuple[gimp_host.GimpRun, FakeDaemon],
+) -> None:
+    message = check_failure(gimp_run[0], "black-above-white")
+    assert message == "Cannot start: Map black point must be below Map white point.", message
+    assert "black above white" not in gimp_run[1].submit_by_prompt
 
 
 def test_gimp_part_is_quick(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:

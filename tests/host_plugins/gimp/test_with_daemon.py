@@ -21,6 +21,8 @@ from . import gimp_host
 
 pytestmark = [pytest.mark.gimp, pytest.mark.slow]
 
+MAP_PROCEDURE = "python-fu-differential-inpaint-strength-map"
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -78,6 +80,31 @@ def scenarios(url: str, dead_url: str) -> list[dict[str, Any]]:
             "args": args("", model="", guidance=7.0, steps=2),
             "probe": {"answer": "ok", "typed-prompt": "picked flux", "picked-model": "builtin:tiny-flux"},
         },
+        # A channel as the map (its left half 0), then the depth estimate: each first as the
+        # strength map, then the job with the same arguments.
+        {
+            "name": "map-channel",
+            "image": [128, 112],
+            "precision": "u8",
+            "layer": {"x": 0, "y": 0, "width": 128, "height": 112, "alpha": False},
+            "selection": None,
+            "maps": [
+                {"key": "strength", "kind": "channel", "name": "Strength", "zero_left": 64, "gradient": True}
+            ],
+            "procedure": MAP_PROCEDURE,
+            "args": args("fog", steps=2, **{"mask-drawable": "@strength"}),
+            "then": {"select": "selected", "args": {}, "kept_where_zero": True},
+        },
+        {
+            "name": "depth-far",
+            "image": [96, 96],
+            "precision": "u8",
+            "layer": {"x": 0, "y": 0, "width": 96, "height": 96, "alpha": False},
+            "selection": None,
+            "procedure": MAP_PROCEDURE,
+            "args": args("far hills", steps=2, depth="far", **{"mask-black": 0.5}),
+            "then": {"select": "selected", "args": {}, "kept_where_zero": True},
+        },
         {
             "name": "daemon-down",
             "image": [200, 160],
@@ -93,7 +120,7 @@ def scenarios(url: str, dead_url: str) -> list[dict[str, Any]]:
 def gimp_run() -> Iterator[gimp_host.GimpRun]:
     require_host(*gimp_host.chroot_ready())
     gimp_host.install_plugin()
-    with running_daemon(models=("builtin:tiny-flux",)) as daemon:
+    with running_daemon("--depth-model", "builtin:tiny-depth", models=("builtin:tiny-flux",)) as daemon:
         run = gimp_host.GimpRun(scenarios(daemon.url, f"ws://127.0.0.1:{free_port()}")).run()
         print(f"\nGIMP + daemon ran {len(run.scenarios)} scenarios in {run.seconds:.1f} s")
         statuses = [run.verdicts.get(s["name"], {}).get("status") for s in run.scenarios]
@@ -172,3 +199,34 @@ def test_the_dialog_offers_only_what_the_models_family_takes(gimp_run: gimp_host
     assert ours(picked["insensitive"]) == ["flux models do not take this setting (the daemon ignores it)"]
     assert picked["guidance"] == 3.5
     assert verdict["new_layer"]["name"] == "picked flux \u00b7 7"
+
+
+def check_kept(verdict: dict[str, Any], size: tuple[int, int]) -> dict[str, int]:
+    """The strength map, then the job on the same arguments: where the daemon's effective map
+    is 0 the result holds the painting's bytes exactly, transparent; elsewhere it changed."""
+    assert verdict["status"] == "success", verdict["message"]
+    assert verdict["then_status"] == "success", verdict["then_message"]
+    shown = verdict["new_items"]
+    assert [item["name"] for item in shown] == ["Strength map"]
+    assert (shown[0]["width"], shown[0]["height"]) == size
+    result = verdict["then_new_items"]
+    assert len(result) == 1 and (result[0]["x"], result[0]["y"]) == (shown[0]["x"], shown[0]["y"])
+    kept = verdict["kept"]
+    assert kept["zeros"] > 100 and kept["nonzero"] > 100, kept
+    assert kept["zeros_changed"] == 0 and kept["zeros_alpha"] == 0, kept
+    assert kept["nonzero_changed"] > kept["nonzero"] // 2, kept
+    assert verdict["drawable_sha_after"] == verdict["drawable_sha_before"]
+    return kept
+
+
+def test_a_channel_as_the_map_keeps_its_zeros_bit_for_bit(gimp_run: gimp_host.GimpRun) -> None:
+    kept = check_kept(gimp_run.verdict("map-channel"), (128, 112))
+    assert kept["zeros"] >= 64 * 112  # the channel's black left half, at least
+
+
+def test_depth_far_runs_end_to_end(gimp_run: gimp_host.GimpRun) -> None:
+    """builtin:tiny-depth estimates the region's depth; far things change (black point 0.5
+    keeps the near half): the map and the job both run, and the map's zeros are kept."""
+    verdict = gimp_run.verdict("depth-far")
+    check_kept(verdict, (96, 96))
+    assert verdict["then_new_items"][0]["name"] == "far hills \u00b7 7"

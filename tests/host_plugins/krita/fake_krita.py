@@ -184,6 +184,10 @@ class Node:
     # -- helpers for tests -----------------------------------------------------
     @property
     def bpp(self) -> int:
+        if self._type.endswith("mask"):
+            return 1  # a mask's pixels are its selection: one byte a pixel
+        if self.model == "GRAYA":
+            return BYTES_PER_PIXEL[self.depth] // 2
         return BYTES_PER_PIXEL[self.depth]
 
     @property
@@ -291,9 +295,9 @@ class Document:
         self.events.append(Event("refreshProjection", "root"))
 
     # -- helpers for tests -----------------------------------------------------
-    def add_layer(self, name: str, node_type: str = "paintlayer") -> Node:
+    def add_layer(self, name: str, node_type: str = "paintlayer", parent: Node | None = None) -> Node:
         node = self.createNode(name, node_type)
-        self.root.addChildNode(node, None)
+        (parent or self.root).addChildNode(node, None)
         self.events.clear()  # setup is not what the tests look at
         return node
 

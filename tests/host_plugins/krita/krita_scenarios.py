@@ -1084,6 +1084,800 @@ def form_from_spec(c: Checks, w: World) -> None:
     form.deleteLater()
 
 
+# --- maps: a layer or mask as the change map, a blend map, the context, the strength map ----------
+
+
+def ramp(w: int, h: int, alpha: int = 255, salt: int = 0) -> bytes:
+    """A gray BGRA8 ramp, darker to lighter left to right, a little different each row."""
+    rows = []
+    for y in range(h):
+        rows.append(
+            b"".join(
+                bytes((g, g, g, alpha))
+                for g in ((x * 255 // max(w - 1, 1) + y + salt) % 256 for x in range(w))
+            )
+        )
+    return b"".join(rows)
+
+
+def green(data: bytes) -> bytes:
+    """A BGRA8 map as the stand-in daemon reads it: its green byte."""
+    return data[1::4]
+
+
+def gray_bgra(gray: bytes) -> bytes:
+    """The stand-in daemon's strength map of `gray` in BGRA8: opaque gray."""
+    out = bytearray(len(gray) * 4)
+    for channel in range(3):
+        out[channel::4] = gray
+    out[3::4] = b"\xff" * len(gray)
+    return bytes(out)
+
+
+def paint_layer(doc: Any, name: str, data: bytes, box: tuple[int, int, int, int], parent: Any = None) -> Any:
+    """A hidden paint layer painted at its origin with `data`, then moved to box's x, y."""
+    node = doc.createNode(name, "paintlayer")
+    (parent or doc.rootNode()).addChildNode(node, None)
+    node.setPixelData(data, 0, 0, box[2], box[3])
+    if box[:2] != (0, 0):
+        node.move(box[0], box[1])
+    node.setVisible(False)  # a strength layer is hidden while it is a map
+    doc.waitForDone()
+    return node
+
+
+def region_of(w: World, submit: Any) -> Any:
+    return w.p.Rect(submit.x, submit.y, submit.image.width, submit.image.height)
+
+
+def read(node: Any, region: Any) -> bytes:
+    return bytes(node.pixelData(region.x, region.y, region.width, region.height))
+
+
+def map_submit(w: World, doc: Any, layer: Any, maps: dict[str, Any], **values: Any) -> Any:
+    """What the plugin would send for these maps (read from Krita; nothing sent)."""
+    flow = w.plugin.client.flow
+    chosen = w.plugin.Settings.from_values({"prompt": "map", "steps": 2, **values})
+    host = w.plugin.krita_io.KritaDocument(doc, layer)
+    return flow.prepare(host, chosen, maps=flow.Maps(**maps))
+
+
+def exact_map_sources(c: Checks, w: World) -> None:
+    """Each kind of node as the change map sends its own bytes, placed by document
+    coordinates, with the selection beside it; the stand-in daemon's result (alpha = the
+    map's green or gray) shows that those bytes went through. A blend map likewise."""
+    from krita import Selection
+
+    p = w.p
+    doc, layer = w.document(192, 160)
+    layer.setPixelData(pattern(192, 160, "U8"), 0, 0, 192, 160)
+    strength = paint_layer(doc, "Strength", ramp(60, 50), (100, 70, 60, 50))
+    c("the map layer moved", rect_of(strength) == (100, 70, 60, 50), rect_of(strength))
+    holder = paint_layer(doc, "Holder", pattern(192, 160, "U8"), (0, 0, 192, 160))
+    # A transparency mask as the Layers docker makes it (255 where not painted), painted here.
+    w.show(doc)
+    doc.setActiveNode(holder)
+    w.wait_until(lambda: doc.activeNode() is not None and doc.activeNode().name() == "Holder", 5.0)
+    w.krita.action("add_new_transparency_mask").trigger()
+    doc.waitForDone()
+    w.pump(0.2)
+    transparency = next((n for n in holder.childNodes() if n.type() == "transparencymask"), None)
+    if not c(
+        "a transparency mask was added", transparency is not None, [n.name() for n in holder.childNodes()]
+    ):
+        return
+    transparency.setName("Edge")
+    transparency.setPixelData(bytes(range(0, 250, 5)) * 40, 70, 60, 50, 40)
+    local = Selection()
+    local.select(0, 0, 192, 160, 0)
+    local.setPixelData(bytes((x * 3) % 256 for x in range(80)) * 60, 80, 50, 80, 60)
+    selection_mask = doc.createSelectionMask("Local")
+    holder.addChildNode(selection_mask, None)
+    selection_mask.setSelection(local)
+    box = Selection()
+    box.select(95, 65, 40, 30, 200)
+    filter_mask = doc.createFilterMask("Blurred", w.krita.filter("blur"), box)
+    holder.addChildNode(filter_mask, None)
+    group = doc.createGroupLayer("Group")
+    doc.rootNode().addChildNode(group, None)
+    paint_layer(doc, "Inside", ramp(192, 160, salt=40), (0, 0, 192, 160), parent=group).setVisible(True)
+    blend = paint_layer(doc, "Blend", ramp(192, 160, salt=90), (0, 0, 192, 160))
+    doc.refreshProjection()
+    doc.waitForDone()
+    w.select_feathered(doc, (90, 60, 60, 50), 8)
+    doc.setActiveNode(layer)
+    w.pump(0.2)
+    canvas = p.Rect(0, 0, 192, 160)
+    sel = doc.selection()
+    selected = p.Rect(sel.x(), sel.y(), sel.width(), sel.height())
+    before = bytes(layer.pixelData(0, 0, 192, 160))
+    sources = [
+        ("paint layer", "Strength", p.PixelFormat.BGRA8, lambda r: read(strength, r), green),
+        ("transparency mask", "Edge", p.MaskFormat.GRAY8, lambda r: read(transparency, r), bytes),
+        ("selection mask", "Local", p.MaskFormat.GRAY8, lambda r: read(local, r), bytes),
+        ("filter mask", "Blurred", p.MaskFormat.GRAY8, lambda r: read(filter_mask, r), bytes),
+        (
+            "group",
+            "Group",
+            p.PixelFormat.BGRA8,
+            lambda r: bytes(group.projectionPixelData(r.x, r.y, r.width, r.height)),
+            green,
+        ),
+    ]
+    for what, name, fmt, expected, alpha_of in sources:
+        submit = map_submit(w, doc, layer, {"mask": name}, server=w.server("fake_daemon")).submit
+        region = region_of(w, submit)
+        node = doc.nodeByName(name)
+        bounds = p.Rect(*rect_of(node)) if name != "Local" else canvas
+        want = p.context_region(selected.intersect(bounds).intersect(canvas), canvas, padding=64)
+        c(f"{what}: the region around selection and map", region == want, (region, want))
+        c(f"{what}: sent as {fmt.value}", submit.mask.format is fmt, submit.mask.format)
+        sent_map = expected(region)
+        c(f"{what}: the map's own bytes", submit.mask.data == sent_map, len(submit.mask.data))
+        grays = len(set(alpha_of(sent_map)))
+        c(f"{what}: more than one gray in it", grays > (1 if what == "filter mask" else 4), grays)
+        c(
+            f"{what}: the selection beside it",
+            submit.selection is not None and submit.selection.data == read(sel, region),
+        )
+        new = w.plugin.inpaint_layer(
+            doc, layer, prompt=f"map {name}", steps=2, seed=4, mask=name, server=w.server("fake_daemon")
+        )
+        c(
+            f"{what}: the result's alpha is that map",
+            read(new, region) == alpha_from_mask(read(layer, region), alpha_of(sent_map), "U8"),
+        )
+    # The moved map lines up: its own first pixel is read at the document point it moved to.
+    submit = map_submit(w, doc, layer, {"mask": strength}).submit
+    region = region_of(w, submit)
+    at = ((70 - region.y) * region.width + (100 - region.x)) * 4
+    c(
+        "the map's corner is read where the layer was moved",
+        region.contains(p.Rect(100, 70, 1, 1))
+        and submit.mask.data[at : at + 4] == ramp(60, 50)[:4]
+        and submit.mask.data[at - 4 : at] == bytes(4),
+        region,
+    )
+    # A blend map: its bytes travel, and they are the result's alpha.
+    submit = map_submit(w, doc, layer, {"mask": "Strength", "blend": "Blend"}).submit
+    region = region_of(w, submit)
+    c(
+        "blend: the blend layer's bytes",
+        submit.blend_mask is not None and submit.blend_mask.data == read(blend, region),
+    )
+    new = w.plugin.inpaint_layer(
+        doc,
+        layer,
+        prompt="blend",
+        steps=2,
+        seed=4,
+        mask="Strength",
+        blend_mask=blend,
+        server=w.server("fake_daemon"),
+    )
+    c(
+        "blend: the result's alpha is the blend map",
+        read(new, region) == alpha_from_mask(read(layer, region), green(read(blend, region)), "U8"),
+    )
+    # Not limited: no selection travels, the map alone bounds the area.
+    submit = map_submit(w, doc, layer, {"mask": "Strength"}, limit_to_selection=False).submit
+    c("unlimited: no selection sent", submit.selection is None)
+    c("unlimited: the whole map layer in the region", region_of(w, submit).contains(p.Rect(100, 70, 60, 50)))
+    c("the painting unchanged", bytes(layer.pixelData(0, 0, 192, 160)) == before)
+    doc.setModified(False)
+
+
+def map_colour_spaces(c: Checks, w: World) -> None:
+    """A map layer needs not be in the image's colour space: a 16-bit RGBA layer goes in its
+    own bytes, a Grayscale/Alpha one spread into RGBA, a CMYK one is refused in words."""
+    p = w.p
+    doc, layer = w.document(64, 64)
+    layer.setPixelData(pattern(64, 64, "U8"), 0, 0, 64, 64)
+    deep = paint_layer(doc, "Deep", ramp(64, 64), (0, 0, 64, 64))
+    gray = paint_layer(doc, "Gray", ramp(64, 64, alpha=200), (0, 0, 64, 64))
+    cmyk = paint_layer(doc, "Cmyk", ramp(64, 64), (0, 0, 64, 64))
+    converted = (
+        deep.setColorSpace("RGBA", "U16", "sRGB-elle-V2-srgbtrc.icc"),
+        gray.setColorSpace("GRAYA", "U8", "Gray-D50-elle-V2-srgbtrc.icc"),
+        cmyk.setColorSpace("CMYKA", "U8", (w.krita.profiles("CMYKA", "U8") or [""])[0]),
+    )
+    doc.waitForDone()
+    c(
+        "the layers were converted",
+        converted[:2] == (True, True),
+        [converted, deep.colorDepth(), gray.colorModel()],
+    )
+    region = p.Rect(0, 0, 64, 64)
+    submit = map_submit(w, doc, layer, {"mask": "Deep", "context": "image"}).submit
+    c(
+        "16-bit: its own bytes as bgra16",
+        submit.mask.format is p.PixelFormat.BGRA16 and submit.mask.data == read(deep, region),
+    )
+    submit = map_submit(w, doc, layer, {"mask": "Gray", "context": "image"}).submit
+    raw = read(gray, region)
+    spread = bytearray(len(raw) * 2)
+    for channel in range(3):
+        spread[channel::4] = raw[0::2]
+    spread[3::4] = raw[1::2]
+    c(
+        "gray: spread into bgra8",
+        submit.mask.format is p.PixelFormat.BGRA8 and submit.mask.data == bytes(spread),
+    )
+    if cmyk.colorModel() == "CMYKA":
+        try:
+            map_submit(w, doc, layer, {"mask": "Cmyk"})
+        except w.plugin.InpaintError as exc:
+            c(
+                "CMYK: refused in words",
+                exc.code == "unsupported_color_model" and "Cmyk" in exc.message,
+                exc.message,
+            )
+        else:
+            c("CMYK: refused in words", False, "no exception")
+
+
+def exact_map_context(c: Checks, w: World) -> None:
+    """The context choices give the region they name."""
+    p = w.p
+    doc, layer = w.document(256, 200)
+    layer.setPixelData(pattern(256, 200, "U8"), 0, 0, 256, 200)
+    frame = paint_layer(doc, "Frame", ramp(80, 60), (90, 70, 80, 60))
+    w.select_feathered(doc, (100, 80, 40, 30), 4)
+    sel = doc.selection()
+    selected = p.Rect(sel.x(), sel.y(), sel.width(), sel.height())
+    canvas = p.Rect(0, 0, 256, 200)
+    cases = [
+        ("auto", p.context_region(selected, canvas, padding=64)),
+        ("image", canvas),
+        ("mask", p.context_region(selected, canvas, padding=0, min_size=0)),  # the bounds, snapped
+        ((20, 30, 150, 120), p.Rect(20, 30, 150, 120)),
+        ("20,30,150,120", p.Rect(20, 30, 150, 120)),
+        ("layer:Frame", p.Rect(90, 70, 80, 60)),
+        (frame, p.Rect(90, 70, 80, 60)),
+    ]
+    for context, want in cases:
+        job = map_submit(w, doc, layer, {"context": context})
+        label = context if isinstance(context, (str, tuple)) else "the Frame node"
+        c(f"context {label}", job.region == want, (job.region, want))
+    region = p.Rect(20, 30, 150, 120)
+    new = w.plugin.inpaint_layer(
+        doc,
+        layer,
+        prompt="context",
+        steps=2,
+        seed=1,
+        context=(20, 30, 150, 120),
+        server=w.server("fake_daemon"),
+    )
+    c(
+        "a rectangle's job: exactly there",
+        read(new, region) == alpha_from_mask(read(layer, region), read(sel, region), "U8"),
+    )
+    c("inside the rectangle", region.contains(p.Rect(*rect_of(new))), rect_of(new))
+
+
+def exact_strength_map_layer(c: Checks, w: World) -> None:
+    """strength_map_layer adds one layer, "Strength map", of the daemon's gray, above the
+    painting, one undo step."""
+    doc, layer = w.document(128, 112)
+    layer.setPixelData(pattern(128, 112, "U8"), 0, 0, 128, 112)
+    strength = paint_layer(doc, "Strength", ramp(70, 60), (30, 20, 70, 60))
+    doc.setActiveNode(layer)
+    names, before = w.names(doc), bytes(layer.pixelData(0, 0, 128, 112))
+    new = w.plugin.strength_map_layer(
+        doc, layer, mask="Strength", context="image", server=w.server("fake_daemon")
+    )
+    region = w.p.Rect(0, 0, 128, 112)
+    c("one layer more", len(w.names(doc)) == len(names) + 1, w.names(doc))
+    c("named Strength map", new is not None and new.name() == "Strength map", new and new.name())
+    after = w.names(doc)
+    c("right above the painting", after.index("Strength map") == after.index("Painted") + 1, after)
+    c("the daemon's gray", read(new, region) == gray_bgra(green(read(strength, region))))
+    c("the painting unchanged", bytes(layer.pixelData(0, 0, 128, 112)) == before)
+    w.show(doc)
+    w.krita.action("edit_undo").trigger()
+    doc.waitForDone()
+    w.pump(0.1)
+    c("one undo removes it", w.names(doc) == names, w.names(doc))
+    doc.setModified(False)
+
+
+def map_bad_input(c: Checks, w: World) -> None:
+    """A missing layer name, gamma 0, black above white, a context off the image: a clear
+    InpaintError before anything is sent, the image unchanged."""
+    doc, layer = w.document(96, 96)
+    layer.setPixelData(pattern(96, 96, "U8"), 0, 0, 96, 96)
+    paint_layer(doc, "Strength", ramp(96, 96), (0, 0, 96, 96))
+    w.select_feathered(doc, (20, 20, 40, 40), 4)
+    count, before = len(w.names(doc)), bytes(layer.pixelData(0, 0, 96, 96))
+    cases = [
+        ("missing layer", {"mask": "No such layer"}, "missing_layer", "'No such layer'"),
+        ("missing blend layer", {"mask": "Strength", "blend_mask": "Nope"}, "missing_layer", "'Nope'"),
+        ("gamma 0", {"mask": "Strength", "mask_gamma": 0.0}, "invalid_settings", "Map gamma"),
+        ("black above white", {"mask_black": 0.7, "mask_white": 0.2}, "invalid_settings", "black point"),
+        ("context off the image", {"context": (400, 400, 20, 20)}, "invalid_settings", "outside the image"),
+    ]
+    for what, values, code, words in cases:
+        for run in (w.plugin.inpaint_layer, w.plugin.strength_map_layer):
+            try:
+                run(doc, layer, prompt="bad", server=w.server("dead_server"), **values)
+            except w.plugin.InpaintError as exc:
+                c(
+                    f"{what}, {run.__name__}: {code}",
+                    exc.code == code and words in exc.message,
+                    f"{exc.code}: {exc.message}",
+                )
+            else:
+                c(f"{what}, {run.__name__}: {code}", False, "no exception")
+    c("no layer added", len(w.names(doc)) == count, w.names(doc))
+    c("the painting unchanged", bytes(layer.pixelData(0, 0, 96, 96)) == before)
+
+
+def strength_map_controller(c: Checks, w: World) -> None:
+    """The GUI's job path for the strength map: one layer; a map job that fails (a missing
+    name before it starts, the daemon's failure after) adds nothing and tells once."""
+    from differential_inpaint import ui
+
+    doc, layer = w.document(96, 96)
+    layer.setPixelData(pattern(96, 96, "U8"), 0, 0, 96, 96)
+    paint_layer(doc, "Strength", ramp(50, 40), (20, 20, 50, 40))
+    names = w.names(doc)
+    errors: list[str] = []
+    request = w.p.StrengthMapRequest
+    report = lambda _parent, message: errors.append(message)  # noqa: E731
+    for prompt, mask, added in (
+        ("map", "Strength", 1),
+        ("fail: on purpose", "Strength", 0),
+        ("map", "Nope", 0),
+    ):
+        finished: list[Any] = []
+        chosen = w.plugin.Settings.from_values(
+            dict(prompt=prompt, mask_layer=mask, server=w.server("fake_daemon"))
+        )
+        controller = ui.start_job(doc, layer, chosen, None, report_error=report, request=request)
+        controller.finished.connect(finished.append)
+        started = controller.job is not None
+        w.wait_until(lambda done=finished, s=started: bool(done) or not s, 30)
+        what = f"{prompt} with {mask}"
+        c(f"{what}: {added} layer added", len(w.names(doc)) == len(names) + added, w.names(doc))
+        names = w.names(doc)
+        c(f"{what}: the controller keeps no Krita object", controller.job is None, controller.job)
+    c("two messages, each once", len(errors) == 2, errors)
+    c("the missing name is said", any("'Nope'" in e for e in errors), errors)
+    c("the map layer is named", "Strength map" in names, names)
+
+
+def docker_show_map(c: Checks, w: World) -> None:
+    """The docker: the Map layer picker offers the image's layers and masks; Show strength
+    map and the menu action add the layer; a missing map says so in the docker."""
+    from differential_inpaint.docker import DifferentialInpaintDocker
+
+    w.open_window()
+    docker = next((d for d in w.krita.dockers() if isinstance(d, DifferentialInpaintDocker)), None)
+    if not c("the docker exists", docker is not None):
+        return
+    doc, layer = w.document(112, 96)
+    layer.setPixelData(pattern(112, 96, "U8"), 0, 0, 112, 96)
+    paint_layer(doc, "Strength", ramp(60, 50), (30, 20, 60, 50))
+    w.show(doc)
+    doc.setActiveNode(layer)
+    w.wait_until(lambda: doc.activeNode() is not None and doc.activeNode().name() == "Painted", 5.0)
+    docker.form.refresh_layers()
+    picker = docker.form.fields["mask_layer"].combo
+    offered = [picker.itemData(i) for i in range(picker.count())]
+    c(
+        "the picker offers Selection and the image's layers",
+        offered[:1] == [""] and "Strength" in offered,
+        offered,
+    )
+    picker.setCurrentIndex(picker.findData("Strength"))
+    values = {**docker.form.values().values(), "server": w.server("fake_daemon"), "fan": (), "count": 1}
+    docker.form.set_values(w.plugin.Settings.from_values(values))
+    docker.update_run_button()
+    c(
+        "Run says it inpaints by the map",
+        docker.run_button.text() == "Inpaint by map",
+        docker.run_button.text(),
+    )
+    names = w.names(doc)
+    docker.map_button.click()
+    c("the map job finished", w.wait_until(lambda: docker.controller is None, 30))
+    w.pump(0.3)
+    c(
+        "Show strength map added the layer",
+        w.names(doc) == [*names[:2], "Strength map", *names[2:]],
+        w.names(doc),
+    )
+    c("the painting stays active", doc.activeNode() == layer, doc.activeNode().name())
+    action = w.krita.action("differential_inpaint_show_map")
+    if c("the menu action exists", action is not None):
+        action.trigger()
+        c(
+            "the action's job finished",
+            w.wait_until(lambda: docker.controller is None and w.names(doc).count("Strength map") == 2, 30),
+        )
+    names = w.names(doc)
+    docker.form.fields["mask_layer"].set_value("Gone")
+    docker.form._edited()
+    docker.map_button.click()
+    w.pump(0.3)
+    c("a missing map: nothing added", w.names(doc) == names, w.names(doc))
+    c("and the docker says so", "'Gone'" in docker.message.text(), docker.message.text())
+    docker.form.set_values(w.plugin.Settings.from_values({**values, "mask_layer": ""}))
+    doc.setModified(False)
+    doc.close()
+    w.pump(0.2)
+
+
+def real_map_layer(c: Checks, w: World) -> None:
+    """The real daemon (builtin:tiny-sd15): a painted strength layer as the map; where the
+    effective map (the daemon's own strength map) is 0 the result keeps the painting's
+    bytes exactly, transparent; elsewhere it changed."""
+    doc, layer = w.document(128, 112)
+    layer.setPixelData(pattern(128, 112, "U8"), 0, 0, 128, 112)
+    painted = bytes((255, 255, 255, 255)) * 30 + bytes((255, 255, 255, 128)) * 10 + bytes(4) * 40
+    paint_layer(doc, "Strength", painted * 60, (20, 30, 80, 60))  # white, half-opaque, unpainted
+    server = w.server("real_daemon")
+    shown = w.plugin.strength_map_layer(doc, layer, mask="Strength", steps=2, seed=3, server=server)
+    new = w.plugin.inpaint_layer(doc, layer, prompt="fog", mask="Strength", steps=2, seed=3, server=server)
+    region = w.p.Rect(*rect_of(shown))  # the map is opaque: its bounds are the job's region
+    c("the map covers the result", region.contains(w.p.Rect(*rect_of(new))), (rect_of(new), region))
+    effective, result, source = read(shown, region)[0::4], read(new, region), read(layer, region)
+    kept = [i for i, v in enumerate(effective) if v == 0]
+    changed = [i for i, v in enumerate(effective) if v > 100]
+    c("some pixels kept, some changed", len(kept) > 100 and len(changed) > 100, (len(kept), len(changed)))
+    same = all(
+        result[4 * i : 4 * i + 3] == source[4 * i : 4 * i + 3] and result[4 * i + 3] == 0 for i in kept
+    )
+    c("the effective map's zeros come back bit for bit, transparent", same)
+    moved = sum(1 for i in changed if result[4 * i : 4 * i + 3] != source[4 * i : 4 * i + 3])
+    c("the map's white changed", moved > len(changed) // 2, (moved, len(changed)))
+    c(
+        "half-opaque paint is half strength",
+        100 < effective[(35 - region.y) * region.width + (55 - region.x)] < 160,
+    )
+
+
+def real_depth(c: Checks, w: World) -> None:
+    """Depth with builtin:tiny-depth end to end: the strength map, then the job; the map's
+    zeros come back bit for bit."""
+    doc, layer = w.document(96, 96)
+    layer.setPixelData(pattern(96, 96, "U8"), 0, 0, 96, 96)
+    server = w.server("real_daemon")
+    settings = dict(depth="far", mask_black=0.5, steps=2, seed=5, server=server)
+    shown = w.plugin.strength_map_layer(doc, layer, **settings)
+    new = w.plugin.inpaint_layer(doc, layer, prompt="far hills", **settings)
+    region = w.p.Rect(0, 0, 96, 96)
+    effective, result, source = read(shown, region)[0::4], read(new, region), read(layer, region)
+    c(
+        "the map has kept and changed parts",
+        0 in effective and max(effective) > 128,
+        sorted(set(effective))[-3:],
+    )
+    kept = [i for i, v in enumerate(effective) if v == 0]
+    same = all(
+        result[4 * i : 4 * i + 3] == source[4 * i : 4 * i + 3] and result[4 * i + 3] == 0 for i in kept
+    )
+    c("the depth map's zeros come back bit for bit", same)
+    c("named after the prompt", named(new, "far hills"), new.name())
+
+
+def _capturing_prepare(w: World) -> tuple[list[Any], Callable[[], None]]:
+    """Keep every job `inpaint_layer` prepares (what it sends); the second value undoes it."""
+    flow = w.plugin.api.flow
+    original, seen = flow.prepare, []
+
+    def prepare(*args: Any, **kwargs: Any) -> Any:
+        job = original(*args, **kwargs)
+        seen.append(job.submit)
+        return job
+
+    flow.prepare = prepare
+    return seen, lambda: setattr(flow, "prepare", original)
+
+
+def exact_conditioning(c: Checks, w: World) -> None:
+    """A control layer at another offset than the painting sends its own pixels over the
+    job's region, a reference layer its whole picture, the LoRAs their names and weights;
+    the stand-in daemon takes the job (its decoder checks them) and the result comes back."""
+    p = w.p
+    doc, layer = w.document(192, 160)
+    layer.setPixelData(pattern(192, 160, "U8"), 0, 0, 192, 160)
+    layer.move(4, 6)  # the painting off its origin, the control layer elsewhere
+    lines = paint_layer(doc, "Lines", ramp(120, 100, salt=7), (30, 20, 120, 100))
+    photo = paint_layer(doc, "Photo", ramp(50, 40, salt=50), (10, 12, 50, 40))
+    group = doc.createGroupLayer("Sketch")
+    doc.rootNode().addChildNode(group, None)
+    paint_layer(doc, "Inside", ramp(192, 160, salt=90), (0, 0, 192, 160), parent=group).setVisible(True)
+    doc.refreshProjection()
+    doc.waitForDone()
+    w.select_feathered(doc, (70, 60, 60, 50), 8)
+    names = w.names(doc)
+    seen, restore = _capturing_prepare(w)
+    try:
+        new = w.plugin.inpaint_layer(
+            doc,
+            layer,
+            prompt="controlled",
+            server=w.server("fake_daemon"),
+            controls=[
+                {"layer": "Lines", "kind": "canny", "strength": 0.8, "start": 0, "end": 0.6},
+                {"layer": group, "kind": "Depth", "preprocess": True},
+            ],
+            references=[{"layer": "Photo", "weight": 0.5}],
+            loras="fake-lora:0.8, other:-0.5",
+        )
+    finally:
+        restore()
+    if not c("one job prepared", len(seen) == 1, len(seen)):
+        return
+    submit = seen[0]
+    region = region_of(w, submit)
+    c("the region is not the control layer's bounds", region != p.Rect(30, 20, 120, 100), region)
+    controls, references = submit.controls, submit.ip_adapters
+    c("two control images", len(controls) == 2, len(controls))
+    first = controls[0]
+    c(
+        "the control image is the layer's pixels over the job's region",
+        (first.image.width, first.image.height) == (region.width, region.height)
+        and first.image.format is p.PixelFormat.BGRA8
+        and first.image.data == read(lines, region),
+    )
+    if region.x < 30 and region.y < 20:
+        c("transparent where the control layer has no pixels", first.image.data[:4] == bytes(4))
+    c(
+        "its settings",
+        first.params == p.ControlParams("canny", None, 0.8, 0.0, 0.6, False),
+        first.params,
+    )
+    second = controls[1]
+    projection = bytes(group.projectionPixelData(region.x, region.y, region.width, region.height))
+    c("a group as the control: what it shows", second.image.data == projection)
+    c(
+        "the type in lower case, from a photo",
+        (second.params.kind, second.params.preprocess) == ("depth", True),
+        second.params,
+    )
+    c("one reference image", len(references) == 1, len(references))
+    if references:
+        ref = references[0]
+        c(
+            "the reference is the whole layer",
+            (ref.image.width, ref.image.height) == (50, 40)
+            and ref.image.data == read(photo, p.Rect(10, 12, 50, 40)),
+            (ref.image.width, ref.image.height),
+        )
+        c("its weight", ref.params == p.ReferenceParams(0.5, None), ref.params)
+    c(
+        "the LoRAs",
+        submit.params.loras == (p.Lora("fake-lora", 0.8), p.Lora("other", -0.5)),
+        submit.params.loras,
+    )
+    after = w.names(doc)
+    c(
+        "the result arrived above the painting",
+        new is not None and after[after.index("Painted") + 1] == new.name() and len(after) == len(names) + 1,
+        after,
+    )
+    # The same with a list of (name, weight) and the control layer as a node.
+    seen, restore = _capturing_prepare(w)
+    try:
+        w.plugin.inpaint_layer(
+            doc,
+            layer,
+            prompt="again",
+            server=w.server("fake_daemon"),
+            controls=[lines],
+            loras=[("fake-lora", 1.5)],
+        )
+    finally:
+        restore()
+    c(
+        "a node alone is a control with the defaults",
+        seen
+        and seen[0].controls[0].params == p.ControlParams()
+        and seen[0].controls[0].image.data == read(lines, region_of(w, seen[0])),
+    )
+    c(
+        "LoRAs as pairs",
+        seen and seen[0].params.loras == (p.Lora("fake-lora", 1.5),),
+        seen and seen[0].params.loras,
+    )
+    doc.setModified(False)
+    doc.close()
+
+
+def conditioning_bad_input(c: Checks, w: World) -> None:
+    """A control layer that is not in the image, a strength out of bounds, an unknown key,
+    a LoRA weight out of bounds, start after end: a clear InpaintError before anything is
+    sent, the image unchanged; strength_map_layer checks them the same way."""
+    doc, layer = w.document(96, 96)
+    layer.setPixelData(pattern(96, 96, "U8"), 0, 0, 96, 96)
+    paint_layer(doc, "Lines", ramp(96, 96), (0, 0, 96, 96))
+    w.select_feathered(doc, (20, 20, 40, 40), 4)
+    count, before = len(w.names(doc)), bytes(layer.pixelData(0, 0, 96, 96))
+    cases = [
+        (
+            "missing control layer",
+            {"controls": [{"layer": "No such layer"}]},
+            "missing_layer",
+            "'No such layer'",
+        ),
+        ("missing reference layer", {"references": [{"layer": "Nope"}]}, "missing_layer", "'Nope'"),
+        (
+            "strength 5",
+            {"controls": [{"layer": "Lines", "strength": 5}]},
+            "invalid_settings",
+            "Control strength",
+        ),
+        (
+            "start after end",
+            {"controls": [{"layer": "Lines", "start": 0.8, "end": 0.2}]},
+            "invalid_settings",
+            "Start",
+        ),
+        ("unknown key", {"controls": [{"layer": "Lines", "weight": 1}]}, "invalid_settings", "'weight'"),
+        ("LoRA weight 3", {"loras": "fake-lora:3"}, "invalid_settings", "LoRAs"),
+        ("LoRA weight not a number", {"loras": "fake-lora:heavy"}, "invalid_settings", "heavy"),
+    ]
+    for what, values, code, words in cases:
+        for run in (w.plugin.inpaint_layer, w.plugin.strength_map_layer):
+            try:
+                run(doc, layer, prompt="bad", server=w.server("dead_server"), **values)
+            except w.plugin.InpaintError as exc:
+                c(
+                    f"{what}, {run.__name__}: {code}",
+                    exc.code == code and words in exc.message,
+                    f"{exc.code}: {exc.message}",
+                )
+            else:
+                c(f"{what}, {run.__name__}: {code}", False, "no exception")
+    c("no layer added", len(w.names(doc)) == count, w.names(doc))
+    c("the painting unchanged", bytes(layer.pixelData(0, 0, 96, 96)) == before)
+    doc.setModified(False)
+    doc.close()
+
+
+def docker_conditioning(c: Checks, w: World) -> None:
+    """The docker's Conditioning fold: a LoRA and a control layer picked there go with Run
+    (the layer's pixels over the job's region), are kept in kritarc, and the History's Run
+    again sends them again."""
+    from differential_inpaint import history, settings, ui
+    from differential_inpaint.docker import DifferentialInpaintDocker
+
+    p = w.p
+    w.open_window()
+    docker = next((d for d in w.krita.dockers() if isinstance(d, DifferentialInpaintDocker)), None)
+    if not c("the docker exists", docker is not None):
+        return
+    doc, layer = w.document(128, 112)
+    layer.setPixelData(pattern(128, 112, "U8"), 0, 0, 128, 112)
+    lines = paint_layer(doc, "Lines", ramp(70, 60, salt=21), (40, 30, 70, 60))
+    w.show(doc)
+    doc.setActiveNode(layer)
+    w.wait_until(lambda: doc.activeNode() is not None and doc.activeNode().name() == "Painted", 5.0)
+    w.select_feathered(doc, (30, 30, 50, 40), 6)
+    form = docker.form
+    values = {**form.values().values(), "prompt": "docker lines", "server": w.server("fake_daemon")}
+    form.set_values(w.plugin.Settings.from_values({**values, "fan": (), "count": 1, "mask_layer": ""}))
+    form.refresh_models()
+    c("the daemon's LoRAs arrived", w.wait_until(lambda: bool(form.addons.get("loras")), 10), form.addons)
+    form.conditioning_toggle.setChecked(True)
+    loras = form.fields["loras"]
+    loras.rows.add_button.click()
+    row = loras.rows.rows[-1]
+    row.combo.setCurrentIndex(row.combo.findData("fake-lora"))
+    row.weight.setValue(0.8)
+    form.conditioning.controls.add_button.click()
+    control = form.conditioning.rows()[-1]
+    control.layer.combo.showPopup()  # the list is made fresh as it opens
+    control.layer.combo.hidePopup()
+    control.layer.combo.setCurrentIndex(control.layer.combo.findData("Lines"))
+    control.fields["end"].box.setValue(50)
+    c(
+        "kept in kritarc",
+        settings.load_conditioning().controls[:1] == (ui.ControlLayer("Lines", p.ControlParams(end=0.5)),)
+        and settings.load().job.loras == (p.Lora("fake-lora", 0.8),),
+        settings.load_conditioning(),
+    )
+    seen, restore = _capturing_prepare(w)
+    try:
+        docker.run()
+        c("the job finished", w.wait_until(lambda: docker.controller is None, 30))
+        w.pump(0.3)
+        record = history.HISTORY.of(history.document_key(doc))[0]
+        docker.run_again(record)
+        c("run again finished", w.wait_until(lambda: docker.controller is None, 30))
+        w.pump(0.3)
+    finally:
+        restore()
+    c("two jobs sent", len(seen) == 2, len(seen))
+    for what, submit in zip(("run", "run again"), seen, strict=False):
+        region = region_of(w, submit)
+        c(
+            f"{what}: the control layer's pixels over the job's region",
+            len(submit.controls) == 1
+            and submit.controls[0].image.data == read(lines, region)
+            and submit.controls[0].params.end == 0.5,
+        )
+        c(f"{what}: the LoRA", submit.params.loras == (p.Lora("fake-lora", 0.8),), submit.params.loras)
+    c("no message", docker.message.isHidden(), docker.message.text())
+    # Back to none, for the scenarios after this one.
+    form.conditioning.controls.remove(control)
+    loras.set_value(())
+    form._edited()
+    form.conditioning_toggle.setChecked(False)
+    c(
+        "none kept",
+        ui.SettingsStore.instance().conditioning == ui.Conditioning(),
+        settings.load_conditioning(),
+    )
+    doc.setModified(False)
+    doc.close()
+    w.pump(0.2)
+
+
+CONTROLNET, LORA = "builtin:tiny-controlnet-sd15", "builtin:tiny-lora-sd15"
+
+
+def real_conditioning(c: Checks, w: World) -> None:
+    """The real daemon (builtin:tiny-sd15) with a control layer (builtin:tiny-controlnet-sd15)
+    and a LoRA (builtin:tiny-lora-sd15): the job runs end to end, and where the strength map
+    is 0 the result keeps the painting's bytes exactly. While the daemon lists only one of
+    those built-in models the job runs with that one and the verdict says which is missing
+    (the test then skips, unless a check failed); with neither, nothing runs."""
+    server = w.server("real_daemon")
+    welcome = w.plugin.client.server_info(server)
+    controlnets = [m.name for m in welcome.controlnets]
+    listed_loras = [m.name for m in welcome.loras]
+    missing = [
+        name for name, listed in ((CONTROLNET, controlnets), (LORA, listed_loras)) if name not in listed
+    ]
+    if missing:
+        c.info["skipped"] = (
+            f"the daemon lists no {' or '.join(missing)} (controlnets {controlnets}, loras {listed_loras})"
+        )
+    if len(missing) == 2:
+        c("skipped", True)
+        return
+    controls = [{"layer": "Lines", "kind": "canny", "model": CONTROLNET, "strength": 1.0, "end": 0.8}]
+    conditioning = {
+        "controls": controls if CONTROLNET not in missing else None,
+        "loras": [(LORA, 0.8)] if LORA not in missing else None,
+    }
+    doc, layer = w.document(128, 112)
+    layer.setPixelData(pattern(128, 112, "U8"), 0, 0, 128, 112)
+    paint_layer(doc, "Lines", ramp(90, 70, salt=3), (25, 30, 90, 70))
+    w.select_feathered(doc, (40, 40, 48, 40), 6)
+    settings = dict(steps=2, seed=11, server=server, model="builtin:tiny-sd15")
+    shown = w.plugin.strength_map_layer(doc, layer, **settings)
+    started = time.monotonic()
+    new = w.plugin.inpaint_layer(doc, layer, prompt="ink drawing", **conditioning, **settings)
+    c.info["seconds"] = round(time.monotonic() - started, 2)
+    region = w.p.Rect(*rect_of(shown))
+    c("the map covers the result", region.contains(w.p.Rect(*rect_of(new))), (rect_of(new), region))
+    effective, result, source = read(shown, region)[0::4], read(new, region), read(layer, region)
+    kept = [i for i, v in enumerate(effective) if v == 0]
+    changed = [i for i, v in enumerate(effective) if v > 200]
+    c("some pixels kept, some changed", len(kept) > 100 and len(changed) > 100, (len(kept), len(changed)))
+    same = all(
+        result[4 * i : 4 * i + 3] == source[4 * i : 4 * i + 3] and result[4 * i + 3] == 0 for i in kept
+    )
+    c("the map's zeros come back bit for bit, transparent", same)
+    moved = sum(1 for i in changed if result[4 * i : 4 * i + 3] != source[4 * i : 4 * i + 3])
+    c("the selection changed", moved > len(changed) // 2, (moved, len(changed)))
+    c("named after the prompt", named(new, "ink drawing"), new.name())
+    if CONTROLNET not in missing:  # the control image steers: the same job without it differs
+        plain = w.plugin.inpaint_layer(
+            doc, layer, prompt="ink drawing", loras=conditioning["loras"], **settings
+        )
+        other = read(plain, region)
+        differ = sum(1 for i in changed if result[4 * i : 4 * i + 3] != other[4 * i : 4 * i + 3])
+        c("the control layer changed the result", differ > len(changed) // 4, (differ, len(changed)))
+    doc.setModified(False)
+    doc.close()
+
+
 SCENARIOS: dict[str, Callable[[Checks, World], None]] = {
     # byte-exact, against the fake daemon
     "exact_feathered_undo": lambda c, w: inpaint_with_undo(c, w, w.server("fake_daemon"), "exact door", True),
@@ -1113,6 +1907,16 @@ SCENARIOS: dict[str, Callable[[Checks, World], None]] = {
     "docker_history": docker_history,
     "history_without_window": history_without_window,
     "form_from_spec": form_from_spec,
+    "exact_map_sources": exact_map_sources,
+    "exact_map_context": exact_map_context,
+    "map_colour_spaces": map_colour_spaces,
+    "exact_strength_map_layer": exact_strength_map_layer,
+    "map_bad_input": map_bad_input,
+    "strength_map_controller": strength_map_controller,
+    "docker_show_map": docker_show_map,
+    "exact_conditioning": exact_conditioning,
+    "conditioning_bad_input": conditioning_bad_input,
+    "docker_conditioning": docker_conditioning,
     # end to end, against the real daemon serving builtin:tiny-sd15 (and builtin:tiny-flux)
     "real_feathered_undo": lambda c, w: inpaint_with_undo(
         c, w, w.server("real_daemon"), "a brick wall", False
@@ -1124,6 +1928,9 @@ SCENARIOS: dict[str, Callable[[Checks, World], None]] = {
     "real_nested_layer": lambda c, w: nested_layer(c, w, w.server("real_daemon"), False),
     "real_controller": lambda c, w: controller_run(c, w, w.server("real_daemon"), "gui real"),
     "real_flux_form": real_flux_form,  # builtin:tiny-flux, also offered by the real daemon
+    "real_map_layer": real_map_layer,
+    "real_depth": real_depth,  # builtin:tiny-depth, the daemon's --depth-model
+    "real_conditioning": real_conditioning,  # builtin:tiny-controlnet-sd15, builtin:tiny-lora-sd15
 }
 
 

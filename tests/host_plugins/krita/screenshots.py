@@ -6,8 +6,12 @@
 (apt-get install krita xvfb). For each screen size it starts an X server of that
 size, Krita in it with the plugin installed as it ships, and the stand-in daemon
 (tests/support/fake_daemon.py, colours inverted so that a result shows), and saves
-the whole screen: before a run, after a run of three variations, and with the
-History open and one result previewed; plus the docker alone at each stage.
+the whole screen: before a run, after a run of three variations, with the
+History open and one result previewed, after Show strength map with a painted
+"Strength" layer as the map, folded and with the map's settings unfolded, and after a
+run with the Conditioning fold open (a LoRA, a hidden "Lines" layer as the control
+layer, line art through a ControlNet, an image prompt); plus the
+docker alone at each stage; and the menu's dialog.
 
 The part after "inside Krita" runs in Krita's own Python (standard library only).
 """
@@ -23,7 +27,7 @@ import traceback
 from typing import Any
 
 SIZES = [(1366, 768), (1920, 1080)]
-STAGES = ["before", "after", "history"]
+STAGES = ["before", "after", "history", "map", "map-settings", "conditioning"]
 
 
 def main(argv: list[str]) -> int:
@@ -129,6 +133,34 @@ def _picture(w: int, h: int) -> bytes:
     return bytes(out)
 
 
+def _strength(w: int, h: int) -> bytes:
+    """A painter's strength layer in B,G,R,A: white over the sky fading to black at the hills
+    (change the sky fully, the land not at all), painted on the left two thirds only."""
+    out = bytearray(w * h * 4)
+    for y in range(h):
+        g = max(0, min(255, round(255 * (1 - y / (h * 0.6)) * 1.4)))
+        row = bytes((g, g, g, 255)) * (w * 2 // 3) + bytes(4) * (w - w * 2 // 3)
+        out[y * w * 4 : (y + 1) * w * 4] = row
+    return bytes(out)
+
+
+def _lines(w: int, h: int) -> bytes:
+    """Line art in B,G,R,A: dark strokes (a few arches and a ground line) on transparency."""
+    out = bytearray(w * h * 4)
+    ink = bytes((30, 30, 30, 255))
+    for x in range(w):
+        for cx in (w // 6, w // 2, 5 * w // 6):
+            dx = x - cx
+            if abs(dx) < w // 7:
+                y = round(h * 0.75 - math.sqrt(max(0, (w // 7) ** 2 - dx * dx)) * 1.2)
+                for t in range(3):
+                    if 0 <= y + t < h:
+                        out[((y + t) * w + x) * 4 : ((y + t) * w + x) * 4 + 4] = ink
+        for y in range(h - 8, h - 5):
+            out[(y * w + x) * 4 : (y * w + x) * 4 + 4] = ink
+    return bytes(out)
+
+
 def _shoot(config: dict[str, Any], saved: list[str]) -> None:
     from krita import Krita, Selection
 
@@ -153,9 +185,19 @@ def _shoot(config: dict[str, Any], saved: list[str]) -> None:
     layer = doc.createNode("Painting", "paintlayer")
     doc.rootNode().addChildNode(layer, None)
     layer.setPixelData(_picture(960, 640), 0, 0, 960, 640)
+    strength = doc.createNode("Strength", "paintlayer")
+    doc.rootNode().addChildNode(strength, layer)
+    strength.setPixelData(_strength(960, 640), 0, 0, 960, 640)
+    strength.setVisible(False)  # a map is painted, then hidden
+    lines = doc.createNode("Lines", "paintlayer")
+    doc.rootNode().addChildNode(lines, strength)
+    lines.setPixelData(_lines(420, 240), 0, 0, 420, 240)
+    lines.move(140, 270)  # drawn elsewhere than the painting's origin: read by image coordinates
+    lines.setVisible(False)  # a control layer is usually hidden
     doc.refreshProjection()
     doc.waitForDone()
     window.addView(doc)
+    _pump(0.5)  # the Layers docker makes the top layer active once events run: the painting after
     doc.setActiveNode(layer)
     selection = Selection()
     selection.select(180, 300, 320, 200, 255)
@@ -216,6 +258,73 @@ def _shoot(config: dict[str, Any], saved: list[str]) -> None:
     scroll = docker.widget()
     scroll.ensureWidgetVisible(docker.history.tree)
     shot("history")
+    # The painted strength layer as the map: its strength map, nothing selected.
+    docker.history_toggle.setChecked(False)
+    krita.action("deselect").trigger()
+    doc.waitForDone()
+    values = docker.form.values().values()
+    values.update(mask_layer="Strength", count=1, mask_gamma=1.5)
+    docker.form.set_values(ui.Settings.from_values(values))
+    doc.setActiveNode(layer)
+    _pump(0.3)
+    docker.show_map()
+    end = time.monotonic() + 60
+    while docker.controller is not None and time.monotonic() < end:
+        _pump(0.1)
+    docker.update_run_button()
+    scroll.ensureWidgetVisible(docker.form.fields["prompt"].widget)
+    shot("map")
+    docker.form.advanced_toggle.setChecked(True)
+    _pump(0.3)
+    scroll.ensureWidgetVisible(docker.map_button)  # the map's settings sit right above it
+    shot("map-settings")
+    # Conditioning: a LoRA and the "Lines" layer as a line-art control layer, then a run.
+    docker.form.advanced_toggle.setChecked(False)
+    values = docker.form.values().values()
+    values.update(mask_layer="", mask_gamma=1.0, prompt="a stone aqueduct, arches")
+    docker.form.set_values(ui.Settings.from_values(values))
+    for node in doc.rootNode().childNodes():
+        if node.name() == "Strength map":
+            node.setVisible(False)  # the painting shows again, and then the result
+    doc.setSelection(selection)
+    doc.waitForDone()
+    form = docker.form
+    form.conditioning_toggle.setChecked(True)
+    loras = form.fields["loras"]
+    loras.rows.add_button.click()
+    lora = loras.rows.rows[-1]
+    lora.combo.setCurrentIndex(max(lora.combo.findData("fake-lora"), 0))
+    lora.weight.setValue(0.8)
+    form.conditioning.controls.add_button.click()
+    form.refresh_layers()
+    row = form.conditioning.rows()[-1]
+    row.layer.combo.setCurrentIndex(max(row.layer.combo.findData("Lines"), 0))
+    row.fields["kind"].combo.setCurrentText("lineart")
+    model = row.fields["model"].combo
+    model.setCurrentIndex(max(model.findData("fake-canny"), 0))
+    row.fields["strength"].box.setValue(0.8)
+    row.fields["end"].box.setValue(60)
+    reference = form.conditioning.reference
+    reference.layer.combo.setCurrentIndex(max(reference.layer.combo.findData("Painting"), 0))
+    doc.setActiveNode(layer)
+    _pump(0.3)
+    docker.run()
+    end = time.monotonic() + 60
+    while docker.controller is not None and time.monotonic() < end:
+        _pump(0.1)
+    docker.update_run_button()
+    scroll.ensureWidgetVisible(form.conditioning.reference)
+    scroll.ensureWidgetVisible(form.conditioning_toggle)
+    shot("conditioning")
+    # Tools > Scripts > Differential Inpaint's dialog: every setting, scrolling.
+    dialog = ui.InpaintDialog(qwindow)
+    dialog.show()
+    _pump(1.0)
+    path = os.path.join(config["out"], f"dialog-{width}x{height}.png")
+    if not dialog.grab().save(path, "PNG"):
+        raise RuntimeError(f"could not save {path}")
+    saved.append(path)
+    dialog.close()
 
 
 if __name__ == "__main__":

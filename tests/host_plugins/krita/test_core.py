@@ -309,6 +309,135 @@ def test_a_result_for_a_closed_image_is_dropped(plugin, krita):
     assert doc.events == []
 
 
+# --- maps: a layer or mask as the change map, a blend map, the context ---------------
+
+
+def strength_layer(doc: fake_krita.Document, name: str = "Strength", **place: int) -> fake_krita.Node:
+    """A paint layer painted only over (x, y, w, h), by default 40,30 60x50."""
+    x, y, w, h = place.get("x", 40), place.get("y", 30), place.get("w", 60), place.get("h", 50)
+    node = doc.add_layer(name)
+    node.paint(pattern(w, h, node.bpp, salt=3), x, y, w, h)
+    return node
+
+
+def prepare_maps(plugin: ModuleType, doc: object, node: object, chosen: object, **maps: object) -> object:
+    flow = plugin.client.flow
+    return flow.prepare(plugin.krita_io.KritaDocument(doc, node), chosen, maps=flow.Maps(**maps))
+
+
+def test_find_layer_takes_the_first_name_in_layer_stack_order_masks_included(plugin, krita):
+    doc, layer = new_document(krita, 64, 64)
+    group = doc.add_layer("Group", "grouplayer")
+    inner = doc.add_layer("Strength", parent=group)
+    mask = doc.add_layer("Mask", "transparencymask", parent=layer)
+    top = doc.add_layer("Strength")
+    host = plugin.krita_io.KritaDocument(doc, layer)
+    assert host.find_layer("Strength") is top  # the topmost, as the Layers docker lists them
+    assert host.find_layer("Mask") is mask
+    top.setName("Other")
+    assert host.find_layer("Strength") is inner
+    with pytest.raises(plugin.InpaintError) as caught:
+        host.find_layer("Nope")
+    assert caught.value.code == "missing_layer" and "'Nope'" in caught.value.message
+
+
+def test_a_paint_layer_map_sends_its_own_bytes_beside_the_selection(plugin, krita):
+    doc, layer = new_document(krita)
+    strength = strength_layer(doc)
+    selection = feathered_selection(doc, 30, 20, 50, 40)
+    job = prepare_maps(plugin, doc, layer, settings(plugin, padding=8), mask="Strength")
+    p = plugin.protocol
+    target = p.Rect(30, 20, 50, 40).intersect(p.Rect(40, 30, 60, 50))
+    assert job.region == p.context_region(target, p.Rect(0, 0, 256, 192), padding=8)
+    region = (job.region.x, job.region.y, job.region.width, job.region.height)
+    submit = job.submit
+    assert submit.mask.format is p.PixelFormat.BGRA8 and submit.mask.color is p.ColorEncoding.SRGB
+    assert submit.mask.data == strength.pixelData(*region)
+    assert submit.selection is not None and submit.selection.data == selection.pixelData(*region)
+    assert submit.blend_mask is None
+    # Without the limit the selection is not sent and does not bound the area.
+    job = prepare_maps(plugin, doc, layer, settings(plugin, limit_to_selection=False), mask=strength)
+    assert job.submit.selection is None and job.region.contains(p.Rect(40, 30, 60, 50))
+
+
+def test_a_mask_node_is_a_gray8_map_and_a_group_its_projection(plugin, krita):
+    doc, layer = new_document(krita, 64, 64)
+    mask = doc.add_layer("Mask", "transparencymask", parent=layer)
+    mask.paint(bytes(range(64)) * 64, 0, 0, 64, 64)
+    group = doc.add_layer("Group", "grouplayer")
+    group.projection = pattern(64, 64, 4, salt=5)
+    job = prepare_maps(plugin, doc, layer, settings(plugin), mask="Mask", blend="Group", context="image")
+    p = plugin.protocol
+    assert job.region == p.Rect(0, 0, 64, 64)
+    assert job.submit.mask.format is p.MaskFormat.GRAY8 and job.submit.mask.data == bytes(range(64)) * 64
+    assert job.submit.blend_mask.format is p.PixelFormat.BGRA8
+    assert job.submit.blend_mask.data == pattern(64, 64, 4, salt=5)
+
+
+def test_a_graya_layer_is_spread_into_rgba_without_per_pixel_python(plugin, krita):
+    doc, layer = new_document(krita, 32, 32, depth="U16")
+    gray = doc.add_layer("Gray")
+    gray.model, gray.profile = "GRAYA", "Gray-D50-elle-V2-g10.icc"
+    gray.paint(struct.pack("<4H", 1000, 60000, 2000, 30000) * 512, 0, 0, 32, 32)
+    mask = prepare_maps(plugin, doc, layer, settings(plugin), mask=gray).submit.mask
+    p = plugin.protocol
+    assert mask.format is p.PixelFormat.BGRA16 and mask.color is p.ColorEncoding.LINEAR
+    assert mask.data[:16] == struct.pack("<8H", 1000, 1000, 1000, 60000, 2000, 2000, 2000, 30000)
+    assert plugin.krita_io.gray_as_rgba(bytes([7, 200]), "B") == bytes([7, 7, 7, 200])
+
+
+def test_a_map_in_an_unreadable_colour_model_is_refused_and_nothing_sent(plugin, krita):
+    doc, layer = new_document(krita, 32, 32)
+    cmyk = strength_layer(doc, "Cmyk", x=0, y=0, w=32, h=32)
+    cmyk.model = "CMYKA"
+    with pytest.raises(plugin.InpaintError) as caught:
+        prepare_maps(plugin, doc, layer, settings(plugin), mask="Cmyk")
+    assert caught.value.code == "unsupported_color_model" and "Cmyk" in caught.value.message
+
+
+def test_strength_map_layer_adds_one_gray_layer_from_the_daemons_map(plugin, krita, daemon: FakeDaemon):
+    from tests.support.fake_daemon import gray_image, map_bytes
+
+    doc, layer = new_document(krita, 128, 96)
+    strength_layer(doc)
+    doc.setActiveNode(layer)
+    before, nodes = layer.data, doc.topLevelNodes()
+    new = plugin.strength_map_layer(
+        doc, mask="Strength", mask_gamma=2.0, context=(10, 10, 100, 80), server=daemon.url
+    )
+    submit = daemon.submits[-1]
+    assert type(submit).__name__ == "StrengthMapRequest"  # the daemon side's own protocol class
+    assert (submit.x, submit.y, submit.image.width, submit.image.height) == (10, 10, 100, 80)
+    assert submit.params.mask_gamma == 2.0
+    assert new.name() == "Strength map" and doc.topLevelNodes() == [nodes[0], new, *nodes[1:]]
+    assert new.data == gray_image(submit.image, map_bytes(submit.mask)).data
+    assert layer.data == before and len(doc.undo_steps) == 1
+
+
+@pytest.mark.parametrize(
+    ("values", "code", "words"),
+    [
+        ({"mask": "Missing"}, "missing_layer", "'Missing'"),
+        ({"mask": "Strength", "mask_gamma": 0.0}, "invalid_settings", "Map gamma"),
+        ({"mask": "Strength", "mask_black": 0.6, "mask_white": 0.4}, "invalid_settings", "black point"),
+        ({"context": (500, 500, 10, 10)}, "invalid_settings", "outside the image"),
+        ({"depth": "sideways"}, "invalid_settings", "Depth map"),
+    ],
+)
+def test_bad_map_input_is_refused_in_words_and_changes_nothing(
+    plugin, krita, dead_server, values, code, words
+):
+    doc, layer = new_document(krita, 64, 64)
+    strength_layer(doc, x=0, y=0, w=64, h=64)
+    feathered_selection(doc, 8, 8, 32, 32)
+    nodes = doc.topLevelNodes()
+    for run in (plugin.inpaint_layer, plugin.strength_map_layer):
+        with pytest.raises(plugin.InpaintError) as caught:
+            run(doc, layer, prompt="x", server=dead_server, **values)
+        assert caught.value.code == code and words in caught.value.message, caught.value.message
+    assert doc.topLevelNodes() == nodes and doc.undo_steps == [] and doc.writes_to_image == []
+
+
 # --- the blocking entry point, end to end over a real websocket ----------------------
 
 
@@ -477,10 +606,15 @@ def test_unexpected_errors_still_arrive_as_inpaint_errors(plugin):
 def test_settings_round_trip_and_survive_bad_values(plugin, krita):
     s = importlib.import_module(plugin.__name__ + ".settings")
     chosen = plugin.Settings.from_values(
-        {"prompt": "p", "strength": 0.3, "seed": 2**40, "model": "fake-xl", "padding": 12, "token": "t"}
-    )
+        {
+            "prompt": "p", "strength": 0.3, "seed": 2**40, "model": "fake-xl", "padding": 12, "token": "t",
+            "depth": "far", "depth_combine": "max", "mask_layer": "Strength 2", "context": "layer:Sky",
+            "mask_gamma": 2.5, "invert_mask": True,
+        }
+    )  # fmt: skip
     s.save(chosen)
     assert s.load() == chosen
+    assert krita.readSetting(s.GROUP, "depth", "?") == "far"  # by name, as the CLI takes it
     krita.writeSetting(s.GROUP, "steps", "many")
     krita.writeSetting(s.GROUP, "strength", "7")  # a number, but out of bounds
     krita.writeSetting(s.GROUP, "seed", "perhaps")
@@ -568,3 +702,48 @@ def test_the_core_needs_no_qt(installed_pykrita: Path):
             module = getattr(node, "module", None) or ""
             names = [a.name for a in node.names]
             assert "qt" not in module and "PyQt" not in module and "qt" not in names, (name, module)
+
+
+def test_control_and_reference_layers_are_read_as_images_in_their_own_format(plugin, krita):
+    """read_layer shares the map's reader: a paint layer's own bytes over the region, a mask
+    as opaque gray, Grayscale/Alpha spread into RGBA, other models refused in words."""
+    p = plugin.protocol
+    doc, layer = new_document(krita, 64, 64)
+    lines = strength_layer(doc, "Lines", x=10, y=6, w=30, h=20)
+    mask = doc.add_layer("Mask", "transparencymask", parent=layer)
+    mask.paint(bytes(range(64)) * 64, 0, 0, 64, 64)
+    host = plugin.krita_io.KritaDocument(doc, layer)
+    region = p.Rect(4, 4, 40, 30)
+    image = host.read_layer(lines, region)
+    assert (image.width, image.height, image.format) == (40, 30, p.PixelFormat.BGRA8)
+    assert image.data == lines.pixelData(4, 4, 40, 30)
+    gray = host.read_layer(mask, p.Rect(0, 0, 4, 1))
+    assert gray.format is p.PixelFormat.BGRA8
+    assert gray.data == bytes([0, 0, 0, 255, 1, 1, 1, 255, 2, 2, 2, 255, 3, 3, 3, 255])
+    lines.model = "CMYKA"
+    with pytest.raises(plugin.InpaintError) as caught:
+        host.read_layer(lines, region)
+    assert caught.value.code == "unsupported_color_model" and "control or reference" in caught.value.message
+
+
+def test_control_layers_by_name_and_loras_as_text_or_pairs(plugin, krita):
+    p = plugin.protocol
+    conditioning = importlib.import_module(plugin.__name__ + ".conditioning")
+    doc, layer = new_document(krita, 64, 64)
+    lines = strength_layer(doc, "Lines", x=0, y=0, w=64, h=64)
+    maps = conditioning.conditioning_maps(
+        doc, [{"layer": "Lines", "kind": " Canny ", "end": 0.5}], {"layer": lines, "weight": 0.3}
+    )
+    assert maps.controls[0].layer is lines and maps.controls[0].params == p.ControlParams("canny", end=0.5)
+    assert maps.references[0].params == p.ReferenceParams(0.3)
+    assert conditioning.loras_of("a:0.5, b") == (p.Lora("a", 0.5), p.Lora("b", 1.0))
+    assert conditioning.loras_of([("a", -1), "b:2"]) == (p.Lora("a", -1.0), p.Lora("b", 2.0))
+    with pytest.raises(plugin.InpaintError) as caught:
+        conditioning.conditioning_maps(doc, [{"layer": "Nope"}], None)
+    assert caught.value.code == "missing_layer" and "'Nope'" in caught.value.message
+    saved = conditioning.Conditioning(
+        (conditioning.ControlLayer("Lines", p.ControlParams("depth", "cn", 0.5, 0.1, 0.9, True)),),
+        (conditioning.ReferenceLayer("Photo", p.ReferenceParams(0.4, "ip")),),
+    )
+    assert conditioning.Conditioning.from_text(saved.to_text()) == saved
+    assert conditioning.Conditioning.from_text("not json") == conditioning.Conditioning()

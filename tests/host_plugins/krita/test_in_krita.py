@@ -277,7 +277,7 @@ def exact52_verdict(krita52_env: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def real_verdict(krita_env: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    with running_daemon(models=("builtin:tiny-flux",)) as daemon:
+    with running_daemon("--depth-model", "builtin:tiny-depth", models=("builtin:tiny-flux",)) as daemon:
         servers = {"real_daemon": daemon.url}
         verdict = run_in_krita(
             krita_env["base"] / "real", krita_env["pykrita"], REAL, servers, krita_env["extra"]
@@ -295,6 +295,7 @@ QUIT_CLEANLY = [
     "controller_cancel",
     "batch_cancelled",  # a batch cancelled part-way, its finished result kept
     "history_without_window",  # a fan previewed, applied and discarded from the History
+    "strength_map_controller",  # strength maps through the GUI's job path, one failing
 ]
 
 
@@ -366,6 +367,10 @@ def test_in_krita_52_exact(exact52_verdict: dict[str, Any], name: str) -> None:
 
 @pytest.mark.parametrize("name", REAL)
 def test_in_krita_with_the_real_daemon(real_verdict: dict[str, Any], name: str) -> None:
+    result = real_verdict.get("scenarios", {}).get(name, {})
+    skipped = result.get("info", {}).get("skipped")
+    if skipped and result.get("ok"):  # a built-in ControlNet or LoRA is not there yet: said, not hidden
+        pytest.skip(skipped)
     assert_scenario(real_verdict, name)
 
 

@@ -31,8 +31,8 @@ def test_install_writes_what_krita_loads(tmp_path: Path):
     assert entry["Name"] == "Differential Inpaint"
     assert (package / entry["X-Krita-Manual"]).is_file()
     action = ET.parse(tmp_path / "krita" / "actions" / f"{NAME}.action").getroot()
-    # The ids createActions uses; run, cancel, apply and discard come with default shortcuts.
-    assignable = [f"{NAME}_run", f"{NAME}_cancel", f"{NAME}_apply", f"{NAME}_discard"]
+    # The ids createActions uses; all but the dialog come with default shortcuts.
+    assignable = [f"{NAME}_run", f"{NAME}_cancel", f"{NAME}_apply", f"{NAME}_discard", f"{NAME}_show_map"]
     names = [a.get("name") for a in action.iter("Action")]
     assert names == [NAME, *assignable]
     shortcuts = {a.get("name"): a.findtext("shortcut") for a in action.iter("Action")}

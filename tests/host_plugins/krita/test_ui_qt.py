@@ -159,11 +159,14 @@ def test_the_folded_form_shows_the_basic_settings_and_folds_the_rest(plugin, qt,
     form = ui.SettingsForm(fold_advanced=True)
     form.show()
     shown = [q for q in plugin.client.SETTINGS_PARAMS if "krita" in q.hosts]
-    basic = [q.name for q in shown if not q.advanced]
-    assert basic == ["prompt", "strength", "model", "count"]  # the fan is advanced
+    basic = [q.name for q in shown if not q.advanced and q.name not in ui.CONDITIONING_ROWS]
+    # The fan is advanced; the map's picker, invert and depth are not; LoRAs are conditioning.
+    assert basic == ["prompt", "strength", "model", "invert_mask", "depth", "count", "mask_layer"]
     assert all(form.fields[name].widget.isVisible() for name in basic)
-    assert not any(form.fields[q.name].widget.isVisible() for q in shown if q.advanced)
+    folded = [q.name for q in shown if q.advanced or q.name in ui.CONDITIONING_ROWS]
+    assert not any(form.fields[name].widget.isVisible() for name in folded)
     form.advanced_toggle.setChecked(True)
+    form.conditioning_toggle.setChecked(True)
     assert all(form.fields[q.name].widget.isVisible() for q in shown)
     strength = form.fields["strength"]
     strength.set_value(0.35)
@@ -387,3 +390,173 @@ def test_a_value_chosen_for_a_family_is_not_taken_for_its_default_by_a_new_form(
     assert again.family == "" and again.values().job.guidance == 7.0
     again._models_loaded([("dev", "flux"), ("other", "sd15")], "other")
     assert again.family == "flux" and again.values().job.guidance == 7.0 == store.settings.job.guidance
+
+
+def test_the_map_pickers_list_the_images_layers_and_masks_and_keep_a_missing_name(plugin, qt, ui, krita):
+    doc, layer = new_document(krita, 64, 64)
+    group = doc.add_layer("Group", "grouplayer")
+    doc.add_layer("Strength", parent=group)
+    doc.add_layer("Edge", "transparencymask", parent=layer)
+    form = ui.SettingsForm(fold_advanced=True)
+    picker = form.fields["mask_layer"]
+    items = [(picker.combo.itemText(i), picker.combo.itemData(i)) for i in range(picker.combo.count())]
+    assert items == [
+        ("Selection", ""),
+        ("Group", "Group"),
+        ("    Strength", "Strength"),
+        ("Background", "Background"),
+        ("    Edge (transparency mask)", "Edge"),
+    ]
+    picker.combo.setCurrentIndex(2)
+    assert form.values().host.mask_layer == "Strength"
+    assert ui.SettingsStore.instance().settings.host.mask_layer == "Strength"  # kept as chosen
+    context = form.fields["context"]
+    texts = [context.combo.itemText(i) for i in range(context.combo.count())]
+    assert texts[:3] == ["Auto", "Whole image", "Selection bounds"] and "    Bounds of Strength" in texts
+    # Another image: its layers are offered, the chosen name stays chosen, marked.
+    other, _ = new_document(krita, 32, 32)
+    form.refresh_layers()
+    assert picker.combo.currentText() == "Strength (not in this image)"
+    assert form.values().host.mask_layer == "Strength"
+    form.fields["context"].set_value("1,2,30,40")
+    assert context.combo.currentText() == "Rectangle 1,2,30,40" and form.values().host.context == "1,2,30,40"
+    form.set_values(plugin.Settings())
+
+
+def test_enum_settings_are_combos_and_round_trip(plugin, qt, ui):
+    form = ui.SettingsForm()
+    depth = form.fields["depth"]
+    assert [depth.combo.itemText(i) for i in range(depth.combo.count())] == ["Off", "Near", "Far"]
+    values = plugin.Settings.from_values(
+        {"depth": "far", "depth_combine": "min", "invert_mask": True, "mask_black": 0.25, "mask_gamma": 2.5}
+    )
+    form.set_values(values)
+    assert form.values() == values
+    form.set_values(plugin.Settings())
+
+
+def test_the_strength_map_through_the_controller_adds_one_layer_and_no_history(plugin, qt, ui, krita, daemon):
+    doc, layer = new_document(krita, 96, 96)
+    feathered_selection(doc, 20, 20, 40, 40)
+    finished: list[object] = []
+    errors: list[str] = []
+    seeds: list[object] = []
+    ui.SettingsStore.instance().seed_used.connect(seeds.append)
+    chosen = plugin.Settings.from_values({"prompt": "moss", "server": daemon.url})
+    controller = ui.start_job(
+        doc,
+        layer,
+        chosen,
+        None,
+        report_error=lambda _p, m: errors.append(m),
+        request=plugin.protocol.StrengthMapRequest,
+    )
+    controller.finished.connect(finished.append)
+    assert wait(qt, lambda: bool(finished))
+    assert errors == [] and finished[0].name() == "Strength map" and len(doc.undo_steps) == 1
+    assert type(daemon.submits[-1]).__name__ == "StrengthMapRequest"
+    assert seeds == []  # a map has no seed to reuse
+    history = importlib.import_module(plugin.__name__ + ".history")
+    assert history.HISTORY.of(history.document_key(doc)) == []
+    ui.SettingsStore.instance().seed_used.disconnect(seeds.append)
+
+
+def test_the_dialog_fits_a_768_px_screen(plugin, qt, ui):
+    """All settings unfolded are taller than a laptop screen: the dialog scrolls instead."""
+    dialog = ui.InpaintDialog()
+    assert dialog.form.sizeHint().height() > 700  # why it scrolls
+    assert 400 <= dialog.sizeHint().height() <= 700, dialog.sizeHint()
+    assert dialog.form.fields["context"].widget.isVisibleTo(dialog)
+
+
+def test_conditioning_is_folded_and_offers_the_daemons_add_ons_for_the_models_family(plugin, qt, ui, krita):
+    p = plugin.protocol
+    doc, _layer = new_document(krita, 64, 64)
+    doc.add_layer("Lines")
+    form = ui.SettingsForm(fold_advanced=True)
+    form.show()
+    assert form.conditioning.isHidden() and form.conditioning_toggle.text() == "Conditioning"
+    form.conditioning_toggle.setChecked(True)
+    addons = {
+        "loras": [("ink", "sd15"), ("ink-xl", "sdxl")],
+        "controlnets": [("canny15", "sd15-inpaint"), ("cannyxl", "sdxl")],
+        "ip_adapters": [("ip15", "sd15")],
+    }
+    form._models_loaded([("a", "sd15"), ("b", "sdxl")], "a", addons)
+    loras = form.fields["loras"]
+    loras.rows.add_button.click()
+    combo = loras.rows.rows[0].combo
+    assert [combo.itemText(i) for i in range(combo.count())] == ["(pick a LoRA)", "ink"]  # sd15 only
+    combo.setCurrentIndex(1)
+    loras.rows.rows[0].weight.setValue(-0.5)
+    assert form.values().job.loras == (p.Lora("ink", -0.5),)
+    assert ui.SettingsStore.instance().settings.job.loras == (p.Lora("ink", -0.5),)
+    form.conditioning.controls.add_button.click()
+    row = form.conditioning.rows()[0]
+    layers = [row.layer.combo.itemData(i) for i in range(row.layer.combo.count())]
+    assert layers[0] == "" and "Lines" in layers
+    models = row.fields["model"].combo
+    assert [models.itemText(i) for i in range(models.count())] == [
+        "Automatic",
+        "canny15",
+    ]  # the inpaint variant fits
+    assert "Pick a layer for control layer 1" in form.problem()
+    row.layer.combo.setCurrentIndex(row.layer.combo.findData("Lines"))
+    row.fields["kind"].combo.setCurrentText("Lineart")
+    row.fields["end"].box.setValue(60)
+    row.fields["preprocess"].check.setChecked(True)
+    reference = form.conditioning.reference
+    reference.layer.combo.setCurrentIndex(reference.layer.combo.findData("Lines"))
+    reference.fields["weight"].box.setValue(0.4)
+    chosen = ui.SettingsStore.instance().conditioning
+    assert form.problem() == ""
+    assert chosen.controls == (
+        ui.ControlLayer("Lines", p.ControlParams("lineart", None, 1.0, 0.0, 0.6, True)),
+    )
+    assert chosen.references == (ui.ReferenceLayer("Lines", p.ReferenceParams(0.4, None)),)
+    # kept in kritarc, and shown by another form (the dialog's)
+    settings = importlib.import_module(plugin.__name__ + ".settings")
+    assert settings.load_conditioning() == chosen
+    other = ui.SettingsForm()
+    assert other.conditioning.value() == chosen and other.values().job.loras == (p.Lora("ink", -0.5),)
+    # an SDXL model: the lists follow its family
+    form.model.combo.setCurrentIndex(form.model.combo.findData("b"))  # as a painter picks it
+    assert [models.itemText(i) for i in range(models.count())] == ["Automatic", "cannyxl"]
+    form.conditioning.controls.remove(row)
+    form.fields["loras"].set_value(())
+    form.conditioning.reference.layer.set_value("")
+    form.conditioning.reference.changed.emit()
+    assert ui.SettingsStore.instance().conditioning == ui.Conditioning()
+    form.set_values(plugin.Settings())
+
+
+def test_a_run_from_the_form_sends_its_control_layer(plugin, qt, ui, krita, daemon):
+    p = plugin.protocol
+    doc, layer = new_document(krita, 96, 96)
+    lines = doc.add_layer("Lines")
+    lines.paint(bytes((i * 7) % 256 for i in range(40 * 30 * 4)), 0, 0, 40, 30)
+    lines.move(30, 20)
+    feathered_selection(doc, 20, 20, 40, 40)
+    form = ui.SettingsForm(fold_advanced=True)
+    form.set_values(plugin.Settings.from_values({"prompt": "inked", "steps": 2, "server": daemon.url}))
+    store = ui.SettingsStore.instance()
+    store.update_conditioning(
+        ui.Conditioning((ui.ControlLayer("Lines", p.ControlParams("canny", strength=0.7)),))
+    )
+    assert [r.layer.value() for r in form.conditioning.rows()] == ["Lines"]
+    finished: list[object] = []
+    controller = ui.run_from_form(form, doc, None, report_error=lambda _p, m: pytest.fail(m))
+    controller.finished.connect(finished.append)
+    assert wait(qt, lambda: bool(finished))
+    submit = daemon.submit_by_prompt["inked"]
+    region = p.Rect(submit.x, submit.y, submit.image.width, submit.image.height)
+    (control,) = submit.controls
+    assert control.params.strength == pytest.approx(0.7)
+    assert control.image.data == lines.pixelData(region.x, region.y, region.width, region.height)
+    # a name no layer has: said, nothing sent
+    store.update_conditioning(ui.Conditioning((ui.ControlLayer("Gone"),)))
+    errors: list[str] = []
+    controller = ui.run_from_form(form, doc, None, report_error=lambda _p, m: errors.append(m))
+    assert controller is not None and controller.job is None and "'Gone'" in errors[0]
+    store.update_conditioning(ui.Conditioning())
+    form.set_values(plugin.Settings())

@@ -3,12 +3,19 @@
 and answers its GimpUi.ProcedureDialog like a user would (installed into the
 test chroot only, beside the real plug-in, whose package it imports).
 
-Procedure `python-fu-di-dialog-probe`: the real plug-in's arguments plus
+Procedures `python-fu-di-dialog-probe` and `python-fu-di-dialog-probe-strength-map`
+(which the plug-in's `run` takes for its strength-map procedure, by the name's end):
+the real plug-in's arguments plus
 `answer` ("ok" or "cancel"), `typed-prompt` (entered while the dialog is
 open), `picked-model` (chosen in the model choice, when there is one),
-`screenshot` (a PNG of the dialog, and one beside it named `-advanced` with
-the Advanced fold open, when not empty) and `verdict` (a JSON file
-for what the dialog showed).
+`picked-map` (a drawable set on the first drawable chooser, the map's, as
+GIMP's chooser popup sets it when a painter clicks a layer or channel there),
+`clear-map` (click the map's Clear button), `click` (a button's label: clicked,
+then the dialog's status line is awaited and recorded with the image's layers),
+`picked-control` (a drawable set on the control layer's chooser, as its popup
+would), `screenshot` (a PNG of the dialog, and beside it one per fold opened
+in turn: `-conditioning` and `-advanced`, when not empty) and `verdict` (a
+JSON file for what the dialog showed).
 """
 
 from __future__ import annotations
@@ -25,10 +32,11 @@ sys.path[:0] = [os.path.join(PLUGIN, "differential_inpaint_gimp", "_vendor"), PL
 import gi  # noqa: E402
 
 gi.require_version("Gimp", "3.0")
+gi.require_version("GimpUi", "3.0")
 gi.require_version("Gtk", "3.0")
 gi.require_version("Gdk", "3.0")
 from differential_inpaint_gimp import plugin  # noqa: E402
-from gi.repository import Gdk, Gimp, GLib, GObject, Gtk  # noqa: E402
+from gi.repository import Gdk, Gimp, GimpUi, GLib, GObject, Gtk  # noqa: E402
 
 NAME = "python-fu-di-dialog-probe"
 
@@ -100,6 +108,7 @@ def probe(
     data: Any,
 ) -> Gimp.ValueArray:
     seen = {"dialogs": 0}
+    folds: dict[str, Any] = {}  # the screenshots' folds: those left to open, the one open
 
     def answer() -> bool:
         dialogs = [w for w in Gtk.Window.list_toplevels() if isinstance(w, Gtk.Dialog) and w.get_visible()]
@@ -108,6 +117,9 @@ def probe(
         dialog = dialogs[0]
         if config.get_property("screenshot") and not seen.get("drawn"):
             seen["drawn"] = True
+            # The pointer off the dialog: a tooltip popping up under it would cover the shot.
+            pointer = Gdk.Display.get_default().get_default_seat().get_pointer()
+            pointer.warp(dialog.get_screen(), 0, 0)
             return True  # one more round of the main loop, so the window is drawn
         seen["dialogs"] = len(dialogs)
         seen["title"] = dialog.get_title()
@@ -118,11 +130,20 @@ def probe(
         shot = config.get_property("screenshot")
         if shot and "size" not in seen:
             seen["size"] = _screenshot(dialog, shot)
-            for expander in _all(dialog, Gtk.Expander):
-                expander.set_expanded(True)
+            folds["left"], folds["open"] = _all(dialog, Gtk.Expander), None
+        if shot and folds["open"] is not None and folds["rounds"] < 2:
+            folds["rounds"] += 1  # the fold's thumbnails are drawn in idle time after it opens
+            return True
+        if shot and folds["open"] is not None:  # a PNG per fold, drawn open by now
+            fold = folds["open"]
+            key = "conditioning" if fold.get_label().startswith("Conditioning") else "advanced"
+            seen[f"{key}_size"] = _screenshot(dialog, shot.replace(".png", f"-{key}.png"))
+            seen[f"{key}_open"] = [other.get_expanded() for other in _all(dialog, Gtk.Expander)]
+            folds["open"] = None
+        if shot and folds["left"]:
+            folds["open"], folds["rounds"] = folds["left"].pop(0), 0
+            folds["open"].set_expanded(True)
             return True  # drawn open on the next round
-        if shot:  # a second PNG with the Advanced fold open
-            seen["advanced_size"] = _screenshot(dialog, shot.replace(".png", "-advanced.png"))
         config.set_property("prompt", config.get_property("typed-prompt"))  # the widgets follow
         seen["insensitive"] = _insensitive(dialog, [])
         seen["guidance"] = config.get_property("guidance")
@@ -134,6 +155,32 @@ def probe(
                 "insensitive": _insensitive(dialog, []),
                 "guidance": config.get_property("guidance"),
             }
+        click = config.get_property("click")
+        if click and "clicked" not in seen:
+            next(b for b in _all(dialog, Gtk.Button) if b.get_label() == click).clicked()
+            seen["clicked"] = 0
+            return True
+        if click and "after_click" not in seen:
+            labels = _texts(dialog, [])
+            waiting = any(text.endswith("asking the daemon...") for text in labels)
+            seen["clicked"] += 1
+            if waiting and seen["clicked"] < 150:
+                return True  # the job runs in a thread: look again
+            seen["after_click"] = {
+                "labels": labels,
+                "layers": [item.get_name() for item in image.get_layers()],
+            }
+        picked = config.get_property("picked-map")
+        if picked is not None:  # the popup's pick: the chooser's drawable, bound to the config
+            _all(dialog, GimpUi.DrawableChooser)[0].set_drawable(picked)
+            seen["after_map_pick"] = {"labels": _texts(dialog, [])}
+        control = config.get_property("picked-control")
+        if control is not None:  # the control layer chooser's popup pick
+            dialog.get_widget("control-drawable", GObject.TYPE_NONE).set_drawable(control)
+            seen["after_control_pick"] = {"labels": _texts(dialog, [])}
+        if config.get_property("clear-map"):
+            next(b for b in _all(dialog, Gtk.Button) if b.get_label() == "Clear").clicked()
+            seen["after_map_clear"] = {"labels": _texts(dialog, [])}
         ok = config.get_property("answer") == "ok"
         dialog.response(Gtk.ResponseType.OK if ok else Gtk.ResponseType.CANCEL)
         return False
@@ -149,7 +196,7 @@ def probe(
 
 class Probe(Gimp.PlugIn):
     def do_query_procedures(self) -> list[str]:
-        return [NAME]
+        return [NAME, NAME + plugin.STRENGTH_MAP]
 
     def do_set_i18n(self, name: str) -> bool:
         return False
@@ -164,6 +211,12 @@ class Probe(Gimp.PlugIn):
         procedure.add_string_argument("verdict", "Verdict", "JSON file to write", "", rw)
         procedure.add_string_argument("picked-model", "Picked", "model picked in the choice", "", rw)
         procedure.add_string_argument("screenshot", "Screenshot", "PNG of the dialog", "", rw)
+        procedure.add_drawable_argument("picked-map", "Picked map", "drawable picked as the map", True, rw)
+        procedure.add_drawable_argument(
+            "picked-control", "Picked control", "drawable picked as the control layer", True, rw
+        )
+        procedure.add_boolean_argument("clear-map", "Clear map", "click the map's Clear", False, rw)
+        procedure.add_string_argument("click", "Click", "label of a button to click first", "", rw)
         return procedure
 
 
