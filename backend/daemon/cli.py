@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ...protocol import DEFAULT_PORT
+from ..engine.cli_addons import add_addon_dir_arguments
 from ..engine.cli_run import add_depth_model_argument, add_model_part_arguments
 
 LISTENING_PREFIX = "Differential Inpaint daemon listening on ws://"
@@ -56,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_model_part_arguments(parser)
     add_depth_model_argument(parser)
+    add_addon_dir_arguments(parser)
     parser.add_argument(
         "--device",
         action="append",
@@ -237,6 +239,10 @@ def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
         "max_batch": args.max_batch,
         "depth_model": args.depth_model,
         "depth_model_paths": False,  # a client names the depth models found, never a path
+        "lora_dirs": tuple(args.lora_dir),
+        "lora_paths": False,  # so are LoRAs and IP-Adapters
+        "ip_adapter_dirs": tuple(args.ip_adapter_dir),
+        "ip_adapter_paths": False,
     }
 
 
@@ -305,6 +311,9 @@ def _print_models(catalog) -> None:  # noqa: ANN001
     for model in catalog.models:
         mark = "  (default)" if model.name == catalog.default else ""
         _say(f"  {model.name}  [{model.family}]{mark}")
+    for title, addons in (("LoRAs", catalog.loras), ("IP-Adapters", catalog.ip_adapters)):
+        if addons:
+            _say(f"{title} offered: " + ", ".join(f"{a.name} [{a.family}]" for a in addons))
     if catalog.only_builtin:
         _say(
             "No checkpoint was found, so only the built-in tiny test models are offered: they have "

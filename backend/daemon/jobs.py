@@ -357,6 +357,8 @@ class JobRunner:
                 mask,
                 params,
                 **pixels.decode_maps(job.submit),
+                # Only with references: a job without them runs on any engine (stand-ins too).
+                **({"references": pixels.decode_references(job.submit)} if job.submit.ip_adapters else {}),
                 model=job.model,
                 on_progress=on_progress,
                 on_preview=on_preview,

@@ -21,6 +21,8 @@ class ModelCatalog:
     models: tuple[ModelInfo, ...]
     default: str | None
     only_builtin: bool = False  # no real checkpoint found: the tiny test models paint noise
+    loras: tuple[ModelInfo, ...] = ()  # the LoRAs a job's params may name
+    ip_adapters: tuple[ModelInfo, ...] = ()  # the IP-Adapters a job's references may name
 
     @property
     def names(self) -> list[str]:
@@ -58,4 +60,22 @@ def build_catalog(engine: Any, requested: Sequence[str] = ()) -> ModelCatalog:
         if default not in offered:
             default = next(iter(offered), None)
     only_builtin = all(name.startswith(BUILTIN_PREFIX) for name in offered)
-    return ModelCatalog(tuple(offered.values()), default, only_builtin)
+    addons = offered_addons(engine, only_builtin)
+    return ModelCatalog(tuple(offered.values()), default, only_builtin, **addons)
+
+
+ADDON_LISTINGS = {"loras": "list_loras", "ip_adapters": "list_ip_adapters"}
+
+
+def offered_addons(engine: Any, only_builtin: bool) -> dict[str, tuple[ModelInfo, ...]]:
+    """The LoRAs and IP-Adapters found, with their families, as the catalog's fields; the
+    built-in tiny ones (which fit only the tiny models) only when those are all it offers."""
+    offered: dict[str, tuple[ModelInfo, ...]] = {}
+    for field_name, listing in ADDON_LISTINGS.items():
+        found = getattr(engine, listing, None)  # None: an engine without them (a stand-in)
+        offered[field_name] = tuple(
+            ModelInfo(a.name, a.family)
+            for a in (found() if found is not None else ())
+            if only_builtin or not a.name.startswith(BUILTIN_PREFIX)
+        )
+    return offered

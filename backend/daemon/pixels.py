@@ -22,6 +22,8 @@ output format: linear in, linear out; sRGB in, sRGB out.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ...protocol import ColorEncoding, Image, Mask, MaskFormat, PixelFormat, Submit
@@ -119,6 +121,17 @@ def decode_maps(submit: Submit) -> dict[str, np.ndarray]:
     (from `blend_mask`), each decoded as `decode_mask`; absent ones are left out."""
     sent = {"selection": submit.selection, "blend": submit.blend_mask}
     return {key: decode_mask(value) for key, value in sent.items() if value is not None}
+
+
+def decode_references(submit: Submit) -> list[Any]:
+    """The submit's reference images (IP-Adapter) as the engine takes them (`ReferenceImage`s),
+    each decoded as `decode_image`, with its weight and IP-Adapter."""
+    from ..engine.ip_adapter import ReferenceImage  # the engine's heavy imports wait for a job
+
+    return [
+        ReferenceImage(decode_image(reference.image), reference.params.weight, reference.params.model)
+        for reference in submit.ip_adapters
+    ]
 
 
 def encode_image(rgba: np.ndarray, fmt: PixelFormat, color: ColorEncoding = ColorEncoding.SRGB) -> Image:

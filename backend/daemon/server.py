@@ -609,6 +609,8 @@ class DaemonServer:
                 capabilities=CAPABILITIES,
                 device=self.device,
                 protocol=PROTOCOL_VERSION,
+                loras=list(self.catalog.loras),
+                ip_adapters=list(self.catalog.ip_adapters),
             )
         )
         return True
@@ -627,7 +629,14 @@ class DaemonServer:
                 assert self.jobs is not None
                 self.jobs.cancel(job)
         elif isinstance(event, ListModels):
-            session.send(Models(list(self.catalog.models), self.catalog.default))
+            session.send(
+                Models(
+                    list(self.catalog.models),
+                    self.catalog.default,
+                    loras=list(self.catalog.loras),
+                    ip_adapters=list(self.catalog.ip_adapters),
+                )
+            )
         elif isinstance(event, GetStatus):
             assert self.jobs is not None
             workers = [worker.info() for worker in self.jobs.workers]

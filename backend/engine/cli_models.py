@@ -9,11 +9,14 @@ import os
 import sys
 from pathlib import Path
 
+from .cli_addons import add_addon_dir_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-dir", action="append", default=[], type=Path, help="also search this folder (repeatable)"
     )
+    add_addon_dir_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -24,14 +27,30 @@ def run(args: argparse.Namespace) -> int:
 
     quiet_libraries()
 
-    engine = Engine(device="cpu", model_dirs=args.model_dir)
+    engine = Engine(
+        device="cpu", model_dirs=args.model_dir, lora_dirs=args.lora_dir, ip_adapter_dirs=args.ip_adapter_dir
+    )
     models = engine.list_models()
     folders = engine.search_folders()
     depth_models = engine.depth_models.list_models()
+    addons = {"loras": engine.loras.finder, "ip_adapters": engine.ip_adapters.finder}
+    addons["image_encoders"] = engine.ip_adapters.encoders
+    found = {kind: finder.list() for kind, finder in addons.items()}
     if args.json:
         payload = {
             "models": [{"name": m.name, "family": m.family, "source": m.source} for m in models],
             "depth_models": [{"name": m.name, "source": m.source} for m in depth_models],
+            **{
+                kind: [{"name": a.name, "family": a.family, "source": a.source} for a in listed]
+                for kind, listed in found.items()
+            },
+            "searched_addons": {
+                kind: [
+                    {"path": str(f.path), "kind": f.source, "exists": f.path.is_dir()}
+                    for f in finder.search_folders()
+                ]
+                for kind, finder in addons.items()
+            },
             "searched": [{"path": str(f.path), "kind": f.source, "exists": f.path.is_dir()} for f in folders],
         }
         json.dump(payload, sys.stdout, indent=2)
@@ -48,8 +67,23 @@ def run(args: argparse.Namespace) -> int:
     print("\nDepth models:")
     for m in depth_models:
         print(f"  {m.name}  [{m.source}]")
+    # LoRAs (--lora) and IP-Adapters (--ip-adapter) with the family each fits, and the image
+    # encoders IP-Adapters take (by the width of their output: PROJECTION:HIDDEN); each kind is
+    # searched in its own folders (addons.py), listed under `Searched`.
+    for kind, title in (
+        ("loras", "LoRAs"),
+        ("ip_adapters", "IP-Adapters"),
+        ("image_encoders", "Image encoders"),
+    ):
+        print(f"\n{title}:")
+        for a in found[kind]:
+            print(f"  {a.name}  [{a.family}] [{a.source}]")
     print("\nSearched:")
     for f in folders:
         state = "" if f.path.is_dir() else "  (missing)"
         print(f"  {f.path}  [{f.source}]{state}")
+    for kind, finder in addons.items():
+        for f in finder.search_folders():
+            state = "" if f.path.is_dir() else "  (missing)"
+            print(f"  {f.path}  [{f.source}, {kind.replace('_', ' ')}]{state}")
     return 0

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ...protocol import DEFAULT_LIMITS, Depth, JobParams, Param, ProtocolError, shown_on
+from .cli_addons import add_addon_arguments, reference_images
 from .errors import EngineError, InvalidRequest, JobCancelled, UnknownModel
 from .schedulers import SCHEDULERS, check_scheduler_name
 
@@ -35,7 +36,8 @@ FILE_LIMITS = replace(DEFAULT_LIMITS, max_pixels=DEFAULT_LIMITS.max_side**2)
 
 # The job's options are the spec's parameters shown on the command line: their names,
 # types, defaults, bounds and help are declared once, in protocol/spec.py.
-JOB_OPTIONS: tuple[Param, ...] = shown_on("cli")
+# `loras` is the repeatable --lora NAME:WEIGHT instead (cli_addons.py): one option for one thing.
+JOB_OPTIONS: tuple[Param, ...] = tuple(p for p in shown_on("cli") if p.name != "loras")
 
 # The daemon offers only the models it lists; the command line takes any spec catalog.py reads.
 MODEL_HELP = "; here also builtin:NAME, hf:ORG/NAME, or a checkpoint file or diffusers folder path"
@@ -100,6 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model-dir", action="append", default=[], type=Path, help="also search this folder (repeatable)"
     )
     add_model_part_arguments(parser)
+    add_addon_arguments(parser)
     parser.add_argument("--vae-tiling", action="store_true", help="run the VAE in tiles (less GPU memory)")
     parser.add_argument("--cpu-offload", action="store_true", help="keep models in CPU memory (small GPUs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -215,7 +218,8 @@ def _scheduler_name(name: str) -> str:
 def job_params(args: argparse.Namespace) -> JobParams:
     """The job's parameters from the parsed options, checked by the spec (ProtocolError naming
     the first bad value)."""
-    return JobParams(**{param.name: getattr(args, param.name) for param in JOB_OPTIONS}).validated()
+    values = {param.name: getattr(args, param.name) for param in JOB_OPTIONS}
+    return JobParams(**values, loras=tuple(getattr(args, "lora", ()))).validated()
 
 
 def _error(message: str, code: int) -> int:
@@ -343,6 +347,10 @@ def run(args: argparse.Namespace) -> int:
                 f"image is {image.shape[1]}x{image.shape[0]}; they must be the same size",
                 EXIT_BAD_INPUT,
             )
+    try:
+        references = reference_images(args.ip_adapter, args.ip_adapter_model, lambda f: read_image(f)[0])
+    except unreadable as exc:
+        return _error(f"cannot read a reference image (--ip-adapter): {exc}", EXIT_BAD_INPUT)
     # Without --mask the depth alone is the map: an all-white mask changes nothing in the
     # combination (multiply, min), while max makes everything change, as it says.
     mask = maps["mask"] if "mask" in maps else np.full(image.shape[:2], 255, np.uint8)
@@ -371,6 +379,8 @@ def run(args: argparse.Namespace) -> int:
             text_encoders=args.text_encoder,
             vae=args.vae,
             limits=FILE_LIMITS,
+            lora_dirs=args.lora_dir,
+            ip_adapter_dirs=args.ip_adapter_dir,
         )
         if args.show_map is not None:
             strength = engine.strength_map(
@@ -389,6 +399,7 @@ def run(args: argparse.Namespace) -> int:
             on_result=write,
             blend=maps.get("blend mask"),
             context=args.context,
+            references=references,
         )
     except (OSError, ValueError, KeyError) as exc:
         target = (

@@ -1082,6 +1082,7 @@ class SettingsForm(QtWidgets.QWidget):
         self.set_values(self._store.settings)
         self.conditioning.set_value(self._store.conditioning)
         self._offer_addons()
+        self._title_conditioning()
         self._store.changed.connect(self._store_changed)
         self._store.conditioning_changed.connect(self._store_conditioning_changed)
         self._store.seed_used.connect(self._seed_used)
@@ -1123,8 +1124,16 @@ class SettingsForm(QtWidgets.QWidget):
     def _conditioning_edited(self) -> None:
         self.refresh_layers()  # a new row's layer list
         self._offer_addons()  # and its ControlNets
+        self._title_conditioning()
         if not self._showing:
             self._store.update_conditioning(self.conditioning.value(), self)
+
+    def _title_conditioning(self) -> None:
+        """The fold says how many LoRAs, control and reference layers are on: closed, they
+        still steer every run."""
+        panel = self.conditioning
+        count = len(self.fields["loras"].value()) + len(panel.rows()) + len(panel.reference.value())
+        self.conditioning_toggle.setText(f"Conditioning ({count})" if count else "Conditioning")
 
     def _store_conditioning_changed(self, chosen: Conditioning, source: object) -> None:
         if source is not self:
@@ -1134,6 +1143,7 @@ class SettingsForm(QtWidgets.QWidget):
                     self.conditioning.set_value(chosen)
                     self.refresh_layers()
                     self._offer_addons()
+                    self._title_conditioning()
                 finally:
                     self._showing = False
 
@@ -1187,6 +1197,7 @@ class SettingsForm(QtWidgets.QWidget):
             for name, field in self.fields.items():
                 field.set_value(values[name])
             self._follow_family(defaults=False)  # the values are the store's, already followed
+            self._title_conditioning()
         finally:
             self._showing = False
 
@@ -1200,6 +1211,7 @@ class SettingsForm(QtWidgets.QWidget):
         return " ".join([*problems, self.conditioning.problem()]).strip()
 
     def _edited(self, *_args: object) -> None:
+        self._title_conditioning()  # a LoRA added or removed
         if not self._showing:
             self._store.update(self.values(), self)
 

@@ -5,8 +5,9 @@ reference-…, loras).
 Against the stand-in daemon the bytes are checked: each control image is its drawable
 over the job's region, placed by image coordinates; the reference is its layer whole.
 Against the real daemon (builtin:tiny-sd15 with builtin:tiny-controlnet-sd15 and
-builtin:tiny-lora-sd15) a job runs end to end and keeps the map's zeros bit for bit;
-it is skipped, saying so, while the daemon lists neither.
+builtin:tiny-lora-sd15) a job runs end to end and keeps the map's zeros bit for bit,
+and the control layer and the LoRA each change the result; skipped, saying what is
+missing, only on a daemon that does not list those built-in models.
 """
 
 from __future__ import annotations
@@ -246,10 +247,7 @@ def real_run() -> Iterator[gimp_host.GimpRun]:
                 f"the daemon lists no {CONTROLNET} or {LORA} (controlnets {controlnets}, loras {loras})"
             )
         gimp_host.install_plugin()
-        # A channel as the map (its left half 0): the strength map, then the job with a
-        # control layer and a LoRA on the same arguments; the map's zeros must be kept.
-        scenario = {
-            "name": "real-conditioning",
+        image = {
             "image": [128, 112],
             "precision": "u8",
             "layer": {"x": 0, "y": 0, "width": 128, "height": 112, "alpha": False},
@@ -258,23 +256,38 @@ def real_run() -> Iterator[gimp_host.GimpRun]:
                 {"key": "strength", "kind": "channel", "name": "Strength", "zero_left": 64, "gradient": True},
                 {"key": "lines", "kind": "layer", "name": "Lines", "rect": [25, 30, 90, 70]},
             ],
-            "procedure": "python-fu-differential-inpaint-strength-map",
-            "args": {
-                "prompt": "ink drawing",
-                "server-url": daemon.url,
-                "steps": 2,
-                "seed": 11,
-                "model": "builtin:tiny-sd15",
-                "mask-drawable": "@strength",
-                "control-drawable": "@lines",
-                "control-kind": "canny",
-                "control-model": CONTROLNET,
-                "control-end": 0.8,
-                "loras": f"{LORA}:0.8",
-            },
-            "then": {"select": "selected", "args": {}, "kept_where_zero": True},
         }
-        run = gimp_host.GimpRun([scenario]).run()
+        plain = {
+            "prompt": "ink drawing",
+            "server-url": daemon.url,
+            "steps": 2,
+            "seed": 11,
+            "model": "builtin:tiny-sd15",
+            "mask-drawable": "@strength",
+        }
+        control = {
+            "control-drawable": "@lines",
+            "control-kind": "canny",
+            "control-model": CONTROLNET,
+            "control-end": 0.8,
+        }
+        lora = {"loras": f"{LORA}:0.8"}
+        scenarios = [
+            # The strength map, then the job with a control layer and a LoRA on the same
+            # arguments: where the map is 0 (the channel's left half) the painting's bytes.
+            {
+                "name": "real-conditioning",
+                **image,
+                "procedure": "python-fu-differential-inpaint-strength-map",
+                "args": {**plain, **control, **lora},
+                "then": {"select": "selected", "args": {}, "kept_where_zero": True},
+            },
+            # The same job without either, with each alone: each changes the result.
+            {"name": "real-plain", **image, "args": plain},
+            {"name": "real-control", **image, "args": {**plain, **control}},
+            {"name": "real-lora", **image, "args": {**plain, **lora}},
+        ]
+        run = gimp_host.GimpRun(scenarios).run()
         print(f"\nGIMP + daemon ran the conditioning job in {run.seconds:.1f} s")
         if run.verdicts.get("real-conditioning", {}).get("then_status") != "success":
             print(f"--- daemon output ---\n{daemon.output}")
@@ -293,3 +306,17 @@ def test_a_control_layer_and_a_lora_run_on_the_real_daemon(real_run: gimp_host.G
     assert kept["zeros_changed"] == 0 and kept["zeros_alpha"] == 0, kept  # the painting's bytes
     assert kept["nonzero_changed"] > kept["nonzero"] // 2, kept
     assert verdict["drawable_sha_after"] == verdict["drawable_sha_before"]
+
+
+def test_on_the_real_daemon_the_control_layer_and_the_lora_each_change_the_result(
+    real_run: gimp_host.GimpRun,
+) -> None:
+    """Same painting, map, seed and model: the result without conditioning differs from
+    the one with the control layer alone and from the one with the LoRA alone."""
+    results = {}
+    for name in ("real-plain", "real-control", "real-lora"):
+        verdict = real_run.verdict(name)
+        assert verdict["status"] == "success", (name, verdict["message"])
+        results[name] = verdict["new_layer"]["sha"]
+    assert results["real-control"] != results["real-plain"]
+    assert results["real-lora"] != results["real-plain"]

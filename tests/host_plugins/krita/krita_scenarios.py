@@ -1818,12 +1818,14 @@ def docker_conditioning(c: Checks, w: World) -> None:
 
 
 CONTROLNET, LORA = "builtin:tiny-controlnet-sd15", "builtin:tiny-lora-sd15"
+IP_ADAPTER = "builtin:tiny-ip-adapter-sd15"  # the reference goes along where the daemon lists it
 
 
 def real_conditioning(c: Checks, w: World) -> None:
     """The real daemon (builtin:tiny-sd15) with a control layer (builtin:tiny-controlnet-sd15)
-    and a LoRA (builtin:tiny-lora-sd15): the job runs end to end, and where the strength map
-    is 0 the result keeps the painting's bytes exactly. While the daemon lists only one of
+    and a LoRA (builtin:tiny-lora-sd15), and a reference layer (builtin:tiny-ip-adapter-sd15)
+    where listed: the job runs end to end, and where the strength map is 0 the result keeps
+    the painting's bytes exactly; the control layer changes the result. While the daemon lists only one of
     those built-in models the job runs with that one and the verdict says which is missing
     (the test then skips, unless a check failed); with neither, nothing runs."""
     server = w.server("real_daemon")
@@ -1841,13 +1843,17 @@ def real_conditioning(c: Checks, w: World) -> None:
         c("skipped", True)
         return
     controls = [{"layer": "Lines", "kind": "canny", "model": CONTROLNET, "strength": 1.0, "end": 0.8}]
+    references = [{"layer": "Photo", "weight": 0.5, "model": IP_ADAPTER}]
     conditioning = {
         "controls": controls if CONTROLNET not in missing else None,
         "loras": [(LORA, 0.8)] if LORA not in missing else None,
+        "references": references if IP_ADAPTER in [m.name for m in welcome.ip_adapters] else None,
     }
+    c.info["reference"] = conditioning["references"] is not None
     doc, layer = w.document(128, 112)
     layer.setPixelData(pattern(128, 112, "U8"), 0, 0, 128, 112)
     paint_layer(doc, "Lines", ramp(90, 70, salt=3), (25, 30, 90, 70))
+    paint_layer(doc, "Photo", pattern(40, 30, "U8"), (60, 50, 40, 30))
     w.select_feathered(doc, (40, 40, 48, 40), 6)
     settings = dict(steps=2, seed=11, server=server, model="builtin:tiny-sd15")
     shown = w.plugin.strength_map_layer(doc, layer, **settings)

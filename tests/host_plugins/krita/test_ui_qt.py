@@ -510,6 +510,7 @@ def test_conditioning_is_folded_and_offers_the_daemons_add_ons_for_the_models_fa
     reference.fields["weight"].box.setValue(0.4)
     chosen = ui.SettingsStore.instance().conditioning
     assert form.problem() == ""
+    assert form.conditioning_toggle.text() == "Conditioning (3)"  # on even while folded: said
     assert chosen.controls == (
         ui.ControlLayer("Lines", p.ControlParams("lineart", None, 1.0, 0.0, 0.6, True)),
     )
