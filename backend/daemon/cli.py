@@ -21,6 +21,7 @@ from typing import Any
 
 from ...protocol import DEFAULT_PORT
 from ..engine.cli_addons import add_addon_dir_arguments
+from ..engine.cli_control import add_controlnet_dir_argument
 from ..engine.cli_run import add_depth_model_argument, add_model_part_arguments
 
 LISTENING_PREFIX = "Differential Inpaint daemon listening on ws://"
@@ -58,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_part_arguments(parser)
     add_depth_model_argument(parser)
     add_addon_dir_arguments(parser)
+    add_controlnet_dir_argument(parser)
     parser.add_argument(
         "--device",
         action="append",
@@ -243,6 +245,8 @@ def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
         "lora_paths": False,  # so are LoRAs and IP-Adapters
         "ip_adapter_dirs": tuple(args.ip_adapter_dir),
         "ip_adapter_paths": False,
+        "controlnet_dirs": tuple(args.controlnet_dir),
+        "controlnet_paths": False,  # likewise the ControlNets
     }
 
 
@@ -314,6 +318,8 @@ def _print_models(catalog) -> None:  # noqa: ANN001
     for title, addons in (("LoRAs", catalog.loras), ("IP-Adapters", catalog.ip_adapters)):
         if addons:
             _say(f"{title} offered: " + ", ".join(f"{a.name} [{a.family}]" for a in addons))
+    if catalog.controlnets:
+        _say("ControlNets offered: " + ", ".join(f"{c.name} [{c.family}]" for c in catalog.controlnets))
     if catalog.only_builtin:
         _say(
             "No checkpoint was found, so only the built-in tiny test models are offered: they have "

@@ -359,6 +359,8 @@ class JobRunner:
                 **pixels.decode_maps(job.submit),
                 # Only with references: a job without them runs on any engine (stand-ins too).
                 **({"references": pixels.decode_references(job.submit)} if job.submit.ip_adapters else {}),
+                # Only with controls: a job without them runs on any engine (scripted stand-ins too).
+                **({"controls": pixels.decode_controls(job.submit)} if job.submit.controls else {}),
                 model=job.model,
                 on_progress=on_progress,
                 on_preview=on_preview,
@@ -471,7 +473,8 @@ def _payload_bytes(job: Job) -> int:
     four times), and its maps."""
     submit = job.submit
     maps = [m for m in (submit.mask, submit.selection, submit.blend_mask) if m is not None]
-    return len(submit.image.data) * job.params.results + sum(len(m.data) for m in maps)
+    controls = sum(len(c.image.data) for c in getattr(submit, "controls", ()))
+    return len(submit.image.data) * job.params.results + sum(len(m.data) for m in maps) + controls
 
 
 class Worker:

@@ -23,6 +23,7 @@ class ModelCatalog:
     only_builtin: bool = False  # no real checkpoint found: the tiny test models paint noise
     loras: tuple[ModelInfo, ...] = ()  # the LoRAs a job's params may name
     ip_adapters: tuple[ModelInfo, ...] = ()  # the IP-Adapters a job's references may name
+    controlnets: tuple[ModelInfo, ...] = ()  # the ControlNets a job's controls may name
 
     @property
     def names(self) -> list[str]:
@@ -60,8 +61,14 @@ def build_catalog(engine: Any, requested: Sequence[str] = ()) -> ModelCatalog:
         if default not in offered:
             default = next(iter(offered), None)
     only_builtin = all(name.startswith(BUILTIN_PREFIX) for name in offered)
-    addons = offered_addons(engine, only_builtin)
-    return ModelCatalog(tuple(offered.values()), default, only_builtin, **addons)
+    controlnets = offered_controlnets(engine, only_builtin)
+    return ModelCatalog(
+        tuple(offered.values()),
+        default,
+        only_builtin,
+        controlnets=controlnets,
+        **offered_addons(engine, only_builtin),
+    )
 
 
 ADDON_LISTINGS = {"loras": "list_loras", "ip_adapters": "list_ip_adapters"}
@@ -79,3 +86,16 @@ def offered_addons(engine: Any, only_builtin: bool) -> dict[str, tuple[ModelInfo
             if only_builtin or not a.name.startswith(BUILTIN_PREFIX)
         )
     return offered
+
+
+def offered_controlnets(engine: Any, only_builtin: bool) -> tuple[ModelInfo, ...]:
+    """The ControlNets found, with their families; the built-in tiny ones (which fit only the
+    tiny models) only when those are all the daemon offers."""
+    listing = getattr(engine, "list_controlnets", None)
+    if listing is None:  # an engine without ControlNet
+        return ()
+    return tuple(
+        ModelInfo(c.name, c.family)
+        for c in listing()
+        if only_builtin or not c.name.startswith(BUILTIN_PREFIX)
+    )

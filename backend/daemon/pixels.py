@@ -134,6 +134,14 @@ def decode_references(submit: Submit) -> list[Any]:
     ]
 
 
+def decode_controls(submit: Submit) -> list[Any]:
+    """The submit's control images (ControlNet) as the engine takes them (`ControlInput`s), each
+    decoded as `decode_image` with its kind, model, strength, start, end and preprocess."""
+    from ..engine.controlnet import ControlInput  # the engine's heavy imports wait for a job
+
+    return [ControlInput(decode_image(control.image), control.params) for control in submit.controls]
+
+
 def encode_image(rgba: np.ndarray, fmt: PixelFormat, color: ColorEncoding = ColorEncoding.SRGB) -> Image:
     """float32 HxWx4 RGBA sRGB in [0, 1] -> wire image in `fmt`.
 

@@ -611,6 +611,7 @@ class DaemonServer:
                 protocol=PROTOCOL_VERSION,
                 loras=list(self.catalog.loras),
                 ip_adapters=list(self.catalog.ip_adapters),
+                controlnets=list(self.catalog.controlnets),
             )
         )
         return True
@@ -633,6 +634,7 @@ class DaemonServer:
                 Models(
                     list(self.catalog.models),
                     self.catalog.default,
+                    controlnets=list(self.catalog.controlnets),
                     loras=list(self.catalog.loras),
                     ip_adapters=list(self.catalog.ip_adapters),
                 )

@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 
 from .cli_addons import add_addon_dir_arguments
+from .cli_control import add_controlnet_dir_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-dir", action="append", default=[], type=Path, help="also search this folder (repeatable)"
     )
+    add_controlnet_dir_argument(parser)
     add_addon_dir_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -28,7 +30,11 @@ def run(args: argparse.Namespace) -> int:
     quiet_libraries()
 
     engine = Engine(
-        device="cpu", model_dirs=args.model_dir, lora_dirs=args.lora_dir, ip_adapter_dirs=args.ip_adapter_dir
+        device="cpu",
+        model_dirs=args.model_dir,
+        controlnet_dirs=args.controlnet_dir,
+        lora_dirs=args.lora_dir,
+        ip_adapter_dirs=args.ip_adapter_dir,
     )
     models = engine.list_models()
     folders = engine.search_folders()
@@ -36,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     addons = {"loras": engine.loras.finder, "ip_adapters": engine.ip_adapters.finder}
     addons["image_encoders"] = engine.ip_adapters.encoders
     found = {kind: finder.list() for kind, finder in addons.items()}
+    controlnets = engine.list_controlnets()
     if args.json:
         payload = {
             "models": [{"name": m.name, "family": m.family, "source": m.source} for m in models],
@@ -51,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
                 ]
                 for kind, finder in addons.items()
             },
+            "controlnets": [
+                {"name": c.name, "family": c.family, "source": c.source, "union": c.union}
+                for c in controlnets
+            ],
             "searched": [{"path": str(f.path), "kind": f.source, "exists": f.path.is_dir()} for f in folders],
         }
         json.dump(payload, sys.stdout, indent=2)
@@ -67,6 +78,12 @@ def run(args: argparse.Namespace) -> int:
     print("\nDepth models:")
     for m in depth_models:
         print(f"  {m.name}  [{m.source}]")
+    # ControlNets (for --control) are searched in --controlnet-dir folders and the installations'
+    # ControlNet folders (controlnet.py); `Searched` lists the checkpoint folders.
+    print("\nControlNets:")
+    for c in controlnets:
+        union = ", union" if c.union else ""
+        print(f"  {c.name}  [{c.family}{union}] [{c.source}]")
     # LoRAs (--lora) and IP-Adapters (--ip-adapter) with the family each fits, and the image
     # encoders IP-Adapters take (by the width of their output: PROJECTION:HIDDEN); each kind is
     # searched in its own folders (addons.py), listed under `Searched`.

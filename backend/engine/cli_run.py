@@ -22,6 +22,7 @@ from typing import Any
 
 from ...protocol import DEFAULT_LIMITS, Depth, JobParams, Param, ProtocolError, shown_on
 from .cli_addons import add_addon_arguments, reference_images
+from .cli_control import add_control_arguments
 from .errors import EngineError, InvalidRequest, JobCancelled, UnknownModel
 from .schedulers import SCHEDULERS, check_scheduler_name
 
@@ -102,6 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model-dir", action="append", default=[], type=Path, help="also search this folder (repeatable)"
     )
     add_model_part_arguments(parser)
+    add_control_arguments(parser)
     add_addon_arguments(parser)
     parser.add_argument("--vae-tiling", action="store_true", help="run the VAE in tiles (less GPU memory)")
     parser.add_argument("--cpu-offload", action="store_true", help="keep models in CPU memory (small GPUs)")
@@ -325,7 +327,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
+    from .controlnet import ControlInput
     from .job import Engine
+    from .preprocess import PREPROCESSED_KINDS
     from .regions import composite_over
 
     unreadable = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError)
@@ -347,6 +351,20 @@ def run(args: argparse.Namespace) -> int:
                 f"image is {image.shape[1]}x{image.shape[0]}; they must be the same size",
                 EXIT_BAD_INPUT,
             )
+    controls = []
+    for option in args.control:
+        try:
+            picture = read_image(option.file)[0]
+        except unreadable as exc:
+            return _error(f"cannot read the control image '{option.file}': {exc}", EXIT_BAD_INPUT)
+        if picture.shape[:2] != image.shape[:2]:
+            return _error(
+                f"the control image '{option.file}' is {picture.shape[1]}x{picture.shape[0]} pixels but "
+                f"the image is {image.shape[1]}x{image.shape[0]}; they must be the same size",
+                EXIT_BAD_INPUT,
+            )
+        preprocess = args.preprocess and option.params.kind in PREPROCESSED_KINDS
+        controls.append(ControlInput(picture, replace(option.params, preprocess=preprocess)))
     try:
         references = reference_images(args.ip_adapter, args.ip_adapter_model, lambda f: read_image(f)[0])
     except unreadable as exc:
@@ -381,6 +399,7 @@ def run(args: argparse.Namespace) -> int:
             limits=FILE_LIMITS,
             lora_dirs=args.lora_dir,
             ip_adapter_dirs=args.ip_adapter_dir,
+            controlnet_dirs=args.controlnet_dir,
         )
         if args.show_map is not None:
             strength = engine.strength_map(
@@ -400,6 +419,7 @@ def run(args: argparse.Namespace) -> int:
             blend=maps.get("blend mask"),
             context=args.context,
             references=references,
+            controls=controls,
         )
     except (OSError, ValueError, KeyError) as exc:
         target = (

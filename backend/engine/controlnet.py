@@ -666,12 +666,21 @@ def _build_tiny(name: str) -> Any:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         model = cls.from_config(tiny_controlnet_config(name))
-        # A real ControlNet's zero convolutions start at zero and learn; random ones make the
-        # tiny model steer, so that tests see its effect.
+        # A real ControlNet's zero layers (the residuals' way out, a Union's projection) start at
+        # zero and learn, and its image embedding learns to see edges; random ones, scaled to keep
+        # the image's variation, make the tiny model steer by its image, so that tests see it.
+        embedding = model.controlnet_cond_embedding
+        zeroed = [*model.controlnet_down_blocks, model.controlnet_mid_block]
+        if hasattr(model, "spatial_ch_projs"):
+            zeroed.append(model.spatial_ch_projs)
         with torch.no_grad():
-            for module in [*model.controlnet_down_blocks, model.controlnet_mid_block]:
+            for module in zeroed:
                 module.weight.normal_(0.0, 0.05)
                 module.bias.normal_(0.0, 0.05)
+            for conv in [embedding.conv_in, *embedding.blocks, embedding.conv_out]:
+                gain = 0.2 if conv is embedding.conv_out else 2.0
+                conv.weight.normal_(0.0, gain / conv.weight[0].numel() ** 0.5)
+                conv.bias.zero_()
     return model.eval().requires_grad_(False)
 
 

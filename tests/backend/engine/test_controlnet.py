@@ -67,6 +67,13 @@ def test_a_controlnet_changes_only_free_pixels(engine: Engine) -> None:
     assert np.abs(steered.image[~kept] - plain.image[~kept]).mean() > 1e-3
 
 
+def test_the_control_image_steers(engine: Engine) -> None:
+    image, mask, control = _region()
+    one = engine.inpaint(image, mask, _job(), controls=[_control(control)])
+    other = engine.inpaint(image, mask, _job(), controls=[_control(control[::-1].copy())])
+    assert np.abs(one.image - other.image).mean() > 1e-3
+
+
 def test_a_controlnet_from_half_way_changes_less_than_one_all_along(engine: Engine) -> None:
     image, mask, control = _region()
     plain = engine.inpaint(image, mask, _job())
