@@ -21,6 +21,7 @@ same adapters loads nothing.
 
 from __future__ import annotations
 
+import copy
 import functools
 import threading
 import weakref
@@ -500,7 +501,10 @@ class IPAdapters:
     def _encoder_for(self, adapter: AddonInfo, output: str, width: int) -> Any:
         """The image encoder whose output fits the adapter, loaded (the last one is kept)."""
         if adapter.location is None:
-            return build_tiny_image_encoder()
+            # A copy: the engine moves it to its device and dtype, the built one stays as built.
+            if self._encoder is None or self._encoder[0] != BUILTIN_PREFIX:
+                self._encoder = (BUILTIN_PREFIX, copy.deepcopy(build_tiny_image_encoder()))
+            return self._encoder[1]
         candidates = []
         for info in self.encoders.list():
             projection, hidden = (int(v) for v in info.family.split(":"))
