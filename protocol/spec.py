@@ -537,6 +537,11 @@ class JobParams:
 JOB_PARAMS: tuple[Param, ...] = params_of(JobParams)
 
 
+# What a control image commonly shows, as hosts offer it; the wire takes any word, the
+# daemon says which its ControlNets take.
+CONTROL_KINDS = ("canny", "depth", "lineart", "scribble", "pose", "tile", "inpaint")
+
+
 @dataclass(frozen=True)
 class ControlParams:
     """How one control image of a job steers it (ControlNet); the image travels beside them
@@ -545,7 +550,7 @@ class ControlParams:
     kind: str = param(
         "canny",
         "Type",
-        "What the control image shows: canny, depth, lineart, scribble, pose, tile, inpaint, ...",
+        f"What the control image shows: {', '.join(CONTROL_KINDS)}, ...",
         min_len=1,
         max_len=32,
     )
