@@ -304,9 +304,21 @@ class IPAdapters:
         scan_default_locations: bool = True,
         allow_paths: bool = True,
     ) -> None:
-        options = {"scan_default_locations": scan_default_locations, "allow_paths": allow_paths}
-        self.finder = AddonFinder(IP_ADAPTER, dirs, model_dirs, builtins=BUILTIN_IP_ADAPTERS, **options)
-        self.encoders = AddonFinder(IMAGE_ENCODER, dirs, model_dirs, **options)
+        self.finder = AddonFinder(
+            IP_ADAPTER,
+            dirs,
+            model_dirs,
+            scan_default_locations=scan_default_locations,
+            builtins=BUILTIN_IP_ADAPTERS,
+            allow_paths=allow_paths,
+        )
+        self.encoders = AddonFinder(
+            IMAGE_ENCODER,
+            dirs,
+            model_dirs,
+            scan_default_locations=scan_default_locations,
+            allow_paths=allow_paths,
+        )
         self.loads = 0
         self._lock = threading.Lock()
         self._states: OrderedDict[str, dict[str, Any]] = OrderedDict()  # adapter name -> tensors
@@ -318,9 +330,9 @@ class IPAdapters:
             weakref.WeakKeyDictionary()
         )
 
-    def list(self) -> list[AddonInfo]:
+    def find(self) -> list[AddonInfo]:
         """Every IP-Adapter found now, the built-ins last."""
-        return self.finder.list()
+        return self.finder.find()
 
     def resolve(
         self, references: Sequence[ReferenceImage], model: str, family: str
@@ -351,7 +363,7 @@ class IPAdapters:
 
     def _first_fitting(self, model: str, family: str) -> AddonInfo:
         builtin = model.startswith(BUILTIN_PREFIX)  # random tiny models take the tiny adapters
-        for info in self.finder.list():
+        for info in self.finder.find():
             if fits(info.family, family) and (info.source == "builtin") == builtin:
                 return info
         raise UnknownModel(
@@ -391,6 +403,7 @@ class IPAdapters:
         if info.name in self._states:
             self._states.move_to_end(info.name)
             return self._states[info.name]
+        state: dict[str, Any]
         if info.location is None:
             state = build_tiny_ip_adapter(info.name.removeprefix(BUILTIN_PREFIX))
         else:
@@ -506,7 +519,7 @@ class IPAdapters:
                 self._encoder = (BUILTIN_PREFIX, copy.deepcopy(build_tiny_image_encoder()))
             return self._encoder[1]
         candidates = []
-        for info in self.encoders.list():
+        for info in self.encoders.find():
             projection, hidden = (int(v) for v in info.family.split(":"))
             if (projection if output == "embeds" else hidden) == width:
                 candidates.append(info)

@@ -19,9 +19,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+import warnings
 import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,9 +115,9 @@ class LoraLibrary:
         )
         self._serial = 0
 
-    def list(self) -> list[AddonInfo]:
+    def find(self) -> list[AddonInfo]:
         """Every LoRA found now, the built-ins last."""
-        return self.finder.list()
+        return self.finder.find()
 
     def resolve(self, loras: Sequence[Lora], model: str, family: str) -> list[tuple[AddonInfo, float]]:
         """A job's LoRAs as (LoRA, weight), each named once (weights of one named twice add up).
@@ -162,7 +163,8 @@ class LoraLibrary:
         name = f"lora{self._serial}"  # PEFT adapter names become module keys: no dots
         state = _state_dict(info)
         try:
-            pipe.load_lora_weights(state, adapter_name=name)
+            with _quiet_loading():
+                pipe.load_lora_weights(state, adapter_name=name)
         except Exception as exc:
             _forget(pipe, name)
             raise InvalidRequest(
@@ -198,6 +200,22 @@ def _state_dict(info: AddonInfo) -> dict[str, Any]:
         return read_state_dict(info.location)
     except (UnsupportedCheckpoint, OSError) as exc:
         raise InvalidRequest(f"Cannot read the LoRA '{info.name}': {exc}.") from exc
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """diffusers warns of every text encoder a LoRA leaves alone ("safe to ignore") and PEFT of
+    every adapter after the first (the point here): not for the painter's log."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            yield
+    finally:
+        diffusers_logging.set_verbosity(level)
 
 
 def _forget(pipe: Any, name: str) -> None:

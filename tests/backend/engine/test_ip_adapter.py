@@ -102,7 +102,7 @@ def test_adapters_and_encoders_are_found_in_comfyuis_folders_and_paint_as_the_bu
     found = {(a.name, a.family, a.source) for a in engine.list_ip_adapters()}
     assert ("ip-adapter_tiny", "sd15", "comfyui") in found
     assert ("builtin:tiny-ip-adapter-sdxl", "sdxl", "builtin") in found
-    assert [e.name for e in engine.ip_adapters.encoders.list()] == ["clip-vision-tiny"]
+    assert [e.name for e in engine.ip_adapters.encoders.find()] == ["clip-vision-tiny"]
     image, mask, reference = _region()
     builtin = [ReferenceImage(reference, 0.7, "builtin:tiny-ip-adapter-sd15")]
     from_files = [ReferenceImage(reference, 0.7, "ip-adapter_tiny")]
