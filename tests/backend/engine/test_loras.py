@@ -202,3 +202,30 @@ def test_flux_and_sd3_loras_in_diffusers_layout(
     assert lora_engine.inpaint(image, mask, _params(), model=spec).image.tobytes() == before.tobytes()
     with pytest.raises(InvalidRequest, match=f"made for {family}"):
         lora_engine.inpaint(image, mask, _params((str(path), 1.0)), model=SD15)
+
+
+def test_a_kohya_lora_with_text_encoder_layers_switches_those_off_too(
+    lora_engine: Engine, tmp_path: Path
+) -> None:
+    generator = torch.Generator("cpu").manual_seed(3)
+    unet_only = _kohya(build_tiny_lora("tiny-lora-sd15"))
+    with_text = dict(unet_only)
+    for layer in range(3):  # the tiny text encoder's layers: 32 wide
+        for projection in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            name = f"lora_te_text_model_encoder_layers_{layer}_self_attn_{projection}"
+            with_text[f"{name}.lora_down.weight"] = torch.randn(4, 32, generator=generator)
+            with_text[f"{name}.lora_up.weight"] = torch.randn(32, 4, generator=generator)
+            with_text[f"{name}.alpha"] = torch.tensor(4.0)
+    save_file(unet_only, tmp_path / "unet-only.safetensors")
+    save_file(with_text, tmp_path / "with-text.safetensors")
+    assert lora_family({k: tuple(v.shape) for k, v in with_text.items()}) == "sd15"
+    image, mask = _region()
+    before = lora_engine.inpaint(image, mask, _params(), model=SD15).image
+    unet = lora_engine.inpaint(
+        image, mask, _params((str(tmp_path / "unet-only.safetensors"), 1.0)), model=SD15
+    )
+    both = lora_engine.inpaint(
+        image, mask, _params((str(tmp_path / "with-text.safetensors"), 1.0)), model=SD15
+    )
+    assert np.abs(both.image - unet.image).mean() > 1e-4  # the text encoder's layers act too
+    assert lora_engine.inpaint(image, mask, _params(), model=SD15).image.tobytes() == before.tobytes()
