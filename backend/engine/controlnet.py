@@ -573,9 +573,8 @@ def _ldm_converted_shapes(shapes: Mapping[str, Any]) -> dict[str, Any]:
     import torch
 
     stripped = _strip_ldm_prefix(shapes)
-    placeholders = {
-        key: torch.empty(0).expand(*shape) if shape else torch.empty(()) for key, shape in stripped.items()
-    }
+    # Meta tensors: shapes without memory, as the conversion only renames keys.
+    placeholders = {key: torch.empty(shape, device="meta") for key, shape in stripped.items()}
     converted = _convert_ldm(placeholders)
     return {key: tuple(value.shape) for key, value in converted.items() if value is not None}
 
@@ -585,9 +584,16 @@ def _convert_ldm(state: dict[str, Any]) -> dict[str, Any]:
 
     state = _strip_ldm_prefix(state)
     try:
-        return convert_controlnet_checkpoint(state, {"layers_per_block": _ldm_layers_per_block(state)})
+        converted = convert_controlnet_checkpoint(state, {"layers_per_block": _ldm_layers_per_block(state)})
     except (KeyError, IndexError, ValueError) as exc:
         raise UnsupportedCheckpoint(f"its keys do not follow the original ControlNet layout ({exc})") from exc
+    # diffusers' conversion leaves out SDXL's added embedding (sizes and pooled text).
+    for layer in ("linear_1", "linear_2"):
+        for kind in ("weight", "bias"):
+            ldm = f"label_emb.0.{0 if layer == 'linear_1' else 2}.{kind}"
+            if ldm in state:
+                converted[f"add_embedding.{layer}.{kind}"] = state[ldm]
+    return converted
 
 
 def load_controlnet(info: ControlNetInfo) -> Any:
