@@ -318,10 +318,10 @@ class ControlNets:
             return stems[0]
         path = Path(spec).expanduser()
         if self.allow_paths and path.exists():
-            info = _classified(path.name, "path", path)
-            if info is None:
+            given = _classified(path.name, "path", path)
+            if given is None:
                 raise UnknownModel(f"Cannot use '{path.name}' as a ControlNet: {why_unusable(path)}.")
-            return info
+            return given
         names = ", ".join(m.name for m in found)
         raise UnknownModel(
             f"Unknown ControlNet '{spec}'. The ControlNets found are: {names}; to add one, "
