@@ -294,7 +294,7 @@ def test_models_lists_what_it_found_and_where_it_looked(
     assert line.split()[1:] == ["sdxl", "folder"]
     assert "builtin:tiny-sd15" in out
     assert str(folder) in out.split("Searched:")[1]
-    depth = out.split("Depth models:")[1].split("Searched:")[0].split()
+    depth = out.split("Depth models:")[1].split("\n\n")[0].split()
     assert depth == ["depth-v2", "[folder]", "builtin:tiny-depth", "[builtin]"]
 
 
