@@ -40,6 +40,7 @@ from .tiny import BUILTIN_PREFIX, SEED
 
 IP_ADAPTER_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 BUILTIN_IP_ADAPTERS = {"tiny-ip-adapter-sd15": "sd15", "tiny-ip-adapter-sdxl": "sdxl"}
+BUILTIN_IP_ADAPTERS_FAMILIES = frozenset(BUILTIN_IP_ADAPTERS.values())  # the families they work with
 # CLIP's image preprocessing (transformers' CLIPImageProcessor for these encoders).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -340,6 +341,10 @@ class IPAdapters:
         """Each reference with its IP-Adapter (named, or the first that fits the model's family:
         a built-in for a built-in model); references of weight 0 are left out. UnknownModel or
         InvalidRequest in words."""
+        from .configs import base_family
+
+        if references and base_family(family) not in BUILTIN_IP_ADAPTERS_FAMILIES:
+            raise InvalidRequest(f"IP-Adapters work with SD1.5 and SDXL models; '{model}' is {family}.")
         chosen = []
         for reference in references:
             if not 0.0 <= reference.weight <= 2.0:

@@ -123,6 +123,10 @@ def test_wrong_family_unknown_adapter_and_missing_encoder_are_clear_errors(
             model=SD15,
             references=[ReferenceImage(reference, 1.0, "builtin:tiny-ip-adapter-sdxl")],
         )
+    with pytest.raises(InvalidRequest, match="IP-Adapters work with SD1.5 and SDXL models"):
+        ip_engine.inpaint(
+            image, mask, _params(), model="builtin:tiny-flux", references=[ReferenceImage(reference)]
+        )
     with pytest.raises(UnknownModel, match="Unknown IP-Adapter 'nope'"):
         ip_engine.inpaint(
             image, mask, _params(), model=SD15, references=[ReferenceImage(reference, 1.0, "nope")]
