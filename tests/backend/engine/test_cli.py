@@ -199,6 +199,7 @@ MACHINE_OPTIONS = {"--help", "--image", "--mask", "--out", "--device", "--model-
 MACHINE_OPTIONS |= {"--vae-tiling", "--cpu-offload", "--grid", "--text-encoder", "--vae"}
 MACHINE_OPTIONS |= {"--blend-mask", "--context", "--show-map"}
 MACHINE_OPTIONS |= {"--lora", "--lora-dir", "--ip-adapter", "--ip-adapter-model", "--ip-adapter-dir"}
+MACHINE_OPTIONS |= {"--control", "--preprocess", "--controlnet-dir"}  # cli_control.py
 # The spec's `loras` is `--lora NAME:WEIGHT` (cli_addons.py), not an option of its own.
 CLI_PARAMS = tuple(p for p in protocol.shown_on("cli") if p.name != "loras")
 
