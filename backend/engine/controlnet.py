@@ -220,6 +220,7 @@ class ControlNets:
         ControlNet folders are searched.
     controlnet_dirs: folders of ControlNets (``--controlnet-dir``), searched first.
     allow_paths: whether a spec may be a filesystem path (not for the daemon's clients).
+    cpu_offload: keep them in CPU memory; the sampler moves each to the device while it runs.
     """
 
     def __init__(
@@ -232,6 +233,7 @@ class ControlNets:
         scan_default_locations: bool = True,
         allow_paths: bool = True,
         max_loaded: int = 4,
+        cpu_offload: bool = False,
     ) -> None:
         self.device, self.dtype = device, dtype
         self.model_dirs = [Path(d).expanduser() for d in model_dirs]
@@ -239,6 +241,7 @@ class ControlNets:
         self.scan_default_locations = scan_default_locations
         self.allow_paths = allow_paths
         self.max_loaded = max(1, max_loaded)
+        self.cpu_offload = cpu_offload
         self._lock = threading.RLock()
         self._loaded: OrderedDict[str, Any] = OrderedDict()
 
@@ -349,7 +352,9 @@ class ControlNets:
                 return model
             while len(self._loaded) >= self.max_loaded:
                 self._loaded.popitem(last=False)
-        model = load_controlnet(info).to(device=self.device)
+        model = load_controlnet(info)
+        if not self.cpu_offload:
+            model.to(device=self.device)
         if model.dtype != dtype:
             model.to(dtype=dtype)
         with self._lock:

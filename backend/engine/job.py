@@ -113,6 +113,7 @@ class Engine:
             controlnet_dirs,
             scan_default_locations=self.models.scan_default_locations,
             allow_paths=controlnet_paths,
+            cpu_offload=self.models.cpu_offload,
         )
         self.loras = LoraLibrary(
             lora_dirs,
