@@ -47,6 +47,7 @@ from .region import (
 )
 from .session import ClientSession, ServerSession, SessionState, Unexpected
 from .spec import (
+    CONTROL_KINDS,
     CONTROL_PARAMS,
     JOB_PARAMS,
     MAX_SEED,
@@ -80,6 +81,7 @@ __all__ = [
     "Cancel",
     "Cancelled",
     "ClientSession",
+    "CONTROL_KINDS",
     "CONTROL_PARAMS",
     "ColorEncoding",
     "Control",

@@ -53,6 +53,24 @@ class Lora:
     def text(self) -> str:
         return f"{self.name}:{self.weight:g}"
 
+    @classmethod
+    def parse(cls, text: str) -> Lora:
+        """ "name:0.8" -> Lora("name", 0.8) (see `split_weight`); no weight: 1."""
+        name, weight = split_weight(text)
+        return cls(name, 1.0 if weight is None else weight)
+
+
+def split_weight(text: str) -> tuple[str, float | None]:
+    """("name", 0.8) from "name:0.8": the weight is what follows the last colon when that is
+    a number, so names with colons ("builtin:tiny-lora-sd15") need none; else (text, None)."""
+    head, colon, tail = text.strip().rpartition(":")
+    if colon:
+        try:
+            return head.strip(), float(tail)
+        except ValueError:
+            pass
+    return text.strip(), None
+
 
 @dataclass(frozen=True)
 class Param:
@@ -173,18 +191,20 @@ class Param:
 
     def parse_text(self, text: str) -> tuple[Any, ...]:
         """A list parameter typed by a painter: "0.3, 0.5" or "30%, 50%" (a number with "%"
-        is a percentage); LoRAs as "name:0.8, other:-0.5" (no weight: 1). ValueError in
-        words when a part is not a number; bounds are `read`'s business."""
+        is a percentage); LoRAs as "name:0.8, other:-0.5" (see `Lora.parse`). ValueError
+        in words when a part is not a number; bounds are `read`'s business."""
         values: list[Any] = []
         for part in text.replace(";", ",").split(","):
             part = part.strip()
             if not part:
                 continue
             if self.item is Lora:
-                name, _, weight = part.rpartition(":") if ":" in part else (part, "", "1")
-                values.append(Lora(name.strip(), _number_in(part, weight)))
+                values.append(Lora.parse(part))
                 continue
-            value = _number_in(part, part.rstrip("%"))
+            try:
+                value = float(part.rstrip("%").strip())
+            except ValueError:
+                raise ValueError(f"'{part}' is not a number") from None
             values.append(value / 100.0 if part.endswith("%") else value)
         return tuple(values)
 
@@ -207,14 +227,6 @@ class Param:
         low = f"above {_number(lo)}" if self.lo_open else f"at least {_number(lo)}"
         high = f"below {_number(hi)}" if self.hi_open else f"at most {_number(hi)}"
         return f"{low} and {high}{unit}"
-
-
-def _number_in(part: str, number: str) -> float:
-    try:
-        return float(number.strip())
-    except ValueError:
-        why = "the weight after ':' is not a number" if ":" in part else "is not a number"
-        raise ValueError(f"'{part}' {why}") from None
 
 
 def _number(value: float) -> str:
@@ -537,6 +549,11 @@ class JobParams:
 JOB_PARAMS: tuple[Param, ...] = params_of(JobParams)
 
 
+# What a control image commonly shows, as hosts offer it; the wire takes any word, the
+# daemon says which its ControlNets take.
+CONTROL_KINDS = ("canny", "depth", "lineart", "scribble", "pose", "tile", "inpaint")
+
+
 @dataclass(frozen=True)
 class ControlParams:
     """How one control image of a job steers it (ControlNet); the image travels beside them
@@ -545,7 +562,7 @@ class ControlParams:
     kind: str = param(
         "canny",
         "Type",
-        "What the control image shows: canny, depth, lineart, scribble, pose, tile, inpaint, ...",
+        f"What the control image shows: {', '.join(CONTROL_KINDS)}, ...",
         min_len=1,
         max_len=32,
     )

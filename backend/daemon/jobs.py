@@ -470,11 +470,12 @@ def _per_step(sampling: list[tuple[float, int]], timings: dict[str, float], step
 
 def _payload_bytes(job: Job) -> int:
     """A waiting job's pixels: its region once per result it makes (a batch of 4 counts
-    four times), and its maps."""
+    four times), its maps, and its control and reference images."""
     submit = job.submit
     maps = [m for m in (submit.mask, submit.selection, submit.blend_mask) if m is not None]
-    controls = sum(len(c.image.data) for c in getattr(submit, "controls", ()))
-    return len(submit.image.data) * job.params.results + sum(len(m.data) for m in maps) + controls
+    images = [c.image for c in (*getattr(submit, "controls", ()), *getattr(submit, "ip_adapters", ()))]
+    extra = sum(len(m.data) for m in maps) + sum(len(image.data) for image in images)
+    return len(submit.image.data) * job.params.results + extra
 
 
 class Worker:

@@ -117,7 +117,7 @@ class AddonFinder:
             if every or (app / sub).is_dir()
         ]
 
-    def list(self) -> list[AddonInfo]:
+    def find(self) -> list[AddonInfo]:
         """Every add-on of this kind found now (re-scans the folders), built-ins last."""
         found: dict[str, AddonInfo] = {}
         for folder in self.search_folders():
@@ -163,7 +163,7 @@ class AddonFinder:
                 return AddonInfo(spec, self.builtins[spec.removeprefix(BUILTIN_PREFIX)], "builtin")
             names = ", ".join(BUILTIN_PREFIX + n for n in self.builtins)
             raise UnknownModel(f"Unknown built-in {self.kind.what} '{spec}'. The built-in ones are: {names}.")
-        found = self.list()
+        found = self.find()
         for info in found:
             if info.location is not None and spec in (info.name, info.name + info.location.suffix):
                 return info

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...protocol import Lora, ReferenceParams
+from ...protocol import REFERENCE_PARAMS, Lora
+from ...protocol.spec import split_weight
 
 LORA_FORM = "NAME[:WEIGHT]"
 REFERENCE_FORM = "FILE[:WEIGHT]"
-DEFAULT_REFERENCE_WEIGHT = ReferenceParams().weight
+REFERENCE_WEIGHT = next(q for q in REFERENCE_PARAMS if q.name == "weight")
+DEFAULT_REFERENCE_WEIGHT = REFERENCE_WEIGHT.default
 
 
 @dataclass(frozen=True)
@@ -30,32 +32,23 @@ class ReferenceOption:
     weight: float
 
 
-def _weight_last(text: str) -> tuple[str, float | None]:
-    """("name", weight) from "name:0.8"; (text, None) when what follows the last colon is no number."""
-    head, colon, tail = text.strip().rpartition(":")
-    if colon:
-        try:
-            return head.strip(), float(tail)
-        except ValueError:
-            pass
-    return text.strip(), None
-
-
 def parse_lora(text: str) -> Lora:
     """argparse's type for --lora; the weight's bounds are the spec's (checked with the job)."""
-    name, weight = _weight_last(text)
-    if not name:
+    lora = Lora.parse(text)
+    if not lora.name:
         raise argparse.ArgumentTypeError(f"'{text}': give a LoRA's name, as {LORA_FORM}")
-    return Lora(name, 1.0 if weight is None else weight)
+    return lora
 
 
 def parse_reference(text: str) -> ReferenceOption:
     """argparse's type for --ip-adapter."""
-    file, weight = _weight_last(text)
+    file, weight = split_weight(text)
     if not file:
         raise argparse.ArgumentTypeError(f"'{text}': give a reference image, as {REFERENCE_FORM}")
-    if weight is not None and not 0.0 <= weight <= 2.0:
-        raise argparse.ArgumentTypeError(f"'{text}': a reference's weight is 0 to 2")
+    bounds = REFERENCE_WEIGHT.bounds()
+    if weight is not None and not bounds[0] <= weight <= bounds[1]:
+        allowed = REFERENCE_WEIGHT.describe_range()
+        raise argparse.ArgumentTypeError(f"'{text}': a reference's weight is {allowed}")
     return ReferenceOption(Path(file).expanduser(), DEFAULT_REFERENCE_WEIGHT if weight is None else weight)
 
 

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     depth_models = engine.depth_models.list_models()
     addons = {"loras": engine.loras.finder, "ip_adapters": engine.ip_adapters.finder}
     addons["image_encoders"] = engine.ip_adapters.encoders
-    found = {kind: finder.list() for kind, finder in addons.items()}
+    found = {kind: finder.find() for kind, finder in addons.items()}
     controlnets = engine.list_controlnets()
     if args.json:
         payload = {
@@ -76,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
     # Depth models (for --depth near|far) are searched in these folders and their installations'
     # depth folders (depth.py); the first found is the default.
     print("\nDepth models:")
-    for m in depth_models:
-        print(f"  {m.name}  [{m.source}]")
+    for depth in depth_models:
+        print(f"  {depth.name}  [{depth.source}]")
     # ControlNets (for --control) are searched in --controlnet-dir folders and the installations'
     # ControlNet folders (controlnet.py); `Searched` lists the checkpoint folders.
     print("\nControlNets:")

@@ -220,6 +220,7 @@ class ControlNets:
         ControlNet folders are searched.
     controlnet_dirs: folders of ControlNets (``--controlnet-dir``), searched first.
     allow_paths: whether a spec may be a filesystem path (not for the daemon's clients).
+    cpu_offload: keep them in CPU memory; the sampler moves each to the device while it runs.
     """
 
     def __init__(
@@ -232,6 +233,7 @@ class ControlNets:
         scan_default_locations: bool = True,
         allow_paths: bool = True,
         max_loaded: int = 4,
+        cpu_offload: bool = False,
     ) -> None:
         self.device, self.dtype = device, dtype
         self.model_dirs = [Path(d).expanduser() for d in model_dirs]
@@ -239,6 +241,7 @@ class ControlNets:
         self.scan_default_locations = scan_default_locations
         self.allow_paths = allow_paths
         self.max_loaded = max(1, max_loaded)
+        self.cpu_offload = cpu_offload
         self._lock = threading.RLock()
         self._loaded: OrderedDict[str, Any] = OrderedDict()
 
@@ -318,10 +321,10 @@ class ControlNets:
             return stems[0]
         path = Path(spec).expanduser()
         if self.allow_paths and path.exists():
-            info = _classified(path.name, "path", path)
-            if info is None:
+            given = _classified(path.name, "path", path)
+            if given is None:
                 raise UnknownModel(f"Cannot use '{path.name}' as a ControlNet: {why_unusable(path)}.")
-            return info
+            return given
         names = ", ".join(m.name for m in found)
         raise UnknownModel(
             f"Unknown ControlNet '{spec}'. The ControlNets found are: {names}; to add one, "
@@ -349,7 +352,9 @@ class ControlNets:
                 return model
             while len(self._loaded) >= self.max_loaded:
                 self._loaded.popitem(last=False)
-        model = load_controlnet(info).to(device=self.device)
+        model = load_controlnet(info)
+        if not self.cpu_offload:
+            model.to(device=self.device)
         if model.dtype != dtype:
             model.to(dtype=dtype)
         with self._lock:
@@ -573,9 +578,8 @@ def _ldm_converted_shapes(shapes: Mapping[str, Any]) -> dict[str, Any]:
     import torch
 
     stripped = _strip_ldm_prefix(shapes)
-    placeholders = {
-        key: torch.empty(0).expand(*shape) if shape else torch.empty(()) for key, shape in stripped.items()
-    }
+    # Meta tensors: shapes without memory, as the conversion only renames keys.
+    placeholders = {key: torch.empty(shape, device="meta") for key, shape in stripped.items()}
     converted = _convert_ldm(placeholders)
     return {key: tuple(value.shape) for key, value in converted.items() if value is not None}
 
@@ -585,9 +589,16 @@ def _convert_ldm(state: dict[str, Any]) -> dict[str, Any]:
 
     state = _strip_ldm_prefix(state)
     try:
-        return convert_controlnet_checkpoint(state, {"layers_per_block": _ldm_layers_per_block(state)})
+        converted = convert_controlnet_checkpoint(state, {"layers_per_block": _ldm_layers_per_block(state)})
     except (KeyError, IndexError, ValueError) as exc:
         raise UnsupportedCheckpoint(f"its keys do not follow the original ControlNet layout ({exc})") from exc
+    # diffusers' conversion leaves out SDXL's added embedding (sizes and pooled text).
+    for layer in ("linear_1", "linear_2"):
+        for kind in ("weight", "bias"):
+            ldm = f"label_emb.0.{0 if layer == 'linear_1' else 2}.{kind}"
+            if ldm in state:
+                converted[f"add_embedding.{layer}.{kind}"] = state[ldm]
+    return converted
 
 
 def load_controlnet(info: ControlNetInfo) -> Any:

@@ -21,6 +21,7 @@ same adapters loads nothing.
 
 from __future__ import annotations
 
+import copy
 import functools
 import threading
 import weakref
@@ -39,6 +40,7 @@ from .tiny import BUILTIN_PREFIX, SEED
 
 IP_ADAPTER_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 BUILTIN_IP_ADAPTERS = {"tiny-ip-adapter-sd15": "sd15", "tiny-ip-adapter-sdxl": "sdxl"}
+BUILTIN_IP_ADAPTERS_FAMILIES = frozenset(BUILTIN_IP_ADAPTERS.values())  # the families they work with
 # CLIP's image preprocessing (transformers' CLIPImageProcessor for these encoders).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -303,9 +305,21 @@ class IPAdapters:
         scan_default_locations: bool = True,
         allow_paths: bool = True,
     ) -> None:
-        options = {"scan_default_locations": scan_default_locations, "allow_paths": allow_paths}
-        self.finder = AddonFinder(IP_ADAPTER, dirs, model_dirs, builtins=BUILTIN_IP_ADAPTERS, **options)
-        self.encoders = AddonFinder(IMAGE_ENCODER, dirs, model_dirs, **options)
+        self.finder = AddonFinder(
+            IP_ADAPTER,
+            dirs,
+            model_dirs,
+            scan_default_locations=scan_default_locations,
+            builtins=BUILTIN_IP_ADAPTERS,
+            allow_paths=allow_paths,
+        )
+        self.encoders = AddonFinder(
+            IMAGE_ENCODER,
+            dirs,
+            model_dirs,
+            scan_default_locations=scan_default_locations,
+            allow_paths=allow_paths,
+        )
         self.loads = 0
         self._lock = threading.Lock()
         self._states: OrderedDict[str, dict[str, Any]] = OrderedDict()  # adapter name -> tensors
@@ -317,9 +331,9 @@ class IPAdapters:
             weakref.WeakKeyDictionary()
         )
 
-    def list(self) -> list[AddonInfo]:
+    def find(self) -> list[AddonInfo]:
         """Every IP-Adapter found now, the built-ins last."""
-        return self.finder.list()
+        return self.finder.find()
 
     def resolve(
         self, references: Sequence[ReferenceImage], model: str, family: str
@@ -327,6 +341,10 @@ class IPAdapters:
         """Each reference with its IP-Adapter (named, or the first that fits the model's family:
         a built-in for a built-in model); references of weight 0 are left out. UnknownModel or
         InvalidRequest in words."""
+        from .configs import base_family
+
+        if references and base_family(family) not in BUILTIN_IP_ADAPTERS_FAMILIES:
+            raise InvalidRequest(f"IP-Adapters work with SD1.5 and SDXL models; '{model}' is {family}.")
         chosen = []
         for reference in references:
             if not 0.0 <= reference.weight <= 2.0:
@@ -350,7 +368,7 @@ class IPAdapters:
 
     def _first_fitting(self, model: str, family: str) -> AddonInfo:
         builtin = model.startswith(BUILTIN_PREFIX)  # random tiny models take the tiny adapters
-        for info in self.finder.list():
+        for info in self.finder.find():
             if fits(info.family, family) and (info.source == "builtin") == builtin:
                 return info
         raise UnknownModel(
@@ -390,6 +408,7 @@ class IPAdapters:
         if info.name in self._states:
             self._states.move_to_end(info.name)
             return self._states[info.name]
+        state: dict[str, Any]
         if info.location is None:
             state = build_tiny_ip_adapter(info.name.removeprefix(BUILTIN_PREFIX))
         else:
@@ -500,9 +519,12 @@ class IPAdapters:
     def _encoder_for(self, adapter: AddonInfo, output: str, width: int) -> Any:
         """The image encoder whose output fits the adapter, loaded (the last one is kept)."""
         if adapter.location is None:
-            return build_tiny_image_encoder()
+            # A copy: the engine moves it to its device and dtype, the built one stays as built.
+            if self._encoder is None or self._encoder[0] != BUILTIN_PREFIX:
+                self._encoder = (BUILTIN_PREFIX, copy.deepcopy(build_tiny_image_encoder()))
+            return self._encoder[1]
         candidates = []
-        for info in self.encoders.list():
+        for info in self.encoders.find():
             projection, hidden = (int(v) for v in info.family.split(":"))
             if (projection if output == "embeds" else hidden) == width:
                 candidates.append(info)

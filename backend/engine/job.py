@@ -113,6 +113,7 @@ class Engine:
             controlnet_dirs,
             scan_default_locations=self.models.scan_default_locations,
             allow_paths=controlnet_paths,
+            cpu_offload=self.models.cpu_offload,
         )
         self.loras = LoraLibrary(
             lora_dirs,
@@ -145,11 +146,11 @@ class Engine:
 
     def list_loras(self) -> list[AddonInfo]:
         """Every LoRA found now (re-scans the folders), built-ins last, each with its family."""
-        return self.loras.list()
+        return self.loras.find()
 
     def list_ip_adapters(self) -> list[AddonInfo]:
         """Every IP-Adapter found now (re-scans the folders), built-ins last, each with its family."""
-        return self.ip_adapters.list()
+        return self.ip_adapters.find()
 
     def resolve_model(self, spec: str | None) -> str:
         """The canonical name for `spec` (see catalog.py for the grammar); UnknownModel if none."""

@@ -1,10 +1,11 @@
 """LoRAs: found where painters keep them, loaded into a model once, switched on per job.
 
 Files: kohya / Automatic1111 (``lora_unet_...lora_down.weight``, LyCORIS LoCon too) and diffusers
-/ PEFT (``unet....lora_A.weight``) ``.safetensors``, for SD1.5 and SDXL (FLUX.1 and SD3 ones are
-listed and handed to diffusers as they are). Folders: ComfyUI's ``models/loras``,
-Automatic1111's ``models/Lora`` (and ``models/LyCORIS``), and those given with ``--lora-dir``
-(addons.py). A file's family comes from its cross-attention's width (768: SD1.5, 2048: SDXL).
+/ PEFT (``unet....lora_A.weight``) ``.safetensors``, for SD1.5 and SDXL, and FLUX.1 and SD3 ones
+in the layouts diffusers reads (``transformer....lora_A.weight``, kohya's, ComfyUI's). Folders:
+ComfyUI's ``models/loras``, Automatic1111's ``models/Lora`` (and ``models/LyCORIS``), and those
+given with ``--lora-dir`` (addons.py). A file's family comes from its keys and widths: SD's from
+its cross-attention's (768: SD1.5, 2048: SDXL), FLUX.1's from its single blocks or 3072.
 
 A model keeps the LoRAs it was given as PEFT adapters beside its own weights, never merged
 into them: a job switches on its own LoRAs at their weights and every other one off, so a job
@@ -18,9 +19,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+import warnings
 import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,7 @@ BUILTIN_LORAS = {"tiny-lora-sd15": "sd15", "tiny-lora-sdxl": "sdxl"}
 CONTEXT_FAMILIES = {768: "sd15", 1024: "sd2", 2048: "sdxl", 32: "sd15", 64: "sdxl"}
 # A text encoder's width, for LoRAs of the text encoder alone.
 TEXT_FAMILIES = {768: "sd15", 1024: "sd2"}
+FLUX_WIDTH = 3072
 _DOWN = (".lora_down.weight", ".lora_A.weight", ".lora.down.weight", "_lora.down.weight")
 
 
@@ -52,10 +55,11 @@ def lora_family(shapes: Shapes) -> str | None:
     keys = list(downs)
     if any("double_blocks" in k or "single_blocks" in k or "single_transformer_blocks" in k for k in keys):
         return "flux"
-    if any("joint_blocks" in k for k in keys) or any(
-        k.startswith("transformer.transformer_blocks.") for k in keys
-    ):
+    if any("joint_blocks" in k for k in keys):
         return "sd3"
+    joint = [s for k, s in downs.items() if k.startswith("transformer.transformer_blocks.")]
+    if joint:  # diffusers' layout, double blocks only: FLUX.1's are 3072 wide, SD3's narrower
+        return "flux" if joint[0][-1] == FLUX_WIDTH else "sd3"
     for key, shape in downs.items():
         if "attn2" in key and "to_k" in key and len(shape) == 2:
             return CONTEXT_FAMILIES.get(shape[1], "unknown")
@@ -111,9 +115,9 @@ class LoraLibrary:
         )
         self._serial = 0
 
-    def list(self) -> list[AddonInfo]:
+    def find(self) -> list[AddonInfo]:
         """Every LoRA found now, the built-ins last."""
-        return self.finder.list()
+        return self.finder.find()
 
     def resolve(self, loras: Sequence[Lora], model: str, family: str) -> list[tuple[AddonInfo, float]]:
         """A job's LoRAs as (LoRA, weight), each named once (weights of one named twice add up).
@@ -159,7 +163,8 @@ class LoraLibrary:
         name = f"lora{self._serial}"  # PEFT adapter names become module keys: no dots
         state = _state_dict(info)
         try:
-            pipe.load_lora_weights(state, adapter_name=name)
+            with _quiet_loading():
+                pipe.load_lora_weights(state, adapter_name=name)
         except Exception as exc:
             _forget(pipe, name)
             raise InvalidRequest(
@@ -195,6 +200,22 @@ def _state_dict(info: AddonInfo) -> dict[str, Any]:
         return read_state_dict(info.location)
     except (UnsupportedCheckpoint, OSError) as exc:
         raise InvalidRequest(f"Cannot read the LoRA '{info.name}': {exc}.") from exc
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """diffusers warns of every text encoder a LoRA leaves alone ("safe to ignore") and PEFT of
+    every adapter after the first (the point here): not for the painter's log."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            yield
+    finally:
+        diffusers_logging.set_verbosity(level)
 
 
 def _forget(pipe: Any, name: str) -> None:

@@ -374,7 +374,9 @@ def prepare(
             _check_read(host, "selection", data, region.area, region)
             selection = p.Mask(region.width, region.height, data)
     blend = None if sources.blend is None else _read_map(host, sources.blend, region, "blend layer")
-    controls, references = _read_conditioning(host, maps, region)
+    # A strength map needs no conditioning: its images would travel for nothing.
+    needs_conditioning = not issubclass(request, p.StrengthMapRequest)
+    controls, references = _read_conditioning(host, maps, region) if needs_conditioning else ((), ())
     pixels = host.read_pixels(region)
     _check_read(host, "pixels", pixels, region.area * host.pixel_format.bytes_per_pixel, region)
     dx, dy = host.origin()

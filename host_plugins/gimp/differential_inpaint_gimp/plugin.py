@@ -309,15 +309,14 @@ class _Models:
 ADDON_CHOICES = {"controlnets": "Automatic", "ip_adapters": "Automatic"}
 MODELS = _Models()
 MODEL_CHOICE = "model-choice"  # the auxiliary argument holding the daemon's list
+TEST_MODEL_PREFIX = "builtin:"  # the daemon's random-weight test models
+SERVER_PARASITE = "differential-inpaint-server"  # global: the address the last run used
 
 
 def choice_argument(param: Param) -> str:
-    """The auxiliary argument holding the daemon's list for a text argument (model-choice)."""
+    """The auxiliary argument holding the daemon's list for a slot's text argument (as
+    model-choice does for the model): control-model-choice, reference-model-choice."""
     return f"{param.gimp_argument}-choice"
-
-
-TEST_MODEL_PREFIX = "builtin:"  # the daemon's random-weight test models
-SERVER_PARASITE = "differential-inpaint-server"  # global: the address the last run used
 
 
 def remembered_server() -> str:
@@ -662,10 +661,8 @@ def _show_map_button(show_map: Callable[[Callable[[str], None]], None], status: 
 def conditioning_summary(config: Gimp.ProcedureConfig) -> str:
     """The conditioning fold's title: what steers the job besides the prompt, so that it
     shows with the fold closed ("Conditioning: 1 control layer, 2 LoRAs")."""
-    controls = sum(
-        config.get_property(s.drawable.gimp_argument) is not None for s in SLOTS if not s.reference
-    )
-    references = sum(config.get_property(s.drawable.gimp_argument) is not None for s in SLOTS if s.reference)
+    used = [s for s in SLOTS if config.get_property(s.drawable.gimp_argument) is not None]
+    controls, references = sum(not s.reference for s in used), sum(s.reference for s in used)
     loras = (config.get_property("loras") or "").replace(";", ",")
     count = sum(bool(part.strip()) for part in loras.split(","))
     parts = [

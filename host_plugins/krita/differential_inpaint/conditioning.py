@@ -21,7 +21,7 @@ from . import protocol as p
 from .client import InpaintError, flow
 from .krita_io import stack_order
 
-CONTROL_KINDS = ("canny", "depth", "lineart", "scribble", "pose", "tile", "inpaint")
+CONTROL_KINDS = p.CONTROL_KINDS
 
 
 @dataclass(frozen=True)

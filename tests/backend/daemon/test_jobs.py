@@ -5,6 +5,7 @@ by events (`engine.hold`) rather than sleeps."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -258,6 +259,23 @@ def test_queued_pixels_are_bounded_across_clients(engine: FakeEngine, make_daemo
         assert error.code is p.ErrorCode.QUEUE_FULL and "MiB of pixels" in error.message
         engine.hold.set()
         assert isinstance(first.final("q1"), p.Result) and isinstance(second.final("q2"), p.Result)
+
+
+def test_reference_images_count_against_the_queued_pixels(engine: FakeEngine, make_daemon: Any) -> None:
+    one_job = 64 * 48 * (4 + 1)  # rgba8 + mask
+    daemon = make_daemon(engine, max_queued_bytes=2 * one_job)
+    engine.hold = threading.Event()
+    reference = p.Reference(p.Image(64, 48, p.PixelFormat.RGBA8, bytes(64 * 48 * 4)))
+    with RawClient(daemon.url) as client:
+        client.send(make_submit("run", 64, 48))
+        client.until_type(p.Accepted, "run")
+        engine.running.wait(TIMEOUT)
+        client.send(make_submit("q1", 64, 48))
+        client.until_type(p.Accepted, "q1")
+        client.send(dataclasses.replace(make_submit("q2", 64, 48), ip_adapters=(reference,)))
+        assert client.until_type(p.Error, "q2").code is p.ErrorCode.QUEUE_FULL  # alone, it fits
+        engine.hold.set()
+        assert isinstance(client.final("q1"), p.Result)
 
 
 @pytest.mark.parametrize("ending", ["result", "error"])

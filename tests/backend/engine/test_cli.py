@@ -199,6 +199,7 @@ MACHINE_OPTIONS = {"--help", "--image", "--mask", "--out", "--device", "--model-
 MACHINE_OPTIONS |= {"--vae-tiling", "--cpu-offload", "--grid", "--text-encoder", "--vae"}
 MACHINE_OPTIONS |= {"--blend-mask", "--context", "--show-map"}
 MACHINE_OPTIONS |= {"--lora", "--lora-dir", "--ip-adapter", "--ip-adapter-model", "--ip-adapter-dir"}
+MACHINE_OPTIONS |= {"--control", "--preprocess", "--controlnet-dir"}  # cli_control.py
 # The spec's `loras` is `--lora NAME:WEIGHT` (cli_addons.py), not an option of its own.
 CLI_PARAMS = tuple(p for p in protocol.shown_on("cli") if p.name != "loras")
 
@@ -294,7 +295,7 @@ def test_models_lists_what_it_found_and_where_it_looked(
     assert line.split()[1:] == ["sdxl", "folder"]
     assert "builtin:tiny-sd15" in out
     assert str(folder) in out.split("Searched:")[1]
-    depth = out.split("Depth models:")[1].split("Searched:")[0].split()
+    depth = out.split("Depth models:")[1].split("\n\n")[0].split()
     assert depth == ["depth-v2", "[folder]", "builtin:tiny-depth", "[builtin]"]
 
 

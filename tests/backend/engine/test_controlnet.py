@@ -42,7 +42,7 @@ def _region() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _job(model: str = "builtin:tiny-sd15", **kwargs: Any) -> JobParams:
-    return JobParams(prompt="a red door", steps=6, seed=3, model=model, **kwargs)
+    return JobParams(**{"prompt": "a red door", "steps": 6, "seed": 3, "model": model, **kwargs})
 
 
 def _control(image: np.ndarray, **params: Any) -> ControlInput:
@@ -294,3 +294,62 @@ def test_a_controlnet_given_by_path_runs_in_a_job(tmp_path: Path) -> None:
     daemon_like = Engine(device="cpu", scan_default_locations=False, controlnet_paths=False)
     with pytest.raises(UnknownModel, match="Unknown ControlNet"):
         daemon_like.inpaint(image, mask, _job(), controls=[_control(control, model=str(path))])
+
+
+def _controlnet_to_ldm(model: Any) -> dict[str, torch.Tensor]:
+    """A diffusers ControlNet in the original layout ("control_model." + input_blocks, zero_convs,
+    input_hint_block, middle_block_out), as A1111's control_v11 files are."""
+    from diffusers import UNet2DConditionModel
+
+    from .ldm_export import unet_to_ldm
+
+    config = dict(model.config)
+    unet = UNet2DConditionModel.from_config(
+        {
+            **{k: config[k] for k in ("block_out_channels", "layers_per_block", "down_block_types")},
+            **{k: config[k] for k in ("transformer_layers_per_block", "attention_head_dim")},
+            **{k: config[k] for k in ("use_linear_projection", "cross_attention_dim", "norm_num_groups")},
+            **{k: config[k] for k in ("addition_embed_type", "addition_time_embed_dim")},
+            "projection_class_embeddings_input_dim": config["projection_class_embeddings_input_dim"],
+            "up_block_types": [t.replace("Down", "Up") for t in reversed(config["down_block_types"])],
+        }
+    )
+    unet.load_state_dict(model.state_dict(), strict=False)
+    kept = ("input_blocks.", "middle_block.", "time_embed.", "label_emb.")
+    unet_state = {k.removeprefix("model.diffusion_model."): v for k, v in unet_to_ldm(unet).items()}
+    state = {k: v for k, v in unet_state.items() if k.startswith(kept)}
+    for i, block in enumerate(model.controlnet_down_blocks):
+        state[f"zero_convs.{i}.0.weight"], state[f"zero_convs.{i}.0.bias"] = block.weight, block.bias
+    state["middle_block_out.0.weight"] = model.controlnet_mid_block.weight
+    state["middle_block_out.0.bias"] = model.controlnet_mid_block.bias
+    embedding = model.controlnet_cond_embedding
+    for index, conv in enumerate([embedding.conv_in, *embedding.blocks, embedding.conv_out]):
+        state[f"input_hint_block.{2 * index}.weight"] = conv.weight
+        state[f"input_hint_block.{2 * index}.bias"] = conv.bias
+    return {"control_model." + k: v.contiguous() for k, v in state.items()}
+
+
+@pytest.mark.parametrize("name", ["tiny-controlnet-sd15", "tiny-controlnet-sdxl"])
+def test_original_layout_files_load_back_identically(tmp_path: Path, name: str) -> None:
+    from safetensors.torch import save_file
+
+    tiny = build_tiny_controlnet(name)
+    path = tmp_path / "control_v11p_canny.safetensors"
+    save_file(_controlnet_to_ldm(tiny), str(path))
+    found = ControlNets("cpu", torch.float32, [], [tmp_path], scan_default_locations=False)
+    info = found.resolve("control_v11p_canny", "canny", "sdxl" if "sdxl" in name else "sd15")
+    loaded = load_controlnet(info)
+    expected = tiny.state_dict()
+    assert set(loaded.state_dict()) == set(expected)
+    for key, value in expected.items():
+        torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_a_batch_of_results_with_a_control_equals_jobs_of_their_own(engine: Engine) -> None:
+    image, mask, control = _region()
+    batched = Engine(device="cpu", scan_default_locations=False, max_batch=2)
+    controls = [_control(control)]
+    together = batched.inpaint_batch(image, mask, _job(count=2), controls=controls)
+    for result in together:
+        alone = engine.inpaint(image, mask, _job(seed=result.seed), controls=controls)
+        np.testing.assert_allclose(result.image, alone.image, atol=2e-3)

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import save_file
 
 from differential_inpaint.backend.engine import Engine, InvalidRequest, UnknownModel
@@ -101,7 +102,7 @@ def test_adapters_and_encoders_are_found_in_comfyuis_folders_and_paint_as_the_bu
     found = {(a.name, a.family, a.source) for a in engine.list_ip_adapters()}
     assert ("ip-adapter_tiny", "sd15", "comfyui") in found
     assert ("builtin:tiny-ip-adapter-sdxl", "sdxl", "builtin") in found
-    assert [e.name for e in engine.ip_adapters.encoders.list()] == ["clip-vision-tiny"]
+    assert [e.name for e in engine.ip_adapters.encoders.find()] == ["clip-vision-tiny"]
     image, mask, reference = _region()
     builtin = [ReferenceImage(reference, 0.7, "builtin:tiny-ip-adapter-sd15")]
     from_files = [ReferenceImage(reference, 0.7, "ip-adapter_tiny")]
@@ -121,6 +122,10 @@ def test_wrong_family_unknown_adapter_and_missing_encoder_are_clear_errors(
             _params(),
             model=SD15,
             references=[ReferenceImage(reference, 1.0, "builtin:tiny-ip-adapter-sdxl")],
+        )
+    with pytest.raises(InvalidRequest, match="IP-Adapters work with SD1.5 and SDXL models"):
+        ip_engine.inpaint(
+            image, mask, _params(), model="builtin:tiny-flux", references=[ReferenceImage(reference)]
         )
     with pytest.raises(UnknownModel, match="Unknown IP-Adapter 'nope'"):
         ip_engine.inpaint(
@@ -151,3 +156,31 @@ def test_reference_images_are_cropped_to_the_centre_and_normalised_as_clip_does(
     assert tuple(pixels.shape) == (1, 3, 32, 32)
     white = (1.0 - 0.48145466) / 0.26862954
     assert abs(float(pixels[0, 0, 16, 16]) - white) < 1e-3
+
+
+def test_real_adapters_and_encoders_are_read_from_their_shapes() -> None:
+    from differential_inpaint.backend.engine.ip_adapter import (
+        encoder_input,
+        encoder_signature,
+        ip_adapter_family,
+        vision_config,
+    )
+
+    sd15 = {"image_proj.proj.weight": (3072, 1024), "ip_adapter.1.to_k_ip.weight": (320, 768)}
+    sdxl = {"image_proj.proj.weight": (8192, 1280), "ip_adapter.1.to_k_ip.weight": (640, 2048)}
+    assert ip_adapter_family(sd15) == "sd15" and ip_adapter_family(sdxl) == "sdxl"
+    assert ip_adapter_family({"ip_adapter.1.to_k_ip.weight": (320, 768)}) is None  # no projection
+    plus = {"proj_in.weight": torch.zeros(768, 1280), "latents": torch.zeros(1, 16, 768)}
+    assert encoder_input(plus) == ("hidden", 1280)
+    assert encoder_input({"proj.weight": torch.zeros(3072, 1024)}) == ("embeds", 1024)
+    vit_h = {
+        "vision_model.embeddings.patch_embedding.weight": (1280, 3, 14, 14),
+        "vision_model.embeddings.position_embedding.weight": (257, 1280),
+        "vision_model.encoder.layers.31.mlp.fc1.weight": (5120, 1280),
+        "vision_model.encoder.layers.0.mlp.fc1.weight": (5120, 1280),
+        "visual_projection.weight": (1024, 1280),
+    }
+    assert encoder_signature(vit_h) == "1024:1280"
+    config = vision_config(vit_h)
+    assert (config.num_hidden_layers, config.num_attention_heads, config.image_size) == (32, 16, 224)
+    assert (config.projection_dim, config.intermediate_size, config.hidden_act) == (1024, 5120, "gelu")

@@ -71,6 +71,8 @@ def test_families_are_read_from_the_files(tmp_path: Path) -> None:
     flux = {"lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight": (16, 3072)}
     assert lora_family(real_xl) == "sdxl" and lora_family(real_15) == "sd15" and lora_family(flux) == "flux"
     assert lora_family({"model.diffusion_model.input_blocks.0.0.weight": (320, 4, 3, 3)}) is None
+    double = "transformer.transformer_blocks.0.attn.to_q.lora_A.weight"
+    assert lora_family({double: (16, 3072)}) == "flux" and lora_family({double: (16, 1536)}) == "sd3"
 
 
 def test_loras_are_found_where_painters_keep_them(tmp_path: Path) -> None:
@@ -165,3 +167,65 @@ def test_sdxl_loras(lora_engine: Engine) -> None:
         == before.tobytes()
     )
     assert lora_engine.inpaint(image, mask, _params(), model=SDXL).image.tobytes() == before.tobytes()
+
+
+def _transformer_lora(model: str, seed: int) -> dict[str, Any]:
+    """A diffusers-layout LoRA on the attention projections of a built-in FLUX.1 / SD3 model."""
+    from differential_inpaint.backend.engine.tiny import build_tiny_pipeline
+
+    generator = torch.Generator("cpu").manual_seed(seed)
+    state = {}
+    for name, module in build_tiny_pipeline(model).transformer.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.endswith(("attn.to_q", "attn.to_k", "attn.to_v")):
+            out_features, in_features = module.weight.shape
+            state[f"transformer.{name}.lora_A.weight"] = (
+                torch.randn(4, in_features, generator=generator) * 0.3
+            )
+            state[f"transformer.{name}.lora_B.weight"] = (
+                torch.randn(out_features, 4, generator=generator) * 0.3
+            )
+    return state
+
+
+@pytest.mark.parametrize(("model", "family"), [("tiny-flux", "flux"), ("tiny-sd3", "sd3")])
+def test_flux_and_sd3_loras_in_diffusers_layout(
+    lora_engine: Engine, tmp_path: Path, model: str, family: str
+) -> None:
+    path = tmp_path / f"{model}-lora.safetensors"
+    save_file(_transformer_lora(model, seed=1), path)
+    assert lora_engine.loras.finder.resolve(str(path)).family == family
+    image, mask = _region()
+    spec = f"builtin:{model}"
+    before = lora_engine.inpaint(image, mask, _params(), model=spec).image
+    with_lora = lora_engine.inpaint(image, mask, _params((str(path), 1.0)), model=spec).image
+    assert np.abs(with_lora - before).mean() > 1e-4
+    assert lora_engine.inpaint(image, mask, _params(), model=spec).image.tobytes() == before.tobytes()
+    with pytest.raises(InvalidRequest, match=f"made for {family}"):
+        lora_engine.inpaint(image, mask, _params((str(path), 1.0)), model=SD15)
+
+
+def test_a_kohya_lora_with_text_encoder_layers_switches_those_off_too(
+    lora_engine: Engine, tmp_path: Path
+) -> None:
+    generator = torch.Generator("cpu").manual_seed(3)
+    unet_only = _kohya(build_tiny_lora("tiny-lora-sd15"))
+    with_text = dict(unet_only)
+    for layer in range(3):  # the tiny text encoder's layers: 32 wide
+        for projection in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            name = f"lora_te_text_model_encoder_layers_{layer}_self_attn_{projection}"
+            with_text[f"{name}.lora_down.weight"] = torch.randn(4, 32, generator=generator)
+            with_text[f"{name}.lora_up.weight"] = torch.randn(32, 4, generator=generator)
+            with_text[f"{name}.alpha"] = torch.tensor(4.0)
+    save_file(unet_only, tmp_path / "unet-only.safetensors")
+    save_file(with_text, tmp_path / "with-text.safetensors")
+    assert lora_family({k: tuple(v.shape) for k, v in with_text.items()}) == "sd15"
+    image, mask = _region()
+    before = lora_engine.inpaint(image, mask, _params(), model=SD15).image
+    unet = lora_engine.inpaint(
+        image, mask, _params((str(tmp_path / "unet-only.safetensors"), 1.0)), model=SD15
+    )
+    both = lora_engine.inpaint(
+        image, mask, _params((str(tmp_path / "with-text.safetensors"), 1.0)), model=SD15
+    )
+    assert np.abs(both.image - unet.image).mean() > 1e-4  # the text encoder's layers act too
+    assert lora_engine.inpaint(image, mask, _params(), model=SD15).image.tobytes() == before.tobytes()

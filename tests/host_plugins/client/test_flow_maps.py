@@ -176,9 +176,14 @@ def test_the_strength_map_is_requested_and_inserted_as_its_own_layer() -> None:
     host = MapHost(size=(300, 200), layers=[STRENGTH], selection_rect=p.Rect(10, 10, 100, 100))
     with fake_daemon() as daemon:
         settings = chosen(server=daemon.url, mask_black=0.25)
-        flow.run(host, settings, client="test", request=p.StrengthMapRequest)
+        # Conditioning does not change the map: its layers are not read nor sent.
+        maps = flow.Maps(
+            controls=(flow.ControlInput("Strength"),), references=(flow.ReferenceInput("Strength"),)
+        )
+        flow.run(host, settings, client="test", maps=maps, request=p.StrengthMapRequest)
     submitted = daemon.submits[-1]
     assert isinstance(submitted, p.StrengthMapRequest) and submitted.params.mask_black == 0.25
+    assert submitted.controls == () and submitted.ip_adapters == () and host.map_reads == []
     [(name, answer)] = host.inserted
     assert name == flow.MAP_LAYER_NAME and isinstance(answer, p.StrengthMap)
     assert (answer.x, answer.y) == (submitted.x, submitted.y)

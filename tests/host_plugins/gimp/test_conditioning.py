@@ -39,6 +39,7 @@ SMALL = {
 }
 SCREEN = "1366x768x24"  # a small laptop's: the dialog must fit it with either fold open
 CONTROLNET, LORA = "builtin:tiny-controlnet-sd15", "builtin:tiny-lora-sd15"
+IP_ADAPTER = "builtin:tiny-ip-adapter-sd15"
 
 
 def fake_scenarios(url: str) -> list[dict[str, Any]]:
@@ -287,6 +288,13 @@ def real_run() -> Iterator[gimp_host.GimpRun]:
             {"name": "real-control", **image, "args": {**plain, **control}},
             {"name": "real-lora", **image, "args": {**plain, **lora}},
         ]
+        if IP_ADAPTER in [m.name for m in welcome.ip_adapters]:  # the reference layer, whole
+            reference = {
+                "reference-drawable": "@lines",
+                "reference-model": IP_ADAPTER,
+                "reference-weight": 1.0,
+            }
+            scenarios.append({"name": "real-reference", **image, "args": {**plain, **reference}})
         run = gimp_host.GimpRun(scenarios).run()
         print(f"\nGIMP + daemon ran the conditioning job in {run.seconds:.1f} s")
         if run.verdicts.get("real-conditioning", {}).get("then_status") != "success":
@@ -320,3 +328,11 @@ def test_on_the_real_daemon_the_control_layer_and_the_lora_each_change_the_resul
         results[name] = verdict["new_layer"]["sha"]
     assert results["real-control"] != results["real-plain"]
     assert results["real-lora"] != results["real-plain"]
+
+
+def test_on_the_real_daemon_a_reference_layer_changes_the_result(real_run: gimp_host.GimpRun) -> None:
+    if "real-reference" not in real_run.verdicts:
+        pytest.skip(f"the daemon lists no {IP_ADAPTER}")
+    verdict = real_run.verdict("real-reference")
+    assert verdict["status"] == "success", verdict["message"]
+    assert verdict["new_layer"]["sha"] != real_run.verdict("real-plain")["new_layer"]["sha"]
