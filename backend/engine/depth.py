@@ -449,7 +449,7 @@ def config_from_shapes(state: dict[str, Any]) -> Any:
             "hidden_size": hidden,
             "num_hidden_layers": layers,
             "num_attention_heads": max(1, hidden // 64),
-            "mlp_ratio": 4 if swiglu else int(fc1.shape[0]) // hidden,
+            "mlp_ratio": 4 if fc1 is None else int(fc1.shape[0]) // hidden,
             "use_swiglu_ffn": swiglu,
             "image_size": image_size,
             "patch_size": patch,

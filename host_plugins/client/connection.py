@@ -220,11 +220,11 @@ def run_job(
     token: str | None = None,
     on_progress: Callable[[p.Progress], None] | None = None,
     on_preview: Callable[[p.Preview], None] | None = None,
-    on_result: Callable[[p.Result], None] | None = None,
+    on_result: Callable[[p.Result | p.StrengthMap], None] | None = None,
     cancel: threading.Event | None = None,
     timeout: float | None = None,
     client: str = "differential-inpaint-client",
-) -> p.Result:
+) -> p.Result | p.StrengthMap:
     """Run one job to its end and return its last `result` (a `strength_map` request: its
     `map`); raise `InpaintError` otherwise.
 

@@ -144,7 +144,8 @@ class Maps:
 
 ProgressCallback = Callable[[p.Progress], None]
 PreviewCallback = Callable[[p.Preview], None]
-ResultCallback = Callable[[p.Result], None]
+Answer = p.Result | p.StrengthMap  # what a job gives: results, or a strength map's map
+ResultCallback = Callable[[Answer], None]
 
 
 def new_job_id() -> str:
@@ -409,13 +410,13 @@ def _read_conditioning(
         if len(given) > most:
             raise InpaintError(f"A job takes at most {most} {what}, not {len(given)}.", "invalid_settings")
     controls = []
-    for given in maps.controls:
-        image = host.read_layer(_resolve(host, given.layer), region)
+    for control in maps.controls:
+        image = host.read_layer(_resolve(host, control.layer), region)
         _check_image(host, image, region, "control layer")
-        controls.append(p.Control(image, given.params))
+        controls.append(p.Control(image, control.params))
     references = []
-    for given in maps.references:
-        layer = _resolve(host, given.layer)
+    for reference in maps.references:
+        layer = _resolve(host, reference.layer)
         bounds = host.map_bounds(layer).intersect(host.canvas())
         if bounds.is_empty or not limits.fits(bounds.width, bounds.height):
             raise InpaintError(
@@ -425,7 +426,7 @@ def _read_conditioning(
             )
         image = host.read_layer(layer, bounds)
         _check_image(host, image, bounds, "reference layer")
-        references.append(p.Reference(image, given.params))
+        references.append(p.Reference(image, reference.params))
     return tuple(controls), tuple(references)
 
 
@@ -466,7 +467,7 @@ def follow(
     on_status: Callable[[str], None] | None = None,
     cancel: threading.Event | None = None,
     timeout: float | None = None,
-) -> list[p.Result]:
+) -> list[Answer]:
     """Run the job on the daemon to its end (blocking; any thread); its results in order.
 
     `on_result` gets each result as it arrives. A cancel after some results of a job
@@ -481,14 +482,14 @@ def follow(
     from .errors import DaemonUnavailable
 
     server, token = settings.host.server, settings.host.token or None
-    results: list[p.Result] = []
+    results: list[Answer] = []
 
-    def received(result: p.Result) -> None:
+    def received(result: Answer) -> None:
         results.append(result)
         if on_result is not None:
             on_result(result)
 
-    def submit() -> list[p.Result]:
+    def submit() -> list[Answer]:
         cancelled = False
         try:
             run_job(
