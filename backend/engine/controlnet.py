@@ -3,7 +3,8 @@
 A ControlNet spec is one of:
 
 - ``builtin:tiny-controlnet-sd15``, ``builtin:tiny-controlnet-sdxl``,
-  ``builtin:tiny-controlnet-union-sdxl``  tiny random ControlNets that fit the built-in tiny
+  ``builtin:tiny-controlnet-union-sdxl``, ``builtin:tiny-controlnet-flux``,
+  ``builtin:tiny-controlnet-sd3``  tiny random ControlNets that fit the built-in tiny
                         models (tests; they steer nothing meaningful, the same in every process);
 - ``hf:ORG/NAME``       a diffusers ControlNet in the Hugging Face cache (never downloaded);
 - a discovered name     a file or diffusers folder found in the ControlNet folders (below),
@@ -16,7 +17,7 @@ A ControlNet spec is one of:
 ControlNet folders: ComfyUI's ``models/controlnet``, Automatic1111's ``models/ControlNet`` (and
 its extension's ``extensions/sd-webui-controlnet/models``) in every installation the checkpoints
 are searched in (catalog.py), the folders given with ``--controlnet-dir``, and the Hugging Face
-cache. The family a ControlNet fits (sd15, sdxl) is read from its shapes; the kinds it takes
+cache. The family a ControlNet fits (sd15, sdxl, flux, sd3) is read from its shapes; the kinds it takes
 from its name (``..._canny...``), every kind for a ControlNet Union.
 """
 
@@ -39,7 +40,13 @@ from .catalog import HF_PREFIX, SearchFolder, search_folders
 from .checkpoints import UnsupportedCheckpoint, read_shapes, read_state_dict
 from .configs import base_family
 from .errors import InvalidRequest, UnknownModel
-from .tiny import BUILTIN_PREFIX, SEED, tiny_unet_config
+from .tiny import (
+    BUILTIN_PREFIX,
+    SEED,
+    tiny_flux_transformer_config,
+    tiny_sd3_transformer_config,
+    tiny_unet_config,
+)
 
 CONTROLNET_SUFFIXES = (".safetensors", ".pth", ".ckpt")
 # name -> family
@@ -47,7 +54,11 @@ BUILTIN_CONTROLNETS: dict[str, str] = {
     "tiny-controlnet-sd15": "sd15",
     "tiny-controlnet-sdxl": "sdxl",
     "tiny-controlnet-union-sdxl": "sdxl",
+    "tiny-controlnet-flux": "flux",
+    "tiny-controlnet-sd3": "sd3",
 }
+# The ControlNets of the flow families (diffusers' classes), by family.
+FLOW_CONTROLNET_CLASSES: dict[str, str] = {"flux": "FluxControlNetModel", "sd3": "SD3ControlNetModel"}
 # ControlNet Union (xinsir's ControlNet++ for SDXL): the control type index of each kind.
 UNION_KINDS: dict[str, int] = {
     "pose": 0,
@@ -89,7 +100,7 @@ _APP_CONTROLNET_FOLDERS = (
     "models/ControlNet",
     "extensions/sd-webui-controlnet/models",
 )
-_CONTROLNET_CLASSES = ("ControlNetModel", "ControlNetUnionModel")
+_CONTROLNET_CLASSES = ("ControlNetModel", "ControlNetUnionModel", *FLOW_CONTROLNET_CLASSES.values())
 _MAX_DEPTH = 4
 # The original (LDM) layout's keys, with or without the "control_model." prefix.
 _LDM_PREFIX = "control_model."
@@ -104,7 +115,7 @@ class ControlNetInfo:
     """A ControlNet clients may name. `name` is the spec to send back; no paths are exposed."""
 
     name: str
-    family: str  # "sd15" or "sdxl"
+    family: str  # "sd15", "sdxl", "flux" or "sd3"
     source: str  # "builtin", "huggingface-cache", "comfyui", "automatic1111", "folder", "path"
     location: Path | None = None  # None for built-ins; never sent to clients
     union: bool = False  # a ControlNet Union: one model, every kind in UNION_KINDS
@@ -136,7 +147,7 @@ class ControlGuide:
     (float (1, 3, H, W), [0, 1], or -1 where an inpaint ControlNet is told to fill) and where it
     acts."""
 
-    model: Any  # ControlNetModel or ControlNetUnionModel
+    model: Any  # ControlNetModel, ControlNetUnionModel, FluxControlNetModel or SD3ControlNetModel
     image: Any  # torch.Tensor
     strength: float
     start: float
@@ -285,10 +296,8 @@ class ControlNets:
         (UnknownModel when none; InvalidRequest when it fits another family or not the kind), or
         for None the first found that takes both (InvalidRequest saying where to put one)."""
         family = base_family(family)
-        if family not in ("sd15", "sdxl"):
-            raise InvalidRequest(
-                f"ControlNet is not available for {family.upper()} models yet: use an SD1.5 or SDXL model."
-            )
+        if family not in ("sd15", "sdxl", *FLOW_CONTROLNET_CLASSES):
+            raise InvalidRequest(f"ControlNet is not available for {family.upper()} models.")
         found = self.list_controlnets()
         if spec is None or not spec.strip():
             fitting = [m for m in found if m.family == family and m.takes(kind) and m.location is not None]
@@ -363,7 +372,7 @@ class ControlNets:
 
 
 def _family_name(family: str) -> str:
-    return {"sd15": "SD1.5", "sdxl": "SDXL"}.get(family, family.upper())
+    return {"sd15": "SD1.5", "sdxl": "SDXL", "flux": "FLUX.1"}.get(family, family.upper())
 
 
 def _with_union(info: ControlNetInfo) -> ControlNetInfo:
@@ -443,7 +452,10 @@ def classify_controlnet(path: Path) -> tuple[str, bool] | None:
             return _classify_cache[key]
     try:
         cls, config = controlnet_config(path)
-        answer: tuple[str, bool] | None = (config_family(config), cls == "ControlNetUnionModel")
+        answer: tuple[str, bool] | None = (
+            config_family({"_class_name": cls, **config}),
+            cls == "ControlNetUnionModel",
+        )
     except (UnsupportedCheckpoint, OSError, ValueError, KeyError):
         answer = None
     with _classify_lock:
@@ -454,14 +466,17 @@ def classify_controlnet(path: Path) -> tuple[str, bool] | None:
 def why_unusable(path: Path) -> str:
     try:
         cls, config = controlnet_config(path)
-        config_family(config)
+        config_family({"_class_name": cls, **config})
     except (UnsupportedCheckpoint, OSError, ValueError, KeyError) as exc:
         return str(exc) or type(exc).__name__
     return "it cannot be read"
 
 
 def config_family(config: Mapping[str, Any]) -> str:
-    """sd15 or sdxl, from a ControlNet's config; UnsupportedCheckpoint for others (SD2)."""
+    """sd15, sdxl, flux or sd3, from a ControlNet's config; UnsupportedCheckpoint for others (SD2)."""
+    for family, cls in FLOW_CONTROLNET_CLASSES.items():
+        if config.get("_class_name") == cls:
+            return family
     if config.get("addition_embed_type") == "text_time":
         return "sdxl"
     if config.get("cross_attention_dim") == 1024:
@@ -500,10 +515,10 @@ def derive_controlnet_config(shapes: Mapping[str, Any]) -> tuple[str, dict[str, 
     What the weights do not carry is the family's: SD1.5's 8 heads, SDXL's 64 channels a head,
     SDXL's 256-wide time embedding of sizes (for other widths, the tiny models': two text encoders
     of equal width)."""
+    if "controlnet_blocks.0.weight" in shapes and "transformer_blocks.0.attn.to_q.weight" in shapes:
+        return derive_flow_controlnet_config(shapes)
     if "conv_in.weight" not in shapes or "controlnet_cond_embedding.conv_in.weight" not in shapes:
         raise UnsupportedCheckpoint("it is not a ControlNet (no conditioning embedding in it)")
-    if any(key.startswith(("transformer_blocks.", "single_transformer_blocks.")) for key in shapes):
-        raise UnsupportedCheckpoint("it is a FLUX.1 or SD3 ControlNet (not supported yet)")
     levels = _count(shapes, r"down_blocks\.(\d+)\.")
     block_out = [shapes[f"down_blocks.{i}.resnets.0.conv2.weight"][0] for i in range(levels)]
     depths = [
@@ -550,6 +565,60 @@ def derive_controlnet_config(shapes: Mapping[str, Any]) -> tuple[str, dict[str, 
         )
         return "ControlNetUnionModel", config
     return "ControlNetModel", config
+
+
+def derive_flow_controlnet_config(shapes: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(class name, config) of a FLUX.1 or SD3 ControlNet in diffusers' key layout, from its shapes.
+
+    FLUX: its single blocks or its image embedding (controlnet_x_embedder); the rotary axes are
+    not in the weights (FLUX.1's for 128 channels a head, the tiny model's otherwise). SD3: the
+    latent patch embedding of its control image (pos_embed_input); InstantX's (a text embedder)
+    take pooled zeros and unshifted latents, SD3.5's (none) the prompt's pooled vector."""
+    inner, _ = shapes["transformer_blocks.0.attn.to_q.weight"]
+    head = (
+        shapes["transformer_blocks.0.attn.norm_q.weight"][0]
+        if ("transformer_blocks.0.attn.norm_q.weight" in shapes)
+        else 64
+    )
+    config: dict[str, Any] = {
+        "num_layers": _count(shapes, r"transformer_blocks\.(\d+)\."),
+        "attention_head_dim": head,
+        "num_attention_heads": inner // head,
+        "pooled_projection_dim": shapes["time_text_embed.text_embedder.linear_1.weight"][1],
+    }
+    if "context_embedder.weight" in shapes:
+        config["joint_attention_dim"] = shapes["context_embedder.weight"][1]
+    if "controlnet_x_embedder.weight" in shapes:
+        config.update(
+            in_channels=shapes["x_embedder.weight"][1],
+            num_single_layers=_count(shapes, r"single_transformer_blocks\.(\d+)\."),
+            guidance_embeds="time_text_embed.guidance_embedder.linear_1.weight" in shapes,
+            axes_dims_rope=[16, 56, 56]
+            if head == 128
+            else list(tiny_flux_transformer_config("flux")["axes_dims_rope"]),
+        )
+        if "controlnet_mode_embedder.weight" in shapes:
+            config["num_mode"] = shapes["controlnet_mode_embedder.weight"][0]
+        if "input_hint_block.conv_out.weight" in shapes:
+            config["conditioning_embedding_channels"] = shapes["input_hint_block.conv_out.weight"][0]
+        return "FluxControlNetModel", config
+    if "pos_embed_input.proj.weight" not in shapes:
+        raise UnsupportedCheckpoint("it is neither a FLUX.1 nor an SD3 ControlNet")
+    _, in_channels, patch, _ = shapes["pos_embed_input.proj.weight"]
+    with_text = "context_embedder.weight" in shapes
+    config.update(
+        in_channels=in_channels,
+        out_channels=in_channels,
+        patch_size=patch,
+        caption_projection_dim=shapes["context_embedder.weight"][0] if with_text else inner,
+        joint_attention_dim=config.get("joint_attention_dim"),
+        use_pos_embed="pos_embed.proj.weight" in shapes,
+        force_zeros_for_pooled_projection=with_text,
+        qk_norm="rms_norm" if "transformer_blocks.0.attn.norm_q.weight" in shapes else None,
+    )
+    if "pos_embed.pos_embed" in shapes:
+        config["pos_embed_max_size"] = round(shapes["pos_embed.pos_embed"][1] ** 0.5)
+    return "SD3ControlNetModel", config
 
 
 def controlnet_config(path: Path) -> tuple[str, dict[str, Any]]:
@@ -625,9 +694,11 @@ def load_controlnet(info: ControlNetInfo) -> Any:
 
 
 def _controlnet_class(name: str) -> Any:
-    from diffusers import ControlNetModel, ControlNetUnionModel
+    import diffusers
 
-    return ControlNetUnionModel if name == "ControlNetUnionModel" else ControlNetModel
+    if name not in _CONTROLNET_CLASSES:
+        raise UnsupportedCheckpoint(f"it is a {name}, not a ControlNet")
+    return getattr(diffusers, name)
 
 
 def _load_folder(folder: Path) -> Any:
@@ -647,6 +718,12 @@ def tiny_controlnet_config(name: str) -> dict[str, Any]:
     """A ControlNet of the tiny UNet's blocks (tiny.py), taking 4-channel latents and an RGB
     image through a four-level conditioning embedding (the real 8x, as original files have)."""
     family = BUILTIN_CONTROLNETS[name]
+    if family == "flux":  # one double and one single block: FLUX's two kinds of residuals
+        config = tiny_flux_transformer_config("flux")
+        config.pop("out_channels")
+        return {**config, "num_single_layers": 1}
+    if family == "sd3":  # SD3's transformer takes as many residuals as it has blocks
+        return {**tiny_sd3_transformer_config(), "num_layers": 1}
     unet = tiny_unet_config(family)
     keys = (
         "block_out_channels",
@@ -673,10 +750,25 @@ def tiny_controlnet_config(name: str) -> dict[str, Any]:
 def _build_tiny(name: str) -> Any:
     import torch
 
-    cls = _controlnet_class("ControlNetUnionModel" if "union" in name else "ControlNetModel")
+    family = BUILTIN_CONTROLNETS[name]
+    cls_name = "ControlNetUnionModel" if "union" in name else "ControlNetModel"
+    cls = _controlnet_class(FLOW_CONTROLNET_CLASSES.get(family, cls_name))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         model = cls.from_config(tiny_controlnet_config(name))
+        if family in FLOW_CONTROLNET_CLASSES:
+            # Their zero layers (the residuals' way out and the control image's embedding) start
+            # at zero: random ones make the tiny model steer, so that tests see it.
+            embedding = model.controlnet_x_embedder if family == "flux" else model.pos_embed_input.proj
+            with torch.no_grad():
+                for module in [
+                    *model.controlnet_blocks,
+                    *getattr(model, "controlnet_single_blocks", []),
+                    embedding,
+                ]:
+                    module.weight.normal_(0.0, 0.05)
+                    module.bias.normal_(0.0, 0.05)
+            return model.eval().requires_grad_(False)
         # A real ControlNet's zero layers (the residuals' way out, a Union's projection) start at
         # zero and learn, and its image embedding learns to see edges; random ones, scaled to keep
         # the image's variation, make the tiny model steer by its image, so that tests see it.
@@ -715,6 +807,14 @@ def check_fits(model: Any, unet: Any, name: str, model_name: str) -> None:
     """InvalidRequest when the ControlNet's blocks are not the UNet's (a tiny ControlNet on a real
     model, or a file of another size): its residuals could not be added."""
     ours, theirs = model.config, unet.config
+    if "block_out_channels" not in ours:  # FLUX/SD3: the residuals are the transformer's tokens
+        width = ours.num_attention_heads * ours.attention_head_dim
+        if width != theirs.num_attention_heads * theirs.attention_head_dim:
+            raise InvalidRequest(
+                f"The ControlNet '{name}' does not fit the model '{model_name}': its blocks are "
+                "of another width (a ControlNet for another model of the same family?)."
+            )
+        return
     if list(ours.block_out_channels) != list(theirs.block_out_channels) or (
         ours.cross_attention_dim != theirs.cross_attention_dim
     ):

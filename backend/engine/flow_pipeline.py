@@ -22,6 +22,11 @@ sigma_i * eps + (1 - sigma_i) * z0 on the model's shifted sigma schedule. What d
 
 Randomness is drawn in img2img's order (the VAE's latent sample, then the noise; Fill's
 masked image sample after them, as FluxFillPipeline), so a uniform map is img2img.
+
+ControlNets (FluxControlNetModel, SD3ControlNetModel) see each step's reset latents, as the
+SD sampler's do; their control images are VAE latents sampled with the generator before the
+image's, as FluxControlNetImg2ImgPipeline samples them. A control that acts in no step of the
+run is never encoded, so that it draws nothing and changes nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from .controlnet import ControlGuide
 from .pipeline import FreeSchedule, LatentSampler, StepState, flow_start_step, raise_if_cancelled
 
 
@@ -166,6 +172,101 @@ class FlowDifferentialPipeline(LatentSampler):
             )
         return torch.cat([masked_image_latents, mask_latents], dim=-1)
 
+    def control_condition(
+        self,
+        guide: ControlGuide,
+        batch_size: int,
+        generator: torch.Generator | list[torch.Generator] | None,
+    ) -> torch.Tensor:
+        """A ControlNet's control image as it takes it: VAE latents sampled with the generator
+        (FLUX's packed), or pixels in [-1, 1] for a FLUX ControlNet with its own image encoder
+        (XLabs'). Where an inpaint control is told to fill (-1) the pixels are black."""
+        image = guide.image.clamp(0.0, 1.0).repeat(batch_size, 1, 1, 1)
+        if self.is_flux and guide.model.input_hint_block is not None:
+            return (2.0 * image - 1.0).to(device=self.device, dtype=self.dtype)
+        latents, _mean = self.encode_image(image, generator)
+        if not self.is_flux and guide.model.config.force_zeros_for_pooled_projection:
+            # InstantX's SD3 ControlNets were trained on unshifted latents (diffusers' rule).
+            config = self.vae.config
+            latents = latents + (config.shift_factor or 0.0) * config.scaling_factor
+        if self.is_flux:
+            _, channels, h, w = latents.shape
+            latents = self.pipe._pack_latents(latents, batch_size, channels, h, w)
+        return latents
+
+    def control_kwargs(
+        self,
+        model_input: torch.Tensor,
+        timestep: torch.Tensor,
+        cond: dict[str, torch.Tensor],
+        guidance_scale: float,
+        extra: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The transformer's extra keywords for this step: the active controls' residuals,
+        scaled by their strengths and summed (diffusers' multi-ControlNet models); {} when
+        none acts, so that the call is the one a job without controls makes.
+
+        model_input: what the transformer gets (FLUX: packed, without Fill's channels; SD3:
+        both CFG halves); timestep: as the transformer gets it."""
+        active: list[tuple[ControlGuide, torch.Tensor]] = extra.get("active_controls", [])
+        summed: list[list[torch.Tensor] | None] | None = None
+        repeat = False
+        for guide, condition in active:
+            model = guide.model
+            if self.is_flux:
+                guidance = None
+                if model.config.guidance_embeds:
+                    guidance = torch.full([1], guidance_scale, device=self.device, dtype=torch.float32)
+                    guidance = guidance.expand(model_input.shape[0])
+                blocks, singles = model(
+                    hidden_states=model_input,
+                    controlnet_cond=condition,
+                    conditioning_scale=guide.strength,
+                    timestep=timestep,
+                    guidance=guidance,
+                    pooled_projections=cond["pooled"],
+                    encoder_hidden_states=cond["prompt_embeds"],
+                    txt_ids=cond["text_ids"],
+                    img_ids=extra["img_ids"],
+                    return_dict=False,
+                )
+                # XLabs' ControlNets (own image encoder) have few blocks, repeated over FLUX's.
+                repeat = model.input_hint_block is not None
+                outputs = [blocks, singles]
+            else:
+                rows = model_input.shape[0]
+                pooled = cond["pooled"]
+                if model.config.force_zeros_for_pooled_projection:
+                    pooled = torch.zeros_like(pooled)
+                text = cond["prompt_embeds"] if model.config.joint_attention_dim is not None else None
+                outputs = [
+                    model(
+                        hidden_states=model_input,
+                        timestep=timestep,
+                        encoder_hidden_states=text,
+                        pooled_projections=pooled,
+                        controlnet_cond=condition.repeat(rows // condition.shape[0], 1, 1, 1),
+                        conditioning_scale=guide.strength,
+                        return_dict=False,
+                    )[0]
+                ]
+            if summed is None:
+                summed = [list(o) if o is not None else None for o in outputs]
+            else:
+                summed = [
+                    [a + b for a, b in zip(s, o, strict=True)] if s is not None and o is not None else s
+                    for s, o in zip(summed, outputs, strict=True)
+                ]
+        if summed is None:
+            return {}
+        if self.is_flux:
+            return {
+                "controlnet_block_samples": summed[0],
+                "controlnet_single_block_samples": summed[1],
+                "controlnet_blocks_repeat": repeat,
+            }
+        return {"block_controlnet_hidden_states": summed[0]}
+
     def predict(
         self,
         latents: torch.Tensor,
@@ -180,9 +281,10 @@ class FlowDifferentialPipeline(LatentSampler):
         if self.is_flux:
             pipe = self.pipe
             packed = pipe._pack_latents(latents, batch_size, channels, h, w)
+            timestep = t.expand(batch_size).to(latents.dtype)
+            controls = self.control_kwargs(packed, timestep / 1000, cond, guidance_scale, extra)
             if self.is_fill:
                 packed = torch.cat([packed, extra["fill"]], dim=2)
-            timestep = t.expand(batch_size).to(latents.dtype)
             velocity = self.transformer(
                 hidden_states=packed,
                 timestep=timestep / 1000,
@@ -192,17 +294,20 @@ class FlowDifferentialPipeline(LatentSampler):
                 txt_ids=cond["text_ids"],
                 img_ids=extra["img_ids"],
                 return_dict=False,
+                **controls,
             )[0]
             return pipe._unpack_latents(
                 velocity, h * self.vae_scale_factor, w * self.vae_scale_factor, self.vae_scale_factor
             )
         model_input = torch.cat([latents] * 2) if do_cfg else latents
+        timestep = t.expand(model_input.shape[0])
         velocity = self.transformer(
             hidden_states=model_input,
-            timestep=t.expand(model_input.shape[0]),
+            timestep=timestep,
             encoder_hidden_states=cond["prompt_embeds"],
             pooled_projections=cond["pooled"],
             return_dict=False,
+            **self.control_kwargs(model_input, timestep, cond, guidance_scale, extra),
         )[0]
         if do_cfg:
             uncond, text = velocity.chunk(2)
@@ -230,6 +335,7 @@ class FlowDifferentialPipeline(LatentSampler):
         smooth: bool = False,
         mask: torch.Tensor | None = None,
         output_type: str = "image",
+        controls: Sequence[ControlGuide] = (),
     ) -> torch.Tensor:
         """Run Differential Diffusion; the arguments are DifferentialDiffusionPipeline's.
 
@@ -241,6 +347,9 @@ class FlowDifferentialPipeline(LatentSampler):
         smooth: as DifferentialDiffusionPipeline's; where img2img of this family rounds
             the strongest pixel's steps up, its partial step is rounded up with it, so a
             uniform map is still img2img exactly.
+        controls: ControlNets with their images (controlnet.py), FluxControlNetModel or
+            SD3ControlNetModel as the model's family; each acts in the steps of [start, end]
+            of the whole schedule, as the SD sampler's.
         """
         batch_size = image.shape[0]
         num_steps = num_inference_steps
@@ -278,8 +387,11 @@ class FlowDifferentialPipeline(LatentSampler):
         timesteps = scheduler.timesteps[t_start:]
         scheduler.set_begin_index(t_start)
 
-        # 3. z0 and one noise tensor eps for the whole run, in img2img's order; start from z0
-        #    noised to the first step's level.
+        # 3. The control images of the controls that act in this run, then z0 and one noise
+        #    tensor eps for the whole run, in the ControlNet img2img pipelines' order; start
+        #    from z0 noised to the first step's level.
+        acting = [g for g in controls if any(g.active(s, num_steps) for s in range(t_start, num_steps))]
+        conditions = [self.control_condition(g, batch_size, generator) for g in acting]
         original_latents, _mean = self.encode_image(image, generator)
         noise = randn_tensor(
             original_latents.shape, generator=generator, device=self.device, dtype=self.dtype
@@ -304,7 +416,7 @@ class FlowDifferentialPipeline(LatentSampler):
 
         # 4. The differential loop (i = step_index, in the full schedule of N steps).
         stage("sampling")
-        with self._on_device(self.transformer):
+        with self._on_device(self.transformer, *[guide.model for guide in acting]):
             for i, t in enumerate(timesteps):
                 raise_if_cancelled(should_cancel)
                 step_index = t_start + i
@@ -315,6 +427,11 @@ class FlowDifferentialPipeline(LatentSampler):
                     original_latents, t.reshape(1).repeat(batch_size), noise
                 )
                 latents, free = schedule.reset(step_index, latents, noised_original)
+                extra["active_controls"] = [
+                    (guide, condition)
+                    for guide, condition in zip(acting, conditions, strict=True)
+                    if guide.active(step_index, num_steps)
+                ]
 
                 velocity = self.predict(latents, t, cond, guidance_scale, do_cfg, extra)
                 sigma = scheduler.sigmas[step_index]

@@ -519,7 +519,9 @@ class _BatchRun:
 
         if not controls:
             return
-        family, unet = self.loaded.family, getattr(self.loaded.sampler, "unet", None)
+        sampler = self.loaded.sampler
+        family = self.loaded.family
+        denoiser = getattr(sampler, "unet", None) or getattr(sampler, "transformer", None)
         fill = resize(torch.from_numpy(self.processed)[None, None].float(), self.size, mode="bilinear")
         for control, picture in zip(controls, images, strict=True):
             info = self.engine.controlnets.resolve(control.params.model, control.params.kind, family)
@@ -527,7 +529,7 @@ class _BatchRun:
             model = self.engine.controlnets.load(info, self.loaded.sampler.dtype)
             self.progress("loading", 1, 1)
             raise_if_cancelled(self.should_cancel)
-            check_fits(model, unet, info.name, self.loaded.name)
+            check_fits(model, denoiser, info.name, self.loaded.name)
             rgb = resize(image_to_tensor(picture), self.size, mode="bilinear")
             self.guides.append(guide_for(info, model, control.params, rgb, fill))
 

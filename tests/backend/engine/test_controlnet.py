@@ -183,7 +183,7 @@ def test_controlnet_of_another_family_is_a_clear_error(engine: Engine) -> None:
         engine.inpaint(
             image, mask, _job(), controls=[_control(control, model="builtin:tiny-controlnet-sdxl")]
         )
-    with pytest.raises(InvalidRequest, match="not available for FLUX"):
+    with pytest.raises(InvalidRequest, match="'builtin:tiny-controlnet-sd15' is for SD1.5 models"):
         engine.inpaint(image, mask, _job("builtin:tiny-flux"), controls=[_control(control)])
 
 
