@@ -1718,7 +1718,7 @@ def conditioning_bad_input(c: Checks, w: World) -> None:
         ),
         ("unknown key", {"controls": [{"layer": "Lines", "weight": 1}]}, "invalid_settings", "'weight'"),
         ("LoRA weight 3", {"loras": "fake-lora:3"}, "invalid_settings", "LoRAs"),
-        ("LoRA weight not a number", {"loras": "fake-lora:heavy"}, "invalid_settings", "heavy"),
+        ("LoRA without a name", {"loras": ":0.8"}, "invalid_settings", "needs a name"),
     ]
     for what, values, code, words in cases:
         for run in (w.plugin.inpaint_layer, w.plugin.strength_map_layer):
