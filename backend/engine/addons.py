@@ -25,11 +25,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .catalog import SearchFolder, search_folders
+from .catalog import SearchFolder, search_folders, walk_models
 from .errors import UnknownModel
 from .tiny import BUILTIN_PREFIX
 
-_MAX_DEPTH = 4
 Shapes = dict[str, tuple[int, ...]]
 
 
@@ -188,22 +187,8 @@ class AddonFinder:
 
 
 def _walk(folder: Path, suffixes: tuple[str, ...]) -> Iterable[Path]:
-    """Files with one of `suffixes` under `folder`, a few levels deep, hidden ones skipped."""
-    stack = [(folder, 0)]
-    while stack:
-        current, depth = stack.pop()
-        try:
-            children = sorted(current.iterdir())
-        except OSError:
-            continue
-        for child in children:
-            if child.name.startswith("."):
-                continue
-            if child.is_dir():
-                if depth < _MAX_DEPTH:
-                    stack.append((child, depth + 1))
-            elif child.suffix.lower() in suffixes:
-                yield child
+    """Files with one of `suffixes` under `folder` (add-ons are single files)."""
+    return walk_models(folder, lambda _folder: False, lambda f: f.suffix.lower() in suffixes)
 
 
 def fits(addon_family: str, model_family: str) -> bool:

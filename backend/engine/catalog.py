@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,11 +151,11 @@ def why_unusable(path: Path) -> str | None:
     return None
 
 
-def _walk(folder: Path) -> Iterable[Path]:
-    """Checkpoint files and diffusers folders under `folder` (not inside diffusers folders)."""
-    if (folder / "model_index.json").is_file():
-        yield folder
-        return
+def walk_models(
+    folder: Path, is_model_folder: Callable[[Path], bool], is_model_file: Callable[[Path], bool]
+) -> Iterable[Path]:
+    """Model files and model folders under `folder`, a few levels deep, hidden ones skipped;
+    nothing inside a model folder. Shared by every kind of model the engine looks for."""
     stack = [(folder, 0)]
     while stack:
         current, depth = stack.pop()
@@ -167,12 +167,24 @@ def _walk(folder: Path) -> Iterable[Path]:
             if child.name.startswith("."):
                 continue
             if child.is_dir():
-                if (child / "model_index.json").is_file():
+                if is_model_folder(child):
                     yield child
                 elif depth < _MAX_DEPTH:
                     stack.append((child, depth + 1))
-            elif child.suffix.lower() in CHECKPOINT_SUFFIXES:
+            elif is_model_file(child):
                 yield child
+
+
+def _is_pipeline(folder: Path) -> bool:
+    return (folder / "model_index.json").is_file()
+
+
+def _walk(folder: Path) -> Iterable[Path]:
+    """Checkpoint files and diffusers folders under `folder` (not inside diffusers folders)."""
+    if _is_pipeline(folder):
+        yield folder
+        return
+    yield from walk_models(folder, _is_pipeline, lambda f: f.suffix.lower() in CHECKPOINT_SUFFIXES)
 
 
 def _hf_cache_models(cache: Path) -> Iterable[tuple[str, Path]]:

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from ...protocol import ControlParams
-from .catalog import HF_PREFIX, SearchFolder, search_folders
+from .catalog import HF_PREFIX, SearchFolder, search_folders, walk_models
 from .checkpoints import UnsupportedCheckpoint, read_shapes, read_state_dict
 from .configs import base_family
 from .errors import InvalidRequest, UnknownModel
@@ -101,7 +101,6 @@ _APP_CONTROLNET_FOLDERS = (
     "extensions/sd-webui-controlnet/models",
 )
 _CONTROLNET_CLASSES = ("ControlNetModel", "ControlNetUnionModel", *FLOW_CONTROLNET_CLASSES.values())
-_MAX_DEPTH = 4
 # The original (LDM) layout's keys, with or without the "control_model." prefix.
 _LDM_PREFIX = "control_model."
 WHERE_TO_PUT = (
@@ -383,23 +382,9 @@ def _with_union(info: ControlNetInfo) -> ControlNetInfo:
 
 def _walk(folder: Path) -> Iterable[Path]:
     """ControlNet files and diffusers folders under `folder` (not inside diffusers folders)."""
-    stack = [(folder, 0)]
-    while stack:
-        current, depth = stack.pop()
-        try:
-            children = sorted(current.iterdir())
-        except OSError:
-            continue
-        for child in children:
-            if child.name.startswith("."):
-                continue
-            if child.is_dir():
-                if (child / "config.json").is_file():
-                    yield child
-                elif depth < _MAX_DEPTH:
-                    stack.append((child, depth + 1))
-            elif child.suffix.lower() in CONTROLNET_SUFFIXES:
-                yield child
+    return walk_models(
+        folder, lambda f: (f / "config.json").is_file(), lambda f: f.suffix.lower() in CONTROLNET_SUFFIXES
+    )
 
 
 def _hf_cache_controlnets(cache: Path) -> Iterable[tuple[str, Path]]:

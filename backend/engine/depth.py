@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .catalog import HF_PREFIX, SearchFolder, search_folders
+from .catalog import HF_PREFIX, SearchFolder, search_folders, walk_models
 from .errors import InvalidRequest
 from .tiny import BUILTIN_PREFIX
 
@@ -49,7 +49,6 @@ _APP_DEPTH_FOLDERS = (
     "custom_nodes/comfyui_controlnet_aux/ckpts",
     "extensions/sd-webui-controlnet/annotator/downloads/depth_anything_v2",
 )
-_MAX_DEPTH = 4
 # Depth Anything's preprocessing (transformers' DPTImageProcessor for it): the shorter side
 # to 518, both sides a multiple of the 14-pixel patch, ImageNet's mean and deviation.
 INPUT_SIDE = 518
@@ -474,25 +473,11 @@ def _model_type(config_file: Path) -> str | None:
 
 def _walk(folder: Path, named_only: bool) -> Iterable[Path]:
     """Depth weights files and transformers depth folders under `folder`."""
-    stack = [(folder, 0)]
-    while stack:
-        current, level = stack.pop()
-        try:
-            children = sorted(current.iterdir())
-        except OSError:
-            continue
-        for child in children:
-            if child.name.startswith("."):
-                continue
-            if child.is_dir():
-                if _model_type(child / "config.json") == "depth_anything":
-                    yield child
-                elif level < _MAX_DEPTH:
-                    stack.append((child, level + 1))
-            elif child.suffix.lower() in WEIGHT_SUFFIXES and (
-                not named_only or "depth" in child.name.lower()
-            ):
-                yield child
+    return walk_models(
+        folder,
+        lambda f: _model_type(f / "config.json") == "depth_anything",
+        lambda f: f.suffix.lower() in WEIGHT_SUFFIXES and (not named_only or "depth" in f.name.lower()),
+    )
 
 
 def _hf_cache_depth_models(cache: Path) -> Iterable[tuple[str, Path]]:
