@@ -442,13 +442,13 @@ def _t5_tokenizer(vocab_size: int) -> Any:
 
     if vocab_size == TINY_T5_VOCAB_SIZE:
         return build_t5_tokenizer("tiny")
-    try:
-        return build_t5_tokenizer("t5xxl")
-    except ValueError as exc:
+    tokenizer = build_t5_tokenizer("t5xxl")
+    if vocab_size < len(tokenizer):
         raise UnsupportedCheckpoint(
-            f"its T5 text encoder has a vocabulary of {vocab_size} tokens and the T5-XXL tokenizer "
-            "does not ship with the engine yet; use a diffusers folder of the model for now"
-        ) from exc
+            f"its T5 text encoder has a vocabulary of {vocab_size} tokens, fewer than T5-XXL's "
+            f"{len(tokenizer)}; use a diffusers folder of the model, which carries its own tokenizer"
+        )
+    return tokenizer
 
 
 def _build_parts(

@@ -1,15 +1,18 @@
-"""Tokenizers built offline: CLIP's BPE shipped with the engine, a tiny CLIP and a tiny T5.
+"""Tokenizers built offline: CLIP's BPE and T5's Unigram model shipped with the engine, a
+tiny CLIP and a tiny T5.
 
 A single-file checkpoint carries the text encoders' weights but not their tokenizer;
 diffusers would fetch it from the Hub. The CLIP BPE vocabulary is fully determined by
 its merge list (CLIP's own SimpleTokenizer builds it the same way), so shipping the
-merges is enough. The tiny vocabularies serve the built-in test models (the tiny T5 is a
-SentencePiece-style Unigram model built in code, for FLUX's and SD3's T5 encoder).
+merges is enough. T5 (FLUX's and SD3's third encoder) ships as its tokenizer file. The
+tiny vocabularies serve the built-in test models (the tiny T5 is a SentencePiece-style
+Unigram model built in code).
 """
 
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 import tempfile
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Any
 
 ASSETS = Path(__file__).parent / "assets"
 CLIP_MERGES = ASSETS / "clip_bpe_merges.txt"
+T5_TOKENIZER = ASSETS / "t5_tokenizer.json.gz"
 CLIP_VOCAB_SIZE = 49408  # 256 bytes + 256 word-final bytes + 48894 merges + 2 specials
 MAX_LENGTH = 77  # CLIP's context; SD and SDXL pad every prompt to it
 
@@ -106,14 +110,19 @@ TINY_T5_VOCAB_SIZE = len(_T5_SPECIALS) + 1 + 2 * 26
 
 @functools.lru_cache(maxsize=2)
 def build_t5_tokenizer(kind: str = "tiny") -> Any:
-    """A T5 tokenizer built in code (pad 0, end 1, unknown 2, as T5's own), never downloaded.
-
-    Only "tiny" is known: the real T5-XXL vocabulary (32100 pieces) is not shipped yet.
-    """
+    """A T5 tokenizer (pad 0, end 1, unknown 2, as T5's own), never downloaded: "t5xxl" is
+    the T5 v1.1 vocabulary FLUX.1 and SD3 use (32000 pieces and 100 sentinels), "tiny" the
+    built-in models' one."""
     from transformers import T5TokenizerFast
 
+    if kind == "t5xxl":
+        from tokenizers import Tokenizer
+
+        text = gzip.decompress(T5_TOKENIZER.read_bytes()).decode("utf-8")
+        # The sentinels (<extra_id_N>) are in the file already: add none again.
+        return T5TokenizerFast(tokenizer_object=Tokenizer.from_str(text), extra_ids=0, model_max_length=512)
     if kind != "tiny":
-        raise ValueError(f"Unknown T5 tokenizer '{kind}': only the tiny one is built in.")
+        raise ValueError(f"Unknown T5 tokenizer '{kind}': the built-in ones are 't5xxl' and 'tiny'.")
     letters = "abcdefghijklmnopqrstuvwxyz"
     pieces = [*_T5_SPECIALS, ("▁", -2.0)]
     pieces += [("▁" + c, -3.0) for c in letters] + [(c, -3.5) for c in letters]

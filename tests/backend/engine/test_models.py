@@ -20,11 +20,12 @@ from differential_inpaint.backend.engine.checkpoints import (
     pipeline_from_state_dict,
     read_shapes,
 )
+from differential_inpaint.backend.engine.flow_checkpoints import _t5_tokenizer
 from differential_inpaint.backend.engine.pipeline import DifferentialDiffusionPipeline
 from differential_inpaint.backend.engine.registry import ModelRegistry
 from differential_inpaint.backend.engine.schedulers import make_scheduler
 from differential_inpaint.backend.engine.tiny import build_tiny_pipeline
-from differential_inpaint.backend.engine.tokenizers import build_tokenizer
+from differential_inpaint.backend.engine.tokenizers import build_t5_tokenizer, build_tokenizer
 from differential_inpaint.protocol import JobParams
 
 from .conftest import random_region
@@ -106,6 +107,19 @@ def test_the_clip_tokenizer_is_built_offline_from_the_shipped_merges() -> None:
     ids = tokenizer("a photograph of an astronaut riding a horse").input_ids
     assert ids == [49406, 320, 8853, 539, 550, 18376, 6765, 320, 4558, 49407]
     assert build_tokenizer("clip", pad_token="!").pad_token_id == 0  # SDXL's second tokenizer
+
+
+def test_the_t5_tokenizer_ships_with_the_engine() -> None:
+    """FLUX.1 and SD3 single files carry T5-XXL's weights, not its tokenizer: the shipped one
+    gives T5's own ids (transformers' T5 documentation example), pads with 0 and ends with 1."""
+    tokenizer = build_t5_tokenizer("t5xxl")
+    assert len(tokenizer) == 32100 and (tokenizer.pad_token_id, tokenizer.eos_token_id) == (0, 1)
+    ids = tokenizer("Studies have been shown that owning a dog is good for you").input_ids
+    assert ids == [6536, 43, 118, 2008, 24, 293, 53, 3, 9, 1782, 19, 207, 21, 25, 1]
+    assert tokenizer.convert_ids_to_tokens([32000, 32099]) == ["<extra_id_99>", "<extra_id_0>"]
+    assert _t5_tokenizer(32128) is tokenizer  # T5-XXL's embedding table is padded to 32128 rows
+    with pytest.raises(UnsupportedCheckpoint, match="vocabulary of 1000 tokens"):
+        _t5_tokenizer(1000)
 
 
 def _write_hf_cache_model(hf_home: Path, repo_id: str, builtin: str) -> Path:
