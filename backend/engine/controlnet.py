@@ -4,6 +4,7 @@ A ControlNet spec is one of:
 
 - ``builtin:tiny-controlnet-sd15``, ``builtin:tiny-controlnet-sdxl``,
   ``builtin:tiny-controlnet-union-sdxl``, ``builtin:tiny-controlnet-flux``,
+  ``builtin:tiny-controlnet-union-flux``,
   ``builtin:tiny-controlnet-sd3``  tiny random ControlNets that fit the built-in tiny
                         models (tests; they steer nothing meaningful, the same in every process);
 - ``hf:ORG/NAME``       a diffusers ControlNet in the Hugging Face cache (never downloaded);
@@ -55,12 +56,14 @@ BUILTIN_CONTROLNETS: dict[str, str] = {
     "tiny-controlnet-sdxl": "sdxl",
     "tiny-controlnet-union-sdxl": "sdxl",
     "tiny-controlnet-flux": "flux",
+    "tiny-controlnet-union-flux": "flux",
     "tiny-controlnet-sd3": "sd3",
 }
 # The ControlNets of the flow families (diffusers' classes), by family.
 FLOW_CONTROLNET_CLASSES: dict[str, str] = {"flux": "FluxControlNetModel", "sd3": "SD3ControlNetModel"}
-# ControlNet Union (xinsir's ControlNet++ for SDXL): the control type index of each kind.
-UNION_KINDS: dict[str, int] = {
+# ControlNet Union, one model for several kinds: the index of each kind it takes, by family.
+# SDXL: xinsir's ControlNet++ (its "control type").
+_SDXL_UNION: dict[str, int] = {
     "pose": 0,
     "openpose": 0,
     "depth": 1,
@@ -77,6 +80,21 @@ UNION_KINDS: dict[str, int] = {
     "inpaint": 7,
     "repaint": 7,
 }
+# FLUX.1: InstantX's and Shakker-Labs' Union (its "control mode"; Union Pro 2.0 takes none).
+# Line art and scribbles are edges to it, as canny's are.
+_FLUX_UNION: dict[str, int] = {
+    "canny": 0,
+    "lineart": 0,
+    "scribble": 0,
+    "tile": 1,
+    "depth": 2,
+    "blur": 3,
+    "pose": 4,
+    "openpose": 4,
+    "gray": 5,
+    "low-quality": 6,
+}
+UNION_KINDS: dict[str, dict[str, int]] = {"sdxl": _SDXL_UNION, "flux": _FLUX_UNION}
 # The words a ControlNet's file name carries for the kinds it was trained on.
 _KIND_WORDS: dict[str, tuple[str, ...]] = {
     "canny": ("canny",),
@@ -117,13 +135,13 @@ class ControlNetInfo:
     family: str  # "sd15", "sdxl", "flux" or "sd3"
     source: str  # "builtin", "huggingface-cache", "comfyui", "automatic1111", "folder", "path"
     location: Path | None = None  # None for built-ins; never sent to clients
-    union: bool = False  # a ControlNet Union: one model, every kind in UNION_KINDS
+    union: bool = False  # a ControlNet Union: one model, every kind in UNION_KINDS[family]
 
     def takes(self, kind: str) -> bool:
         """Whether this ControlNet was made for `kind`: by its name, or any kind for a Union or a
         built-in (random: it means nothing either way)."""
         if self.union:
-            return kind in UNION_KINDS
+            return kind in UNION_KINDS.get(self.family, {})
         if self.location is None:
             return True
         words = _KIND_WORDS.get(kind, (kind,))
@@ -313,10 +331,10 @@ class ControlNets:
                 f"The ControlNet '{info.name}' is for {_family_name(info.family)} models; this job's "
                 f"model is {_family_name(family)}."
             )
-        if info.union and kind not in UNION_KINDS:
+        if info.union and not info.takes(kind):
+            kinds = UNION_KINDS.get(info.family, {})
             raise InvalidRequest(
-                f"The ControlNet Union '{info.name}' takes {', '.join(sorted(set(UNION_KINDS)))}, "
-                f"not '{kind}'."
+                f"The ControlNet Union '{info.name}' takes {', '.join(sorted(kinds))}, not '{kind}'."
             )
         return info
 
@@ -439,7 +457,7 @@ def classify_controlnet(path: Path) -> tuple[str, bool] | None:
         cls, config = controlnet_config(path)
         answer: tuple[str, bool] | None = (
             config_family({"_class_name": cls, **config}),
-            cls == "ControlNetUnionModel",
+            cls == "ControlNetUnionModel" or bool(config.get("num_mode")),  # FLUX: a control mode
         )
     except (UnsupportedCheckpoint, OSError, ValueError, KeyError):
         answer = None
@@ -706,6 +724,8 @@ def tiny_controlnet_config(name: str) -> dict[str, Any]:
     if family == "flux":  # one double and one single block: FLUX's two kinds of residuals
         config = tiny_flux_transformer_config("flux")
         config.pop("out_channels")
+        if "union" in name:  # InstantX's Union has 10 control modes
+            config["num_mode"] = 10
         return {**config, "num_single_layers": 1}
     if family == "sd3":  # SD3's transformer takes as many residuals as it has blocks
         return {**tiny_sd3_transformer_config(), "num_layers": 1}
@@ -736,14 +756,18 @@ def _build_tiny(name: str) -> Any:
     import torch
 
     family = BUILTIN_CONTROLNETS[name]
-    cls_name = "ControlNetUnionModel" if "union" in name else "ControlNetModel"
+    cls_name = "ControlNetUnionModel" if "union" in name and family == "sdxl" else "ControlNetModel"
     cls = _controlnet_class(FLOW_CONTROLNET_CLASSES.get(family, cls_name))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         model = cls.from_config(tiny_controlnet_config(name))
         if family in FLOW_CONTROLNET_CLASSES:
             # Their zero layers (the residuals' way out and the control image's embedding) start
-            # at zero: random ones make the tiny model steer, so that tests see it.
+            # at zero: random ones make the tiny model steer, so that tests see it. A Union's
+            # control modes are embedded apart enough that each steers its own way.
+            if getattr(model, "controlnet_mode_embedder", None) is not None:
+                with torch.no_grad():
+                    model.controlnet_mode_embedder.weight.normal_(0.0, 1.0)
             embedding = model.controlnet_x_embedder if family == "flux" else model.pos_embed_input.proj
             with torch.no_grad():
                 for module in [
@@ -848,10 +872,12 @@ def guide_for(
     image = rgb
     if params.kind == "inpaint" and fill is not None:
         image = torch.where(fill > 0.5, torch.full_like(rgb, -1.0), rgb)
-    union_index = UNION_KINDS[params.kind] if info.union else None
-    if union_index is not None and union_index >= model.config.num_control_type:
+    # A Union that takes no control type (FLUX Union Pro 2.0) reads the kind from the image.
+    types = getattr(model.config, "num_control_type", None) or getattr(model.config, "num_mode", None)
+    union_index = UNION_KINDS.get(info.family, {}).get(params.kind) if info.union and types else None
+    if info.union and types and (union_index is None or union_index >= types):
         raise InvalidRequest(
-            f"The ControlNet Union '{info.name}' has {model.config.num_control_type} control types; "
+            f"The ControlNet Union '{info.name}' has {types} control types; "
             f"'{params.kind}' is not one of them."
         )
     return ControlGuide(

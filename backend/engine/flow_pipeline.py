@@ -218,9 +218,13 @@ class FlowDifferentialPipeline(LatentSampler):
                 if model.config.guidance_embeds:
                     guidance = torch.full([1], guidance_scale, device=self.device, dtype=torch.float32)
                     guidance = guidance.expand(model_input.shape[0])
+                mode = None
+                if guide.union_index is not None:  # a Union's control mode, one per row
+                    mode = torch.full((model_input.shape[0], 1), guide.union_index, device=self.device)
                 blocks, singles = model(
                     hidden_states=model_input,
                     controlnet_cond=condition,
+                    controlnet_mode=mode,
                     conditioning_scale=guide.strength,
                     timestep=timestep,
                     guidance=guidance,

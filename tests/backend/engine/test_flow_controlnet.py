@@ -77,13 +77,17 @@ def test_controlnet_of_another_family_is_refused_on_flow_models(engine: Engine) 
         engine.inpaint(image, mask, _job("builtin:tiny-flux"), controls=[sdxl_on_flux])
 
 
-def test_uniform_map_equals_diffusers_flux_controlnet_img2img() -> None:
+@pytest.mark.parametrize(
+    ("name", "mode"), [("tiny-controlnet-flux", None), ("tiny-controlnet-union-flux", 2)]
+)
+def test_uniform_map_equals_diffusers_flux_controlnet_img2img(name: str, mode: int | None) -> None:
     """[0, 1] acts in every step, so the whole-schedule window is diffusers' (which counts on
-    the steps img2img runs); latent for latent, its control latents sampled first."""
+    the steps img2img runs); latent for latent, its control latents sampled first. A Union
+    gets its control mode as diffusers' `control_mode`."""
     from diffusers import FluxControlNetImg2ImgPipeline
 
     pipe = build_tiny_pipeline("tiny-flux")
-    controlnet = build_tiny_controlnet("tiny-controlnet-flux")
+    controlnet = build_tiny_controlnet(name)
     image = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
     control = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
     options: dict[str, Any] = {"prompt": "a red door", "num_inference_steps": 10, "guidance_scale": 4.0}
@@ -94,7 +98,7 @@ def test_uniform_map_equals_diffusers_flux_controlnet_img2img() -> None:
         scheduler=make_scheduler("euler", pipe.scheduler.config),
         generator=torch.Generator().manual_seed(42),
         output_type="latent",
-        controls=[ControlGuide(controlnet, control, 0.8, 0.0, 1.0)],
+        controls=[ControlGuide(controlnet, control, 0.8, 0.0, 1.0, union_index=mode)],
         **options,
     )
     components = {k: v for k, v in pipe.components.items() if k not in ("image_encoder", "feature_extractor")}
@@ -106,6 +110,7 @@ def test_uniform_map_equals_diffusers_flux_controlnet_img2img() -> None:
         control_image=2.0 * control - 1.0,  # tensors go to the VAE as given
         strength=0.7,
         controlnet_conditioning_scale=0.8,
+        control_mode=mode,
         height=SIZE,
         width=SIZE,
         generator=torch.Generator().manual_seed(42),
@@ -114,6 +119,27 @@ def test_uniform_map_equals_diffusers_flux_controlnet_img2img() -> None:
     ).images
     latents = reference._unpack_latents(latents, SIZE, SIZE, reference.vae_scale_factor)
     assert torch.equal(ours, latents)
+
+
+def test_a_flux_union_controlnet_steers_by_the_kind_it_is_told(engine: Engine) -> None:
+    """One Union model, its control mode from the control's kind: depth and canny steer apart,
+    line art is canny's mode, and a kind it has no mode for is refused by name."""
+    image, mask, control = _region()
+    job = _job("builtin:tiny-flux")
+
+    def run(kind: str) -> np.ndarray:
+        params = ControlParams(kind=kind, model="builtin:tiny-controlnet-union-flux")
+        return engine.inpaint(image, mask, job, controls=[ControlInput(control, params)]).image
+
+    canny, depth = run("canny"), run("depth")
+    assert np.abs(canny - depth).mean() > 0
+    np.testing.assert_array_equal(run("lineart"), canny)
+    np.testing.assert_array_equal(canny[mask == 0][:, :3], image[mask == 0][:, :3])
+    with pytest.raises(InvalidRequest, match="takes .*depth.* not 'inpaint'"):
+        run("inpaint")
+    listed = {c.name: c for c in engine.list_controlnets()}
+    union = listed["builtin:tiny-controlnet-union-flux"]
+    assert union.union and union.family == "flux" and union.takes("pose") and not union.takes("inpaint")
 
 
 @pytest.mark.parametrize(
