@@ -14,12 +14,16 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from differential_inpaint.backend.engine import Engine, UnknownModel
+from differential_inpaint.backend.engine import Engine, UnknownModel, configs
 from differential_inpaint.backend.engine.catalog import classify, why_unusable
 from differential_inpaint.backend.engine.flow_models import flow_family
 from differential_inpaint.backend.engine.flow_pipeline import FlowDifferentialPipeline
 from differential_inpaint.backend.engine.schedulers import make_scheduler
-from differential_inpaint.backend.engine.tiny import build_tiny_pipeline, tiny_flux_transformer_config
+from differential_inpaint.backend.engine.tiny import (
+    TINY_WORKING_AREA,
+    build_tiny_pipeline,
+    tiny_flux_transformer_config,
+)
 from differential_inpaint.protocol import JobParams
 
 from .conftest import random_region
@@ -380,7 +384,9 @@ GGUF_TOLERANCE = {"Q8_0": 1e-2, "Q5_K": 2.5e-2, "Q4_K": 4e-2}
 
 
 @pytest.mark.parametrize("qtype", ["Q8_0", "Q5_K", "Q4_K"])
-def test_gguf_transformers_load_quantised_as_gguf_dequantises_them(tmp_path: Path, qtype: str) -> None:
+def test_gguf_transformers_load_quantised_as_gguf_dequantises_them(
+    tmp_path: Path, qtype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """city96's files in ComfyUI's models/unet: found, their parts matched as for a split
     .safetensors; the weights stay quantised, dequantise to exactly what gguf's own
     dequantisation of the file gives, and the model samples close to the unquantised one."""
@@ -392,6 +398,8 @@ def test_gguf_transformers_load_quantised_as_gguf_dequantises_them(tmp_path: Pat
     models = tmp_path / "ComfyUI" / "models"
     save_comfy_tree(original, models, "unet")["transformer"].unlink()
     path = save_gguf(original.transformer, models / "unet" / f"flux1-dev-{qtype}.gguf", kind)
+    # Jobs run at the built-in tiny models' working area, not FLUX.1's megapixel.
+    monkeypatch.setitem(configs.WORKING_AREA, "flux", TINY_WORKING_AREA)
     engine = Engine(device="cpu", model_dirs=[tmp_path / "ComfyUI"], scan_default_locations=False)
     listed = {m.name: m.family for m in engine.list_models() if m.source != "builtin"}
     assert listed == {path.name: "flux"}
@@ -425,6 +433,7 @@ def test_gguf_transformers_load_quantised_as_gguf_dequantises_them(tmp_path: Pat
 
     difference = (_latents(loaded) - _latents(original)).abs().max().item()
     assert 0 < difference < GGUF_TOLERANCE[qtype]
+    # A job as the engine runs it: mask-0 pixels kept bit for bit.
     image = random_region(48, 56, seed=3)
     mask = np.zeros((48, 56), np.uint8)
     mask[8:40, 16:48] = 255
@@ -470,11 +479,11 @@ def test_a_gguf_of_another_architecture_is_refused_naming_it(tmp_path: Path) -> 
 def test_a_gguf_quantisation_that_cannot_be_read_is_named(tmp_path: Path) -> None:
     import gguf
 
-    kind = gguf.GGMLQuantizationType.IQ4_XS
+    kind = gguf.GGMLQuantizationType.IQ2_XXS
     blocks = np.zeros((2, gguf.GGML_QUANT_SIZES[kind][1]), np.uint8)  # 2 rows of 256 weights
     key = "double_blocks.0.img_attn.qkv.weight"
-    path = _gguf(tmp_path / "flux1-dev-IQ4_XS.gguf", "flux", {key: (blocks, kind)})
-    _unusable(path, f"its weight {key} is quantised as IQ4_XS, which cannot be read")
+    path = _gguf(tmp_path / "flux1-dev-IQ2_XXS.gguf", "flux", {key: (blocks, kind)})
+    _unusable(path, f"its weight {key} is quantised as IQ2_XXS, which cannot be read")
 
 
 def test_a_truncated_gguf_is_refused_as_damaged(tmp_path: Path) -> None:
