@@ -614,7 +614,7 @@ def _quantised(
             converted,
             config=folder,
             quantization_config=GGUFQuantizationConfig(compute_dtype=dtype),
-            torch_dtype=dtype,
+            dtype=dtype,
             local_files_only=True,
         )
 
