@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 
 from differential_inpaint.backend.engine import Engine, UnknownModel, configs
 from differential_inpaint.backend.engine.catalog import classify, why_unusable
+from differential_inpaint.backend.engine.checkpoints import read_shapes
 from differential_inpaint.backend.engine.flow_models import flow_family
 from differential_inpaint.backend.engine.flow_pipeline import FlowDifferentialPipeline
 from differential_inpaint.backend.engine.schedulers import make_scheduler
@@ -412,11 +413,16 @@ def test_gguf_transformers_load_quantised_as_gguf_dequantises_them(
     assert listed == {path.name: family}
     loaded = _load(engine, path.name)
 
+    # Shapes as the engine reads them are the logical ones, quantised or not.
+    original_weights = transformer_to_original(original.transformer)
+    assert read_shapes(path) == {k: tuple(v.shape) for k, v in original_weights.items()}
     written = {t.name: t for t in gguf.GGUFReader(path).tensors}
     kinds = {t.tensor_type for t in written.values()}
     assert kinds == {kind, *(gguf.GGMLQuantizationType[k] for k in ("F32", "F16", "BF16"))}
     quantised = [m for m in loaded.transformer.modules() if isinstance(m, GGUFLinear)]
     assert quantised and all(m.weight.quant_type == kind for m in quantised)
+    plain = [p for p in loaded.transformer.parameters() if not hasattr(p, "quant_type")]
+    assert plain and all(p.dtype == torch.float32 for p in plain)  # the compute dtype
     assert sum(t.tensor_type == kind for t in written.values()) > 10
     dequantised = {k: dequantize_gguf_tensor(v).float() for k, v in loaded.transformer.state_dict().items()}
     weights = transformer_to_original(loaded.transformer, dequantised)
