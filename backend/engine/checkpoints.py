@@ -419,7 +419,7 @@ def pipeline_from_state_dict(
     family = detect_family(shapes)
     if family in FLOW_FAMILIES:
         raise UnsupportedCheckpoint(
-            f"it is a {family} model, whose parts load from their files (load_single_file)"
+            f"it is a {family} model, which loads from its file with its parts, not from a state dict"
         )
     try:
         pipe = _pipeline_of_family(state_dict, shapes, family)
