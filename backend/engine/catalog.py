@@ -11,8 +11,9 @@ A model spec is one of:
                         by flow_checkpoints.py) found in a model folder, named by
                         its path relative to that folder (``sd_xl_base_1.0.safetensors``,
                         ``sd15/dreamshaper_8.safetensors``), or by its file stem when unique;
-- a path               to a ``.safetensors``/``.ckpt`` file or a diffusers folder; once resolved
-                        it is listed under its file name.
+- a path               to a checkpoint file (``.safetensors``/``.sft``, ``.ckpt``/``.pt``/``.pth``,
+                        ``.gguf`` for a quantised FLUX.1 / SD3 transformer) or a diffusers
+                        folder; once resolved it is listed under its file name.
 
 Model folders, in search order: those given to the engine (``--model-dir``), those in
 ``DIFFERENTIAL_INPAINT_MODEL_DIRS`` (os.pathsep separated), then the usual ComfyUI

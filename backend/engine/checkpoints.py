@@ -28,7 +28,11 @@ from .configs import (
     base_family,
 )
 
-CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+# .sft: safetensors under another name (BFL's flux1-dev.sft, ae.sft); .pt / .pth: pickles as .ckpt.
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth")
+GGUF_SUFFIX = ".gguf"  # quantised FLUX.1 / SD3 transformers (gguf_files.py)
+CHECKPOINT_SUFFIXES = (*SAFETENSORS_SUFFIXES, *PICKLE_SUFFIXES, GGUF_SUFFIX)
 
 UNET = "model.diffusion_model."
 VAE = "first_stage_model."
@@ -58,6 +62,7 @@ def _unwrap(state: Any) -> dict[str, Any]:
 
 
 def _torch_load(path: Path, mmap: bool) -> dict[str, Any]:
+    kind = path.suffix.lower() if path.suffix.lower() in PICKLE_SUFFIXES else ".ckpt"
     try:
         # weights_only: a .ckpt is a pickle; never run code from one.
         return _unwrap(torch.load(path, map_location="cpu", weights_only=True, mmap=mmap))
@@ -66,14 +71,14 @@ def _torch_load(path: Path, mmap: bool) -> dict[str, Any]:
     except RuntimeError as exc:
         if mmap and "mmap" in str(exc):  # legacy (pre-zip) format cannot be memory-mapped
             return _torch_load(path, mmap=False)
-        raise _unreadable(".ckpt") from exc
+        raise _unreadable(kind) from exc
     except Exception as exc:  # the unpickler's errors: damaged files, or code in the pickle
         if "Unsupported global" in str(exc):
             raise UnsupportedCheckpoint(
-                "the .ckpt contains Python objects besides tensors and cannot be loaded safely; "
+                f"the {kind} contains Python objects besides tensors and cannot be loaded safely; "
                 "convert it to .safetensors"
             ) from exc
-        raise _unreadable(".ckpt") from exc
+        raise _unreadable(kind) from exc
 
 
 def _unreadable(kind: str, exc: Exception | None = None) -> UnsupportedCheckpoint:
@@ -99,9 +104,14 @@ def _plain_os_error(exc: OSError) -> OSError:
 
 
 def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Key -> shape without reading the weights (safetensors header; .ckpt memory-mapped)."""
+    """Key -> shape without reading the weights (safetensors header; GGUF's tensor list, logical
+    shapes; a pickle memory-mapped)."""
     try:
-        if path.suffix.lower() == ".safetensors":
+        if path.suffix.lower() == GGUF_SUFFIX:
+            from .gguf_files import read_gguf_shapes
+
+            return read_gguf_shapes(path)
+        if path.suffix.lower() in SAFETENSORS_SUFFIXES:
             from safetensors import SafetensorError, safe_open
 
             try:
@@ -116,8 +126,13 @@ def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Key -> tensor; a GGUF file's quantised weights as diffusers' GGUFParameters."""
     try:
-        if path.suffix.lower() == ".safetensors":
+        if path.suffix.lower() == GGUF_SUFFIX:
+            from .gguf_files import read_gguf_state_dict
+
+            return read_gguf_state_dict(path)
+        if path.suffix.lower() in SAFETENSORS_SUFFIXES:
             from safetensors import SafetensorError
             from safetensors.torch import load_file
 
@@ -357,8 +372,8 @@ def assemble_pipeline(
     )
 
 
-def _load_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
-    """Load every parameter, or fail naming what is missing or left over."""
+def _check_keys(model: torch.nn.Module, state_dict: Mapping[str, Any], what: str) -> None:
+    """Fail naming what is missing or left over unless `state_dict` has every weight of `model`."""
     expected = set(model.state_dict())
     missing, unexpected = expected - set(state_dict), set(state_dict) - expected
     if missing or unexpected:
@@ -367,6 +382,11 @@ def _load_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], wh
             f"its {what} does not match the derived architecture "
             f"({len(missing)} missing, {len(unexpected)} unexpected weights, e.g. {sample})"
         )
+
+
+def _load_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
+    """Load every parameter, or fail naming what is missing or left over."""
+    _check_keys(model, state_dict, what)
     model.load_state_dict(state_dict, strict=True, assign=True)
     for name, buffer in list(model.named_buffers()):
         if buffer.is_meta:
@@ -398,7 +418,9 @@ def pipeline_from_state_dict(
     shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
     family = detect_family(shapes)
     if family in FLOW_FAMILIES:
-        raise UnsupportedCheckpoint(f"it is a {family} model, which loads from .safetensors files only")
+        raise UnsupportedCheckpoint(
+            f"it is a {family} model, which loads from its file with its parts, not from a state dict"
+        )
     try:
         pipe = _pipeline_of_family(state_dict, shapes, family)
     except UnsupportedCheckpoint:
@@ -490,15 +512,20 @@ def load_single_file(
     folders around it (flow_checkpoints.py); SD1.x and SDXL files hold everything."""
     from .configs import is_flow
 
-    if path.suffix.lower() == ".safetensors":
-        try:
-            family = detect_family(read_shapes(path))
-        except UnsupportedCheckpoint:
-            family = None
-        if family is not None and is_flow(family):
-            from .flow_checkpoints import load_flow_single_file
+    try:
+        family: str | None = detect_family(read_shapes(path))
+    except UnsupportedCheckpoint:
+        if path.suffix.lower() == GGUF_SUFFIX:
+            raise
+        family = None
+    if family is not None and is_flow(family):
+        from .flow_checkpoints import load_flow_single_file
 
-            return load_flow_single_file(path, dtype, text_encoders, vae)
+        return load_flow_single_file(path, dtype, text_encoders, vae)
+    if path.suffix.lower() == GGUF_SUFFIX:
+        raise UnsupportedCheckpoint(
+            f"it is a {family} model; GGUF files load FLUX.1 and SD3 transformers only"
+        )
     return pipeline_from_state_dict(read_state_dict(path), dtype)
 
 

@@ -11,6 +11,13 @@ Two layouts are read:
   in ``models/text_encoders`` or ``models/clip``, the VAE (``ae.safetensors``, LDM keys) in
   ``models/vae``.
 
+The files may be .safetensors or .sft (BFL's name for the same format), pickled state
+dicts (.ckpt, .pt, .pth, read with ``weights_only``), or, for the transformer alone, GGUF
+(city96's quantised Q8_0 / Q5_K / Q4_K... files, kept quantised through diffusers' GGUF
+support, gguf_files.py). ComfyUI's "scaled fp8" files (``t5xxl_fp8_e4m3fn_scaled``, scaled
+fp8 transformers: fp8 weights with a per-tensor ``scale_weight``) are dequantised on loading
+into the compute dtype; plain fp8 transformers keep their fp8 storage (``keep_float8``).
+
 Parts an all-in-one file lacks, or a lone transformer needs, come from files given
 explicitly (``--text-encoder``, ``--vae``) or else are matched in the ComfyUI tree around
 the transformer: a part is taken when exactly one file of its kind fits the transformer
@@ -32,8 +39,12 @@ from typing import Any
 import torch
 
 from .checkpoints import (
+    GGUF_SUFFIX,
+    PICKLE_SUFFIXES,
+    SAFETENSORS_SUFFIXES,
     Shapes,
     UnsupportedCheckpoint,
+    _check_keys,
     _finish,
     _inconsistent,
     _load_strict,
@@ -297,14 +308,18 @@ def part_folders(path: Path) -> dict[str, list[Path]]:
     return folders
 
 
+# Parts come as safetensors or pickles (GGUF text encoders use llama.cpp's keys: not read).
+PART_SUFFIXES = (*SAFETENSORS_SUFFIXES, *PICKLE_SUFFIXES)
+
+
 def _candidates(folder: Path) -> list[Path]:
-    """.safetensors files in `folder` and its subfolders (parts come as .safetensors)."""
+    """Files that may be parts in `folder` and its subfolders."""
     if not folder.is_dir():
         return []
     found = []
     for depth_glob in ("*", "*/*"):
         found += [
-            p for p in sorted(folder.glob(depth_glob)) if p.suffix.lower() == ".safetensors" and p.is_file()
+            p for p in sorted(folder.glob(depth_glob)) if p.suffix.lower() in PART_SUFFIXES and p.is_file()
         ]
     return found
 
@@ -493,10 +508,6 @@ def _build_parts(
         built[role], built[role + "_tokenizer"] = model, tokenizer
     if "t5" in parts:
         state = _strip(states[parts["t5"].path], parts["t5"].prefix)
-        if "scaled_fp8" in state:
-            raise UnsupportedCheckpoint(
-                "its T5 is ComfyUI's scaled fp8, which is not supported (use the plain fp8 or fp16 file)"
-            )
         shapes = {k: tuple(v.shape) for k, v in state.items()}
         state.setdefault("encoder.embed_tokens.weight", state["shared.weight"])
         t5 = _meta(T5EncoderModel, derive_t5_config(shapes))
@@ -534,19 +545,23 @@ def load_flow_single_file(
     except KeyError as exc:
         raise _inconsistent(exc) from exc
     parts = find_parts(path, shapes, family, config, text_encoders, vae)
-    states: dict[Path, dict[str, torch.Tensor]] = {path: read_state_dict(path)}
-    for part in parts.values():
-        if part.path not in states:
-            states[part.path] = read_state_dict(part.path)
+    states: dict[Path, dict[str, torch.Tensor]] = {}
+    for file in (path, *(part.path for part in parts.values())):
+        if file not in states:
+            states[file] = unscale_fp8(read_state_dict(file), dtype)
     try:
         state = _strip(states[path], prefix) if prefix else dict(states[path])
+        cls = SD3Transformer2DModel if family == "sd3" else FluxTransformer2DModel
+        transformer = _meta(cls, config)
         if family == "sd3":
-            transformer = _meta(SD3Transformer2DModel, config)
             converted = convert_sd3_transformer_checkpoint_to_diffusers(state)
         else:
-            transformer = _meta(FluxTransformer2DModel, config)
             converted = _convert_flux(state, config)
-        _load_strict(transformer, converted, "transformer")
+        if path.suffix.lower() == GGUF_SUFFIX:
+            _check_keys(transformer, converted, "transformer")
+            transformer = _quantised(cls, config, converted, dtype)
+        else:
+            _load_strict(transformer, converted, "transformer")
         built = _build_parts(family, parts, states)
     except UnsupportedCheckpoint:
         raise
@@ -576,9 +591,50 @@ def load_flow_single_file(
             built["t5"],
             built["t5_tokenizer"],
         )
-    fp8 = keep_float8(transformer, dtype)
-    _finish(pipe, dtype, skip=("transformer",) if fp8 else ())
+    kept = path.suffix.lower() == GGUF_SUFFIX or keep_float8(transformer, dtype)
+    _finish(pipe, dtype, skip=("transformer",) if kept else ())
     return pipe, family
+
+
+def _quantised(
+    cls: Any, config: dict[str, Any], converted: dict[str, torch.Tensor], dtype: torch.dtype
+) -> Any:
+    """The transformer with a GGUF file's weights, quantised ones kept quantised (diffusers'
+    GGUF layers dequantise each weight to `dtype` as it runs), the config given, not fetched."""
+    import json
+    import tempfile
+
+    from diffusers import GGUFQuantizationConfig
+
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "config.json").write_text(
+            json.dumps({"_class_name": cls.__name__, **config}), encoding="utf-8"
+        )
+        return cls.from_single_file(
+            converted,
+            config=folder,
+            quantization_config=GGUFQuantizationConfig(compute_dtype=dtype),
+            dtype=dtype,
+            local_files_only=True,
+        )
+
+
+SCALED_FP8_MARKER = "scaled_fp8"
+
+
+def unscale_fp8(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """ComfyUI's "scaled fp8" files store each fp8 weight divided by its ``<name>.scale_weight``
+    (with a ``scaled_fp8`` marker and, for fp8 matmuls, ``<name>.scale_input``): the weights
+    as weight * scale_weight in `dtype`. Other files are returned as they are."""
+    if not any(k.endswith((SCALED_FP8_MARKER, ".scale_weight")) for k in state):
+        return state
+    unscaled = {}
+    for key, value in state.items():
+        if key.endswith((SCALED_FP8_MARKER, ".scale_weight", ".scale_input")):
+            continue
+        scale = state.get(key.removesuffix("weight") + "scale_weight") if key.endswith(".weight") else None
+        unscaled[key] = value if scale is None else (value.float() * scale.float()).to(dtype)
+    return unscaled
 
 
 FLOAT8 = (torch.float8_e4m3fn, torch.float8_e5m2)

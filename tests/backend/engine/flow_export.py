@@ -3,14 +3,17 @@
 The inverse of diffusers' single-file conversion for the transformers (a table of which
 diffusers weights each original weight is made of), LDM keys for the VAE, transformers'
 own keys for the text encoders, in the two layouts flow_checkpoints.py reads: all-in-one
-(ComfyUI's / Stability's prefixes) and ComfyUI's split folders.
+(ComfyUI's / Stability's prefixes) and ComfyUI's split folders; as safetensors (.safetensors,
+.sft) or pickles (.ckpt, .pt, .pth), ComfyUI's scaled fp8, and quantised GGUF transformers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -105,9 +108,12 @@ def _swap(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat([second, first], dim=0)
 
 
-def transformer_to_original(transformer: Any) -> dict[str, torch.Tensor]:
-    """BFL's (FLUX) or Stability's (SD3) keys for a diffusers transformer, every weight used once."""
-    state = transformer.state_dict()
+def transformer_to_original(
+    transformer: Any, state: Mapping[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """BFL's (FLUX) or Stability's (SD3) keys for a diffusers transformer (or `state`, its
+    weights otherwise held), every weight used once."""
+    state = transformer.state_dict() if state is None else state
     sd3 = type(transformer).__name__ == "SD3Transformer2DModel"
     table = sd3_table(transformer.config) if sd3 else flux_table(transformer.config)
     out, used = {}, set()
@@ -163,25 +169,133 @@ def save_comfy_tree(
     transformer_folder: str = "diffusion_models",
     text_folder: str = "text_encoders",
     dtype: torch.dtype | None = None,
+    suffixes: Mapping[str, str] | None = None,
 ) -> dict[str, Path]:
-    """ComfyUI's split files under `models`: role -> path ("transformer", "vae", "clip_l", ...)."""
+    """ComfyUI's split files under `models`: role -> path ("transformer", "vae", "clip_l", ...);
+    `suffixes` (role -> ".sft", ".ckpt", ...) where not .safetensors."""
+    suffix = {"transformer": ".safetensors", "vae": ".safetensors", **(suffixes or {})}
     paths = {
         "transformer": _save(
             transformer_to_original(pipe.transformer),
-            models / transformer_folder / "model.safetensors",
+            models / transformer_folder / ("model" + suffix["transformer"]),
             dtype,
         ),
-        "vae": _save(vae_to_original(pipe.vae), models / "vae" / "ae.safetensors", dtype),
+        "vae": _save(vae_to_original(pipe.vae), models / "vae" / ("ae" + suffix["vae"]), dtype),
     }
-    names = {"clip_l": "clip_l.safetensors", "clip_g": "clip_g.safetensors", "t5": "t5xxl_fp16.safetensors"}
+    names = {"clip_l": "clip_l", "clip_g": "clip_g", "t5": "t5xxl_fp16"}
     for role, model in parts_of(pipe).items():
-        paths[role] = _save(text_to_original(model), models / text_folder / names[role], dtype)
+        name = names[role] + suffix.get(role, ".safetensors")
+        paths[role] = _save(text_to_original(model), models / text_folder / name, dtype)
     return paths
 
 
 def _save(state: dict[str, torch.Tensor], path: Path, dtype: torch.dtype | None) -> Path:
+    """safetensors for .safetensors / .sft; a pickle otherwise (.ckpt under "state_dict", as
+    LDM's checkpoints, .pt / .pth the state dict itself)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    save_file(state, str(path))
+    if path.suffix in (".safetensors", ".sft"):
+        save_file(state, str(path))
+    else:
+        torch.save({"state_dict": state} if path.suffix == ".ckpt" else state, path)
     return path
+
+
+# -- ComfyUI's scaled fp8 -------------------------------------------------------------------
+
+
+def scale_fp8(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """ComfyUI's scaled fp8 layout: every 2-D weight divided by a per-tensor scale (its largest
+    magnitude over e4m3fn's largest, 448) and stored as e4m3fn, the scale as
+    ``<name>.scale_weight``, a ``scaled_fp8`` marker; the rest as it is."""
+    out: dict[str, torch.Tensor] = {"scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn)}
+    for key, value in state.items():
+        if (
+            key.endswith(".weight")
+            and value.ndim == 2
+            and not key.endswith(("shared.weight", "embedding.weight"))
+        ):
+            scale = value.abs().max().float() / 448
+            out[key] = (value.float() / scale).to(torch.float8_e4m3fn)
+            out[key.removesuffix("weight") + "scale_weight"] = scale.reshape(())
+            out[key.removesuffix("weight") + "scale_input"] = torch.ones(())
+        else:
+            out[key] = value
+    return out
+
+
+# -- GGUF -------------------------------------------------------------------------------------
+
+# As in city96's files: 1-D weights F32, the input embedders F16, the conditioning embedders and
+# the final layer BF16, other 2-D weights quantised where their rows are whole blocks.
+_F16 = ("img_in.", "txt_in.", "x_embedder.", "context_embedder.")
+_BF16 = ("time_in.", "vector_in.", "guidance_in.", "final_layer.", "t_embedder.", "y_embedder.")
+
+
+def save_gguf(transformer: Any, path: Path, qtype: Any) -> Path:
+    """The transformer in BFL's / Stability's keys as a GGUF file, 2-D weights as `qtype`
+    (a gguf.GGMLQuantizationType: Q8_0 by gguf's quantiser, Q5_K / Q4_K by quantize_k)."""
+    import gguf
+
+    sd3 = type(transformer).__name__ == "SD3Transformer2DModel"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(str(path), "sd3" if sd3 else "flux")
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    for key, tensor in transformer_to_original(transformer).items():
+        data = tensor.float().numpy()
+        if tensor.ndim == 1:
+            writer.add_tensor(key, data)
+        elif key.startswith(_BF16):
+            raw = tensor.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint8)
+            writer.add_tensor(key, raw, raw_dtype=gguf.GGMLQuantizationType.BF16)
+        elif key.startswith(_F16) or tensor.ndim != 2 or tensor.shape[-1] % block:
+            writer.add_tensor(key, data.astype(np.float16))
+        elif qtype in (gguf.GGMLQuantizationType.Q5_K, gguf.GGMLQuantizationType.Q4_K):
+            writer.add_tensor(key, quantize_k(data, qtype), raw_dtype=qtype)
+        else:
+            writer.add_tensor(key, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def quantize_k(rows: np.ndarray, qtype: Any) -> np.ndarray:
+    """Q4_K / Q5_K blocks (gguf-py only dequantises these): 256 weights a block in 8 sub-blocks
+    of 32, each sub-block a 6-bit scale and minimum of the block's float16 scale and minimum,
+    weights of 4 (Q4_K) or 5 (Q5_K) bits; the byte layout gguf.quants.dequantize reads."""
+    import gguf
+
+    five = qtype == gguf.GGMLQuantizationType.Q5_K
+    levels = 31 if five else 15
+    x = rows.astype(np.float32).reshape(-1, 8, 32)
+    n = x.shape[0]
+    low = np.minimum(x.min(-1), 0.0)
+    step = (x.max(-1) - low) / levels
+    d = (step.max(-1) / 63).astype(np.float16)
+    dmin = ((-low).max(-1) / 63).astype(np.float16)
+
+    def six_bits(value: np.ndarray, unit: np.ndarray) -> np.ndarray:
+        unit = unit.astype(np.float32)[:, None]
+        return np.round(value / np.where(unit > 0, unit, 1)).clip(0, 63).astype(np.uint8)
+
+    sc, mn = six_bits(step, d), six_bits(-low, dmin)
+    scale = (d.astype(np.float32)[:, None] * sc)[..., None]
+    offset = (dmin.astype(np.float32)[:, None] * mn)[..., None]
+    q = np.round((x + offset) / np.where(scale > 0, scale, 1)).clip(0, levels).astype(np.uint8)
+    scales = np.empty((n, 12), np.uint8)
+    scales[:, 0:4] = sc[:, 0:4] | ((sc[:, 4:8] >> 4) << 6)
+    scales[:, 4:8] = mn[:, 0:4] | ((mn[:, 4:8] >> 4) << 6)
+    scales[:, 8:12] = (sc[:, 4:8] & 0x0F) | ((mn[:, 4:8] & 0x0F) << 4)
+    low_bits = q & 0x0F
+    qs = (low_bits[:, 0::2] | (low_bits[:, 1::2] << 4)).reshape(n, 128)
+    head = [d.reshape(n, 1).view(np.uint8), dmin.reshape(n, 1).view(np.uint8), scales]
+    if five:
+        qh = np.zeros((n, 32), np.uint8)
+        for sub in range(8):
+            qh |= ((q[:, sub] >> 4) & 1) << sub
+        head.append(qh)
+    return np.concatenate([*head, qs], axis=1).reshape(rows.shape[0], -1)

@@ -1,5 +1,6 @@
 """FLUX.1 and SD3 from the files people keep: all-in-one checkpoints and ComfyUI's split
-folders, offline, loading back as the same model; missing and ambiguous parts named."""
+folders, as .safetensors, .sft, pickles, scaled fp8 and quantised GGUF, offline, loading back
+as the same model; missing and ambiguous parts and unreadable files named."""
 
 from __future__ import annotations
 
@@ -13,14 +14,28 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from differential_inpaint.backend.engine import Engine, UnknownModel
+from differential_inpaint.backend.engine import Engine, UnknownModel, configs
 from differential_inpaint.backend.engine.catalog import classify, why_unusable
+from differential_inpaint.backend.engine.checkpoints import read_shapes
 from differential_inpaint.backend.engine.flow_models import flow_family
 from differential_inpaint.backend.engine.flow_pipeline import FlowDifferentialPipeline
 from differential_inpaint.backend.engine.schedulers import make_scheduler
-from differential_inpaint.backend.engine.tiny import build_tiny_pipeline
+from differential_inpaint.backend.engine.tiny import (
+    TINY_WORKING_AREA,
+    build_tiny_pipeline,
+    tiny_flux_transformer_config,
+)
+from differential_inpaint.protocol import JobParams
 
-from .flow_export import save_all_in_one, save_comfy_tree
+from .conftest import random_region
+from .flow_export import (
+    save_all_in_one,
+    save_comfy_tree,
+    save_gguf,
+    scale_fp8,
+    text_to_original,
+    transformer_to_original,
+)
 
 COMPONENTS = ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
 NAMES = ["tiny-flux", "tiny-flux-fill", "tiny-sd3"]
@@ -273,3 +288,235 @@ def test_serve_takes_text_encoders_and_the_vae_as_options() -> None:
         ["--text-encoder", "a.safetensors", "--text-encoder", "b.safetensors", "--vae", "ae.sft"]
     )
     assert args.text_encoder == [Path("a.safetensors"), Path("b.safetensors")] and args.vae == Path("ae.sft")
+
+
+# -- .sft and pickles --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "suffixes"),
+    [
+        # BFL's own downloads: flux1-dev.sft, ae.sft; parts as pickles.
+        ("tiny-flux", {"transformer": ".sft", "vae": ".sft", "clip_l": ".pth", "t5": ".pt"}),
+        (
+            "tiny-sd3",
+            {"transformer": ".ckpt", "vae": ".pth", "clip_l": ".sft", "clip_g": ".pt", "t5": ".ckpt"},
+        ),
+    ],
+)
+def test_sft_files_and_pickled_state_dicts_load_as_the_same_model(
+    tmp_path: Path, name: str, suffixes: dict[str, str]
+) -> None:
+    original = build_tiny_pipeline(name)
+    paths = save_comfy_tree(original, tmp_path / "ComfyUI" / "models", suffixes=suffixes)
+    assert {role: paths[role].suffix for role in suffixes} == suffixes
+    engine = Engine(device="cpu", model_dirs=[tmp_path / "ComfyUI"], scan_default_locations=False)
+    listed = {m.name: m.family for m in engine.list_models() if m.source != "builtin"}
+    model = "model" + suffixes["transformer"]
+    assert listed == {model: flow_family(original)}
+    _assert_same_model(original, _load(engine, model))
+
+
+# -- ComfyUI's scaled fp8 ------------------------------------------------------------------
+
+
+def _unscaled(scaled: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What a scaled fp8 state dict holds: weight * scale_weight in float32, exactly."""
+    return {
+        k: v.float() * scaled[k.removesuffix("weight") + "scale_weight"]
+        if k.removesuffix("weight") + "scale_weight" in scaled
+        else v
+        for k, v in scaled.items()
+        if not k.endswith(("scaled_fp8", ".scale_weight", ".scale_input"))
+    }
+
+
+def test_comfyuis_scaled_fp8_t5_and_transformer_load_unscaled(tmp_path: Path) -> None:
+    """t5xxl_fp8_e4m3fn_scaled.safetensors and a scaled fp8 transformer: every weight is the
+    file's fp8 weight times its scale (the fp8 rounding of the original, scaled back), in the
+    compute dtype; weights stored unscaled stay as they are."""
+    original = build_tiny_pipeline("tiny-flux")
+    models = tmp_path / "ComfyUI" / "models"
+    paths = save_comfy_tree(original, models)
+    t5 = scale_fp8(text_to_original(original.text_encoder_2))
+    paths["t5"].unlink()
+    save_file(t5, str(models / "text_encoders" / "t5xxl_fp8_e4m3fn_scaled.safetensors"))
+    transformer = scale_fp8(transformer_to_original(original.transformer))
+    save_file(transformer, str(paths["transformer"]))
+    engine = Engine(device="cpu", model_dirs=[tmp_path / "ComfyUI"], scan_default_locations=False)
+    loaded = _load(engine, "model.safetensors")
+    expected_t5, expected_transformer = _unscaled(t5), _unscaled(transformer)
+    scaled = [k for k in expected_t5 if expected_t5[k].dtype != t5[k].dtype]
+    assert len(scaled) > 10  # every linear weight of the T5
+    loaded_t5 = text_to_original(loaded.text_encoder_2)
+    assert loaded_t5.keys() == expected_t5.keys()
+    for key, value in expected_t5.items():
+        assert loaded_t5[key].dtype == torch.float32
+        assert torch.equal(loaded_t5[key], value), key
+    loaded_transformer = transformer_to_original(loaded.transformer)
+    for key, value in expected_transformer.items():
+        assert torch.equal(loaded_transformer[key], value), key
+    # The scale restores the magnitude; what is left is e4m3fn's rounding (3 mantissa bits).
+    weight = "encoder.block.0.layer.0.SelfAttention.q.weight"
+    exact = text_to_original(original.text_encoder_2)[weight]
+    assert not torch.equal(loaded_t5[weight], exact)
+    torch.testing.assert_close(loaded_t5[weight], exact, rtol=2**-4, atol=exact.abs().max().item() * 2**-9)
+    assert torch.isfinite(_latents(loaded)).all()
+
+
+# -- GGUF --------------------------------------------------------------------------------------
+
+
+def _wide_flux() -> Any:
+    """tiny-flux with a 256-wide transformer (16 heads), so that its rows are whole Q5_K /
+    Q4_K blocks (256 weights); its parts are tiny-flux's."""
+    from diffusers import FluxTransformer2DModel
+
+    pipe = copy.deepcopy(build_tiny_pipeline("tiny-flux"))
+    torch.manual_seed(0)
+    config = {**tiny_flux_transformer_config("flux"), "num_attention_heads": 16}
+    pipe.transformer = FluxTransformer2DModel.from_config(config).eval().requires_grad_(False)
+    return pipe
+
+
+# (model, quantisation, largest latent difference to the unquantised model after 3 steps):
+# measured (latents up to 3.7) FLUX Q8_0 3.8e-3, Q5_K 8.4e-3, Q4_K 1.4e-2, SD3 Q8_0 4.6e-3;
+# the bounds leave about 3x.
+GGUF_CASES = [
+    ("tiny-flux", "Q8_0", 1e-2),
+    ("tiny-flux-wide", "Q5_K", 2.5e-2),
+    ("tiny-flux-wide", "Q4_K", 4e-2),
+    ("tiny-sd3", "Q8_0", 1.5e-2),
+]
+
+
+@pytest.mark.parametrize(("name", "qtype", "tolerance"), GGUF_CASES)
+def test_gguf_transformers_load_quantised_as_gguf_dequantises_them(
+    tmp_path: Path, name: str, qtype: str, tolerance: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """city96's files in ComfyUI's models/unet: found, their parts matched as for a split
+    .safetensors; the weights stay quantised, dequantise to what gguf's own dequantisation
+    of the file gives, and the model samples close to the unquantised one."""
+    import gguf
+    from diffusers.quantizers.gguf.utils import GGUFLinear, dequantize_gguf_tensor
+
+    kind = gguf.GGMLQuantizationType[qtype]
+    original = _wide_flux() if name == "tiny-flux-wide" else build_tiny_pipeline(name)
+    family = flow_family(original)
+    models = tmp_path / "ComfyUI" / "models"
+    save_comfy_tree(original, models, "unet")["transformer"].unlink()
+    path = save_gguf(original.transformer, models / "unet" / f"{name}-{qtype}.gguf", kind)
+    # Jobs run at the built-in tiny models' working area, not FLUX.1's / SD3's megapixel.
+    monkeypatch.setitem(configs.WORKING_AREA, family, TINY_WORKING_AREA)
+    engine = Engine(device="cpu", model_dirs=[tmp_path / "ComfyUI"], scan_default_locations=False)
+    listed = {m.name: m.family for m in engine.list_models() if m.source != "builtin"}
+    assert listed == {path.name: family}
+    loaded = _load(engine, path.name)
+
+    # Shapes as the engine reads them are the logical ones, quantised or not.
+    original_weights = transformer_to_original(original.transformer)
+    assert read_shapes(path) == {k: tuple(v.shape) for k, v in original_weights.items()}
+    written = {t.name: t for t in gguf.GGUFReader(path).tensors}
+    kinds = {t.tensor_type for t in written.values()}
+    assert kinds == {kind, *(gguf.GGMLQuantizationType[k] for k in ("F32", "F16", "BF16"))}
+    quantised = [m for m in loaded.transformer.modules() if isinstance(m, GGUFLinear)]
+    assert quantised and all(m.weight.quant_type == kind for m in quantised)
+    plain = [p for p in loaded.transformer.parameters() if not hasattr(p, "quant_type")]
+    assert plain and all(p.dtype == torch.float32 for p in plain)  # the compute dtype
+    assert sum(t.tensor_type == kind for t in written.values()) > 10
+    dequantised = {k: dequantize_gguf_tensor(v).float() for k, v in loaded.transformer.state_dict().items()}
+    weights = transformer_to_original(loaded.transformer, dequantised)
+    assert weights.keys() == written.keys()
+    for key, tensor in written.items():
+        expected = torch.from_numpy(gguf.quants.dequantize(tensor.data, tensor.tensor_type).copy())
+        expected = expected.reshape(weights[key].shape)
+        if tensor.tensor_type in (gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.F16):
+            # diffusers dequantises in float16: d * q (exact in float32) rounded once.
+            assert torch.equal(weights[key], expected.half().float()), key
+        elif tensor.tensor_type == kind:
+            # K-quants: d * scale, dmin * min, their product with q and the difference each
+            # rounded to float16 by diffusers; measured at most 2^-9.1 of the largest weight.
+            atol = 2**-8 * expected.abs().max().item()
+            torch.testing.assert_close(weights[key], expected, rtol=0, atol=atol, msg=key)
+        else:  # F32, BF16: the file's values
+            assert torch.equal(weights[key], expected), key
+    for component in COMPONENTS[1:]:
+        if getattr(original, component, None) is not None:
+            theirs = getattr(loaded, component).state_dict()
+            assert all(
+                torch.equal(v, theirs[k]) for k, v in getattr(original, component).state_dict().items()
+            )
+
+    difference = (_latents(loaded) - _latents(original)).abs().max().item()
+    assert 0 < difference < tolerance
+    # A job as the engine runs it: mask-0 pixels kept bit for bit.
+    image = random_region(48, 56, seed=3)
+    mask = np.zeros((48, 56), np.uint8)
+    mask[8:40, 16:48] = 255
+    mask[8:40, 16:24] = 100
+    result = engine.inpaint(image, mask, JobParams(prompt="a red door", steps=3, seed=5), model=path.name)
+    kept = mask == 0
+    assert np.array_equal(result.image[kept][:, :3], image[kept][:, :3])
+    assert np.abs(result.image[~kept][:, :3] - image[~kept][:, :3]).mean() > 0.01
+
+
+# -- files that cannot be used -------------------------------------------------------------------
+
+
+def _gguf(path: Path, architecture: str, tensors: dict[str, tuple[np.ndarray, Any]]) -> Path:
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), architecture)
+    for name, (data, raw_dtype) in tensors.items():
+        writer.add_tensor(name, data, raw_dtype=raw_dtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def _unusable(path: Path, reason: str) -> None:
+    assert classify(path) is None
+    why = why_unusable(path)
+    assert why is not None and reason in why, why
+    engine = Engine(device="cpu", scan_default_locations=False)
+    with pytest.raises(UnknownModel) as error:
+        engine.models.resolve(str(path))
+    assert f"Cannot use '{path.name}' as a model" in str(error.value) and reason in str(error.value)
+
+
+def test_a_gguf_of_another_architecture_is_refused_naming_it(tmp_path: Path) -> None:
+    tensors = {"token_embd.weight": (np.zeros((4, 32), np.float32), None)}
+    path = _gguf(tmp_path / "llama-3-8b.Q4_K_M.gguf", "llama", tensors)
+    _unusable(path, "a GGUF file of a 'llama' model")
+
+
+def test_a_gguf_quantisation_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    import gguf
+
+    kind = gguf.GGMLQuantizationType.IQ2_XXS
+    blocks = np.zeros((2, gguf.GGML_QUANT_SIZES[kind][1]), np.uint8)  # 2 rows of 256 weights
+    key = "double_blocks.0.img_attn.qkv.weight"
+    path = _gguf(tmp_path / "flux1-dev-IQ2_XXS.gguf", "flux", {key: (blocks, kind)})
+    _unusable(path, f"its weight {key} is quantised as IQ2_XXS, which cannot be read")
+
+
+def test_a_truncated_gguf_is_refused_as_damaged(tmp_path: Path) -> None:
+    import gguf
+
+    transformer = build_tiny_pipeline("tiny-flux").transformer
+    path = save_gguf(transformer, tmp_path / "flux.gguf", gguf.GGMLQuantizationType.Q8_0)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    _unusable(path, "it is not a readable .gguf file (damaged or incomplete?)")
+    path.write_bytes(b"not a gguf file at all")
+    _unusable(path, "it is not a readable .gguf file (damaged or incomplete?)")
+
+
+def test_a_pickle_that_is_not_a_state_dict_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    torch.save([torch.zeros(2), "a list"], path)
+    _unusable(path, "the file holds no state dict")
+    path.write_bytes(b"\x80\x02 damaged")
+    _unusable(path, "it is not a readable .pt file (damaged or incomplete?)")
