@@ -430,8 +430,9 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
             source_region_sha=sha(read(layer, *region, babl)),
             mask_sha=sha(mask),
             alpha=alpha_stats(created, mask),
-            kept=kept_where_zero(created, layer, mask),  # the selection's zeros
         )
+        if spec.get("kept"):  # the selection's zeros, pixel by pixel: only where a test asks
+            info["kept"] = kept_where_zero(created, layer, mask)
         verdict["new_layer"] = info
     return verdict
 
