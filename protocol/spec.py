@@ -41,6 +41,23 @@ MAX_SEED = 2**63 - 1
 SD_FAMILIES = frozenset({"sd15", "sdxl", "sd15-inpaint", "sdxl-inpaint"})
 FLUX_FAMILIES = frozenset({"flux", "flux-schnell", "flux-fill"})
 FAMILIES = SD_FAMILIES | FLUX_FAMILIES | {"sd3"}
+# How the plugins name a model's family to the painter.
+FAMILY_LABELS = {
+    "sd15": "SD 1.5",
+    "sdxl": "SDXL",
+    "sd15-inpaint": "SD 1.5 Inpainting",
+    "sdxl-inpaint": "SDXL Inpainting",
+    "flux": "FLUX dev",
+    "flux-schnell": "FLUX schnell",
+    "flux-fill": "FLUX Fill",
+    "sd3": "SD3",
+}
+
+
+def family_label(family: str) -> str:
+    """A model family as the painter reads it ("flux-fill": "FLUX Fill"); one this version
+    does not know (a newer daemon's) as the daemon wrote it."""
+    return FAMILY_LABELS.get(family, family)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ A model spec is one of:
 
 - ``builtin:NAME``      a built-in tiny model (``builtin:tiny-sd15``, ``builtin:tiny-sdxl``,
                         ``builtin:tiny-sd15-inpaint``, ``builtin:tiny-sdxl-inpaint``,
-                        ``builtin:tiny-flux``, ``builtin:tiny-flux-fill``, ``builtin:tiny-sd3``);
+                        ``builtin:tiny-flux``, ``builtin:tiny-flux-schnell``, ``builtin:tiny-flux-fill``,
+                        ``builtin:tiny-sd3``);
 - ``hf:ORG/NAME``       a diffusers model already in the Hugging Face cache (never downloaded);
 - a discovered name     a checkpoint file or diffusers folder (SD1.5, SDXL, FLUX.1, SD3; FLUX.1
                         and SD3 also as a transformer alone, its VAE and text encoders found

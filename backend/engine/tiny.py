@@ -2,8 +2,9 @@
 
 They paint noise; they exist so that every mechanism (text encoders, SDXL's added
 embeddings, the 9-channel inpainting UNet, the VAE's 8x downsampling, FLUX's packed
-transformer with its guidance embedding, FLUX Fill's mask channels, SD3's three text
-encoders with a T5 and its tokenizer built in code) runs anywhere, offline, in seconds.
+transformer with its guidance embedding or, schnell's, without, FLUX Fill's mask channels,
+SD3's three text encoders with a T5 and its tokenizer built in code) runs anywhere,
+offline, in seconds.
 Every one is built from a fixed seed, so it is the same model in every process. The SD
 models' sizes follow the rules single-file loading uses to derive configs (8 attention
 heads for SD1.5, 64 channels per head for SDXL, 64 per head in the text encoders), so a
@@ -30,6 +31,7 @@ BUILTINS: dict[str, str] = {
     "tiny-sd15-inpaint": "sd15-inpaint",
     "tiny-sdxl-inpaint": "sdxl-inpaint",
     "tiny-flux": "flux",
+    "tiny-flux-schnell": "flux-schnell",
     "tiny-flux-fill": "flux-fill",
     "tiny-sd3": "sd3",
 }

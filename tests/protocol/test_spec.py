@@ -172,6 +172,13 @@ def test_a_control_acts_over_a_range_of_steps() -> None:
 # --- which model families take which settings ---
 
 
+def test_every_family_has_a_name_for_the_painter() -> None:
+    assert set(spec.FAMILY_LABELS) == spec.FAMILIES
+    assert len(set(spec.FAMILY_LABELS.values())) == len(spec.FAMILIES)
+    assert spec.family_label("flux-fill") == "FLUX Fill"
+    assert spec.family_label("flux-2") == "flux-2"  # a newer daemon's family, as it came
+
+
 def test_schnell_takes_neither_negative_prompt_nor_guidance() -> None:
     assert not spec.applies_to(spec.BY_NAME["negative_prompt"], "flux-schnell")
     assert not spec.applies_to(spec.BY_NAME["guidance"], "flux-schnell")

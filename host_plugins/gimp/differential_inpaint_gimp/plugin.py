@@ -298,7 +298,9 @@ class _Models:
     def add(self, choice: Gimp.Choice, name: str, family: str) -> None:
         self.names.append(name)
         self.families[name] = family
-        label = f"{name} \u2014 {family}" if family else name
+        from .protocol.spec import family_label
+
+        label = f"{name} \u2014 {family_label(family)}" if family else name
         if name.startswith(TEST_MODEL_PREFIX):
             label += " (test model: paints noise)"
         choice.add(name, len(self.names), label, "")
@@ -529,7 +531,7 @@ def _follow_family(dialog: Any, config: Gimp.ProcedureConfig, shown: dict[str, A
     insensitive with a tooltip saying why (the daemon ignores them), and a setting whose
     default depends on the family (guidance: 3.5 for FLUX dev) follows the new family's
     default as long as it holds the old family's (the painter has not changed it)."""
-    from .protocol.spec import applies_to
+    from .protocol.spec import applies_to, family_label
 
     family = {"now": family_of(config.get_property(MODEL_CHOICE) or "")}
     note = dialog.get_label("model-family", "", False, False)
@@ -544,12 +546,12 @@ def _follow_family(dialog: Any, config: Gimp.ProcedureConfig, shown: dict[str, A
             widget = shown.get(param.name)
             if widget is not None:
                 widget.set_sensitive(takes)
-                why = f"{now} models do not take this setting (the daemon ignores it)"
+                why = f"{family_label(now)} models do not take this setting (the daemon ignores it)"
                 widget.set_tooltip_text(param.help if takes else why)
             name = param.gimp_argument
             if takes and before != now and config.get_property(name) == param.default_for(before):
                 config.set_property(name, param.default_for(now))
-        text = f"Model family: {now}" if now else ""
+        text = f"Model family: {family_label(now)}" if now else ""
         if left_out:
             text += f"; it takes no {' or '.join(left_out)}"
         note.set_text(text)

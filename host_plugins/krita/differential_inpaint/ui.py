@@ -18,7 +18,7 @@ from . import protocol as p
 from .client import DEFAULT_SERVER, InpaintError, JobCancelled, Settings, as_inpaint_error, flow, server_info
 from .conditioning import CONTROL_KINDS, Conditioning, ControlLayer, ReferenceLayer
 from .krita_io import KritaDocument, node_list
-from .protocol.spec import applies_to
+from .protocol.spec import applies_to, family_label
 from .qt import QtCore, QtGui, QtWidgets, Signal, exec_dialog
 
 TITLE = "Differential Inpaint"
@@ -379,7 +379,7 @@ class ModelField(Field):
         if keep and keep not in [name for name, _ in models]:
             models = [*models, (keep, "")]  # keep a remembered choice even before the daemon answers
         for name, family in models:
-            self.combo.addItem(f"{name} \u2014 {family}" if family else name, name)
+            self.combo.addItem(f"{name} \u2014 {family_label(family)}" if family else name, name)
             self.combo.setItemData(self.combo.count() - 1, family, FAMILY_ROLE)
         index = self.combo.findData(keep) if keep else 0
         self.combo.setCurrentIndex(max(index, 0))
@@ -1166,13 +1166,14 @@ class SettingsForm(QtWidgets.QWidget):
         assert isinstance(self.model, ModelField)
         family, before = self.model.family(), self._store.family
         self.family = family
+        label = family_label(family)
         left_out = []
         for name, field in self.fields.items():
             param = field.param
             takes = applies_to(param, family)
             if not takes:
                 left_out.append(param.label)
-            why = param.help if takes else f"{family} models do not take this setting (the daemon ignores it)"
+            why = param.help if takes else f"{label} models do not take this setting (the daemon ignores it)"
             for widget in (field.widget, self.labels[name]):
                 widget.setEnabled(takes)
                 widget.setToolTip(why)
@@ -1180,7 +1181,7 @@ class SettingsForm(QtWidgets.QWidget):
             if defaults and family and family != before and takes and param.family_defaults and untouched:
                 field.set_value(param.default_for(family))
         self._offer_addons()
-        note = f"Family: {family}" if family else ""
+        note = f"Family: {label}" if family else ""
         if left_out:
             note += f"; it takes no {' or '.join(left_out).lower()}"
         self.model.note.setText(note)

@@ -3,29 +3,21 @@ own img2img and Fill pipelines, latent for latent."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from diffusers import (
-    FlowMatchEulerDiscreteScheduler,
-    FluxFillPipeline,
-    FluxImg2ImgPipeline,
-    FluxTransformer2DModel,
-    StableDiffusion3Img2ImgPipeline,
-)
+from diffusers import FluxFillPipeline, FluxImg2ImgPipeline, StableDiffusion3Img2ImgPipeline
 
 from differential_inpaint.backend.engine import Engine, UnknownScheduler
-from differential_inpaint.backend.engine.configs import FLUX_SCHNELL_SCHEDULER_CONFIG
 from differential_inpaint.backend.engine.errors import JobCancelled
 from differential_inpaint.backend.engine.flow_models import flow_family
 from differential_inpaint.backend.engine.flow_pipeline import FlowDifferentialPipeline
 from differential_inpaint.backend.engine.pipeline import StepState, first_free_step, flow_start_step
 from differential_inpaint.backend.engine.schedulers import make_scheduler
-from differential_inpaint.backend.engine.tiny import SEED, build_tiny_pipeline, tiny_flux_transformer_config
+from differential_inpaint.backend.engine.tiny import build_tiny_pipeline
 from differential_inpaint.protocol import JobParams
 
 from .conftest import random_region
@@ -38,22 +30,8 @@ def _image(batch: int = 1, height: int = SIZE, width: int = SIZE) -> torch.Tenso
     return torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(0))
 
 
-def _schnell() -> Any:
-    """tiny-flux as schnell: no guidance embedding, schnell's unshifted schedule."""
-    pipe = copy.copy(build_tiny_pipeline("tiny-flux"))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
-        transformer = FluxTransformer2DModel.from_config(tiny_flux_transformer_config("flux-schnell"))
-    components = {
-        **pipe.components,
-        "transformer": transformer.eval().requires_grad_(False),
-        "scheduler": FlowMatchEulerDiscreteScheduler.from_config(FLUX_SCHNELL_SCHEDULER_CONFIG),
-    }
-    return type(pipe)(**components)
-
-
 def _pipe(name: str) -> Any:
-    return _schnell() if name == "tiny-flux-schnell" else build_tiny_pipeline(name)
+    return build_tiny_pipeline(name)
 
 
 def _run(name: str, strength: torch.Tensor, **kwargs: Any) -> torch.Tensor:
@@ -89,17 +67,17 @@ def _reference(
         kwargs["max_sequence_length"] = 256  # schnell's T5 prompt length (dev's: 512)
     if name == "tiny-sd3":
         kwargs["negative_prompt"] = "blurry"  # FLUX takes none: no true CFG
+    options: dict[str, Any] = {"guidance_scale": 4.0, **kwargs}
     latents = reference(
         prompt="a red door",
         image=_image(1, height, width),
         strength=strength,
         num_inference_steps=STEPS,
-        guidance_scale=4.0,
         height=height,
         width=width,
         generator=torch.Generator().manual_seed(42),
         output_type="latent",
-        **kwargs,
+        **options,
     ).images
     if name != "tiny-sd3":
         latents = reference._unpack_latents(latents, height, width, reference.vae_scale_factor)
@@ -112,7 +90,6 @@ def _reference(
         ("tiny-flux", 0.7, False, (SIZE, SIZE)),
         ("tiny-flux", 0.75, True, (SIZE, 96)),  # 8 steps (SD: 7); a wider image shifts more
         ("tiny-flux", 1.0, False, (SIZE, SIZE)),
-        ("tiny-flux-schnell", 0.55, False, (SIZE, SIZE)),
         ("tiny-sd3", 0.7, False, (SIZE, SIZE)),
         ("tiny-sd3", 0.35, True, (96, SIZE)),
     ],
@@ -126,6 +103,31 @@ def test_a_uniform_map_is_diffusers_img2img_exactly(
     uniform = torch.full((1, 1, *size), strength, dtype=torch.float64)
     ours = _run(name, uniform, smooth=smooth)
     assert torch.equal(ours, _reference(name, strength, *size))
+
+
+def test_builtin_schnell_runs_one_batch_unguided_on_256_t5_tokens() -> None:
+    """builtin:tiny-flux-schnell: the transformer sees one batch (no CFG), no guidance
+    embedding and schnell's 256 T5 tokens, on schnell's unshifted schedule; the guidance and
+    negative prompt asked for change nothing, and a uniform map is diffusers'
+    FluxImg2ImgPipeline at guidance 0, latent for latent."""
+    pipe = build_tiny_pipeline("tiny-flux-schnell")
+    assert not pipe.transformer.config.guidance_embeds
+    assert not pipe.scheduler.config.use_dynamic_shifting and pipe.scheduler.config.shift == 1.0
+    seen: list[dict[str, Any]] = []
+    hook = pipe.transformer.register_forward_pre_hook(
+        lambda _m, _args, kwargs: seen.append(kwargs), with_kwargs=True
+    )
+    uniform = torch.full((1, 1, SIZE, SIZE), 0.55, dtype=torch.float64)
+    try:
+        ours = _run("tiny-flux-schnell", uniform)  # guidance 4, negative prompt "blurry"
+    finally:
+        hook.remove()
+    assert len(seen) == STEPS - int(STEPS * (1 - 0.55)), len(seen)
+    for kwargs in seen:
+        assert kwargs["hidden_states"].shape[0] == 1 and kwargs["guidance"] is None
+        assert kwargs["encoder_hidden_states"].shape[:2] == (1, 256)
+    assert torch.equal(ours, _run("tiny-flux-schnell", uniform, guidance_scale=0.0, negative_prompt=""))
+    assert torch.equal(ours, _reference("tiny-flux-schnell", 0.55, guidance_scale=0.0))
 
 
 def test_flux_fill_with_a_uniform_map_is_diffusers_flux_fill_exactly() -> None:
@@ -254,7 +256,9 @@ def test_the_built_in_flow_models_are_their_families() -> None:
     ]
 
 
-@pytest.mark.parametrize("model", ["builtin:tiny-flux", "builtin:tiny-flux-fill", "builtin:tiny-sd3"])
+@pytest.mark.parametrize(
+    "model", ["builtin:tiny-flux", "builtin:tiny-flux-schnell", "builtin:tiny-flux-fill", "builtin:tiny-sd3"]
+)
 def test_engine_jobs_keep_mask_zero_pixels_bit_for_bit(engine: Engine, model: str) -> None:
     image = random_region(72, 88, seed=3)
     mask = np.zeros((72, 88), np.uint8)
@@ -271,9 +275,7 @@ def test_engine_jobs_keep_mask_zero_pixels_bit_for_bit(engine: Engine, model: st
     assert np.abs(result.image[~kept][:, :3] - image[~kept][:, :3]).mean() > 0.01
     assert previews and previews[-1].dtype == np.uint8 and previews[-1].shape[-1] == 4
     info = {m.name: m.family for m in engine.list_models()}
-    assert info[model] == {"builtin:tiny-flux": "flux", "builtin:tiny-flux-fill": "flux-fill"}.get(
-        model, "sd3"
-    )
+    assert info[model] == model.removeprefix("builtin:tiny-")
 
 
 @pytest.mark.parametrize("name", ["tiny-flux", "tiny-flux-fill", "tiny-sd3"])

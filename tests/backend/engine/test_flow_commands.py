@@ -27,7 +27,7 @@ def _mask(height: int, width: int) -> np.ndarray:
     return mask
 
 
-@pytest.mark.parametrize("model", ["builtin:tiny-flux", "builtin:tiny-sd3"])
+@pytest.mark.parametrize("model", ["builtin:tiny-flux", "builtin:tiny-flux-schnell", "builtin:tiny-sd3"])
 def test_run_paints_with_a_flow_model_and_keeps_mask_zero(tmp_path: Path, model: str) -> None:
     array = np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)
     mask = _mask(40, 56)
@@ -64,6 +64,7 @@ def test_serve_offers_the_flow_families_and_runs_a_flux_job(tmp_path: Path) -> N
             families = {m.name: m.family for m in connection.welcome.models}
         assert families["builtin:tiny-flux"] == "flux"
         assert families["builtin:tiny-flux-fill"] == "flux-fill"
+        assert families["builtin:tiny-flux-schnell"] == "flux-schnell"
         assert families["builtin:tiny-sd3"] == "sd3"
 
         size = 64

@@ -155,17 +155,19 @@ def resolved(args: dict[str, Any], maps: dict[str, Any]) -> dict[str, Any]:
     return {k: maps[v[1:]] if isinstance(v, str) and v.startswith("@") else v for k, v in args.items()}
 
 
-def kept_where_zero(result: Gimp.Layer, source: Gimp.Layer, strength_map: Gimp.Layer) -> dict[str, int]:
-    """Over the result's rectangle: pixels where the strength map is 0 whose RGB differs
-    from the source's (must be none) or whose alpha is not 0, and pixels where it is not 0
-    that changed (some must)."""
+def under(result: Gimp.Layer, other: Gimp.Layer) -> bytes:
+    """`other`'s R'G'B'A u8 pixels under `result`'s rectangle."""
     _, x, y = result.get_offsets()
-    _, sx, sy = source.get_offsets()
-    _, mx, my = strength_map.get_offsets()
-    w, h = result.get_width(), result.get_height()
-    new = read(result, 0, 0, w, h, "R'G'B'A u8")
-    old = read(source, x - sx, y - sy, w, h, "R'G'B'A u8")
-    gray = read(strength_map, x - mx, y - my, w, h, "R'G'B'A u8")[1::4]
+    _, ox, oy = other.get_offsets()
+    return read(other, x - ox, y - oy, result.get_width(), result.get_height(), "R'G'B'A u8")
+
+
+def kept_where_zero(result: Gimp.Layer, source: Gimp.Layer, gray: bytes) -> dict[str, int]:
+    """Over the result's rectangle: pixels where `gray` (a strength map or the selection,
+    one byte a pixel) is 0 whose RGB differs from the source's (must be none) or whose
+    alpha is not 0, and pixels where it is not 0 that changed (some must)."""
+    new = read(result, 0, 0, result.get_width(), result.get_height(), "R'G'B'A u8")
+    old = under(result, source)
     counts = {"zeros": 0, "zeros_changed": 0, "zeros_alpha": 0, "nonzero": 0, "nonzero_changed": 0}
     for i, g in enumerate(gray):
         changed = new[i * 4 : i * 4 + 3] != old[i * 4 : i * 4 + 3]
@@ -404,7 +406,8 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
         if then.get("kept_where_zero") and new_items and later[len(new_items) :]:
             # The first run added the strength map, the second the result: where the map is 0
             # the result must be the source's pixels, bit for bit.
-            verdict["kept"] = kept_where_zero(later[len(new_items)], layer, new_items[0])
+            result = later[len(new_items)]
+            verdict["kept"] = kept_where_zero(result, layer, under(result, new_items[0])[1::4])
         verdict["then_layers_after"] = [describe(item) for item in all_layers(image)]
         verdict["then_selected_after"] = [item.get_name() for item in image.get_selected_layers()]
     verdict["drawable_sha_after"] = sha(read(layer, 0, 0, src["width"], src["height"], babl))
@@ -428,6 +431,8 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
             mask_sha=sha(mask),
             alpha=alpha_stats(created, mask),
         )
+        if spec.get("kept"):  # the selection's zeros, pixel by pixel: only where a test asks
+            info["kept"] = kept_where_zero(created, layer, mask)
         verdict["new_layer"] = info
     return verdict
 

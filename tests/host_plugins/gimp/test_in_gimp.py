@@ -894,7 +894,7 @@ def test_the_model_is_a_choice_when_the_daemon_answers(
     verdict = run.verdict("dialog-model-choice")
     dialog = verdict["dialog"]
     assert dialog["has_model_choice"], dialog
-    models = ["Daemon's default (fake)", "fake \u2014 sd15", "fake-xl \u2014 sdxl"]
+    models = ["Daemon's default (fake)", "fake \u2014 SD 1.5", "fake-xl \u2014 SDXL"]
     texts = {text for combo in dialog["combos"] for row in combo for text in row}
     assert set(models) <= texts, dialog["combos"]
     assert "Repaint whole layer" in dialog["labels"]

@@ -22,6 +22,13 @@ from . import gimp_host
 pytestmark = [pytest.mark.gimp, pytest.mark.slow]
 
 MAP_PROCEDURE = "python-fu-differential-inpaint-strength-map"
+# The FLUX built-ins picked in the dialog: (model, the family's name, what the family takes
+# no more of than SD, the guidance shown after the pick).
+FLUX_PICKS = {
+    "flux": ("builtin:tiny-flux", "FLUX dev", "negative prompt", 3.5),
+    "flux-schnell": ("builtin:tiny-flux-schnell", "FLUX schnell", "negative prompt or guidance", 7.0),
+    "flux-fill": ("builtin:tiny-flux-fill", "FLUX Fill", "negative prompt", 30.0),
+}
 
 
 def free_port() -> int:
@@ -35,7 +42,7 @@ def scenarios(url: str, dead_url: str) -> list[dict[str, Any]]:
     def args(prompt: str, **more: Any) -> dict[str, Any]:
         return {"prompt": prompt, "server-url": url, "steps": 3, "seed": 7, **more}
 
-    return [
+    listed = [
         {
             "name": "feathered",
             "image": [900, 700],
@@ -71,15 +78,18 @@ def scenarios(url: str, dead_url: str) -> list[dict[str, Any]]:
             "selection": {"shape": "ellipse", "rect": [40, 30, 64, 48], "feather": 8},
             "args": args("a flux meadow", model="builtin:tiny-flux", guidance=3.5, steps=2),
         },
-        {
-            "name": "flux-dialog",
-            "image": [160, 128],
-            "precision": "u8",
-            "layer": {"x": 0, "y": 0, "width": 160, "height": 128, "alpha": False},
-            "selection": {"shape": "rect", "rect": [40, 30, 64, 48]},
-            "args": args("", model="", guidance=7.0, steps=2),
-            "probe": {"answer": "ok", "typed-prompt": "picked flux", "picked-model": "builtin:tiny-flux"},
-        },
+        *(
+            {
+                "name": f"{family}-dialog",
+                "image": [160, 128],
+                "precision": "u8",
+                "layer": {"x": 0, "y": 0, "width": 160, "height": 128, "alpha": False},
+                "selection": {"shape": "ellipse", "rect": [40, 30, 64, 48], "feather": 8},
+                "args": args("", model="", guidance=7.0, steps=2),
+                "probe": {"answer": "ok", "typed-prompt": f"picked {family}", "picked-model": pick[0]},
+            }
+            for family, pick in FLUX_PICKS.items()
+        ),
         # A channel as the map (its left half 0), then the depth estimate: each first as the
         # strength map, then the job with the same arguments.
         {
@@ -114,13 +124,16 @@ def scenarios(url: str, dead_url: str) -> list[dict[str, Any]]:
             "args": {"prompt": "nobody home", "server-url": dead_url},
         },
     ]
+    # Every result is checked for the selection's zeros, kept bit for bit (`check_success`).
+    return [{**scenario, "kept": True} for scenario in listed]
 
 
 @pytest.fixture(scope="module")
 def gimp_run() -> Iterator[gimp_host.GimpRun]:
     require_host(*gimp_host.chroot_ready())
     gimp_host.install_plugin()
-    with running_daemon("--depth-model", "builtin:tiny-depth", models=("builtin:tiny-flux",)) as daemon:
+    models = tuple(model for model, *_ in FLUX_PICKS.values())
+    with running_daemon("--depth-model", "builtin:tiny-depth", models=models) as daemon:
         run = gimp_host.GimpRun(scenarios(daemon.url, f"ws://127.0.0.1:{free_port()}")).run()
         print(f"\nGIMP + daemon ran {len(run.scenarios)} scenarios in {run.seconds:.1f} s")
         statuses = [run.verdicts.get(s["name"], {}).get("status") for s in run.scenarios]
@@ -141,6 +154,8 @@ def check_success(run: gimp_host.GimpRun, name: str, region: tuple[int, int, int
     assert alpha["outside_nonzero"] == 0  # alpha is the composite mask: 0 where unselected
     assert alpha["inside_max"] > 0.5
     assert alpha["full_zero"] == 0  # fully selected pixels all came back
+    kept = new["kept"]  # where the selection is 0: the painting's own pixels, bit for bit
+    assert kept["zeros_changed"] == 0 and kept["zeros_alpha"] == 0, kept
     return verdict
 
 
@@ -179,26 +194,34 @@ def test_a_flux_model_runs(gimp_run: gimp_host.GimpRun) -> None:
     assert verdict["new_layer"]["name"] == "a flux meadow \u00b7 7"
 
 
-def test_the_dialog_offers_only_what_the_models_family_takes(gimp_run: gimp_host.GimpRun) -> None:
-    """Picking builtin:tiny-flux (FLUX dev) in the dialog: its family shows under the choice,
-    the negative prompt goes insensitive with a tooltip saying why, guidance left at the
-    SD default follows FLUX dev's 3.5; the job then runs on that model."""
-    verdict = check_success(gimp_run, "flux-dialog", (0, 0, 160, 128))
+@pytest.mark.parametrize("family", FLUX_PICKS)
+def test_the_dialog_offers_only_what_the_models_family_takes(
+    gimp_run: gimp_host.GimpRun, family: str
+) -> None:
+    """Picking a FLUX built-in in the dialog: its family's name shows in the choice and
+    under it, the settings it does not take go insensitive with a tooltip saying why
+    (schnell: the negative prompt and guidance; dev and Fill: the negative prompt), guidance
+    left at the SD default follows dev's 3.5 and Fill's 30; the job then runs on that model
+    and where the selection is 0 the painting stays as it was."""
+    model, label, left_out, guidance = FLUX_PICKS[family]
+    verdict = check_success(gimp_run, f"{family}-dialog", (0, 0, 160, 128))
     dialog = verdict["dialog"]
     assert dialog["has_model_choice"], dialog
     texts = {text for combo in dialog["combos"] for row in combo for text in row}
-    assert "builtin:tiny-flux \u2014 flux (test model: paints noise)" in texts, dialog["combos"]
+    assert f"{model} \u2014 {label} (test model: paints noise)" in texts, dialog["combos"]
 
     def ours(insensitive: list[str]) -> list[str]:  # not GIMP's own ("Load settings" with none saved)
         return [text for text in insensitive if "models do not take" in text]
 
     assert ours(dialog["insensitive"]) == [] and dialog["guidance"] == 7.0  # the default model: sd15
-    assert "Model family: sd15" in dialog["labels"], dialog["labels"]
+    assert "Model family: SD 1.5" in dialog["labels"], dialog["labels"]
     picked = dialog["after_pick"]
-    assert "Model family: flux; it takes no negative prompt" in picked["labels"], picked["labels"]
-    assert ours(picked["insensitive"]) == ["flux models do not take this setting (the daemon ignores it)"]
-    assert picked["guidance"] == 3.5
-    assert verdict["new_layer"]["name"] == "picked flux \u00b7 7"
+    assert f"Model family: {label}; it takes no {left_out}" in picked["labels"], picked["labels"]
+    why = f"{label} models do not take this setting (the daemon ignores it)"
+    assert ours(picked["insensitive"]) == [why] * len(left_out.split(" or ")), picked["insensitive"]
+    assert picked["guidance"] == guidance
+    assert verdict["new_layer"]["name"] == f"picked {family} \u00b7 7"
+    assert verdict["new_layer"]["kept"]["zeros"] > 1000
 
 
 def check_kept(verdict: dict[str, Any], size: tuple[int, int]) -> dict[str, int]:

@@ -14,6 +14,7 @@ runs on Krita's own Python: standard library and Krita only, Python 3.10 syntax.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -549,42 +550,66 @@ def controller_run(c: Checks, w: World, server: str, prompt: str, cancel: bool =
     c("one layer more", len(w.names(doc)) == len(names) + 1, w.names(doc))
 
 
-def real_flux_form(c: Checks, w: World) -> None:
-    """The docker's form with the real daemon's models: choosing builtin:tiny-flux (FLUX dev)
-    greys out the negative prompt, puts guidance at FLUX dev's 3.5, and a job with the
-    form's settings runs on that model."""
+# The FLUX built-ins the real daemon offers: (name, family label, guidance the form offers
+# (None: none), what the note says the family takes no more of than SD).
+REAL_FLUX = {
+    "flux": ("builtin:tiny-flux", "FLUX dev", 3.5, "negative prompt"),
+    "flux-schnell": ("builtin:tiny-flux-schnell", "FLUX schnell", None, "negative prompt or guidance"),
+    "flux-fill": ("builtin:tiny-flux-fill", "FLUX Fill", 30.0, "negative prompt"),
+}
+REAL_FLUX_MODELS = tuple(model for model, *_ in REAL_FLUX.values())
+
+
+def real_flux_form(c: Checks, w: World, family: str) -> None:
+    """The docker's form with the real daemon's models: choosing a FLUX built-in greys out
+    the negative prompt; guidance follows the family (FLUX dev's 3.5, Fill's 30, greyed out
+    for schnell); the family's name shows beside the model; a job with the form's settings
+    runs on that model, and where the selection is 0 the image stays as it was."""
     from differential_inpaint import ui
 
+    model, label, guidance_offered, left_out = REAL_FLUX[family]
     server = w.server("real_daemon")
     form = ui.SettingsForm(fold_advanced=True)
+    prompt = f"a {family} meadow"
     form.set_values(
         w.plugin.Settings.from_values(
-            {"prompt": "a flux meadow", "negative_prompt": "fog", "steps": 2, "seed": 4, "server": server}
+            {"prompt": prompt, "negative_prompt": "fog", "steps": 2, "seed": 4, "server": server}
         )
     )
     form.refresh_models()
     combo = form.model.combo
-    listed = w.wait_until(lambda: combo.findData("builtin:tiny-flux") >= 0, 60)
-    if not c("the daemon lists builtin:tiny-flux", listed, [combo.itemText(i) for i in range(combo.count())]):
+    listed = w.wait_until(lambda: combo.findData(model) >= 0, 60)
+    if not c(f"the daemon lists {model}", listed, [combo.itemText(i) for i in range(combo.count())]):
         return
-    c("shown with its family", combo.itemText(combo.findData("builtin:tiny-flux")).endswith("\u2014 flux"))
+    text = combo.itemText(combo.findData(model))
+    c("shown with its family", text == f"{model} \u2014 {label}", text)
     c("guidance starts at the SD default", form.values().job.guidance == 7.0, form.values().job.guidance)
-    combo.setCurrentIndex(combo.findData("builtin:tiny-flux"))
+    combo.setCurrentIndex(combo.findData(model))
     negative, guidance = form.fields["negative_prompt"], form.fields["guidance"]
-    c("the form follows the family", form.family == "flux", form.family)
+    c("the form follows the family", form.family == family, form.family)
     c("no negative prompt for FLUX", not negative.widget.isEnabled(), negative.widget.toolTip())
     why = negative.widget.toolTip()
-    c("the tooltip says why", "flux models do not take" in why, why)
-    c("guidance offered at FLUX dev's 3.5", guidance.widget.isEnabled() and guidance.value() == 3.5)
-    c("the family beside the model", "Family: flux" in form.model.note.text(), form.model.note.text())
+    c("the tooltip says why", f"{label} models do not take" in why, why)
+    if guidance_offered is None:
+        c("no guidance", not guidance.widget.isEnabled() and not form.labels["guidance"].isEnabled())
+        c("its tooltip says why", f"{label} models do not take" in guidance.widget.toolTip())
+    else:
+        c(
+            f"guidance offered at {guidance_offered}",
+            guidance.widget.isEnabled() and guidance.value() == guidance_offered,
+            guidance.value(),
+        )
+    note = form.model.note.text()
+    c("the family beside the model", note == f"Family: {label}; it takes no {left_out}", note)
     chosen = form.values()
-    c("the settings carry it", chosen.job.model == "builtin:tiny-flux" and chosen.job.guidance == 3.5)
+    c("the settings carry the model", chosen.job.model == model, chosen.job.model)
 
     doc, layer = w.document(128, 128)
     layer.setPixelData(pattern(128, 128, "U8"), 0, 0, 128, 128)
     w.select_feathered(doc, (32, 32, 48, 48), 8)
     region = w.region_for(doc)
     mask = bytes(doc.selection().pixelData(region.x, region.y, region.width, region.height))
+    source = read(layer, region)
     errors: list[str] = []
     finished: list[Any] = []
     controller = ui.JobController(
@@ -599,8 +624,12 @@ def real_flux_form(c: Checks, w: World) -> None:
     if not c("finished with a layer", finished != [] and finished[0] is not None, finished):
         return
     models = [r.model for r in controller.results]
-    c("made by builtin:tiny-flux", models == ["builtin:tiny-flux"], models)
-    check_new_layer(c, w, doc, layer, finished[0], region, mask, "U8", "a flux meadow")
+    c(f"made by {model}", models == [model], models)
+    result = check_new_layer(c, w, doc, layer, finished[0], region, mask, "U8", prompt)
+    kept = [i for i, m in enumerate(mask) if m == 0]
+    same = all(result[4 * i : 4 * i + 3] == source[4 * i : 4 * i + 3] for i in kept)
+    c("where the selection was 0 the painting comes back bit for bit", len(kept) > 100 and same, len(kept))
+    c("the painting itself is unchanged", read(layer, region) == source)
 
 
 def changed_mid_job(c: Checks, w: World) -> None:
@@ -719,7 +748,7 @@ def menu_and_dialog(c: Checks, w: World) -> None:
     c("the dialog showed the remembered prompt", seen.get("prompt") == "from the menu", seen)
     c("no error message", messages == [], messages)
     c("the dialog listed the daemon's models", "fake-xl" in seen.get("models", []), seen.get("models"))
-    c("with their family", "fake-xl \u2014 sdxl" in seen.get("model_texts", []), seen.get("model_texts"))
+    c("with their family", "fake-xl \u2014 SDXL" in seen.get("model_texts", []), seen.get("model_texts"))
     done = w.wait_until(lambda: not ui.JobController._running, 60)
     c("the job finished", done)
     w.pump(0.2)
@@ -1919,7 +1948,8 @@ SCENARIOS: dict[str, Callable[[Checks, World], None]] = {
     "real_offset_layer": lambda c, w: offset_layer(c, w, w.server("real_daemon"), False),
     "real_nested_layer": lambda c, w: nested_layer(c, w, w.server("real_daemon"), False),
     "real_controller": lambda c, w: controller_run(c, w, w.server("real_daemon"), "gui real"),
-    "real_flux_form": real_flux_form,  # builtin:tiny-flux, also offered by the real daemon
+    # builtin:tiny-flux, -schnell and -fill, also offered by the real daemon
+    **{f"real_{f.replace('-', '_')}_form": functools.partial(real_flux_form, family=f) for f in REAL_FLUX},
     "real_map_layer": real_map_layer,
     "real_depth": real_depth,  # builtin:tiny-depth, the daemon's --depth-model
     "real_conditioning": real_conditioning,  # builtin:tiny-controlnet-sd15, builtin:tiny-lora-sd15

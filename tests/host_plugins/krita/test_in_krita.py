@@ -6,7 +6,7 @@ Krita (5.1 on Debian 12):
   - byte-exact: against a stand-in daemon whose answers are known to the byte
     (all depths, offsets, groups, failures, the dialog/menu path, the zip);
   - end to end: against the real daemon (`serve --model builtin:tiny-sd15 --model
-    builtin:tiny-flux` on an ephemeral port);
+    builtin:tiny-flux`, -schnell and -fill, on an ephemeral port);
   - started on demand: the plugin installed by `install-plugin krita --serve-args
     "--model builtin:tiny-sd15 --port P"` and no daemon running: the plugin starts it.
 and in Krita 5.2 (Python 3.13) inside the Debian trixie chroot (tests/support/trixie_chroot.py):
@@ -277,7 +277,9 @@ def exact52_verdict(krita52_env: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def real_verdict(krita_env: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    with running_daemon("--depth-model", "builtin:tiny-depth", models=("builtin:tiny-flux",)) as daemon:
+    with running_daemon(
+        "--depth-model", "builtin:tiny-depth", models=krita_scenarios.REAL_FLUX_MODELS
+    ) as daemon:
         servers = {"real_daemon": daemon.url}
         verdict = run_in_krita(
             krita_env["base"] / "real", krita_env["pykrita"], REAL, servers, krita_env["extra"]

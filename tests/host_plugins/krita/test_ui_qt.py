@@ -194,8 +194,8 @@ def test_the_model_picker_shows_families_and_warns_about_test_models(plugin, qt,
     model.set_models([("sd15-real", "sd15"), ("builtin:tiny-sd15", "sd15")], "sd15-real", keep=None)
     assert [model.combo.itemText(i) for i in range(3)] == [
         "Daemon's default (sd15-real)",
-        "sd15-real \u2014 sd15",
-        "builtin:tiny-sd15 \u2014 sd15",
+        "sd15-real \u2014 SD 1.5",
+        "builtin:tiny-sd15 \u2014 SD 1.5",
     ]
     assert model.warning.isHidden()
     model.combo.setCurrentIndex(2)
@@ -341,14 +341,14 @@ def test_the_form_offers_only_the_settings_the_models_family_takes(plugin, qt, u
     model.set_models(models, "real-xl", keep=None)
     form._follow_family()
     assert form.family == "sdxl" and negative.widget.isEnabled() and guidance.widget.isEnabled()
-    assert model.note.text() == "Family: sdxl"
+    assert model.note.text() == "Family: SDXL"
     model.combo.setCurrentIndex(model.combo.findData("fast"))
     assert form.family == "flux-schnell"
     for name in ("negative_prompt", "guidance"):
         assert not form.fields[name].widget.isEnabled() and not form.labels[name].isEnabled()
-        assert "flux-schnell models do not take" in form.fields[name].widget.toolTip()
+        assert "FLUX schnell models do not take" in form.fields[name].widget.toolTip()
     assert form.fields["prompt"].widget.isEnabled() and form.fields["steps"].widget.isEnabled()
-    assert model.note.text() == "Family: flux-schnell; it takes no negative prompt or guidance"
+    assert model.note.text() == "Family: FLUX schnell; it takes no negative prompt or guidance"
     model.combo.setCurrentIndex(model.combo.findData("dev"))
     assert guidance.widget.isEnabled() and not negative.widget.isEnabled()
     assert guidance.value() == 3.5  # FLUX dev's distilled guidance, the painter not having changed it
