@@ -29,6 +29,7 @@ from .ip_adapter import IPAdapters, ReferenceImage
 from .loras import LoraLibrary
 from .maps import change_map, depth_map, pixel_strength, unit_map
 from .masks import composite_alpha, process_mask
+from .memory import OffloadChoice
 from .regions import Context, context_window
 from .registry import ModelInfo, ModelRegistry, pick_device
 from .schedulers import check_scheduler_name
@@ -155,6 +156,10 @@ class Engine:
     def resolve_model(self, spec: str | None) -> str:
         """The canonical name for `spec` (see catalog.py for the grammar); UnknownModel if none."""
         return self.models.resolve(spec).name
+
+    def loaded_offload(self) -> dict[str, OffloadChoice]:
+        """Each loaded model's offload mode (none, model or sequential) and why, by name."""
+        return self.models.loaded_offload()
 
     def free_memory(self) -> None:
         """Give back what a failed or cancelled job left: its offloaded components parked, the

@@ -76,7 +76,9 @@ def test_the_reason_gives_the_figures_the_choice_was_made_from() -> None:
         "offload, the transformer (22.2 GB) with a 1024x1024 job's activations does not fit"
     )
     model = choose_offload(SD15, "sd15", 512 * 512, _gpu(4, 3.2), label="sd15 model 'x'", dtype_name="fp16")
-    assert "all of it does not fit but the unet (1.6 GB) with a 512x512 job's activations does" in model.reason
+    assert "all of it does not fit but the unet (1.6 GB) with a 512x512 job's activations does" in (
+        model.reason
+    )
     cpu = choose_offload(SD15, "sd15", 512 * 512, None, label="sd15 model 'x'", dtype_name="fp32")
     assert cpu.mode == "none" and "on the CPU" in cpu.reason
 
