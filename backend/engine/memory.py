@@ -94,6 +94,11 @@ def module_bytes(module: Any) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def dtype_name(dtype: Any) -> str:
+    """A dtype as people write it: bf16, fp16, fp32."""
+    return str(dtype).removeprefix("torch.").replace("bfloat16", "bf16").replace("float", "fp")
+
+
 def parse_offload(value: str) -> str:
     """`value` as an offload mode; EngineError naming the modes for anything else."""
     mode = str(value).strip().lower()

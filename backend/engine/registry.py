@@ -30,7 +30,15 @@ from .catalog import (
 )
 from .configs import WORKING_AREA, is_flow
 from .errors import EngineError, UnknownModel
-from .memory import DENOISERS, OffloadChoice, choose_offload, device_memory, module_bytes, parse_offload
+from .memory import (
+    DENOISERS,
+    OffloadChoice,
+    choose_offload,
+    device_memory,
+    dtype_name,
+    module_bytes,
+    parse_offload,
+)
 from .tiny import BUILTIN_PREFIX, BUILTINS, TINY_WORKING_AREA
 
 log = logging.getLogger("differential_inpaint.engine")
@@ -300,14 +308,13 @@ class ModelRegistry:
     ) -> OffloadChoice:
         """The offload mode of a model of `family` whose components weigh `sizes`, for jobs of
         its working area `pixels`, on this registry's device as it is now."""
-        dtype_name = str(dtype).removeprefix("torch.").replace("bfloat16", "bf16").replace("float", "fp")
         return choose_offload(
             sizes,
             family,
             pixels,
             device_memory(self.device),
             label=f"{family} model '{name}'",
-            dtype_name=dtype_name,
+            dtype_name=dtype_name(dtype),
             element_size=dtype.itemsize,
             asked=self.offload,
         )
