@@ -337,7 +337,7 @@ class Engine:
                 if isinstance(exc, Exception) and not isinstance(exc, EngineError) and _is_out_of_memory(exc):
                     raise OutOfMemory(
                         f"The {self.device.type.upper()} device ran out of memory. Try a smaller "
-                        "region, fewer results, fewer loaded models, VAE tiling or CPU offload."
+                        "region, fewer results, fewer loaded models, VAE tiling or --offload sequential."
                     ) from exc
                 raise
 

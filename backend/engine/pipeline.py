@@ -220,7 +220,11 @@ def is_offloaded_in_groups(module: torch.nn.Module) -> bool:
 class LatentSampler:
     """What every differential sampler does around its loop: keeping the components on the
     device while they run (or parked in CPU memory, with CPU offload), and the VAE's way
-    between pixels and the model's scaled latents."""
+    between pixels and the model's scaled latents.
+
+    offload: "none" (the components are on the device), "model" (each moves there while it
+    runs) or "sequential" (each block moves there while it runs); see memory.py.
+    """
 
     start_rule: StartRule = staticmethod(start_step)  # where img2img of this family starts
 
@@ -255,26 +259,32 @@ class LatentSampler:
     # -- component placement -------------------------------------------------------
 
     def _offload_sequentially(self) -> None:
-        """Sequential offload: diffusers' group offloading keeps every component's weights in
-        CPU memory and moves each block of the denoiser (a UNet's down/up block, a transformer
-        block), and each layer of the others, to the device only while it runs. Its hooks sit
-        on the modules themselves, so the sampler's own calls to them are offloaded too."""
+        """Sequential offload: diffusers' group offloading keeps the denoiser's and the text
+        encoders' weights in CPU memory and moves each block of the denoiser (a UNet's down or
+        up block, a transformer block) and each layer of the text encoders to the device only
+        while it runs. Its hooks sit on the modules themselves, so the sampler's own calls to
+        them are offloaded too. The VAE (a few hundred MB, whose encode and decode are not its
+        forward, where the hooks' tracing is) moves whole, as with model offload."""
         from diffusers.hooks import apply_group_offloading
 
-        streamed = self.device.type == "cuda"  # the next block's copy overlaps this one's work
         for name, module in self.pipe.components.items():
-            if not isinstance(module, torch.nn.Module) or is_offloaded_in_groups(module):
+            if not isinstance(module, torch.nn.Module) or name == "vae" or is_offloaded_in_groups(module):
                 continue
-            by_block = name in ("unet", "transformer")
-            apply_group_offloading(
-                module,
-                onload_device=self.device,
-                offload_type="block_level" if by_block else "leaf_level",
-                num_blocks_per_group=1 if by_block else None,
-                use_stream=streamed,
-                non_blocking=streamed,
-                low_cpu_mem_usage=streamed,  # pins each block while it moves, not the whole model
-            )
+            if name in ("unet", "transformer"):
+                # On CUDA the next block's copy overlaps this one's work, each block pinned
+                # while it moves (not the whole model at once).
+                streamed = self.device.type == "cuda"
+                apply_group_offloading(
+                    module,
+                    onload_device=self.device,
+                    offload_type="block_level",
+                    num_blocks_per_group=1,
+                    use_stream=streamed,
+                    non_blocking=streamed,
+                    low_cpu_mem_usage=streamed,
+                )
+            else:  # run once a job: layer by layer, each copy finished before the layer runs
+                apply_group_offloading(module, onload_device=self.device, offload_type="leaf_level")
 
     @contextlib.contextmanager
     def _on_device(self, *modules: torch.nn.Module | None) -> Iterator[None]:
