@@ -131,7 +131,9 @@ def _sd_latents(sampler: Any, pipe: Any) -> torch.Tensor:
 
 @pytest.mark.parametrize(("name", "sampler_class"), [("tiny-sd15", DifferentialDiffusionPipeline),
                                                       ("tiny-flux", FlowDifferentialPipeline)])  # fmt: skip
-def test_sequential_offload_hooks_the_denoiser_and_text_encoders_and_changes_nothing(name: str, sampler_class: Any) -> None:
+def test_sequential_offload_hooks_the_denoiser_and_text_encoders_and_changes_nothing(
+    name: str, sampler_class: Any
+) -> None:
     resident_pipe = build_tiny_pipeline(name)
     resident = _sd_latents(sampler_class(resident_pipe), resident_pipe)
     pipe = copy.deepcopy(build_tiny_pipeline(name))  # the built one is shared: hooks go on a copy
