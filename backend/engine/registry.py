@@ -145,7 +145,8 @@ class ModelRegistry:
         self.model_dirs = [Path(d).expanduser() for d in model_dirs]
         self.default_model = default_model or None
         self.vae_tiling = vae_tiling
-        self.offload = "none" if device.type == "cpu" else parse_offload(offload)
+        mode = parse_offload(offload)  # checked on every device, used where it means something
+        self.offload = "none" if device.type == "cpu" else mode
         self.max_loaded = max(1, max_loaded)
         self.scan_default_locations = scan_default_locations
         self.allow_paths = allow_paths

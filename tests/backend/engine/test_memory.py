@@ -95,6 +95,8 @@ def test_offload_modes_are_parsed_and_others_named() -> None:
     assert parse_offload(" Sequential ") == "sequential"
     with pytest.raises(EngineError, match="Unknown offload mode 'half'.*none, model, sequential, auto"):
         parse_offload("half")
+    with pytest.raises(EngineError, match="Unknown offload mode 'half'"):
+        Engine("cpu", offload="half", scan_default_locations=False)
 
 
 def test_the_activation_estimate_grows_with_pixels_and_differs_per_family() -> None:
