@@ -189,6 +189,11 @@ class WorkerInfo:
     model: str | None = None  # the model it holds loaded, if any
     busy: bool = False  # running a job now
     jobs: int = 0  # jobs it has finished since it joined
+    # Where the model's weights live: "none" (on the device), "model" or "sequential" (in CPU
+    # memory, moved per component or per block while it runs); "" = not said (no model, or a
+    # daemon older than the field). `offload_reason` says why, in words, for people.
+    offload: str = ""
+    offload_reason: str = ""
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -197,6 +202,8 @@ class WorkerInfo:
             "model": self.model,
             "busy": self.busy,
             "jobs": self.jobs,
+            "offload": self.offload,
+            "offload_reason": self.offload_reason,
         }
 
     @classmethod
@@ -209,6 +216,8 @@ class WorkerInfo:
             model=read_str(d, where, "model", None, max_len=512, optional=True),
             busy=read_bool(d, where, "busy", False),
             jobs=read_int(d, where, "jobs", 0, lo=0),
+            offload=read_str(d, where, "offload", "", max_len=32),
+            offload_reason=read_str(d, where, "offload_reason", "", max_len=1024),
         )
 
 

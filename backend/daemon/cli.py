@@ -22,7 +22,7 @@ from typing import Any
 from ...protocol import DEFAULT_PORT
 from ..engine.cli_addons import add_addon_dir_arguments
 from ..engine.cli_control import add_controlnet_dir_argument
-from ..engine.cli_run import add_depth_model_argument, add_model_part_arguments
+from ..engine.cli_run import add_depth_model_argument, add_model_part_arguments, add_offload_argument
 
 LISTENING_PREFIX = "Differential Inpaint daemon listening on ws://"
 
@@ -60,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_depth_model_argument(parser)
     add_addon_dir_arguments(parser)
     add_controlnet_dir_argument(parser)
+    add_offload_argument(parser)
     parser.add_argument(
         "--device",
         action="append",
@@ -239,6 +240,7 @@ def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
         "vae": args.vae,
         "default_model": (args.model or [None])[0],
         "max_batch": args.max_batch,
+        "offload": args.offload,
         "depth_model": args.depth_model,
         "depth_model_paths": False,  # a client names the depth models found, never a path
         "lora_dirs": tuple(args.lora_dir),

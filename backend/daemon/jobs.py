@@ -269,6 +269,15 @@ class JobRunner:
         self.post = post
         self.preview_interval = preview_interval
         self.loaded_model: str | None = None
+        self.offload: tuple[str, str] = ("", "")  # the loaded model's offload mode and why
+
+    def _note_loaded(self, model: str | None) -> None:
+        """Remember the model the engine holds now, and how its weights are placed (an engine
+        that does not say, a stand-in, leaves the offload unsaid)."""
+        self.loaded_model = model
+        choices = getattr(self.engine, "loaded_offload", None)
+        choice = choices().get(model) if choices is not None and model is not None else None
+        self.offload = (choice.mode, choice.reason) if choice is not None else ("", "")
 
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
@@ -368,7 +377,7 @@ class JobRunner:
                 should_cancel=job.cancel_event.is_set,
             )
             del image
-            self.loaded_model = job.model
+            self._note_loaded(job.model)
             if job.cancel_event.is_set():
                 raise engine_errors.JobCancelled("cancelled at the last step")
             message = to_wire(results[-1])
@@ -489,6 +498,7 @@ class Worker:
         self.name = name
         self.device = device
         self.loaded_model: str | None = None
+        self.offload: tuple[str, str] = ("", "")  # its model's offload mode and why (JobRunner)
         self.job: Job | None = None  # the job it runs (or frees memory after); None: idle
         self.jobs_done = 0
         self.last_used = 0.0
@@ -512,7 +522,8 @@ class Worker:
 
     def info(self) -> WorkerInfo:
         busy = self.job is not None and self.job.state == RUNNING
-        return WorkerInfo(self.name, self.device, self.loaded_model, busy, self.jobs_done)
+        mode, reason = self.offload
+        return WorkerInfo(self.name, self.device, self.loaded_model, busy, self.jobs_done, mode, reason)
 
 
 class ThreadWorker(Worker):
@@ -527,7 +538,7 @@ class ThreadWorker(Worker):
         try:
             return await asyncio.wrap_future(self._thread.submit(partial(self.runner.execute, job)))
         finally:
-            self.loaded_model = self.runner.loaded_model
+            self.loaded_model, self.offload = self.runner.loaded_model, self.runner.offload
 
     async def settle(self, job: Job) -> None:
         """Free what a failed or cancelled job held, in the worker, before the next job.

@@ -4,7 +4,7 @@ The queue (jobs.py) hands a job to a `Worker`; the ones here run it elsewhere. T
 side is a `WorkerHost`: an engine and a `JobRunner`, as in the daemon itself, whose
 messages for the client (progress, previews, results, the last word) come back as a
 stream of events: ("send", bytes), ("preview", bytes), then ("outcome", bytes or None,
-kind, loaded model). The daemon forwards them to the job's connection; a cancel goes
+kind, loaded model, (its offload mode, why)). The daemon forwards them to the job's connection; a cancel goes
 the other way. A `ProcessWorker` carries them over a pipe to a child process of this
 machine (one per `--device`: processes, not threads, because the engine's Python side
 holds the GIL for much of a small job, see benchmarks/bench_workers.py); a Ray actor
@@ -156,7 +156,8 @@ class WorkerHost:
             while (event := events.get()) is not done:
                 yield event
             outcome: Outcome = future.result()
-            yield ("outcome", _join(outcome.message), outcome.kind, self.runner.loaded_model)
+            runner = self.runner
+            yield ("outcome", _join(outcome.message), outcome.kind, runner.loaded_model, runner.offload)
         finally:
             with self._lock:
                 self._jobs.pop(spec.serial, None)
@@ -200,7 +201,7 @@ class RemoteWorker(Worker):
             elif kind == "preview":
                 job.owner.offer_preview(job, _frames(event[1]))
             elif kind == "outcome":
-                _, message, outcome_kind, self.loaded_model = event
+                _, message, outcome_kind, self.loaded_model, self.offload = event
                 self._rest = stream
                 if outcome_kind == "done":
                     await self.settle(job)  # only the stream's end is left: take it now

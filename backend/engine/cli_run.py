@@ -106,8 +106,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_control_arguments(parser)
     add_addon_arguments(parser)
     parser.add_argument("--vae-tiling", action="store_true", help="run the VAE in tiles (less GPU memory)")
-    parser.add_argument("--cpu-offload", action="store_true", help="keep models in CPU memory (small GPUs)")
+    add_offload_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_offload_argument(parser: argparse.ArgumentParser) -> None:
+    """--offload MODE, and --cpu-offload for `--offload model` (`run` and `serve`)."""
+    from .memory import OFFLOAD_MODES
+
+    parser.add_argument(
+        "--offload",
+        choices=OFFLOAD_MODES,
+        default="auto",
+        help="where model weights live on a GPU: none (on the GPU), model (in CPU memory, each "
+        "component moved to the GPU while it runs), sequential (each block moved while it runs: "
+        "the least GPU memory, the slowest), auto (default: chosen per model from its size and "
+        "the GPU's free memory, and logged)",
+    )
+    parser.add_argument(
+        "--cpu-offload",
+        dest="offload",
+        action="store_const",
+        const="model",
+        help="the same as --offload model",
+    )
 
 
 def add_model_part_arguments(parser: argparse.ArgumentParser) -> None:
@@ -393,7 +415,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             model_dirs=args.model_dir,
             vae_tiling=args.vae_tiling,
-            cpu_offload=args.cpu_offload,
+            offload=args.offload,
             text_encoders=args.text_encoder,
             vae=args.vae,
             limits=FILE_LIMITS,

@@ -59,12 +59,12 @@ class FlowDifferentialPipeline(LatentSampler):
         *,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
-        cpu_offload: bool = False,
+        offload: str = "none",
         max_sequence_length: int | None = None,
     ) -> None:
         from .flow_models import MAX_SEQUENCE_LENGTH, flow_family
 
-        super().__init__(pipe, device=device, dtype=dtype, cpu_offload=cpu_offload)
+        super().__init__(pipe, device=device, dtype=dtype, offload=offload)
         self.transformer = pipe.transformer
         self.family = flow_family(pipe)
         self.is_flux = self.family != "sd3"

@@ -29,6 +29,7 @@ from .ip_adapter import IPAdapters, ReferenceImage
 from .loras import LoraLibrary
 from .maps import change_map, depth_map, pixel_strength, unit_map
 from .masks import composite_alpha, process_mask
+from .memory import OffloadChoice
 from .regions import Context, context_window
 from .registry import ModelInfo, ModelRegistry, pick_device
 from .schedulers import check_scheduler_name
@@ -113,7 +114,7 @@ class Engine:
             controlnet_dirs,
             scan_default_locations=self.models.scan_default_locations,
             allow_paths=controlnet_paths,
-            cpu_offload=self.models.cpu_offload,
+            cpu_offload=self.models.offload != "none",
         )
         self.loras = LoraLibrary(
             lora_dirs,
@@ -155,6 +156,10 @@ class Engine:
     def resolve_model(self, spec: str | None) -> str:
         """The canonical name for `spec` (see catalog.py for the grammar); UnknownModel if none."""
         return self.models.resolve(spec).name
+
+    def loaded_offload(self) -> dict[str, OffloadChoice]:
+        """Each loaded model's offload mode (none, model or sequential) and why, by name."""
+        return self.models.loaded_offload()
 
     def free_memory(self) -> None:
         """Give back what a failed or cancelled job left: its offloaded components parked, the
@@ -332,7 +337,7 @@ class Engine:
                 if isinstance(exc, Exception) and not isinstance(exc, EngineError) and _is_out_of_memory(exc):
                     raise OutOfMemory(
                         f"The {self.device.type.upper()} device ran out of memory. Try a smaller "
-                        "region, fewer results, fewer loaded models, VAE tiling or CPU offload."
+                        "region, fewer results, fewer loaded models, VAE tiling or --offload sequential."
                     ) from exc
                 raise
 
@@ -418,27 +423,31 @@ class Engine:
         raise_if_cancelled(should_cancel)
         return estimate
 
-    def batch_size(self, pixels: int) -> int:
-        """How many samples of `pixels` working pixels sample together: one on the CPU (as
-        fast per sample, and bit for bit a job of its own); on a GPU as many as its free
-        memory holds, at about BYTES_PER_SAMPLE_PIXEL a working pixel (an SD1.5 UNet's
-        fp16 activations with guidance), or `max_batch` when set."""
+    def batch_size(self, pixels: int, family: str = "sd15", onload: int = 0, element_size: int = 2) -> int:
+        """How many samples of `pixels` working pixels of a `family` model sample together: one
+        on the CPU (as fast per sample, and bit for bit a job of its own); on a GPU as many as
+        its free memory holds, less the `onload` bytes sampling moves there (an offloaded
+        denoiser), at the family's activations per sample (memory.activation_bytes, in a dtype
+        of `element_size` bytes); or `max_batch` when set. An estimate: a chunk that runs out
+        of memory is split in two and run again (see _BatchRun.sample)."""
         if self.max_batch is not None:
             return self.max_batch
         if self.device.type == "cuda":
             import torch
 
             free, _total = torch.cuda.mem_get_info(self.device)
-            return max(1, min(self.limits.max_results, int(free * 0.8) // (pixels * BYTES_PER_SAMPLE_PIXEL)))
+            return fitting_samples(free - onload, pixels, family, self.limits.max_results, element_size)
         if self.device.type == "mps":
             return 2  # unified memory shared with the system: a modest batch
         return 1
 
 
-# An SD1.5 UNet at 512x512 in fp16 with guidance holds about 1 GiB of activations
-# per sample; larger models hold more, and a chunk that runs out of memory is
-# split in two and run again (see _BatchRun.sample).
-BYTES_PER_SAMPLE_PIXEL = 4096
+def fitting_samples(free: int, pixels: int, family: str, most: int, element_size: int = 2) -> int:
+    """How many samples of a `family` model at `pixels` working pixels fit in `free` bytes
+    (80% of them: the rest for the allocator's fragments), between 1 and `most`."""
+    from .memory import activation_bytes
+
+    return max(1, min(most, int(max(free, 0) * 0.8) // activation_bytes(family, pixels, element_size)))
 
 
 @dataclass(frozen=True)
@@ -538,7 +547,10 @@ class _BatchRun:
         that needs no sampling is a chunk of its own, so that results stay in order."""
         start_step = start_rule(self.loaded.family)
 
-        most = self.engine.batch_size(self.size[0] * self.size[1])
+        loaded = self.loaded
+        most = self.engine.batch_size(
+            self.size[0] * self.size[1], loaded.family, loaded.onload_bytes, loaded.sampler.dtype.itemsize
+        )
         chunks: list[list[_Planned]] = []
         for plan in planned:
             last = chunks[-1] if chunks else None

@@ -210,10 +210,21 @@ class FreeSchedule:
         return torch.where(never_free, kept, latents)
 
 
+def is_offloaded_in_groups(module: torch.nn.Module) -> bool:
+    """Whether diffusers' group offloading (sequential offload) places `module`."""
+    from diffusers.hooks.group_offloading import _is_group_offload_enabled
+
+    return bool(_is_group_offload_enabled(module))
+
+
 class LatentSampler:
     """What every differential sampler does around its loop: keeping the components on the
     device while they run (or parked in CPU memory, with CPU offload), and the VAE's way
-    between pixels and the model's scaled latents."""
+    between pixels and the model's scaled latents.
+
+    offload: "none" (the components are on the device), "model" (each moves there while it
+    runs) or "sequential" (each block moves there while it runs); see memory.py.
+    """
 
     start_rule: StartRule = staticmethod(start_step)  # where img2img of this family starts
 
@@ -223,15 +234,23 @@ class LatentSampler:
         *,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
-        cpu_offload: bool = False,
+        offload: str = "none",
     ) -> None:
         self.pipe = pipe
         self.vae = pipe.vae
         self.device = torch.device(device)
         self.dtype = dtype
-        self.cpu_offload = cpu_offload
+        self.offload_mode = offload
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.vae_dtype = dtype
+        if offload == "sequential":
+            self._offload_sequentially()
+
+    @property
+    def cpu_offload(self) -> bool:
+        """Whether the components live in CPU memory (model or sequential offload): a module the
+        sampler is handed (a ControlNet, an image encoder) goes back there after it ran."""
+        return self.offload_mode != "none"
 
     def components(self) -> list[torch.nn.Module]:
         """Every module of the pipeline, for `offload`."""
@@ -239,17 +258,46 @@ class LatentSampler:
 
     # -- component placement -------------------------------------------------------
 
+    def _offload_sequentially(self) -> None:
+        """Sequential offload: diffusers' group offloading keeps the denoiser's and the text
+        encoders' weights in CPU memory and moves each block of the denoiser (a UNet's down or
+        up block, a transformer block) and each layer of the text encoders to the device only
+        while it runs. Its hooks sit on the modules themselves, so the sampler's own calls to
+        them are offloaded too. The VAE (a few hundred MB, whose encode and decode are not its
+        forward, where the hooks' tracing is) moves whole, as with model offload."""
+        from diffusers.hooks import apply_group_offloading
+
+        for name, module in self.pipe.components.items():
+            if not isinstance(module, torch.nn.Module) or name == "vae" or is_offloaded_in_groups(module):
+                continue
+            if name in ("unet", "transformer"):
+                # On CUDA the next block's copy overlaps this one's work, each block pinned
+                # while it moves (not the whole model at once).
+                streamed = self.device.type == "cuda"
+                apply_group_offloading(
+                    module,
+                    onload_device=self.device,
+                    offload_type="block_level",
+                    num_blocks_per_group=1,
+                    use_stream=streamed,
+                    non_blocking=streamed,
+                    low_cpu_mem_usage=streamed,
+                )
+            else:  # run once a job: layer by layer, each copy finished before the layer runs
+                apply_group_offloading(module, onload_device=self.device, offload_type="leaf_level")
+
     @contextlib.contextmanager
     def _on_device(self, *modules: torch.nn.Module | None) -> Iterator[None]:
         """Hold `modules` on the device for a block; with CPU offload, park them after.
 
-        A block that raises (a cancel, an error) leaves them on the device: parking a UNet
-        takes a while, and the caller answers its client first, then calls `offload()`.
+        Modules offloaded in groups (sequential offload) move themselves, block by block. A
+        module handed over from CPU memory (a ControlNet) moves too, whatever the mode. A block
+        that raises (a cancel, an error) leaves them on the device: parking a UNet takes a
+        while, and the caller answers its client first, then calls `offload()`.
         """
-        present = [m for m in modules if m is not None]
-        if self.cpu_offload:
-            for m in present:
-                m.to(self.device)
+        present = [m for m in modules if m is not None and not is_offloaded_in_groups(m)]
+        for m in present:
+            m.to(self.device)
         yield
         if self.cpu_offload:
             self._park(present)
@@ -257,7 +305,7 @@ class LatentSampler:
     def offload(self) -> None:
         """With CPU offload, park every component in CPU memory (after a job that stopped)."""
         if self.cpu_offload:
-            self._park(self.components())
+            self._park([m for m in self.components() if not is_offloaded_in_groups(m)])
 
     def _park(self, modules: list[torch.nn.Module]) -> None:
         for m in modules:
@@ -332,9 +380,9 @@ class DifferentialDiffusionPipeline(LatentSampler):
         *,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
-        cpu_offload: bool = False,
+        offload: str = "none",
     ) -> None:
-        super().__init__(pipe, device=device, dtype=dtype, cpu_offload=cpu_offload)
+        super().__init__(pipe, device=device, dtype=dtype, offload=offload)
         self.unet = pipe.unet
         self.is_sdxl = getattr(pipe, "text_encoder_2", None) is not None
         self.is_inpaint = self.unet.config.in_channels == 9

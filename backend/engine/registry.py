@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -29,7 +30,18 @@ from .catalog import (
 )
 from .configs import WORKING_AREA, is_flow
 from .errors import EngineError, UnknownModel
+from .memory import (
+    DENOISERS,
+    OffloadChoice,
+    choose_offload,
+    device_memory,
+    dtype_name,
+    module_bytes,
+    parse_offload,
+)
 from .tiny import BUILTIN_PREFIX, BUILTINS, TINY_WORKING_AREA
+
+log = logging.getLogger("differential_inpaint.engine")
 
 ModelFamily = (
     str  # "sd15", "sdxl", "sd15-inpaint", "sdxl-inpaint", "flux", "flux-schnell", "flux-fill", "sd3"
@@ -52,6 +64,14 @@ class LoadedModel:
     sampler: Any  # DifferentialDiffusionPipeline, or FlowDifferentialPipeline for FLUX and SD3
     working_area: int  # pixels of area regions are resized to
     multiple: int  # working sizes are multiples of this
+    offload: OffloadChoice = OffloadChoice("none", "")  # where its weights live, and why
+    denoiser_bytes: int = 0  # its UNet's or transformer's weights
+
+    @property
+    def onload_bytes(self) -> int:
+        """What sampling moves onto the device besides the activations: with model offload the
+        denoiser's weights (sequential offload moves one block at a time)."""
+        return self.denoiser_bytes if self.offload.mode == "model" else 0
 
 
 def pick_device(device: str | None) -> tuple[Any, Any]:
@@ -94,8 +114,10 @@ class ModelRegistry:
     model_dirs: extra folders to search for checkpoints (see catalog.py for the order).
     default_model: the spec used when a job names none.
     vae_tiling: decode/encode the VAE in tiles (less memory on small GPUs).
-    cpu_offload: keep models in CPU memory, moving each component to the GPU only
-        while it runs (slower, for GPUs that cannot hold a whole pipeline).
+    offload: where a model's weights live (memory.py): "none" on the device, "model" in CPU
+        memory with each component moved to the GPU while it runs, "sequential" in CPU memory
+        with each block moved while it runs, "auto" (default) chosen per model at load from its
+        size and the device's free memory. The CPU never offloads.
     max_loaded: how many pipelines stay loaded (least recently used is dropped).
     scan_default_locations: also search the usual ComfyUI/A1111 folders and the HF cache.
     allow_paths: whether a spec may be a filesystem path.
@@ -111,7 +133,7 @@ class ModelRegistry:
         default_model: str | None = None,
         *,
         vae_tiling: bool = False,
-        cpu_offload: bool = False,
+        offload: str = "auto",
         max_loaded: int = 1,
         scan_default_locations: bool = True,
         allow_paths: bool = True,
@@ -123,7 +145,8 @@ class ModelRegistry:
         self.model_dirs = [Path(d).expanduser() for d in model_dirs]
         self.default_model = default_model or None
         self.vae_tiling = vae_tiling
-        self.cpu_offload = cpu_offload and device.type != "cpu"
+        mode = parse_offload(offload)  # checked on every device, used where it means something
+        self.offload = "none" if device.type == "cpu" else mode
         self.max_loaded = max(1, max_loaded)
         self.scan_default_locations = scan_default_locations
         self.allow_paths = allow_paths
@@ -261,21 +284,46 @@ class ModelRegistry:
             raise UnknownModel(f"Cannot use '{entry.name}' as a model: {exc}.") from exc
         except OSError as exc:
             raise UnknownModel(f"Cannot read model '{entry.name}': {exc.strerror or exc}.") from exc
-        if not self.cpu_offload:
+        sizes = component_bytes(pipe)
+        choice = self.choose_offload(entry.name, family, sizes, area, dtype)
+        log.info("%s", choice.reason)
+        if choice.mode == "none":
             pipe.to(self.device)
         if self.vae_tiling:
             pipe.vae.enable_tiling()
-        options = {"device": self.device, "dtype": dtype, "cpu_offload": self.cpu_offload}
+        options = {"device": self.device, "dtype": dtype, "offload": choice.mode}
+        denoiser = sum(sizes.get(name, 0) for name in DENOISERS)
         if is_flow(family):
             from .flow_pipeline import FlowDifferentialPipeline
 
             flow = FlowDifferentialPipeline(pipe, **options)
-            return LoadedModel(entry.name, family, flow, area, flow.multiple)
+            return LoadedModel(entry.name, family, flow, area, flow.multiple, choice, denoiser)
         from .pipeline import DifferentialDiffusionPipeline
 
         sampler = DifferentialDiffusionPipeline(pipe, **options)
         multiple = sampler.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
-        return LoadedModel(entry.name, family, sampler, area, multiple)
+        return LoadedModel(entry.name, family, sampler, area, multiple, choice, denoiser)
+
+    def choose_offload(
+        self, name: str, family: str, sizes: dict[str, int], pixels: int, dtype: Any
+    ) -> OffloadChoice:
+        """The offload mode of a model of `family` whose components weigh `sizes`, for jobs of
+        its working area `pixels`, on this registry's device as it is now."""
+        return choose_offload(
+            sizes,
+            family,
+            pixels,
+            device_memory(self.device),
+            label=f"{family} model '{name}'",
+            dtype_name=dtype_name(dtype),
+            element_size=dtype.itemsize,
+            asked=self.offload,
+        )
+
+    def loaded_offload(self) -> dict[str, OffloadChoice]:
+        """Each loaded model's offload mode and why, by name."""
+        with self._lock:
+            return {name: model.offload for name, model in self._loaded.items()}
 
     def free_memory(self) -> None:
         """Give the device back what a dropped model or a stopped job held: components a job
@@ -290,3 +338,14 @@ class ModelRegistry:
             import torch
 
             (torch.cuda if self.device.type == "cuda" else torch.mps).empty_cache()
+
+
+def component_bytes(pipe: Any) -> dict[str, int]:
+    """Each module of a diffusers pipeline by name, in bytes (parameters and buffers)."""
+    import torch
+
+    return {
+        name: module_bytes(module)
+        for name, module in pipe.components.items()
+        if isinstance(module, torch.nn.Module)
+    }

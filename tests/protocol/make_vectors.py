@@ -410,7 +410,17 @@ def valid_vectors() -> list[Vector]:
                 loaded_model="sdxl-base",
                 device="2 workers: cuda:0, cuda:1",
                 workers=[
-                    p.WorkerInfo("cuda:0", "cuda:0 (float16)", "sdxl-base", busy=True, jobs=12),
+                    p.WorkerInfo(
+                        "cuda:0",
+                        "cuda:0 (float16)",
+                        "sdxl-base",
+                        busy=True,
+                        jobs=12,
+                        offload="model",
+                        offload_reason="sdxl model 'sdxl-base' (6.5 GB in fp16) on a 8 GB GPU with 7.4 GB "
+                        "free: model offload, all of it does not fit but the unet (4.8 GB) with a "
+                        "1024x1024 job's activations does",
+                    ),
                     p.WorkerInfo("cuda:1", "cuda:1 (float16)"),
                 ],
             ),
@@ -517,6 +527,29 @@ def valid_vectors() -> list[Vector]:
             "decode-only: status from a daemon older than the 'workers' field: no workers listed",
             pack({"type": "status", "queued": 0, "running": False, "loaded_model": None, "device": "cpu"}),
             p.Status(queued=0, running=False, device="cpu"),
+        ),
+        decode_only(
+            "status-worker-without-offload",
+            "decode-only: a worker from a daemon older than the 'offload' fields: offload not said",
+            pack(
+                {
+                    "type": "status",
+                    "queued": 0,
+                    "running": False,
+                    "loaded_model": "m",
+                    "device": "cuda:0 (float16)",
+                    "workers": [
+                        {"name": "cuda:0", "device": "cuda:0 (float16)", "model": "m", "busy": False}
+                    ],
+                }
+            ),
+            p.Status(
+                queued=0,
+                running=False,
+                loaded_model="m",
+                device="cuda:0 (float16)",
+                workers=[p.WorkerInfo("cuda:0", "cuda:0 (float16)", "m")],
+            ),
         ),
         decode_only(
             "submit-minimal",

@@ -145,3 +145,15 @@ def test_cuda_out_of_memory_fails_that_job_only(real: RealDaemon, monkeypatch: p
         p.Submit("after-oom", image, mask, p.JobParams(steps=2)), server=real.url, timeout=JOB_TIMEOUT
     )
     assert result.image.width == SIZE and len(calls) == 2
+
+
+def test_status_says_how_the_loaded_models_weights_are_placed_and_why(real: RealDaemon) -> None:
+    _, image = _region(p.PixelFormat.BGRA8)
+    submit = p.Submit("placed", image, p.Mask(SIZE, SIZE, _mask().tobytes()), p.JobParams(steps=2))
+    run_job(submit, server=real.url, timeout=JOB_TIMEOUT)
+    with RawClient(real.url) as client:
+        client.send(p.GetStatus())
+        worker = client.until_type(p.Status).workers[0]
+    assert worker.model == "builtin:tiny-sd15" and worker.offload == "none"  # the CPU never offloads
+    assert worker.offload_reason.startswith("sd15 model 'builtin:tiny-sd15' (")
+    assert "on the CPU: no offload" in worker.offload_reason

@@ -302,8 +302,9 @@ def test_a_worker_host_streams_the_jobs_messages_then_its_outcome(
     worker_host, _ = host
     events = list(worker_host.run(_spec(1)))
     assert [kind for kind, *_ in events].count("outcome") == 1 and events[-1][0] == "outcome"
-    _, message, kind, loaded = events[-1]
+    _, message, kind, loaded, offload = events[-1]
     assert kind == "done" and loaded == SD15 and isinstance(_decoded(message), p.Result)
+    assert offload == ("", "")  # the stand-in engine does not say how it places its weights
     messages = [_decoded(data) for kind, data, *_ in events[:-1]]
     assert any(isinstance(m, p.Progress) and m.stage == p.Stage.SAMPLING for m in messages)
     assert any(isinstance(m, p.Preview) for m in messages)
@@ -313,9 +314,9 @@ def test_a_worker_host_streams_the_jobs_messages_then_its_outcome(
 def test_a_worker_host_out_of_memory_fails_that_job_only(host: tuple[WorkerHost, FakeEngine]) -> None:
     worker_host, fake = host
     fake.fail_with = MemoryError()
-    _, message, kind, _ = list(worker_host.run(_spec(1)))[-1]
+    _, message, kind, *_ = list(worker_host.run(_spec(1)))[-1]
     assert kind == "failed" and _decoded(message).code is p.ErrorCode.OUT_OF_MEMORY
-    _, message, kind, _ = list(worker_host.run(_spec(2, "next")))[-1]
+    _, message, kind, *_ = list(worker_host.run(_spec(2, "next")))[-1]
     assert kind == "done" and isinstance(_decoded(message), p.Result)
 
 
@@ -324,6 +325,6 @@ def test_a_cancel_that_reaches_the_host_before_its_job_still_cancels_it(
 ) -> None:
     worker_host, fake = host
     worker_host.cancel(7, stopping=False)  # a Ray actor takes its calls in any order
-    _, message, kind, _ = list(worker_host.run(_spec(7)))[-1]
+    _, message, kind, *_ = list(worker_host.run(_spec(7)))[-1]
     assert kind == "cancelled" and isinstance(_decoded(message), p.Cancelled)
     assert not fake.calls  # never started

@@ -196,7 +196,7 @@ def test_run_errors_are_one_clear_line_and_a_non_zero_exit(
 
 # The options `run` has besides the job's parameters.
 MACHINE_OPTIONS = {"--help", "--image", "--mask", "--out", "--device", "--model-dir", "--quiet"}
-MACHINE_OPTIONS |= {"--vae-tiling", "--cpu-offload", "--grid", "--text-encoder", "--vae"}
+MACHINE_OPTIONS |= {"--vae-tiling", "--offload", "--cpu-offload", "--grid", "--text-encoder", "--vae"}
 MACHINE_OPTIONS |= {"--blend-mask", "--context", "--show-map"}
 MACHINE_OPTIONS |= {"--lora", "--lora-dir", "--ip-adapter", "--ip-adapter-model", "--ip-adapter-dir"}
 MACHINE_OPTIONS |= {"--control", "--preprocess", "--controlnet-dir"}  # cli_control.py

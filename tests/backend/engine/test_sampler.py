@@ -149,7 +149,7 @@ def test_inpainting_unet_gets_the_free_mask_and_masked_image_latents(name: str) 
 def test_cpu_offload_moves_components_per_stage_and_changes_nothing() -> None:
     pipe = build_tiny_pipeline("tiny-sd15")
     placed: list[str] = []
-    sampler = DifferentialDiffusionPipeline(pipe, cpu_offload=True)
+    sampler = DifferentialDiffusionPipeline(pipe, offload="model")
     original_to = torch.nn.Module.to
 
     def recording_to(module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
@@ -180,7 +180,7 @@ def test_cpu_offload_moves_components_per_stage_and_changes_nothing() -> None:
 
 def test_cpu_offload_parks_what_a_cancelled_job_left_only_when_asked() -> None:
     pipe = build_tiny_pipeline("tiny-sd15")
-    sampler = DifferentialDiffusionPipeline(pipe, cpu_offload=True)
+    sampler = DifferentialDiffusionPipeline(pipe, offload="model")
     moves = {"unet": 0, "vae": 0, "text_encoder": 0}
     original_to = torch.nn.Module.to
 
