@@ -112,6 +112,7 @@ class ModelRegistry:
     text_encoders, vae: files FLUX.1 / SD3 single files take their text encoders and VAE
         from, before their own and those found around them (see flow_checkpoints.py); a
         job's own choice (`choose_parts`) comes before these.
+    part_paths: whether a job's text encoder or VAE may be a file (the daemon's clients: no).
     """
 
     def __init__(
@@ -128,6 +129,7 @@ class ModelRegistry:
         allow_paths: bool = True,
         text_encoders: Sequence[Path | str] = (),
         vae: Path | str | None = None,
+        part_paths: bool = True,
     ) -> None:
         self.device = device
         self.dtype = dtype
@@ -140,6 +142,7 @@ class ModelRegistry:
         self.allow_paths = allow_paths
         self.text_encoders = [Path(p).expanduser() for p in text_encoders]
         self.vae = Path(vae).expanduser() if vae else None
+        self.part_paths = part_paths
         self._lock = threading.RLock()
         self._entries: dict[str, CatalogEntry] = {}
         self._by_path: dict[str, CatalogEntry] = {}  # models named by path, listed from then on
@@ -168,7 +171,7 @@ class ModelRegistry:
         nothing named: none chosen, nothing scanned."""
         if not text_encoders and vae is None:
             return NO_PARTS
-        return choose_parts(entry, self.list_parts(), text_encoders, vae, self.allow_paths)
+        return choose_parts(entry, self.list_parts(), text_encoders, vae, self.part_paths)
 
     def resolve(self, spec: str | None) -> CatalogEntry:
         """The entry `spec` names (None or blank: the default model); UnknownModel if none."""
