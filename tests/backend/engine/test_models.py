@@ -379,3 +379,103 @@ def test_checkpoints_mixing_precisions_load_in_one() -> None:
     for name in ("unet", "vae", "text_encoder"):
         dtypes = {p.dtype for p in getattr(loaded, name).parameters()}
         assert dtypes == {torch.float32}, name
+
+
+# --- the text encoders and VAE of a FLUX.1 transformer kept alone, chosen by a job ---------
+
+
+def _split_flux(root: Path) -> tuple[Any, Path]:
+    """A lone tiny FLUX transformer in ComfyUI's tree with its parts and a second T5 of other
+    weights (`t5_other.safetensors`), so that matching alone cannot choose; the models folder."""
+    from safetensors.torch import load_file
+
+    from .flow_export import save_comfy_tree
+
+    original = build_tiny_pipeline("tiny-flux")
+    models = root / "ComfyUI" / "models"
+    paths = save_comfy_tree(original, models)
+    other = {k: v * 2 if v.is_floating_point() else v for k, v in load_file(paths["t5"]).items()}
+    save_file(other, models / "text_encoders" / "t5_other.safetensors")
+    return original, models
+
+
+def _t5_weight(loaded: Any) -> torch.Tensor:
+    return loaded.sampler.pipe.text_encoder_2.shared.weight
+
+
+def test_a_jobs_text_encoder_and_vae_are_listed_chosen_and_keyed_in_the_cache(tmp_path: Path) -> None:
+    original, models = _split_flux(tmp_path)
+    registry = ModelRegistry(
+        torch.device("cpu"), torch.float32, [tmp_path / "ComfyUI"], scan_default_locations=False
+    )
+    listed = {part.name: part.role for part in registry.list_parts()}
+    assert listed == {
+        "clip_l.safetensors": "clip_l",
+        "t5_other.safetensors": "t5",
+        "t5xxl_fp16.safetensors": "t5",
+        "ae.safetensors": "vae",
+    }
+    entry = registry.resolve("model.safetensors")
+    assert {m.name: m.lacks for m in registry.list_models()}["model.safetensors"] == ("vae", "clip_l", "t5")
+    with pytest.raises(UnknownModel, match="several files could be its T5-XXL"):
+        registry.load(entry)  # matching alone: two T5s fit
+    other = registry.choose_parts(entry, ["t5_other.safetensors"], "ae.safetensors")
+    first = registry.load(entry, other)
+    expected = original.text_encoder_2.shared.weight * 2
+    assert torch.equal(_t5_weight(first), expected)
+    assert (
+        registry.load(entry, registry.choose_parts(entry, ["t5_other.safetensors"], "ae.safetensors"))
+        is first
+    )
+    registry.max_loaded = 2
+    own = registry.load(entry, registry.choose_parts(entry, ["t5xxl_fp16.safetensors"], None))
+    assert own is not first and torch.equal(_t5_weight(own), original.text_encoder_2.shared.weight)
+    assert registry.load(entry, other) is first  # both kept: one per choice
+
+
+def test_a_jobs_choice_beats_the_daemons_parts(tmp_path: Path) -> None:
+    original, models = _split_flux(tmp_path)
+    engine = Engine(
+        device="cpu",
+        model_dirs=[tmp_path / "ComfyUI"],
+        scan_default_locations=False,
+        text_encoders=[models / "text_encoders" / "t5xxl_fp16.safetensors"],
+        part_paths=False,
+    )
+    registry = engine.models
+    entry = registry.resolve("model.safetensors")
+    assert torch.equal(_t5_weight(registry.load(entry)), original.text_encoder_2.shared.weight)
+    chosen = registry.load(entry, registry.choose_parts(entry, ["t5_other.safetensors"], None))
+    assert torch.equal(_t5_weight(chosen), original.text_encoder_2.shared.weight * 2)
+    with pytest.raises(UnknownModel, match="Unknown text encoder"):  # not a path, for the daemon
+        registry.choose_parts(entry, [str(models / "text_encoders" / "t5_other.safetensors")], None)
+
+
+def test_a_part_the_model_cannot_take_is_named(tmp_path: Path) -> None:
+    from transformers import T5Config, T5EncoderModel
+
+    from differential_inpaint.backend.engine.errors import InvalidRequest
+
+    from .flow_export import text_to_original
+
+    _, models = _split_flux(tmp_path)
+    wide = T5EncoderModel(T5Config(vocab_size=64, d_model=48, d_kv=8, d_ff=32, num_layers=1, num_heads=2))
+    save_file(text_to_original(wide), models / "text_encoders" / "t5_wide.safetensors")
+    engine = Engine(device="cpu", model_dirs=[tmp_path / "ComfyUI"], scan_default_locations=False)
+    registry = engine.models
+    entry = registry.resolve("model.safetensors")
+    with pytest.raises(InvalidRequest, match="'t5_wide.safetensors' does not fit model 'model.safetensors'"):
+        registry.choose_parts(entry, ["t5_wide.safetensors"], None)
+    with pytest.raises(InvalidRequest, match="both a T5-XXL text encoder"):
+        registry.choose_parts(entry, ["t5_other.safetensors", "t5xxl_fp16.safetensors"], None)
+    with pytest.raises(InvalidRequest, match="'ae.safetensors' is a VAE, not a text encoder"):
+        registry.choose_parts(entry, ["ae.safetensors"], None)
+    with pytest.raises(UnknownModel, match=r"Unknown VAE 'vae.pt'. The VAEs found are: ae.safetensors\."):
+        registry.choose_parts(entry, [], "vae.pt")
+    tiny = registry.resolve("builtin:tiny-flux")  # a whole pipeline: nothing to choose
+    with pytest.raises(InvalidRequest, match="takes no text encoders or VAE of a job's choice"):
+        registry.choose_parts(tiny, [], "ae.safetensors")
+    image = random_region(64, 64)
+    params = JobParams(model="model.safetensors", steps=1, seed=1, vae="nope.safetensors")
+    with pytest.raises(UnknownModel, match="Unknown VAE 'nope.safetensors'"):  # the job says so first
+        engine.inpaint(image, np.full((64, 64), 255, np.uint8), params)
