@@ -479,3 +479,34 @@ def test_a_part_the_model_cannot_take_is_named(tmp_path: Path) -> None:
     params = JobParams(model="model.safetensors", steps=1, seed=1, vae="nope.safetensors")
     with pytest.raises(UnknownModel, match="Unknown VAE 'nope.safetensors'"):  # the job says so first
         engine.inpaint(image, np.full((64, 64), 255, np.uint8), params)
+
+
+def test_the_models_command_lists_the_parts_a_model_kept_alone_may_take(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from differential_inpaint.backend.cli import main
+
+    from .flow_export import save_comfy_tree
+
+    _, models = _split_flux(tmp_path)
+    sd3 = save_comfy_tree(build_tiny_pipeline("tiny-sd3"), tmp_path / "elsewhere")
+    argv = ["models", "--model-dir", str(tmp_path / "ComfyUI"), "--text-encoder", str(sd3["clip_g"])]
+    assert main([*argv, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    model = next(m for m in listed["models"] if m["name"] == "model.safetensors")
+    assert model["lacks"] == ["vae", "clip_l", "t5"]
+    flow = ["flux", "flux-fill", "flux-schnell", "sd3"]
+    assert listed["text_encoders"] == [
+        {"name": "clip_g.safetensors", "role": "clip_g", "families": ["sd3"]},  # given: first
+        {"name": "clip_l.safetensors", "role": "clip_l", "families": flow},
+        {"name": "t5_other.safetensors", "role": "t5", "families": flow},
+        {"name": "t5xxl_fp16.safetensors", "role": "t5", "families": flow},
+    ]
+    assert listed["vaes"] == [{"name": "ae.safetensors", "role": "vae", "families": flow}]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("model.safetensors"))
+    assert line.split()[1:3] == ["flux", "comfyui"] and "(lacks vae, clip_l, t5" in line
+    section = out.split("Text encoders and VAEs (FLUX.1 / SD3 single files):\n")[1].split("\n\n")[0]
+    assert section.splitlines()[0].split() == ["clip_g.safetensors", "[clip_g]", "[sd3]"]
+    assert "  ae.safetensors  [vae] [flux, flux-fill, flux-schnell, sd3]" in section.splitlines()
