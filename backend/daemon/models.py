@@ -84,25 +84,23 @@ def build_catalog(engine: Any, requested: Sequence[str] = ()) -> ModelCatalog:
             default = next(iter(offered), None)
     only_builtin = all(name.startswith(BUILTIN_PREFIX) for name in offered)
     controlnets = offered_controlnets(engine, only_builtin)
+    text_encoders, vaes = offered_parts(engine)
     return ModelCatalog(
         tuple(offered.values()),
         default,
         only_builtin,
         controlnets=controlnets,
+        text_encoders=text_encoders,
+        vaes=vaes,
         **offered_addons(engine, only_builtin),
-        **offered_parts(engine),
     )
 
 
-def offered_parts(engine: Any) -> dict[str, tuple[PartInfo, ...]]:
-    """The text encoders and VAEs found for FLUX.1 / SD3 single files, by role, as the
-    catalog's fields (engine/parts.py)."""
+def offered_parts(engine: Any) -> tuple[tuple[PartInfo, ...], tuple[PartInfo, ...]]:
+    """(text encoders, VAEs) found for FLUX.1 / SD3 single files (engine/parts.py)."""
     listing = getattr(engine, "list_parts", None)  # None: an engine without them (a stand-in)
     parts = [PartInfo(p.name, p.role, tuple(p.families)) for p in (listing() if listing is not None else ())]
-    return {
-        "text_encoders": tuple(p for p in parts if p.role != "vae"),
-        "vaes": tuple(p for p in parts if p.role == "vae"),
-    }
+    return tuple(p for p in parts if p.role != "vae"), tuple(p for p in parts if p.role == "vae")
 
 
 ADDON_LISTINGS = {"loras": "list_loras", "ip_adapters": "list_ip_adapters"}

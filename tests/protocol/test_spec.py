@@ -232,4 +232,8 @@ def test_text_encoders_are_names_typed_by_a_painter() -> None:
     with pytest.raises(p.ProtocolError, match=r"text_encoders\[1\]' must be a string"):
         p.JobParams.from_wire({"text_encoders": ["a", 1]}, "params")
     # Only the families whose single files take parts: an SD model's form does not offer them.
-    assert spec.applies_to(names, "flux") and spec.applies_to(names, "sd3") and not spec.applies_to(names, "sdxl")
+    assert (
+        spec.applies_to(names, "flux")
+        and spec.applies_to(names, "sd3")
+        and not spec.applies_to(names, "sdxl")
+    )
