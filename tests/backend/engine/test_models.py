@@ -21,6 +21,7 @@ from differential_inpaint.backend.engine.checkpoints import (
     read_shapes,
 )
 from differential_inpaint.backend.engine.flow_checkpoints import _t5_tokenizer
+from differential_inpaint.backend.engine.parts import NO_PARTS
 from differential_inpaint.backend.engine.pipeline import DifferentialDiffusionPipeline
 from differential_inpaint.backend.engine.registry import ModelRegistry
 from differential_inpaint.backend.engine.schedulers import make_scheduler
@@ -209,9 +210,9 @@ def test_loaded_models_are_cached_least_recently_used(monkeypatch: pytest.Monkey
     loads: list[str] = []
     original = ModelRegistry._load_uncached
 
-    def counting(self: ModelRegistry, entry: Any) -> Any:
+    def counting(self: ModelRegistry, entry: Any, parts: Any = NO_PARTS) -> Any:
         loads.append(entry.name)
-        return original(self, entry)
+        return original(self, entry, parts)
 
     monkeypatch.setattr(ModelRegistry, "_load_uncached", counting)
     image, mask = random_region(16, 16), np.full((16, 16), 255, np.uint8)
