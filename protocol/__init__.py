@@ -33,7 +33,7 @@ from .messages import (
     Submit,
     Welcome,
 )
-from .payloads import Control, Image, Mask, ModelInfo, Reference, WorkerInfo
+from .payloads import Control, Image, Mask, ModelInfo, PartInfo, Reference, WorkerInfo
 from .pixels import ColorEncoding, MaskFormat, PixelFormat
 from .region import (
     DEFAULT_MIN_SIZE,
@@ -52,6 +52,7 @@ from .spec import (
     JOB_PARAMS,
     MAX_SEED,
     REFERENCE_PARAMS,
+    TEXT_ENCODER_ROLES,
     Combine,
     ControlParams,
     Depth,
@@ -105,12 +106,14 @@ __all__ = [
     "MaskFormat",
     "ModelInfo",
     "Models",
+    "PartInfo",
     "PixelFormat",
     "Preview",
     "Progress",
     "ProtocolError",
     "REFERENCE_PARAMS",
     "Rect",
+    "TEXT_ENCODER_ROLES",
     "Reference",
     "ReferenceParams",
     "Result",

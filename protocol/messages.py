@@ -15,7 +15,18 @@ from typing import Any, ClassVar
 from ._fields import read_bool, read_enum, read_float, read_int, read_list, read_map, read_str
 from .errors import ErrorCode, ProtocolError
 from .limits import DEFAULT_LIMITS, Limits
-from .payloads import Control, Image, Mask, ModelInfo, Reference, WorkerInfo, models_from_wire, str_list
+from .payloads import (
+    Control,
+    Image,
+    Mask,
+    ModelInfo,
+    PartInfo,
+    Reference,
+    WorkerInfo,
+    models_from_wire,
+    parts_from_wire,
+    str_list,
+)
 from .pixels import PixelFormat
 from .spec import MAX_SEED, JobParams
 
@@ -109,6 +120,9 @@ class Welcome(Message):
     loras: list[ModelInfo] = field(default_factory=list)
     controlnets: list[ModelInfo] = field(default_factory=list)
     ip_adapters: list[ModelInfo] = field(default_factory=list)
+    # What a job may name as its text encoders and VAE (FLUX.1 / SD3 models kept alone).
+    text_encoders: list[PartInfo] = field(default_factory=list)
+    vaes: list[PartInfo] = field(default_factory=list)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -147,14 +161,24 @@ class Welcome(Message):
 
 # The add-ons a daemon lists beside its models (`welcome`, `models`); absent: none.
 _ADDONS = ("loras", "controlnets", "ip_adapters")
+# The text encoders and VAEs it lists likewise; sent only when there are some, so that a
+# daemon without them says what it always said.
+_PARTS = ("text_encoders", "vaes")
 
 
 def _addons_to_wire(message: Any) -> dict[str, Any]:
-    return {key: [m.to_wire() for m in getattr(message, key)] for key in _ADDONS}
+    wire = {key: [m.to_wire() for m in getattr(message, key)] for key in _ADDONS}
+    wire.update(
+        {key: [p.to_wire() for p in getattr(message, key)] for key in _PARTS if getattr(message, key)}
+    )
+    return wire
 
 
-def _addons_from_wire(d: Mapping[str, Any], where: str) -> dict[str, list[ModelInfo]]:
-    return {key: models_from_wire(d, where, key) for key in _ADDONS}
+def _addons_from_wire(d: Mapping[str, Any], where: str) -> dict[str, Any]:
+    return {
+        **{key: models_from_wire(d, where, key) for key in _ADDONS},
+        **{key: parts_from_wire(d, where, key) for key in _PARTS},
+    }
 
 
 @dataclass(frozen=True)
@@ -329,6 +353,8 @@ class Models(Message):
     loras: list[ModelInfo] = field(default_factory=list)
     controlnets: list[ModelInfo] = field(default_factory=list)
     ip_adapters: list[ModelInfo] = field(default_factory=list)
+    text_encoders: list[PartInfo] = field(default_factory=list)
+    vaes: list[PartInfo] = field(default_factory=list)
 
     def to_wire(self) -> dict[str, Any]:
         return {

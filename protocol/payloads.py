@@ -169,15 +169,57 @@ def _item_map(d: Any, where: str) -> Mapping[str, Any]:
 class ModelInfo:
     name: str  # what a client puts in JobParams.model
     family: str  # "sd15", "sdxl", "sd15-inpaint", "sdxl-inpaint", "flux", "flux-schnell", "flux-fill", "sd3"
+    # The parts a FLUX.1 / SD3 transformer kept alone has not in its own file ("vae", "clip_l",
+    # "clip_g", "t5"): a job may choose them (`text_encoders`, `vae`); sent only when some.
+    lacks: tuple[str, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
-        return {"name": self.name, "family": self.family}
+        wire: dict[str, Any] = {"name": self.name, "family": self.family}
+        if self.lacks:
+            wire["lacks"] = list(self.lacks)
+        return wire
 
     @classmethod
     def from_wire(cls, d: Any, where: str) -> ModelInfo:
         if not isinstance(d, Mapping):
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"{where}: each model must be a map")
-        return cls(read_str(d, where, "name", max_len=512), read_str(d, where, "family", max_len=64))
+        return cls(
+            read_str(d, where, "name", max_len=512),
+            read_str(d, where, "family", max_len=64),
+            tuple(str_list(d, where, "lacks")),
+        )
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    """A text encoder or VAE a job may name (`JobParams.text_encoders`, `vae`) for a FLUX.1 or
+    SD3 model kept alone, with its role and the model families it may serve."""
+
+    name: str
+    role: str  # "clip_l", "clip_g", "t5" (text encoders) or "vae"
+    families: tuple[str, ...] = ()
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"name": self.name, "role": self.role, "families": list(self.families)}
+
+    @classmethod
+    def from_wire(cls, d: Any, where: str) -> PartInfo:
+        if not isinstance(d, Mapping):
+            raise ProtocolError(ErrorCode.INVALID_FIELD, f"{where}: each text encoder or VAE must be a map")
+        return cls(
+            read_str(d, where, "name", max_len=512),
+            read_str(d, where, "role", max_len=32),
+            tuple(str_list(d, where, "families")),
+        )
+
+    def fits(self, family: str | None) -> bool:
+        """Whether it may serve a model of `family` (None or "": not known, so it may)."""
+        return not family or family in self.families
+
+
+def parts_from_wire(d: Mapping[str, Any], where: str, key: str) -> list[PartInfo]:
+    """The text encoders or VAEs listed under `key`; absent: none (an older daemon)."""
+    return [PartInfo.from_wire(item, where) for item in read_list(d, where, key, [])]
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,12 @@ def family_label(family: str) -> str:
     return FAMILY_LABELS.get(family, family)
 
 
+# The families whose models may take their text encoders and VAE from files of their own, and
+# the roles of those text encoders (the daemon lists each file with its role).
+FLOW_PART_FAMILIES = FLUX_FAMILIES | {"sd3"}
+TEXT_ENCODER_ROLES = ("clip_l", "clip_g", "t5")
+
+
 @dataclass(frozen=True)
 class Lora:
     """One LoRA of a job: a name the daemon lists and its weight (the parameter's bounds)."""
@@ -106,14 +112,14 @@ class Param:
     hi_open: bool = False  # hi itself is refused
     min_len: int = 0
     max_len: int | str = 256  # characters of a str, items of a tuple
-    item: type | None = None  # a tuple's item kind (float or Lora); lo/hi bound each number
+    item: type | None = None  # a tuple's item kind (float, str or Lora); lo/hi bound each number
     unit: str = ""  # "px": shown after the value
     step: float | None = None  # a form's single step for numbers
     multiline: bool = False
     secret: bool = False  # shown as dots
     percent: bool = False  # a fraction that forms show as a percentage
     advanced: bool = False  # forms may fold it away under "Advanced"
-    choices: str | None = None  # the daemon announces the names: "models" or "schedulers"
+    choices: str | None = None  # the list of the daemon's `welcome` that holds the names: "models", ...
     hosts: frozenset[str] = ALL_HOSTS
     gimp_name: str | None = None  # GIMP's argument name, where it predates this spec
     families: frozenset[str] | None = None  # the model families that take it; None: every one
@@ -193,6 +199,8 @@ class Param:
                 for key in indexed
                 for entry in [read_map(indexed, where, key)]
             )
+        if self.item is str:  # names: each as a str parameter of this one's bounds
+            return tuple(read_str(indexed, where, key, min_len=1, max_len=512) for key in indexed)
         return tuple(read_float(indexed, where, key, **bounds) for key in indexed)
 
     def to_wire(self, value: Any) -> Any:
@@ -203,7 +211,7 @@ class Param:
         if self.kind is tuple and self.item is Lora:
             return [{"name": v.name, "weight": float(v.weight)} for v in value]
         if self.kind is tuple:
-            return [float(v) for v in value]
+            return [v if self.item is str else float(v) for v in value]
         return float(value) if self.kind is float else value
 
     def parse_text(self, text: str) -> tuple[Any, ...]:
@@ -215,8 +223,8 @@ class Param:
             part = part.strip()
             if not part:
                 continue
-            if self.item is Lora:
-                values.append(Lora.parse(part))
+            if self.item in (Lora, str):
+                values.append(Lora.parse(part) if self.item is Lora else part)
                 continue
             try:
                 value = float(part.rstrip("%").strip())
@@ -229,6 +237,8 @@ class Param:
         """The inverse of `parse_text`: "30%, 50%" for a percent list, else "0.3, 0.5"."""
         if self.item is Lora:
             return ", ".join(v.text() for v in values)
+        if self.item is str:
+            return ", ".join(values)
         if self.percent:
             return ", ".join(f"{round(v * 100, 2):g}%" for v in values)
         return ", ".join(f"{v:g}" for v in values)
@@ -500,6 +510,30 @@ class JobParams:
         hi=2.0,
         max_len="max_loras",
     )
+    # FLUX.1 / SD3 transformers kept alone (ComfyUI's split files) take their text encoders and
+    # VAE from files beside them; the CLI names those files itself (`--text-encoder`, `--vae`).
+    text_encoders: tuple[str, ...] = param(
+        (),
+        "Text encoders",
+        "Text encoders the daemon lists (CLIP-L, CLIP-G, T5-XXL) for a FLUX.1 or SD3 model kept "
+        "alone: clip_l.safetensors, t5xxl_fp16.safetensors; empty: those the daemon matches",
+        max_len=len(TEXT_ENCODER_ROLES),
+        choices="text_encoders",
+        advanced=True,
+        hosts=frozenset({KRITA, GIMP}),
+        families=FLOW_PART_FAMILIES,
+    )
+    vae: str | None = param(
+        None,
+        "VAE",
+        "A VAE the daemon lists, for a FLUX.1 or SD3 model kept alone; empty: the one the daemon matches",
+        min_len=1,
+        max_len=512,
+        choices="vaes",
+        advanced=True,
+        hosts=frozenset({KRITA, GIMP}),
+        families=FLOW_PART_FAMILIES,
+    )
     output_format: PixelFormat | None = param(
         None, "Output format", "The result's pixel format; empty: the input's", hosts=frozenset()
     )
@@ -527,6 +561,14 @@ class JobParams:
                     "strength, all with one seed",
                     "Variations and Strength fan cannot be used together (a fan gives one result per "
                     "strength, all with one seed): set Variations to 1 or clear the fan",
+                )
+            )
+        twice = sorted({name for name in self.text_encoders if self.text_encoders.count(name) > 1})
+        if twice:
+            found.append(
+                (
+                    f"field 'text_encoders' names '{twice[0]}' twice",
+                    f"Text encoders name '{twice[0]}' twice",
                 )
             )
         if self.mask_black >= self.mask_white:

@@ -249,6 +249,7 @@ def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
         "ip_adapter_paths": False,
         "controlnet_dirs": tuple(args.controlnet_dir),
         "controlnet_paths": False,  # likewise the ControlNets
+        "part_paths": False,  # and the text encoders and VAEs of FLUX.1 / SD3 single files
     }
 
 
@@ -322,6 +323,12 @@ def _print_models(catalog) -> None:  # noqa: ANN001
             _say(f"{title} offered: " + ", ".join(f"{a.name} [{a.family}]" for a in addons))
     if catalog.controlnets:
         _say("ControlNets offered: " + ", ".join(f"{c.name} [{c.family}]" for c in catalog.controlnets))
+    for title, parts in (("Text encoders", catalog.text_encoders), ("VAEs", catalog.vaes)):
+        if parts:
+            _say(
+                f"{title} offered (FLUX.1 / SD3 single files): "
+                + ", ".join(f"{p.name} [{p.role}]" for p in parts)
+            )
     if catalog.only_builtin:
         _say(
             "No checkpoint was found, so only the built-in tiny test models are offered: they have "

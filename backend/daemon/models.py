@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...protocol import ModelInfo
+from ...protocol import ModelInfo, PartInfo
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -24,6 +24,28 @@ class ModelCatalog:
     loras: tuple[ModelInfo, ...] = ()  # the LoRAs a job's params may name
     ip_adapters: tuple[ModelInfo, ...] = ()  # the IP-Adapters a job's references may name
     controlnets: tuple[ModelInfo, ...] = ()  # the ControlNets a job's controls may name
+    text_encoders: tuple[PartInfo, ...] = ()  # the text encoders a job's params may name
+    vaes: tuple[PartInfo, ...] = ()  # the VAEs a job's params may name
+
+    def listed(self) -> dict[str, list[Any]]:
+        """What `welcome` and `models` list beside the models, as their fields."""
+        keys = ("loras", "ip_adapters", "controlnets", "text_encoders", "vaes")
+        return {key: list(getattr(self, key)) for key in keys}
+
+    def unlisted_part(
+        self, text_encoders: Sequence[str], vae: str | None
+    ) -> tuple[str, str, list[str]] | None:
+        """(kind, name, the names listed) of the first text encoder or VAE a job names that this
+        daemon does not list; None when it lists them all (the engine checks their fit)."""
+        for kind, names, listed in (
+            ("text encoder", text_encoders, self.text_encoders),
+            ("VAE", () if vae is None else (vae,), self.vaes),
+        ):
+            known = [p.name for p in listed]
+            for name in names:
+                if name not in known:
+                    return kind, name, known
+        return None
 
     @property
     def names(self) -> list[str]:
@@ -46,7 +68,7 @@ def build_catalog(engine: Any, requested: Sequence[str] = ()) -> ModelCatalog:
     real = [m for m in found.values() if not m.name.startswith(BUILTIN_PREFIX)]
     offered: dict[str, ModelInfo] = {}
     for m in real or list(found.values()):  # builtins only when nothing real exists
-        offered[m.name] = ModelInfo(m.name, m.family)
+        offered[m.name] = ModelInfo(m.name, m.family, tuple(getattr(m, "lacks", ())))
     for name in chosen:
         if name not in offered:
             family = found[name].family if name in found else "unknown"
@@ -62,13 +84,23 @@ def build_catalog(engine: Any, requested: Sequence[str] = ()) -> ModelCatalog:
             default = next(iter(offered), None)
     only_builtin = all(name.startswith(BUILTIN_PREFIX) for name in offered)
     controlnets = offered_controlnets(engine, only_builtin)
+    text_encoders, vaes = offered_parts(engine)
     return ModelCatalog(
         tuple(offered.values()),
         default,
         only_builtin,
         controlnets=controlnets,
+        text_encoders=text_encoders,
+        vaes=vaes,
         **offered_addons(engine, only_builtin),
     )
+
+
+def offered_parts(engine: Any) -> tuple[tuple[PartInfo, ...], tuple[PartInfo, ...]]:
+    """(text encoders, VAEs) found for FLUX.1 / SD3 single files (engine/parts.py)."""
+    listing = getattr(engine, "list_parts", None)  # None: an engine without them (a stand-in)
+    parts = [PartInfo(p.name, p.role, tuple(p.families)) for p in (listing() if listing is not None else ())]
+    return tuple(p for p in parts if p.role != "vae"), tuple(p for p in parts if p.role == "vae")
 
 
 ADDON_LISTINGS = {"loras": "list_loras", "ip_adapters": "list_ip_adapters"}

@@ -609,9 +609,7 @@ class DaemonServer:
                 capabilities=CAPABILITIES,
                 device=self.device,
                 protocol=PROTOCOL_VERSION,
-                loras=list(self.catalog.loras),
-                ip_adapters=list(self.catalog.ip_adapters),
-                controlnets=list(self.catalog.controlnets),
+                **self.catalog.listed(),
             )
         )
         return True
@@ -634,9 +632,7 @@ class DaemonServer:
                 Models(
                     list(self.catalog.models),
                     self.catalog.default,
-                    controlnets=list(self.catalog.controlnets),
-                    loras=list(self.catalog.loras),
-                    ip_adapters=list(self.catalog.ip_adapters),
+                    **self.catalog.listed(),
                 )
             )
         elif isinstance(event, GetStatus):
@@ -679,6 +675,13 @@ class DaemonServer:
             else:
                 shown = submit.params.model[:100]
                 text = f"unknown model '{shown}'; this daemon offers: {', '.join(self.catalog.names)}"
+            session.send(Error(ErrorCode.UNKNOWN_MODEL, text, job_id))
+            return
+        unlisted = self.catalog.unlisted_part(submit.params.text_encoders, submit.params.vae)
+        if unlisted is not None:
+            kind, name, known = unlisted
+            offered = ", ".join(known) or "none"
+            text = f"unknown {kind} '{_printable(name, 100)}'; this daemon offers: {offered}"
             session.send(Error(ErrorCode.UNKNOWN_MODEL, text, job_id))
             return
         scheduler_error = self._scheduler_error(submit.params.scheduler)

@@ -30,6 +30,7 @@ from .loras import LoraLibrary
 from .maps import change_map, depth_map, pixel_strength, unit_map
 from .masks import composite_alpha, process_mask
 from .memory import OffloadChoice
+from .parts import NO_PARTS, ChosenParts, PartFile
 from .regions import Context, context_window
 from .registry import ModelInfo, ModelRegistry, pick_device
 from .schedulers import check_scheduler_name
@@ -153,6 +154,10 @@ class Engine:
         """Every IP-Adapter found now (re-scans the folders), built-ins last, each with its family."""
         return self.ip_adapters.find()
 
+    def list_parts(self) -> list[PartFile]:
+        """Every text encoder and VAE a job may choose for a FLUX.1 / SD3 single file (parts.py)."""
+        return self.models.list_parts()
+
     def resolve_model(self, spec: str | None) -> str:
         """The canonical name for `spec` (see catalog.py for the grammar); UnknownModel if none."""
         return self.models.resolve(spec).name
@@ -270,6 +275,7 @@ class Engine:
         controls = check_controls(controls, image)
         seed = params.seed if params.seed is not None else secrets.randbits(32)
         entry = self.models.resolve(model if model is not None else params.model)
+        parts = self.models.choose_parts(entry, params.text_encoders, params.vae)
         loras = self.loras.resolve(params.loras, entry.name, entry.family)
         chosen_references = self.ip_adapters.resolve(references, entry.name, entry.family)
         processed = self._processed_map(image, mask, params, selection, on_progress, should_cancel)
@@ -316,7 +322,16 @@ class Engine:
                 self.models.free_memory()
             try:
                 run = _BatchRun(
-                    self, entry, image, processed, params, start, on_progress, on_preview, should_cancel
+                    self,
+                    entry,
+                    image,
+                    processed,
+                    params,
+                    start,
+                    on_progress,
+                    on_preview,
+                    should_cancel,
+                    parts,
                 )
                 run.blend = blend_alpha
                 # Every job sets the model's LoRAs: its own on, any earlier job's off.
@@ -488,6 +503,7 @@ class _BatchRun:
         on_progress: ProgressCallback | None,
         on_preview: PreviewCallback | None,
         should_cancel: Callable[[], bool] | None,
+        parts: ChosenParts = NO_PARTS,
     ) -> None:
         from .pipeline import raise_if_cancelled
         from .regions import image_to_tensor, resize, working_size
@@ -504,7 +520,7 @@ class _BatchRun:
         self.marks = {"loading": time.perf_counter()}
         raise_if_cancelled(should_cancel)
         self.progress("loading", 0, 1)
-        self.loaded = engine.models.load(entry)
+        self.loaded = engine.models.load(entry, parts)
         self.progress("loading", 1, 1)
         raise_if_cancelled(should_cancel)
         self.load_seconds = time.perf_counter() - self.marks["loading"]

@@ -39,6 +39,15 @@ from .memory import (
     module_bytes,
     parse_offload,
 )
+from .parts import (
+    NO_PARTS,
+    ChosenParts,
+    PartFile,
+    choose_parts,
+    find_part_files,
+    lacking,
+    part_search_folders,
+)
 from .tiny import BUILTIN_PREFIX, BUILTINS, TINY_WORKING_AREA
 
 log = logging.getLogger("differential_inpaint.engine")
@@ -55,6 +64,7 @@ class ModelInfo:
     name: str
     family: ModelFamily
     source: str  # "builtin", "huggingface-cache", or the kind of folder it was found in
+    lacks: tuple[str, ...] = ()  # the parts a FLUX.1 / SD3 single file has not in itself (parts.py)
 
 
 @dataclass
@@ -122,7 +132,9 @@ class ModelRegistry:
     scan_default_locations: also search the usual ComfyUI/A1111 folders and the HF cache.
     allow_paths: whether a spec may be a filesystem path.
     text_encoders, vae: files FLUX.1 / SD3 single files take their text encoders and VAE
-        from, before their own and those found around them (see flow_checkpoints.py).
+        from, before their own and those found around them (see flow_checkpoints.py); a
+        job's own choice (`choose_parts`) comes before these.
+    part_paths: whether a job's text encoder or VAE may be a file (the daemon's clients: no).
     """
 
     def __init__(
@@ -139,6 +151,7 @@ class ModelRegistry:
         allow_paths: bool = True,
         text_encoders: Sequence[Path | str] = (),
         vae: Path | str | None = None,
+        part_paths: bool = True,
     ) -> None:
         self.device = device
         self.dtype = dtype
@@ -152,10 +165,12 @@ class ModelRegistry:
         self.allow_paths = allow_paths
         self.text_encoders = [Path(p).expanduser() for p in text_encoders]
         self.vae = Path(vae).expanduser() if vae else None
+        self.part_paths = part_paths
         self._lock = threading.RLock()
         self._entries: dict[str, CatalogEntry] = {}
         self._by_path: dict[str, CatalogEntry] = {}  # models named by path, listed from then on
-        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        # Keyed by the model's name and the files of the parts a job chose (none: the name alone).
+        self._loaded: OrderedDict[tuple[str, ...], LoadedModel] = OrderedDict()
 
     # -- finding and naming ----------------------------------------------------------
 
@@ -165,7 +180,21 @@ class ModelRegistry:
 
     def list_models(self) -> list[ModelInfo]:
         """Every model found now (re-scans the folders), built-ins last."""
-        return [ModelInfo(e.name, e.family, e.source) for e in self._refresh().values()]
+        return [ModelInfo(e.name, e.family, e.source, lacking(e)) for e in self._refresh().values()]
+
+    def list_parts(self) -> list[PartFile]:
+        """Every text encoder and VAE a job may choose for a FLUX.1 / SD3 single file (parts.py):
+        the files given (`text_encoders`, `vae`) first, then those found (re-scans the folders)."""
+        given = [*self.text_encoders, *([self.vae] if self.vae else [])]
+        folders = part_search_folders(self.search_folders(), self._refresh().values())
+        return find_part_files(folders, given)
+
+    def choose_parts(self, entry: CatalogEntry, text_encoders: Sequence[str], vae: str | None) -> ChosenParts:
+        """The files a job's `text_encoders` and `vae` name for `entry` (see parts.choose_parts);
+        nothing named: none chosen, nothing scanned."""
+        if not text_encoders and vae is None:
+            return NO_PARTS
+        return choose_parts(entry, self.list_parts(), text_encoders, vae, self.part_paths)
 
     def resolve(self, spec: str | None) -> CatalogEntry:
         """The entry `spec` names (None or blank: the default model); UnknownModel if none."""
@@ -248,21 +277,23 @@ class ModelRegistry:
 
     # -- loading ---------------------------------------------------------------------
 
-    def load(self, entry: CatalogEntry) -> LoadedModel:
-        """The loaded model for `entry`, from the cache or loaded now (dropping the oldest)."""
+    def load(self, entry: CatalogEntry, parts: ChosenParts = NO_PARTS) -> LoadedModel:
+        """The loaded model for `entry` with the job's chosen `parts`, from the cache or loaded
+        now (dropping the oldest). Another choice of parts is another model."""
+        key = (entry.name, *parts.key) if parts else (entry.name,)
         with self._lock:
-            if entry.name in self._loaded:
-                self._loaded.move_to_end(entry.name)
-                return self._loaded[entry.name]
+            if key in self._loaded:
+                self._loaded.move_to_end(key)
+                return self._loaded[key]
             while len(self._loaded) >= self.max_loaded:
                 self._loaded.popitem(last=False)
                 self.free_memory()
-        model = self._load_uncached(entry)
+        model = self._load_uncached(entry, parts)
         with self._lock:
-            self._loaded[entry.name] = model
+            self._loaded[key] = model
         return model
 
-    def _load_uncached(self, entry: CatalogEntry) -> LoadedModel:
+    def _load_uncached(self, entry: CatalogEntry, parts: ChosenParts = NO_PARTS) -> LoadedModel:
         from .checkpoints import UnsupportedCheckpoint, load_folder, load_single_file
         from .tiny import build_tiny_pipeline
 
@@ -278,7 +309,9 @@ class ModelRegistry:
                 pipe, family = load_folder(entry.location, dtype)
                 area = WORKING_AREA[family]
             else:
-                pipe, family = load_single_file(entry.location, dtype, self.text_encoders, self.vae)
+                # The job's parts before the daemon's: the first of each role is taken.
+                text_encoders = [*parts.text_encoders, *self.text_encoders]
+                pipe, family = load_single_file(entry.location, dtype, text_encoders, parts.vae or self.vae)
                 area = WORKING_AREA[family]
         except UnsupportedCheckpoint as exc:
             raise UnknownModel(f"Cannot use '{entry.name}' as a model: {exc}.") from exc
@@ -321,9 +354,10 @@ class ModelRegistry:
         )
 
     def loaded_offload(self) -> dict[str, OffloadChoice]:
-        """Each loaded model's offload mode and why, by name."""
+        """Each loaded model's offload mode and why, by name (loaded with other parts too: the
+        latest used)."""
         with self._lock:
-            return {name: model.offload for name, model in self._loaded.items()}
+            return {key[0]: model.offload for key, model in self._loaded.items()}
 
     def free_memory(self) -> None:
         """Give the device back what a dropped model or a stopped job held: components a job

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -178,6 +178,37 @@ def group_name(base: str, params: p.JobParams) -> str:
 
 def percent(fraction: float) -> str:
     return f"{round(fraction * 100, 1):g}%"
+
+
+# --- the text encoders and VAE a model kept alone may take --------------------------
+
+ROLE_LABELS = {"clip_l": "CLIP-L", "clip_g": "CLIP-G", "t5": "T5-XXL", "vae": "VAE"}
+PART_PARAMS = {"text_encoders": p.TEXT_ENCODER_ROLES, "vae": ("vae",)}  # setting -> its roles
+
+
+def part_choices(
+    model: p.ModelInfo | None, text_encoders: Sequence[p.PartInfo], vaes: Sequence[p.PartInfo]
+) -> dict[str, tuple[str, ...]]:
+    """role -> the names a painter may choose among for `model`'s text encoders and VAE,
+    only where the choice is theirs: a FLUX.1 / SD3 transformer kept alone (its `lacks`),
+    each role it lacks or for which the daemon lists several fitting files. Empty: a host
+    offers no choice (the model holds its parts, or the daemon's match serves)."""
+    if model is None or not model.lacks:
+        return {}
+    fitting: dict[str, list[str]] = {}
+    for part in [*text_encoders, *vaes]:
+        if part.fits(model.family):
+            fitting.setdefault(part.role, []).append(part.name)
+    return {role: tuple(names) for role, names in fitting.items() if role in model.lacks or len(names) > 1}
+
+
+def offered_parts(choices: dict[str, tuple[str, ...]], setting: str) -> str:
+    """What a host shows beside `setting` ("text_encoders" or "vae") as its choices,
+    "CLIP-L: clip_l.safetensors; T5-XXL: t5xxl_fp16.safetensors, t5xxl_fp8.safetensors";
+    "" when it offers none (the host then hides the setting)."""
+    return "; ".join(
+        f"{ROLE_LABELS[role]}: {', '.join(choices[role])}" for role in PART_PARAMS[setting] if role in choices
+    )
 
 
 # --- prepare -----------------------------------------------------------------------

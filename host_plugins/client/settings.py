@@ -155,6 +155,8 @@ def problem(q: p.Param, value: Any) -> str:
             high = f"below {hi * 100:g}%" if q.hi_open else f"at most {hi * 100:g}%"
             bad = tuple(v for v in value if not isinstance(v, (int, float)) or not lo < v <= hi) or value
             return f"each {q.label} value must be {low} and {high}, not {q.format_text(bad)}"
+        if q.item is str and isinstance(value, tuple):  # names: one is empty or not text
+            return f"each of the {q.label} must be a name the daemon lists, not {q.format_text(value)!r}"
         if q.item is p.Lora and isinstance(value, tuple) and all(isinstance(v, p.Lora) for v in value):
             if not all(v.name.strip() for v in value):
                 return f"each of the {q.label} needs a name: name:weight"

@@ -181,7 +181,10 @@ def every_field_set(params: p.JobParams, keep: tuple[str, ...] = ()) -> p.JobPar
         elif q.kind is str:
             changes[q.name] = f"{q.name}-1"
         elif q.kind is tuple:
-            changes[q.name] = (p.Lora(f"{q.name}-1", float(hi)),) if q.item is p.Lora else (float(hi),)
+            one = {p.Lora: p.Lora(f"{q.name}-1", float(hi or 0)), str: f"{q.name}-1"}.get(
+                q.item, float(hi or 0)
+            )
+            changes[q.name] = (one,)
         elif q.kind in (int, float):
             changes[q.name] = q.kind(hi) if not q.hi_open and hi != q.default else q.kind(lo)
         else:  # an enum
@@ -232,6 +235,19 @@ WELCOME = p.Welcome(
 )
 WELCOME_MODELS = p.Models(
     WELCOME.models, WELCOME.default_model, WELCOME.loras, WELCOME.controlnets, WELCOME.ip_adapters
+)
+FLOW = ("flux", "flux-fill", "flux-schnell", "sd3")
+# A FLUX.1 transformer kept alone (ComfyUI's split files) and the parts a job may choose for it.
+MODELS_PARTS = p.Models(
+    [p.ModelInfo("flux1-dev.safetensors", "flux", ("vae", "clip_l", "t5")), p.ModelInfo("sdxl-base", "sdxl")],
+    "flux1-dev.safetensors",
+    text_encoders=[
+        p.PartInfo("clip_l.safetensors", "clip_l", FLOW),
+        p.PartInfo("t5xxl_fp16.safetensors", "t5", FLOW),
+        p.PartInfo("t5xxl_fp8_e4m3fn.safetensors", "t5", FLOW),
+        p.PartInfo("clip_g.safetensors", "clip_g", ("sd3",)),
+    ],
+    vaes=[p.PartInfo("ae.safetensors", "vae", FLOW)],
 )
 
 
@@ -395,6 +411,27 @@ def valid_vectors() -> list[Vector]:
         valid("get_status", "ask how busy the daemon is", p.GetStatus()),
         valid("models", "the models, with a default", WELCOME_MODELS),
         valid("models-empty", "no models, no default", p.Models([], None)),
+        valid(
+            "models-parts",
+            "a FLUX.1 transformer kept alone (it lacks its VAE and text encoders) and the text "
+            "encoders and VAE a job may choose for it, each with its role and families",
+            MODELS_PARTS,
+        ),
+        valid(
+            "submit-parts",
+            "submit to a FLUX.1 transformer kept alone, naming one of its two T5s and its VAE",
+            p.Submit(
+                "krita-9",
+                SUBMIT_DEFAULTS.image,
+                SUBMIT_DEFAULTS.mask,
+                p.JobParams(
+                    prompt="castle",
+                    model="flux1-dev.safetensors",
+                    text_encoders=("t5xxl_fp8_e4m3fn.safetensors",),
+                    vae="ae.safetensors",
+                ),
+            ),
+        ),
         valid("status-idle", "an idle daemon, no model loaded", p.Status(queued=0, running=False)),
         valid(
             "status-busy",
@@ -809,6 +846,22 @@ def malformed_vectors() -> list[Vector]:
             INVALID,
         ),
         bad_submit("lora-not-map", 'params.loras ["watercolor"]', {"params.loras": ["watercolor"]}, INVALID),
+        bad_submit(
+            "text-encoders-twice",
+            "one text encoder named twice",
+            {"params.text_encoders": ["t5xxl_fp16.safetensors", "t5xxl_fp16.safetensors"]},
+            INVALID,
+        ),
+        bad_submit(
+            "four-text-encoders",
+            "four text encoders (a model takes three at most)",
+            {"params.text_encoders": ["a", "b", "c", "d"]},
+            INVALID,
+        ),
+        bad_submit(
+            "text-encoder-not-string", "params.text_encoders [5]", {"params.text_encoders": [5]}, INVALID
+        ),
+        bad_submit("vae-empty", 'params.vae ""', {"params.vae": ""}, INVALID),
         bad_submit("params-not-map", "params as an array", {"params": [1]}, INVALID),
         bad_submit("prompt-not-string", "params.prompt 5", {"params.prompt": 5}, INVALID),
         bad_submit(

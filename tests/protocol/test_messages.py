@@ -292,3 +292,26 @@ def test_limits_fit_counts_pixels_and_sides() -> None:
     assert limits.fits(10, 10) and limits.fits(20, 5)
     assert not limits.fits(11, 10)  # 110 pixels
     assert not limits.fits(21, 1)  # a side over 20
+
+
+def test_the_parts_a_daemon_lists_are_optional_and_sent_only_when_some() -> None:
+    flow = ("flux", "sd3")
+    listing = p.Models(
+        [p.ModelInfo("lone.safetensors", "flux", ("vae", "t5")), p.ModelInfo("sd", "sd15")],
+        text_encoders=[p.PartInfo("t5.safetensors", "t5", flow)],
+        vaes=[p.PartInfo("ae.safetensors", "vae", flow)],
+    )
+    wire = listing.to_wire()
+    assert wire["models"][0]["lacks"] == ["vae", "t5"] and "lacks" not in wire["models"][1]
+    assert wire["text_encoders"] == [{"name": "t5.safetensors", "role": "t5", "families": ["flux", "sd3"]}]
+    assert p.Models.from_wire(wire, p.DEFAULT_LIMITS) == listing
+    # A daemon without them (an older one) says what it always said, and is read so.
+    plain = p.Models([p.ModelInfo("sd", "sd15")]).to_wire()
+    assert "text_encoders" not in plain and "vaes" not in plain
+    old = p.Models.from_wire(plain, p.DEFAULT_LIMITS)
+    assert (old.text_encoders, old.vaes, old.models[0].lacks) == ([], [], ())
+    with pytest.raises(ProtocolError, match=r"models: field 'families' must list strings"):
+        p.Models.from_wire(
+            {**wire, "vaes": [{"name": "ae", "role": "vae", "families": [3]}]}, p.DEFAULT_LIMITS
+        )
+    assert listing.vaes[0].fits("flux") and not listing.vaes[0].fits("sdxl") and listing.vaes[0].fits("")

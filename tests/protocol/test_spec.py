@@ -222,3 +222,25 @@ def test_a_declaration_is_hashable_and_its_family_defaults_a_mapping_once_declar
     hash(guidance)
     assert dict(guidance.family_defaults) == {"flux": 3.5, "flux-fill": 30.0}
     assert isinstance(guidance.families, frozenset)
+
+
+def test_text_encoders_are_names_typed_by_a_painter() -> None:
+    names = p.spec.BY_NAME["text_encoders"]
+    assert names.item is str and names.choices == "text_encoders" and spec.CLI not in names.hosts
+    assert names.parse_text("clip_l.safetensors, t5xxl_fp16.safetensors;") == (
+        "clip_l.safetensors",
+        "t5xxl_fp16.safetensors",
+    )
+    assert names.format_text(("a", "b")) == "a, b"
+    params = p.JobParams(text_encoders=("t5.safetensors",), vae="ae.safetensors")
+    assert p.JobParams.from_wire(params.to_wire(), "params") == params
+    with pytest.raises(p.ProtocolError, match=r"'text_encoders' names 't5' twice"):
+        p.JobParams(text_encoders=("t5", "t5")).validated()
+    with pytest.raises(p.ProtocolError, match=r"text_encoders\[1\]' must be a string"):
+        p.JobParams.from_wire({"text_encoders": ["a", 1]}, "params")
+    # Only the families whose single files take parts: an SD model's form does not offer them.
+    assert (
+        spec.applies_to(names, "flux")
+        and spec.applies_to(names, "sd3")
+        and not spec.applies_to(names, "sdxl")
+    )

@@ -267,6 +267,7 @@ class _Models:
         # "controlnets", "ip_adapters": the choice of a slot's model and the names in it.
         self.addons: dict[str, tuple[Gimp.Choice, list[str]]] = {}
         self.loras: list[tuple[str, str]] = []  # (name, family) of the LoRAs the daemon lists
+        self.listing: Any = None  # the welcome: the text encoders and VAEs it lists
 
     def load(self) -> None:
         from .client import connection
@@ -291,6 +292,7 @@ class _Models:
                 )
             self.addons[key] = (addon, names)
         self.loras = [(info.name, info.family) for info in welcome.loras]
+        self.listing = welcome
         # Kept here for the plug-in's life: GIMP 3.0.4's Python bindings let it be freed
         # while the procedure still uses it (a crash when the procedure runs).
         self.choice = choice
@@ -520,6 +522,19 @@ def loras_listed(family: str) -> str:
     return "The daemon's LoRAs: " + ", ".join(f"{name} ({kind})" if kind else name for name, kind in ordered)
 
 
+def parts_offered(model: str) -> dict[str, tuple[str, ...]]:
+    """role -> the text encoders or VAEs the painter may choose among for `model` ("": the
+    daemon's default), as both hosts decide it (`flow.part_choices`); empty when none."""
+    from .client import flow
+
+    listing = MODELS.listing
+    if listing is None:
+        return {}
+    chosen = model or MODELS.default
+    info = next((m for m in listing.models if m.name == chosen), None)
+    return flow.part_choices(info, listing.text_encoders, listing.vaes)
+
+
 def family_of(model: str) -> str:
     """The family of `model` ("": the daemon's default) as the daemon listed it; "" when
     not known."""
@@ -530,7 +545,10 @@ def _follow_family(dialog: Any, config: Gimp.ProcedureConfig, shown: dict[str, A
     """While the dialog is open: the settings the chosen model's family does not take are
     insensitive with a tooltip saying why (the daemon ignores them), and a setting whose
     default depends on the family (guidance: 3.5 for FLUX dev) follows the new family's
-    default as long as it holds the old family's (the painter has not changed it)."""
+    default as long as it holds the old family's (the painter has not changed it). The text
+    encoders and VAE are sensitive only where the painter has a choice (`parts_offered`),
+    their tooltip naming the daemon's files."""
+    from .client import flow
     from .protocol.spec import applies_to, family_label
 
     family = {"now": family_of(config.get_property(MODEL_CHOICE) or "")}
@@ -539,15 +557,22 @@ def _follow_family(dialog: Any, config: Gimp.ProcedureConfig, shown: dict[str, A
     def apply(before: str) -> None:
         now = family["now"]
         left_out = []
+        parts = parts_offered(config.get_property(MODEL_CHOICE) or "")
         for param in SHOWN:
             takes = applies_to(param, now)
-            if not takes:
+            why = f"{family_label(now)} models do not take this setting (the daemon ignores it)"
+            if param.name in flow.PART_PARAMS:  # offered only where the painter has a choice
+                offered = flow.offered_parts(parts, param.name)
+                takes = bool(offered) or bool(config.get_property(param.gimp_argument))
+                why = "The model holds its own, or the daemon matches the one file that fits"
+                if offered:
+                    why = f"{param.help}. The daemon offers {offered}"
+            elif not takes:
                 left_out.append(param.label.lower())
             widget = shown.get(param.name)
             if widget is not None:
                 widget.set_sensitive(takes)
-                why = f"{family_label(now)} models do not take this setting (the daemon ignores it)"
-                widget.set_tooltip_text(param.help if takes else why)
+                widget.set_tooltip_text(why if not takes or param.name in flow.PART_PARAMS else param.help)
             name = param.gimp_argument
             if takes and before != now and config.get_property(name) == param.default_for(before):
                 config.set_property(name, param.default_for(now))
@@ -558,8 +583,7 @@ def _follow_family(dialog: Any, config: Gimp.ProcedureConfig, shown: dict[str, A
 
     def changed(*_args: Any) -> None:
         before, family["now"] = family["now"], family_of(config.get_property(MODEL_CHOICE) or "")
-        if family["now"] != before:
-            apply(before)
+        apply(before)  # a model of the same family may still differ in its parts
 
     apply(family["now"])
     config.connect(f"notify::{MODEL_CHOICE}", changed)
@@ -732,13 +756,22 @@ def _show_dialog(
         _name_the_map(dialog, config, param, label)
         return [param.gimp_argument, f"{param.gimp_argument}-name"]
 
-    basic = [widget_name(q) for q in SHOWN if not q.advanced and q.name not in CONDITIONING_SETTINGS]
+    # The text encoders and VAE only where the model chosen offers a choice (or one is set):
+    # most models hold their parts, and the folds must fit 768 pixels.
+    from .client.flow import PART_PARAMS
+
+    model_now = config.get_property(MODEL_CHOICE) if choosing else config.get_property("model")
+    with_parts = bool(parts_offered(model_now or "")) or any(
+        config.get_property(q.gimp_argument) for q in SHOWN if q.name in PART_PARAMS
+    )
+    dialog_params = [q for q in SHOWN if with_parts or q.name not in PART_PARAMS]
+    basic = [widget_name(q) for q in dialog_params if not q.advanced and q.name not in CONDITIONING_SETTINGS]
     if choosing:  # the chosen model's family under the choice (`_follow_family`)
         basic.insert(basic.index(MODEL_CHOICE) + 1, "model-family")
         # The widgets of the settings some family does not take, made before `fill` uses them.
         family_bound = {
             param.name: dialog.get_widget(widget_name(param), GObject.TYPE_NONE)
-            for param in SHOWN
+            for param in dialog_params
             if param.families is not None
         }
         _follow_family(dialog, config, family_bound)
@@ -756,7 +789,7 @@ def _show_dialog(
         basic = [name for name in basic if name not in in_row]
     # The advanced settings folded away in three columns (the sampling; the map's levels,
     # depth and blend; the area and the daemon), so that open the dialog fits 768 pixels.
-    advanced = [param for param in SHOWN if param.advanced]
+    advanced = [param for param in dialog_params if param.advanced]
     columns = [
         [q for q in advanced if q.name not in MAP_SETTINGS and q.name not in AREA_SETTINGS],
         [q for q in advanced if q.name in MAP_SETTINGS and q.name not in AREA_SETTINGS],

@@ -39,8 +39,8 @@ class ModelFetcher(QtCore.QObject):
     """Asks the daemon for its models in a worker thread (never on the GUI thread)."""
 
     loaded = Signal(
-        object, object, object
-    )  # [(name, family)], default model, {add-on list: [(name, family)]}
+        object, object, object, object
+    )  # [(name, family)], default model, {add-on list: [(name, family)]}, the welcome (parts)
     failed = Signal(str)
 
     def fetch(self, server: str, token: str = "") -> None:
@@ -57,7 +57,8 @@ class ModelFetcher(QtCore.QObject):
             outcome = ("failed", as_inpaint_error(exc).message)
         else:
             addons = {key: [(m.name, m.family) for m in getattr(welcome, key)] for key in ADDON_LISTS}
-            outcome = ("loaded", [(m.name, m.family) for m in welcome.models], welcome.default_model, addons)
+            models = [(m.name, m.family) for m in welcome.models]
+            outcome = ("loaded", models, welcome.default_model, addons, welcome)
         with contextlib.suppress(RuntimeError):  # the form was closed meanwhile
             getattr(self, outcome[0]).emit(*outcome[1:])
 
@@ -947,7 +948,7 @@ def make_field(param: p.Param, compact: bool = False) -> Field:
     """The widget for `param`; `compact`: percentages as spin boxes, not sliders."""
     if param.choices == "models":
         return ModelField(param)
-    if param.choices in ADDON_LISTS:
+    if param.choices in (*ADDON_LISTS, "vaes"):  # the VAE: one name, as a slot's ControlNet
         return AddonField(param)
     if param.item is p.Lora:
         return LoraListField(param)
@@ -1057,6 +1058,7 @@ class SettingsForm(QtWidgets.QWidget):
         if fold_advanced:
             outer.addWidget(self.advanced_box)
         self.addons: dict[str, AddonList] = {}
+        self.listing: p.Welcome | p.Models | None = None  # the daemon's last list (text encoders, VAEs)
         self.conditioning.changed.connect(self._conditioning_edited)
         self.conditioning.controls.wants_layers.connect(self.refresh_layers)
         self.status = QtWidgets.QLabel()
@@ -1121,6 +1123,28 @@ class SettingsForm(QtWidgets.QWidget):
         for field in self.conditioning.addon_fields():
             field.combo.offer(self.addons.get(field.param.choices or ""), self.family)
 
+    def _offer_parts(self) -> None:
+        """Show the text encoders and the VAE only where the painter has a choice (a FLUX.1 /
+        SD3 transformer kept alone: `flow.part_choices`), naming the daemon's files; a part
+        already chosen stays shown, so that it can be cleared."""
+        listing = self.listing
+        chosen = self.model.value() or (listing.default_model if listing is not None else None)
+        model = next((m for m in listing.models if m.name == chosen), None) if listing is not None else None
+        choices = flow.part_choices(model, listing.text_encoders, listing.vaes) if listing is not None else {}
+        for name in flow.PART_PARAMS:
+            field = self.fields.get(name)
+            if field is None:
+                continue
+            offered = flow.offered_parts(choices, name)
+            if isinstance(field, AddonField):
+                field.combo.offer([(n, "") for n in choices.get("vae", ())], "")
+            shown = bool(offered) or bool(field.value())
+            for widget in (field.widget, self.labels[name]):
+                widget.setVisible(shown)
+                widget.setToolTip(
+                    f"{field.param.help}. The daemon offers {offered}" if offered else field.param.help
+                )
+
     def _conditioning_edited(self) -> None:
         self.refresh_layers()  # a new row's layer list
         self._offer_addons()  # and its ControlNets
@@ -1171,7 +1195,7 @@ class SettingsForm(QtWidgets.QWidget):
         for name, field in self.fields.items():
             param = field.param
             takes = applies_to(param, family)
-            if not takes:
+            if not takes and name not in flow.PART_PARAMS:  # those show only for a choice
                 left_out.append(param.label)
             why = param.help if takes else f"{label} models do not take this setting (the daemon ignores it)"
             for widget in (field.widget, self.labels[name]):
@@ -1181,6 +1205,7 @@ class SettingsForm(QtWidgets.QWidget):
             if defaults and family and family != before and takes and param.family_defaults and untouched:
                 field.set_value(param.default_for(family))
         self._offer_addons()
+        self._offer_parts()
         note = f"Family: {label}" if family else ""
         if left_out:
             note += f"; it takes no {' or '.join(left_out).lower()}"
@@ -1239,11 +1264,16 @@ class SettingsForm(QtWidgets.QWidget):
         self._fetcher.fetch(host.server, host.token)
 
     def _models_loaded(
-        self, models: list[tuple[str, str]], default: str | None, addons: dict[str, AddonList] | None = None
+        self,
+        models: list[tuple[str, str]],
+        default: str | None,
+        addons: dict[str, AddonList] | None = None,
+        listing: p.Welcome | p.Models | None = None,
     ) -> None:
         assert isinstance(self.model, ModelField)
         self.model.refresh.setEnabled(True)
         self.addons = dict(addons or {})
+        self.listing = listing
         self.model.set_models(models, default, keep=self.model.value())
         self._follow_family()
         count = "one model" if len(models) == 1 else f"{len(models)} models"

@@ -21,6 +21,7 @@ from differential_inpaint.backend.engine.checkpoints import (
     read_shapes,
 )
 from differential_inpaint.backend.engine.flow_checkpoints import _t5_tokenizer
+from differential_inpaint.backend.engine.parts import NO_PARTS
 from differential_inpaint.backend.engine.pipeline import DifferentialDiffusionPipeline
 from differential_inpaint.backend.engine.registry import ModelRegistry
 from differential_inpaint.backend.engine.schedulers import make_scheduler
@@ -209,9 +210,9 @@ def test_loaded_models_are_cached_least_recently_used(monkeypatch: pytest.Monkey
     loads: list[str] = []
     original = ModelRegistry._load_uncached
 
-    def counting(self: ModelRegistry, entry: Any) -> Any:
+    def counting(self: ModelRegistry, entry: Any, parts: Any = NO_PARTS) -> Any:
         loads.append(entry.name)
-        return original(self, entry)
+        return original(self, entry, parts)
 
     monkeypatch.setattr(ModelRegistry, "_load_uncached", counting)
     image, mask = random_region(16, 16), np.full((16, 16), 255, np.uint8)
@@ -379,3 +380,134 @@ def test_checkpoints_mixing_precisions_load_in_one() -> None:
     for name in ("unet", "vae", "text_encoder"):
         dtypes = {p.dtype for p in getattr(loaded, name).parameters()}
         assert dtypes == {torch.float32}, name
+
+
+# --- the text encoders and VAE of a FLUX.1 transformer kept alone, chosen by a job ---------
+
+
+def _split_flux(root: Path) -> tuple[Any, Path]:
+    """A lone tiny FLUX transformer in ComfyUI's tree with its parts and a second T5 of other
+    weights (`t5_other.safetensors`), so that matching alone cannot choose; the models folder."""
+    from safetensors.torch import load_file
+
+    from .flow_export import save_comfy_tree
+
+    original = build_tiny_pipeline("tiny-flux")
+    models = root / "ComfyUI" / "models"
+    paths = save_comfy_tree(original, models)
+    other = {k: v * 2 if v.is_floating_point() else v for k, v in load_file(paths["t5"]).items()}
+    save_file(other, models / "text_encoders" / "t5_other.safetensors")
+    return original, models
+
+
+def _t5_weight(loaded: Any) -> torch.Tensor:
+    return loaded.sampler.pipe.text_encoder_2.shared.weight
+
+
+def test_a_jobs_text_encoder_and_vae_are_listed_chosen_and_keyed_in_the_cache(tmp_path: Path) -> None:
+    original, models = _split_flux(tmp_path)
+    registry = ModelRegistry(
+        torch.device("cpu"), torch.float32, [tmp_path / "ComfyUI"], scan_default_locations=False
+    )
+    listed = {part.name: part.role for part in registry.list_parts()}
+    assert listed == {
+        "clip_l.safetensors": "clip_l",
+        "t5_other.safetensors": "t5",
+        "t5xxl_fp16.safetensors": "t5",
+        "ae.safetensors": "vae",
+    }
+    entry = registry.resolve("model.safetensors")
+    assert {m.name: m.lacks for m in registry.list_models()}["model.safetensors"] == ("vae", "clip_l", "t5")
+    with pytest.raises(UnknownModel, match="several files could be its T5-XXL"):
+        registry.load(entry)  # matching alone: two T5s fit
+    other = registry.choose_parts(entry, ["t5_other.safetensors"], "ae.safetensors")
+    first = registry.load(entry, other)
+    expected = original.text_encoder_2.shared.weight * 2
+    assert torch.equal(_t5_weight(first), expected)
+    assert (
+        registry.load(entry, registry.choose_parts(entry, ["t5_other.safetensors"], "ae.safetensors"))
+        is first
+    )
+    registry.max_loaded = 2
+    own = registry.load(entry, registry.choose_parts(entry, ["t5xxl_fp16.safetensors"], None))
+    assert own is not first and torch.equal(_t5_weight(own), original.text_encoder_2.shared.weight)
+    assert registry.load(entry, other) is first  # both kept: one per choice
+
+
+def test_a_jobs_choice_beats_the_daemons_parts(tmp_path: Path) -> None:
+    original, models = _split_flux(tmp_path)
+    engine = Engine(
+        device="cpu",
+        model_dirs=[tmp_path / "ComfyUI"],
+        scan_default_locations=False,
+        text_encoders=[models / "text_encoders" / "t5xxl_fp16.safetensors"],
+        part_paths=False,
+    )
+    registry = engine.models
+    entry = registry.resolve("model.safetensors")
+    assert torch.equal(_t5_weight(registry.load(entry)), original.text_encoder_2.shared.weight)
+    chosen = registry.load(entry, registry.choose_parts(entry, ["t5_other.safetensors"], None))
+    assert torch.equal(_t5_weight(chosen), original.text_encoder_2.shared.weight * 2)
+    with pytest.raises(UnknownModel, match="Unknown text encoder"):  # not a path, for the daemon
+        registry.choose_parts(entry, [str(models / "text_encoders" / "t5_other.safetensors")], None)
+
+
+def test_a_part_the_model_cannot_take_is_named(tmp_path: Path) -> None:
+    from transformers import T5Config, T5EncoderModel
+
+    from differential_inpaint.backend.engine.errors import InvalidRequest
+
+    from .flow_export import text_to_original
+
+    _, models = _split_flux(tmp_path)
+    wide = T5EncoderModel(T5Config(vocab_size=64, d_model=48, d_kv=8, d_ff=32, num_layers=1, num_heads=2))
+    save_file(text_to_original(wide), models / "text_encoders" / "t5_wide.safetensors")
+    engine = Engine(device="cpu", model_dirs=[tmp_path / "ComfyUI"], scan_default_locations=False)
+    registry = engine.models
+    entry = registry.resolve("model.safetensors")
+    with pytest.raises(InvalidRequest, match="'t5_wide.safetensors' does not fit model 'model.safetensors'"):
+        registry.choose_parts(entry, ["t5_wide.safetensors"], None)
+    with pytest.raises(InvalidRequest, match="both a T5-XXL text encoder"):
+        registry.choose_parts(entry, ["t5_other.safetensors", "t5xxl_fp16.safetensors"], None)
+    with pytest.raises(InvalidRequest, match="'ae.safetensors' is a VAE, not a text encoder"):
+        registry.choose_parts(entry, ["ae.safetensors"], None)
+    with pytest.raises(UnknownModel, match=r"Unknown VAE 'vae.pt'. The VAEs found are: ae.safetensors\."):
+        registry.choose_parts(entry, [], "vae.pt")
+    tiny = registry.resolve("builtin:tiny-flux")  # a whole pipeline: nothing to choose
+    with pytest.raises(InvalidRequest, match="takes no text encoders or VAE of a job's choice"):
+        registry.choose_parts(tiny, [], "ae.safetensors")
+    image = random_region(64, 64)
+    params = JobParams(model="model.safetensors", steps=1, seed=1, vae="nope.safetensors")
+    with pytest.raises(UnknownModel, match="Unknown VAE 'nope.safetensors'"):  # the job says so first
+        engine.inpaint(image, np.full((64, 64), 255, np.uint8), params)
+
+
+def test_the_models_command_lists_the_parts_a_model_kept_alone_may_take(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from differential_inpaint.backend.cli import main
+
+    from .flow_export import save_comfy_tree
+
+    _, models = _split_flux(tmp_path)
+    sd3 = save_comfy_tree(build_tiny_pipeline("tiny-sd3"), tmp_path / "elsewhere")
+    argv = ["models", "--model-dir", str(tmp_path / "ComfyUI"), "--text-encoder", str(sd3["clip_g"])]
+    assert main([*argv, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    model = next(m for m in listed["models"] if m["name"] == "model.safetensors")
+    assert model["lacks"] == ["vae", "clip_l", "t5"]
+    flow = ["flux", "flux-fill", "flux-schnell", "sd3"]
+    assert listed["text_encoders"] == [
+        {"name": "clip_g.safetensors", "role": "clip_g", "families": ["sd3"]},  # given: first
+        {"name": "clip_l.safetensors", "role": "clip_l", "families": flow},
+        {"name": "t5_other.safetensors", "role": "t5", "families": flow},
+        {"name": "t5xxl_fp16.safetensors", "role": "t5", "families": flow},
+    ]
+    assert listed["vaes"] == [{"name": "ae.safetensors", "role": "vae", "families": flow}]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("model.safetensors"))
+    assert line.split()[1:3] == ["flux", "comfyui"] and "(lacks vae, clip_l, t5" in line
+    section = out.split("Text encoders and VAEs (FLUX.1 / SD3 single files):\n")[1].split("\n\n")[0]
+    assert section.splitlines()[0].split() == ["clip_g.safetensors", "[clip_g]", "[sd3]"]
+    assert "  ae.safetensors  [vae] [flux, flux-fill, flux-schnell, sd3]" in section.splitlines()

@@ -300,3 +300,51 @@ def test_a_cancel_is_raised_without_a_chained_exception() -> None:
         with pytest.raises(JobCancelled) as raised:
             flow.follow(job, chosen(server=daemon.url), client="test", cancel=cancel)
     assert raised.value.__context__ is None and raised.value.__cause__ is None
+
+
+FLOW_FAMILIES = ("flux", "flux-fill", "flux-schnell", "sd3")
+T5S = [
+    p.PartInfo("t5xxl_fp16.safetensors", "t5", FLOW_FAMILIES),
+    p.PartInfo("t5_fp8.safetensors", "t5", FLOW_FAMILIES),
+]
+CLIPS = [
+    p.PartInfo("clip_l.safetensors", "clip_l", FLOW_FAMILIES),
+    p.PartInfo("clip_g.safetensors", "clip_g", ("sd3",)),
+]
+VAES = [p.PartInfo("ae.safetensors", "vae", FLOW_FAMILIES)]
+
+
+def test_text_encoders_and_a_vae_are_offered_only_where_the_painter_has_a_choice() -> None:
+    lone = p.ModelInfo("flux1-dev.safetensors", "flux", ("vae", "clip_l", "t5"))
+    choices = flow.part_choices(lone, [*CLIPS, *T5S], VAES)
+    # CLIP-G fits no FLUX model; what the model lacks is offered, even a single fitting file.
+    assert choices == {
+        "clip_l": ("clip_l.safetensors",),
+        "t5": ("t5xxl_fp16.safetensors", "t5_fp8.safetensors"),
+        "vae": ("ae.safetensors",),
+    }
+    assert flow.offered_parts(choices, "text_encoders") == (
+        "CLIP-L: clip_l.safetensors; T5-XXL: t5xxl_fp16.safetensors, t5_fp8.safetensors"
+    )
+    assert flow.offered_parts(choices, "vae") == "VAE: ae.safetensors"
+    # A transformer with its own CLIP-L and VAE: only the T5 it lacks, or a role with several.
+    t5_only = p.ModelInfo("flux-no-t5.safetensors", "flux", ("t5",))
+    assert flow.part_choices(t5_only, [*CLIPS, T5S[0]], VAES) == {"t5": ("t5xxl_fp16.safetensors",)}
+    assert flow.part_choices(t5_only, [*CLIPS, *T5S, *CLIPS[:1]], [*VAES, *VAES]) == {
+        "clip_l": ("clip_l.safetensors", "clip_l.safetensors"),
+        "t5": ("t5xxl_fp16.safetensors", "t5_fp8.safetensors"),
+        "vae": ("ae.safetensors", "ae.safetensors"),
+    }
+    # A model that lacks nothing (a whole checkpoint, an SD model) and none: nothing to offer.
+    for model in (p.ModelInfo("flux-all-in-one.safetensors", "flux"), p.ModelInfo("sdxl", "sdxl"), None):
+        assert flow.part_choices(model, [*CLIPS, *T5S], VAES) == {}
+    assert flow.offered_parts({}, "vae") == ""
+
+
+def test_text_encoders_typed_twice_are_refused_in_words() -> None:
+    with pytest.raises(InpaintError, match="Text encoders name 't5.safetensors' twice"):
+        Settings.from_values({"text_encoders": ("t5.safetensors", "t5.safetensors")}).check()
+    with pytest.raises(InpaintError, match="each of the Text encoders must be a name the daemon lists"):
+        Settings.from_values({"text_encoders": ("t5.safetensors", "")}).check()
+    chosen = Settings.from_values({"text_encoders": ["t5.safetensors"], "vae": "ae.safetensors"}).check()
+    assert chosen.job.text_encoders == ("t5.safetensors",) and chosen.job.vae == "ae.safetensors"

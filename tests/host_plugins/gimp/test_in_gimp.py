@@ -637,7 +637,9 @@ def test_interactive_dialog_ok(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -
     shown = p.shown_on("gimp", SETTINGS_PARAMS)
     # The same labels as Krita's form, from the spec.
     assert [q.label for q in shown][:3] == ["Prompt", "Negative prompt", "Strength"]
-    for label in [f"{q.label} ({q.unit})" if q.unit else q.label for q in shown] + ["Cancel"]:
+    # The text encoders and VAE show only for a model kept alone (client.flow.part_choices).
+    offered = [q for q in shown if q.name not in ("text_encoders", "vae")]
+    for label in [f"{q.label} ({q.unit})" if q.unit else q.label for q in offered] + ["Cancel"]:
         assert label in dialog["labels"], dialog["labels"]
     # A selection: the dialog says what a run does, and so does its OK button.
     assert "Inpaint selection" in dialog["labels"]

@@ -167,7 +167,10 @@ def test_the_folded_form_shows_the_basic_settings_and_folds_the_rest(plugin, qt,
     assert not any(form.fields[name].widget.isVisible() for name in folded)
     form.advanced_toggle.setChecked(True)
     form.conditioning_toggle.setChecked(True)
-    assert all(form.fields[q.name].widget.isVisible() for q in shown)
+    # The text encoders and VAE show only for a model kept alone (test_the_parts_...).
+    assert all(
+        form.fields[q.name].widget.isVisible() for q in shown if q.name not in ("text_encoders", "vae")
+    )
     strength = form.fields["strength"]
     strength.set_value(0.35)
     assert strength.label.text() == "35 %" and form.values().job.strength == pytest.approx(0.35)
@@ -467,6 +470,39 @@ def test_the_dialog_fits_a_768_px_screen(plugin, qt, ui):
     assert dialog.form.sizeHint().height() > 700  # why it scrolls
     assert 400 <= dialog.sizeHint().height() <= 700, dialog.sizeHint()
     assert dialog.form.fields["context"].widget.isVisibleTo(dialog)
+
+
+def test_the_parts_of_a_model_kept_alone_are_offered_only_where_there_is_a_choice(plugin, qt, ui):
+    p = plugin.protocol
+    flow = ("flux", "flux-fill", "flux-schnell", "sd3")
+    listing = p.Models(
+        [p.ModelInfo("lone", "flux", ("vae", "t5")), p.ModelInfo("whole", "flux"), p.ModelInfo("sd", "sd15")],
+        "whole",
+        text_encoders=[p.PartInfo("t5a", "t5", flow), p.PartInfo("t5b", "t5", flow)],
+        vaes=[p.PartInfo("ae", "vae", flow)],
+    )
+    form = ui.SettingsForm(fold_advanced=True)
+    form.show()
+    form.advanced_toggle.setChecked(True)
+    form._models_loaded([(m.name, m.family) for m in listing.models], "whole", {}, listing)
+    vae, text_encoders = form.fields["vae"], form.fields["text_encoders"]
+
+    def choose(model: str) -> None:  # as the painter does: the combo
+        form.model.combo.setCurrentIndex(form.model.combo.findData(model))
+
+    assert not vae.widget.isVisible() and not text_encoders.widget.isVisible()  # the default holds them
+    choose("lone")
+    assert vae.widget.isVisible() and text_encoders.widget.isVisible()
+    assert [vae.combo.itemText(i) for i in range(vae.combo.count())] == ["Automatic", "ae"]
+    assert "T5-XXL: t5a, t5b" in text_encoders.widget.toolTip()
+    vae.combo.setCurrentIndex(1)
+    assert form.values().job.vae == "ae"
+    choose("sd")
+    assert vae.widget.isVisible() and not text_encoders.widget.isVisible()  # chosen: shown, to clear
+    vae.combo.setCurrentIndex(0)
+    choose("whole")
+    assert not vae.widget.isVisible() and form.values().job.vae is None
+    form.model.combo.setCurrentIndex(0)  # the daemon's default again, for the forms of later tests
 
 
 def test_conditioning_is_folded_and_offers_the_daemons_add_ons_for_the_models_family(plugin, qt, ui, krita):
