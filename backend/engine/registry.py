@@ -264,7 +264,10 @@ class ModelRegistry:
                 return entry
         family = classify(path)
         if family is None:
-            reason = why_unusable(path) or "it is not a .safetensors/.ckpt checkpoint or a diffusers folder"
+            from .checkpoints import CHECKPOINT_SUFFIXES
+
+            kinds = ", ".join(CHECKPOINT_SUFFIXES)
+            reason = why_unusable(path) or f"it is not a checkpoint ({kinds}) or a diffusers folder"
             raise UnknownModel(f"Cannot use '{path.name}' as a model: {reason}.")
         entry = CatalogEntry(name_for_path(path, {**self._entries, **self._by_path}), family, "path", path)
         self._by_path[entry.name] = entry

@@ -24,6 +24,7 @@ class ColourCastSampler:
 
     def __init__(self, real: Any) -> None:
         self.pipe = real.pipe  # the scheduler config the engine reads
+        self.dtype = real.dtype  # the batch estimate's element size
 
     def __call__(self, image: torch.Tensor, strength: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         for stage in ("encoding", "sampling", "decoding"):

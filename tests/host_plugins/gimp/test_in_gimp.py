@@ -1201,7 +1201,3 @@ def test_a_black_point_above_the_white_point_is_refused(
     message = check_failure(gimp_run[0], "black-above-white")
     assert message == "Cannot start: Map black point must be below Map white point.", message
     assert "black above white" not in gimp_run[1].submit_by_prompt
-
-
-def test_gimp_part_is_quick(gimp_run: tuple[gimp_host.GimpRun, FakeDaemon]) -> None:
-    assert gimp_run[0].seconds < 120, gimp_run[0].output
