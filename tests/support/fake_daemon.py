@@ -155,8 +155,9 @@ def peer_plugin_pid(ws: ServerConnection) -> int | None:
 
 
 class FakeDaemon:
-    def __init__(self, *, invert_colours: bool = False) -> None:
+    def __init__(self, *, invert_colours: bool = False, split_flux: bool = False) -> None:
         self.invert_colours = invert_colours
+        self.split_flux = split_flux
         self.submits: list[p.Submit] = []
         self.tokens: list[str | None] = []  # hello.token of each submit's connection
         self.endings: dict[str, str] = {}  # how "kill:" jobs ended, by prompt
@@ -185,16 +186,28 @@ class FakeDaemon:
         if hello.token == WRONG_TOKEN:
             ws.send(p.encode(p.Error(p.ErrorCode.UNAUTHORIZED, "wrong token")))
             return
+        models = [p.ModelInfo("fake", "sd15"), p.ModelInfo("fake-xl", "sdxl")]
+        parts: dict[str, list[p.PartInfo]] = {}
+        if self.split_flux:  # a FLUX.1 transformer kept alone, with two T5 files to choose from
+            flux = ("flux", "flux-schnell", "flux-fill")
+            models.append(p.ModelInfo("flux1-dev-Q8_0.gguf", "flux", lacks=("vae", "clip_l", "t5")))
+            parts["text_encoders"] = [
+                p.PartInfo("clip_l.safetensors", "clip_l", (*flux, "sd3")),
+                p.PartInfo("t5xxl_fp16.safetensors", "t5", (*flux, "sd3")),
+                p.PartInfo("t5xxl_fp8_e4m3fn_scaled.safetensors", "t5", (*flux, "sd3")),
+            ]
+            parts["vaes"] = [p.PartInfo("ae.safetensors", "vae", flux)]
         welcome = p.Welcome(
             server="fake",
             server_version="0",
-            models=[p.ModelInfo("fake", "sd15"), p.ModelInfo("fake-xl", "sdxl")],
+            models=models,
             default_model="fake",
             capabilities=["cancel", "preview"],
             # Add-ons to pick in a plugin's form; jobs get the same answer whatever they name.
             loras=[p.ModelInfo("fake-lora", "sd15"), p.ModelInfo("fake-lora-xl", "sdxl")],
             controlnets=[p.ModelInfo("fake-canny", "sd15"), p.ModelInfo("fake-canny-xl", "sdxl")],
             ip_adapters=[p.ModelInfo("fake-ip-adapter", "sd15")],
+            **parts,
         )
         ws.send(p.encode(welcome))
         try:
@@ -283,9 +296,12 @@ class FakeDaemon:
 
 
 @contextmanager
-def fake_daemon(port: int = 0, *, invert_colours: bool = False) -> Iterator[FakeDaemon]:
-    """A FakeDaemon listening on 127.0.0.1:`port` (0: an ephemeral one) for the block."""
-    daemon = FakeDaemon(invert_colours=invert_colours)
+def fake_daemon(
+    port: int = 0, *, invert_colours: bool = False, split_flux: bool = False
+) -> Iterator[FakeDaemon]:
+    """A FakeDaemon listening on 127.0.0.1:`port` (0: an ephemeral one) for the block; with
+    `split_flux` it also lists a FLUX.1 transformer kept alone and the parts it may take."""
+    daemon = FakeDaemon(invert_colours=invert_colours, split_flux=split_flux)
     with serve(daemon._handle, "127.0.0.1", port, compression=None, max_size=None) as server:
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()

@@ -270,13 +270,14 @@ class BoolField(Field):
 
 
 class ListField(Field):
-    """A list of numbers typed as text ("30%, 60%, 90%"), shown the spec's way
-    (`Param.format_text`); what is wrong with the text shows under it as it is typed."""
+    """A list of numbers ("30%, 60%, 90%") or of the daemon's names typed as text, shown the
+    spec's way (`Param.format_text`); what is wrong with the text shows under it as it is typed."""
 
     def __init__(self, param: p.Param) -> None:
         self.edit = QtWidgets.QLineEdit()
+        self.names = param.choices is not None  # the daemon's files, or none: its own match
         example = param.format_text((0.3, 0.6, 0.9)) if param.percent else "1, 2, 3"
-        self.edit.setPlaceholderText(f"off (e.g. {example})")
+        self.edit.setPlaceholderText("Automatic" if self.names else f"off (e.g. {example})")
         self.error = QtWidgets.QLabel()
         self.error.setWordWrap(True)
         self.error.setStyleSheet("color: #e0604f;")
@@ -295,7 +296,8 @@ class ListField(Field):
         try:
             values = self.param.parse_text(self.edit.text())
         except ValueError as exc:
-            return None, f"{self.param.label}: {exc}; type numbers separated by commas."
+            what = "names" if self.names else "numbers"
+            return None, f"{self.param.label}: {exc}; type {what} separated by commas."
         from .client.settings import problem
 
         try:
@@ -1138,6 +1140,9 @@ class SettingsForm(QtWidgets.QWidget):
             offered = flow.offered_parts(choices, name)
             if isinstance(field, AddonField):
                 field.combo.offer([(n, "") for n in choices.get("vae", ())], "")
+            elif isinstance(field, ListField):  # the first offered file of each role, to copy
+                example = ", ".join(choices[role][0] for role in flow.PART_PARAMS[name] if role in choices)
+                field.edit.setPlaceholderText(f"Automatic (e.g. {example})" if example else "Automatic")
             shown = bool(offered) or bool(field.value())
             for widget in (field.widget, self.labels[name]):
                 widget.setVisible(shown)

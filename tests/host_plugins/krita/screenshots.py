@@ -10,7 +10,8 @@ the whole screen: before a run, after a run of three variations, with the
 History open and one result previewed, after Show strength map with a painted
 "Strength" layer as the map, folded and with the map's settings unfolded, and after a
 run with the Conditioning fold open (a LoRA, a hidden "Lines" layer as the control
-layer, line art through a ControlNet, an image prompt); plus the
+layer, line art through a ControlNet, an image prompt), and with a FLUX.1 transformer kept
+alone chosen (its family, and the text encoders and VAE to choose under Advanced); plus the
 docker alone at each stage; and the menu's dialog.
 
 The part after "inside Krita" runs in Krita's own Python (standard library only).
@@ -27,7 +28,7 @@ import traceback
 from typing import Any
 
 SIZES = [(1366, 768), (1920, 1080)]
-STAGES = ["before", "after", "history", "map", "map-settings", "conditioning"]
+STAGES = ["before", "after", "history", "map", "map-settings", "conditioning", "flux"]
 
 
 def main(argv: list[str]) -> int:
@@ -48,7 +49,7 @@ def main(argv: list[str]) -> int:
         print(f"needs {' and '.join(missing)} (apt-get install krita xvfb)", file=sys.stderr)
         return 2
     problems = []
-    with tempfile.TemporaryDirectory() as tmp, fake_daemon(invert_colours=True) as daemon:
+    with tempfile.TemporaryDirectory() as tmp, fake_daemon(invert_colours=True, split_flux=True) as daemon:
         base = Path(tmp)
         pykrita = base / "resources" / "pykrita"
         krita_installer.install(pykrita)
@@ -316,6 +317,17 @@ def _shoot(config: dict[str, Any], saved: list[str]) -> None:
     scroll.ensureWidgetVisible(form.conditioning.reference)
     scroll.ensureWidgetVisible(form.conditioning_toggle)
     shot("conditioning")
+    # A FLUX.1 transformer kept alone: its family, only the settings it takes, and under
+    # Advanced the text encoders and VAE to choose (two T5 files fit it).
+    form.conditioning_toggle.setChecked(False)
+    form.model.combo.setCurrentIndex(max(form.model.combo.findData("flux1-dev-Q8_0.gguf"), 0))
+    form.advanced_toggle.setChecked(True)
+    _pump(0.5)
+    scroll.ensureWidgetVisible(form.fields["vae"].widget)
+    scroll.ensureWidgetVisible(form.fields["text_encoders"].widget)
+    shot("flux")
+    form.model.combo.setCurrentIndex(0)
+    form.advanced_toggle.setChecked(False)
     # Tools > Scripts > Differential Inpaint's dialog: every setting, scrolling.
     dialog = ui.InpaintDialog(qwindow)
     dialog.show()

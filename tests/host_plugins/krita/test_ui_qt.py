@@ -495,6 +495,10 @@ def test_the_parts_of_a_model_kept_alone_are_offered_only_where_there_is_a_choic
     assert vae.widget.isVisible() and text_encoders.widget.isVisible()
     assert [vae.combo.itemText(i) for i in range(vae.combo.count())] == ["Automatic", "ae"]
     assert "T5-XXL: t5a, t5b" in text_encoders.widget.toolTip()
+    assert text_encoders.edit.placeholderText() == "Automatic (e.g. t5a)"  # names, not numbers
+    text_encoders.edit.setText("t5b")
+    assert form.values().job.text_encoders == ("t5b",) and not text_encoders.problem()
+    text_encoders.edit.setText("")
     vae.combo.setCurrentIndex(1)
     assert form.values().job.vae == "ae"
     choose("sd")
