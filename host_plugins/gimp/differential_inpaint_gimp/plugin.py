@@ -585,7 +585,7 @@ def _follow_family(dialog: Any, config: Gimp.ProcedureConfig, shown: dict[str, A
         before, family["now"] = family["now"], family_of(config.get_property(MODEL_CHOICE) or "")
         apply(before)  # a model of the same family may still differ in its parts
 
-    apply(family["now"])
+    apply("")  # a setting still at the general default takes the chosen family's at once
     config.connect(f"notify::{MODEL_CHOICE}", changed)
 
 

@@ -8,7 +8,8 @@ then opens its real dialog, a painted "Strength" channel picked as the map, unde
 on a 1366x768 screen through the test-only probe
 plug-in (dialog_probe/), which saves the dialog's window as a PNG, then again with each
 fold open in turn (OUT with `-conditioning` and `-advanced` before `.png`: a "Lines"
-layer as the control layer, a "Photo" layer as the reference, a LoRA), and cancels it.
+layer as the control layer, a "Photo" layer as the reference, a LoRA), and cancels it; then
+once more with a FLUX.1 transformer kept alone chosen, advanced open (`-flux-advanced`).
 Default OUT: host_plugins/gimp/screenshots/dialog.png (linked from the plug-in's README).
 """
 
@@ -68,6 +69,13 @@ def scenarios(url: str) -> list[dict[str, object]]:
             },
             "probe": {"answer": "cancel", "screenshot": str(INSIDE / "dialog.png")},
         },
+        # A FLUX.1 transformer kept alone: its family, and its text encoders and VAE to choose.
+        {
+            "name": "dialog-flux",
+            **image,
+            "args": {**args, "model": "flux1-dev-Q8_0.gguf", "steps": 28},
+            "probe": {"answer": "cancel", "screenshot": str(INSIDE / "dialog-flux.png")},
+        },
     ]
 
 
@@ -80,7 +88,7 @@ def main(argv: list[str]) -> int:
     gimp_host.install_plugin()
     shots = chroot.root() / INSIDE.relative_to("/")
     shots.mkdir(parents=True, exist_ok=True)
-    with fake_daemon() as daemon:
+    with fake_daemon(split_flux=True) as daemon:
         run = gimp_host.GimpRun(scenarios(daemon.url), screen=SCREEN).run()
     verdict = run.verdict("dialog")
     if not (shots / "dialog.png").is_file():
@@ -95,6 +103,10 @@ def main(argv: list[str]) -> int:
         shutil.copyfile(shots / f"dialog-{fold}.png", path)
         size = verdict["dialog"][f"{fold}_size"]
         print(f"{path}: {fold} open, the dialog is {size[0]}x{size[1]} on a {screen} screen")
+    flux = run.verdict("dialog-flux")["dialog"]["advanced_size"]
+    path = out.with_name(f"{out.stem}-flux-advanced.png")
+    shutil.copyfile(shots / "dialog-flux-advanced.png", path)
+    print(f"{path}: a FLUX.1 transformer kept alone, advanced open, the dialog is {flux[0]}x{flux[1]}")
     shutil.rmtree(shots, ignore_errors=True)
     return 0
 

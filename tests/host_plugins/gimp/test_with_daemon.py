@@ -90,6 +90,16 @@ def scenarios(url: str, dead_url: str) -> list[dict[str, Any]]:
             }
             for family, pick in FLUX_PICKS.items()
         ),
+        # The dialog opened on FLUX Fill (last used, or a script's) with guidance at SD's default.
+        {
+            "name": "fill-opened-dialog",
+            "image": [96, 96],
+            "precision": "u8",
+            "layer": {"x": 0, "y": 0, "width": 96, "height": 96, "alpha": False},
+            "selection": None,
+            "args": args("never sent", model="builtin:tiny-flux-fill", guidance=7.0, steps=2),
+            "probe": {"answer": "cancel"},
+        },
         # A channel as the map (its left half 0), then the depth estimate: each first as the
         # strength map, then the job with the same arguments.
         {
@@ -222,6 +232,17 @@ def test_the_dialog_offers_only_what_the_models_family_takes(
     assert picked["guidance"] == guidance
     assert verdict["new_layer"]["name"] == f"picked {family} \u00b7 7"
     assert verdict["new_layer"]["kept"]["zeros"] > 1000
+
+
+def test_a_dialog_opened_on_a_flux_model_shows_its_familys_guidance(gimp_run: gimp_host.GimpRun) -> None:
+    """Guidance left at the general default follows the chosen model's family as the dialog
+    opens, not only when the model is changed in it: 30 for FLUX Fill."""
+    verdict = gimp_run.verdict("fill-opened-dialog")
+    assert verdict["status"] == "cancel", verdict
+    dialog = verdict["dialog"]
+    assert dialog["guidance"] == 30.0, dialog
+    assert "Model family: FLUX Fill; it takes no negative prompt" in dialog["labels"], dialog["labels"]
+    assert verdict["layers_after"] == verdict["layers_before"]
 
 
 def check_kept(verdict: dict[str, Any], size: tuple[int, int]) -> dict[str, int]:
