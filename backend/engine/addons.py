@@ -20,12 +20,11 @@ per file version.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .catalog import SearchFolder, search_folders, walk_models
+from .catalog import FileMemo, SearchFolder, search_folders, walk_models
 from .errors import UnknownModel
 from .tiny import BUILTIN_PREFIX
 
@@ -91,8 +90,7 @@ class AddonFinder:
         self.scan_default_locations = scan_default_locations
         self.builtins = dict(builtins or {})
         self.allow_paths = allow_paths
-        self._lock = threading.Lock()
-        self._families: dict[tuple[str, int, int], str | None] = {}
+        self._families = FileMemo[str]()
 
     def search_folders(self) -> list[SearchFolder]:
         """The folders looked in, in order (existing or not)."""
@@ -138,21 +136,13 @@ class AddonFinder:
         file is not of this kind or cannot be read."""
         from .checkpoints import UnsupportedCheckpoint, read_shapes
 
-        try:
-            stat = path.stat()
-        except OSError:
-            return None
-        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-        with self._lock:
-            if key in self._families:
-                return self._families[key]
-        try:
-            family = self.kind.family((self.kind.shapes or read_shapes)(path))
-        except (UnsupportedCheckpoint, OSError, ValueError, RuntimeError):
-            family = None
-        with self._lock:
-            self._families[key] = family
-        return family
+        def family() -> str | None:
+            try:
+                return self.kind.family((self.kind.shapes or read_shapes)(path))
+            except (UnsupportedCheckpoint, OSError, ValueError, RuntimeError):
+                return None
+
+        return self._families.get(path, family)
 
     def resolve(self, spec: str) -> AddonInfo:
         """The add-on `spec` names; UnknownModel saying what was found and where it looked."""

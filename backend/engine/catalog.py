@@ -32,6 +32,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from .checkpoints import CHECKPOINT_SUFFIXES, UnsupportedCheckpoint, detect_family, folder_family, read_shapes
 from .tiny import BUILTIN_PREFIX, BUILTINS
@@ -115,30 +116,48 @@ def search_folders(model_dirs: Sequence[Path], scan_default_locations: bool) -> 
     return list(unique.values())
 
 
-# Classifying a file reads its header (or memory-maps a .ckpt): remember the answers.
-_family_cache: dict[tuple[str, int, int], str | None] = {}
-_family_lock = threading.Lock()
+T = TypeVar("T")
+
+
+class FileMemo(Generic[T]):
+    """Answers about model files, remembered while a file stays the same (its resolved path,
+    size and modification time): folders are walked on every listing, and an answer reads the
+    file's header (or memory-maps a .ckpt)."""
+
+    def __init__(self) -> None:
+        self._answers: dict[tuple[str, int, int], T | None] = {}
+        self._lock = threading.Lock()
+
+    def get(self, path: Path, answer: Callable[[], T | None], changes: Path | None = None) -> T | None:
+        """The remembered answer for `path`, or `answer()` remembered now; None when the file
+        (or `changes`, the file whose change counts: a folder's config) cannot be read."""
+        try:
+            stat = (changes or path).stat()
+        except OSError:
+            return None
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        with self._lock:
+            if key in self._answers:
+                return self._answers[key]
+        found = answer()
+        with self._lock:
+            self._answers[key] = found
+        return found
+
+
+_families = FileMemo[str]()
 
 
 def classify(path: Path) -> str | None:
     """The family of a checkpoint file or diffusers folder, None if it is not a usable model."""
-    try:
-        target = path / "model_index.json" if path.is_dir() else path
-        stat = target.stat()
-    except OSError:
-        return None
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    with _family_lock:
-        if key in _family_cache:
-            return _family_cache[key]
-    family = None
-    try:
-        family = folder_family(path) if path.is_dir() else detect_family(read_shapes(path))
-    except (UnsupportedCheckpoint, OSError, ValueError, RuntimeError):
-        family = None
-    with _family_lock:
-        _family_cache[key] = family
-    return family
+
+    def family() -> str | None:
+        try:
+            return folder_family(path) if path.is_dir() else detect_family(read_shapes(path))
+        except (UnsupportedCheckpoint, OSError, ValueError, RuntimeError):
+            return None
+
+    return _families.get(path, family, path / "model_index.json" if path.is_dir() else None)
 
 
 def why_unusable(path: Path) -> str | None:

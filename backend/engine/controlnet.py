@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ...protocol import ControlParams
-from .catalog import HF_PREFIX, SearchFolder, search_folders, walk_models
+from .catalog import HF_PREFIX, FileMemo, SearchFolder, search_folders, walk_models
 from .checkpoints import UnsupportedCheckpoint, read_shapes, read_state_dict
 from .configs import base_family
 from .errors import InvalidRequest, UnknownModel
@@ -428,9 +428,7 @@ def _folder_class(folder: Path) -> str | None:
         return None
 
 
-# Classifying a file reads its header: remember the answers.
-_classify_cache: dict[tuple[str, int, int], tuple[str, bool] | None] = {}
-_classify_lock = threading.Lock()
+_classified_files = FileMemo[tuple[str, bool]]()
 
 
 def _classified(name: str, source: str, path: Path) -> ControlNetInfo | None:
@@ -447,23 +445,18 @@ def _classified(name: str, source: str, path: Path) -> ControlNetInfo | None:
 def classify_controlnet(path: Path) -> tuple[str, bool] | None:
     """(family, whether a Union) of a ControlNet file or diffusers folder; None when it is none
     (UnsupportedCheckpoint from `controlnet_config` says why)."""
-    target = path / "config.json" if path.is_dir() else path
-    stat = target.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    with _classify_lock:
-        if key in _classify_cache:
-            return _classify_cache[key]
-    try:
-        cls, config = controlnet_config(path)
-        answer: tuple[str, bool] | None = (
-            config_family({"_class_name": cls, **config}),
-            cls == "ControlNetUnionModel" or bool(config.get("num_mode")),  # FLUX: a control mode
-        )
-    except (UnsupportedCheckpoint, OSError, ValueError, KeyError):
-        answer = None
-    with _classify_lock:
-        _classify_cache[key] = answer
-    return answer
+
+    def kind() -> tuple[str, bool] | None:
+        try:
+            cls, config = controlnet_config(path)
+            return (
+                config_family({"_class_name": cls, **config}),
+                cls == "ControlNetUnionModel" or bool(config.get("num_mode")),  # FLUX: a control mode
+            )
+        except (UnsupportedCheckpoint, OSError, ValueError, KeyError):
+            return None
+
+    return _classified_files.get(path, kind, path / "config.json" if path.is_dir() else None)
 
 
 def why_unusable(path: Path) -> str:

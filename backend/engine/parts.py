@@ -10,14 +10,13 @@ folder searched, and the files given with ``--text-encoder`` / ``--vae``.
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...protocol.spec import FLOW_PART_FAMILIES
-from .catalog import CatalogEntry, SearchFolder
+from .catalog import CatalogEntry, FileMemo, SearchFolder
 from .checkpoints import UnsupportedCheckpoint, read_shapes
 from .configs import is_flow
 from .errors import InvalidRequest, UnknownModel
@@ -63,33 +62,24 @@ class PartFile:
         return self.role == "vae"
 
 
-# Reading a file's header per listing: remember the answers, as catalog.classify does.
-_part_cache: dict[tuple[str, int, int], Part | None] = {}
-_part_lock = threading.Lock()
+_parts = FileMemo[Part]()
 
 
 def read_part(path: Path) -> Part | None:
     """The one text encoder or 16-channel VAE the file at `path` holds; None for anything else
     (a whole checkpoint, a transformer, an SD VAE, an unreadable file)."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    with _part_lock:
-        if key in _part_cache:
-            return _part_cache[key]
-    part = None
-    try:
-        shapes = read_shapes(path)
-        found = [] if _has(shapes, TRANSFORMER) else parts_in(path, shapes)
+
+    def part() -> Part | None:
+        try:
+            shapes = read_shapes(path)
+            found = [] if _has(shapes, TRANSFORMER) else parts_in(path, shapes)
+        except (OSError, UnsupportedCheckpoint, ValueError, RuntimeError, KeyError):
+            return None
         if len(found) == 1 and (found[0].role != "vae" or found[0].width == FLOW_VAE_CHANNELS):
-            part = found[0]
-    except (OSError, UnsupportedCheckpoint, ValueError, RuntimeError, KeyError):
-        part = None
-    with _part_lock:
-        _part_cache[key] = part
-    return part
+            return found[0]
+        return None
+
+    return _parts.get(path, part)
 
 
 def lone_transformers(entries: Iterable[CatalogEntry]) -> list[CatalogEntry]:
