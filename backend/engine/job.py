@@ -29,7 +29,7 @@ from .ip_adapter import IPAdapters, ReferenceImage
 from .loras import LoraLibrary
 from .maps import change_map, depth_map, pixel_strength, unit_map
 from .masks import composite_alpha, process_mask
-from .memory import OffloadChoice
+from .memory import OffloadChoice, activation_bytes
 from .parts import NO_PARTS, ChosenParts, PartFile
 from .regions import Context, context_window
 from .registry import ModelInfo, ModelRegistry, pick_device
@@ -460,8 +460,6 @@ class Engine:
 def fitting_samples(free: int, pixels: int, family: str, most: int, element_size: int = 2) -> int:
     """How many samples of a `family` model at `pixels` working pixels fit in `free` bytes
     (80% of them: the rest for the allocator's fragments), between 1 and `most`."""
-    from .memory import activation_bytes
-
     return max(1, min(most, int(max(free, 0) * 0.8) // activation_bytes(family, pixels, element_size)))
 
 

@@ -172,29 +172,25 @@ def choose_offload(
     if memory is None:
         return OffloadChoice("none", f"{where} on the CPU: no offload, the model is in CPU memory already")
     on = f"{where} on a {memory.total / GIB:.0f} GB {memory.kind} with {_gb(memory.free)} free"
+    if asked != "auto":
+        return OffloadChoice(asked, f"{on}: {asked} offload, as asked")
     usable = memory.free - headroom(memory)
     side = round(pixels**0.5)
     job = f"a {side}x{side} job's activations"
-    # What each component needs on the device while it runs: its weights and its stage's activations.
-    stage = {
-        name: size
-        + (
-            denoiser_bytes(family, pixels, element_size)
-            if name in DENOISERS
-            else vae_bytes(pixels, element_size)
-            if name == "vae"
-            else 0
-        )
-        for name, size in sizes.items()
-    }
+
+    def stage(name: str) -> int:
+        """What a component needs on the device while it runs: its weights and its stage's
+        activations (text encoders' are small)."""
+        if name in DENOISERS:
+            return sizes[name] + denoiser_bytes(family, pixels, element_size)
+        return sizes[name] + (vae_bytes(pixels, element_size) if name == "vae" else 0)
+
     activations = activation_bytes(family, pixels, element_size)
-    largest = max(sizes, key=lambda n: stage[n]) if sizes else "model"
+    largest = max(sizes, key=stage) if sizes else "model"
     largest_text = f"the {largest.replace('_', ' ')} ({_gb(sizes.get(largest, 0))})"
-    if asked != "auto":
-        return OffloadChoice(asked, f"{on}: {asked} offload, as asked")
     if total + activations <= usable:
         return OffloadChoice("none", f"{on}: no offload, all of it and {job} ({_gb(activations)}) fit")
-    if stage.get(largest, 0) <= usable:
+    if (stage(largest) if sizes else 0) <= usable:
         return OffloadChoice(
             "model",
             f"{on}: model offload, all of it does not fit but {largest_text} with {job} does",
